@@ -1,0 +1,189 @@
+"""The ulogd.conf grammar (ulogd2 ``conffile.c``), read once into sections of (key, value, line).
+
+Lexical rules kept from ulogd2: a line is a comment only if its first character is ``#``;
+a section header is a line whose first word starts with ``[``; inside a section the first
+word is the key and the second the value, separated by blanks and/or ``=``; a word that
+starts with ``"`` runs to the next ``"``; anything after the second word is ignored.
+Differences, on purpose: no 255-byte line limit, the last line need not end in a newline,
+and (as in ulogd2 2.0.9) unknown keys and bad integers are errors, reported with file
+and line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyulogd.core.errors import ConfigError
+from pyulogd.core.plugin import Option, OptionType
+
+_DELIMS = " \t\r\n="
+_INT_MIN, _UINT_MAX = -(2**31), 2**32 - 1
+_OCTAL = re.compile(r"[+-]?0[0-7]+\Z")
+
+
+@dataclass
+class Entry:
+    key: str
+    value: str | None  # None: the key had no value (malformed directive)
+    line: int
+
+
+@dataclass
+class Section:
+    name: str
+    line: int
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass
+class ConfigFile:
+    path: str
+    sections: dict[str, Section] = field(default_factory=dict)
+    # Sections that appear more than once: the first wins, as in ulogd; kept for warnings.
+    duplicates: list[Section] = field(default_factory=list)
+
+    def section(self, name: str) -> Section | None:
+        return self.sections.get(name)
+
+
+def _words(line: str, delims: str) -> list[str | None]:
+    """Split a line into at most two words with ulogd's quoting rule.
+
+    An unterminated quoted word becomes ``None`` (ulogd treats it as a missing value).
+    """
+    words: list[str | None] = []
+    i, n = 0, len(line)
+    while i < n and len(words) < 2:
+        while i < n and line[i] in delims:
+            i += 1
+        if i >= n:
+            break
+        if line[i] == '"':
+            j = line.find('"', i + 1)
+            if j < 0:
+                words.append(None)
+                break
+            words.append(line[i + 1 : j])
+            i = j + 1
+        else:
+            j = i
+            while j < n and line[j] not in delims:
+                j += 1
+            words.append(line[i:j])
+            i = j
+    return words
+
+
+def parse_text(text: str, path: str = "<config>") -> ConfigFile:
+    cfg = ConfigFile(path)
+    current: Section | None = None
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if not raw or raw[0] == "#":
+            continue
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        if stripped[0] == "[":
+            parts = [p for p in re.split(r"[\s\[\]]+", stripped) if p]
+            name = parts[0] if parts else ""
+            if not name:
+                raise ConfigError("empty section name", path, lineno)
+            current = Section(name, lineno)
+            if name in cfg.sections:
+                cfg.duplicates.append(current)
+            else:
+                cfg.sections[name] = current
+            continue
+        words = _words(raw, _DELIMS)
+        if not words or words[0] is None:
+            continue
+        if current is None:
+            raise ConfigError(f"'{words[0]}' outside of any [section]", path, lineno)
+        value = words[1] if len(words) > 1 else None
+        current.entries.append(Entry(words[0], value, lineno))
+    return cfg
+
+
+def parse_file(path: str) -> ConfigFile:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {e.strerror}", path) from e
+    return parse_text(text, path)
+
+
+def parse_int(text: str) -> int:
+    """ulogd's integer syntax: decimal, 0x hex, leading-0 octal; the whole word must be a number."""
+    t = text.strip()
+    if _OCTAL.match(t):
+        value = int(t, 8)
+    else:
+        value = int(t, 0)  # raises ValueError on garbage
+    if not _INT_MIN <= value <= _UINT_MAX:
+        raise ValueError(f"{text!r} is out of range")
+    return value
+
+
+def option_values(
+    options: tuple[Option, ...],
+    section: Section | None,
+    cfg: ConfigFile,
+    instance_id: str,
+    plugin_name: str,
+    warn: Any = None,
+) -> dict[str, Any]:
+    """Validate a plugin's section against its declared options; return name -> value."""
+    by_name = {o.name: o for o in options}
+    values: dict[str, Any] = {o.name: o.default for o in options}
+    seen: dict[str, int] = {}
+    if section is not None:
+        for e in section.entries:
+            opt = by_name.get(e.key)
+            if opt is None:
+                valid = ", ".join(sorted(by_name)) or "none"
+                raise ConfigError(
+                    f"unknown option '{e.key}' for {plugin_name} instance '{instance_id}' "
+                    f"(valid options: {valid})",
+                    cfg.path,
+                    e.line,
+                )
+            if e.key in seen:
+                raise ConfigError(
+                    f"option '{e.key}' occurred more than once (first on line {seen[e.key]})",
+                    cfg.path,
+                    e.line,
+                )
+            seen[e.key] = e.line
+            if e.value is None:
+                if warn is not None:
+                    warn(f"{cfg.path}:{e.line}: ignoring malformed config directive '{e.key}' (no value)")
+                continue
+            if opt.type is OptionType.INT:
+                try:
+                    v: Any = parse_int(e.value)
+                except ValueError:
+                    raise ConfigError(
+                        f"option '{e.key}' of '{instance_id}' needs an integer, not '{e.value}'",
+                        cfg.path,
+                        e.line,
+                    ) from None
+            else:
+                v = e.value
+            if opt.check is not None:
+                problem = opt.check(v)
+                if problem:
+                    raise ConfigError(f"option '{e.key}' of '{instance_id}': {problem}", cfg.path, e.line)
+            values[e.key] = v
+    for opt in options:
+        if opt.required and opt.name not in seen:
+            where = section.line if section is not None else None
+            raise ConfigError(
+                f"{plugin_name} instance '{instance_id}' needs option '{opt.name}'"
+                + ("" if section is not None else f" (no [{instance_id}] section)"),
+                cfg.path,
+                where,
+            )
+    return values

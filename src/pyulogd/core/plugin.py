@@ -1,0 +1,205 @@
+"""What a plugin declares (options, keys, data types) and the base classes it derives from.
+
+A record travelling through a stack is a plain ``list``. Every plugin instance owns a
+contiguous block of slots for its output keys, in declaration order, starting at
+``instance.out_base``; so a plugin writes output key number ``i`` to ``rec[out_base + i]``.
+``None`` means "not valid for this event". Input keys are resolved once, when the stack
+is built, to absolute slot numbers in ``instance.in_slots`` (parallel to ``input_keys``,
+or to ``wildcard_keys`` for outputs that take every upstream key). An optional input key
+that nothing upstream produces points at slot 0, which is never written and so always
+reads ``None``.
+
+Value representation by key type: integers and booleans are ``int``; ``IPADDR`` is the
+address as ``bytes`` (4 bytes IPv4, 16 bytes IPv6, network order); ``STRING`` is ``str``
+(bytes that are not UTF-8 are kept with the ``surrogateescape`` error handler, so text
+outputs can write them back unchanged); ``RAW`` is ``bytes`` or ``memoryview``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
+
+
+class KeyType(enum.IntEnum):
+    """ulogd's key types; the numbers are ulogd's own (``ULOGD_RET_*``)."""
+
+    NONE = 0x0000
+    INT8 = 0x0001
+    INT16 = 0x0002
+    INT32 = 0x0003
+    INT64 = 0x0004
+    UINT8 = 0x0011
+    UINT16 = 0x0012
+    UINT32 = 0x0013
+    UINT64 = 0x0014
+    BOOL = 0x0050
+    IPADDR = 0x0100
+    IP6ADDR = 0x0200
+    STRING = 0x8020
+    RAW = 0x8030
+    RAWSTR = 0x8040
+
+
+# Words ``ulogd -i`` prints for each type.
+TYPE_WORDS: dict[KeyType, str] = {
+    KeyType.INT8: "int 8",
+    KeyType.INT16: "int 16",
+    KeyType.INT32: "int 32",
+    KeyType.INT64: "int 64",
+    KeyType.UINT8: "unsigned int 8",
+    KeyType.UINT16: "unsigned int 16",
+    KeyType.UINT32: "unsigned int 32",
+    KeyType.UINT64: "unsigned int 64",
+    KeyType.BOOL: "boolean",
+    KeyType.IPADDR: "IP addr",
+    KeyType.STRING: "string",
+    KeyType.RAW: "raw data",
+}
+
+INTEGER_TYPES = frozenset(
+    {
+        KeyType.INT8,
+        KeyType.INT16,
+        KeyType.INT32,
+        KeyType.INT64,
+        KeyType.UINT8,
+        KeyType.UINT16,
+        KeyType.UINT32,
+        KeyType.UINT64,
+        KeyType.BOOL,
+    }
+)
+
+
+class DataType(enum.IntFlag):
+    """ulogd's stack data types, used for the "first/last plugin" and mismatch checks."""
+
+    NONE = 0
+    SOURCE = 0x01
+    RAW = 0x02
+    PACKET = 0x04
+    FLOW = 0x08
+    SUM = 0x10
+    SINK = 0x20
+
+
+# interp() results, as in ulogd.
+OK = 0
+ERR = -1
+STOP = -2
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A named value a plugin produces (output key) or consumes (input key)."""
+
+    name: str
+    type: KeyType = KeyType.NONE
+    optional: bool = False
+    inactive: bool = False
+    cim: str | None = None  # the JSON output's field name for this key (src_ip, dest_port, ...)
+    help: str = ""
+
+
+class OptionType(enum.Enum):
+    INT = "Integer"
+    STRING = "String"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """A config option of a plugin's ``[instance]`` section."""
+
+    name: str
+    type: OptionType
+    default: int | str
+    required: bool = False
+    help: str = ""
+    # Extra validation beyond the type: returns an error text or None.
+    check: Callable[[Any], str | None] | None = None
+
+
+class Plugin:
+    """Base of every plugin. Subclasses declare everything below as class attributes."""
+
+    name: ClassVar[str] = ""
+    # File name of the ulogd2 shared object this plugin replaces (for ``plugin=`` lines).
+    so_name: ClassVar[str] = ""
+    input_type: ClassVar[DataType] = DataType.NONE
+    output_type: ClassVar[DataType] = DataType.NONE
+    options: ClassVar[tuple[Option, ...]] = ()
+    input_keys: ClassVar[tuple[Key, ...]] = ()
+    output_keys: ClassVar[tuple[Key, ...]] = ()
+    # Outputs such as JSON take every key produced upstream instead of a fixed list.
+    wildcard_inputs: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.id = instance_id
+        self.config = config
+        self.out_base = 0
+        self.in_slots: list[int] = []
+        # For wildcard outputs: the upstream keys this instance consumes, parallel to in_slots.
+        self.wildcard_keys: list[Key] = []
+
+    # Life cycle, in ulogd's order: configure (outputs first), resolve keys, start (input first).
+    def configure(self) -> None:
+        """Check options and prepare; may raise ConfigError or PluginError."""
+
+    def start(self) -> None:
+        """Open files and sockets."""
+
+    def stop(self) -> None:
+        """Flush and close. Must be safe to call when start() failed or never ran."""
+
+    def signal(self, signum: int) -> None:
+        """SIGHUP, SIGUSR1, SIGUSR2 are delivered here."""
+
+    def slot(self, name: str) -> int:
+        """The slot an input key named ``name`` was bound to (0 when unbound)."""
+        for key, slot in zip(self.input_keys, self.in_slots, strict=False):
+            if key.name == name:
+                return slot
+        raise KeyError(name)
+
+
+class Source(Plugin):
+    """An input plugin: produces events and hands them to its stacks."""
+
+    input_type = DataType.SOURCE
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        # Every stack this instance feeds (several when stacks share the input id).
+        self.stacks: list[Any] = []
+
+    def emit(self, values: list[Any]) -> None:
+        """Hand one event to every stack. ``values`` is slot 0 (None) then the output keys."""
+        for stack in self.stacks:
+            stack.run(values + stack.tail)
+
+
+class Filter(Plugin):
+    """A filter: reads its input slots, writes its output slots."""
+
+    def interp(self, rec: list[Any]) -> int:
+        raise NotImplementedError
+
+
+class Sink(Plugin):
+    """An output plugin: writes records somewhere."""
+
+    output_type = DataType.SINK
+
+    def interp(self, rec: list[Any]) -> int:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Push out buffered records; called after each batch of events and at exit."""

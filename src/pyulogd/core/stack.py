@@ -1,0 +1,165 @@
+"""Stacks: ``id:PLUGIN,...`` lines turned into wired plugin instances (ulogd2 ``ulogd.c``).
+
+Build order follows ulogd: instantiate, configure from the output back to the input,
+resolve input keys to the nearest upstream producer, then start from the input onwards
+(``Service.start``). Key names become slot numbers here, once; the hot path only indexes
+lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pyulogd.core import registry
+from pyulogd.core.config import ConfigFile, option_values
+from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError
+from pyulogd.core.plugin import ERR, STOP, DataType, Filter, Key, Plugin, Sink, Source
+
+
+class Stack:
+    def __init__(self, ctx: Context, spec: str, instances: list[Plugin], line: int | None = None) -> None:
+        self.ctx = ctx
+        self.spec = spec
+        self.line = line
+        self.instances = instances
+        self.source: Source = instances[0]  # type: ignore[assignment]
+        self.sink: Sink = instances[-1]  # type: ignore[assignment]
+        nslots = 1
+        for inst in instances:
+            inst.out_base = nslots  # the shared source is first everywhere, so always 1
+            nslots += len(inst.output_keys)
+        self.nslots = nslots
+        head = 1 + len(self.source.output_keys)
+        # What a source appends to its own values to make a whole record for this stack.
+        self.tail: list[Any] = [None] * (nslots - head)
+        self.chain: list[Callable[[list[Any]], int]] = []
+        self.errors = 0
+        self._err_name = f"stack.{instances[-1].id}.errors"
+
+    def finish(self) -> None:
+        """Called once every instance is configured and resolved."""
+        self.chain = [inst.interp for inst in self.instances[1:]]  # type: ignore[attr-defined]
+
+    def run(self, rec: list[Any]) -> None:
+        """Propagate one record (the source's values plus ``self.tail``) through the stack."""
+        try:
+            for interp in self.chain:
+                r = interp(rec)
+                if r:
+                    if r == STOP:
+                        return
+                    self._fail("error during propagate_results" if r == ERR else f"unknown return value {r}")
+                    return
+        except Exception as e:  # a plugin bug must not take the daemon or other events down
+            self._fail(f"error during propagate_results: {type(e).__name__}: {e}")
+
+    def _fail(self, msg: str) -> None:
+        self.errors += 1
+        self.ctx.stats.incr(self._err_name)
+        # Log the first failure of a burst and then every 1000th, never each one.
+        if self.errors == 1 or self.errors % 1000 == 0:
+            self.ctx.log.notice(f"{msg} (stack {self.spec!r}, {self.errors} so far)")
+
+
+def parse_stack_spec(spec: str, path: str, line: int | None) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    for tok in spec.replace("\n", ",").split(","):
+        if not tok:
+            continue
+        if ":" not in tok:
+            raise ConfigError(f"syntax error in stack element '{tok}': expected 'id:PLUGIN'", path, line)
+        inst_id, name = tok.split(":", 1)
+        if not inst_id or len(inst_id) >= 31:
+            raise ConfigError(f"bad instance id '{inst_id}' in stack element '{tok}'", path, line)
+        tokens.append((inst_id, name))
+    if len(tokens) < 2:
+        raise ConfigError("a stack needs an input and an output plugin", path, line)
+    return tokens
+
+
+def build_stack(
+    ctx: Context,
+    cfg: ConfigFile,
+    spec: str,
+    line: int | None,
+    sources: dict[str, Source],
+    allowed: set[str] | None = None,
+) -> Stack:
+    """Build one stack. ``sources`` maps input ids already built (shared between stacks)."""
+    path = cfg.path
+    tokens = parse_stack_spec(spec, path, line)
+    instances: list[Plugin] = []
+    for pos, (inst_id, name) in enumerate(tokens):
+        if allowed is not None and name not in allowed:
+            raise ConfigError(
+                f"plugin {name} is not loaded: add a plugin= line for it or remove all plugin= lines",
+                path,
+                line,
+            )
+        try:
+            cls = registry.get(name)
+        except ConfigError as e:
+            raise ConfigError(e.reason, path, line) from None
+        if pos == 0:
+            if not issubclass(cls, Source):
+                raise ConfigError(f"first plugin in stack has to be source plugin, not {name}", path, line)
+            shared = sources.get(inst_id)
+            if shared is not None:
+                if type(shared) is not cls:
+                    raise ConfigError(
+                        f"input id '{inst_id}' is already a {shared.name}, not {name}", path, line
+                    )
+                ctx.log.info(f"{inst_id} instance already loaded")
+                instances.append(shared)
+                continue
+        elif issubclass(cls, Source):
+            raise ConfigError(f"input plugin {name} can only be first in a stack", path, line)
+        if pos == len(tokens) - 1 and not issubclass(cls, Sink):
+            raise ConfigError(f"last plugin in stack has to be output plugin, not {name}", path, line)
+        if 0 < pos < len(tokens) - 1 and not issubclass(cls, Filter):
+            raise ConfigError(f"plugin {name} cannot be in the middle of a stack", path, line)
+        values = option_values(
+            cls.options, cfg.section(inst_id), cfg, inst_id, name, warn=ctx.log.notice
+        )
+        instances.append(cls(ctx, inst_id, values))
+
+    for prev, cur in zip(instances, instances[1:], strict=False):
+        if not (cur.input_type & prev.output_type) and not cur.wildcard_inputs:
+            ctx.log.debug(f"type mismatch between {cur.name} and {prev.name} in stack")
+
+    stack = Stack(ctx, spec, instances, line)
+    new_source = not stack.source.stacks
+    # Configure from the output back to the input (outputs with wildcard keys list them here).
+    for pos in range(len(instances) - 1, -1, -1):
+        inst = instances[pos]
+        if pos == 0 and not new_source:
+            continue
+        if inst.wildcard_inputs:
+            inst.wildcard_keys = [k for up in instances[:pos] for k in up.output_keys]
+        try:
+            inst.configure()
+        except ConfigError as e:
+            raise ConfigError(e.reason, path, e.line if e.line is not None else line) from None
+    for pos in range(len(instances) - 1, 0, -1):
+        inst = instances[pos]
+        keys: list[Key] = inst.wildcard_keys if inst.wildcard_inputs else list(inst.input_keys)
+        inst.in_slots = [_resolve(k, instances[:pos], path, line, inst) for k in keys]
+    stack.finish()
+    stack.source.stacks.append(stack)
+    if new_source:
+        sources[stack.source.id] = stack.source
+    return stack
+
+
+def _resolve(key: Key, upstream: list[Plugin], path: str, line: int | None, inst: Plugin) -> int:
+    if key.inactive:
+        return 0
+    for up in reversed(upstream):
+        for i, out in enumerate(up.output_keys):
+            if out.name == key.name:
+                return up.out_base + i
+    if key.optional:
+        return 0
+    raise ConfigError(f"cannot find key '{key.name}' in stack (needed by {inst.name} '{inst.id}')", path, line)
