@@ -73,7 +73,21 @@ def plugin_for_so(path: str) -> str:
     return name
 
 
+_extra: dict[str, type[Plugin]] = {}
+
+
+def register(cls: type[Plugin]) -> None:
+    """Make a plugin class available by its name (tests, site plugins)."""
+    _extra[cls.name] = cls
+
+
+def unregister(name: str) -> None:
+    _extra.pop(name, None)
+
+
 def get(name: str) -> type[Plugin]:
+    if name in _extra:
+        return _extra[name]
     spec = PLUGINS.get(name)
     if spec is None:
         if name in ULOGD_NAMES:

@@ -1,0 +1,5 @@
+import sys
+
+from pyulogd.daemon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+"""ulogd's command line: -c -d -p -u -v -l -i -V -h, with ulogd's exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import sys
+
+from pyulogd import __version__
+from pyulogd.core import registry
+from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.info import describe
+from pyulogd.daemon import process
+from pyulogd.daemon.service import Service
+
+DEFAULT_CONFIG = "/etc/ulogd.conf"
+
+USAGE = f"""pyulogd Version {__version__} (drop-in for ulogd 2.0.8)
+
+Parameters:
+\t-h --help\tThis help page
+\t-V --version\tPrint version information
+\t-d --daemon\tDaemonize (fork into background)
+\t-v --verbose\tOutput info on standard output
+\t-l --loglevel\tSet log level
+\t-c --configfile\tUse alternative Configfile
+\t-p --pidfile\tRecord ulogd PID in file
+\t-u --uid\tChange UID/GID
+\t-i --info\tDisplay infos about plugin
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"pyulogd: {message}\n")
+        sys.stdout.write(USAGE)
+        sys.exit(1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pyulogd", add_help=False)
+    p.add_argument("-h", "--help", nargs="?", const=True, default=None)
+    p.add_argument("-V", "--version", action="store_true")
+    p.add_argument("-d", "--daemon", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-l", "--loglevel")
+    p.add_argument("-c", "--configfile", default=DEFAULT_CONFIG)
+    p.add_argument("-p", "--pidfile")
+    p.add_argument("-u", "--uid")
+    p.add_argument("-i", "--info")
+    return p
+
+
+def info(name: str) -> int:
+    """-i accepts a ulogd .so path (as ulogd does) or a plugin name."""
+    try:
+        plugin = registry.plugin_for_so(name) if name.endswith(".so") else name
+        cls = registry.get(plugin)
+    except ConfigError as e:
+        sys.stderr.write(f"pyulogd: {e.reason}\n")
+        return 1
+    sys.stdout.write(describe(cls))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.help is not None:
+        sys.stdout.write(USAGE)
+        return 0
+    if args.version:
+        sys.stdout.write(f"pyulogd Version {__version__} (compatible with ulogd Version 2.0.8)\n")
+        return 0
+    if args.info:
+        return info(args.info)
+    user = None
+    if args.uid:
+        try:
+            user = pwd.getpwnam(args.uid)
+        except KeyError:
+            sys.stdout.write(f"Unknown user {args.uid}.\n")
+            return 1
+    ctx = Context()
+    if args.loglevel:
+        try:
+            level = int(args.loglevel)
+        except ValueError:
+            level = 0
+        if level > 0:
+            ctx.log.level = level
+            ctx.log.level_forced = True
+    # Resolve before daemonizing changes the directory to / (ulogd2 fails here).
+    config = os.path.abspath(args.configfile)
+    pidfile = os.path.abspath(args.pidfile) if args.pidfile else None
+    if args.daemon and args.verbose:
+        args.verbose = False
+        ctx.log.error("suppressing verbose output (not compatible with daemon mode).")
+    ctx.log.verbose = args.verbose
+
+    pid_lock = None
+    if pidfile:
+        try:
+            pid_lock = process.PidFile(pidfile)
+            pid_lock.acquire()
+        except process.PidFileError as e:
+            sys.stderr.write(f"pyulogd: {e}\n")
+            return 1
+    service = Service(config, ctx)
+    try:
+        try:
+            service.load()
+        except ConfigError as e:
+            ctx.log.fatal(str(e))
+            sys.stderr.write(f"pyulogd: configuration error: {e}\n")
+            return 1
+        # Daemonize after the config is known good, so a bad config fails the command itself.
+        if args.daemon:
+            ready = process.daemonize()
+        else:
+            ready = None
+        if pid_lock is not None:
+            pid_lock.write_pid()
+        try:
+            service.start()
+        except (PluginError, ConfigError, OSError) as e:
+            ctx.log.fatal(f"error starting: {e}")
+            if ready is not None:
+                ready.fail(str(e))
+            else:
+                sys.stderr.write(f"pyulogd: error starting: {e}\n")
+            service.stop()
+            return 1
+        if user is not None:
+            process.drop_privileges(user)
+            ctx.log.notice(f"changed to user {user.pw_name} (uid {user.pw_uid}, gid {user.pw_gid})")
+        service.install_signals()
+        if ready is not None:
+            ready.ok()
+        service.run()
+        service.stop()
+        return 0
+    finally:
+        if pid_lock is not None:
+            pid_lock.release()
+        ctx.log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The daemon's life: read the config, build every stack, start, run the loop, stop cleanly."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from pyulogd.core import registry
+from pyulogd.core.config import ConfigFile, parse_file, parse_int
+from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError
+from pyulogd.core.plugin import Plugin, Sink, Source
+from pyulogd.core.stack import Stack, build_stack
+
+GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack")
+
+
+class Service:
+    def __init__(self, config_path: str, ctx: Context | None = None) -> None:
+        self.config_path = config_path
+        self.ctx = ctx or Context()
+        self.stacks: list[Stack] = []
+        self.sources: dict[str, Source] = {}
+        self.started: list[Plugin] = []
+        self.sinks: list[Sink] = []
+        self.exit_code = 0
+
+    # -- configuration
+    def load(self) -> None:
+        """Read the config and build every stack; raises ConfigError with file and line."""
+        cfg = parse_file(self.config_path)
+        self.load_config(cfg)
+
+    def load_config(self, cfg: ConfigFile) -> None:
+        log = self.ctx.log
+        glob = cfg.section("global")
+        if glob is None:
+            raise ConfigError("no [global] section", cfg.path)
+        loaded: set[str] = set()
+        stack_lines: list[tuple[str, int]] = []
+        seen_single: dict[str, int] = {}
+        for e in glob.entries:
+            if e.key not in GLOBAL_KEYS:
+                raise ConfigError(
+                    f"unknown config key '{e.key}' in [global] (valid: {', '.join(GLOBAL_KEYS)})",
+                    cfg.path,
+                    e.line,
+                )
+            if e.value is None:
+                log.notice(f"{cfg.path}:{e.line}: ignoring malformed config directive '{e.key}'")
+                continue
+            if e.key in ("logfile", "loglevel"):
+                if e.key in seen_single:
+                    raise ConfigError(f"option '{e.key}' occurred more than once", cfg.path, e.line)
+                seen_single[e.key] = e.line
+            if e.key == "logfile":
+                try:
+                    log.set_destination(e.value)
+                except OSError as err:
+                    raise ConfigError(f"can't open logfile '{e.value}': {err.strerror}", cfg.path, e.line) from err
+            elif e.key == "loglevel":
+                try:
+                    level = parse_int(e.value)
+                except ValueError:
+                    raise ConfigError(f"loglevel needs an integer, not '{e.value}'", cfg.path, e.line) from None
+                if not log.level_forced:
+                    log.level = level
+            elif e.key == "plugin":
+                try:
+                    name = registry.plugin_for_so(e.value)
+                except ConfigError as err:
+                    raise ConfigError(err.reason, cfg.path, e.line) from None
+                log.notice(f"registering plugin `{name}'")
+                loaded.add(name)
+            else:
+                stack_lines.append((e.value, e.line))
+        # As in ulogd: without any plugin= line every plugin is available.
+        allowed = loaded or None
+        for spec, line in stack_lines:
+            log.notice(f"building new pluginstance stack: '{spec}'")
+            self.stacks.append(build_stack(self.ctx, cfg, spec, line, self.sources, allowed))
+        if not self.stacks:
+            raise ConfigError("not even a single working plugin stack (no stack= line in [global])", cfg.path)
+
+    # -- running
+    def start(self) -> None:
+        """Start every instance, inputs first within a stack; shared inputs once."""
+        seen: set[int] = set()
+        for stack in self.stacks:
+            for inst in stack.instances:
+                if id(inst) in seen:
+                    continue
+                seen.add(id(inst))
+                self.started.append(inst)
+                inst.start()
+                if isinstance(inst, Sink):
+                    self.sinks.append(inst)
+        self.ctx.loop.after_batch.append(self.flush)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.flush()
+            except Exception as e:  # an output failure is counted, never fatal
+                self.ctx.stats.incr(f"output.{sink.id}.flush_errors")
+                self.ctx.log.error(f"flushing {sink.name} '{sink.id}' failed: {e}")
+
+    def install_signals(self) -> None:
+        loop = self.ctx.loop
+        loop.add_signal_handler(signal.SIGTERM, self._terminate)
+        loop.add_signal_handler(signal.SIGINT, self._terminate)
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+            loop.add_signal_handler(sig, self._deliver)
+
+    def _terminate(self, signum: int) -> None:
+        self.ctx.log.notice("Terminal signal received, exiting")
+        self.ctx.loop.stop()
+
+    def _deliver(self, signum: int) -> None:
+        self.ctx.log.notice("signal received, calling pluginstances")
+        if signum == signal.SIGHUP:
+            try:
+                self.ctx.log.reopen()
+            except OSError as e:
+                self.ctx.log.error(f"cannot reopen the log file: {e}")
+        for inst in reversed(self.started):
+            try:
+                inst.signal(signum)
+            except Exception as e:
+                self.ctx.log.error(f"{inst.name} '{inst.id}' failed handling signal {signum}: {e}")
+
+    def run(self) -> None:
+        self.ctx.log.info("initialization finished, entering main loop")
+        self.ctx.loop.run()
+
+    def stop(self) -> None:
+        """Flush and stop every started instance, outputs last so queued records get out."""
+        for inst in sorted(self.started, key=lambda i: isinstance(i, Sink)):
+            try:
+                inst.stop()
+            except Exception as e:
+                self.ctx.log.error(f"stopping {inst.name} '{inst.id}' failed: {e}")
+        stats: dict[str, Any] = self.ctx.stats.snapshot()
+        if stats:
+            self.ctx.log.notice("counters at exit: " + ", ".join(f"{k}={v}" for k, v in stats.items()))

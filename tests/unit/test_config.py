@@ -1,0 +1,113 @@
+"""The ulogd.conf grammar and the checks that refuse a bad config with file and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyulogd.core.config import option_values, parse_int, parse_text
+from pyulogd.core.errors import ConfigError
+from pyulogd.core.plugin import Option, OptionType
+
+OPTS = (
+    Option("file", OptionType.STRING, "/var/log/x.log"),
+    Option("sync", OptionType.INT, 0),
+    Option("table", OptionType.STRING, "", required=True),
+)
+
+
+def test_sections_keys_values_and_comments() -> None:
+    cfg = parse_text(
+        "# comment\n"
+        "[global]\n"
+        'logfile="/tmp/a b.log"\n'
+        "loglevel = 3\n"
+        "stack=log1:NFLOG,emu1:LOGEMU\n"
+        "  [ emu1 ]  # trailing\n"
+        "file /tmp/x # ignored after the value\n"
+        "sync==1\n"
+        '  # indented: a key named "#", as in ulogd\n'
+        "[other]\n"
+        "x=1",  # no final newline: fine here (ulogd2 refuses it)
+        "t.conf",
+    )
+    glob = cfg.section("global")
+    assert glob is not None
+    assert [(e.key, e.value, e.line) for e in glob.entries] == [
+        ("logfile", "/tmp/a b.log", 3),
+        ("loglevel", "3", 4),
+        ("stack", "log1:NFLOG,emu1:LOGEMU", 5),
+    ]
+    emu = cfg.section("emu1")
+    assert emu is not None
+    assert [(e.key, e.value) for e in emu.entries][:2] == [("file", "/tmp/x"), ("sync", "1")]
+    assert cfg.section("other") is not None
+
+
+def test_duplicate_section_first_wins() -> None:
+    cfg = parse_text("[a]\nx=1\n[a]\nx=2\n")
+    sec = cfg.section("a")
+    assert sec is not None and sec.entries[0].value == "1"
+    assert len(cfg.duplicates) == 1
+
+
+def test_key_without_value_and_unterminated_quote() -> None:
+    cfg = parse_text('[a]\nfile=\nname="open\n')
+    sec = cfg.section("a")
+    assert sec is not None
+    assert [(e.key, e.value) for e in sec.entries] == [("file", None), ("name", None)]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("10", 10), ("0x10", 16), ("0600", 0o600), ("600", 600), ("0", 0), ("0xffffffff", 2**32 - 1), ("-1", -1)],
+)
+def test_parse_int(text: str, value: int) -> None:
+    assert parse_int(text) == value
+
+
+@pytest.mark.parametrize("text", ["yes", "12abc", "", "0x1ffffffff", "1.5"])
+def test_parse_int_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_int(text)
+
+
+def test_option_values_defaults_and_types() -> None:
+    cfg = parse_text("[emu1]\nsync=1\ntable=t\n", "u.conf")
+    vals = option_values(OPTS, cfg.section("emu1"), cfg, "emu1", "LOGEMU")
+    assert vals == {"file": "/var/log/x.log", "sync": 1, "table": "t"}
+
+
+def test_unknown_option_names_file_line_and_choices() -> None:
+    cfg = parse_text("[emu1]\ntable=t\nsnyc=1\n", "u.conf")
+    with pytest.raises(ConfigError) as ei:
+        option_values(OPTS, cfg.section("emu1"), cfg, "emu1", "LOGEMU")
+    assert ei.value.file == "u.conf" and ei.value.line == 3
+    msg = str(ei.value)
+    assert msg.startswith("u.conf:3: ") and "snyc" in msg and "file, sync, table" in msg
+
+
+def test_bad_integer_refused() -> None:
+    cfg = parse_text("[emu1]\ntable=t\nsync=yes\n", "u.conf")
+    with pytest.raises(ConfigError, match="integer") as ei:
+        option_values(OPTS, cfg.section("emu1"), cfg, "emu1", "LOGEMU")
+    assert ei.value.line == 3
+
+
+def test_missing_required_and_duplicate() -> None:
+    cfg = parse_text("[emu1]\nsync=1\n", "u.conf")
+    with pytest.raises(ConfigError, match="needs option 'table'"):
+        option_values(OPTS, cfg.section("emu1"), cfg, "emu1", "LOGEMU")
+    with pytest.raises(ConfigError, match="no \\[emu1\\] section"):
+        option_values(OPTS, None, cfg, "emu1", "LOGEMU")
+    cfg = parse_text("[emu1]\ntable=a\ntable=b\n", "u.conf")
+    with pytest.raises(ConfigError, match="more than once") as ei:
+        option_values(OPTS, cfg.section("emu1"), cfg, "emu1", "LOGEMU")
+    assert ei.value.line == 3
+
+
+def test_missing_value_keeps_default_with_warning() -> None:
+    warnings: list[str] = []
+    cfg = parse_text("[emu1]\ntable=t\nfile=\n", "u.conf")
+    vals = option_values(OPTS, cfg.section("emu1"), cfg, "emu1", "LOGEMU", warn=warnings.append)
+    assert vals["file"] == "/var/log/x.log"
+    assert warnings and "malformed" in warnings[0]

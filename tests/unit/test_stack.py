@@ -1,0 +1,170 @@
+"""Stack wiring: key resolution to the nearest producer, shared inputs, wildcard outputs, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pyulogd.core import registry
+from pyulogd.core.config import parse_text
+from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError
+from pyulogd.core.plugin import ERR, OK, STOP, DataType, Filter, Key, KeyType, Option, OptionType, Sink, Source
+from pyulogd.daemon.service import Service
+
+
+class TSrc(Source):
+    name = "TSRC"
+    output_type = DataType.RAW
+    options = (Option("value", OptionType.INT, 7),)
+    output_keys = (Key("a", KeyType.UINT32), Key("b", KeyType.UINT32), Key("s", KeyType.STRING))
+
+    def push(self, a: int | None, b: int | None, s: str | None = "x") -> None:
+        self.emit([None, a, b, s])
+
+
+class TShadow(Filter):
+    """Re-emits ``b`` (shadowing the source's), and adds ``c`` = a + b."""
+
+    name = "TSHADOW"
+    input_type = DataType.RAW
+    output_type = DataType.PACKET
+    input_keys = (Key("a", KeyType.UINT32), Key("b", KeyType.UINT32), Key("zz", KeyType.UINT32, optional=True))
+    output_keys = (Key("b", KeyType.UINT32), Key("c", KeyType.UINT32))
+
+    def interp(self, rec: list[Any]) -> int:
+        a, b, zz = (rec[s] for s in self.in_slots)
+        assert zz is None
+        if a is None:
+            return ERR
+        if a == 0:
+            return STOP
+        if a == 99:
+            raise RuntimeError("plugin bug")
+        if b is not None and b > 100:
+            rec[self.out_base] = b  # leave it invalid otherwise: the shadow must still win
+        rec[self.out_base + 1] = a + (b or 0)
+        return OK
+
+
+class TCollect(Sink):
+    name = "TCOLLECT"
+    input_type = DataType.PACKET | DataType.RAW
+    wildcard_inputs = True
+    options = (Option("tag", OptionType.STRING, ""),)
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.rows: list[list[tuple[str, Any]]] = []
+
+    def interp(self, rec: list[Any]) -> int:
+        self.rows.append([(k.name, rec[s]) for k, s in zip(self.wildcard_keys, self.in_slots, strict=True)])
+        return OK
+
+
+class TNeed(Sink):
+    name = "TNEED"
+    input_type = DataType.PACKET
+    input_keys = (Key("c", KeyType.UINT32), Key("missing", KeyType.UINT32))
+
+    def interp(self, rec: list[Any]) -> int:
+        return OK
+
+
+@pytest.fixture(autouse=True)
+def plugins() -> Iterator[None]:
+    for cls in (TSrc, TShadow, TCollect, TNeed):
+        registry.register(cls)
+    yield
+    for cls in (TSrc, TShadow, TCollect, TNeed):
+        registry.unregister(cls.name)
+
+
+def service(text: str) -> Service:
+    svc = Service("t.conf", Context())
+    svc.load_config(parse_text(text, "t.conf"))
+    return svc
+
+
+def test_wildcard_order_and_nearest_producer() -> None:
+    svc = service("[global]\nstack=s1:TSRC,f1:TSHADOW,c1:TCOLLECT\n")
+    src = svc.stacks[0].source
+    sink = svc.stacks[0].sink
+    assert isinstance(src, TSrc) and isinstance(sink, TCollect)
+    src.push(1, 2)
+    src.push(3, 200)
+    # Both "b" keys resolve to the filter's b, which it left invalid for the first record.
+    assert sink.rows[0] == [("a", 1), ("b", None), ("s", "x"), ("b", None), ("c", 3)]
+    assert sink.rows[1] == [("a", 3), ("b", 200), ("s", "x"), ("b", 200), ("c", 203)]
+
+
+def test_stop_err_and_exception_do_not_escape() -> None:
+    svc = service("[global]\nstack=s1:TSRC,f1:TSHADOW,c1:TCOLLECT\n")
+    src = svc.stacks[0].source
+    sink = svc.stacks[0].sink
+    assert isinstance(src, TSrc) and isinstance(sink, TCollect)
+    src.push(0, 1)  # STOP: silently dropped for this stack
+    src.push(None, 1)  # ERR
+    src.push(99, 1)  # exception inside a plugin
+    src.push(5, 1)
+    assert [r[0] for r in sink.rows] == [("a", 5)]
+    assert svc.stacks[0].errors == 2
+    assert svc.ctx.stats.get("stack.c1.errors") == 2
+
+
+def test_shared_input_feeds_every_stack() -> None:
+    svc = service(
+        "[global]\nstack=s1:TSRC,f1:TSHADOW,c1:TCOLLECT\nstack=s1:TSRC,c2:TCOLLECT\n[c2]\ntag=two\n"
+    )
+    assert svc.stacks[0].source is svc.stacks[1].source
+    src = svc.stacks[0].source
+    assert isinstance(src, TSrc)
+    src.push(4, 5)
+    rows = [s.sink.rows for s in svc.stacks]  # type: ignore[attr-defined]
+    assert rows[0][0][-1] == ("c", 9)
+    assert rows[1] == [[("a", 4), ("b", 5), ("s", "x")]]
+    assert svc.stacks[1].sink.config["tag"] == "two"
+
+
+def test_missing_key_refused_with_line() -> None:
+    with pytest.raises(ConfigError) as ei:
+        service("[global]\n\nstack=s1:TSRC,f1:TSHADOW,n1:TNEED\n")
+    assert ei.value.line == 3 and "missing" in ei.value.reason
+
+
+@pytest.mark.parametrize(
+    ("stack", "reason"),
+    [
+        ("f1:TSHADOW,c1:TCOLLECT", "first plugin in stack has to be source"),
+        ("s1:TSRC,f1:TSHADOW", "last plugin in stack has to be output"),
+        ("s1:TSRC,x1:NOPE,c1:TCOLLECT", "can't find requested plugin NOPE"),
+        ("s1:TSRC,c1", "syntax error"),
+        ("s1:TSRC", "needs an input and an output"),
+        ("s1:TSRC,x:GRAPHITE", "not implemented in pyulogd yet"),
+    ],
+)
+def test_bad_stacks(stack: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        service(f"[global]\nstack={stack}\n")
+
+
+def test_global_checks() -> None:
+    with pytest.raises(ConfigError, match="unknown config key 'rmem'") as ei:
+        service("[global]\nrmem=1\nstack=s1:TSRC,c1:TCOLLECT\n")
+    assert ei.value.line == 2
+    with pytest.raises(ConfigError, match="not even a single"):
+        service("[global]\nloglevel=1\n")
+    with pytest.raises(ConfigError, match="unknown plugin file 'ulogd_output_FOO.so'"):
+        service('[global]\nplugin="/x/ulogd_output_FOO.so"\nstack=s1:TSRC,c1:TCOLLECT\n')
+    with pytest.raises(ConfigError, match="unknown option 'bogus'") as ei:
+        service("[global]\nstack=s1:TSRC,c1:TCOLLECT\n[s1]\nbogus=1\n")
+    assert ei.value.line == 4
+
+
+def test_plugin_lines_limit_available_plugins() -> None:
+    # A plugin= line for a ulogd2 plugin not implemented yet is accepted (Debian's conf lists them).
+    text = '[global]\nplugin="/usr/lib/x86_64-linux-gnu/ulogd/ulogd_output_GRAPHITE.so"\nstack=s1:TSRC,c1:TCOLLECT\n'
+    with pytest.raises(ConfigError, match="TSRC is not loaded"):
+        service(text)
