@@ -1,0 +1,636 @@
+#!/usr/bin/env python3
+"""Side-by-side throughput comparison: ulogd2 vs pyulogd on the same traffic.
+
+One invocation runs, for each configuration (JSON and LOGEMU sync=1, each with the
+kernel's default netlink buffer and with big buffers), a fixed-rate sweep and a few
+max-rate blasts, alternating the two daemons trial by trial (ulogd2, pyulogd,
+ulogd2, pyulogd, ...) so that the noise of this shared 2-vCPU machine hits both.
+Every trial is one call of the shared harness throughput.py (lab rebuilt, daemon
+started in netns gbB, UDP flood through `counter log group 30`, output counted,
+daemon stopped); its JSON row is appended to the results file with the fields
+cmp_run / cmp_daemon / cmp_config / cmp_kind / cmp_seq added.  At the end it prints
+one Markdown table per configuration (ulogd2, pyulogd, pyulogd/ulogd2) and
+PASS/FAIL against the targets.
+
+    sudo bench/compare.py --quick          # ~5 min: 1 trial per point
+    sudo bench/compare.py                  # ~25 min: 3 trials per point
+    sudo bench/compare.py --full           # ~60 min: more rates, longer points
+    bench/compare.py --report bench/results/compare-XXXX.jsonl   # tables from a past run
+
+Needs root.  Traffic stays inside the lab namespaces gbA/gbB.
+"""
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BIG = "LOG1_EXTRA=netlink_socket_buffer_size=8388608\\nnetlink_socket_buffer_maxsize=67108864"
+
+# name -> (template, --set values, target kind)
+CONFIGS = {
+    "json/default": ("ulogd-json.conf.in", ["SYNC=1"], "json"),
+    "json/big": ("ulogd-json.conf.in", ["SYNC=1", BIG], "json"),
+    "logemu-sync1/default": ("ulogd-logemu.conf.in", ["SYNC=1"], "logemu"),
+    "logemu-sync1/big": ("ulogd-logemu.conf.in", ["SYNC=1", BIG], "logemu"),
+}
+
+# Matrix presets.  A sweep point sends max(min_count, rate * seconds) packets at the
+# fixed rate; a blast sends blast_count packets as fast as the generator goes.
+PRESETS = {
+    "quick": dict(rates=[10000, 25000, 50000, 100000], seconds=2.0, min_count=50000,
+                  repeat=1, blast_count=200000, blast_repeat=1),
+    "default": dict(rates=[10000, 25000, 50000, 75000, 100000, 150000], seconds=3.0, min_count=100000,
+                    repeat=3, blast_count=200000, blast_repeat=3),
+    "full": dict(rates=[10000, 25000, 50000, 75000, 100000, 125000, 150000, 200000], seconds=5.0,
+                 min_count=100000, repeat=3, blast_count=1000000, blast_repeat=3),
+}
+
+# Targets (pyulogd / ulogd2) per configuration kind: (metric, comparison, bound)
+TARGETS = {
+    "json": [("lossless_rate", ">=", 1.0), ("cpu_us", "<=", 1.0)],
+    "logemu": [("lossless_rate", ">=", 0.7)],
+}
+DAEMON_ORDER = ("ulogd2", "pyulogd")
+
+
+def tree_digest(path):
+    """Short digest of the .py files of a package tree (identifies the code benchmarked)."""
+    h = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for f in sorted(files):
+            if f.endswith(".py"):
+                p = os.path.join(root, f)
+                h.update(os.path.relpath(p, path).encode() + b"\0" + open(p, "rb").read())
+    return h.hexdigest()[:12]
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- running
+
+class Runner:
+    def __init__(self, a):
+        self.a = a
+        self.seq = 0
+        self.failures = []
+        self.rows = []
+        self.env = dict(os.environ)
+        # Benchmark the pyulogd of *this* checkout even if another one is installed, and
+        # (unless --no-snapshot) a copy taken at start, so that edits made to the tree while
+        # the run goes on do not change the daemon half-way.
+        src = os.path.join(a.repo, "src")
+        if os.path.isdir(os.path.join(src, "pyulogd")):
+            if not a.no_snapshot:
+                snap = os.path.join(a.workdir, "snapshot")
+                shutil.rmtree(snap, ignore_errors=True)
+                shutil.copytree(os.path.join(src, "pyulogd"), os.path.join(snap, "pyulogd"),
+                                ignore=shutil.ignore_patterns("__pycache__"))
+                src = snap
+            old = self.env.get("PYTHONPATH")
+            self.env["PYTHONPATH"] = src + (os.pathsep + old if old else "")
+            a.src_digest = tree_digest(os.path.join(src, "pyulogd"))
+
+    def wait_lab_free(self):
+        """Another benchmark using the lab would be torn down by ours (and spoil both)."""
+        deadline = time.time() + self.a.lab_wait
+        warned = False
+        while True:
+            ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+            if "gbB" not in ns and "gbA" not in ns:
+                return
+            if time.time() > deadline:
+                log("  ! lab namespaces gbA/gbB still exist: taking them over")
+                return
+            if not warned:
+                log(f"  lab namespaces gbA/gbB in use (another benchmark?): "
+                    f"waiting ≤ {self.a.lab_wait:.0f} s")
+                warned = True
+            time.sleep(2)
+
+    def trial(self, daemon, cfg, kind, rate, count, keep=False, rep=0):
+        """One throughput.py trial; returns its row (dict) or None."""
+        a = self.a
+        template, sets, _ = CONFIGS[cfg]
+        cmd_daemon = a.ulogd_cmd if daemon == "ulogd2" else a.pyulogd_cmd
+        if rate == "max":
+            max_s = a.blast_max_seconds
+        else:
+            max_s = count / rate * 2 + 10
+        size = f"{count // 1000}k" if count < 1000000 else f"{count / 1e6:g}M"
+        label = f"{daemon}/{cfg}/{kind}-{size}"
+        fd, tmp = tempfile.mkstemp(prefix="cmp-", suffix=".json", dir=a.workdir)
+        os.close(fd)
+        argv = [sys.executable, a.harness, "--daemon", cmd_daemon,
+                "--template", os.path.join(a.confdir, template),
+                "--count", str(count), "--rates", str(rate), "--repeat", "1",
+                "--max-seconds", f"{max_s:.0f}", "--drain-timeout", str(a.drain_timeout),
+                "--workdir", os.path.join(a.workdir, "trials"), "--label", label, "--json", tmp]
+        for s in sets:
+            argv += ["--set", s]
+        if keep:
+            argv.append("--keep")
+        self.wait_lab_free()
+        t0 = time.time()
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=self.env, start_new_session=True)
+        timeout = max_s + a.drain_timeout + 90
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # SIGINT first: throughput.py's finally: stops the daemon and tears the lab down
+            os.killpg(p.pid, signal.SIGINT)
+            try:
+                out, _ = p.communicate(timeout=25)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                out, _ = p.communicate()
+            out = (out or "") + f"\n[compare.py: trial killed after {timeout:.0f} s]"
+        except KeyboardInterrupt:
+            os.killpg(p.pid, signal.SIGINT)
+            p.wait(30)
+            raise
+        row = None
+        try:
+            with open(tmp) as f:
+                lines = [l for l in f if l.strip()]
+            if lines:
+                row = json.loads(lines[-1])
+        finally:
+            os.unlink(tmp)
+        self.seq += 1
+        dt = time.time() - t0
+        if row is None:
+            tail = " | ".join(l.strip() for l in (out or "").strip().splitlines()[-3:])
+            self.failures.append(dict(daemon=daemon, config=cfg, kind=kind, rate=rate, count=count,
+                                      output=tail))
+            log(f"  [{self.seq:3d}] {daemon:8s} {cfg:21s} {kind:5s} {rate!s:>7}/s x{count}: "
+                f"FAILED ({dt:.0f} s): {tail}")
+            return None
+        row.update(cmp_run=a.run_id, cmp_daemon=daemon, cmp_config=cfg, cmp_kind=kind, cmp_seq=self.seq,
+                   cmp_rep=rep)
+        with open(a.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+        log(f"  [{self.seq:3d}] {daemon:8s} {cfg:21s} {kind:5s} {rate!s:>7}/s x{count}: "
+            f"logged {row['logged']}/{row['counter']} loss {row['loss_pct']}% "
+            f"cpu {row['cpu_us_per_event']} us/ev rss {(row.get('rss_peak_kb') or 0) / 1024:.1f} MB "
+            f"nl_drops {row['netlink_drops']} ({dt:.0f} s)")
+        return row
+
+    def preflight(self, daemons):
+        """A small trial per daemon: fail early and clearly if one cannot log at all."""
+        for d in daemons:
+            log(f"preflight: {d} (5000 packets at 5000/s, JSON)")
+            r = self.trial(d, "json/default", "smoke", 5000, 5000, keep=True)
+            if r is None or not r.get("logged"):
+                where = os.path.join(self.a.workdir, "trials", "trial-5000-0")
+                msg = f"preflight failed: {d} logged nothing"
+                for name in ("daemon.stdout", "ulogd.log"):
+                    pth = os.path.join(where, name)
+                    if os.path.exists(pth):
+                        tail = open(pth, errors="replace").readlines()[-15:]
+                        msg += f"\n--- {pth} (tail)\n" + "".join(tail)
+                raise SystemExit(msg)
+        # smoke rows are not part of the comparison
+        self.rows = [r for r in self.rows if r["cmp_kind"] != "smoke"]
+
+    def run(self, daemons):
+        a = self.a
+        m = a.matrix
+        order = list(daemons)
+        for cfg in a.configs_sel:
+            log(f"== {cfg}")
+            stopped = set()  # daemons that lost events in every trial at some rate
+            for rate in m["rates"]:
+                count = max(m["min_count"], int(rate * m["seconds"]))
+                lost_all = defaultdict(lambda: True)
+                for rep in range(m["repeat"]):
+                    seq = order if (a.order == "abab" or rep % 2 == 0) else order[::-1]
+                    for d in seq:
+                        if d in stopped:
+                            continue
+                        r = self.trial(d, cfg, "sweep", rate, count, rep=rep)
+                        if r is None or (r["loss_pct"] or 0) < a.stop_loss:
+                            lost_all[d] = False
+                for d in order:
+                    if d not in stopped and lost_all[d] and not a.no_early_stop:
+                        log(f"  {d}: lost ≥ {a.stop_loss}% in every trial at {rate}/s: "
+                            "skipping its higher rates")
+                        stopped.add(d)
+                if len(stopped) == len(order):
+                    break
+            for rep in range(m["blast_repeat"]):
+                seq = order if (a.order == "abab" or rep % 2 == 0) else order[::-1]
+                for d in seq:
+                    self.trial(d, cfg, "blast", "max", m["blast_count"], rep=rep)
+
+
+# --------------------------------------------------------------------------- analysis
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def lossless_limit(sw, ok):
+    """Highest swept rate R such that ok(trials at r) holds for every r <= R.
+    -> (R or None, first losing (rate, worst loss %) or None)."""
+    best = None
+    for rate in sorted({r["rate"] for r in sw}):
+        at = [r for r in sw if r["rate"] == rate]
+        if ok(at):
+            best = rate
+        else:
+            return best, (rate, max(r["loss_pct"] for r in at))
+    return best, None
+
+
+def every_trial(at):
+    return all(r["loss_pct"] == 0 for r in at)
+
+
+def majority(at):
+    return statistics.median(r["loss_pct"] for r in at) == 0
+
+
+def analyse(rows):
+    """-> {cfg: {"metrics": {daemon: {...}}, "detail": [...]}}"""
+    by = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get("cmp_kind") in ("sweep", "blast"):
+            by[r["cmp_config"]][r["cmp_daemon"]].append(r)
+    res = {}
+    for cfg, per_d in by.items():
+        out = {}
+        sweep_rates = sorted({r["rate"] for rs in per_d.values() for r in rs if r["cmp_kind"] == "sweep"})
+        top = max(sweep_rates) if sweep_rates else None
+        for d, rs in per_d.items():
+            sw = [r for r in rs if r["cmp_kind"] == "sweep"]
+            blast = [r for r in rs if r["cmp_kind"] == "blast"]
+            m = {}
+            for key, ok in (("strict", every_trial), ("majority", majority)):
+                best, first = lossless_limit(sw, ok)
+                capped = best is not None and first is None and best == top
+                m[key] = dict(rate=best, capped=capped, first_loss=first)
+            m.update(
+                blast_loss=med([r["loss_pct"] for r in blast]),
+                blast_loss_range=(min(r["loss_pct"] for r in blast), max(r["loss_pct"] for r in blast))
+                if blast else None,
+                blast_n=len(blast),
+                blast_lps99=med([r.get("logged_per_s_99") or r.get("logged_per_s") for r in blast]),
+                blast_offered=med([r["generator"]["sent"] / r["send_s"] for r in blast if r.get("send_s")]),
+                cpu_own=med([r["cpu_us_per_event"] for r in sw if r["loss_pct"] == 0]),
+                rss_mb=max((r.get("rss_peak_kb") or 0) for r in rs) / 1024 if rs else None,
+                trials=len(rs),
+            )
+            out[d] = m
+        # CPU per event only over the fixed rates at which *every* trial of *both* daemons was
+        # lossless: the cost per event falls as the rate rises (more packets per recv), so
+        # medians over different sets of rates would favour the daemon that reached higher rates.
+        common = [rate for rate in sweep_rates
+                  if all(any(r["rate"] == rate and r["cmp_kind"] == "sweep" for r in rs) and
+                         every_trial([r for r in rs if r["rate"] == rate and r["cmp_kind"] == "sweep"])
+                         for rs in per_d.values())]
+        for d, rs in per_d.items():
+            vals = [r["cpu_us_per_event"] for r in rs if r["cmp_kind"] == "sweep" and r["rate"] in common]
+            out[d].update(cpu_us=med(vals), cpu_us_n=len(vals), cpu_common_rates=common)
+        # paired ratios: pyulogd trial / the ulogd2 trial of the same rate and repetition
+        # (run back to back, so they share the machine's state of the moment)
+        pairs = []
+        if "ulogd2" in per_d and "pyulogd" in per_d:
+            idx = defaultdict(dict)
+            for d in ("ulogd2", "pyulogd"):
+                for r in per_d[d]:
+                    if r["cmp_kind"] == "sweep" and r["rate"] in common and "cmp_rep" in r:
+                        idx[(r["rate"], r["cmp_rep"])][d] = r["cpu_us_per_event"]
+            pairs = [v["pyulogd"] / v["ulogd2"] for v in idx.values()
+                     if len(v) == 2 and v["ulogd2"] and v["pyulogd"] is not None]
+        res[cfg] = dict(metrics=out, cpu_pair_ratio=med(pairs), cpu_pairs=len(pairs),
+                        cpu_pair_range=(min(pairs), max(pairs)) if pairs else None, detail=[])
+        for rate in sweep_rates + ["max"]:
+            line = {"rate": rate}
+            for d, rs in per_d.items():
+                line[d] = [r for r in rs if r["rate"] == rate and r["cmp_kind"] in ("sweep", "blast")]
+            res[cfg]["detail"].append(line)
+    return res
+
+
+def fmt_rate(lim):
+    if lim["rate"] is None:
+        s = "none tested"
+    else:
+        s = ("≥ " if lim["capped"] else "") + f"{lim['rate']:,}"
+    if lim["first_loss"]:
+        s += f" (loss ≤ {lim['first_loss'][1]:.2f}% at {lim['first_loss'][0]:,})"
+    return s
+
+
+def ratio(py, ul):
+    if py is None or ul is None or ul == 0:
+        return None
+    return py / ul
+
+
+def rate_ratio(lp, lu):
+    """Lossless-rate ratio with bounds: (text, lo, hi), the true ratio being in [lo, hi]
+    (a daemon lossless at the top of the sweep may go higher)."""
+    p, u = lp["rate"] or 0, lu["rate"] or 0
+    if u == 0 and p == 0:
+        return "n/a (neither lossless at the lowest rate)", None, None
+    if u == 0:
+        return "∞ (ulogd2 lossless at no tested rate)", float("inf"), float("inf")
+    r = p / u
+    if lp["capped"] and lu["capped"]:
+        return f"≥ {r:.2f}? (both at the top of the sweep)", r, float("inf")
+    if lu["capped"]:
+        return f"≤ {r:.2f} (ulogd2 at the top of the sweep)", 0.0, r
+    if lp["capped"]:
+        return f"≥ {r:.2f} (pyulogd at the top of the sweep)", r, float("inf")
+    return f"{r:.2f}", r, r
+
+
+def verdict(metric, op, bound, res_cfg):
+    ms = res_cfg["metrics"]
+    mp, mu = ms["pyulogd"], ms["ulogd2"]
+    if metric == "lossless_rate":
+        txt, lo, hi = rate_ratio(mp["majority"], mu["majority"])
+        strict, _, _ = rate_ratio(mp["strict"], mu["strict"])
+        txt = f"{txt} [every trial: {strict}]"
+        if lo is None:
+            return "n/a", txt
+        if lo >= bound:
+            return "PASS", txt
+        if hi < bound:
+            return "FAIL", txt
+        return "INCONCLUSIVE (extend the sweep)", txt
+    r = res_cfg["cpu_pair_ratio"]
+    how = f"paired median of {res_cfg['cpu_pairs']}"
+    if r is None:
+        r, how = ratio(mp["cpu_us"], mu["cpu_us"]), "ratio of medians"
+    if r is None:
+        return "n/a (no rate lossless for both)", "-"
+    ok = r <= bound if op == "<=" else r >= bound
+    return ("PASS" if ok else "FAIL"), f"{r:.2f} ({how})"
+
+
+def f1(v, nd=1, unit=""):
+    return "-" if v is None else f"{v:,.{nd}f}{unit}"
+
+
+def _r(v, nd=2):
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def loss_cell(m):
+    if m["blast_loss"] is None:
+        return "-"
+    lo, hi = m["blast_loss_range"]
+    rng = f" ({lo:.1f}–{hi:.1f}, n={m['blast_n']})" if m["blast_n"] > 1 else ""
+    return f"{m['blast_loss']:.1f}{rng}"
+
+
+def report(rows, meta, show_detail=True):
+    res = analyse(rows)
+    L = []
+    if meta:
+        L.append(f"Run `{meta.get('run_id', '?')}`: {meta.get('date', '')}; {meta.get('machine', '')}; "
+                 f"preset {meta.get('preset', '?')} ({meta.get('wall_s', 0) / 60:.0f} min); "
+                 f"ulogd2 `{meta.get('ulogd_cmd', '')}`, pyulogd `{meta.get('pyulogd_cmd', '')}` "
+                 f"(rev {meta.get('pyulogd_rev', '')}, src sha256 {meta.get('pyulogd_src_sha256')}); "
+                 f"load average at start {' '.join(meta.get('loadavg_start', []))}.")
+        if meta.get("aa"):
+            L.append("")
+            L.append("**A/A calibration run: the `pyulogd` column is a second ulogd2** (same binary, same "
+                     "config): its ratios show how far noise alone moves each figure.")
+        L.append("")
+    verdicts = []
+    for cfg in [c for c in CONFIGS if c in res] + [c for c in res if c not in CONFIGS]:
+        ms = res[cfg]["metrics"]
+        mu, mp = ms.get("ulogd2"), ms.get("pyulogd")
+        tpl, sets, kind = CONFIGS.get(cfg, ("?", [], None))
+        L.append(f"### {cfg}  (`{tpl}` {' '.join(sets)})")
+        L.append("")
+        if not mu or not mp:
+            L.append(f"only {', '.join(ms)} has results")
+            L.append("")
+            continue
+        common = mu["cpu_common_rates"]
+        L.append("| metric | ulogd2 | pyulogd | pyulogd/ulogd2 |")
+        L.append("|---|---|---|---|")
+        L.append(f"| highest lossless offered rate, events/s (median trial lossless at it and below) "
+                 f"| {fmt_rate(mu['majority'])} | {fmt_rate(mp['majority'])} "
+                 f"| {rate_ratio(mp['majority'], mu['majority'])[0]} |")
+        L.append(f"| highest lossless offered rate, events/s (every trial lossless) "
+                 f"| {fmt_rate(mu['strict'])} | {fmt_rate(mp['strict'])} "
+                 f"| {rate_ratio(mp['strict'], mu['strict'])[0]} |")
+        L.append(f"| loss % at max blast, median (range) | {loss_cell(mu)} | {loss_cell(mp)} | "
+                 f"{_r(ratio(mp['blast_loss'], mu['blast_loss']))} |")
+        pr = res[cfg]["cpu_pair_ratio"]
+        prr = res[cfg]["cpu_pair_range"]
+        if pr is not None:
+            pair_txt = f"{pr:.2f} (paired, n={res[cfg]['cpu_pairs']}, {prr[0]:.2f}–{prr[1]:.2f})"
+        else:
+            pair_txt = _r(ratio(mp["cpu_us"], mu["cpu_us"]))
+        rates_txt = ", ".join(f"{r // 1000}k" for r in common) or "none"
+        L.append(f"| CPU µs/event, median over the rates lossless for both ({rates_txt}) "
+                 f"| {f1(mu['cpu_us'])} (n={mu['cpu_us_n']}) | {f1(mp['cpu_us'])} (n={mp['cpu_us_n']}) "
+                 f"| {pair_txt} |")
+        L.append(f"| CPU µs/event, median over each daemon's own lossless sweep trials | {f1(mu['cpu_own'])} "
+                 f"| {f1(mp['cpu_own'])} | {_r(ratio(mp['cpu_own'], mu['cpu_own']))} |")
+        L.append(f"| peak RSS MB (max over trials) | {f1(mu['rss_mb'])} | {f1(mp['rss_mb'])} | "
+                 f"{_r(ratio(mp['rss_mb'], mu['rss_mb']), 1)} |")
+        L.append(f"| logged/s at max blast (99 % point), median | {f1(mu['blast_lps99'], 0)} "
+                 f"| {f1(mp['blast_lps99'], 0)} | {_r(ratio(mp['blast_lps99'], mu['blast_lps99']))} |")
+        L.append(f"| generator rate during the blast (pkt/s), median | {f1(mu['blast_offered'], 0)} "
+                 f"| {f1(mp['blast_offered'], 0)} | |")
+        L.append("")
+        for metric, op, bound in TARGETS.get(kind, []):
+            v, txt = verdict(metric, op, bound, res[cfg])
+            name = "lossless rate" if metric == "lossless_rate" else "CPU µs/event"
+            verdicts.append((cfg, f"{name} pyulogd/ulogd2 {op} {bound}", txt, v))
+        if show_detail:
+            L.append("<details><summary>per rate: loss % and CPU µs/event of each trial, in run order"
+                     "</summary>")
+            L.append("")
+            L.append("| offered/s | packets | ulogd2 loss % | pyulogd loss % | ulogd2 µs/ev "
+                     "| pyulogd µs/ev |")
+            L.append("|---|---|---|---|---|---|")
+            for line in res[cfg]["detail"]:
+                u, p = line.get("ulogd2", []), line.get("pyulogd", [])
+                cnt = (u or p)[0]["count"] if (u or p) else "-"
+
+                def col(rs, key):
+                    vals = ("-" if r.get(key) is None else f"{r[key]:.2f}" for r in rs)
+                    return ", ".join(vals) or "(skipped)"
+                L.append(f"| {line['rate']} | {cnt} | {col(u, 'loss_pct')} | {col(p, 'loss_pct')} | "
+                         f"{col(u, 'cpu_us_per_event')} | {col(p, 'cpu_us_per_event')} |")
+            L.append("")
+            L.append("</details>")
+            L.append("")
+    if verdicts:
+        L.append("### Targets")
+        L.append("")
+        L.append("| configuration | target | measured | verdict |")
+        L.append("|---|---|---|---|")
+        for cfg, t, txt, v in verdicts:
+            L.append(f"| {cfg} | {t} | {txt} | **{v}** |")
+        L.append("")
+        L.append("Lossless-rate verdicts use the median-trial limit (one noisy trial does not decide it); "
+                 "the every-trial limit is in brackets. CPU verdicts use the median of the paired ratios "
+                 "(each pyulogd trial against the ulogd2 trial run next to it at the same rate).")
+        L.append("")
+    return "\n".join(L)
+
+
+# --------------------------------------------------------------------------- main
+
+def machine_desc():
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor()
+    mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0) / 2**20
+    return f"{os.cpu_count()} vCPU {model}, {mem:.0f} GiB, kernel {platform.release()}"
+
+
+def git_rev(repo):
+    try:
+        rev = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", repo, "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_const", dest="preset", const="quick",
+                   help="~5 min: 1 trial per point")
+    g.add_argument("--full", action="store_const", dest="preset", const="full", help="~60 min")
+    ap.set_defaults(preset="default")
+    ap.add_argument("--repo", default=REPO, help="pyulogd checkout (default: the one holding this script)")
+    ap.add_argument("--harness", help="throughput.py (default: <repo>/../shared/bench/throughput.py)")
+    ap.add_argument("--ulogd-cmd", default="/usr/sbin/ulogd -c {conf}")
+    ap.add_argument("--pyulogd-cmd", default=f"{sys.executable} -m pyulogd -c {{conf}}")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list out of {', '.join(CONFIGS)}")
+    ap.add_argument("--daemons", default="ulogd2,pyulogd", help="comma list (order = order within a pair)")
+    ap.add_argument("--rates", help="override the preset's sweep rates (comma list)")
+    ap.add_argument("--repeat", type=int, help="override trials per sweep point")
+    ap.add_argument("--seconds", type=float, help="override: a sweep point lasts this long ...")
+    ap.add_argument("--min-count", type=int, help="override: ... but sends at least this many packets")
+    ap.add_argument("--blast-count", type=int, help="override packets per max blast")
+    ap.add_argument("--blast-repeat", type=int, help="override max blasts per daemon")
+    ap.add_argument("--order", choices=["abab", "abba"], default="abab",
+                    help="abab: ulogd2 first in every pair; abba: alternate who goes first")
+    ap.add_argument("--stop-loss", type=float, default=1.0,
+                    help="stop sweeping a daemon once every trial at a rate lost >= this %% (default 1)")
+    ap.add_argument("--no-early-stop", action="store_true", help="sweep every rate for both daemons")
+    ap.add_argument("--drain-timeout", type=float, default=60, help="per trial (throughput.py)")
+    ap.add_argument("--blast-max-seconds", type=float, default=60, help="generator bound of a blast")
+    ap.add_argument("--lab-wait", type=float, default=120, help="wait this long for a busy lab")
+    ap.add_argument("--no-preflight", action="store_true")
+    ap.add_argument("--no-snapshot", action="store_true",
+                    help="run <repo>/src live instead of a copy taken at start")
+    ap.add_argument("--aa", action="store_true",
+                    help="A/A noise calibration: run ulogd2 in the pyulogd slot too")
+    ap.add_argument("--workdir", default="/tmp/gbbench-compare")
+    ap.add_argument("--out", help="results JSONL (default bench/results/compare-<date>.jsonl)")
+    ap.add_argument("--report", nargs="+", metavar="JSONL", help="only print the tables of past results")
+    ap.add_argument("--no-detail", action="store_true", help="leave out the per-rate tables")
+    a = ap.parse_args()
+
+    if a.report:
+        rows = [json.loads(l) for p in a.report for l in open(p) if l.strip()]
+        meta = None
+        mp = os.path.splitext(a.report[-1])[0] + ".meta.json"
+        if os.path.exists(mp):
+            meta = json.load(open(mp))
+        print(report(rows, meta, not a.no_detail))
+        return
+
+    a.repo = os.path.abspath(a.repo)
+    a.harness = os.path.abspath(a.harness or os.path.join(a.repo, "..", "shared", "bench", "throughput.py"))
+    if not os.path.isfile(a.harness):
+        sys.exit(f"compare.py: benchmark harness not found: {a.harness}\n"
+                 "  (expected the shared bench next to the repo: <repo>/../shared/bench/throughput.py; "
+                 "give its path with --harness)")
+    a.confdir = os.path.join(os.path.dirname(a.harness), "configs")
+    if os.geteuid():
+        sys.exit("compare.py: needs root (network namespaces, nftables)")
+    a.configs_sel = [c.strip() for c in a.configs.split(",")]
+    bad = [c for c in a.configs_sel if c not in CONFIGS]
+    if bad:
+        sys.exit(f"compare.py: unknown configuration(s) {bad}; choose from {list(CONFIGS)}")
+    daemons = [d.strip() for d in a.daemons.split(",")]
+    if any(d not in DAEMON_ORDER for d in daemons):
+        sys.exit(f"compare.py: --daemons takes {DAEMON_ORDER}")
+    m = dict(PRESETS[a.preset])
+    if a.rates:
+        m["rates"] = [int(float(x)) for x in a.rates.split(",")]
+    for k in ("repeat", "seconds", "min_count", "blast_count", "blast_repeat"):
+        if getattr(a, k) is not None:
+            m[k] = getattr(a, k)
+    a.matrix = m
+    a.run_id = time.strftime("%Y%m%dT%H%M%S")
+    if a.aa:
+        a.pyulogd_cmd = a.ulogd_cmd
+    name = ("aa-" if a.aa else "compare-") + a.run_id
+    a.out = os.path.abspath(a.out or os.path.join(HERE, "results", f"{name}.jsonl"))
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    os.makedirs(os.path.join(a.workdir, "trials"), exist_ok=True)
+
+    meta = dict(run_id=a.run_id, date=time.strftime("%Y-%m-%d %H:%M %Z"), machine=machine_desc(),
+                preset=a.preset, matrix=m, configs=a.configs_sel, order=a.order,
+                ulogd_cmd=a.ulogd_cmd, pyulogd_cmd=a.pyulogd_cmd, pyulogd_rev=git_rev(a.repo),
+                harness=a.harness, aa=a.aa, loadavg_start=open("/proc/loadavg").read().split()[:3])
+    n_sweep = len(m["rates"]) * m["repeat"] + m["blast_repeat"]
+    est = sum(max(m["min_count"], r * m["seconds"]) / r + 5 for r in m["rates"]) * m["repeat"] \
+        + m["blast_repeat"] * (m["blast_count"] / 150000 + 6)
+    log(f"compare.py: preset {a.preset}: {len(a.configs_sel)} configs x {len(daemons)} daemons x "
+        f"≤{n_sweep} trials; rates {m['rates']}; ≈{est * len(a.configs_sel) * len(daemons) / 60:.0f} min "
+        f"(more if a daemon drains slowly)\n  results: {a.out}")
+    a.src_digest = None
+    r = Runner(a)
+    meta["pyulogd_src_sha256"] = a.src_digest
+    interrupted = False
+    t0 = time.time()
+    try:
+        if not a.no_preflight:
+            r.preflight(daemons)
+        r.run(daemons)
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: tables from the trials so far")
+    meta.update(wall_s=round(time.time() - t0), failures=r.failures, interrupted=interrupted,
+                loadavg_end=open("/proc/loadavg").read().split()[:3])
+    with open(os.path.splitext(a.out)[0] + ".meta.json", "w") as f:
+        json.dump(meta, f, indent=1)
+    text = report(r.rows, meta, True)
+    if r.failures:
+        text += f"\n{len(r.failures)} trial(s) failed: " + "; ".join(
+            f"{x['daemon']} {x['config']} {x['rate']}: {x['output'][:200]}" for x in r.failures) + "\n"
+    with open(os.path.splitext(a.out)[0] + ".md", "w") as f:
+        f.write(text + "\n")
+    print(text)
+    log(f"wall {meta['wall_s'] / 60:.1f} min; results {a.out} (+ .meta.json, .md)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Netlink sockets: the only code that opens, configures and reads them.
+
+A :class:`NetlinkSocket` is non-blocking and close-on-exec. :meth:`~NetlinkSocket.request`
+sends one request and waits for its ack (NLMSG_ERROR with a matching sequence number), raising
+``OSError`` with the kernel's errno on failure; anything else that arrives meanwhile (events)
+is kept and handed out first by :meth:`~NetlinkSocket.recv`. Reading never raises ENOBUFS (the
+kernel dropped messages because the receive buffer was full): it is returned as an event so the
+caller can count it and carry on.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+
+from pyulogd.codec import netlink as nl
+
+SOL_NETLINK = 270
+NETLINK_NO_ENOBUFS = 5
+SO_RCVBUFFORCE = 33
+# recv() result meaning "the kernel dropped messages" (the errno itself).
+ENOBUFS = errno.ENOBUFS
+
+
+class NetlinkSocket:
+    """One AF_NETLINK socket with a reusable receive buffer of ``bufsize`` bytes."""
+
+    def __init__(self, protocol: int = nl.NETLINK_NETFILTER, groups: int = 0, bufsize: int = 150000) -> None:
+        self.sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, protocol
+        )
+        try:
+            self.sock.bind((0, groups))
+            self.portid: int = self.sock.getsockname()[0]
+        except OSError:
+            self.sock.close()
+            raise
+        self.bufsize = bufsize
+        self._buf = bytearray(bufsize)
+        self._view = memoryview(self._buf)
+        self._seq = 0
+        # Buffers that arrived while request() waited for an ack; recv() returns them first.
+        self.pending: deque[bytes] = deque()
+        self.enobufs = 0  # ENOBUFS seen (in recv() and while waiting for acks)
+        self.truncated = 0  # datagrams longer than bufsize (their tail is lost)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.pending.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() < 0
+
+    def next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
+
+    # -- receive buffer (SO_RCVBUF)
+
+    def set_rcvbuf(self, size: int) -> int:
+        """Ask for a ``size``-byte receive buffer; returns what the kernel granted (it doubles it).
+
+        SO_RCVBUFFORCE (needs CAP_NET_ADMIN) passes ``net.core.rmem_max``; without the
+        capability SO_RCVBUF is used, which the kernel caps silently.
+        """
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return self.rcvbuf()
+
+    def rcvbuf(self) -> int:
+        return int(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    def set_no_enobufs(self, on: bool = True) -> None:
+        """NETLINK_NO_ENOBUFS: drop silently instead of reporting (not used by NFLOG: we count)."""
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1 if on else 0)
+
+    # -- requests
+
+    def request(self, msg: bytes, timeout: float = 5.0) -> None:
+        """Send ``msg`` (built with NLM_F_ACK and a sequence number from :meth:`next_seq`) and
+        wait for the kernel's answer. Raises ``OSError(errno)`` if the kernel refused it and
+        ``TimeoutError`` if no answer came within ``timeout`` seconds."""
+        seq = nl.HDR.unpack_from(msg, 0)[3]
+        self.sock.send(msg)
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.sock, selectors.EVENT_READ)
+            while True:
+                n = self._recv_raw()
+                if n is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(errno.ETIMEDOUT, f"no netlink answer to request {seq}")
+                    sel.select(left)
+                    continue
+                if n < 0:
+                    continue  # ENOBUFS: events were lost; the ack may still come
+                data = bytes(self._view[:n])
+                err = _find_ack(data, seq, self.portid)
+                if err is None:
+                    self.pending.append(data)
+                elif err:
+                    raise OSError(err, os.strerror(err))
+                else:
+                    return
+
+    # -- reading
+
+    def recv(self) -> bytes | int | None:
+        """One datagram: its bytes, :data:`ENOBUFS` (an int) if the kernel dropped messages,
+        or None when nothing is waiting. Other socket errors raise ``OSError``."""
+        if self.pending:
+            return self.pending.popleft()
+        n = self._recv_raw()
+        if n is None:
+            return None
+        if n < 0:
+            return ENOBUFS
+        return bytes(self._view[:n])
+
+    def drain(self, on_data: Callable[[bytes], None], on_overrun: Callable[[], None], limit: int = 64) -> int:
+        """Read until nothing is waiting, but at most ``limit`` datagrams, so that one busy socket
+        cannot starve the loop (the selector is level-triggered and calls again). Returns the
+        number of datagrams and overruns handled."""
+        recv = self.recv
+        for i in range(limit):
+            r = recv()
+            if r is None:
+                return i
+            if r.__class__ is int:
+                on_overrun()
+            else:
+                on_data(r)  # type: ignore[arg-type]
+        return limit
+
+    def _recv_raw(self) -> int | None:
+        """Bytes received into the buffer, -1 for ENOBUFS, None for nothing waiting."""
+        try:
+            # MSG_TRUNC makes netlink return the datagram's real length, so truncation shows.
+            n = self.sock.recv_into(self._buf, self.bufsize, socket.MSG_TRUNC)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ENOBUFS:
+                self.enobufs += 1
+                return -1
+            raise
+        if n > self.bufsize:
+            self.truncated += 1
+            n = self.bufsize
+        return n
+
+
+def _find_ack(data: bytes, seq: int, portid: int) -> int | None:
+    """The errno (0 for success) of the NLMSG_ERROR in ``data`` answering request ``seq``, else None."""
+    msgs, _problem = nl.split(data)
+    for off, ln, typ, _flags, mseq, pid in msgs:
+        if typ == nl.NLMSG_ERROR and mseq == seq and pid in (portid, 0):
+            try:
+                err, _ = nl.parse_error(data, off, ln)
+            except ValueError:
+                continue
+            return err
+    return None

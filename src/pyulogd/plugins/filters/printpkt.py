@@ -1,0 +1,310 @@
+"""PRINTPKT: one kernel-LOG-like text line per packet (ulogd2 ``ulogd_filter_PRINTPKT.so``).
+
+The line is byte-identical to ulogd2 2.0.8 (``util/printpkt.c``), trailing blank and all,
+except where docs/compat-print.md says otherwise: the ICMP detail is chosen by the ICMP
+type (2.0.8 switches on the code), GATEWAY= prints the gateway in the right byte order,
+and IPv6 ESP is called ESP.
+
+Like the C code, fields printed without a validity check print 0 when their key is not
+valid (``rec[slot] or 0``). The formatter is a closure over the slot numbers, built once
+the stack is resolved, so the hot path only indexes the record.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pyulogd.core.plugin import OK, DataType, Filter, Key, KeyType
+
+_INPUT_NAMES = (
+    "oob.family", "oob.protocol", "oob.prefix", "oob.in", "oob.out", "oob.uid", "oob.gid",
+    "oob.mark", "raw.mac", "raw.mac_len", "ip.saddr.str", "ip.daddr.str", "ip.totlen", "ip.tos",
+    "ip.ttl", "ip.id", "ip.fragoff", "ip.protocol", "ip6.payloadlen", "ip6.priority",
+    "ip6.hoplimit", "ip6.flowlabel", "ip6.nexthdr", "ip6.fragoff", "ip6.fragid", "tcp.sport",
+    "tcp.dport", "tcp.seq", "tcp.ackseq", "tcp.window", "tcp.syn", "tcp.ack", "tcp.psh",
+    "tcp.rst", "tcp.fin", "tcp.urg", "tcp.urgp", "udp.sport", "udp.dport", "udp.len",
+    "icmp.type", "icmp.code", "icmp.echoid", "icmp.echoseq", "icmp.gateway", "icmp.fragmtu",
+    "icmpv6.type", "icmpv6.code", "icmpv6.echoid", "icmpv6.echoseq", "ahesp.spi", "arp.hwtype",
+    "arp.protocoltype", "arp.operation", "arp.shwaddr", "arp.saddr.str", "arp.dhwaddr",
+    "arp.daddr.str", "sctp.sport", "sctp.dport",
+)  # fmt: skip
+_OPTIONAL = frozenset({"oob.uid", "oob.gid"})
+
+_HEX2 = tuple(f"{i:02X}" for i in range(256))
+# nexthdr/protocol numbers that share the port-protocol printer
+_PORT_PROTOS = frozenset({6, 17, 132, 50, 51})
+_ARP_OPS = {1: "REQUEST ", 2: "REPLY ", 10: "NAK "}
+_MAC_CACHE_MAX = 1024
+
+Printer = Callable[[list[Any]], str]
+
+
+def _gateway_wire(value: Any) -> bytes:
+    """The 4 bytes of icmp.gateway in wire order.
+
+    BASE keeps 2.0.8's value, ``ntohl()`` of the field: as IPADDR bytes that is the wire
+    bytes reversed (the C key's memory on x86); as an integer, the big-endian number.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value[:4])[::-1]
+    return (value & 0xFFFFFFFF).to_bytes(4, "big")
+
+
+def make_printer(slot: dict[str, int]) -> Printer:
+    """Build the line formatter for a record layout (input key name -> slot)."""
+    s_family, s_proto = slot["oob.family"], slot["oob.protocol"]
+    s_prefix, s_in, s_out = slot["oob.prefix"], slot["oob.in"], slot["oob.out"]
+    s_uid, s_gid, s_mark = slot["oob.uid"], slot["oob.gid"], slot["oob.mark"]
+    s_mac, s_maclen = slot["raw.mac"], slot["raw.mac_len"]
+    s_saddr, s_daddr = slot["ip.saddr.str"], slot["ip.daddr.str"]
+    s_totlen, s_tos, s_ttl, s_id = slot["ip.totlen"], slot["ip.tos"], slot["ip.ttl"], slot["ip.id"]
+    s_fragoff, s_ipproto = slot["ip.fragoff"], slot["ip.protocol"]
+    s_plen, s_prio, s_hlim = slot["ip6.payloadlen"], slot["ip6.priority"], slot["ip6.hoplimit"]
+    s_flow, s_nexthdr = slot["ip6.flowlabel"], slot["ip6.nexthdr"]
+    s_frag6, s_fragid = slot["ip6.fragoff"], slot["ip6.fragid"]
+    s_tsport, s_tdport = slot["tcp.sport"], slot["tcp.dport"]
+    s_seq, s_ack = slot["tcp.seq"], slot["tcp.ackseq"]
+    s_win, s_urgp = slot["tcp.window"], slot["tcp.urgp"]
+    s_furg, s_fack, s_fpsh = slot["tcp.urg"], slot["tcp.ack"], slot["tcp.psh"]
+    s_frst, s_fsyn, s_ffin = slot["tcp.rst"], slot["tcp.syn"], slot["tcp.fin"]
+    s_usport, s_udport, s_ulen = slot["udp.sport"], slot["udp.dport"], slot["udp.len"]
+    s_itype, s_icode = slot["icmp.type"], slot["icmp.code"]
+    s_iid, s_iseq = slot["icmp.echoid"], slot["icmp.echoseq"]
+    s_igw, s_imtu = slot["icmp.gateway"], slot["icmp.fragmtu"]
+    s_6type, s_6code = slot["icmpv6.type"], slot["icmpv6.code"]
+    s_6id, s_6seq = slot["icmpv6.echoid"], slot["icmpv6.echoseq"]
+    s_spi = slot["ahesp.spi"]
+    s_arpop, s_sha = slot["arp.operation"], slot["arp.shwaddr"]
+    s_spa, s_tpa = slot["arp.saddr.str"], slot["arp.daddr.str"]
+    s_ssport, s_sdport = slot["sctp.sport"], slot["sctp.dport"]
+    hex2 = _HEX2
+    macs: dict[bytes, str] = {}
+
+    def mac_text(mac: Any, n: int) -> str:
+        key = bytes(mac[:n])
+        text = macs.get(key)
+        if text is None:
+            # "%02x" and ':' between bytes, ' ' after the last; nothing at all for 0 bytes
+            text = key.hex(":") + " " if key else ""
+            if len(macs) >= _MAC_CACHE_MAX:
+                macs.clear()
+            macs[key] = text
+        return text
+
+    def ports(rec: list[Any], proto: int) -> str:
+        if proto == 6:
+            sport = rec[s_tsport]
+            if sport is None:
+                return "PROTO=TCP INCOMPLETE"
+            line = (
+                f"PROTO=TCP SPT={sport} DPT={rec[s_tdport] or 0} SEQ={rec[s_seq] or 0} "
+                f"ACK={rec[s_ack] or 0} WINDOW={rec[s_win] or 0} "
+            )
+            if rec[s_furg]:
+                line += "URG "
+            if rec[s_fack]:
+                line += "ACK "
+            if rec[s_fpsh]:
+                line += "PSH "
+            if rec[s_frst]:
+                line += "RST "
+            if rec[s_fsyn]:
+                line += "SYN "
+            if rec[s_ffin]:
+                line += "FIN "
+            return f"{line}URGP={rec[s_urgp] or 0} "
+        if proto == 17:
+            sport = rec[s_usport]
+            if sport is None:
+                return "PROTO=UDP INCOMPLETE"
+            return f"PROTO=UDP SPT={sport} DPT={rec[s_udport] or 0} LEN={rec[s_ulen] or 0} "
+        if proto == 132:
+            sport = rec[s_ssport]
+            if sport is None:
+                return "PROTO=SCTP INCOMPLETE"
+            return f"PROTO=SCTP SPT={sport} DPT={rec[s_sdport] or 0} "
+        # ESP/AH; 2.0.8 names it from ip.protocol, which IPv6 ESP leaves unset ("AH").
+        head = "PROTO=ESP " if proto == 50 else "PROTO=AH "
+        spi = rec[s_spi]
+        if spi is None:
+            return head + "INCOMPLETE"
+        return f"{head}SPI={spi:#x} "
+
+    def icmp(rec: list[Any]) -> str:
+        itype = rec[s_itype]
+        if itype is None:
+            return "PROTO=ICMP INCOMPLETE"
+        code = rec[s_icode] or 0
+        line = f"PROTO=ICMP TYPE={itype} CODE={code} "
+        # By type, not by code as 2.0.8 does (docs/compat-print.md).
+        if itype == 0 or itype == 8:
+            return f"{line}ID={rec[s_iid] or 0} SEQ={rec[s_iseq] or 0} "
+        if itype == 5:
+            return f"{line}GATEWAY={socket.inet_ntoa(_gateway_wire(rec[s_igw] or 0))} "
+        if itype == 12:  # the pointer is the first byte after the checksum
+            return f"{line}PARAMETER={_gateway_wire(rec[s_igw] or 0)[0]} "
+        if itype == 3 and code == 4:
+            return f"{line}MTU={rec[s_imtu] or 0} "
+        return line
+
+    def ipv4(rec: list[Any]) -> str:
+        line = ""
+        addr = rec[s_saddr]
+        if addr is not None:
+            line = f"SRC={addr} "
+        addr = rec[s_daddr]
+        if addr is not None:
+            line += f"DST={addr} "
+        tos = rec[s_tos] or 0
+        line += (
+            f"LEN={rec[s_totlen] or 0} TOS={hex2[tos & 0x1E]} PREC=0x{hex2[tos & 0xE0]} "
+            f"TTL={rec[s_ttl] or 0} ID={rec[s_id] or 0} "
+        )
+        frag = rec[s_fragoff]
+        if frag:
+            if frag & 0x8000:
+                line += "CE "
+            if frag & 0x4000:
+                line += "DF "
+            if frag & 0x2000:
+                line += "MF "
+            if frag & 0x1FFF:
+                line += f"FRAG:{frag & 0x1FFF} "
+        proto = rec[s_ipproto] or 0
+        if proto in _PORT_PROTOS:
+            return line + ports(rec, proto)
+        if proto == 1:
+            return line + icmp(rec)
+        return f"{line}PROTO={proto} "
+
+    def ipv6(rec: list[Any]) -> str:
+        line = ""
+        value = rec[s_saddr]
+        if value is not None:
+            line = f"SRC={value} "
+        value = rec[s_daddr]
+        if value is not None:
+            line += f"DST={value} "
+        value = rec[s_plen]
+        if value is not None:
+            line += f"LEN={value + 40} "
+        value = rec[s_prio]
+        if value is not None:
+            line += f"TC={value} "
+        value = rec[s_hlim]
+        if value is not None:
+            line += f"HOPLIMIT={value} "
+        value = rec[s_flow]
+        if value is not None:
+            line += f"FLOWLBL={value} "
+        value = rec[s_frag6]
+        fragid = rec[s_fragid]
+        if value is not None and fragid is not None:
+            line += f"FRAG: {value} ID: {fragid:08x} "
+        nexthdr = rec[s_nexthdr] or 0
+        if nexthdr in _PORT_PROTOS:
+            return line + ports(rec, nexthdr)
+        if nexthdr == 58:
+            itype = rec[s_6type]
+            if itype is None:
+                return line + "PROTO=ICMPv6 INCOMPLETE"
+            code = rec[s_6code]
+            if code is None:
+                return line + "PROTO=ICMPv6 TRUNCATED"
+            line += f"PROTO=ICMPv6 TYPE={itype} CODE={code} "
+            if itype == 128 or itype == 129:
+                line += f"ID={rec[s_6id] or 0} SEQ={rec[s_6seq] or 0} "
+            return line
+        return f"{line}PROTO={nexthdr} "
+
+    def arp(rec: list[Any]) -> str:
+        line = ""
+        addr = rec[s_spa]
+        if addr is not None:
+            line = f"SRC={addr} "
+        addr = rec[s_tpa]
+        if addr is not None:
+            line += f"DST={addr} "
+        line += "PROTO=ARP "
+        op = rec[s_arpop]
+        if op is not None:
+            line += _ARP_OPS.get(op) or f"CODE={op} "
+            sha = rec[s_sha]
+            if op == 2 and sha is not None:
+                line += f"REPLY_MAC={bytes(sha[:6]).hex(':')} "
+        return line
+
+    def bridge(rec: list[Any]) -> str:
+        proto = rec[s_proto] or 0
+        if proto == 0x0800:
+            return ipv4(rec)
+        if proto == 0x86DD:
+            return ipv6(rec)
+        if proto == 0x0806:
+            return arp(rec)
+        return f"PROTO={proto} "
+
+    def render(rec: list[Any]) -> str:
+        value = rec[s_prefix]
+        line = "" if value is None else value + " "
+        value = rec[s_in]
+        out = rec[s_out]
+        if value is not None and out is not None:
+            line += f"IN={value} OUT={out} "
+        value = rec[s_mac]
+        if value is None:
+            line += "MAC= "
+        else:
+            line += "MAC=" + mac_text(value, rec[s_maclen] or 0)
+        family = rec[s_family]
+        if family == 2:
+            line += ipv4(rec)
+        elif family == 10:
+            line += ipv6(rec)
+        elif family == 7:
+            line += bridge(rec)
+        # 2.0.8 prints nothing for other families (nft "arp" tables, family 3).
+        value = rec[s_uid]
+        if value is not None:
+            line += f"UID={value} "
+        value = rec[s_gid]
+        if value is not None:
+            line += f"GID={value} "
+        value = rec[s_mark]
+        if value is not None:
+            line += f"MARK={value:#x} "
+        return line + "\n"
+
+    return render
+
+
+class PrintpktFilter(Filter):
+    name = "PRINTPKT"
+    so_name = "ulogd_filter_PRINTPKT.so"
+    description = "Packet to a kernel-LOG-like text line (for LOGEMU, SYSLOG)"
+    input_type = DataType.PACKET
+    output_type = DataType.PACKET
+    input_keys = tuple(Key(n, optional=n in _OPTIONAL) for n in _INPUT_NAMES)
+    output_keys = (Key("print", KeyType.STRING, help="the line, ending in \" \\n\""),)
+
+    def __init__(self, ctx: Any, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        self._render: Printer | None = None
+
+    def _prepare(self) -> Printer:
+        names = [k.name for k in self.input_keys]
+        render = make_printer(dict(zip(names, self.in_slots, strict=True)))
+        self._render = render
+        return render
+
+    def start(self) -> None:
+        self._prepare()
+
+    def interp(self, rec: list[Any]) -> int:
+        render = self._render
+        if render is None:
+            render = self._prepare()
+        rec[self.out_base] = render(rec)
+        return OK

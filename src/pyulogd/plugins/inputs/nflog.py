@@ -1,0 +1,385 @@
+"""NFLOG input: packets logged by nft ``log group N`` / iptables ``-j NFLOG`` (``ulogd_inppkt_NFLOG.so``).
+
+Same options, keys and start sequence as ulogd2 2.0.8, with these differences:
+
+* ``netlink_socket_buffer_size`` is applied whenever it is non-zero. ulogd2 ignores it unless it
+  is below ``netlink_socket_buffer_maxsize`` (so with the default maxsize 0 it never applied it,
+  and logged a misleading "Maximum buffer size (0) ... has been reached").
+* Growth on ENOBUFS doubles the requested size up to ``netlink_socket_buffer_maxsize``, starting
+  from the buffer the socket really has (ulogd2 started from 0 when no initial size was given).
+* Each readable event reads up to 64 datagrams (ulogd2: one), and every ENOBUFS, malformed
+  message, netlink error and sequence gap is counted in the daemon's statistics
+  (``nflog.<id>.enobufs``, ``.malformed``, ``.netlink_errors``, ``.seq_gaps``, ...) and logged
+  once per burst instead of once per process lifetime.
+* New option ``copy_range`` (ulogd2 always asks for 0xffff bytes per packet).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from pyulogd.codec import nflog as codec
+from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
+from pyulogd.io.netlink import NetlinkSocket
+
+AF_BRIDGE = 7
+_SYSTEM_FAMILIES = (socket.AF_INET, socket.AF_INET6, AF_BRIDGE)
+# Datagrams read per readable event; the loop comes back while more are waiting.
+MAX_READS = 64
+# A problem that repeats is logged at most once per this many seconds, with the count since.
+LOG_INTERVAL = 10.0
+
+
+def _range(lo: int, hi: int) -> Any:
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo} and {hi}"
+
+    return check
+
+
+INT = OptionType.INT
+OPTIONS = (
+    Option("bufsize", INT, 150000, help="size of the receive buffer for one datagram, in bytes",
+           check=_range(64, 1 << 30)),
+    Option("group", INT, 0, help="NFLOG group to bind (nft 'log group N', iptables '--nflog-group N')",
+           check=_range(0, 0xFFFF)),
+    Option("unbind", INT, 1, help="in system logging mode (group 0 or bind=1): force-unbind any existing "
+           "nf_log handler for IPv4, IPv6 and bridge before binding"),
+    Option("bind", INT, 0, help="also become the system nf_log handler for IPv4, IPv6 and bridge "
+           "although group is not 0 (only needed by kernels before 2.6.29)"),
+    Option("seq_local", INT, 0, help="ask the kernel for per-group sequence numbers (oob.seq.local); "
+           "gaps are counted as lost events"),
+    Option("seq_global", INT, 0, help="ask the kernel for global sequence numbers (oob.seq.global)"),
+    Option("numeric_label", INT, 0, help="number copied into raw.label for every packet (0-255)"),
+    Option("netlink_socket_buffer_size", INT, 0, help="initial socket receive buffer (SO_RCVBUFFORCE), "
+           "in bytes; pyulogd applies it even when netlink_socket_buffer_maxsize is 0"),
+    Option("netlink_socket_buffer_maxsize", INT, 0, help="on ENOBUFS (lost events) double the socket "
+           "receive buffer up to this many bytes; 0: never grow"),
+    Option("netlink_qthreshold", INT, 0, help="kernel batches up to this many packets per datagram "
+           "(NFULA_CFG_QTHRESH); 0: kernel default"),
+    Option("netlink_qtimeout", INT, 0, help="kernel flushes a batch after this many 1/100 s "
+           "(NFULA_CFG_TIMEOUT); 0: kernel default (1 s)"),
+    Option("attach_conntrack", INT, 0, help="ask the kernel to attach the conntrack entry (key ct)"),
+    Option("copy_range", INT, 0xFFFF, help="pyulogd extra: bytes of each packet to copy (ulogd2 always "
+           "uses 65535; rules can still cut with nft 'snaplen' / iptables '--nflog-size')",
+           check=_range(0, 0xFFFF)),
+)
+
+T = KeyType
+OUTPUT_KEYS = (
+    Key("raw.mac", T.RAW, help="hardware (L2) header, when the packet has one (input path)"),
+    Key("raw.pkt", T.RAW, help="the packet from the network header on (as copied by the kernel)"),
+    Key("raw.pktlen", T.UINT32, help="length of raw.pkt"),
+    Key("raw.pktcount", T.UINT32, help="number of packets (always 1)"),
+    Key("oob.prefix", T.STRING, help="log prefix of the rule"),
+    Key("oob.time.sec", T.UINT32, help="time the packet was logged (kernel timestamp or reception), seconds"),
+    Key("oob.time.usec", T.UINT32, help="microseconds of oob.time.sec"),
+    Key("oob.mark", T.UINT32, help="packet mark (0 when none)"),
+    Key("oob.ifindex_in", T.UINT32, help="index of the input interface"),
+    Key("oob.ifindex_out", T.UINT32, help="index of the output interface"),
+    Key("oob.hook", T.UINT8,
+        help="netfilter hook (0 prerouting, 1 input, 2 forward, 3 output, 4 postrouting)"),
+    Key("raw.mac_len", T.UINT16, help="length of raw.mac"),
+    Key("oob.seq.local", T.UINT32, help="per-group sequence number (seq_local=1)"),
+    Key("oob.seq.global", T.UINT32, help="global sequence number (seq_global=1)"),
+    Key("oob.family", T.UINT8, help="protocol family (2 IPv4, 10 IPv6, 7 bridge, 3 ARP)"),
+    Key("oob.protocol", T.UINT16, help="layer 3 protocol (ethertype: 2048 IPv4, 34525 IPv6, 2054 ARP)"),
+    Key("oob.uid", T.UINT32, help="user id of the local socket the packet belongs to"),
+    Key("oob.gid", T.UINT32, help="group id of the local socket the packet belongs to"),
+    Key("raw.label", T.UINT8, help="numeric_label of this instance"),
+    Key("raw.type", T.UINT16, help="hardware type (ARPHRD_*: 1 Ethernet, 772 loopback)"),
+    Key("raw.mac.saddr", T.RAW, help="hardware source address"),
+    Key("raw.mac.addrlen", T.UINT16, help="length of raw.mac.saddr"),
+    Key("raw", T.RAW, help="the whole NFLOG netlink message"),
+    Key("ct", T.RAW, help="attached conntrack entry (ctnetlink attributes; attach_conntrack=1)"),
+)
+assert tuple(k.name for k in OUTPUT_KEYS) == codec.KEYS
+
+
+# Counters in ctx.stats, as nflog.<instance id>.<name>.
+STAT_NAMES = (
+    "packets", "malformed", "enobufs", "netlink_errors", "unexpected", "truncated",
+    "seq_gaps", "seq_lost", "seq_global_gaps", "recv_errors",
+)  # fmt: skip
+_BURSTS = ("malformed", "enobufs", "netlink_errors", "seq", "recv", "truncated")
+
+
+class _Burst:
+    """Rate limit for a repeating problem: the first is logged, then at most one line per
+    ``LOG_INTERVAL`` seconds, reporting how many happened since the last line."""
+
+    __slots__ = ("last", "since")
+
+    def __init__(self) -> None:
+        self.last = float("-inf")
+        self.since = 0
+
+    def due(self, now: float, n: int = 1) -> int:
+        """Record ``n`` occurrences; returns how many to report now (0: stay quiet)."""
+        self.since += n
+        if now - self.last < LOG_INTERVAL:
+            return 0
+        self.last = now
+        count, self.since = self.since, 0
+        return count
+
+
+class NflogInput(Source):
+    name = "NFLOG"
+    so_name = "ulogd_inppkt_NFLOG.so"
+    output_type = DataType.RAW
+    options = OPTIONS
+    output_keys = OUTPUT_KEYS
+    description = "packets from the kernel's nfnetlink_log (nft 'log group N', iptables -j NFLOG)"
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        self.sock: NetlinkSocket | None = None
+        self.decoder = codec.Decoder()
+        self.group: int = config["group"]
+        self.label: int = config["numeric_label"] & 0xFF
+        self._bound = False
+        self._pf_bound = False
+        self._rcvbuf_asked = 0  # the receive buffer size last asked for (the kernel grants twice that)
+        self._at_max = False
+        self._next_seq: list[int | None] = [None, None]  # local, global
+        self._check_seq = bool(config["seq_local"] or config["seq_global"])
+        self._truncated = 0
+        p = f"nflog.{instance_id}."
+        self.stat = {n: p + n for n in STAT_NAMES}
+        self._burst = {n: _Burst() for n in _BURSTS}
+
+    # -- life cycle
+
+    def configure(self) -> None:
+        c = self.config
+        if c["netlink_socket_buffer_size"] < 0 or c["netlink_socket_buffer_maxsize"] < 0:
+            raise ConfigError("netlink_socket_buffer_size and _maxsize must not be negative")
+        for name in ("netlink_qthreshold", "netlink_qtimeout"):
+            if not 0 <= c[name] <= 0xFFFFFFFF:
+                raise ConfigError(f"{name} must be between 0 and 4294967295")
+
+    def start(self) -> None:
+        c = self.config
+        log = self.ctx.log
+        log.debug("opening nfnetlink socket")
+        try:
+            self.sock = NetlinkSocket(bufsize=c["bufsize"])
+        except OSError as e:
+            raise PluginError(f"unable to open nfnetlink socket: {e.strerror or e}") from None
+        try:
+            self._configure_kernel()
+        except BaseException:
+            self._close()
+            raise
+        if self.sock.enobufs:  # lost while waiting for acks
+            self.ctx.stats.incr(self.stat["enobufs"], self.sock.enobufs)
+        self.ctx.loop.add_reader(self.sock.fileno(), self._readable)
+        if self.sock.pending:
+            # Packets that came in while we waited for acks; stacks start after us, so later.
+            self.ctx.loop.call_later(0, self._readable)
+
+    def _configure_kernel(self) -> None:
+        assert self.sock is not None
+        c, log, sock, group = self.config, self.ctx.log, self.sock, self.group
+        if group == 0 or c["bind"] > 0:
+            # "System logging": nfnetlink_log becomes the nf_log backend of these families.
+            for pf in _SYSTEM_FAMILIES:
+                if c["unbind"] > 0:
+                    log.notice(f"forcing unbind of existing log handler for protocol {pf}")
+                    try:
+                        sock.request(codec.pf_unbind(pf, sock.next_seq()))
+                    except OSError as e:
+                        raise PluginError(f"unable to force-unbind existing log handler for protocol {pf}: "
+                                          f"{_why(e)}") from None
+                log.debug(f"binding to protocol family {pf}")
+                try:
+                    sock.request(codec.pf_bind(pf, sock.next_seq()))
+                except OSError as e:
+                    raise PluginError(f"unable to bind to protocol family {pf}: {_why(e)}") from None
+                self._pf_bound = True
+        log.debug(f"binding to log group {group}")
+        try:
+            sock.request(codec.group_bind(group, sock.next_seq()))
+        except OSError as e:
+            raise PluginError(f"unable to bind to log group {group}: {_why(e)}") from None
+        self._bound = True
+        try:
+            sock.request(codec.set_mode(group, codec.NFULNL_COPY_PACKET, c["copy_range"], sock.next_seq()))
+        except OSError as e:
+            log.error(f"unable to set copy mode for log group {group}: {_why(e)}")
+
+        size, maxsize = c["netlink_socket_buffer_size"], c["netlink_socket_buffer_maxsize"]
+        if size:
+            granted = sock.set_rcvbuf(size)
+            self._rcvbuf_asked = size
+            log.notice(f"NFLOG netlink buffer size has been set to {granted}")
+        else:
+            self._rcvbuf_asked = sock.rcvbuf() // 2
+        if maxsize and self._rcvbuf_asked >= maxsize:
+            self._at_max = True
+
+        for opt, build, what in (("netlink_qthreshold", codec.set_qthresh, "threshold"),
+                                 ("netlink_qtimeout", codec.set_timeout, "timeout")):
+            v = c[opt]
+            if v:
+                try:
+                    sock.request(build(group, v, sock.next_seq()))
+                    log.notice(f"NFLOG netlink queue {what} has been set to {v}")
+                except OSError:
+                    log.notice(f"NFLOG netlink queue {what} can't be set to {v}")
+
+        flags = 0
+        if c["seq_local"]:
+            flags |= codec.NFULNL_CFG_F_SEQ
+        if c["seq_global"]:
+            flags |= codec.NFULNL_CFG_F_SEQ_GLOBAL
+        if c["attach_conntrack"]:
+            flags |= codec.NFULNL_CFG_F_CONNTRACK
+        if flags:
+            try:
+                sock.request(codec.set_flags(group, flags, sock.next_seq()))
+            except OSError as e:
+                log.error(f"unable to set flags 0x{flags:x}: {_why(e)}")
+
+    def stop(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        self.ctx.loop.remove_reader(sock.fileno())
+        if self._bound:
+            try:
+                sock.request(codec.group_unbind(self.group, sock.next_seq()), timeout=1.0)
+            except OSError as e:
+                self.ctx.log.debug(f"unbinding log group {self.group}: {_why(e)}")
+        self._close()
+
+    def _close(self) -> None:
+        if self.sock is not None:
+            # Closing also releases the group in the kernel; the nf_log family binding stays, as in ulogd.
+            self.sock.close()
+            self.sock = None
+        self._bound = False
+
+    # -- events
+
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        try:
+            sock.drain(self._handle, self._overrun, MAX_READS)
+        except OSError as e:
+            self.ctx.stats.incr(self.stat["recv_errors"])
+            n = self._burst["recv"].due(self.ctx.now())
+            if n:
+                self.ctx.log.error(f"NFLOG '{self.id}': receive failed: {_why(e)} ({n} since last report)")
+        if sock.truncated != self._truncated:
+            self._report_truncated(sock.truncated - self._truncated)
+            self._truncated = sock.truncated
+
+    def _handle(self, buf: bytes) -> None:
+        now = self.ctx.now()
+        batch = self.decoder.parse_buffer(buf, now, self.label)
+        recs = batch.records
+        if self._check_seq and recs:
+            self._check_sequence(recs, now)
+        emit = self.emit
+        for values in recs:
+            emit(values)
+        stats = self.ctx.stats
+        if recs:
+            stats.incr(self.stat["packets"], len(recs))
+        if batch.malformed:
+            stats.incr(self.stat["malformed"], batch.malformed)
+            n = self._burst["malformed"].due(now, batch.malformed)
+            if n:
+                self.ctx.log.notice(f"NFLOG '{self.id}': skipped {n} malformed netlink message(s) "
+                                    f"({stats.get(self.stat['malformed'])} in total), e.g.: {batch.problem}")
+        if batch.errors:
+            stats.incr(self.stat["netlink_errors"], len(batch.errors))
+            n = self._burst["netlink_errors"].due(now, len(batch.errors))
+            if n:
+                self.ctx.log.notice(f"NFLOG '{self.id}': netlink error message from the kernel: "
+                                    f"{os.strerror(batch.errors[0])} ({n} since last report)")
+        if batch.other:
+            stats.incr(self.stat["unexpected"], batch.other)
+
+    def _overrun(self) -> None:
+        """ENOBUFS: the kernel dropped events because the socket's receive buffer was full."""
+        sock = self.sock
+        assert sock is not None
+        stats, log = self.ctx.stats, self.ctx.log
+        stats.incr(self.stat["enobufs"])
+        total = stats.get(self.stat["enobufs"])
+        maxsize = self.config["netlink_socket_buffer_maxsize"]
+        if maxsize and not self._at_max:
+            ask = min(self._rcvbuf_asked * 2, maxsize)
+            granted = sock.set_rcvbuf(ask)
+            self._rcvbuf_asked = ask
+            if ask >= maxsize:
+                self._at_max = True
+            log.notice(f"We are losing events, increasing buffer size to {granted} ({total} ENOBUFS so far)")
+            return
+        n = self._burst["enobufs"].due(self.ctx.now())
+        if not n:
+            return
+        if maxsize:
+            log.notice(f"We are losing events ({n} ENOBUFS since last report, {total} in total). Maximum "
+                       f"buffer size ({sock.rcvbuf()}) in NFLOG has been reached. Please, consider rising "
+                       "`netlink_socket_buffer_size` and `netlink_socket_buffer_maxsize` clauses.")
+        else:
+            log.notice(f"We are losing events ({n} ENOBUFS since last report, {total} in total). Please, "
+                       "consider using the clauses `netlink_socket_buffer_size' and "
+                       "`netlink_socket_buffer_maxsize'")
+
+    def _check_sequence(self, recs: list[list[Any]], now: float) -> None:
+        """Count gaps in the kernel's sequence numbers: each is a run of lost events.
+
+        The local sequence is per group. The global one is shared by every group of the
+        namespace, so its gaps are only losses when this is the only group in use; they are
+        counted apart (``seq_global_gaps``) and not logged.
+        """
+        lost = gaps = ggaps = 0
+        nxt = self._next_seq
+        for i, idx in ((0, codec.I_SEQ_LOCAL), (1, codec.I_SEQ_GLOBAL)):
+            expect = nxt[i]
+            for values in recs:
+                s = values[idx]
+                if s is None:
+                    continue
+                if expect is not None and s != expect:
+                    gap = (s - expect) & 0xFFFFFFFF
+                    if gap < 0x80000000:  # backwards means the kernel restarted the count
+                        if i == 0:
+                            gaps += 1
+                            lost += gap
+                        else:
+                            ggaps += 1
+                expect = (s + 1) & 0xFFFFFFFF
+            nxt[i] = expect
+        stats = self.ctx.stats
+        if ggaps:
+            stats.incr(self.stat["seq_global_gaps"], ggaps)
+        if gaps:
+            stats.incr(self.stat["seq_gaps"], gaps)
+            stats.incr(self.stat["seq_lost"], lost)
+            n = self._burst["seq"].due(now, lost)
+            if n:
+                self.ctx.log.notice(f"NFLOG '{self.id}': {n} event(s) missing (gaps in oob.seq.local), "
+                                    f"{stats.get(self.stat['seq_lost'])} in total")
+
+    def _report_truncated(self, n: int) -> None:
+        self.ctx.stats.incr(self.stat["truncated"], n)
+        k = self._burst["truncated"].due(self.ctx.now(), n)
+        if k:
+            self.ctx.log.notice(f"NFLOG '{self.id}': {k} datagram(s) longer than bufsize="
+                                f"{self.config['bufsize']} were cut; raise bufsize")
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or str(e)

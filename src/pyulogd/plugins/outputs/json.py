@@ -1,0 +1,542 @@
+"""JSON: one JSON object per line (ulogd2 ``ulogd_output_JSON.so``), byte-compatible with 2.0.8.
+
+The object is built as jansson builds it (spec 6.5): ``"@version": 1`` with ``eventv1``,
+the time field, ``"dvc"``, then every valid upstream key in stack order, named by its CIM
+alias (``src_ip``, ``dest_port``, ...) when it has one. A name set twice keeps the position
+of its first valid key and takes the value of its last valid key. STRING keys are strings
+(a string that is not valid UTF-8 drops the field, as jansson does), the integer types and
+BOOL are numbers, everything else (IPADDR, RAW, INT64, ...) is left out. Separators are
+jansson's ``", "`` and ``": "``; control characters are escaped as ``\\u001B`` (upper case).
+The time is local, with 2.0.8's quirk of printing no UTC offset when the offset is zero.
+
+Speed: the renderer is generated once per stack as straight-line Python (one ``if`` per
+key, no loop, no dict), because a loop over ~90 keys costs more than the whole budget.
+Numbers below 65536 come from a table instead of ``str()``.
+
+Transport (``mode``): ``file`` appends whole-line batches like LOGEMU; ``tcp``/``unix``
+send each batch with one non-blocking ``send``; ``udp`` sends one datagram per record.
+Unlike 2.0.8 a peer that is down at start does not stop the daemon, and a peer that is
+down or slow never blocks the loop: records that cannot be sent are counted in
+``json.<id>.send_failures`` and dropped (one log line per burst), and the connection is
+retried with the next batch, at most once a second.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.plugins.outputs.logemu import FLUSH_AT, LineFile
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
+
+MODES = ("file", "tcp", "udp", "unix")
+_UNIX_PATH_MAX = 108
+_RECONNECT_EVERY = 1.0
+# Unsent stream data kept for a slow (but connected) peer before whole lines are dropped.
+_MAX_BACKLOG = 4 * FLUSH_AT
+
+_encode_basestring: Callable[[str], str] = json.encoder.encode_basestring  # C version when available
+_JANSSON_NAMED = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def jansson_string(text: str) -> str | None:
+    """``text`` as jansson's json_dumps writes it, quotes included; None if not valid UTF-8."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")  # surrogateescape'd bytes: jansson refuses the string
+        except UnicodeEncodeError:
+            return None
+    out = _encode_basestring(text)
+    if "\\u" not in out:
+        return out
+    # Rare: a control character (jansson writes \u001B, json writes \u001b).
+    return '"' + "".join(_JANSSON_NAMED.get(c) or (f"\\u{ord(c):04X}" if c < " " else c) for c in text) + '"'
+
+
+def utc_offset(gmtoff: int) -> str:
+    """2.0.8's ``%+03d%02d`` of the local offset, and nothing at all for a zero offset."""
+    if gmtoff == 0:
+        return ""
+    hours = int(gmtoff / 3600)  # C division truncates toward zero: -00:30 prints +0030
+    return f"{hours:+03d}{abs(gmtoff) // 60 % 60:02d}"
+
+
+# How each key type is written; None: left out of the object.
+_KINDS: dict[KeyType, str] = {
+    KeyType.STRING: "str",
+    KeyType.BOOL: "small",
+    KeyType.UINT8: "small",
+    KeyType.UINT16: "small",
+    KeyType.UINT32: "u32",
+    KeyType.UINT64: "u64",
+    KeyType.INT8: "int",
+    KeyType.INT16: "int",
+    KeyType.INT32: "int",
+}
+_EXPR = {
+    "small": "S[{v}]",
+    "u32": "(S[{v}] if {v} < 65536 else str({v}))",
+    # jansson's integers are signed 64-bit
+    "u64": f"(S[{{v}}] if {{v}} < 65536 else str({{v}} if {{v}} < {2**63} else {{v}} - {2**64}))",
+    "int": "str({v})",
+    "label": "('\"allowed\"' if {v} else '\"blocked\"')",
+}
+_SMALL = tuple(str(i) for i in range(65536))
+
+
+@dataclass
+class _Field:
+    prefix: str  # ', "name": '
+    # (position in the key list, slot, kind) of each distinct key carrying the name, in order
+    members: list[tuple[int, int, str]] = field(default_factory=list)
+
+
+def plan_fields(keys: list[Key], slots: list[int], boolean_label: bool) -> list[_Field]:
+    """Object fields in jansson's order, from the wildcard keys and the slots they resolved to."""
+    # Keys of one name all resolve to the nearest producer: its declaration is the last one.
+    source: dict[int, Key] = {}
+    for key, slot in zip(keys, slots, strict=True):
+        if slot:
+            source[slot] = key
+    fields: dict[str, _Field] = {}
+    seen: set[int] = set()
+    for pos, slot in enumerate(slots):
+        if not slot or slot in seen:
+            continue  # unbound, or the same value again at a later position
+        seen.add(slot)
+        key = source[slot]
+        kind = _KINDS.get(key.type)
+        if kind is None:
+            continue
+        name = key.cim or key.name
+        if boolean_label and key.name == "raw.label" and key.type == KeyType.UINT8:
+            name, kind = "action", "label"
+        f = fields.get(name)
+        if f is None:
+            f = fields[name] = _Field(f", {jansson_string(name) or json.dumps(name)}: ")
+        f.members.append((pos, slot, kind))
+    return list(fields.values())
+
+
+def _emit(out: list[str], ind: str, prefix: str, var: str, kind: str) -> None:
+    if kind == "str":
+        # escaped strings are never empty, so "or" only falls through on a cache miss
+        out.append(f"{ind}{var} = JD.get({var}) or J({var})")
+        out.append(f"{ind}if {var} is not None:")
+        out.append(f"{ind}    p.append({prefix!r})")
+        out.append(f"{ind}    p.append({var})")
+    else:
+        out.append(f"{ind}p.append({prefix!r})")
+        out.append(f"{ind}p.append({_EXPR[kind].format(v=var)})")
+
+
+def _choose(out: list[str], ind: str, f: _Field, j: int, k: int) -> None:
+    """Emit the last valid member among j..k (member j is known valid, in ``v``)."""
+    if k == j:
+        _emit(out, ind, f.prefix, "v", f.members[j][2])
+        return
+    _pos, slot, kind = f.members[k]
+    out.append(f"{ind}w = rec[{slot}]")
+    out.append(f"{ind}if w is not None:")
+    _emit(out, ind + "    ", f.prefix, "w", kind)
+    out.append(f"{ind}else:")
+    _choose(out, ind + "    ", f, j, k - 1)
+
+
+class StringCache:
+    """Escaped form of recent strings (prefixes, interface names, addresses repeat a lot)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.known: dict[str, str] = {}
+        self.size = size
+
+    def miss(self, text: str) -> str | None:
+        out = jansson_string(text)
+        if out is not None:
+            if len(self.known) >= self.size:
+                self.known.clear()
+            self.known[text] = out
+        return out
+
+
+def compile_renderer(
+    fields: list[_Field],
+    head: Callable[[Any, Any], str],
+    sec_slot: int,
+    usec_slot: int,
+    bare: bool,
+    strings: StringCache | None = None,
+) -> Callable[[list[Any]], str]:
+    """Generate ``render(rec) -> line``. ``bare``: nothing precedes the keys (no leading ", ")."""
+    order: list[tuple[int, int]] = []  # (field number, member number) in key order
+    for n, f in enumerate(fields):
+        order.extend((n, j) for j in range(len(f.members)))
+    order.sort(key=lambda nj: fields[nj[0]].members[nj[1]][0])  # by position in the key list
+    src = ["def render(rec):", "    p = []"]
+    src += [f"    g{n} = True" for n, f in enumerate(fields) if len(f.members) > 1]
+    for n, j in order:
+        f = fields[n]
+        _pos, slot, kind = f.members[j]
+        if len(f.members) == 1:
+            src.append(f"    v = rec[{slot}]")
+            src.append("    if v is not None:")
+            _emit(src, "        ", f.prefix, "v", kind)
+            continue
+        src.append(f"    if g{n}:")
+        src.append(f"        v = rec[{slot}]")
+        src.append("        if v is not None:")
+        src.append(f"            g{n} = False")
+        _choose(src, "            ", f, j, len(f.members) - 1)
+    body = "''.join(p)[2:]" if bare else "''.join(p)"
+    src.append(f"    return H(rec[{sec_slot}], rec[{usec_slot}]) + {body} + '}}\\n'")
+    strings = strings if strings is not None else StringCache()
+    namespace: dict[str, Any] = {"S": _SMALL, "J": strings.miss, "JD": strings.known, "H": head}
+    exec(compile("\n".join(src), "<json renderer>", "exec"), namespace)  # noqa: S102 - our own text
+    render: Callable[[list[Any]], str] = namespace["render"]
+    return render
+
+
+def _check_mode(value: Any) -> str | None:
+    return None if str(value).lower() in MODES else f"unknown mode '{value}' (valid: {', '.join(MODES)})"
+
+
+class JsonOutput(Sink):
+    name = "JSON"
+    so_name = "ulogd_output_JSON.so"
+    description = "One JSON object per line, to a file or a tcp/udp/unix socket"
+    input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
+    wildcard_inputs = True
+    options = (
+        Option(
+            "file", OptionType.STRING, "/var/log/ulogd.json", help="output file, or socket path (mode unix)"
+        ),
+        Option("sync", OptionType.INT, 0, help="1: write every record at once"),
+        Option("timestamp", OptionType.INT, 1, help="add the time field"),
+        Option("eventv1", OptionType.INT, 0, help='Logstash event v1: "@version": 1 and "@timestamp"'),
+        Option("device", OptionType.STRING, "Netfilter", help='value of the "dvc" field'),
+        Option("boolean_label", OptionType.INT, 0, help='raw.label as "action": "allowed"/"blocked"'),
+        Option("mode", OptionType.STRING, "file", help="file, tcp, udp or unix", check=_check_mode),
+        Option("host", OptionType.STRING, "127.0.0.1", help="tcp/udp peer"),
+        Option("port", OptionType.STRING, "12345", help="tcp/udp port or service name"),
+    )
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        self.mode = "file"
+        self._render: Callable[[list[Any]], str] | None = None
+        self._ts_sec = -1
+        self._ts_head = self._ts_zone = ""
+        self._strings = StringCache()
+        self.out: LineFile | SocketSender | None = None
+
+    # -- set-up
+    def configure(self) -> None:
+        mode = str(self.config["mode"]).lower()
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode '{self.config['mode']}' (valid modes: {', '.join(MODES)})")
+        self.mode = mode
+        path = str(self.config["file"])
+        if mode == "unix":
+            if not path:
+                raise ConfigError("missing unix socket path (option 'file')")
+            if len(path.encode("utf-8", "surrogateescape")) >= _UNIX_PATH_MAX:
+                raise ConfigError(f"unix socket path '{path}' is longer than {_UNIX_PATH_MAX - 1} bytes")
+        prefix = f"json.{self.id}"
+        sync = bool(self.config["sync"])
+        if mode == "file":
+            self.out = LineFile(self.ctx, path, sync, prefix, "JSON")
+        else:
+            self.out = SocketSender(self.ctx, mode, self.config, sync, prefix)
+        eventv1 = bool(self.config["eventv1"])
+        dvc = jansson_string(str(self.config["device"]))
+        self._ts_open = ('{"@version": 1, ' if eventv1 else "{") + (
+            '"@timestamp": "' if eventv1 else '"timestamp": "'
+        )
+        self._ts_close = '"' + ("" if dvc is None else f', "dvc": {dvc}')
+        if self.config["timestamp"]:
+            self._head_fixed: str | None = None
+        else:
+            parts = (['"@version": 1'] if eventv1 else []) + ([f'"dvc": {dvc}'] if dvc is not None else [])
+            self._head_fixed = "{" + ", ".join(parts)
+
+    def _prepare(self) -> Callable[[list[Any]], str]:
+        keys, slots = self.wildcard_keys, self.in_slots
+        sec = usec = 0
+        for key, slot in zip(keys, slots, strict=True):
+            if key.name == "oob.time.sec":
+                sec = slot
+            elif key.name == "oob.time.usec":
+                usec = slot
+        fields = plan_fields(keys, slots, bool(self.config["boolean_label"]))
+        fixed = self._head_fixed
+        if fixed is None:
+            render = compile_renderer(fields, self._stamp, sec, usec, False, self._strings)
+        else:
+            render = compile_renderer(fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings)
+        self._render = render
+        return render
+
+    def _stamp(self, sec: Any, usec: Any) -> str:
+        """``{"timestamp": "<local time>[.usec][offset]", "dvc": "..."``, cached per second."""
+        if sec is None:
+            sec = int(self.ctx.now())
+        if sec != self._ts_sec:
+            tm = time.localtime(sec)
+            self._ts_head = (
+                f"{self._ts_open}{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}T"
+                f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+            )
+            self._ts_zone = utc_offset(int(tm.tm_gmtoff or 0)) + self._ts_close
+            self._ts_sec = sec
+        if usec is None:
+            return self._ts_head + self._ts_zone
+        if 0 <= usec < 1000000:
+            return f"{self._ts_head}.{str(usec + 1000000)[1:]}{self._ts_zone}"
+        return f"{self._ts_head}.{usec:06d}{self._ts_zone}"
+
+    def start(self) -> None:
+        if self.out is None:
+            raise PluginError(f"JSON instance '{self.id}' was not configured")
+        self._prepare()
+        self.out.open()
+
+    def stop(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+
+    def signal(self, signum: int) -> None:
+        if signum != signal.SIGHUP or self.out is None:
+            return
+        if isinstance(self.out, LineFile):
+            self.ctx.log.notice("JSON: reopening logfile")
+        else:
+            self.ctx.log.notice("JSON: reopening socket")
+        self.out.reopen()
+
+    # -- hot path
+    def interp(self, rec: list[Any]) -> int:
+        render = self._render
+        if render is None:
+            render = self._prepare()
+        line = render(rec)
+        out = self.out
+        assert out is not None
+        out.pending.append(line)
+        out.size += len(line)
+        if out.size >= out.limit:
+            out.flush()
+        return OK
+
+
+class SocketSender:
+    """Lines to a tcp/unix stream (one send per batch) or udp (one datagram per line)."""
+
+    def __init__(self, ctx: Context, mode: str, config: dict[str, Any], sync: bool, stat_prefix: str) -> None:
+        self.ctx = ctx
+        self.mode = mode
+        self.host = str(config["host"])
+        self.port = str(config["port"])
+        self.path = str(config["file"])
+        self.pending: list[str] = []
+        self.size = 0
+        self.limit = 0 if sync else FLUSH_AT
+        self.sock: socket.socket | None = None
+        self.connected = False
+        self._addrs: list[tuple[int, int, int, Any]] = []
+        self._last_attempt = -_RECONNECT_EVERY
+        self._tail = b""  # unsent rest of a stream batch; may end inside a line
+        self._failures_name = stat_prefix + ".send_failures"
+        self._failing = False
+        self._lost_in_burst = 0
+        self.peer = self.path if mode == "unix" else f"{self.host}:{self.port}"
+
+    def open(self) -> None:
+        if self.mode == "unix":
+            self._addrs = [(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.path)]
+        else:
+            kind = socket.SOCK_DGRAM if self.mode == "udp" else socket.SOCK_STREAM
+            try:
+                infos = socket.getaddrinfo(self.host, self.port, socket.AF_UNSPEC, kind)
+            except socket.gaierror as e:
+                raise PluginError(f"JSON: cannot resolve {self.peer}: {e.strerror}") from e
+            self._addrs = [(fam, typ, proto, addr) for fam, typ, proto, _cn, addr in infos]
+        if not self._connect():
+            self.ctx.log.error(f"JSON: {self.peer} is not reachable; retrying, dropping records until then")
+            self._failing = True
+
+    def _connect(self) -> bool:
+        self._last_attempt = time.monotonic()
+        self._disconnect()
+        for fam, typ, proto, addr in self._addrs:
+            sock = socket.socket(fam, typ | socket.SOCK_CLOEXEC, proto)
+            sock.setblocking(False)
+            err = sock.connect_ex(addr)
+            if err in (0, errno.EINPROGRESS):
+                self.sock = sock
+                self.connected = err == 0
+                if typ == socket.SOCK_STREAM:
+                    # Readable means the peer closed (or sent something we ignore).
+                    self.ctx.loop.add_reader(sock.fileno(), self._on_readable)
+                return True
+            sock.close()
+        return False
+
+    def _disconnect(self) -> None:
+        sock, self.sock = self.sock, None
+        self.connected = False
+        if self._tail:
+            self._lost(self._tail.count(b"\n") or 1, "connection closed")
+            self._tail = b""
+        if sock is not None:
+            if sock.type == socket.SOCK_STREAM:
+                self.ctx.loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._broken(e.strerror or str(e))
+            return
+        if not data:
+            self._broken("peer closed the connection")
+
+    def _broken(self, reason: str) -> None:
+        if not self._failing:
+            self.ctx.log.error(f"JSON: connection to {self.peer} lost: {reason}")
+        self._disconnect()
+
+    def _ready(self) -> bool:
+        """True when connected; else decides between waiting (connecting) and reconnecting."""
+        sock = self.sock
+        if sock is None:
+            if time.monotonic() - self._last_attempt < _RECONNECT_EVERY or not self._connect():
+                return False
+            sock = self.sock
+            assert sock is not None
+        if self.connected:
+            return True
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._note_failure(errno.errorcode.get(err, str(err)))
+            self._disconnect()
+            return False
+        try:
+            sock.getpeername()
+        except OSError:
+            return False  # still connecting
+        self.connected = True
+        return True
+
+    def flush(self) -> None:
+        if not self.pending and not self._tail:
+            return
+        if not self._ready():
+            if self.sock is not None and self.size < _MAX_BACKLOG:
+                return  # still connecting: keep the batch for the next flush
+            self._drop_pending("not connected")
+            return
+        if self.mode == "udp":
+            self._send_datagrams()
+        else:
+            self._send_stream()
+
+    def _drop_pending(self, reason: str) -> None:
+        if self.pending:
+            self._lost(len(self.pending), reason)
+            self.pending.clear()
+            self.size = 0
+
+    def _send_datagrams(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        lines = self.pending
+        all_sent = True
+        for i, line in enumerate(lines):
+            try:
+                sock.send(line.encode("utf-8"), socket.MSG_NOSIGNAL)
+            except BlockingIOError:
+                self._lost(len(lines) - i, "socket buffer full")
+                all_sent = False
+                break
+            except OSError as e:  # e.g. ECONNREFUSED, left by an earlier datagram
+                self._lost(1, e.strerror)
+                all_sent = False
+        lines.clear()
+        self.size = 0
+        if all_sent:
+            self._ok()
+
+    def _send_stream(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        data = self._tail + "".join(self.pending).encode("utf-8")
+        self.pending.clear()
+        self.size = 0
+        self._tail = b""
+        try:
+            n = sock.send(data, socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            n = 0
+        except OSError as e:
+            self._lost(data.count(b"\n"), e.strerror)
+            self._broken(e.strerror or str(e))
+            return
+        if n == len(data):
+            self._ok()
+            return
+        rest = data[n:]
+        if len(rest) <= _MAX_BACKLOG:
+            self._tail = rest
+            return
+        # Keep only what completes the line already begun, drop the whole lines after it.
+        cut = 0 if n == 0 or data[n - 1] == 0x0A else rest.find(b"\n") + 1
+        self._tail = rest[:cut]
+        self._lost(rest[cut:].count(b"\n"), "peer too slow")
+
+    def _ok(self) -> None:
+        if self._failing:
+            self._failing = False
+            self.ctx.log.notice(
+                f"JSON: sending to {self.peer} works again ({self._lost_in_burst} records were lost)"
+            )
+            self._lost_in_burst = 0
+
+    def _note_failure(self, reason: str | None) -> None:
+        if not self._failing:
+            self._failing = True
+            self.ctx.log.error(f"JSON: Failure sending message to {self.peer}: {reason}; dropping records")
+
+    def _lost(self, records: int, reason: str | None) -> None:
+        if records <= 0:
+            return
+        self.ctx.stats.incr(self._failures_name, records)
+        self._lost_in_burst += records
+        self._note_failure(reason)
+
+    def reopen(self) -> None:
+        self.flush()
+        self._connect()
+
+    def close(self) -> None:
+        self.flush()
+        self._disconnect()

@@ -1,0 +1,164 @@
+"""LOGEMU: syslog-style text file (ulogd2 ``ulogd_output_LOGEMU.so``).
+
+Each record is ``"%.15s %s %s"``: ``Mmm dd HH:MM:SS`` (``ctime()`` columns 5-19, local
+time, packet time from ``oob.time.sec`` when valid, else now), the short host name, and
+the ``print`` string from PRINTPKT/PRINTFLOW (which ends in ``\\n``).
+
+Writing: lines are collected and written with one ``os.write`` on an ``O_APPEND`` file
+descriptor per batch (the loop calls ``flush()`` after each round of ready sockets), or
+as soon as 64 KiB are pending, or after every record with ``sync=1``. Every write holds
+whole lines, so several stacks appending to one file never interleave inside a line.
+:class:`LineFile` is shared with the JSON output's file mode.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from pyulogd.core.errors import PluginError
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
+
+# Pending text that forces a write before the batch ends.
+FLUSH_AT = 64 * 1024
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+class LineFile:
+    """An append-only text file written in whole-line batches."""
+
+    def __init__(self, ctx: Context, path: str, sync: bool, stat_prefix: str, label: str) -> None:
+        self.ctx = ctx
+        self.path = path
+        self.fd = -1
+        # Interp code appends here directly; it is cleared in place, never replaced.
+        self.pending: list[str] = []
+        self.size = 0
+        self.limit = 0 if sync else FLUSH_AT
+        self.label = label
+        self._errors_name = stat_prefix + ".write_errors"
+        self._lost_name = stat_prefix + ".lines_lost"
+        self._failing = False
+
+    def open(self) -> None:
+        try:
+            self.fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+        except OSError as e:
+            raise PluginError(f"{self.label}: can't open log file {self.path!r}: {e.strerror}") from e
+
+    def add(self, line: str) -> None:
+        self.pending.append(line)
+        self.size += len(line)
+        if self.size >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        pending = self.pending
+        if not pending:
+            return
+        # Prefix bytes that were not UTF-8 go out exactly as the kernel gave them.
+        data = "".join(pending).encode("utf-8", "surrogateescape")
+        lines = len(pending)
+        pending.clear()
+        self.size = 0
+        if self.fd < 0:
+            self._lost(lines, "file is not open")
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as e:
+            # Lines already written stay written; the rest of this batch is lost.
+            self._lost(lines if len(view) == len(data) else data[-len(view) :].count(b"\n"), e.strerror)
+            return
+        if self._failing:
+            self._failing = False
+            self.ctx.log.notice(f"{self.label}: writing to {self.path!r} works again")
+
+    def _lost(self, lines: int, reason: str | None) -> None:
+        self.ctx.stats.incr(self._errors_name)
+        self.ctx.stats.incr(self._lost_name, lines)
+        if not self._failing:  # once per burst of failures
+            self._failing = True
+            self.ctx.log.error(f"{self.label}: can't write to {self.path!r}: {reason}; dropping lines")
+
+    def reopen(self) -> None:
+        """SIGHUP (log rotation): new lines go to a freshly opened file of the same name."""
+        self.flush()
+        try:
+            fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+        except OSError as e:
+            self.ctx.log.error(f"{self.label}: can't reopen {self.path!r}: {e.strerror}; keeping old file")
+            return
+        old, self.fd = self.fd, fd
+        if old >= 0:
+            os.close(old)
+
+    def close(self) -> None:
+        self.flush()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class LogemuOutput(Sink):
+    name = "LOGEMU"
+    so_name = "ulogd_output_LOGEMU.so"
+    description = "Syslog-style text file, like the kernel's LOG target"
+    input_type = DataType.PACKET | DataType.FLOW
+    options = (
+        Option("file", OptionType.STRING, "/var/log/ulogd_syslogemu.log", help="file to append to"),
+        Option("sync", OptionType.INT, 0, help="1: write every line at once"),
+    )
+    input_keys = (
+        Key("print", KeyType.STRING),
+        Key("oob.time.sec", KeyType.UINT32, optional=True),
+    )
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        self.out = LineFile(
+            ctx, str(config["file"]), bool(config["sync"]), f"logemu.{instance_id}", "LOGEMU"
+        )
+        self._sec = -1
+        self._head = ""
+
+    def start(self) -> None:
+        self._s_print, self._s_sec = self.in_slots
+        self.out.open()
+
+    def stop(self) -> None:
+        self.out.close()
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.ctx.log.notice("syslogemu: reopening logfile")
+            self.out.reopen()
+
+    def interp(self, rec: list[Any]) -> int:
+        text = rec[self._s_print]
+        if text is None:
+            return OK
+        sec = rec[self._s_sec]
+        if sec is None:
+            sec = int(self.ctx.now())
+        if sec != self._sec:
+            # ctime() is English whatever the locale, as in C; cached for the second.
+            self._head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
+            self._sec = sec
+        out = self.out
+        line = self._head + text
+        out.pending.append(line)
+        out.size += len(line)
+        if out.size >= out.limit:
+            out.flush()
+        return OK
