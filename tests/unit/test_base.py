@@ -305,33 +305,55 @@ def test_memoryview_payload() -> None:
         assert decode(view, p["family"], p["protocol"]) == decode(p["payload"], p["family"], p["protocol"])
 
 
-def test_fast_path_equals_general_decoders() -> None:
-    """IPv4 ihl=5 TCP/UDP goes through one combined unpack; the generic decoders must agree."""
-    from pyulogd.packet import ipv4
+def _by_decoders(pkt: bytes, family: int) -> dict[str, Any]:
+    """BASE's keys for a plain IPv4/IPv6 + TCP/UDP packet, put together from the decoders."""
+    from pyulogd.packet import ipv4, ipv6
     from pyulogd.packet import tcp as tcpmod
     from pyulogd.packet import udp as udpmod
 
+    names: list[str]
+    values: list[Any]
+    if family == 2:
+        t4 = ipv4.decode(pkt, len(pkt))
+        assert t4 is not None
+        names, values, off, proto = list(ipv4.FIELDS), list(t4), 4 * t4[ipv4.IHL], t4[ipv4.PROTO]
+    else:
+        t6 = ipv6.decode(pkt, len(pkt))
+        assert t6 is not None
+        keys, p, off, _rem, _spi, _cut = ipv6.walk(pkt, len(pkt))
+        assert p is not None
+        names = ["ip.saddr", "ip.daddr", *ipv6.FIELDS, *ipv6.WALK_FIELDS, "ip.protocol"]
+        values, proto = [*t6, *keys, p], p
+    mod = tcpmod if proto == 6 else udpmod
+    l4 = mod.decode(pkt, off, len(pkt) - off)
+    assert l4 is not None
+    expected = {
+        n: v for n, v in zip(names + list(mod.FIELDS), values + list(l4), strict=True) if v is not None
+    }
+    expected["oob.protocol"] = 0x0800 if family == 2 else 0x86DD
+    return expected
+
+
+def test_fast_paths_equal_general_decoders() -> None:
+    """IPv4 ihl=5 and IPv6 without extension headers, with TCP or UDP, go through one
+    combined unpack in BASE; the generic decoders must give the same keys."""
     for flags in range(256):
-        for pkt in (
-            ip4(6, tcp(flags=flags, urgp=77, b12low=flags & 15, doff=5 + flags % 11)),
-            ip4(17, udp()),
+        seg = tcp(flags=flags, urgp=77, b12low=flags & 15, doff=5 + flags % 11, seq=flags << 20)
+        dgram = udp(sport=flags, data=bytes(flags % 9))
+        for family, pkt in (
+            (2, ip4(6, seg, tos=flags, ttl=flags, ident=flags * 7)),
+            (2, ip4(17, dgram, frag=flags)),
+            (10, ip6(6, seg, tclass=flags, flow=flags * 4099, hlim=flags)),
+            (10, ip6(17, dgram, tclass=255 - flags)),
         ):
-            got = decode(pkt, 2, 0x0800)
-            t = ipv4.decode(pkt, len(pkt))
-            assert t is not None
-            names = list(ipv4.FIELDS)
-            values: list[Any] = list(t)
-            l4 = (
-                tcpmod.decode(pkt, 20, len(pkt) - 20)
-                if pkt[9] == 6
-                else udpmod.decode(pkt, 20, len(pkt) - 20)
-            )
-            assert l4 is not None
-            names += tcpmod.FIELDS if pkt[9] == 6 else udpmod.FIELDS
-            values += l4
-            expected = {n: v for n, v in zip(names, values, strict=True) if v is not None}
-            expected["oob.protocol"] = 0x0800
-            assert got == expected
+            assert decode(pkt, family, 0x0800 if family == 2 else 0x86DD) == _by_decoders(pkt, family)
+    # And the general path itself (IPv4 options, an IPv6 extension header) agrees too.
+    assert decode(ip4(6, tcp(), options=b"\x01" * 4), 2, 0x0800) == _by_decoders(
+        ip4(6, tcp(), options=b"\x01" * 4), 2
+    )
+    from base_helpers import ext
+
+    assert decode(ip6(0, ext(17) + udp()), 10, 0x86DD) == _by_decoders(ip6(0, ext(17) + udp()), 10)
 
 
 def test_pktlen_limits_decoding_and_overlong_pktlen_is_clamped() -> None:

@@ -116,26 +116,24 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"pyulogd: configuration error: {e}\n")
             return 1
         # Daemonize after the config is known good, so a bad config fails the command itself.
-        if args.daemon:
-            ready = process.daemonize()
-        else:
-            ready = None
-        if pid_lock is not None:
-            pid_lock.write_pid()
+        ready = process.daemonize() if args.daemon else None
         try:
+            if pid_lock is not None:
+                pid_lock.write_pid()
             service.start()
-        except (PluginError, ConfigError, OSError) as e:
-            ctx.log.fatal(f"error starting: {e}")
+            if user is not None:
+                process.drop_privileges(user)
+                ctx.log.notice(f"changed to user {user.pw_name} (uid {user.pw_uid}, gid {user.pw_gid})")
+            service.install_signals()
+        except Exception as e:
+            why = str(e) if isinstance(e, (PluginError, ConfigError, OSError)) else f"{type(e).__name__}: {e}"
+            ctx.log.fatal(f"error starting: {why}")
             if ready is not None:
-                ready.fail(str(e))
+                ready.fail(why)
             else:
-                sys.stderr.write(f"pyulogd: error starting: {e}\n")
+                sys.stderr.write(f"pyulogd: error starting: {why}\n")
             service.stop()
             return 1
-        if user is not None:
-            process.drop_privileges(user)
-            ctx.log.notice(f"changed to user {user.pw_name} (uid {user.pw_uid}, gid {user.pw_gid})")
-        service.install_signals()
         if ready is not None:
             ready.ok()
         service.run()

@@ -13,9 +13,11 @@ class PidFileError(Exception):
 
 
 class PidFile:
-    """A pidfile held with a POSIX write lock for the life of the process, as ulogd does.
+    """A pidfile held locked for the life of the process, as ulogd does.
 
-    An existing file whose lock nobody holds is stale and replaced.
+    An existing file whose lock nobody holds is stale and replaced. The lock is a flock()
+    (ulogd uses fcntl locks): it belongs to the open file, so the daemonized child inherits
+    it across fork and there is no moment where a second daemon could take the file.
     """
 
     def __init__(self, path: str) -> None:
@@ -26,7 +28,7 @@ class PidFile:
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
@@ -35,10 +37,9 @@ class PidFile:
         self.write_pid()
 
     def write_pid(self) -> None:
-        """(Re)write our pid; after daemonizing the lock is taken again by the child."""
+        """(Re)write our pid; the daemonized child calls it again with its own."""
         if self.fd is None:
             return
-        fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         self.owner_pid = os.getpid()

@@ -9,9 +9,12 @@ docs/compat.md: ``tcp.offset``/``tcp.reserved``, ``ahesp.spi``, ``arp.saddr``/``
 
 This is the hot path of every packet stack: the decoders in ``pyulogd.packet`` return
 tuples in key order and the filter stores each with one slice assignment at an offset
-fixed at import time. A packet too short for a header leaves that header's keys (and
-those after it) invalid, returns OK like ulogd and is counted in ``base.<id>.malformed``;
-nothing a packet holds can raise out of ``interp``.
+fixed at import time; IPv4 (without options) and IPv6 (without extension headers)
+carrying TCP or UDP take a fast path that unpacks both headers at once. Only valid keys
+are written: the record must arrive with BASE's slots ``None``, as the fresh record
+``Source.emit`` builds per event does. A packet too short for a header leaves that
+header's keys (and those after it) invalid, returns OK like ulogd and is counted in
+``base.<id>.malformed``; nothing a packet holds can raise out of ``interp``.
 """
 
 from __future__ import annotations
