@@ -27,6 +27,7 @@ from pyulogd.codec import nflog
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import TYPE_WORDS
+from pyulogd.io.netlink import ENOBUFS, NetlinkSocket
 from pyulogd.plugins.inputs import nflog as plugin_mod
 from pyulogd.plugins.inputs.nflog import NflogInput
 
@@ -255,6 +256,82 @@ def test_group_zero_becomes_the_system_logger(netns: str) -> None:
             with open("/proc/sys/net/netfilter/nf_log/2") as f:
                 assert f.read().strip() == "nfnetlink_log"
     assert "forcing unbind of existing log handler for protocol 2" in log_text(ctx)
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(not can_run_kernel_tests, reason="needs root, ip and nft")
+def test_events_that_arrive_while_waiting_for_an_ack_are_kept_in_order(netns: str) -> None:
+    p, cap, ctx = make(G, netlink_qthreshold=1)
+    with started(p, netns):
+        assert p.sock is not None
+        with in_netns(netns), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"first", ("127.0.0.1", 9999))
+            p.sock.request(nflog.set_timeout(G, 50, p.sock.next_seq()))  # the event is queued before the ack
+            assert len(p.sock.pending) == 1
+            s.sendto(b"second", ("127.0.0.1", 9999))
+        assert wait_for(ctx, lambda: len(cap.recs) >= 2)
+    assert [r["raw.pkt"][28:] for r in cap.recs] == [b"first", b"second"]
+
+
+# -- the socket layer with a fake kernel (an AF_UNIX datagram pair)
+
+
+def fake_kernel(bufsize: int = 4096) -> tuple[NetlinkSocket, socket.socket]:
+    ns = NetlinkSocket(bufsize=bufsize)
+    ns.sock.close()
+    ns.sock, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.sock.setblocking(False)
+    return ns, peer
+
+
+def test_request_keeps_events_and_raises_the_kernels_errno() -> None:
+    ns, peer = fake_kernel()
+    with peer:
+        event = nflog.build_packet(prefix=b"ev")
+        msg = nflog.group_bind(7, ns.next_seq())
+        peer.send(event)
+        peer.send(nl.error_msg(0, nflog.group_bind(7, 999)))  # an ack for someone else's request
+        peer.send(nl.error_msg(1, msg, pid=ns.portid))
+        with pytest.raises(PermissionError):
+            ns.request(msg)
+        assert peer.recv(100) == msg
+        assert len(ns.pending) == 2
+        msg2 = nflog.group_unbind(7, ns.next_seq())
+        peer.send(nl.error_msg(0, msg2))
+        ns.request(msg2)
+        got: list[bytes] = []
+        assert ns.drain(got.append, lambda: None) == 2 and got[0] == event
+        assert ns.recv() is None
+    ns.close()
+
+
+def test_request_times_out_and_reads_are_bounded_and_truncation_counted() -> None:
+    ns, peer = fake_kernel(bufsize=64)
+    with peer:
+        with pytest.raises(TimeoutError):
+            ns.request(nflog.group_bind(1, ns.next_seq()), timeout=0.05)
+        for _ in range(5):
+            peer.send(b"\0" * 32)
+        got: list[bytes] = []
+        assert ns.drain(got.append, lambda: None, limit=3) == 3
+        assert ns.drain(got.append, lambda: None, limit=3) == 2 and len(got) == 5
+        peer.send(b"\1" * 100)
+        data = ns.recv()
+        assert data == b"\1" * 64 and ns.truncated == 1
+    ns.close()
+    assert ns.closed and ENOBUFS == 105
+
+
+def test_real_netlink_socket_basics() -> None:
+    ns = NetlinkSocket()
+    try:
+        assert ns.portid > 0 and ns.fileno() >= 0
+        assert ns.recv() is None
+        granted = ns.set_rcvbuf(65536)
+        assert granted >= 65536 and ns.rcvbuf() == granted
+        assert [ns.next_seq(), ns.next_seq()] == [1, 2]
+    finally:
+        ns.close()
 
 
 # -- the plugin with a fake socket (no kernel, no root)

@@ -204,6 +204,72 @@ def test_template_declines_when_anything_checked_differs() -> None:
         assert got == nflog.parse_buffer(msg, NOW).records == [nflog.decode_packet(msg, NOW)]
 
 
+def test_template_checks_values_it_treats_as_constants_outside_the_key() -> None:
+    # Not the kernel's order: the packet header comes after a long prefix, past the lookup key.
+    def msg(hook: int, proto: int, indev: int) -> bytes:
+        attrs = [nl.nla(nflog.NFULA_PREFIX, b"a-rather-long-prefix-text\0"),
+                 nl.nla(nflog.NFULA_PACKET_HDR, struct.pack("!HBx", proto, hook)),
+                 nl.nla(nflog.NFULA_IFINDEX_INDEV, struct.pack("!I", indev)),
+                 nl.nla(nflog.NFULA_PAYLOAD, b"p")]
+        return nl.nfnl_msg(4, 0, 2, 0, attrs, flags=0)  # fmt: skip
+
+    dec = nflog.Decoder()
+    dec.parse_buffer(msg(1, 0x800, 2), NOW)
+    assert dec._ntemplates == 1
+    for m in (msg(1, 0x800, 2), msg(3, 0x800, 2), msg(1, 0x86DD, 2), msg(1, 0x800, 0), msg(1, 0x800, 9)):
+        assert dec.parse_buffer(m, NOW).records == [nflog.decode_packet(m, NOW)]
+    assert dec._hits >= 1
+
+
+def _u32() -> st.SearchStrategy[bytes]:
+    return st.one_of(st.just(0), st.integers(0, 0xFFFFFFFF)).map(lambda v: struct.pack("!I", v))
+
+
+# A valid value for every attribute type a template may hold; lengths fixed except prefix and L2 header.
+VALUES: dict[int, st.SearchStrategy[bytes]] = {
+    nflog.NFULA_PACKET_HDR: st.tuples(st.integers(0, 0xFFFF), st.integers(0, 255)).map(
+        lambda t: struct.pack("!HBx", *t)),
+    nflog.NFULA_TIMESTAMP: st.tuples(st.integers(0, 2), st.integers(0, 2**64 - 1)).map(
+        lambda t: struct.pack("!QQ", *t)),
+    nflog.NFULA_HWTYPE: st.integers(0, 3).map(lambda v: struct.pack("!H", v)),
+    nflog.NFULA_HWLEN: st.integers(0, 3).map(lambda v: struct.pack("!H", v)),
+    nflog.NFULA_HWADDR: st.tuples(st.integers(0, 10), st.binary(min_size=8, max_size=8)).map(
+        lambda t: struct.pack("!H2x", t[0]) + t[1]),
+    nflog.NFULA_HWHEADER: st.binary(max_size=16),
+    nflog.NFULA_PREFIX: st.binary(max_size=24),
+    **{t: _u32() for t in (nflog.NFULA_MARK, nflog.NFULA_UID, nflog.NFULA_GID, nflog.NFULA_SEQ,
+                           nflog.NFULA_SEQ_GLOBAL, nflog.NFULA_IFINDEX_INDEV, nflog.NFULA_IFINDEX_OUTDEV,
+                           nflog.NFULA_IFINDEX_PHYSINDEV, nflog.NFULA_IFINDEX_PHYSOUTDEV)},
+}  # fmt: skip
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_templates_agree_with_the_generic_parser_on_any_layout(data: st.DataObject) -> None:
+    """Any order and subset of attributes; later messages share the layout but not the values."""
+    types = data.draw(st.lists(st.sampled_from(sorted(VALUES)), unique=True, min_size=2, max_size=10))
+    family = data.draw(st.sampled_from([2, 10]))
+
+    def message(values: list[bytes], payload: bytes) -> bytes:
+        attrs = [nl.nla(t, v) for t, v in zip(types, values, strict=True)]
+        return nl.nfnl_msg(4, 0, family, 11, [*attrs, nl.nla(nflog.NFULA_PAYLOAD, payload)], flags=0)
+
+    def another(t: int, v: bytes) -> bytes:
+        if data.draw(st.integers(0, 3)):  # mostly the same, so that templates get used
+            return v
+        if t in (nflog.NFULA_PREFIX, nflog.NFULA_HWHEADER):  # same length, or the layout changes
+            return data.draw(st.binary(min_size=len(v), max_size=len(v)))
+        return data.draw(VALUES[t])
+
+    first = [data.draw(VALUES[t]) for t in types]
+    dec = nflog.Decoder()
+    dec.parse_buffer(message(first, data.draw(st.binary(max_size=40))), NOW)
+    for _ in range(3):
+        values = [another(t, v) for t, v in zip(types, first, strict=True)]
+        msg = message(values, data.draw(st.binary(max_size=40)))
+        assert dec.parse_buffer(msg, NOW, 9).records == [nflog.decode_packet(msg, NOW, 9)]
+
+
 # -- truncation and fuzzing
 
 
@@ -393,8 +459,9 @@ def test_semantics_of_odd_packets() -> None:
     assert got["raw.mac.addrlen"] == 20 and got["raw.mac.saddr"] == bytes(range(8))
 
 
-SHORT = [(nflog.NFULA_PACKET_HDR, 2), (nflog.NFULA_MARK, 3), (nflog.NFULA_TIMESTAMP, 15), (nflog.NFULA_UID, 2),
-         (nflog.NFULA_IFINDEX_INDEV, 0), (nflog.NFULA_HWLEN, 1), (nflog.NFULA_HWADDR, 11)]
+SHORT = [(nflog.NFULA_PACKET_HDR, 2), (nflog.NFULA_MARK, 3), (nflog.NFULA_TIMESTAMP, 15),
+         (nflog.NFULA_UID, 2), (nflog.NFULA_IFINDEX_INDEV, 0), (nflog.NFULA_HWLEN, 1),
+         (nflog.NFULA_HWADDR, 11)]
 
 
 @pytest.mark.parametrize("attr,size", SHORT)

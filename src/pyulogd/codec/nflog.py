@@ -294,7 +294,7 @@ def _compile(buf: bytes, off: int, end: int) -> tuple[bytes, _Fast] | None:
         return None
     # Bytes that must equal the learnt message's. Attribute padding is included (the kernel
     # zeroes it; a producer that does not only loses the fast path).
-    const: set[int] = {kp + 2, kp + 3}  # the payload attribute's type
+    const: set[int] = set()
     values: list[tuple[int, str, str]] = []  # (offset, struct code, variable names)
     ns: dict[str, Any] = {"PREFIX": None, "IFIN": None, "IFOUT": None, "HOOK": None, "PROTO": None}
     ns.update(FAMILY=buf[off + 16], MACLEN=None, RTYPE=None, ADDRLEN=None)
@@ -307,6 +307,7 @@ def _compile(buf: bytes, off: int, end: int) -> tuple[bytes, _Fast] | None:
         pad = (al + 3) & ~3
         const.update(range(rel, rel + 4))
         if at == NFULA_PACKET_HDR:
+            const.update(range(rel + 4, rel + 7))  # not the pad byte: older kernels leave it unset
             ns["PROTO"], ns["HOOK"] = _unpack_phdr(buf, p)
         elif at == NFULA_PREFIX:
             const.update(range(rel + 4, rel + pad))
@@ -349,49 +350,64 @@ def _compile(buf: bytes, off: int, end: int) -> tuple[bytes, _Fast] | None:
     else:
         ns["RTYPE"] = None
         values = [v for v in values if v[2] != "mac"]
-    values.append((kp, "H", "x"))  # the payload length, big-endian here: swapped below
+    values.append((kp, "I", "x"))  # the payload attribute's header, big-endian here: see below
 
-    hfmt, pos = ["="], 0
-    for i in sorted(i for i in const if i >= _KEY_END):
-        if hfmt[-1].endswith("s") and i == pos:  # extend the current run
-            n = int(hfmt[-1][:-1]) + 1
-            hfmt[-1] = f"{n}s"
-        else:
-            if i > pos:
-                hfmt.append(f"{i - pos}x")
-            hfmt.append("1s")
-        pos = i + 1
-    vfmt, pos = ["!"], 0
-    for rel, code, _ in sorted(values):
+    # One struct reads, in memory order, the runs of bytes to check ("Ns") and the values.
+    fields: list[tuple[int, str, str]] = list(values)
+    run_start = None
+    checked = sorted(i for i in const if i >= _KEY_END)
+    for j, i in enumerate(checked):
+        if run_start is None:
+            run_start = i
+        if j + 1 == len(checked) or checked[j + 1] != i + 1:
+            fields.append((run_start, f"{i + 1 - run_start}s", f"c{len(fields)}"))
+            run_start = None
+    fmt, pos = ["!"], 0
+    for rel, code, _ in sorted(fields):
+        if rel < pos:
+            return None  # overlapping fields: a layout this compiler does not understand
         if rel > pos:
-            vfmt.append(f"{rel - pos}x")
-        vfmt.append(code)
+            fmt.append(f"{rel - pos}x")
+        fmt.append(code)
         pos = rel + struct.calcsize("!" + code)
-    ns["H"] = struct.Struct("".join(hfmt)).unpack_from
-    ns["EXP"] = ns["H"](buf, off)
-    ns["V"] = struct.Struct("".join(vfmt)).unpack_from
-    names = [n for _, _, n in sorted(values)]
-    got = set(", ".join(names).split(", "))
+    ns["S"] = unpack = struct.Struct("".join(fmt)).unpack_from
+    names = ", ".join(n for _, _, n in sorted(fields))
+    got = dict(zip(names.split(", "), unpack(buf, off), strict=True))
+    checks = [name for name in got if name.startswith("c")]
+    for name in checks:
+        ns["E" + name] = got[name]
 
     def var(name: str, absent: str = "None") -> str:
         return name if name in got else absent
+
+    def lit(name: str) -> str:
+        v = ns[name]
+        if v is None or type(v) is int:
+            return repr(v)
+        return name  # the prefix string stays a global of the generated function
 
     ts = ""
     if "tsec" in got:
         ts = "    if tsec:\n        sec = tsec & 0xFFFFFFFF\n        usec = tusec & 0xFFFFFFFF\n"
     src = (
         "def fast(buf, off, end, sec, usec, label):\n"
-        f"    if end - off < {kp + 4} or H(buf, off) != EXP:\n"
+        f"    if end - off < {kp + 4}:\n"
         "        return None\n"
-        f"    {', '.join(names)}, = V(buf, off)\n"
-        "    al = ((x & 0xFF) << 8) | (x >> 8)\n"
+        f"    {names}, = S(buf, off)\n"
+        f"    if {' or '.join(f'{c} != E{c}' for c in checks) or 'False'}:\n"
+        "        return None\n"
+        # x holds the little-endian length and type read big-endian: type 9 reads as 0x0900.
+        f"    if x & 0xFFFF != {(NFULA_PAYLOAD & 0xFF) << 8 | NFULA_PAYLOAD >> 8}:\n"
+        "        return None\n"
+        "    al = ((x >> 8) & 0xFF00) | (x >> 24)\n"
         f"    pend = off + {kp} + al\n"
         "    if al < 4 or pend > end or end - pend > 3:\n"
         "        return None\n"
         f"{ts}"
-        f"    return [None, {var('mac')}, buf[off + {kp + 4}:pend], al - 4, 1, PREFIX, sec, usec,"
-        f" {var('mark', '0')}, IFIN, IFOUT, HOOK, MACLEN, {var('seql')}, {var('seqg')}, FAMILY, PROTO,"
-        f" {var('uid')}, {var('gid')}, label, RTYPE, {var('saddr')}, ADDRLEN, buf[off:end], None]\n"
+        f"    return [None, {var('mac')}, buf[off + {kp + 4}:pend], al - 4, 1, {lit('PREFIX')}, sec, usec,"
+        f" {var('mark', '0')}, {lit('IFIN')}, {lit('IFOUT')}, {lit('HOOK')}, {lit('MACLEN')}, {var('seql')},"
+        f" {var('seqg')}, {lit('FAMILY')}, {lit('PROTO')}, {var('uid')}, {var('gid')}, label, {lit('RTYPE')},"
+        f" {var('saddr')}, {lit('ADDRLEN')}, buf[off:end], None]\n"
     )
     exec(compile(src, f"<nflog template {len(body)} attrs>", "exec"), ns)  # noqa: S102 - ints only
     return bytes(buf[off + _KEY_START : off + _KEY_END]), ns["fast"]
@@ -413,7 +429,9 @@ class Decoder:
     def __init__(self, templates: bool = True, max_templates: int = 256) -> None:
         self.templates = templates
         self.max_templates = max_templates
-        self._fast: dict[bytes, list[_Fast]] = {}
+        self._cands: dict[bytes, list[_Fast]] = {}  # newest first
+        # What parse_buffer calls for a key: the one template, or a function trying each in turn.
+        self._fast: dict[bytes, _Fast] = {}
         self._ntemplates = 0
         self._hits = 0  # packets decoded by a template
         self._compiles = 0
@@ -427,6 +445,7 @@ class Decoder:
         sec, usec = split_now(now)
         batch = Batch()
         recs = batch.records
+        append = recs.append
         fast = self._fast
         slow = 0
         end = len(buf)
@@ -438,13 +457,8 @@ class Decoder:
                 batch._bad(f"nlmsg_len {ln} at offset {off} of a {end}-byte buffer")
                 return batch
             if typ == PACKET_TYPE:
-                r = None
-                cands = fast.get(buf[off + 16 : off + 40])
-                if cands is not None:
-                    for f in cands:
-                        r = f(buf, off, e, sec, usec, label)
-                        if r is not None:
-                            break
+                f = fast.get(buf[off + 16 : off + 40])
+                r = None if f is None else f(buf, off, e, sec, usec, label)
                 if r is None:
                     slow += 1
                     try:
@@ -454,7 +468,7 @@ class Decoder:
                     else:
                         self._learn(buf, off, e)
                 if r is not None:
-                    recs.append(r)
+                    append(r)
             elif typ == nl.NLMSG_DONE or typ == nl.NLMSG_NOOP:
                 pass
             elif typ == nl.NLMSG_ERROR:
@@ -488,14 +502,27 @@ class Decoder:
         key, fn = compiled
         if self._ntemplates >= self.max_templates:
             # Unbounded variety (e.g. a mark per connection in the key): start over.
+            self._cands.clear()
             self._fast.clear()
             self._ntemplates = 0
-        cands = self._fast.setdefault(key, [])
+        cands = self._cands.setdefault(key, [])
         if len(cands) >= _MAX_PER_KEY:
             cands.pop()
             self._ntemplates -= 1
         cands.insert(0, fn)
         self._ntemplates += 1
+        self._fast[key] = cands[0] if len(cands) == 1 else _first_of(tuple(cands))
+
+
+def _first_of(cands: tuple[_Fast, ...]) -> _Fast:
+    def first(buf: bytes, off: int, end: int, sec: int, usec: int, label: int) -> list[Any] | None:
+        for f in cands:
+            r = f(buf, off, end, sec, usec, label)
+            if r is not None:
+                return r
+        return None
+
+    return first
 
 
 def parse_buffer(buf: bytes, now: float, label: int = 0) -> Batch:
