@@ -101,6 +101,7 @@ def test_unbound_inputs_are_skipped() -> None:
     cap = Capture(Context(), "cap", {})
     stack = make_stack([OnlySaddr, Ip2strFilter, cap])
     f = stack.instances[1]
+    assert isinstance(f, Ip2strFilter)
     assert f._pairs == ((3, f.out_base),)
     stack.source.emit([None, 2, 0x800, v4("1.1.1.1")])
     assert cap.value(cap.records[0], "ip.saddr.str") == "1.1.1.1"
@@ -111,6 +112,7 @@ def test_cache_is_bounded_and_correct() -> None:
     cap = Capture(ctx, "cap", {})
     stack = make_stack([AddrSource, Ip2strFilter, cap], ctx)
     f = stack.instances[1]
+    assert isinstance(f, Ip2strFilter)
     for i in range(5000):
         addr = i.to_bytes(4, "big")
         stack.source.emit([None, 2, 0x800, addr] + [None] * 7)

@@ -73,7 +73,8 @@ def test_declarations() -> None:
         "file": "/var/log/ulogd_syslogemu.log",
         "sync": 0,
     }
-    assert [(k.name, k.optional) for k in LogemuOutput.input_keys] == [("print", False), ("oob.time.sec", True)]
+    keys = [(k.name, k.optional) for k in LogemuOutput.input_keys]
+    assert keys == [("print", False), ("oob.time.sec", True)]
 
 
 def test_line_format(tmp_path: Path) -> None:
@@ -102,7 +103,11 @@ def test_time_is_formatted_once_per_second(tmp_path: Path, monkeypatch: pytest.M
     stack, out = emu(tmp_path / "e.log")
     calls: list[float] = []
     real = time.ctime
-    monkeypatch.setattr(time, "ctime", lambda s: calls.append(s) or real(s))
+    def ctime(sec: float) -> str:
+        calls.append(sec)
+        return real(sec)
+
+    monkeypatch.setattr(time, "ctime", ctime)
     for sec in (10, 10, 10, 11, 11, 10):
         stack.source.push("x\n", sec=sec)
     assert calls == [10, 11, 10]
@@ -254,8 +259,8 @@ def test_golden_logemu_file(tmp_path: Path) -> None:
     cache.update({2: "gbb0"})
     ctx.ifcache = cache  # type: ignore[attr-defined]
     path = tmp_path / "logemu.log"
-    plugins = [NflogKeys, BaseKeys, IfindexFilter, Ip2strFilter, PrintpktFilter, (LogemuOutput, {"file": str(path)})]
-    stack = make_stack(plugins, ctx)
+    emu_out = (LogemuOutput, {"file": str(path)})
+    stack = make_stack([NflogKeys, BaseKeys, IfindexFilter, Ip2strFilter, PrintpktFilter, emu_out], ctx)
     base = stack.instances[1]
     want = []
     for nflog, values, _obj, line in golden_packets():

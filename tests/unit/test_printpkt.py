@@ -128,7 +128,8 @@ def test_gateway_through_the_real_base_filter() -> None:
     base_mod = pytest.importorskip("pyulogd.plugins.filters.base")
     ctx = golden_ctx()
     cap = Capture(ctx, "cap", {})
-    stack = make_stack([NflogKeys, base_mod.BaseFilter, IfindexFilter, Ip2strFilter, PrintpktFilter, cap], ctx)
+    plugins = [NflogKeys, base_mod.BaseFilter, IfindexFilter, Ip2strFilter, PrintpktFilter, cap]
+    stack = make_stack(plugins, ctx)
     for pkt, detail in (
         (icmp_packet(5, 1, socket.inet_aton("192.168.7.1")), "GATEWAY=192.168.7.1 "),
         (icmp_packet(12, 0, bytes([20, 0, 0, 0])), "PARAMETER=20 "),
@@ -148,7 +149,8 @@ def test_tcp_flags_and_incomplete() -> None:
     tail = "PROTO=TCP SPT=1 DPT=2 SEQ=3 ACK=4 WINDOW=5 URG ACK PSH RST SYN FIN URGP=6 MARK=0x0 \n"
     assert got == HEAD4 + tail
     # urgp is only valid with URG: 0 is printed, as in C
-    got = line(**ip4(ip_protocol=6, tcp_sport=1, tcp_dport=2, tcp_seq=3, tcp_ackseq=4, tcp_window=5, tcp_syn=1))
+    got = line(**ip4(ip_protocol=6, tcp_sport=1, tcp_dport=2, tcp_seq=3, tcp_ackseq=4, tcp_window=5,
+                     tcp_syn=1))  # fmt: skip
     assert got == HEAD4 + "PROTO=TCP SPT=1 DPT=2 SEQ=3 ACK=4 WINDOW=5 SYN URGP=0 MARK=0x0 \n"
     assert line(**ip4(ip_protocol=6)) == HEAD4 + "PROTO=TCP INCOMPLETEMARK=0x0 \n"
 
@@ -157,7 +159,8 @@ def test_udp_sctp_esp_ah_other() -> None:
     assert line(**ip4(ip_protocol=17, udp_sport=1, udp_dport=2, udp_len=9)).endswith(
         "PROTO=UDP SPT=1 DPT=2 LEN=9 MARK=0x0 \n"
     )
-    assert line(**ip4(ip_protocol=132, sctp_sport=1, sctp_dport=2)).endswith("PROTO=SCTP SPT=1 DPT=2 MARK=0x0 \n")
+    got = line(**ip4(ip_protocol=132, sctp_sport=1, sctp_dport=2))
+    assert got.endswith("PROTO=SCTP SPT=1 DPT=2 MARK=0x0 \n")
     assert line(**ip4(ip_protocol=132)).endswith("PROTO=SCTP INCOMPLETEMARK=0x0 \n")
     assert line(**ip4(ip_protocol=50)).endswith("PROTO=ESP INCOMPLETEMARK=0x0 \n")
     assert line(**ip4(ip_protocol=51, ahesp_spi=0x1234)).endswith("PROTO=AH SPI=0x1234 MARK=0x0 \n")
@@ -176,7 +179,8 @@ def test_ipv4_header_keys_invalid_print_zero() -> None:
 
 
 IP6 = dict(oob_family=10, oob_prefix="P", oob_in="", oob_out="lo", oob_mark=0, ip_saddr_str="::1",
-           ip_daddr_str="::1", ip6_payloadlen=64, ip6_priority=0, ip6_hoplimit=64, ip6_flowlabel=112396)  # fmt: skip
+           ip_daddr_str="::1", ip6_payloadlen=64, ip6_priority=0, ip6_hoplimit=64,
+           ip6_flowlabel=112396)  # fmt: skip
 HEAD6 = "P IN= OUT=lo MAC= SRC=::1 DST=::1 LEN=104 TC=0 HOPLIMIT=64 FLOWLBL=112396 "
 
 
@@ -225,7 +229,8 @@ def test_prefix_interfaces_mac_uid_gid() -> None:
     assert line(oob_prefix="") == " MAC= \n"
     assert line(oob_prefix="two  ") == "two   MAC= \n"
     assert line(oob_in="eth0") == "MAC= \n"  # IN/OUT only when both are valid
-    assert line(raw_mac=bytes(range(14)), raw_mac_len=14) == "MAC=00:01:02:03:04:05:06:07:08:09:0a:0b:0c:0d \n"
+    got = line(raw_mac=bytes(range(14)), raw_mac_len=14)
+    assert got == "MAC=00:01:02:03:04:05:06:07:08:09:0a:0b:0c:0d \n"
     assert line(raw_mac=bytes(range(14)), raw_mac_len=6) == "MAC=00:01:02:03:04:05 \n"
     assert line(raw_mac=b"", raw_mac_len=0) == "MAC=\n"  # C's loop prints nothing, no blank
     assert line(raw_mac=bytes(14)) == "MAC=\n"  # mac_len invalid reads 0

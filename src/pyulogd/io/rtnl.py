@@ -108,14 +108,13 @@ class LinkCache:
         return self.lookup_miss(index)
 
     def lookup_miss(self, index: int) -> str:
-        self._drain()  # a pending RTM_NEWLINK is cheaper than a question
-        found = self.names.get(index)
-        if found is not None:
-            return found
         now = time.monotonic()
         last = self._unknown.get(index)
-        if self._req is not None and (last is None or now - last >= _RETRY_UNKNOWN):
-            found = self._query(index)
+        if last is None or now - last >= _RETRY_UNKNOWN:
+            self._drain()  # a pending RTM_NEWLINK is cheaper than a question
+            found = self.names.get(index)
+            if found is None and self._req is not None:
+                found = self._query(index)
             if found is not None:
                 return found
             if len(self._unknown) >= _MAX_UNKNOWN:

@@ -11,9 +11,12 @@ is refused here too. An address of another length is left without text and count
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.plugin import OK, DataType, Filter, Key, KeyType
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
 
 _ADDRESS_KEYS = (
     "ip.saddr",
@@ -44,7 +47,7 @@ class Ip2strFilter(Filter):
     )
     output_keys = tuple(Key(k + ".str", KeyType.STRING, cim=_CIM.get(k)) for k in _ADDRESS_KEYS)
 
-    def __init__(self, ctx: Any, instance_id: str, config: dict[str, Any]) -> None:
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self._pairs: tuple[tuple[int, int], ...] | None = None
         self._cache: dict[bytes, str] = {}

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.plugin import OK, DataType, Filter, Key, KeyType
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
 
 _INPUT_NAMES = (
     "oob.family", "oob.protocol", "oob.prefix", "oob.in", "oob.out", "oob.uid", "oob.gid",
@@ -33,6 +36,8 @@ _INPUT_NAMES = (
 _OPTIONAL = frozenset({"oob.uid", "oob.gid"})
 
 _HEX2 = tuple(f"{i:02X}" for i in range(256))
+# the flag bits of ip.fragoff >> 13: CE (reserved bit), DF, MF
+_IP_FLAGS = ("", "MF ", "DF ", "DF MF ", "CE ", "CE MF ", "CE DF ", "CE DF MF ")
 # nexthdr/protocol numbers that share the port-protocol printer
 _PORT_PROTOS = frozenset({6, 17, 132, 50, 51})
 _ARP_OPS = {1: "REQUEST ", 2: "REPLY ", 10: "NAK "}
@@ -49,7 +54,8 @@ def _gateway_wire(value: Any) -> bytes:
     """
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value[:4])[::-1]
-    return (value & 0xFFFFFFFF).to_bytes(4, "big")
+    number: int = value & 0xFFFFFFFF
+    return number.to_bytes(4, "big")
 
 
 def make_printer(slot: dict[str, int]) -> Printer:
@@ -83,7 +89,7 @@ def make_printer(slot: dict[str, int]) -> Printer:
     macs: dict[bytes, str] = {}
 
     def mac_text(mac: Any, n: int) -> str:
-        key = bytes(mac[:n])
+        key = mac if n == len(mac) and type(mac) is bytes else bytes(mac[:n])
         text = macs.get(key)
         if text is None:
             # "%02x" and ':' between bytes, ' ' after the last; nothing at all for 0 bytes
@@ -98,23 +104,21 @@ def make_printer(slot: dict[str, int]) -> Printer:
             sport = rec[s_tsport]
             if sport is None:
                 return "PROTO=TCP INCOMPLETE"
-            line = (
-                f"PROTO=TCP SPT={sport} DPT={rec[s_tdport] or 0} SEQ={rec[s_seq] or 0} "
-                f"ACK={rec[s_ack] or 0} WINDOW={rec[s_win] or 0} "
-            )
-            if rec[s_furg]:
-                line += "URG "
+            flags = "URG " if rec[s_furg] else ""
             if rec[s_fack]:
-                line += "ACK "
+                flags += "ACK "
             if rec[s_fpsh]:
-                line += "PSH "
+                flags += "PSH "
             if rec[s_frst]:
-                line += "RST "
+                flags += "RST "
             if rec[s_fsyn]:
-                line += "SYN "
+                flags += "SYN "
             if rec[s_ffin]:
-                line += "FIN "
-            return f"{line}URGP={rec[s_urgp] or 0} "
+                flags += "FIN "
+            return (
+                f"PROTO=TCP SPT={sport} DPT={rec[s_tdport] or 0} SEQ={rec[s_seq] or 0} "
+                f"ACK={rec[s_ack] or 0} WINDOW={rec[s_win] or 0} {flags}URGP={rec[s_urgp] or 0} "
+            )
         if proto == 17:
             sport = rec[s_usport]
             if sport is None:
@@ -150,34 +154,27 @@ def make_printer(slot: dict[str, int]) -> Printer:
         return line
 
     def ipv4(rec: list[Any]) -> str:
-        line = ""
         addr = rec[s_saddr]
-        if addr is not None:
-            line = f"SRC={addr} "
+        src = "" if addr is None else f"SRC={addr} "
         addr = rec[s_daddr]
         if addr is not None:
-            line += f"DST={addr} "
+            src = f"{src}DST={addr} "
         tos = rec[s_tos] or 0
-        line += (
-            f"LEN={rec[s_totlen] or 0} TOS={hex2[tos & 0x1E]} PREC=0x{hex2[tos & 0xE0]} "
-            f"TTL={rec[s_ttl] or 0} ID={rec[s_id] or 0} "
-        )
-        frag = rec[s_fragoff]
-        if frag:
-            if frag & 0x8000:
-                line += "CE "
-            if frag & 0x4000:
-                line += "DF "
-            if frag & 0x2000:
-                line += "MF "
-            if frag & 0x1FFF:
-                line += f"FRAG:{frag & 0x1FFF} "
+        frag = rec[s_fragoff] or 0
+        flags = _IP_FLAGS[frag >> 13 & 7]
+        if frag & 0x1FFF:
+            flags = f"{flags}FRAG:{frag & 0x1FFF} "
         proto = rec[s_ipproto] or 0
         if proto in _PORT_PROTOS:
-            return line + ports(rec, proto)
-        if proto == 1:
-            return line + icmp(rec)
-        return f"{line}PROTO={proto} "
+            detail = ports(rec, proto)
+        elif proto == 1:
+            detail = icmp(rec)
+        else:
+            detail = f"PROTO={proto} "
+        return (
+            f"{src}LEN={rec[s_totlen] or 0} TOS={hex2[tos & 0x1E]} PREC=0x{hex2[tos & 0xE0]} "
+            f"TTL={rec[s_ttl] or 0} ID={rec[s_id] or 0} {flags}{detail}"
+        )
 
     def ipv6(rec: list[Any]) -> str:
         line = ""
@@ -248,34 +245,31 @@ def make_printer(slot: dict[str, int]) -> Printer:
 
     def render(rec: list[Any]) -> str:
         value = rec[s_prefix]
-        line = "" if value is None else value + " "
+        prefix = "" if value is None else value + " "
         value = rec[s_in]
         out = rec[s_out]
         if value is not None and out is not None:
-            line += f"IN={value} OUT={out} "
+            prefix = f"{prefix}IN={value} OUT={out} "
         value = rec[s_mac]
-        if value is None:
-            line += "MAC= "
-        else:
-            line += "MAC=" + mac_text(value, rec[s_maclen] or 0)
+        mac = "MAC= " if value is None else "MAC=" + mac_text(value, rec[s_maclen] or 0)
         family = rec[s_family]
         if family == 2:
-            line += ipv4(rec)
+            net = ipv4(rec)
         elif family == 10:
-            line += ipv6(rec)
+            net = ipv6(rec)
         elif family == 7:
-            line += bridge(rec)
-        # 2.0.8 prints nothing for other families (nft "arp" tables, family 3).
+            net = bridge(rec)
+        else:
+            net = ""  # 2.0.8 prints nothing for other families (nft "arp" tables, family 3)
         value = rec[s_uid]
-        if value is not None:
-            line += f"UID={value} "
+        tail = "" if value is None else f"UID={value} "
         value = rec[s_gid]
         if value is not None:
-            line += f"GID={value} "
+            tail = f"{tail}GID={value} "
         value = rec[s_mark]
         if value is not None:
-            line += f"MARK={value:#x} "
-        return line + "\n"
+            tail = f"{tail}MARK={hex(value)} "
+        return f"{prefix}{mac}{net}{tail}\n"
 
     return render
 
@@ -289,7 +283,7 @@ class PrintpktFilter(Filter):
     input_keys = tuple(Key(n, optional=n in _OPTIONAL) for n in _INPUT_NAMES)
     output_keys = (Key("print", KeyType.STRING, help="the line, ending in \" \\n\""),)
 
-    def __init__(self, ctx: Any, instance_id: str, config: dict[str, Any]) -> None:
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self._render: Printer | None = None
 

@@ -74,8 +74,8 @@ def utc_offset(gmtoff: int) -> str:
 # How each key type is written; None: left out of the object.
 _KINDS: dict[KeyType, str] = {
     KeyType.STRING: "str",
-    KeyType.BOOL: "small",
-    KeyType.UINT8: "small",
+    KeyType.BOOL: "u8",
+    KeyType.UINT8: "u8",
     KeyType.UINT16: "small",
     KeyType.UINT32: "u32",
     KeyType.UINT64: "u64",
@@ -128,7 +128,13 @@ def plan_fields(keys: list[Key], slots: list[int], boolean_label: bool) -> list[
     return list(fields.values())
 
 
-def _emit(out: list[str], ind: str, prefix: str, var: str, kind: str) -> None:
+def _emit(out: list[str], ind: str, prefix: str, var: str, kind: str, ns: dict[str, Any]) -> None:
+    if kind == "u8":
+        # prefix and value in one piece, from a table per field
+        table = f"P{len(ns)}"
+        ns[table] = tuple(prefix + str(i) for i in range(256))
+        out.append(f"{ind}p.append({table}[{var}])")
+        return
     if kind == "str":
         # escaped strings are never empty, so "or" only falls through on a cache miss
         out.append(f"{ind}{var} = JD.get({var}) or J({var})")
@@ -140,17 +146,17 @@ def _emit(out: list[str], ind: str, prefix: str, var: str, kind: str) -> None:
         out.append(f"{ind}p.append({_EXPR[kind].format(v=var)})")
 
 
-def _choose(out: list[str], ind: str, f: _Field, j: int, k: int) -> None:
+def _choose(out: list[str], ind: str, f: _Field, j: int, k: int, ns: dict[str, Any]) -> None:
     """Emit the last valid member among j..k (member j is known valid, in ``v``)."""
     if k == j:
-        _emit(out, ind, f.prefix, "v", f.members[j][2])
+        _emit(out, ind, f.prefix, "v", f.members[j][2], ns)
         return
     _pos, slot, kind = f.members[k]
     out.append(f"{ind}w = rec[{slot}]")
     out.append(f"{ind}if w is not None:")
-    _emit(out, ind + "    ", f.prefix, "w", kind)
+    _emit(out, ind + "    ", f.prefix, "w", kind, ns)
     out.append(f"{ind}else:")
-    _choose(out, ind + "    ", f, j, k - 1)
+    _choose(out, ind + "    ", f, j, k - 1, ns)
 
 
 class StringCache:
@@ -182,6 +188,7 @@ def compile_renderer(
     for n, f in enumerate(fields):
         order.extend((n, j) for j in range(len(f.members)))
     order.sort(key=lambda nj: fields[nj[0]].members[nj[1]][0])  # by position in the key list
+    namespace: dict[str, Any] = {}
     src = ["def render(rec):", "    p = []"]
     src += [f"    g{n} = True" for n, f in enumerate(fields) if len(f.members) > 1]
     for n, j in order:
@@ -190,17 +197,17 @@ def compile_renderer(
         if len(f.members) == 1:
             src.append(f"    v = rec[{slot}]")
             src.append("    if v is not None:")
-            _emit(src, "        ", f.prefix, "v", kind)
+            _emit(src, "        ", f.prefix, "v", kind, namespace)
             continue
         src.append(f"    if g{n}:")
         src.append(f"        v = rec[{slot}]")
         src.append("        if v is not None:")
         src.append(f"            g{n} = False")
-        _choose(src, "            ", f, j, len(f.members) - 1)
+        _choose(src, "            ", f, j, len(f.members) - 1, namespace)
     body = "''.join(p)[2:]" if bare else "''.join(p)"
     src.append(f"    return H(rec[{sec_slot}], rec[{usec_slot}]) + {body} + '}}\\n'")
     strings = strings if strings is not None else StringCache()
-    namespace: dict[str, Any] = {"S": _SMALL, "J": strings.miss, "JD": strings.known, "H": head}
+    namespace.update({"S": _SMALL, "J": strings.miss, "JD": strings.known, "H": head})
     exec(compile("\n".join(src), "<json renderer>", "exec"), namespace)  # noqa: S102 - our own text
     render: Callable[[list[Any]], str] = namespace["render"]
     return render
@@ -358,7 +365,8 @@ class SocketSender:
         self.connected = False
         self._addrs: list[tuple[int, int, int, Any]] = []
         self._last_attempt = -_RECONNECT_EVERY
-        self._tail = b""  # unsent rest of a stream batch; may end inside a line
+        self._tail = b""  # unsent rest of a stream batch
+        self._tail_mid_line = False  # whether _tail begins inside a line the peer has a part of
         self._failures_name = stat_prefix + ".send_failures"
         self._failing = False
         self._lost_in_burst = 0
@@ -401,6 +409,7 @@ class SocketSender:
         if self._tail:
             self._lost(self._tail.count(b"\n") or 1, "connection closed")
             self._tail = b""
+        self._tail_mid_line = False
         if sock is not None:
             if sock.type == socket.SOCK_STREAM:
                 self.ctx.loop.remove_reader(sock.fileno())
@@ -492,7 +501,7 @@ class SocketSender:
         data = self._tail + "".join(self.pending).encode("utf-8")
         self.pending.clear()
         self.size = 0
-        self._tail = b""
+        self._tail = b""  # _tail_mid_line still tells whether data begins inside a line
         try:
             n = sock.send(data, socket.MSG_NOSIGNAL)
         except BlockingIOError:
@@ -502,16 +511,18 @@ class SocketSender:
             self._broken(e.strerror or str(e))
             return
         if n == len(data):
+            self._tail_mid_line = False
             self._ok()
             return
         rest = data[n:]
-        if len(rest) <= _MAX_BACKLOG:
-            self._tail = rest
-            return
-        # Keep only what completes the line already begun, drop the whole lines after it.
-        cut = 0 if n == 0 or data[n - 1] == 0x0A else rest.find(b"\n") + 1
-        self._tail = rest[:cut]
-        self._lost(rest[cut:].count(b"\n"), "peer too slow")
+        at_line_start = data[n - 1] == 0x0A if n else not self._tail_mid_line
+        if len(rest) > _MAX_BACKLOG:
+            # Keep only what completes the line already begun, drop the whole lines after it.
+            cut = 0 if at_line_start else rest.find(b"\n") + 1
+            self._lost(rest[cut:].count(b"\n"), "peer too slow")
+            rest = rest[:cut]
+        self._tail = rest
+        self._tail_mid_line = not at_line_start
 
     def _ok(self) -> None:
         if self._failing:
@@ -539,4 +550,5 @@ class SocketSender:
 
     def close(self) -> None:
         self.flush()
+        self._drop_pending("shutting down")  # still connecting: nothing more can be done
         self._disconnect()
