@@ -165,7 +165,7 @@ def test_golden_specifics() -> None:
     assert "tcp.urgp" not in syn
 
 
-# --- the deviations from 2.0.8, each pinned (docs/compat-base.md) --------------------------
+# --- the deviations from 2.0.8, each pinned (docs/compat.md) --------------------------
 
 
 def test_tcp_offset_and_reserved_are_the_real_values() -> None:

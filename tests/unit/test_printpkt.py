@@ -1,5 +1,5 @@
 """PRINTPKT: the 44 golden lines of ulogd2 2.0.8, every branch of the grammar, and the
-deliberate corrections of docs/compat-print.md (ICMP detail by type, GATEWAY, IPv6 ESP)."""
+deliberate corrections of docs/compat.md (ICMP detail by type, GATEWAY, IPv6 ESP)."""
 
 from __future__ import annotations
 

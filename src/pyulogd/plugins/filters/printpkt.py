@@ -1,7 +1,7 @@
 """PRINTPKT: one kernel-LOG-like text line per packet (ulogd2 ``ulogd_filter_PRINTPKT.so``).
 
 The line is byte-identical to ulogd2 2.0.8 (``util/printpkt.c``), trailing blank and all,
-except where docs/compat-print.md says otherwise: the ICMP detail is chosen by the ICMP
+except where docs/compat.md says otherwise: the ICMP detail is chosen by the ICMP
 type (2.0.8 switches on the code), GATEWAY= prints the gateway in the right byte order,
 and IPv6 ESP is called ESP.
 
@@ -142,7 +142,7 @@ def make_printer(slot: dict[str, int]) -> Printer:
             return "PROTO=ICMP INCOMPLETE"
         code = rec[s_icode] or 0
         line = f"PROTO=ICMP TYPE={itype} CODE={code} "
-        # By type, not by code as 2.0.8 does (docs/compat-print.md).
+        # By type, not by code as 2.0.8 does (docs/compat.md).
         if itype == 0 or itype == 8:
             return f"{line}ID={rec[s_iid] or 0} SEQ={rec[s_iseq] or 0} "
         if itype == 5:
