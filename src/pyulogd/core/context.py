@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyulogd.core.log import Logger
 from pyulogd.core.stats import Stats
@@ -22,3 +23,5 @@ class Context:
     hostname: str = field(default_factory=lambda: socket.gethostname().split(".", 1)[0])
     # Network namespace the daemon works in (name, "" for its own); see issue 4.
     netns: str = ""
+    # Interface-name cache shared by every IFINDEX instance (io/rtnl.py creates it).
+    ifcache: Any = None
