@@ -85,4 +85,6 @@ def test_debian_ulogd_conf_loads_unmodified() -> None:
     svc = Service(str(conf), Context())
     svc.ctx.log.set_destination("stdout")  # keep the test off syslog
     svc.load()
-    assert [s.spec for s in svc.stacks] == ["log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU"]
+    assert [s.spec for s in svc.stacks] == [
+        "log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU"
+    ]

@@ -11,7 +11,19 @@ from pyulogd.core import registry
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
-from pyulogd.core.plugin import ERR, OK, STOP, DataType, Filter, Key, KeyType, Option, OptionType, Sink, Source
+from pyulogd.core.plugin import (
+    ERR,
+    OK,
+    STOP,
+    DataType,
+    Filter,
+    Key,
+    KeyType,
+    Option,
+    OptionType,
+    Sink,
+    Source,
+)
 from pyulogd.daemon.service import Service
 
 

@@ -15,7 +15,7 @@ from pyulogd.core import registry
 from pyulogd.core.config import ConfigFile, option_values
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
-from pyulogd.core.plugin import ERR, STOP, DataType, Filter, Key, Plugin, Sink, Source
+from pyulogd.core.plugin import ERR, STOP, Filter, Key, Plugin, Sink, Source
 
 
 class Stack:
