@@ -139,6 +139,9 @@ class Plugin:
     # Outputs such as JSON take every key produced upstream instead of a fixed list.
     wildcard_inputs: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # Capabilities the plugin still needs after -u drops root (e.g. CAP_NET_ADMIN for
+    # netlink requests the kernel checks per message); see docs/privileges.md.
+    capabilities: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         self.ctx = ctx

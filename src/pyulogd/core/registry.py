@@ -15,10 +15,12 @@ from pyulogd.core.plugin import Plugin
 # name -> "module:Class" (module relative to pyulogd.plugins)
 PLUGINS: dict[str, str] = {
     "NFLOG": "inputs.nflog:NflogInput",
+    "NFACCT": "inputs.nfacct:NfacctInput",
     "BASE": "filters.base:BaseFilter",
     "IFINDEX": "filters.ifindex:IfindexFilter",
     "IP2STR": "filters.ip2str:Ip2strFilter",
     "PRINTPKT": "filters.printpkt:PrintpktFilter",
+    "PRINTFLOW": "filters.printflow:PrintflowFilter",
     "LOGEMU": "outputs.logemu:LogemuOutput",
     "JSON": "outputs.json:JsonOutput",
 }

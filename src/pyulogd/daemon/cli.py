@@ -12,7 +12,7 @@ from pyulogd.core import registry
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.info import describe
-from pyulogd.daemon import process
+from pyulogd.daemon import caps, process
 from pyulogd.daemon.service import Service
 
 DEFAULT_CONFIG = "/etc/ulogd.conf"
@@ -122,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
                 pid_lock.write_pid()
             service.start()
             if user is not None:
-                process.drop_privileges(user)
-                ctx.log.notice(f"changed to user {user.pw_name} (uid {user.pw_uid}, gid {user.pw_gid})")
+                kept = process.drop_privileges(user, caps.wanted(service.started))
+                ctx.log.notice(
+                    f"changed to user {user.pw_name} (uid {user.pw_uid}, gid {user.pw_gid})"
+                    + (f", keeping {', '.join(kept)}" if kept else "")
+                )
             service.install_signals()
         except Exception as e:
             why = str(e) if isinstance(e, (PluginError, ConfigError, OSError)) else f"{type(e).__name__}: {e}"

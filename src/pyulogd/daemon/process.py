@@ -6,6 +6,9 @@ import fcntl
 import os
 import pwd
 import sys
+from collections.abc import Iterable
+
+from pyulogd.daemon import caps
 
 
 class PidFileError(Exception):
@@ -107,8 +110,11 @@ def daemonize() -> Ready:
     return Ready(w)
 
 
-def drop_privileges(user: pwd.struct_passwd) -> None:
-    """setgid, initgroups, setuid to ``user`` (after every socket and file is open)."""
-    os.setgid(user.pw_gid)
-    os.initgroups(user.pw_name, user.pw_gid)
-    os.setuid(user.pw_uid)
+def drop_privileges(user: pwd.struct_passwd, keep: Iterable[str] = ()) -> list[str]:
+    """setgid, initgroups, setuid to ``user`` (after every socket and file is open), keeping
+    the capabilities ``keep`` (docs/privileges.md); returns the names kept."""
+    with caps.keep_capabilities(keep) as kept:
+        os.setgid(user.pw_gid)
+        os.initgroups(user.pw_name, user.pw_gid)
+        os.setuid(user.pw_uid)
+    return kept.kept
