@@ -326,6 +326,7 @@ def test_file_sync_and_batching(tmp_path: Path) -> None:
     path.unlink()
     stack = json_stack(tmp_path, sync=1)
     stack.source.push()
+    stack.sink.flush()
     assert len(path.read_text().splitlines()) == 1
     stop_stack(stack)
 

@@ -185,8 +185,15 @@ class Source(Plugin):
 
     def emit(self, values: list[Any]) -> None:
         """Hand one event to every stack. ``values`` is slot 0 (None) then the output keys."""
-        for stack in self.stacks:
+        stacks = self.stacks
+        if not stacks:
+            return
+        for stack in stacks[:-1]:
             stack.run(values + stack.tail)
+        # The last (usually the only) stack gets the source's own list, saving a copy.
+        last = stacks[-1]
+        values.extend(last.tail)
+        last.run(values)
 
 
 class Filter(Plugin):
