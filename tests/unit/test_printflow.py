@@ -1,5 +1,5 @@
 """PRINTFLOW: the 18 golden flow lines of ulogd2 2.0.8, every branch of the grammar, and the
-deliberate corrections of docs/compat-flow.md (ICMP type/code, ICMPv6)."""
+deliberate corrections of docs/compat.md (ICMP type/code, ICMPv6)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def nfct_values(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def corrected(line: str) -> str:
-    """A 2.0.8 golden line with the corrections of docs/compat-flow.md applied."""
+    """A 2.0.8 golden line with the corrections of docs/compat.md applied."""
     line = re.sub(r"PROTO=ICMP TYPE=(\d+) CODE=(\d+) ", r"PROTO=ICMP TYPE=\2 CODE=\1 ", line)
     return line.replace("PROTO=58 ", "PROTO=ICMPv6 ")
 

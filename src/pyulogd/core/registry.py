@@ -15,6 +15,7 @@ from pyulogd.core.plugin import Plugin
 # name -> "module:Class" (module relative to pyulogd.plugins)
 PLUGINS: dict[str, str] = {
     "NFLOG": "inputs.nflog:NflogInput",
+    "NFCT": "inputs.nfct:NfctInput",
     "NFACCT": "inputs.nfacct:NfacctInput",
     "BASE": "filters.base:BaseFilter",
     "IFINDEX": "filters.ifindex:IfindexFilter",

@@ -90,9 +90,7 @@ class Loop:
         events = self.selector.select(timeout)
         for key, _mask in events:
             key.data()
-        if events:
-            for cb in self.after_batch:
-                cb()
+        fired = False
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, t = heapq.heappop(self._timers)
@@ -101,7 +99,12 @@ class Loop:
             if t.interval is not None:
                 t.when = now + t.interval
                 heapq.heappush(self._timers, (t.when, next(self._seq), t))
+            fired = True
             t.callback()
+        # Records produced by sockets or by timers (polls, resyncs) go out before the wait.
+        if events or fired:
+            for cb in self.after_batch:
+                cb()
 
     def run(self) -> None:
         self.running = True

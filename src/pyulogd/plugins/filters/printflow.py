@@ -2,7 +2,7 @@
 
 ``[NEW] ORIG: SRC=… DST=… PROTO=TCP SPT=… DPT=… PKTS=… BYTES=… , REPLY: SRC=… … \\n``:
 the grammar of ulogd2 2.0.8 (``util/printflow.c``, spec 5.9), every field printed only
-when its key is valid, except where docs/compat-flow.md says otherwise: ICMP ``TYPE=`` and
+when its key is valid, except where docs/compat.md says otherwise: ICMP ``TYPE=`` and
 ``CODE=`` are the type and the code (2.0.8 swaps them), and ICMPv6 flows print
 ``PROTO=ICMPv6 TYPE=… CODE=…`` from the optional ``icmpv6.type``/``icmpv6.code`` inputs
 (2.0.8 prints ``PROTO=58``).

@@ -227,7 +227,7 @@ class JsonOutput(Sink):
         Option(
             "file", OptionType.STRING, "/var/log/ulogd.json", help="output file, or socket path (mode unix)"
         ),
-        Option("sync", OptionType.INT, 0, help="accepted; records are always written before the daemon waits for more events"),
+        Option("sync", OptionType.INT, 0, help="accepted; records are written before the daemon waits"),
         Option("timestamp", OptionType.INT, 1, help="add the time field"),
         Option("eventv1", OptionType.INT, 0, help='Logstash event v1: "@version": 1 and "@timestamp"'),
         Option("device", OptionType.STRING, "Netfilter", help='value of the "dvc" field'),

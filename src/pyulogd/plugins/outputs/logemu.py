@@ -119,7 +119,7 @@ class LogemuOutput(Sink):
     input_type = DataType.PACKET | DataType.FLOW
     options = (
         Option("file", OptionType.STRING, "/var/log/ulogd_syslogemu.log", help="file to append to"),
-        Option("sync", OptionType.INT, 0, help="accepted; lines are always written before the daemon waits for more events"),
+        Option("sync", OptionType.INT, 0, help="accepted; lines are written before the daemon waits"),
     )
     input_keys = (
         Key("print", KeyType.STRING),

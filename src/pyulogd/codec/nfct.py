@@ -1,0 +1,935 @@
+"""ctnetlink (conntrack) messages, sans-IO: events and dump entries in, NFCT output-key values out;
+dump and get requests.
+
+A conntrack message (``IPCTNL_MSG_CT_NEW`` or ``IPCTNL_MSG_CT_DELETE``, from the event groups or
+as a dump entry) decodes straight into the value list a Source emits: ``[None, v1, ..., v28]``
+in the order of :data:`KEYS`, ulogd2's NFCT output keys with 2.0.9's ``icmpv6.code`` and
+``icmpv6.type`` after ``icmp.type``. ``None`` means "not valid for this event". Validity and
+values follow ulogd2's ``propagate_ct()``:
+
+* ``ct.event``: 1 NEW (``IPCTNL_MSG_CT_NEW`` with ``NLM_F_CREATE``/``NLM_F_EXCL``), 2 UPDATE
+  (``IPCTNL_MSG_CT_NEW`` without them, which includes every dump entry), 4 DESTROY
+  (``IPCTNL_MSG_CT_DELETE``);
+* addresses as ``bytes`` (4 for IPv4, 16 for IPv6), taken from whichever address attribute
+  the tuple carries; ``*.l4.sport/dport`` only for TCP, UDP, UDP-Lite, SCTP and DCCP (each
+  tuple by its own protocol); ``icmp.*`` only for an ICMP flow and ``icmpv6.*`` only for an
+  ICMPv6 flow, both from the original tuple;
+* the four counters, ``ct.mark`` and ``ct.id`` always (0 when the kernel sent none; 64-bit
+  counters, or the old 32-bit ones);
+* ``flow.start`` from ``CTA_TIMESTAMP_START`` (``nf_conntrack_timestamp=1``), else, for a NEW
+  event, the event time; ``flow.end`` from ``CTA_TIMESTAMP_STOP``, else, for a DESTROY, the
+  event time. The event time is ``CTA_TIMESTAMP_EVENT`` (Linux >= 6.14, with timestamps on),
+  else the caller's ``now``. A time whose seconds are 0 is left out, as ulogd does;
+* ``oob.family`` = nfgenmsg family; ``oob.protocol`` = the L3 ethertype (0x0800, 0x86DD)
+  as for packets (ulogd2 always writes 0 here); ``ct`` = the message's ``CTA_*`` attributes
+  (``bytes``), the same form as NFLOG's ``ct`` key.
+
+Malformed messages raise :class:`DecodeError`; the buffer-level :meth:`Decoder.parse_buffer`
+counts and skips them. Speed: every message of one kind (say, IPv4 TCP DESTROY with
+timestamps) has the same attribute layout. After the walker (:func:`walk`) has decoded a
+message, the decoder keeps its layout as a *template*: one masked big-integer comparison
+checks every attribute header the walk visited, one ``struct`` call reads every value, and
+the same assembly code as the walker's turns them into the value list. A message that differs
+in any header goes to the walker, so both paths give the same values by construction.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pyulogd.codec import netlink as nl
+from pyulogd.core.errors import DecodeError
+
+IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
+IPCTNL_MSG_CT_DELETE = 2
+IPCTNL_MSG_CT_GET_CTRZERO = 3
+CT_NEW_TYPE = nl.msg_type(nl.NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW)
+CT_DELETE_TYPE = nl.msg_type(nl.NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE)
+
+# Legacy multicast group bits (bind() nl_groups), also the event_mask option's bits.
+NF_NETLINK_CONNTRACK_NEW = 0x1
+NF_NETLINK_CONNTRACK_UPDATE = 0x2
+NF_NETLINK_CONNTRACK_DESTROY = 0x4
+
+# ct.event values (libnetfilter_conntrack's NFCT_T_*)
+NEW, UPDATE, DESTROY = 1, 2, 4
+
+CTA_TUPLE_ORIG = 1
+CTA_TUPLE_REPLY = 2
+CTA_STATUS = 3
+CTA_PROTOINFO = 4
+CTA_HELP = 5
+CTA_TIMEOUT = 7
+CTA_MARK = 8
+CTA_COUNTERS_ORIG = 9
+CTA_COUNTERS_REPLY = 10
+CTA_USE = 11
+CTA_ID = 12
+CTA_ZONE = 18
+CTA_TIMESTAMP = 20
+CTA_LABELS = 22
+CTA_TIMESTAMP_EVENT = 27
+
+CTA_TUPLE_IP = 1
+CTA_TUPLE_PROTO = 2
+CTA_TUPLE_ZONE = 3
+
+CTA_IP_V4_SRC = 1
+CTA_IP_V4_DST = 2
+CTA_IP_V6_SRC = 3
+CTA_IP_V6_DST = 4
+
+CTA_PROTO_NUM = 1
+CTA_PROTO_SRC_PORT = 2
+CTA_PROTO_DST_PORT = 3
+CTA_PROTO_ICMP_ID = 4
+CTA_PROTO_ICMP_TYPE = 5
+CTA_PROTO_ICMP_CODE = 6
+CTA_PROTO_ICMPV6_ID = 7
+CTA_PROTO_ICMPV6_TYPE = 8
+CTA_PROTO_ICMPV6_CODE = 9
+
+CTA_COUNTERS_PACKETS = 1
+CTA_COUNTERS_BYTES = 2
+CTA_COUNTERS32_PACKETS = 3
+CTA_COUNTERS32_BYTES = 4
+
+CTA_TIMESTAMP_START = 1
+CTA_TIMESTAMP_STOP = 2
+
+CTA_PROTOINFO_TCP = 1
+CTA_PROTOINFO_TCP_STATE = 1
+CTA_HELP_NAME = 1
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_DCCP = 33
+IPPROTO_ICMPV6 = 58
+IPPROTO_SCTP = 132
+IPPROTO_UDPLITE = 136
+# Protocols whose tuples carry ports (ulogd2: TCP, UDP, UDPLITE, SCTP, DCCP).
+PORT_PROTOS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_SCTP, IPPROTO_DCCP})
+# oob.protocol for flows: the ethertype, as NFLOG's oob.protocol for packets.
+ETHERTYPE = {socket.AF_INET: 0x0800, socket.AF_INET6: 0x86DD}
+
+KEYS: tuple[str, ...] = (
+    "orig.ip.saddr",
+    "orig.ip.daddr",
+    "orig.ip.protocol",
+    "orig.l4.sport",
+    "orig.l4.dport",
+    "orig.raw.pktlen",
+    "orig.raw.pktcount",
+    "reply.ip.saddr",
+    "reply.ip.daddr",
+    "reply.ip.protocol",
+    "reply.l4.sport",
+    "reply.l4.dport",
+    "reply.raw.pktlen",
+    "reply.raw.pktcount",
+    "icmp.code",
+    "icmp.type",
+    "icmpv6.code",
+    "icmpv6.type",
+    "ct.mark",
+    "ct.id",
+    "ct.event",
+    "flow.start.sec",
+    "flow.start.usec",
+    "flow.end.sec",
+    "flow.end.usec",
+    "oob.family",
+    "oob.protocol",
+    "ct",
+)
+# Index of each key in a value list (slot 0 is the reserved None).
+IDX: dict[str, int] = {name: i + 1 for i, name in enumerate(KEYS)}
+I_ORIG_SADDR = IDX["orig.ip.saddr"]
+I_ORIG_PROTO = IDX["orig.ip.protocol"]
+I_ORIG_BYTES = IDX["orig.raw.pktlen"]
+I_REPLY_PKTS = IDX["reply.raw.pktcount"]
+I_ID = IDX["ct.id"]
+I_EVENT = IDX["ct.event"]
+I_START_SEC = IDX["flow.start.sec"]
+I_START_USEC = IDX["flow.start.usec"]
+I_END_SEC = IDX["flow.end.sec"]
+I_END_USEC = IDX["flow.end.usec"]
+I_FAMILY = IDX["oob.family"]
+I_CT = IDX["ct"]
+
+# -- the raw fields a walk finds, in this order (the "layout" maps field -> where it is)
+
+(F_O_SADDR, F_O_DADDR, F_O_PROTO, F_O_SPORT, F_O_DPORT, F_O_ITYPE, F_O_ICODE, F_O_I6TYPE, F_O_I6CODE,
+ F_R_SADDR, F_R_DADDR, F_R_PROTO, F_R_SPORT, F_R_DPORT,
+ F_O_PKTS, F_O_BYTES, F_R_PKTS, F_R_BYTES, F_MARK, F_ID,
+ F_TS_START, F_TS_STOP, F_TS_EVENT) = range(23)  # fmt: skip
+NFIELDS = 23
+_REPLY_SHIFT = F_R_SADDR - F_O_SADDR  # a tuple's fields for the reply direction
+
+# attribute type -> (field, struct code, minimum payload length) inside each kind of nest
+_IP_FIELDS = {
+    CTA_IP_V4_SRC: (F_O_SADDR, "4s", 4),
+    CTA_IP_V4_DST: (F_O_DADDR, "4s", 4),
+    CTA_IP_V6_SRC: (F_O_SADDR, "16s", 16),
+    CTA_IP_V6_DST: (F_O_DADDR, "16s", 16),
+}
+_PROTO_FIELDS = {
+    CTA_PROTO_NUM: (F_O_PROTO, "B", 1),
+    CTA_PROTO_SRC_PORT: (F_O_SPORT, "H", 2),
+    CTA_PROTO_DST_PORT: (F_O_DPORT, "H", 2),
+    CTA_PROTO_ICMP_TYPE: (F_O_ITYPE, "B", 1),
+    CTA_PROTO_ICMP_CODE: (F_O_ICODE, "B", 1),
+    CTA_PROTO_ICMPV6_TYPE: (F_O_I6TYPE, "B", 1),
+    CTA_PROTO_ICMPV6_CODE: (F_O_I6CODE, "B", 1),
+}
+# Only the original tuple's ICMP values are reported (as ulogd2 does).
+_ORIG_ONLY = frozenset({F_O_ITYPE, F_O_ICODE, F_O_I6TYPE, F_O_I6CODE})
+_COUNTER_FIELDS = {
+    CTA_COUNTERS_PACKETS: (0, "Q", 8),
+    CTA_COUNTERS_BYTES: (1, "Q", 8),
+    CTA_COUNTERS32_PACKETS: (0, "I", 4),
+    CTA_COUNTERS32_BYTES: (1, "I", 4),
+}
+_TS_FIELDS = {CTA_TIMESTAMP_START: (F_TS_START, "Q", 8), CTA_TIMESTAMP_STOP: (F_TS_STOP, "Q", 8)}
+_TOP_FIELDS = {CTA_MARK: (F_MARK, "I", 4), CTA_ID: (F_ID, "I", 4), CTA_TIMESTAMP_EVENT: (F_TS_EVENT, "Q", 8)}
+
+_unpack_hdr2 = struct.Struct("=IHH").unpack_from
+# A template's key: nlmsg_len, type and flags as one number, and the family (the layouts of
+# IPv4 and IPv6 messages of the same length differ).
+_key = struct.Struct("=Q8xB").unpack_from
+_unpack_nla = nl.NLA.unpack_from
+_SIZE = {"4s": 4, "16s": 16, "B": 1, "H": 2, "I": 4, "Q": 8}
+_READ: dict[str, Callable[[Any, int], tuple[Any, ...]]] = {
+    code: struct.Struct("!" + code).unpack_from for code in _SIZE
+}
+
+# A field's place: (offset from the message start, struct code).
+Place = tuple[int, str]
+
+
+class Layout:
+    """Where a message's fields are: what one walk over its attributes found."""
+
+    __slots__ = ("fields", "headers")
+
+    def __init__(self) -> None:
+        self.fields: dict[int, Place] = {}
+        self.headers: list[int] = []  # offsets of every attribute header visited
+
+
+def _nest(buf: Any, start: int, end: int, off: int, lay: Layout) -> list[tuple[int, int, int]]:
+    """``(type, payload_start, payload_end)`` of each attribute in ``buf[start:end]``; records headers."""
+    out = []
+    a = start
+    headers = lay.headers
+    while a + 4 <= end:
+        al, at = _unpack_nla(buf, a)
+        if al < 4 or a + al > end:
+            raise DecodeError(f"ctnetlink attribute type {at & nl.NLA_TYPE_MASK} at offset {a - off}: "
+                              f"bad length {al}")
+        headers.append(a - off)
+        out.append((at & nl.NLA_TYPE_MASK, a + 4, a + al))
+        a += (al + 3) & ~3
+    return out
+
+
+def _put(lay: Layout, table: dict[int, tuple[int, str, int]], at: int, p: int, q: int, off: int,
+         group: dict[int, Place], shift: int = 0) -> None:
+    spec = table.get(at)
+    if spec is None:
+        return
+    field, code, need = spec
+    if q - p < need:
+        raise DecodeError(f"ctnetlink attribute type {at} at offset {p - 4 - off}: {q - p} bytes, "
+                          f"needs {need}")
+    group[field + shift] = (p - off, code)
+
+
+def walk(buf: Any, off: int, end: int) -> Layout:
+    """The layout of the message at ``buf[off:end]`` (``end`` = off + nlmsg_len). Raises DecodeError.
+
+    Only attribute headers decide what the walk does, never values: so any message whose
+    headers (and length, type, flags) are the same has the same layout.
+    """
+    if end - off < nl.NLMSG_HDRLEN + nl.NFGEN_HDRLEN:
+        raise DecodeError(f"ctnetlink message of {end - off} bytes has no nfgenmsg header")
+    lay = Layout()
+    fields = lay.fields
+    for at, p, q in _nest(buf, off + 20, end, off, lay):
+        if at == CTA_TUPLE_ORIG or at == CTA_TUPLE_REPLY:
+            shift = 0 if at == CTA_TUPLE_ORIG else _REPLY_SHIFT
+            group: dict[int, Place] = {}
+            for t2, p2, q2 in _nest(buf, p, q, off, lay):
+                if t2 == CTA_TUPLE_IP:
+                    for t3, p3, q3 in _nest(buf, p2, q2, off, lay):
+                        _put(lay, _IP_FIELDS, t3, p3, q3, off, group)
+                elif t2 == CTA_TUPLE_PROTO:
+                    for t3, p3, q3 in _nest(buf, p2, q2, off, lay):
+                        _put(lay, _PROTO_FIELDS, t3, p3, q3, off, group)
+            # A repeated tuple attribute replaces the earlier one entirely (the kernel keeps the last).
+            for f in range(F_O_SADDR, F_O_I6CODE + 1):
+                if shift and f in _ORIG_ONLY:
+                    continue
+                fields.pop(f + shift, None)
+            for f, place in group.items():
+                if shift and f in _ORIG_ONLY:
+                    continue
+                fields[f + shift] = place
+        elif at == CTA_COUNTERS_ORIG or at == CTA_COUNTERS_REPLY:
+            base = F_O_PKTS if at == CTA_COUNTERS_ORIG else F_R_PKTS
+            group = {}
+            for t2, p2, q2 in _nest(buf, p, q, off, lay):
+                _put(lay, _COUNTER_FIELDS, t2, p2, q2, off, group, base)
+            fields.pop(base, None)
+            fields.pop(base + 1, None)
+            fields.update(group)
+        elif at == CTA_TIMESTAMP:
+            group = {}
+            for t2, p2, q2 in _nest(buf, p, q, off, lay):
+                _put(lay, _TS_FIELDS, t2, p2, q2, off, group)
+            fields.pop(F_TS_START, None)
+            fields.pop(F_TS_STOP, None)
+            fields.update(group)
+        else:
+            _put(lay, _TOP_FIELDS, at, p, q, off, fields)
+    if F_O_SADDR not in fields and F_O_PROTO not in fields:
+        raise DecodeError("ctnetlink message without an original tuple")
+    return lay
+
+
+def read_fields(buf: Any, off: int, lay: Layout) -> tuple[Any, ...]:
+    """The raw field values (None where absent) of a walked message."""
+    raw: list[Any] = [None] * NFIELDS
+    for f, (rel, code) in lay.fields.items():
+        raw[f] = _READ[code](buf, off + rel)[0]
+    return tuple(raw)
+
+
+def split_now(now: float) -> tuple[int, int]:
+    """A wall-clock float as (seconds, microseconds)."""
+    sec, usec = divmod(int(now * 1_000_000), 1_000_000)
+    return sec, usec
+
+
+# Raw field names, in field order, as the assembly code below uses them.
+_NAMES = ("osa", "oda", "op", "osp", "odp", "oit", "oic", "oi6t", "oi6c", "rsa", "rda", "rp", "rsp", "rdp",
+          "opk", "oby", "rpk", "rby", "mark", "cid", "tstart", "tstop", "tev")
+assert len(_NAMES) == NFIELDS
+# Raw fields -> value list. The one text both the walker's assemble() and every template run,
+# so a template cannot compute anything the walker would not. Inputs: the raw fields, event,
+# family, ct, now (the wall clock, a float, only read when the kernel gave no time).
+_ASSEMBLY = """
+    if op not in PORT_PROTOS:
+        osp = odp = None
+    if rp not in PORT_PROTOS:
+        rsp = rdp = None
+    if op != 1:
+        oit = oic = None
+    if op != 58:
+        oi6t = oi6c = None
+    ss = su = es = eu = None
+    if tstart is not None and tstart >= 1000000000:
+        ss, su = divmod(tstart // 1000, 1000000)
+    if tstop is not None and tstop >= 1000000000:
+        es, eu = divmod(tstop // 1000, 1000000)
+    if (ss is None and event == 1) or (es is None and event == 4):
+        if tev is not None and tev >= 1000000000:
+            t = divmod(tev // 1000, 1000000)
+        else:
+            t = divmod(int(now * 1000000), 1000000)
+        if t[0]:
+            if event == 1:
+                ss, su = t
+            else:
+                es, eu = t
+    return [None, osa, oda, op, osp, odp, oby or 0, opk or 0, rsa, rda, rp, rsp, rdp, rby or 0, rpk or 0,
+            oic, oit, oi6c, oi6t, mark or 0, cid or 0, event, ss, su, es, eu, family,
+            2048 if family == 2 else 34525 if family == 10 else None, ct]
+"""
+
+
+def _define(src: str, name: str, ns: dict[str, Any]) -> Any:
+    ns["PORT_PROTOS"] = PORT_PROTOS
+    exec(compile(src, f"<nfct {name}>", "exec"), ns)  # noqa: S102 - generated from constants only
+    return ns[name]
+
+
+_assemble: Callable[..., list[Any]] = _define(
+    "def assemble(r, event, family, ct, now):\n    (" + ", ".join(_NAMES) + ",) = r\n" + _ASSEMBLY,
+    "assemble", {})
+
+
+def assemble(r: tuple[Any, ...], event: int, family: int, ct: bytes, now: float) -> list[Any]:
+    """The value list from a message's raw fields (``now``: the wall clock, for missing kernel times)."""
+    return _assemble(r, event, family, ct, now)
+
+
+def event_of(nlmsg_type: int, flags: int) -> int:
+    """ct.event for a conntrack message's type and flags; 0 for other messages."""
+    if nlmsg_type == CT_NEW_TYPE:
+        return NEW if flags & (nl.NLM_F_CREATE | nl.NLM_F_EXCL) else UPDATE
+    if nlmsg_type == CT_DELETE_TYPE:
+        return DESTROY
+    return 0
+
+
+def parse_ct(buf: Any, off: int, end: int, now: float) -> list[Any]:
+    """Values of the conntrack message at ``buf[off:end]`` (``end`` = off + nlmsg_len), by walking
+    it (no templates). ``now``: the wall clock, for times the kernel did not give. Raises DecodeError."""
+    if end - off < 20:
+        raise DecodeError(f"ctnetlink message of {end - off} bytes has no nfgenmsg header")
+    _ln, typ, flags = _unpack_hdr2(buf, off)
+    event = event_of(typ, flags)
+    if not event:
+        raise DecodeError(f"netlink message type {typ:#x} is not a conntrack entry")
+    lay = walk(buf, off, end)
+    return _assemble(read_fields(buf, off, lay), event, buf[off + 16], bytes(buf[off + 20 : end]), now)
+
+
+# -- templates
+
+_Fast = Callable[[Any, int, int, float], "list[Any] | None"]
+_MAX_PER_KEY = 4
+# A walk costs about 10 template hits, a compile about 30 walks: compile freely at first, then
+# one per 64 hits, so traffic whose layout never repeats stays on the walker.
+_FREE_COMPILES, _HITS_PER_COMPILE = 64, 64
+
+
+def compile_layout(buf: Any, off: int, end: int, lay: Layout, event: int) -> _Fast:
+    """A function ``f(buf, off, end, now)`` giving the values of a message laid out like ``lay``
+    (the layout of the message at ``buf[off:end]``), or None when the message is laid out
+    differently. The caller guarantees the same nlmsg_len, type and flags (the template's key).
+
+    Every attribute header the walk visited, and the padding after each attribute (the kernel
+    zeroes it; a producer that does not only misses the template), must be equal: one masked
+    big-integer comparison. Then one ``struct`` reads every value.
+    """
+    ln = end - off
+    const: set[int] = set()
+    for h in lay.headers:
+        al = _unpack_nla(buf, off + h)[0]
+        const.update(range(h, h + 4))
+        const.update(range(h + al, min(h + ((al + 3) & ~3), ln)))
+    mask = 0
+    for i in const:
+        mask |= 0xFF << (8 * (ln - 1 - i))
+    expect = int.from_bytes(bytes(buf[off:end]), "big") & mask
+    items = sorted([(16, "B", "family")] + [(rel, code, _NAMES[f]) for f, (rel, code) in lay.fields.items()])
+    fmt, pos = ["!"], 0
+    for rel, code, _name in items:
+        if rel < pos:
+            raise ValueError("overlapping fields")  # cannot happen for a walked layout
+        if rel > pos:
+            fmt.append(f"{rel - pos}x")
+        fmt.append(code)
+        pos = rel + _SIZE[code]
+    absent = [n for f, n in enumerate(_NAMES) if f not in lay.fields]
+    src = (
+        "def fast(buf, off, end, now):\n"
+        "    if int.from_bytes(buf[off:end], 'big') & MASK != EXPECT:\n"
+        "        return None\n"
+        f"    {', '.join(n for _, _, n in items)}, = S(buf, off)\n"
+        + (f"    {' = '.join(absent)} = None\n" if absent else "")
+        + f"    event = {event}\n"
+        "    ct = bytes(buf[off + 20:end])\n"
+        + _ASSEMBLY
+    )
+    ns: dict[str, Any] = {"MASK": mask, "EXPECT": expect, "S": struct.Struct("".join(fmt)).unpack_from}
+    fn: _Fast = _define(src, "fast", ns)
+    return fn
+
+
+class Batch:
+    """What one ``recv()`` buffer held. Problems are counted here, never raised."""
+
+    __slots__ = ("records", "malformed", "problem", "errors", "acks", "done", "interrupted", "other")
+
+    def __init__(self) -> None:
+        self.records: list[list[Any]] = []
+        # Messages skipped as undecodable; a broken framing counts once and ends the buffer.
+        self.malformed = 0
+        self.problem: str | None = None  # the first one, for the log
+        self.errors: list[int] = []  # errno of each NLMSG_ERROR with a non-zero error
+        self.acks = 0  # NLMSG_ERROR with error 0
+        self.done = False  # NLMSG_DONE seen (end of a dump)
+        self.interrupted = False  # a dump message had NLM_F_DUMP_INTR: the table changed meanwhile
+        self.other = 0  # messages that are neither conntrack entries nor DONE/NOOP/ERROR
+
+    def _bad(self, why: str) -> None:
+        self.malformed += 1
+        if self.problem is None:
+            self.problem = why
+
+
+class Decoder:
+    """Decodes ``recv()`` buffers; owns the template cache, so keep one per socket kind."""
+
+    def __init__(self, templates: bool = True, max_templates: int = 256) -> None:
+        self.templates = templates
+        self.max_templates = max_templates
+        # (first 8 bytes: nlmsg_len, type, flags; family) -> templates, newest first
+        self._cands: dict[tuple[int, int], list[_Fast]] = {}
+        self._ntemplates = 0
+        self._hits = 0
+        self._compiles = 0
+
+    def parse_buffer(self, buf: Any, now: float) -> Batch:
+        """Every conntrack message of a buffer, as value lists. Never raises.
+
+        ``now`` (a ``time.time()`` float) stands in for times the kernel did not send.
+        """
+        batch = Batch()
+        append = batch.records.append
+        cands = self._cands
+        end = len(buf)
+        off = 0
+        while off + 16 <= end:
+            ln, typ, flags = _unpack_hdr2(buf, off)
+            e = off + ln
+            if ln < 16 or e > end:
+                batch._bad(f"nlmsg_len {ln} at offset {off} of a {end}-byte buffer")
+                return batch
+            if typ == CT_NEW_TYPE or typ == CT_DELETE_TYPE:
+                if flags & 0x10:  # NLM_F_DUMP_INTR
+                    batch.interrupted = True
+                r = None
+                fs = cands.get(_key(buf, off)) if ln >= 20 else None
+                if fs is not None:
+                    r = fs[0](buf, off, e, now)
+                    if r is None and len(fs) > 1:
+                        r = self._try_others(fs, buf, off, e, now)
+                if r is None:
+                    event = (NEW if flags & 0x600 else UPDATE) if typ == CT_NEW_TYPE else DESTROY
+                    try:
+                        if ln < 20:
+                            raise DecodeError(f"ctnetlink message of {ln} bytes has no nfgenmsg header")
+                        lay = walk(buf, off, e)
+                        r = _assemble(read_fields(buf, off, lay), event, buf[off + 16],
+                                      bytes(buf[off + 20 : e]), now)
+                    except (ValueError, IndexError, struct.error) as ex:  # DecodeError is a ValueError
+                        batch._bad(str(ex))
+                    else:
+                        self._learn(buf, off, e, lay, event)
+                    if r is not None:
+                        append(r)
+                else:
+                    self._hits += 1
+                    append(r)
+            elif typ == nl.NLMSG_DONE:
+                batch.done = True
+            elif typ == nl.NLMSG_NOOP:
+                pass
+            elif typ == nl.NLMSG_ERROR:
+                try:
+                    err, _ = nl.parse_error(buf, off, ln)
+                except DecodeError as ex:
+                    batch._bad(str(ex))
+                else:
+                    if err:
+                        batch.errors.append(err)
+                    else:
+                        batch.acks += 1
+            else:
+                batch.other += 1
+            off += (ln + 3) & ~3
+        if off < end and (end - off >= 4 or any(buf[off:end])):
+            batch._bad(f"{end - off} stray bytes at offset {off}")
+        return batch
+
+    def parse_one(self, buf: Any, now: float) -> list[Any] | None:
+        """The values of a buffer that is exactly one conntrack message of a known layout (an
+        event datagram, the common case), else None: then use :meth:`parse_buffer`. Never raises."""
+        n = len(buf)
+        if n < 20:
+            return None
+        ln, typ, _flags = _unpack_hdr2(buf, 0)
+        if (ln + 3) & ~3 != (n + 3) & ~3 or ln > n or (typ != CT_NEW_TYPE and typ != CT_DELETE_TYPE):
+            return None
+        fs = self._cands.get(_key(buf, 0))
+        if fs is None:
+            return None
+        r = fs[0](buf, 0, ln, now)
+        if r is None and len(fs) > 1:
+            r = self._try_others(fs, buf, 0, ln, now)
+        if r is not None:
+            self._hits += 1
+        return r
+
+    @staticmethod
+    def _try_others(fs: list[_Fast], buf: Any, off: int, end: int, now: float) -> list[Any] | None:
+        """Templates after the first of a key; one that matches moves to the front, since
+        messages of one kind tend to come in runs."""
+        for i in range(1, len(fs)):
+            r = fs[i](buf, off, end, now)
+            if r is not None:
+                fs.insert(0, fs.pop(i))
+                return r
+        return None
+
+    def _learn(self, buf: Any, off: int, end: int, lay: Layout, event: int) -> None:
+        if not self.templates or self._compiles >= _FREE_COMPILES + self._hits // _HITS_PER_COMPILE:
+            return
+        self._compiles += 1
+        try:
+            fn = compile_layout(buf, off, end, lay, event)
+        except (ValueError, IndexError, struct.error):  # a template must never cost a message
+            return
+        if self._ntemplates >= self.max_templates:
+            # Unbounded variety of layouts: start over rather than grow.
+            self._cands.clear()
+            self._ntemplates = 0
+        cands = self._cands.setdefault(_key(buf, off), [])
+        if len(cands) >= _MAX_PER_KEY:
+            cands.pop()
+            self._ntemplates -= 1
+        cands.insert(0, fn)
+        self._ntemplates += 1
+
+
+def parse_buffer(buf: Any, now: float) -> Batch:
+    """:meth:`Decoder.parse_buffer` without templates (the walker only). Never raises."""
+    return Decoder(templates=False).parse_buffer(buf, now)
+
+
+def decode(msg: Any, now: float = 0.0) -> list[Any]:
+    """Values of a single conntrack message (tests and tools). Raises DecodeError."""
+    if len(msg) < 16:
+        raise DecodeError(f"{len(msg)} bytes is no netlink message")
+    ln = _unpack_hdr2(msg, 0)[0]
+    if ln < 16 or ln > len(msg):
+        raise DecodeError(f"nlmsg_len {ln} for a {len(msg)}-byte message")
+    return parse_ct(msg, 0, ln, now)
+
+
+def as_dict(values: list[Any]) -> dict[str, Any]:
+    """Key name -> value for the valid keys of a value list (tests and debugging)."""
+    return {name: values[i + 1] for i, name in enumerate(KEYS) if values[i + 1] is not None}
+
+
+def flow_key(values: list[Any]) -> tuple[Any, ...]:
+    """What identifies a flow in a flow table: the kernel's id and the original tuple.
+
+    ulogd2 compares both tuples; the id adds the conntrack object, so a flow that ends and
+    starts again with the same tuple while events were lost is not taken for the old one.
+    """
+    return (values[I_ID], values[1], values[2], values[3], values[4], values[5], values[I_FAMILY])
+
+
+# -- a message's other attributes (status, zone, timeout, ...), for tools and tests
+
+
+def describe(buf: Any, off: int = 0, end: int | None = None) -> dict[str, Any]:
+    """Everything this module understands of one conntrack message, including what is no
+    output key (status, zone, timeout, use, TCP state, helper, raw timestamps in ns)."""
+    if end is None:
+        end = off + _unpack_hdr2(buf, off)[0]
+    out: dict[str, Any] = {"values": as_dict(parse_ct(buf, off, end, 0.0))}
+    _ln, typ, flags = _unpack_hdr2(buf, off)
+    out["event"] = event_of(typ, flags)
+    out["family"] = buf[off + 16]
+    u32 = _READ["I"]
+    for at, p, q in nl.attrs(buf, off + 20, end):
+        n = q - p
+        if at == CTA_STATUS and n >= 4:
+            out["status"] = u32(buf, p)[0]
+        elif at == CTA_TIMEOUT and n >= 4:
+            out["timeout"] = u32(buf, p)[0]
+        elif at == CTA_USE and n >= 4:
+            out["use"] = u32(buf, p)[0]
+        elif at == CTA_ZONE and n >= 2:
+            out["zone"] = _READ["H"](buf, p)[0]
+        elif at == CTA_TIMESTAMP:
+            for t2, p2, q2 in nl.attrs(buf, p, q):
+                if q2 - p2 >= 8:
+                    out["start" if t2 == CTA_TIMESTAMP_START else "stop"] = _READ["Q"](buf, p2)[0]
+        elif at == CTA_TIMESTAMP_EVENT and n >= 8:
+            out["event_time"] = _READ["Q"](buf, p)[0]
+        elif at == CTA_PROTOINFO:
+            for t2, p2, q2 in nl.attrs(buf, p, q):
+                if t2 == CTA_PROTOINFO_TCP:
+                    for t3, p3, q3 in nl.attrs(buf, p2, q2):
+                        if t3 == CTA_PROTOINFO_TCP_STATE and q3 > p3:
+                            out["tcp_state"] = buf[p3]
+        elif at == CTA_HELP:
+            for t2, p2, q2 in nl.attrs(buf, p, q):
+                if t2 == CTA_HELP_NAME:
+                    out["helper"] = bytes(buf[p2:q2]).split(b"\0", 1)[0].decode("ascii", "replace")
+        elif at in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
+            for t2, p2, q2 in nl.attrs(buf, p, q):
+                if t2 == CTA_TUPLE_ZONE and q2 - p2 >= 2:
+                    out["orig_zone" if at == CTA_TUPLE_ORIG else "reply_zone"] = _READ["H"](buf, p2)[0]
+                elif t2 == CTA_TUPLE_PROTO:
+                    for t3, p3, q3 in nl.attrs(buf, p2, q2):
+                        if t3 in (CTA_PROTO_ICMP_ID, CTA_PROTO_ICMPV6_ID) and q3 - p3 >= 2 \
+                                and at == CTA_TUPLE_ORIG:
+                            out["icmp_id"] = _READ["H"](buf, p3)[0]
+    return out
+
+
+# -- builders: requests, and messages laid out as the kernel writes them (tests and tools)
+
+
+@dataclass(frozen=True)
+class Tuple:
+    """One direction of a conntrack entry."""
+
+    saddr: bytes
+    daddr: bytes
+    proto: int
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    icmp_id: int | None = None
+    zone: int | None = None
+
+    def reversed(self) -> Tuple:
+        """The reply tuple of an un-NATed flow (ICMP echo request -> echo reply)."""
+        itype = self.icmp_type
+        if itype is not None:
+            itype = {8: 0, 13: 14, 15: 16, 17: 18, 128: 129}.get(itype, itype)
+        return Tuple(self.daddr, self.saddr, self.proto, self.dport, self.sport, itype, self.icmp_code,
+                     self.icmp_id, self.zone)
+
+
+def _nest_attr(atype: int, parts: Iterable[bytes]) -> bytes:
+    return nl.nla(atype | nl.NLA_F_NESTED, b"".join(parts))
+
+
+def tuple_attr(atype: int, t: Tuple) -> bytes:
+    """A ``CTA_TUPLE_ORIG``/``CTA_TUPLE_REPLY`` attribute, as ``ctnetlink_dump_tuples`` writes it."""
+    v6 = len(t.saddr) == 16
+    ip = _nest_attr(CTA_TUPLE_IP, [
+        nl.nla(CTA_IP_V6_SRC if v6 else CTA_IP_V4_SRC, t.saddr),
+        nl.nla(CTA_IP_V6_DST if v6 else CTA_IP_V4_DST, t.daddr),
+    ])  # fmt: skip
+    proto = [nl.nla(CTA_PROTO_NUM, bytes((t.proto,)))]
+    if t.sport is not None:
+        proto.append(nl.nla(CTA_PROTO_SRC_PORT, struct.pack("!H", t.sport)))
+    if t.dport is not None:
+        proto.append(nl.nla(CTA_PROTO_DST_PORT, struct.pack("!H", t.dport)))
+    icmp6 = t.proto == IPPROTO_ICMPV6
+    if t.icmp_id is not None:
+        id_attr = CTA_PROTO_ICMPV6_ID if icmp6 else CTA_PROTO_ICMP_ID
+        proto.append(nl.nla(id_attr, struct.pack("!H", t.icmp_id)))
+    if t.icmp_type is not None:
+        proto.append(nl.nla(CTA_PROTO_ICMPV6_TYPE if icmp6 else CTA_PROTO_ICMP_TYPE, bytes((t.icmp_type,))))
+    if t.icmp_code is not None:
+        proto.append(nl.nla(CTA_PROTO_ICMPV6_CODE if icmp6 else CTA_PROTO_ICMP_CODE, bytes((t.icmp_code,))))
+    parts = [ip, _nest_attr(CTA_TUPLE_PROTO, proto)]
+    if t.zone is not None:
+        parts.append(nl.nla(CTA_TUPLE_ZONE, struct.pack("!H", t.zone)))
+    return _nest_attr(atype, parts)
+
+
+def _counters(atype: int, packets: int, nbytes: int, bits32: bool) -> bytes:
+    if bits32:
+        return _nest_attr(atype, [nl.nla(CTA_COUNTERS32_PACKETS, struct.pack("!I", packets)),
+                                  nl.nla(CTA_COUNTERS32_BYTES, struct.pack("!I", nbytes))])
+    return _nest_attr(atype, [nl.nla(CTA_COUNTERS_PACKETS, struct.pack("!Q", packets)),
+                              nl.nla(CTA_COUNTERS_BYTES, struct.pack("!Q", nbytes))])
+
+
+def build_ct(
+    event: int,
+    orig: Tuple,
+    reply: Tuple | None = None,
+    *,
+    family: int | None = None,
+    ct_id: int = 1,
+    status: int | None = 0x8,
+    timeout: int | None = 30,
+    mark: int | None = None,
+    zone: int | None = None,
+    counters: tuple[int, int, int, int] | None = None,
+    counters32: bool = False,
+    timestamp: tuple[int, int | None] | None = None,
+    event_time: int | None = None,
+    seq: int = 0,
+    pid: int = 0,
+    flags: int | None = None,
+    extra: Iterable[bytes] = (),
+) -> bytes:
+    """A conntrack event or dump entry in the kernel's attribute order (``ctnetlink_conntrack_event``).
+
+    ``event``: NEW, UPDATE or DESTROY (a dump entry is an UPDATE with ``flags=NLM_F_MULTI``);
+    ``counters``: (orig packets, orig bytes, reply packets, reply bytes); ``timestamp``: (start,
+    stop) in ns; ``event_time``: CTA_TIMESTAMP_EVENT in ns.
+    """
+    if family is None:
+        family = socket.AF_INET6 if len(orig.saddr) == 16 else socket.AF_INET
+    if reply is None:
+        reply = orig.reversed()
+    u32 = struct.Struct("!I").pack
+    at = [tuple_attr(CTA_TUPLE_ORIG, orig), tuple_attr(CTA_TUPLE_REPLY, reply)]
+    if zone is not None:
+        at.append(nl.nla(CTA_ZONE, struct.pack("!H", zone)))
+    at.append(nl.nla(CTA_ID, u32(ct_id)))
+    if status is not None:
+        at.append(nl.nla(CTA_STATUS, u32(status)))
+    if timeout is not None:
+        at.append(nl.nla(CTA_TIMEOUT, u32(timeout)))
+    if counters is not None:
+        at.append(_counters(CTA_COUNTERS_ORIG, counters[0], counters[1], counters32))
+        at.append(_counters(CTA_COUNTERS_REPLY, counters[2], counters[3], counters32))
+    if timestamp is not None:
+        ts = [nl.nla(CTA_TIMESTAMP_START, struct.pack("!Q", timestamp[0]))]
+        if timestamp[1] is not None:
+            ts.append(nl.nla(CTA_TIMESTAMP_STOP, struct.pack("!Q", timestamp[1])))
+        at.append(_nest_attr(CTA_TIMESTAMP, ts))
+    at.extend(extra)
+    if mark is not None:
+        at.append(nl.nla(CTA_MARK, u32(mark)))
+    if event_time is not None:
+        at.append(nl.nla(CTA_TIMESTAMP_EVENT, struct.pack("!Q", event_time)))
+    msgtype = IPCTNL_MSG_CT_DELETE if event == DESTROY else IPCTNL_MSG_CT_NEW
+    if flags is None:
+        flags = nl.NLM_F_CREATE | nl.NLM_F_EXCL if event == NEW else 0
+    return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, msgtype, family, 0, at, seq, flags, pid)
+
+
+def dump_request(seq: int, family: int = socket.AF_UNSPEC, zero: bool = False) -> bytes:
+    """Dump the whole table (``IPCTNL_MSG_CT_GET``), or dump and zero every entry's counters
+    (``IPCTNL_MSG_CT_GET_CTRZERO``). ``AF_UNSPEC`` dumps IPv4 and IPv6. Ends with NLMSG_DONE."""
+    msgtype = IPCTNL_MSG_CT_GET_CTRZERO if zero else IPCTNL_MSG_CT_GET
+    return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, msgtype, family, 0, (), seq,
+                       nl.NLM_F_REQUEST | nl.NLM_F_DUMP)
+
+
+def get_request(seq: int, orig: Tuple, ct_id: int | None = None, zone: int | None = None,
+                family: int | None = None) -> bytes:
+    """Ask for one entry by its original tuple (and id, if given: the kernel answers ENOENT when
+    the entry with that tuple has another id). Answered by the entry, then an ack, or an error."""
+    if family is None:
+        family = socket.AF_INET6 if len(orig.saddr) == 16 else socket.AF_INET
+    at = [tuple_attr(CTA_TUPLE_ORIG, orig)]
+    if zone is not None:
+        at.append(nl.nla(CTA_ZONE, struct.pack("!H", zone)))
+    if ct_id is not None:
+        at.append(nl.nla(CTA_ID, struct.pack("!I", ct_id)))
+    return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET, family, 0, at, seq)
+
+
+def tuple_of(values: list[Any]) -> Tuple:
+    """The original tuple of a decoded entry (for :func:`get_request`); ICMP ids are not kept in
+    the values, so ICMP entries are better found by dumping."""
+    return Tuple(values[1], values[2], values[3], values[4], values[5], values[IDX["icmp.type"]],
+                 values[IDX["icmp.code"]])
+
+
+def get_request_for(seq: int, values: list[Any]) -> bytes:
+    """Ask for the entry a value list came from: its original tuple (taken verbatim from the
+    ``ct`` attributes, ICMP id and tuple zone included), zone and id."""
+    ct = values[I_CT]
+    if not ct:
+        raise ValueError("no ct attributes to build a request from")
+    at: list[bytes] = []
+    a = 0
+    while a + 4 <= len(ct):
+        al, t = _unpack_nla(ct, a)
+        if al < 4 or a + al > len(ct):
+            raise ValueError(f"bad attribute length {al} in the ct attributes")
+        if t & nl.NLA_TYPE_MASK in (CTA_TUPLE_ORIG, CTA_ZONE):
+            at.append(bytes(ct[a : a + al]) + b"\0" * (-al & 3))
+        a += (al + 3) & ~3
+    at.append(nl.nla(CTA_ID, struct.pack("!I", values[I_ID] or 0)))
+    return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET, values[I_FAMILY] or 0, 0, at, seq)
+
+
+# -- accept filters (ulogd2's accept_src_filter, accept_dst_filter, accept_proto_filter)
+
+# Used when /etc/protocols is missing (minimal containers).
+_PROTO_NAMES = {
+    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51, "ipv6-icmp": 58,
+    "icmpv6": 58, "dccp": 33, "sctp": 132, "udplite": 136,
+}  # fmt: skip
+
+# (network as int, mask as int) per address length
+_Nets = dict[int, list[tuple[int, int]]]
+
+
+def _parse_nets(text: str, what: str) -> _Nets | None:
+    import ipaddress
+
+    if not text.strip():
+        return None
+    nets: _Nets = {4: [], 16: []}
+    for tok in text.split(","):
+        tok = tok.strip()
+        if "/" not in tok:
+            raise ValueError(f"{what}: '{tok}': No network specified (write address/prefixlen)")
+        try:
+            net = ipaddress.ip_network(tok, strict=False)
+        except ValueError as e:
+            raise ValueError(f"{what}: '{tok}': {e}") from None
+        size = 4 if net.version == 4 else 16
+        nets[size].append((int(net.network_address), int(net.netmask)))
+    return nets
+
+
+def _parse_protos(text: str) -> frozenset[int] | None:
+    if not text.strip():
+        return None
+    out = set()
+    for tok in text.split(","):
+        name = tok.strip()
+        if name.isdigit() and int(name) < 256:
+            out.add(int(name))
+            continue
+        try:
+            out.add(socket.getprotobyname(name))
+        except OSError:
+            num = _PROTO_NAMES.get(name.lower())
+            if num is None:
+                raise ValueError(f"accept_proto_filter: Unknown protocol '{name}'") from None
+            out.add(num)
+    return frozenset(out)
+
+
+def _in(nets: _Nets, addr: Any) -> bool:
+    lst = nets.get(len(addr)) if addr is not None else None
+    if not lst:
+        return False  # a family with no network listed is not accepted
+    a = int.from_bytes(addr, "big")
+    for net, mask in lst:
+        if a & mask == net:
+            return True
+    return False
+
+
+class FlowFilter:
+    """Accepts a flow when its original source is in one of ``src``'s networks, its original
+    destination in one of ``dst``'s and its protocol in ``protos`` (each test only when set)."""
+
+    def __init__(self, src: _Nets | None, dst: _Nets | None, protos: frozenset[int] | None) -> None:
+        self.src, self.dst, self.protos = src, dst, protos
+
+    @classmethod
+    def parse(cls, src: str, dst: str, proto: str) -> FlowFilter | None:
+        """From the options' text; None when all are empty. Raises ValueError."""
+        s = _parse_nets(src, "accept_src_filter")
+        d = _parse_nets(dst, "accept_dst_filter")
+        p = _parse_protos(proto)
+        if s is None and d is None and p is None:
+            return None
+        return cls(s, d, p)
+
+    def __repr__(self) -> str:
+        def nets(n: _Nets | None) -> str:
+            return "any" if n is None else f"{len(n[4])} IPv4 and {len(n[16])} IPv6 networks"
+
+        protos = "any" if self.protos is None else ",".join(map(str, sorted(self.protos)))
+        return f"source {nets(self.src)}, destination {nets(self.dst)}, protocols {protos}"
+
+    def __call__(self, values: list[Any]) -> bool:
+        if self.protos is not None and values[I_ORIG_PROTO] not in self.protos:
+            return False
+        if self.src is not None and not _in(self.src, values[I_ORIG_SADDR]):
+            return False
+        return self.dst is None or _in(self.dst, values[I_ORIG_SADDR + 1])

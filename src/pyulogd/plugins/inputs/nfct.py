@@ -1,0 +1,638 @@
+"""NFCT input: connection tracking events and table dumps (``ulogd_inpflow_NFCT.so``).
+
+Modes, as ulogd2 2.0.8:
+
+* **event mode with the flow table** (``hash_enable=1``, the default): the table is dumped at
+  start into the flow table without output; NEW events are cached with their start time,
+  UPDATE events refresh the cached entry, a DESTROY event emits one record (``ct.event`` 4)
+  with ``flow.start`` from the table and ``flow.end``, and drops the entry.
+* **event mode without the table** (``hash_enable=0``): NEW and DESTROY events are emitted as
+  they come; UPDATE events are not (as in ulogd2) but counted (``nfct.<id>.updates_skipped``)
+  instead of logging ``unsupported message type`` for each.
+* **polling mode** (``pollinterval`` > 0, needs the table): every interval the table is dumped
+  into the flow table; flows that are gone are emitted as DESTROY.
+* **SIGUSR2**: dump and zero the kernel's counters; every entry is emitted as UPDATE
+  (``ct.event`` 2) and, with the flow table, cached. Works without the table and with the
+  input shared by several stacks (both crash ulogd2 2.0.8).
+
+Differences from 2.0.8 (see docs/compat.md):
+
+* ENOBUFS on the event socket is counted (``nfct.<id>.enobufs``); with the flow table a resync
+  follows after ``netlink_resync_timeout`` s: the table is dumped again, flows that vanished
+  are emitted as DESTROY with ``flow.end`` (2.0.8 leaves it out), new ones are cached.
+* Flows found by the initial dump may never send an event (``nf_conntrack_events=2``, the
+  kernel's default, gives event state only to conntracks created while someone listens); while
+  any is in the table it is compared with the kernel's every ``netlink_resync_timeout`` s and
+  the ones gone are emitted (2.0.8 keeps them for ever).
+* ``accept_src_filter``, ``accept_dst_filter``, ``accept_proto_filter`` are applied in user
+  space, to events and to dumps alike (2.0.8: kernel socket filter, events only). A flow whose
+  address family has no network listed in an address filter is not accepted.
+* New option ``accounting``: turn on ``nf_conntrack_acct`` and ``nf_conntrack_timestamp`` at
+  start. Without it, a notice is logged once when a stack uses the packet/byte counters but
+  accounting is off.
+* ``hash_buckets`` is accepted and checked but has no effect (the table is a dict).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pyulogd.codec import nfct as codec
+from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
+from pyulogd.io.loop import Timer
+from pyulogd.io.netlink import NetlinkSocket
+
+SOL_NETLINK = 270
+NETLINK_BROADCAST_SEND_ERROR = 4
+NETLINK_NO_ENOBUFS = 5
+MAX_READS = 64  # datagrams per readable event; the loop comes back while more are waiting
+LOG_INTERVAL = 10.0  # a repeating problem is logged at most once per this many seconds
+DUMP_TIMEOUT = 10.0  # seconds without any answer before a dump is given up
+SYSCTL = "/proc/sys/net/netfilter/"
+ACCT_SYSCTLS = ("nf_conntrack_acct", "nf_conntrack_timestamp")
+EVENT_BUFSIZE = 1 << 16
+DUMP_BUFSIZE = 1 << 17  # the kernel packs dump entries into datagrams of up to 32 KiB
+
+
+def _at_least(lo: int) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v >= lo else f"must be at least {lo}"
+
+    return check
+
+
+INT, STR = OptionType.INT, OptionType.STRING
+OPTIONS = (
+    Option("pollinterval", INT, 0, help="0: event mode; N > 0: dump the table every N seconds and emit "
+           "flows that are gone (polling mode, needs hash_enable=1)", check=_at_least(0)),
+    Option("hash_enable", INT, 1, help="keep a table of live flows and emit one record per flow at its "
+           "end, with start and end time; 0: emit NEW and DESTROY events as they come"),
+    Option("hash_buckets", INT, 8192, help="accepted for compatibility; no effect", check=_at_least(1)),
+    Option("hash_max_entries", INT, 32768, help="most flows kept in the table; when full, new flows are "
+           "not cached (counted in nfct.<id>.hash_full) and end without flow.start", check=_at_least(1)),
+    Option("event_mask", INT, 5, help="conntrack events to listen to: 1 NEW, 2 UPDATE, 4 DESTROY (OR them)"),
+    Option("netlink_socket_buffer_size", INT, 0, help="initial receive buffer of the event socket, bytes",
+           check=_at_least(0)),
+    Option("netlink_socket_buffer_maxsize", INT, 0, help="on ENOBUFS (lost events) double the receive "
+           "buffer up to this many bytes; 0: never grow", check=_at_least(0)),
+    Option("netlink_resync_timeout", INT, 60, help="seconds after lost events before the flow table is "
+           "resynchronised with the kernel's (hash_enable=1)", check=_at_least(0)),
+    Option("reliable", INT, 0, help="1: reliable event delivery (NETLINK_BROADCAST_SEND_ERROR and "
+           "NETLINK_NO_ENOBUFS): the kernel rather delays conntrack than loses events"),
+    Option("accept_src_filter", STR, "", help="comma list of networks (addr/prefixlen): only flows whose "
+           "original source is in one of them"),
+    Option("accept_dst_filter", STR, "", help="comma list of networks (addr/prefixlen): only flows whose "
+           "original destination is in one of them"),
+    Option("accept_proto_filter", STR, "", help="comma list of protocols (tcp,udp,sctp,icmp,... or "
+           "numbers): only flows of these layer-4 protocols"),
+    Option("accounting", INT, 0, help="pyulogd extra: 1 turns on net.netfilter.nf_conntrack_acct "
+           "(packet/byte counters) and nf_conntrack_timestamp (kernel start/end times) at start"),
+)
+
+T = KeyType
+_KEY_HELP: dict[str, tuple[KeyType, str]] = {
+    "orig.ip.saddr": (T.IPADDR, "original-direction source address"),
+    "orig.ip.daddr": (T.IPADDR, "original-direction destination address"),
+    "orig.ip.protocol": (T.UINT8, "layer 4 protocol number"),
+    "orig.l4.sport": (T.UINT16, "original-direction source port (TCP, UDP, UDP-Lite, SCTP, DCCP)"),
+    "orig.l4.dport": (T.UINT16, "original-direction destination port"),
+    "orig.raw.pktlen": (T.UINT64, "original-direction bytes (needs nf_conntrack_acct)"),
+    "orig.raw.pktcount": (T.UINT64, "original-direction packets (needs nf_conntrack_acct)"),
+    "reply.ip.saddr": (T.IPADDR, "reply-direction source address (differs from orig.ip.daddr under DNAT)"),
+    "reply.ip.daddr": (T.IPADDR, "reply-direction destination address (differs from orig.ip.saddr "
+                       "under SNAT)"),
+    "reply.ip.protocol": (T.UINT8, "layer 4 protocol number of the reply tuple"),
+    "reply.l4.sport": (T.UINT16, "reply-direction source port"),
+    "reply.l4.dport": (T.UINT16, "reply-direction destination port"),
+    "reply.raw.pktlen": (T.UINT64, "reply-direction bytes (needs nf_conntrack_acct)"),
+    "reply.raw.pktcount": (T.UINT64, "reply-direction packets (needs nf_conntrack_acct)"),
+    "icmp.code": (T.UINT8, "ICMP code of an ICMP flow"),
+    "icmp.type": (T.UINT8, "ICMP type of an ICMP flow"),
+    "icmpv6.code": (T.UINT8, "ICMPv6 code of an ICMPv6 flow (as ulogd2 2.0.9)"),
+    "icmpv6.type": (T.UINT8, "ICMPv6 type of an ICMPv6 flow (as ulogd2 2.0.9)"),
+    "ct.mark": (T.UINT32, "conntrack mark"),
+    "ct.id": (T.UINT32, "kernel conntrack id"),
+    "ct.event": (T.UINT32, "1 NEW, 2 UPDATE, 4 DESTROY"),
+    "flow.start.sec": (T.UINT32, "flow start (kernel timestamp, else the time the NEW event was read)"),
+    "flow.start.usec": (T.UINT32, "microseconds of flow.start.sec"),
+    "flow.end.sec": (T.UINT32, "flow end (kernel timestamp, else the time the DESTROY was read)"),
+    "flow.end.usec": (T.UINT32, "microseconds of flow.end.sec"),
+    "oob.family": (T.UINT8, "protocol family (2 IPv4, 10 IPv6)"),
+    "oob.protocol": (T.UINT16, "layer 3 protocol as ethertype (2048 IPv4, 34525 IPv6); ulogd2: always 0"),
+    "ct": (T.RAW, "the conntrack entry's ctnetlink attributes"),
+}
+OUTPUT_KEYS = tuple(Key(name, _KEY_HELP[name][0], help=_KEY_HELP[name][1]) for name in codec.KEYS)
+
+# Counters in ctx.stats, as nfct.<instance id>.<name>.
+STAT_NAMES = (
+    "events", "malformed", "enobufs", "netlink_errors", "unexpected", "truncated", "recv_errors",
+    "updates_skipped", "filtered", "hash_full", "resyncs", "purged", "dump_errors",
+)  # fmt: skip
+_COUNTER_SLOTS = frozenset(codec.IDX[k] for k in ("orig.raw.pktlen", "orig.raw.pktcount",
+                                                  "reply.raw.pktlen", "reply.raw.pktcount"))
+# Flow table entry: [start sec, start usec, latest values].
+Entry = list[Any]
+
+
+class _Burst:
+    """Rate limit for a repeating problem: the first is logged, then at most one line per
+    ``LOG_INTERVAL`` seconds, reporting how many happened since the last line."""
+
+    __slots__ = ("last", "since")
+
+    def __init__(self) -> None:
+        self.last = float("-inf")
+        self.since = 0
+
+    def due(self, now: float, n: int = 1) -> int:
+        self.since += n
+        if now - self.last < LOG_INTERVAL:
+            return 0
+        self.last = now
+        count, self.since = self.since, 0
+        return count
+
+
+class NfctInput(Source):
+    name = "NFCT"
+    so_name = "ulogd_inpflow_NFCT.so"
+    output_type = DataType.FLOW
+    options = OPTIONS
+    output_keys = OUTPUT_KEYS
+    description = "connection tracking events and table dumps (flows, with NAT tuples)"
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        self.evsock: NetlinkSocket | None = None  # event groups (event mode)
+        self.dsock: NetlinkSocket | None = None  # dumps and gets
+        self.decoder = codec.Decoder()
+        self.use_hash = bool(config["hash_enable"])
+        self.max_entries: int = config["hash_max_entries"]
+        self.flows: dict[tuple[Any, ...], Entry] = {}
+        self.accept: codec.FlowFilter | None = None
+        self._resync_timer: Timer | None = None
+        self._poll_timer: Timer | None = None
+        self._sweep_timer: Timer | None = None
+        # Flows of the initial dump that the kernel may never send events for (see _initial_dump).
+        self._silent: set[tuple[Any, ...]] = set()
+        self._rcvbuf_asked = 0
+        self._at_max = False
+        self._truncated = 0
+        self._told_updates = False
+        p = f"nfct.{instance_id}."
+        self.stat = {n: p + n for n in STAT_NAMES}
+        self._burst = {n: _Burst() for n in ("malformed", "enobufs", "netlink_errors", "recv", "dump")}
+
+    # -- life cycle
+
+    def configure(self) -> None:
+        c = self.config
+        if c["pollinterval"] and not self.use_hash:
+            raise ConfigError("NFCT polling mode requires the hashtable (pollinterval needs hash_enable=1)")
+        if not 0 <= c["event_mask"] <= 0xFFFFFFFF:
+            raise ConfigError("event_mask must be between 0 and 0xffffffff")
+        if c["accounting"] not in (0, 1):
+            raise ConfigError("accounting must be 0 or 1")
+        try:
+            self.accept = codec.FlowFilter.parse(
+                c["accept_src_filter"], c["accept_dst_filter"], c["accept_proto_filter"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.accept is not None:
+            self.ctx.log.notice(f"NFCT '{self.id}': accepting only flows matching {self.accept}")
+
+    def start(self) -> None:
+        c, log = self.config, self.ctx.log
+        try:
+            if c["pollinterval"]:
+                self._open_dump_socket()
+                self._poll_timer = self.ctx.loop.call_later(c["pollinterval"], self._poll, repeat=True)
+                mode = "polling mode"
+            else:
+                self._open_event_socket()
+                if self.use_hash:
+                    self._open_dump_socket()
+                mode = "event mode" if self.use_hash else "event no hash mode"
+            self._accounting()
+            if self.evsock is not None and self.use_hash:
+                self._initial_dump()
+        except BaseException:
+            self._close()
+            raise
+        log.notice(f"NFCT plugin working in {mode}")
+
+    def _open_event_socket(self) -> None:
+        c, log = self.config, self.ctx.log
+        mask = c["event_mask"]
+        groups = mask & (codec.NF_NETLINK_CONNTRACK_NEW | codec.NF_NETLINK_CONNTRACK_UPDATE
+                         | codec.NF_NETLINK_CONNTRACK_DESTROY)
+        if groups != mask:
+            log.notice(f"NFCT '{self.id}': event_mask {mask:#x} has bits beyond NEW|UPDATE|DESTROY (0x7); "
+                       "they are ignored")
+        if not groups:
+            log.notice(f"NFCT '{self.id}': event_mask selects no events; only SIGUSR2 dumps will log")
+        try:
+            self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE)
+        except OSError as e:
+            raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
+        sock = self.evsock
+        size, maxsize = c["netlink_socket_buffer_size"], c["netlink_socket_buffer_maxsize"]
+        if size:
+            granted = sock.set_rcvbuf(size)
+            self._rcvbuf_asked = size
+            log.notice(f"NFCT netlink buffer size has been set to {granted}")
+        else:
+            self._rcvbuf_asked = sock.rcvbuf() // 2
+        if maxsize and self._rcvbuf_asked >= maxsize:
+            self._at_max = True
+        if c["reliable"]:
+            try:
+                sock.sock.setsockopt(SOL_NETLINK, NETLINK_BROADCAST_SEND_ERROR, 1)
+                sock.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
+            except OSError as e:
+                raise PluginError(f"cannot enable reliable event delivery: {e.strerror or e}") from None
+            log.notice("NFCT reliable logging has been enabled.")
+        self.ctx.loop.add_reader(sock.fileno(), self._readable)
+
+    def _open_dump_socket(self) -> NetlinkSocket:
+        if self.dsock is None:
+            try:
+                self.dsock = NetlinkSocket(bufsize=DUMP_BUFSIZE)
+            except OSError as e:
+                raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
+        return self.dsock
+
+    def stop(self) -> None:
+        for t in (self._resync_timer, self._poll_timer, self._sweep_timer):
+            if t is not None:
+                t.cancel()
+        self._resync_timer = self._poll_timer = self._sweep_timer = None
+        self._close()
+
+    def _close(self) -> None:
+        if self.evsock is not None:
+            self.ctx.loop.remove_reader(self.evsock.fileno())
+            self.evsock.close()
+            self.evsock = None
+        if self.dsock is not None:
+            self.dsock.close()
+            self.dsock = None
+
+    def signal(self, signum: int) -> None:
+        if signum == signal.SIGUSR2:
+            self.dump_and_zero()
+
+    # -- accounting (nf_conntrack_acct, nf_conntrack_timestamp)
+
+    def _accounting(self) -> None:
+        log = self.ctx.log
+        if self.config["accounting"]:
+            for name in ACCT_SYSCTLS:
+                try:
+                    _write_sysctl(name, "1")
+                except OSError as e:
+                    log.error(f"NFCT '{self.id}': cannot turn on net.netfilter.{name}: {e.strerror or e}")
+        if not self._counters_used():
+            return
+        try:
+            acct = _read_sysctl("nf_conntrack_acct")
+        except OSError:
+            return  # no conntrack in this namespace yet: nothing reliable to say
+        if acct == "0":
+            log.notice(f"NFCT '{self.id}': net.netfilter.nf_conntrack_acct is 0, so the packet and byte "
+                       "counters (orig/reply.raw.pktcount, .pktlen) stay 0; set accounting=1 in "
+                       f"[{self.id}] or run 'sysctl -w net.netfilter.nf_conntrack_acct=1'")
+
+    def _counters_used(self) -> bool:
+        """Whether any stack reads one of the packet/byte counter keys."""
+        for stack in self.stacks:
+            for inst in getattr(stack, "instances", [])[1:]:
+                if _COUNTER_SLOTS.intersection(inst.in_slots):
+                    return True
+        return False
+
+    # -- events
+
+    def _readable(self) -> None:
+        sock = self.evsock
+        if sock is None:
+            return
+        try:
+            sock.drain(self.feed, self._overrun, MAX_READS)
+        except OSError as e:
+            self.ctx.stats.incr(self.stat["recv_errors"])
+            n = self._burst["recv"].due(self.ctx.now())
+            if n:
+                self.ctx.log.error(f"NFCT '{self.id}': receive failed: {e.strerror or e} "
+                                   f"({n} since last report)")
+        if sock.truncated != self._truncated:
+            self.ctx.stats.incr(self.stat["truncated"], sock.truncated - self._truncated)
+            self._truncated = sock.truncated
+
+    def feed(self, buf: bytes) -> None:
+        """Handle one datagram from the event socket (replay tools and tests call this too)."""
+        now = self.ctx.now()
+        one = self.decoder.parse_one(buf, now)
+        if one is not None:
+            recs = [one]
+            batch = None
+        else:
+            batch = self.decoder.parse_buffer(buf, now)
+            recs = batch.records
+        if recs:
+            self.ctx.stats.incr(self.stat["events"], len(recs))
+            handle = self._event_hash if self.use_hash else self._event_nohash
+            accept = self.accept
+            for values in recs:
+                if accept is not None and not accept(values):
+                    self.ctx.stats.incr(self.stat["filtered"])
+                    continue
+                handle(values, now)
+        if batch is not None and (batch.malformed or batch.errors or batch.other):
+            self._batch_problems(batch, now)
+
+    _handle = feed  # the name the offline golden tests use
+
+    def _event_nohash(self, values: list[Any], now: float) -> None:
+        if values[codec.I_EVENT] == codec.UPDATE:
+            self.ctx.stats.incr(self.stat["updates_skipped"])
+            if not self._told_updates:
+                self._told_updates = True
+                self.ctx.log.notice(f"NFCT '{self.id}': UPDATE events are not logged without hash_enable "
+                                    f"(as in ulogd2); they are counted in {self.stat['updates_skipped']}")
+            return
+        self.emit(values)
+
+    def _event_hash(self, values: list[Any], now: float) -> None:
+        event = values[codec.I_EVENT]
+        key = codec.flow_key(values)
+        if event == codec.DESTROY:
+            ent = self.flows.pop(key, None)
+            if ent is not None:
+                values[codec.I_START_SEC] = ent[0]
+                values[codec.I_START_USEC] = ent[1]
+            self.emit(values)
+        elif event == codec.NEW:
+            self._cache(key, values, now, replace=True)
+        else:
+            self._cache(key, values, now)
+
+    def _cache(self, key: tuple[Any, ...], values: list[Any], now: float,
+               replace: bool = False) -> Entry | None:
+        """Put a flow into the table (or refresh its values); returns its entry, None when full.
+
+        A new entry starts at the kernel's start time if there is one, else now; a NEW event's
+        values always carry a start (the codec fills in the event time)."""
+        flows = self.flows
+        ent = flows.get(key)
+        if ent is not None and not replace:
+            ent[2] = values
+            return ent
+        if ent is None and len(flows) >= self.max_entries:
+            self.ctx.stats.incr(self.stat["hash_full"])
+            return None
+        sec = values[codec.I_START_SEC]
+        if sec is None:
+            sec, usec = codec.split_now(now)
+        else:
+            usec = values[codec.I_START_USEC]
+        ent = [sec, usec, values]
+        flows[key] = ent
+        return ent
+
+    def _batch_problems(self, batch: codec.Batch, now: float) -> None:
+        stats, log = self.ctx.stats, self.ctx.log
+        if batch.malformed:
+            stats.incr(self.stat["malformed"], batch.malformed)
+            n = self._burst["malformed"].due(now, batch.malformed)
+            if n:
+                log.notice(f"NFCT '{self.id}': skipped {n} malformed ctnetlink message(s) "
+                           f"({stats.get(self.stat['malformed'])} in total), e.g.: {batch.problem}")
+        if batch.errors:
+            stats.incr(self.stat["netlink_errors"], len(batch.errors))
+            n = self._burst["netlink_errors"].due(now, len(batch.errors))
+            if n:
+                log.notice(f"NFCT '{self.id}': netlink error message from the kernel: "
+                           f"{os.strerror(batch.errors[0])} ({n} since last report)")
+        if batch.other:
+            stats.incr(self.stat["unexpected"], batch.other)
+
+    def _overrun(self) -> None:
+        """ENOBUFS: the kernel dropped events because the socket's receive buffer was full."""
+        stats, log = self.ctx.stats, self.ctx.log
+        stats.incr(self.stat["enobufs"])
+        total = stats.get(self.stat["enobufs"])
+        sock = self.evsock
+        maxsize = self.config["netlink_socket_buffer_maxsize"]
+        if sock is not None and maxsize and not self._at_max:
+            ask = min(self._rcvbuf_asked * 2, maxsize)
+            granted = sock.set_rcvbuf(ask)
+            self._rcvbuf_asked = ask
+            self._at_max = ask >= maxsize
+            log.notice(f"We are losing events, increasing buffer size to {granted} ({total} ENOBUFS so far)")
+        else:
+            n = self._burst["enobufs"].due(self.ctx.now())
+            if n:
+                hint = ("Maximum buffer size in NFCT has been reached. Please, consider rising "
+                        "`netlink_socket_buffer_size` and `netlink_socket_buffer_maxsize` clauses."
+                        if maxsize else "Please, consider using the clauses `netlink_socket_buffer_size' "
+                        "and `netlink_socket_buffer_maxsize'")
+                log.notice(f"We are losing events ({n} ENOBUFS since last report, {total} in total). {hint}")
+        if self.use_hash and self._resync_timer is None:
+            self._resync_timer = self.ctx.loop.call_later(self.config["netlink_resync_timeout"], self.resync)
+
+    # -- dumps: initial fill, resync, polling, SIGUSR2
+
+    def _initial_dump(self) -> None:
+        """Fill the flow table with what exists at start (no output).
+
+        With ``net.netfilter.nf_conntrack_events=2`` (the kernel's default: events only for
+        conntracks created while someone listens), the flows found here never send an event,
+        not even DESTROY. So while any of them is still in the table, the table is swept
+        against the kernel's every ``netlink_resync_timeout`` seconds and those that are gone
+        are reported (ulogd2 keeps them forever).
+        """
+        def on(values: list[Any]) -> None:
+            self._cache(codec.flow_key(values), values, now)
+
+        now = self.ctx.now()
+        try:
+            self.run_dump(False, on)
+        except (OSError, TimeoutError) as e:
+            self.ctx.stats.incr(self.stat["dump_errors"])
+            self.ctx.log.error(f"NFCT '{self.id}': initial dump of the conntrack table failed: {_why(e)}")
+        self.ctx.log.info(f"NFCT '{self.id}': {len(self.flows)} flows in the table at start")
+        try:
+            always = _read_sysctl("nf_conntrack_events") == "1"
+        except OSError:
+            always = False
+        if self.flows and not always:
+            self._silent = set(self.flows)
+            every = max(1, self.config["netlink_resync_timeout"])
+            self._sweep_timer = self.ctx.loop.call_later(every, self._sweep, repeat=True)
+
+    def _sweep(self) -> None:
+        self._sync("sweep")
+        self._silent.intersection_update(self.flows)
+        if not self._silent and self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
+
+    def resync(self) -> None:
+        """After lost events: dump the table again, emit flows that vanished meanwhile."""
+        self._resync_timer = None
+        self.ctx.stats.incr(self.stat["resyncs"])
+        self._sync("resync")
+
+    def _poll(self) -> None:
+        self._sync("poll")
+
+    def _sync(self, why: str) -> None:
+        before = set(self.flows)
+        seen: set[tuple[Any, ...]] = set()
+        now = self.ctx.now()
+
+        def on(values: list[Any]) -> None:
+            key = codec.flow_key(values)
+            seen.add(key)
+            self._cache(key, values, now)
+
+        try:
+            consistent = self.run_dump(False, on)
+        except (OSError, TimeoutError) as e:
+            self._dump_failed(why, e)
+            return
+        # Events that came while the dump ran (DESTROYs among them) go first, so that a flow
+        # that ended meanwhile is reported once, by its own event.
+        self._drain_events()
+        gone = [k for k in before - seen if k in self.flows]
+        if not consistent:
+            gone = [k for k in gone if not self._exists(self.flows[k][2])]
+        end_sec, end_usec = codec.split_now(self.ctx.now())
+        for key in gone:
+            ent = self.flows.pop(key)
+            values = list(ent[2])
+            values[codec.I_EVENT] = codec.DESTROY
+            values[codec.I_START_SEC], values[codec.I_START_USEC] = ent[0], ent[1]
+            values[codec.I_END_SEC], values[codec.I_END_USEC] = end_sec, end_usec
+            self.emit(values)
+        if gone:
+            self.ctx.stats.incr(self.stat["purged"], len(gone))
+        self.ctx.log.debug(f"NFCT '{self.id}': {why}: {len(seen)} flows in the kernel, {len(gone)} gone, "
+                           f"{len(self.flows)} in the table")
+
+    def dump_and_zero(self) -> None:
+        """SIGUSR2: dump the table resetting its counters; emit each entry as UPDATE."""
+        now = self.ctx.now()
+
+        def on(values: list[Any]) -> None:
+            if self.use_hash:
+                ent = self._cache(codec.flow_key(values), values, now)
+                if ent is not None:
+                    values[codec.I_START_SEC], values[codec.I_START_USEC] = ent[0], ent[1]
+            self.emit(values)
+
+        try:
+            self.run_dump(True, on)
+        except (OSError, TimeoutError) as e:
+            self._dump_failed("dump and reset counters", e)
+
+    def _dump_failed(self, what: str, e: BaseException) -> None:
+        self.ctx.stats.incr(self.stat["dump_errors"])
+        n = self._burst["dump"].due(self.ctx.now())
+        if n:
+            self.ctx.log.error(f"NFCT '{self.id}': cannot {what}: {_why(e)} ({n} since last report)")
+
+    def _drain_events(self) -> None:
+        # Bounded: under a flood the rest waits for the loop (at worst a flow that ended
+        # during the dump is then reported twice, once by the sync and once by its event).
+        for _ in range(64):
+            sock = self.evsock
+            if sock is None or sock.drain(self.feed, self._overrun, MAX_READS) < MAX_READS:
+                return
+
+    def run_dump(self, zero: bool, on_entry: Callable[[list[Any]], None]) -> bool:
+        """Dump the table (and zero the counters with ``zero``), calling ``on_entry`` with each
+        accepted entry. Returns whether the dump is known complete and consistent. Raises
+        OSError (a netlink error from the kernel) or TimeoutError."""
+        consistent = True
+        accept = self.accept
+        finished = False
+        try:
+            for buf in self.dump_buffers(zero):
+                batch = self.decoder.parse_buffer(buf, self.ctx.now())
+                consistent = consistent and not batch.interrupted and not batch.malformed
+                for values in batch.records:
+                    if accept is not None and not accept(values):
+                        self.ctx.stats.incr(self.stat["filtered"])
+                        continue
+                    on_entry(values)
+                if batch.malformed or batch.other:
+                    self._batch_problems(batch, self.ctx.now())
+                if batch.errors:
+                    finished = True
+                    raise OSError(batch.errors[0], os.strerror(batch.errors[0]))
+                if batch.done:
+                    finished = True
+                    return consistent
+            return False
+        finally:
+            if not finished and self.dsock is not None:
+                # The rest of this dump must not be read as the answer to the next request.
+                self.dsock.close()
+                self.dsock = None
+
+    def dump_buffers(self, zero: bool) -> Iterator[bytes]:
+        """The datagrams answering one dump request, up to the one with NLMSG_DONE or an error."""
+        sock = self._open_dump_socket()
+        sock.sock.send(codec.dump_request(sock.next_seq(), zero=zero))
+        deadline = time.monotonic() + DUMP_TIMEOUT
+        while True:
+            r = sock.recv()
+            if r is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(errno.ETIMEDOUT, "no answer from ctnetlink")
+                select.select([sock.fileno()], [], [], left)
+                continue
+            if isinstance(r, int):
+                raise OSError(r, "dump answers lost (ENOBUFS)")
+            deadline = time.monotonic() + DUMP_TIMEOUT
+            yield r
+
+    def _exists(self, values: list[Any]) -> bool:
+        """Whether the kernel still has this entry (same original tuple, same id)."""
+        sock = self._open_dump_socket()
+        try:
+            sock.request(codec.get_request_for(sock.next_seq(), values))
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            return True  # cannot tell: keep the flow rather than report an end that did not happen
+        finally:
+            sock.pending.clear()
+        return True
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def _write_sysctl(name: str, value: str) -> None:
+    with open(SYSCTL + name, "w") as f:
+        f.write(value)
+
+
+def _read_sysctl(name: str) -> str:
+    with open(SYSCTL + name) as f:
+        return f.read().strip()
