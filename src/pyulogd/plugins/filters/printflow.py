@@ -17,10 +17,10 @@ common TCP/UDP record with every key valid is one ``itemgetter`` and one %-forma
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
 from typing import Any
 
-from pyulogd.core.plugin import OK, DataType, Filter, Key, KeyType
+from pyulogd.core.plugin import DataType, Key, KeyType
+from pyulogd.plugins.filters.printer import Printer, PrinterFilter
 
 T = KeyType
 # The address texts are declared IPADDR, as 2.0.8 does, so that ``-i PRINTFLOW`` prints
@@ -50,7 +50,6 @@ INPUT_KEYS = (
 _EVENTS = {1: "[NEW] ", 2: "[UPDATE] ", 4: "[DESTROY] "}
 _NAMED = {6: "PROTO=TCP ", 17: "PROTO=UDP ", 50: "PROTO=ESP ", 51: "PROTO=AH "}
 
-Printer = Callable[[list[Any]], str]
 
 
 def make_printer(slot: dict[str, int]) -> Printer:
@@ -148,31 +147,11 @@ def make_printer(slot: dict[str, int]) -> Printer:
     return render
 
 
-class PrintflowFilter(Filter):
+class PrintflowFilter(PrinterFilter):
     name = "PRINTFLOW"
     so_name = "ulogd_filter_PRINTFLOW.so"
     description = "Conntrack event to a text line (for LOGEMU, SYSLOG)"
     input_type = DataType.FLOW
     output_type = DataType.FLOW
     input_keys = INPUT_KEYS
-    output_keys = (Key("print", KeyType.STRING, help="the line, ending in \" \\n\""),)
-
-    def __init__(self, ctx: Any, instance_id: str, config: dict[str, Any]) -> None:
-        super().__init__(ctx, instance_id, config)
-        self._render: Printer | None = None
-
-    def _prepare(self) -> Printer:
-        names = [k.name for k in self.input_keys]
-        render = make_printer(dict(zip(names, self.in_slots, strict=True)))
-        self._render = render
-        return render
-
-    def start(self) -> None:
-        self._prepare()
-
-    def interp(self, rec: list[Any]) -> int:
-        render = self._render
-        if render is None:
-            render = self._prepare()
-        rec[self.out_base] = render(rec)
-        return OK
+    make_printer = staticmethod(make_printer)

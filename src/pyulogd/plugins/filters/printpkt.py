@@ -13,13 +13,13 @@ the stack is resolved, so the hot path only indexes the record.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.plugin import OK, DataType, Filter, Key, KeyType
+from pyulogd.core.plugin import DataType, Key
+from pyulogd.plugins.filters.printer import Printer, PrinterFilter
 
 if TYPE_CHECKING:
-    from pyulogd.core.context import Context
+    pass
 
 _INPUT_NAMES = (
     "oob.family", "oob.protocol", "oob.prefix", "oob.in", "oob.out", "oob.uid", "oob.gid",
@@ -43,7 +43,6 @@ _PORT_PROTOS = frozenset({6, 17, 132, 50, 51})
 _ARP_OPS = {1: "REQUEST ", 2: "REPLY ", 10: "NAK "}
 _MAC_CACHE_MAX = 1024
 
-Printer = Callable[[list[Any]], str]
 
 
 def _gateway_wire(value: Any) -> bytes:
@@ -274,31 +273,11 @@ def make_printer(slot: dict[str, int]) -> Printer:
     return render
 
 
-class PrintpktFilter(Filter):
+class PrintpktFilter(PrinterFilter):
     name = "PRINTPKT"
     so_name = "ulogd_filter_PRINTPKT.so"
     description = "Packet to a kernel-LOG-like text line (for LOGEMU, SYSLOG)"
     input_type = DataType.PACKET
     output_type = DataType.PACKET
     input_keys = tuple(Key(n, optional=n in _OPTIONAL) for n in _INPUT_NAMES)
-    output_keys = (Key("print", KeyType.STRING, help="the line, ending in \" \\n\""),)
-
-    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
-        super().__init__(ctx, instance_id, config)
-        self._render: Printer | None = None
-
-    def _prepare(self) -> Printer:
-        names = [k.name for k in self.input_keys]
-        render = make_printer(dict(zip(names, self.in_slots, strict=True)))
-        self._render = render
-        return render
-
-    def start(self) -> None:
-        self._prepare()
-
-    def interp(self, rec: list[Any]) -> int:
-        render = self._render
-        if render is None:
-            render = self._prepare()
-        rec[self.out_base] = render(rec)
-        return OK
+    make_printer = staticmethod(make_printer)
