@@ -111,3 +111,10 @@ def test_missing_value_keeps_default_with_warning() -> None:
     vals = option_values(OPTS, cfg.section("emu1"), cfg, "emu1", "LOGEMU", warn=warnings.append)
     assert vals["file"] == "/var/log/x.log"
     assert warnings and "malformed" in warnings[0]
+
+
+def test_lines_before_any_section_are_ignored_like_ulogd() -> None:
+    cfg = parse_text("netlink_socket_buffer_maxsize=1\n[global]\nloglevel=3\n", "t.conf")
+    assert cfg.warnings == ["t.conf:1: ignoring 'netlink_socket_buffer_maxsize' outside of any [section]"]
+    glob = cfg.section("global")
+    assert glob is not None and [e.key for e in glob.entries] == ["loglevel"]

@@ -43,6 +43,7 @@ class ConfigFile:
     sections: dict[str, Section] = field(default_factory=dict)
     # Sections that appear more than once: the first wins, as in ulogd; kept for warnings.
     duplicates: list[Section] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def section(self, name: str) -> Section | None:
         return self.sections.get(name)
@@ -100,7 +101,10 @@ def parse_text(text: str, path: str = "<config>") -> ConfigFile:
         if not words or words[0] is None:
             continue
         if current is None:
-            raise ConfigError(f"'{words[0]}' outside of any [section]", path, lineno)
+            # ulogd2 never reads such a line (it only searches for sections), so neither do
+            # we; a notice says so instead of refusing a config ulogd2 runs.
+            cfg.warnings.append(f"{path}:{lineno}: ignoring '{words[0]}' outside of any [section]")
+            continue
         value = words[1] if len(words) > 1 else None
         current.entries.append(Entry(words[0], value, lineno))
     return cfg

@@ -33,6 +33,10 @@ class Service:
 
     def load_config(self, cfg: ConfigFile) -> None:
         log = self.ctx.log
+        for warning in cfg.warnings:
+            log.notice(warning)
+        for dup in cfg.duplicates:
+            log.notice(f"{cfg.path}:{dup.line}: section [{dup.name}] appears again; only the first is read")
         glob = cfg.section("global")
         if glob is None:
             raise ConfigError("no [global] section", cfg.path)
