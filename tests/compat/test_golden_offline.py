@@ -65,7 +65,7 @@ def replay(case: str, out: Path) -> Service:
     """Run the case's own ulogd.conf, outputs redirected to ``out``, on its captured buffers."""
     text = (SET / case / "ulogd.conf").read_text()
     text = re.sub(r'^logfile=".*"$', f'logfile="{out}/ulogd.log"', text, flags=re.M)
-    text = re.sub(r'^(file|directory)="[^"]*/([^/"]+)"$', lambda m: f'{m[1]}="{out}/{m[2]}"', text, flags=re.M)
+    text = re.sub(r'^(file|directory|db)="[^"]*/([^/"]+)"$', lambda m: f'{m[1]}="{out}/{m[2]}"', text, flags=re.M)
     ctx = Context(hostname="vm")
     cache = LinkCache(ctx, kernel=False)
     cache.names.update({1: "lo", 2: "gbb0"})  # the golden lab's gbB (README: ifindex 2 = gbb0)

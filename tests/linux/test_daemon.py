@@ -134,3 +134,16 @@ def test_drop_privileges_keeps_logging(lab: Lab, tmp_path: Path) -> None:
     finally:
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
+
+
+def test_second_sigterm_during_shutdown_still_exits_0(lab: Lab, tmp_path: Path) -> None:
+    """An operator (or systemd) repeating SIGTERM must not turn a clean exit into death by signal."""
+    (tmp_path / "u.conf").write_text(conf(tmp_path))
+    for _ in range(5):
+        p = lab.popen([sys.executable, "-m", "pyulogd", "-c", str(tmp_path / "u.conf")], stderr=subprocess.PIPE)
+        wait_for(lambda: GROUP in lab.nflog_groups(), 10, "group bound")
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.005)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+        wait_for(lambda: GROUP not in lab.nflog_groups(), 10, "group released")

@@ -467,7 +467,10 @@ def test_declarations_match_ulogd_2_0_8() -> None:
     assert opts == [("bufsize", 150000), ("group", 0), ("unbind", 1), ("bind", 0), ("seq_local", 0),
                     ("seq_global", 0), ("numeric_label", 0), ("netlink_socket_buffer_size", 0),
                     ("netlink_socket_buffer_maxsize", 0), ("netlink_qthreshold", 0), ("netlink_qtimeout", 0),
-                    ("attach_conntrack", 0), ("copy_range", 0xFFFF)]  # fmt: skip
+                    ("attach_conntrack", 0), ("copy_range", 0xFFFF),
+                    # ulogd2 HEAD, then pyulogd's namespace following
+                    ("network_namespace_path", ""), ("netns", ""), ("netns_dir", "/run/netns"),
+                    ("netns_rescan", 5)]  # fmt: skip
     keys = [f"{k.name} ({TYPE_WORDS[k.type]})" for k in NflogInput.output_keys]
     assert keys == [
         "raw.mac (raw data)", "raw.pkt (raw data)", "raw.pktlen (unsigned int 32)",
@@ -479,6 +482,8 @@ def test_declarations_match_ulogd_2_0_8() -> None:
         "oob.uid (unsigned int 32)", "oob.gid (unsigned int 32)", "raw.label (unsigned int 8)",
         "raw.type (unsigned int 16)", "raw.mac.saddr (raw data)", "raw.mac.addrlen (unsigned int 16)",
         "raw (raw data)", "ct (raw data)",
+        # pyulogd: the network namespace, after ulogd's keys
+        "oob.netns (string)", "neutron.router_id (string)", "neutron.network_id (string)",
     ]  # fmt: skip
     assert all(k.help for k in NflogInput.output_keys) and all(o.help for o in NflogInput.options)
     assert NflogInput.name == "NFLOG" and NflogInput.so_name == "ulogd_inppkt_NFLOG.so"

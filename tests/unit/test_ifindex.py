@@ -176,6 +176,7 @@ def test_declarations() -> None:
     assert [(k.name, k.type, k.optional) for k in IfindexFilter.input_keys] == [
         ("oob.ifindex_in", KeyType.UINT32, False),
         ("oob.ifindex_out", KeyType.UINT32, False),
+        ("oob.netns", KeyType.STRING, True),  # pyulogd: names are resolved in the record's namespace
     ]
     assert [(k.name, k.type) for k in IfindexFilter.output_keys] == [
         ("oob.in", KeyType.STRING),

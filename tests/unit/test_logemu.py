@@ -72,9 +72,10 @@ def test_declarations() -> None:
     assert {o.name: o.default for o in LogemuOutput.options} == {
         "file": "/var/log/ulogd_syslogemu.log",
         "sync": 0,
+        "netns_prefix": 0,  # pyulogd extra
     }
     keys = [(k.name, k.optional) for k in LogemuOutput.input_keys]
-    assert keys == [("print", False), ("oob.time.sec", True)]
+    assert keys == [("print", False), ("oob.time.sec", True), ("oob.netns", True)]
 
 
 def test_line_format(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, KeyType
 from pyulogd.daemon.service import Service
+from pyulogd.plugins.inputs import nfacct as nfacct_mod
 from pyulogd.plugins.inputs.nfacct import NfacctInput
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -204,7 +205,9 @@ class Capture:
         self.recs: list[dict[str, Any]] = []
 
     def run(self, rec: list[Any]) -> None:
-        self.recs.append({k.name: v for k, v in zip(NfacctInput.output_keys, rec[1:], strict=True)})
+        # The source's own keys; the trailer keys (oob.netns, ...) come with a stack's tail.
+        own = NfacctInput.output_keys[: len(NfacctInput.output_keys) - NfacctInput.trailer_keys]
+        self.recs.append({k.name: v for k, v in zip(own, rec[1:], strict=True)})
 
 
 NOW = 1_795_770_859.490028
@@ -242,9 +245,13 @@ def test_declarations() -> None:
     assert [(k.name, k.type) for k in NfacctInput.output_keys] == [
         ("sum.name", KeyType.STRING), ("sum.pkts", KeyType.UINT64), ("sum.bytes", KeyType.UINT64),
         ("sum", KeyType.RAW), ("oob.time.sec", KeyType.UINT32), ("oob.time.usec", KeyType.UINT32),
+        # pyulogd: the network namespace, after ulogd's keys
+        ("oob.netns", KeyType.STRING), ("neutron.router_id", KeyType.STRING),
+        ("neutron.network_id", KeyType.STRING),
     ]  # fmt: skip
     assert {o.name: o.default for o in NfacctInput.options} == {
         "pollinterval": 0, "zerocounter": 1, "timestamp": 0,
+        "network_namespace_path": "", "netns": "", "netns_dir": "/run/netns", "netns_rescan": 5,
     }  # fmt: skip
     assert NfacctInput.capabilities == ("CAP_NET_ADMIN",)
 
@@ -472,3 +479,20 @@ def test_codec_on_the_kernels_own_dump() -> None:
             assert "pyu_a" in listing and "pyu_b" not in listing
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_released_namespace_is_dumped_one_last_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    p, cap, sock, ctx = make()
+    monkeypatch.setattr(p, "_readable", lambda: p.feed(answer(sock.seq, ("a", 3, 30))))
+    monkeypatch.setattr(p, "_wait_readable", lambda timeout: None)
+    p.netns_released()  # what a namespace counted since the last poll is not lost with it
+    assert len(sock.sent) == 1 and [r["sum.pkts"] for r in cap.recs] == [3]
+
+
+def test_released_namespace_without_an_answer_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    p, cap, sock, ctx = make()
+    monkeypatch.setattr(p, "_readable", lambda: None)
+    monkeypatch.setattr(p, "_wait_readable", lambda timeout: time.sleep(timeout))
+    monkeypatch.setattr(nfacct_mod, "FINAL_DUMP_WAIT", 0.05)
+    p.netns_released()
+    assert ctx.stats.get("nfacct.acct1.dumps_incomplete") == 1 and p._seq is None

@@ -6,11 +6,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.log import Logger
 from pyulogd.core.stats import Stats
 from pyulogd.io.loop import Loop
+
+if TYPE_CHECKING:
+    from pyulogd.netns.registry import Namespaces
 
 
 @dataclass
@@ -21,7 +24,9 @@ class Context:
     # Wall clock, replaceable in tests.
     now: Callable[[], float] = time.time
     hostname: str = field(default_factory=lambda: socket.gethostname().split(".", 1)[0])
-    # Network namespace the daemon works in (name, "" for its own); see issue 4.
-    netns: str = ""
     # Interface-name cache shared by every IFINDEX instance (io/rtnl.py creates it).
     ifcache: Any = None
+    # The same for other network namespaces, by namespace inode (io/rtnl.py).
+    ns_ifcaches: dict[int, Any] = field(default_factory=dict)
+    # Namespaces inputs work in and the directories they follow (netns/registry.py).
+    namespaces: Namespaces | None = None

@@ -142,6 +142,8 @@ class Plugin:
     # Capabilities the plugin still needs after -u drops root (e.g. CAP_NET_ADMIN for
     # netlink requests the kernel checks per message); see docs/privileges.md.
     capabilities: ClassVar[tuple[str, ...]] = ()
+    # Why, as the daemon logs it at start ("keeping CAP_NET_ADMIN: NFACCT 'acct1' <reason>").
+    capability_reason: ClassVar[str] = "sends netlink requests after start"
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -165,6 +167,11 @@ class Plugin:
     def signal(self, signum: int) -> None:
         """SIGHUP, SIGUSR1, SIGUSR2 are delivered here."""
 
+    def needed_capabilities(self) -> dict[str, str]:
+        """The capabilities this instance needs after -u drops root, each with the reason
+        the daemon logs at start. The default is the class's ``capabilities``."""
+        return {cap: f"{self.name} '{self.id}' {self.capability_reason}" for cap in self.capabilities}
+
     def slot(self, name: str) -> int:
         """The slot an input key named ``name`` was bound to (0 when unbound)."""
         for key, slot in zip(self.input_keys, self.in_slots, strict=False):
@@ -177,23 +184,44 @@ class Source(Plugin):
     """An input plugin: produces events and hands them to its stacks."""
 
     input_type = DataType.SOURCE
+    # The last ``trailer_keys`` output keys are not in the values the source emits: they
+    # are the same for every event of an instance (e.g. ``oob.netns``), so they travel in
+    # the tail each stack appends. A stack's own ``tail`` leaves them invalid (None); an
+    # instance with values for them sets ``tails``, one per stack, that start with them.
+    trailer_keys: ClassVar[int] = 0
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         # Every stack this instance feeds (several when stacks share the input id).
         self.stacks: list[Any] = []
+        # Per-stack tails replacing ``stack.tail`` (parallel to ``stacks``), or None.
+        self.tails: list[list[Any]] | None = None
+
+    def set_trailer(self, values: list[Any]) -> None:
+        """Give the trailer keys these values in every event from now on."""
+        n = self.trailer_keys
+        assert len(values) == n
+        self.tails = [list(values) + list(stack.tail[n:]) for stack in self.stacks]
 
     def emit(self, values: list[Any]) -> None:
-        """Hand one event to every stack. ``values`` is slot 0 (None) then the output keys."""
+        """Hand one event to every stack. ``values`` is slot 0 (None) then the output keys
+        (without the trailer keys)."""
         stacks = self.stacks
         if not stacks:
             return
-        for stack in stacks[:-1]:
-            stack.run(values + stack.tail)
-        # The last (usually the only) stack gets the source's own list, saving a copy.
-        last = stacks[-1]
-        values.extend(last.tail)
-        last.run(values)
+        tails = self.tails
+        if tails is None:
+            for stack in stacks[:-1]:
+                stack.run(values + stack.tail)
+            # The last (usually the only) stack gets the source's own list, saving a copy.
+            last = stacks[-1]
+            values.extend(last.tail)
+            last.run(values)
+            return
+        for stack, tail in zip(stacks[:-1], tails, strict=False):
+            stack.run(values + tail)
+        values.extend(tails[-1])
+        stacks[-1].run(values)
 
 
 class Filter(Plugin):

@@ -31,7 +31,7 @@ class Stack:
             inst.out_base = nslots  # the shared source is first everywhere, so always 1
             nslots += len(inst.output_keys)
         self.nslots = nslots
-        head = 1 + len(self.source.output_keys)
+        head = 1 + len(self.source.output_keys) - self.source.trailer_keys
         # What a source appends to its own values to make a whole record for this stack.
         self.tail: list[Any] = [None] * (nslots - head)
         self.chain: list[Callable[[list[Any]], int]] = []

@@ -97,13 +97,28 @@ def mask_names(mask: int) -> list[str]:
     return [NAMES.get(b, f"CAP_{b}") for b in range(64) if mask >> b & 1]
 
 
-def wanted(instances: Iterable[object]) -> list[str]:
-    """The capabilities that plugin instances declare they need after start
-    (class attribute ``capabilities``, e.g. NFACCT's ``("CAP_NET_ADMIN",)``), sorted."""
-    names: set[str] = set()
+def reasons(instances: Iterable[object]) -> dict[str, list[str]]:
+    """What plugin instances need after start, and why: capability -> reasons, sorted.
+
+    An instance decides (``needed_capabilities()``: NFLOG needs nothing in its own
+    namespace, but CAP_SYS_ADMIN and CAP_NET_ADMIN when it follows namespaces); anything
+    else (a class, a stand-in) is asked for its ``capabilities`` attribute."""
+    found: dict[str, list[str]] = {}
     for inst in instances:
-        names.update(getattr(inst, "capabilities", ()))
-    return sorted(names)
+        ask = getattr(inst, "needed_capabilities", None)
+        if ask is not None and not isinstance(inst, type):
+            needed: dict[str, str] = ask()
+        else:
+            needed = {cap: f"{getattr(inst, 'name', '?')}" for cap in getattr(inst, "capabilities", ())}
+        for cap, why in needed.items():
+            if why not in found.setdefault(cap, []):
+                found[cap].append(why)
+    return dict(sorted(found.items()))
+
+
+def wanted(instances: Iterable[object]) -> list[str]:
+    """The capabilities that plugin instances need after start (see :func:`reasons`), sorted."""
+    return list(reasons(instances))
 
 
 def get_capabilities() -> tuple[int, int, int]:

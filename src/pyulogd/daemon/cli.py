@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import signal
 import sys
 
 from pyulogd import __version__
@@ -14,6 +15,7 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.info import describe
 from pyulogd.daemon import caps, process
 from pyulogd.daemon.service import Service
+from pyulogd.io import netns
 
 DEFAULT_CONFIG = "/etc/ulogd.conf"
 
@@ -120,14 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if pid_lock is not None:
                 pid_lock.write_pid()
+            # Before start: a SIGTERM during start-up is then handled by the loop (clean exit).
+            service.install_signals()
             service.start()
             if user is not None:
-                kept = process.drop_privileges(user, caps.wanted(service.started))
+                needs = caps.reasons(service.started)
+                kept = process.drop_privileges(user, list(needs))
                 ctx.log.notice(
                     f"changed to user {user.pw_name} (uid {user.pw_uid}, gid {user.pw_gid})"
                     + (f", keeping {', '.join(kept)}" if kept else "")
                 )
-            service.install_signals()
+                _log_capabilities(ctx, needs, kept)
         except Exception as e:
             why = str(e) if isinstance(e, (PluginError, ConfigError, OSError)) else f"{type(e).__name__}: {e}"
             ctx.log.fatal(f"error starting: {why}")
@@ -140,12 +145,32 @@ def main(argv: list[str] | None = None) -> int:
         if ready is not None:
             ready.ok()
         service.run()
+        # A second SIGTERM while shutting down must not kill us: CPython restores the
+        # default action while it exits, and an operator's retry would then end us by signal.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         service.stop()
         return 0
+    except netns.WrongNamespace as e:
+        # Nothing more may run in this thread (no stop(): it would talk to the wrong namespace).
+        ctx.log.fatal(str(e))
+        sys.stderr.write(f"pyulogd: {e}\n")
+        return 1
     finally:
         if pid_lock is not None:
             pid_lock.release()
         ctx.log.close()
+
+
+def _log_capabilities(ctx: Context, why: dict[str, list[str]], kept: list[str]) -> None:
+    """Say what -u kept and for whom, and what could not be kept."""
+    for cap, reasons in why.items():
+        if cap in kept:
+            for reason in reasons:
+                ctx.log.notice(f"keeping {cap}: {reason}")
+        else:
+            ctx.log.error(f"could not keep {cap} (not permitted to this process); needed for "
+                          + "; ".join(reasons))
 
 
 if __name__ == "__main__":

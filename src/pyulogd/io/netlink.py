@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 from pyulogd.codec import netlink as nl
+from pyulogd.io.netns import NetnsHandle, in_netns
 
 SOL_NETLINK = 270
 NETLINK_NO_ENOBUFS = 5
@@ -28,12 +29,21 @@ ENOBUFS = errno.ENOBUFS
 
 
 class NetlinkSocket:
-    """One AF_NETLINK socket with a reusable receive buffer of ``bufsize`` bytes."""
+    """One AF_NETLINK socket with a reusable receive buffer of ``bufsize`` bytes, created in
+    the network namespace ``netns`` (None: the calling thread's; a socket stays in the
+    namespace it was created in, whatever the thread does afterwards)."""
 
-    def __init__(self, protocol: int = nl.NETLINK_NETFILTER, groups: int = 0, bufsize: int = 150000) -> None:
-        self.sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, protocol
-        )
+    def __init__(
+        self,
+        protocol: int = nl.NETLINK_NETFILTER,
+        groups: int = 0,
+        bufsize: int = 150000,
+        netns: NetnsHandle | None = None,
+    ) -> None:
+        with in_netns(netns):
+            self.sock = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, protocol
+            )
         try:
             self.sock.bind((0, groups))
             self.portid: int = self.sock.getsockname()[0]

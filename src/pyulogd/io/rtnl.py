@@ -1,10 +1,13 @@
-"""The interface-name cache: ifindex -> name for the daemon's network namespace.
+"""The interface-name cache: ifindex -> name for one network namespace.
 
-One cache per process (per :class:`Context`), shared by every IFINDEX instance, like
-ulogd2's single ``nlif`` handle. It is filled by an RTM_GETLINK dump when the first user
-acquires it and kept current by RTMGRP_LINK notifications read from a non-blocking socket
-the loop watches. A second, blocking socket with a short timeout answers the rare
-question "which name has index N?" for an index the cache does not know yet.
+One cache per namespace and process (per :class:`Context`), shared by every IFINDEX
+instance, like ulogd2's single ``nlif`` handle; the daemon's own namespace has one, and
+so does every other namespace records come from (``oob.netns``), with its sockets created
+inside that namespace and closed when the last user releases it. A cache is filled by an
+RTM_GETLINK dump when the first user acquires it and kept current by RTMGRP_LINK
+notifications read from a non-blocking socket the loop watches. A second, blocking
+socket with a short timeout answers the rare question "which name has index N?" for an
+index the cache does not know yet.
 
 Names of deleted interfaces are kept (up to ``keep_deleted``): a packet logged just before
 its interface went away (a container's veth, a PPP link) is often read after the
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pyulogd.codec import rtnl
 from pyulogd.core.errors import PluginError
+from pyulogd.io.netns import NetnsHandle, in_netns
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -43,8 +47,13 @@ class LinkCache:
         query_timeout: float = 0.05,
         dump_timeout: float = 2.0,
         keep_deleted: int = 1024,
+        netns: NetnsHandle | None = None,
     ) -> None:
         self.ctx = ctx
+        # The namespace whose links these are (None: the daemon's own); only used to open.
+        self.netns = netns
+        self.netns_ino = netns.ino if netns is not None else 0
+        self._who = f"IFINDEX (namespace {netns.name})" if netns is not None else "IFINDEX"  # for log lines
         # ifindex -> name. Users may keep a reference: it is updated in place, never replaced.
         self.names: dict[int, str] = {}
         self.kernel = kernel
@@ -68,6 +77,7 @@ class LinkCache:
             except OSError as e:
                 self._users -= 1
                 self._close()
+                self._forget()
                 raise PluginError(f"cannot read the interface table (rtnetlink): {e.strerror or e}") from e
 
     def release(self) -> None:
@@ -76,15 +86,29 @@ class LinkCache:
         self._users -= 1
         if self._users == 0:
             self._close()
+            self._forget()
+
+    def _forget(self) -> None:
+        """A namespace's cache nobody uses leaves the context: the namespace may be gone
+        soon, and a later user must open a fresh one inside whatever has that inode then."""
+        if self.netns is not None and self._users == 0:
+            if self.ctx.ns_ifcaches.get(self.netns_ino) is self:
+                del self.ctx.ns_ifcaches[self.netns_ino]
+            self.netns = None
+
+    @property
+    def users(self) -> int:
+        return self._users
 
     def _open(self) -> None:
         flags = socket.SOCK_RAW | socket.SOCK_CLOEXEC
         # Subscribe before dumping so that no change between the two is missed.
-        mon = socket.socket(socket.AF_NETLINK, flags | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
-        self._mon = mon
+        with in_netns(self.netns):
+            mon = socket.socket(socket.AF_NETLINK, flags | socket.SOCK_NONBLOCK, socket.NETLINK_ROUTE)
+            self._mon = mon
+            req = socket.socket(socket.AF_NETLINK, flags, socket.NETLINK_ROUTE)
+            self._req = req
         mon.bind((0, rtnl.RTMGRP_LINK))
-        req = socket.socket(socket.AF_NETLINK, flags, socket.NETLINK_ROUTE)
-        self._req = req
         req.bind((0, 0))
         self.ctx.loop.add_reader(mon.fileno(), self._on_readable)
         if not self.dump():
@@ -120,7 +144,7 @@ class LinkCache:
             if len(self._unknown) >= _MAX_UNKNOWN:
                 self._unknown.clear()
             if last is None:
-                self.ctx.log.notice(f"IFINDEX: no interface with index {index}, logging the number")
+                self.ctx.log.notice(f"{self._who}: no interface with index {index}, logging the number")
             self._unknown[index] = now
         self.ctx.stats.incr("ifindex.unknown")
         return str(index)
@@ -173,7 +197,7 @@ class LinkCache:
                     self.dump()
                     continue
                 self.ctx.stats.incr("ifindex.rtnl.errors")
-                self.ctx.log.error(f"IFINDEX: reading link notifications failed: {e}")
+                self.ctx.log.error(f"{self._who}: reading link notifications failed: {e}")
                 return
             if not data:
                 return
@@ -210,7 +234,7 @@ class LinkCache:
                     break
         except OSError as e:
             self.ctx.stats.incr("ifindex.rtnl.errors")
-            self.ctx.log.error(f"IFINDEX: link dump failed: {e}")
+            self.ctx.log.error(f"{self._who}: link dump failed: {e}")
             return False
         for index in before - seen:
             self._deleted_link(index)
@@ -238,15 +262,21 @@ class LinkCache:
             self.ctx.stats.incr("ifindex.rtnl.timeouts")
         except OSError as e:
             self.ctx.stats.incr("ifindex.rtnl.errors")
-            self.ctx.log.error(f"IFINDEX: asking the kernel for interface {index} failed: {e}")
+            self.ctx.log.error(f"{self._who}: asking the kernel for interface {index} failed: {e}")
         return None
 
 
-def get_link_cache(ctx: Context) -> LinkCache:
-    """The process's link cache, hung on the context (created on first use)."""
-    cache = getattr(ctx, "ifcache", None)
+def get_link_cache(ctx: Context, netns: NetnsHandle | None = None) -> LinkCache:
+    """The link cache of the daemon's namespace, or of ``netns``, hung on the context
+    (created on first use; one per namespace, by its inode)."""
+    if netns is not None:
+        found = ctx.ns_ifcaches.get(netns.ino)
+        if found is None:
+            found = ctx.ns_ifcaches[netns.ino] = LinkCache(ctx, netns=netns)
+        assert isinstance(found, LinkCache)
+        return found
+    cache = ctx.ifcache
     if cache is None:
-        cache = LinkCache(ctx)
-        setattr(ctx, "ifcache", cache)  # noqa: B010 - Context has no such field yet
+        cache = ctx.ifcache = LinkCache(ctx)
     assert isinstance(cache, LinkCache)
     return cache

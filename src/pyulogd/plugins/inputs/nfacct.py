@@ -14,12 +14,17 @@ with these differences:
   2.0.8 silently writes nothing after ``-u``.
 * Malformed answers are counted (``nfacct.<id>.malformed``) and skipped; a dump still
   running at the next poll is closed with the counters it had (``dumps_incomplete``).
+* ``network_namespace_path`` (as ulogd2 HEAD) and ``netns``/``netns_dir``/``netns_rescan``
+  (the counters of every matching namespace, as they come and go), with the keys
+  ``oob.netns``, ``neutron.router_id`` and ``neutron.network_id`` after ulogd's
+  (docs/netns.md).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import time
 from typing import Any
@@ -27,14 +32,17 @@ from typing import Any
 from pyulogd.codec import nfacct as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
+from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
 from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
+from pyulogd.io.netns import in_netns
+from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
 
 # Dump answers come in chunks of at most 32 KiB (the kernel's netlink dump size).
 BUFSIZE = 65536
 MAX_READS = 64
 LOG_INTERVAL = 10.0
+FINAL_DUMP_WAIT = 1.0  # the last dump of a deleted namespace's counters
 # The capability every request on the socket needs (kept across -u, see daemon/caps.py).
 CAPABILITIES = ("CAP_NET_ADMIN",)
 
@@ -87,14 +95,15 @@ class _RateLimit:
         return count
 
 
-class NfacctInput(Source):
+class NfacctInput(NetnsSource):
     name = "NFACCT"
     so_name = "ulogd_inpflow_NFACCT.so"
     output_type = DataType.SUM
-    options = OPTIONS
-    output_keys = OUTPUT_KEYS
+    options = OPTIONS + NETNS_OPTIONS
+    output_keys = OUTPUT_KEYS + NETNS_KEYS
     description = "nfacct accounting objects, polled ('nfacct add NAME', iptables -m nfacct)"
     capabilities = CAPABILITIES
+    capability_reason = "dumps the nfacct counters every pollinterval seconds (netlink requests)"
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
@@ -117,21 +126,23 @@ class NfacctInput(Source):
     # -- life cycle
 
     def configure(self) -> None:
+        super().configure()
         problem = _positive(self.config["pollinterval"])
         if problem:
             raise ConfigError(f"NFACCT instance '{self.id}': option 'pollinterval' {problem} "
                               "(ulogd2: 'You have to set pollint')")  # fmt: skip
 
-    def start(self) -> None:
+    def start_input(self) -> None:
         try:
-            self.sock = NetlinkSocket(bufsize=BUFSIZE)
+            with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
+                self.sock = NetlinkSocket(bufsize=BUFSIZE)
         except OSError as e:
             raise PluginError(f"unable to open nfnetlink socket: {e.strerror or e}") from None
         loop = self.ctx.loop
         loop.add_reader(self.sock.fileno(), self._readable)
         self._timer = loop.call_later(self.interval, self.poll, repeat=True)
 
-    def stop(self) -> None:
+    def stop_input(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -143,9 +154,31 @@ class NfacctInput(Source):
         self._seq = None
         self._counters = []
 
-    def signal(self, signum: int) -> None:
+    def signal_input(self, signum: int) -> None:
         if signum == signal.SIGUSR2 and self._seq is None:
             self.request()
+
+    def netns_released(self) -> None:
+        """The namespace was deleted: dump its counters one last time, or what they counted
+        since the last poll would be lost with it (waits up to ``FINAL_DUMP_WAIT`` s)."""
+        if self.sock is None:
+            return
+        if self._seq is None:
+            self.request()
+        deadline = time.monotonic() + FINAL_DUMP_WAIT
+        while self._seq is not None and self.sock is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.ctx.stats.incr(self.stat["dumps_incomplete"])
+                self._again = False
+                self._finish()
+                return
+            self._wait_readable(left)
+            self._readable()
+
+    def _wait_readable(self, timeout: float) -> None:
+        if self.sock is not None:
+            select.select([self.sock.fileno()], [], [], timeout)
 
     # -- polling
 

@@ -31,6 +31,10 @@ Differences from 2.0.8 (see docs/compat.md):
   start. Without it, a notice is logged once when a stack uses the packet/byte counters but
   accounting is off.
 * ``hash_buckets`` is accepted and checked but has no effect (the table is a dict).
+* ``network_namespace_path`` (as ulogd2 HEAD) and ``netns``/``netns_dir``/``netns_rescan``
+  (follow namespaces as they come and go; each has its own flow table), with the keys
+  ``oob.netns``, ``neutron.router_id`` and ``neutron.network_id`` after ulogd's
+  (docs/netns.md). Sysctls (``accounting``) are those of the namespace.
 """
 
 from __future__ import annotations
@@ -46,9 +50,11 @@ from typing import Any
 from pyulogd.codec import nfct as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
+from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
 from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
+from pyulogd.io.netns import in_netns
+from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
 
 SOL_NETLINK = 270
 NETLINK_BROADCAST_SEND_ERROR = 4
@@ -161,12 +167,12 @@ class _Burst:
         return count
 
 
-class NfctInput(Source):
+class NfctInput(NetnsSource):
     name = "NFCT"
     so_name = "ulogd_inpflow_NFCT.so"
     output_type = DataType.FLOW
-    options = OPTIONS
-    output_keys = OUTPUT_KEYS
+    options = OPTIONS + NETNS_OPTIONS
+    output_keys = OUTPUT_KEYS + NETNS_KEYS
     description = "connection tracking events and table dumps (flows, with NAT tuples)"
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -187,6 +193,7 @@ class NfctInput(Source):
         self._at_max = False
         self._truncated = 0
         self._told_updates = False
+        self._told_acct = False
         p = f"nfct.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
         self._burst = {n: _Burst() for n in ("malformed", "enobufs", "netlink_errors", "recv", "dump")}
@@ -194,6 +201,7 @@ class NfctInput(Source):
     # -- life cycle
 
     def configure(self) -> None:
+        super().configure()
         c = self.config
         if c["pollinterval"] and not self.use_hash:
             raise ConfigError("NFCT polling mode requires the hashtable (pollinterval needs hash_enable=1)")
@@ -206,10 +214,10 @@ class NfctInput(Source):
                 c["accept_src_filter"], c["accept_dst_filter"], c["accept_proto_filter"])
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if self.accept is not None:
+        if self.accept is not None and self.parent is None:  # once, not once per namespace
             self.ctx.log.notice(f"NFCT '{self.id}': accepting only flows matching {self.accept}")
 
-    def start(self) -> None:
+    def start_input(self) -> None:
         c, log = self.config, self.ctx.log
         try:
             if c["pollinterval"]:
@@ -227,7 +235,7 @@ class NfctInput(Source):
         except BaseException:
             self._close()
             raise
-        log.notice(f"NFCT plugin working in {mode}")
+        (log.notice if self.parent is None else log.debug)(f"NFCT plugin working in {mode}")
 
     def _open_event_socket(self) -> None:
         c, log = self.config, self.ctx.log
@@ -240,7 +248,8 @@ class NfctInput(Source):
         if not groups:
             log.notice(f"NFCT '{self.id}': event_mask selects no events; only SIGUSR2 dumps will log")
         try:
-            self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE)
+            with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
+                self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE)
         except OSError as e:
             raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
         sock = self.evsock
@@ -248,7 +257,7 @@ class NfctInput(Source):
         if size:
             granted = sock.set_rcvbuf(size)
             self._rcvbuf_asked = size
-            log.notice(f"NFCT netlink buffer size has been set to {granted}")
+            (log.notice if self.parent is None else log.debug)(f"NFCT netlink buffer size has been set to {granted}")
         else:
             self._rcvbuf_asked = sock.rcvbuf() // 2
         if maxsize and self._rcvbuf_asked >= maxsize:
@@ -259,18 +268,19 @@ class NfctInput(Source):
                 sock.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
             except OSError as e:
                 raise PluginError(f"cannot enable reliable event delivery: {e.strerror or e}") from None
-            log.notice("NFCT reliable logging has been enabled.")
+            (log.notice if self.parent is None else log.debug)("NFCT reliable logging has been enabled.")
         self.ctx.loop.add_reader(sock.fileno(), self._readable)
 
     def _open_dump_socket(self) -> NetlinkSocket:
         if self.dsock is None:
             try:
-                self.dsock = NetlinkSocket(bufsize=DUMP_BUFSIZE)
+                with in_netns(self.netns_handle):  # also for the resyncs and polls later on
+                    self.dsock = NetlinkSocket(bufsize=DUMP_BUFSIZE)
             except OSError as e:
                 raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
         return self.dsock
 
-    def stop(self) -> None:
+    def stop_input(self) -> None:
         for t in (self._resync_timer, self._poll_timer, self._sweep_timer):
             if t is not None:
                 t.cancel()
@@ -286,9 +296,18 @@ class NfctInput(Source):
             self.dsock.close()
             self.dsock = None
 
-    def signal(self, signum: int) -> None:
+    def signal_input(self, signum: int) -> None:
         if signum == signal.SIGUSR2:
             self.dump_and_zero()
+
+    # Sysctls under /proc/sys/net are those of the reading thread's namespace.
+    def _read_sysctl(self, name: str) -> str:
+        with in_netns(self.netns_handle):
+            return _read_sysctl(name)
+
+    def _write_sysctl(self, name: str, value: str) -> None:
+        with in_netns(self.netns_handle):
+            _write_sysctl(name, value)
 
     # -- accounting (nf_conntrack_acct, nf_conntrack_timestamp)
 
@@ -297,19 +316,22 @@ class NfctInput(Source):
         if self.config["accounting"]:
             for name in ACCT_SYSCTLS:
                 try:
-                    _write_sysctl(name, "1")
+                    self._write_sysctl(name, "1")
                 except OSError as e:
                     log.error(f"NFCT '{self.id}': cannot turn on net.netfilter.{name}: {e.strerror or e}")
         if not self._counters_used():
             return
         try:
-            acct = _read_sysctl("nf_conntrack_acct")
+            acct = self._read_sysctl("nf_conntrack_acct")
         except OSError:
             return  # no conntrack in this namespace yet: nothing reliable to say
-        if acct == "0":
+        # Said once per configured instance, not once per namespace it follows.
+        owner = self.parent if isinstance(self.parent, NfctInput) else self
+        if acct == "0" and not owner._told_acct:
+            owner._told_acct = True
             log.notice(f"NFCT '{self.id}': net.netfilter.nf_conntrack_acct is 0, so the packet and byte "
                        "counters (orig/reply.raw.pktcount, .pktlen) stay 0; set accounting=1 in "
-                       f"[{self.id}] or run 'sysctl -w net.netfilter.nf_conntrack_acct=1'")
+                       f"[{owner.id}] or run 'sysctl -w net.netfilter.nf_conntrack_acct=1'")
 
     def _counters_used(self) -> bool:
         """Whether any stack reads one of the packet/byte counter keys."""
@@ -471,7 +493,7 @@ class NfctInput(Source):
             self.ctx.log.error(f"NFCT '{self.id}': initial dump of the conntrack table failed: {_why(e)}")
         self.ctx.log.info(f"NFCT '{self.id}': {len(self.flows)} flows in the table at start")
         try:
-            always = _read_sysctl("nf_conntrack_events") == "1"
+            always = self._read_sysctl("nf_conntrack_events") == "1"
         except OSError:
             always = False
         if self.flows and not always:
@@ -516,18 +538,30 @@ class NfctInput(Source):
         gone = [k for k in before - seen if k in self.flows]
         if not consistent:
             gone = [k for k in gone if not self._exists(self.flows[k][2])]
+        self._emit_ended(gone)
+        self.ctx.log.debug(f"NFCT '{self.id}': {why}: {len(seen)} flows in the kernel, {len(gone)} gone, "
+                           f"{len(self.flows)} in the table")
+
+    def _emit_ended(self, keys: list[tuple[Any, ...]]) -> None:
+        """Take these flows out of the table and emit each as DESTROY, ending now."""
         end_sec, end_usec = codec.split_now(self.ctx.now())
-        for key in gone:
+        for key in keys:
             ent = self.flows.pop(key)
             values = list(ent[2])
             values[codec.I_EVENT] = codec.DESTROY
             values[codec.I_START_SEC], values[codec.I_START_USEC] = ent[0], ent[1]
             values[codec.I_END_SEC], values[codec.I_END_USEC] = end_sec, end_usec
             self.emit(values)
-        if gone:
-            self.ctx.stats.incr(self.stat["purged"], len(gone))
-        self.ctx.log.debug(f"NFCT '{self.id}': {why}: {len(seen)} flows in the kernel, {len(gone)} gone, "
-                           f"{len(self.flows)} in the table")
+        if keys:
+            self.ctx.stats.incr(self.stat["purged"], len(keys))
+
+    def netns_released(self) -> None:
+        """The namespace was deleted. Its conntracks die with it once we let go, and no
+        event will say so: read the events still queued, then report every flow left in
+        the table as ended now."""
+        self._drain_events()
+        if self.use_hash and self.flows:
+            self._emit_ended(list(self.flows))
 
     def dump_and_zero(self) -> None:
         """SIGUSR2: dump the table resetting its counters; emit each entry as UPDATE."""

@@ -12,6 +12,9 @@ Same options, keys and start sequence as ulogd2 2.0.8, with these differences:
   (``nflog.<id>.enobufs``, ``.malformed``, ``.netlink_errors``, ``.seq_gaps``, ...) and logged
   once per burst instead of once per process lifetime.
 * New option ``copy_range`` (ulogd2 always asks for 0xffff bytes per packet).
+* ``network_namespace_path`` (as ulogd2 HEAD) and ``netns``/``netns_dir``/``netns_rescan``
+  (follow namespaces as they come and go), with the keys ``oob.netns``,
+  ``neutron.router_id`` and ``neutron.network_id`` after ulogd's (docs/netns.md).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Any
 from pyulogd.codec import nflog as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
+from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
 from pyulogd.io.netlink import NetlinkSocket
+from pyulogd.io.netns import in_netns
+from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
 
 AF_BRIDGE = 7
 _SYSTEM_FAMILIES = (socket.AF_INET, socket.AF_INET6, AF_BRIDGE)
@@ -128,12 +133,12 @@ class _Burst:
         return count
 
 
-class NflogInput(Source):
+class NflogInput(NetnsSource):
     name = "NFLOG"
     so_name = "ulogd_inppkt_NFLOG.so"
     output_type = DataType.RAW
-    options = OPTIONS
-    output_keys = OUTPUT_KEYS
+    options = OPTIONS + NETNS_OPTIONS
+    output_keys = OUTPUT_KEYS + NETNS_KEYS
     description = "packets from the kernel's nfnetlink_log (nft 'log group N', iptables -j NFLOG)"
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -156,6 +161,7 @@ class NflogInput(Source):
     # -- life cycle
 
     def configure(self) -> None:
+        super().configure()
         c = self.config
         if c["netlink_socket_buffer_size"] < 0 or c["netlink_socket_buffer_maxsize"] < 0:
             raise ConfigError("netlink_socket_buffer_size and _maxsize must not be negative")
@@ -163,12 +169,13 @@ class NflogInput(Source):
             if not 0 <= c[name] <= 0xFFFFFFFF:
                 raise ConfigError(f"{name} must be between 0 and 4294967295")
 
-    def start(self) -> None:
+    def start_input(self) -> None:
         c = self.config
         log = self.ctx.log
         log.debug("opening nfnetlink socket")
         try:
-            self.sock = NetlinkSocket(bufsize=c["bufsize"])
+            with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
+                self.sock = NetlinkSocket(bufsize=c["bufsize"])
         except OSError as e:
             raise PluginError(f"unable to open nfnetlink socket: {e.strerror or e}") from None
         try:
@@ -192,6 +199,8 @@ class NflogInput(Source):
     def _configure_kernel(self) -> None:
         assert self.sock is not None
         c, log, sock, group = self.config, self.ctx.log, self.sock, self.group
+        # Settings echoed once for the configured instance, not for every namespace it follows.
+        say = log.notice if self.parent is None else log.debug
         if group == 0 or c["bind"] > 0:
             # "System logging": nfnetlink_log becomes the nf_log backend of these families.
             for pf in _SYSTEM_FAMILIES:
@@ -223,7 +232,7 @@ class NflogInput(Source):
         if size:
             granted = sock.set_rcvbuf(size)
             self._rcvbuf_asked = size
-            log.notice(f"NFLOG netlink buffer size has been set to {granted}")
+            say(f"NFLOG netlink buffer size has been set to {granted}")
         else:
             self._rcvbuf_asked = sock.rcvbuf() // 2
         if maxsize and self._rcvbuf_asked >= maxsize:
@@ -235,7 +244,7 @@ class NflogInput(Source):
             if v:
                 try:
                     sock.request(build(group, v, sock.next_seq()))
-                    log.notice(f"NFLOG netlink queue {what} has been set to {v}")
+                    say(f"NFLOG netlink queue {what} has been set to {v}")
                 except OSError:
                     log.notice(f"NFLOG netlink queue {what} can't be set to {v}")
 
@@ -252,7 +261,7 @@ class NflogInput(Source):
             except OSError as e:
                 log.error(f"unable to set flags 0x{flags:x}: {_why(e)}")
 
-    def stop(self) -> None:
+    def stop_input(self) -> None:
         sock = self.sock
         if sock is None:
             return
@@ -262,6 +271,15 @@ class NflogInput(Source):
                 sock.request(codec.group_unbind(self.group, sock.next_seq()), timeout=1.0)
             except OSError as e:
                 self.ctx.log.debug(f"unbinding log group {self.group}: {_why(e)}")
+            # The unbind makes the kernel flush the batch it still held (netlink_qthreshold /
+            # netlink_qtimeout): read it and anything else queued, or a namespace released
+            # right after its last packets would lose them.
+            try:
+                for _ in range(16):
+                    if sock.drain(self.feed, self._overrun, MAX_READS) < MAX_READS:
+                        break
+            except OSError as e:
+                self.ctx.log.debug(f"reading the last packets of log group {self.group}: {_why(e)}")
         self._close()
 
     def _close(self) -> None:

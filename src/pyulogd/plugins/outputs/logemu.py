@@ -12,6 +12,11 @@ more), so ``sync=1`` does not add a ``write()`` per record: at high rates that s
 costs more than the rest of the record. Every write holds whole lines, so several stacks
 appending to one file never interleave inside a line.
 :class:`LineFile` is shared with the JSON output's file mode.
+
+``netns_prefix=1`` (pyulogd extra) writes the record's network namespace (``oob.netns``,
+from an input with ``netns=`` or ``network_namespace_path=``) as ``[<name>] `` between the
+host name and the print string: ``Nov 27 09:14:05 host [qrouter-<id>] IN=qr-1 OUT=...``.
+Records without a namespace, and every record with the default 0, keep ulogd2's format.
 """
 
 from __future__ import annotations
@@ -120,10 +125,13 @@ class LogemuOutput(Sink):
     options = (
         Option("file", OptionType.STRING, "/var/log/ulogd_syslogemu.log", help="file to append to"),
         Option("sync", OptionType.INT, 0, help="accepted; lines are written before the daemon waits"),
+        Option("netns_prefix", OptionType.INT, 0, help="pyulogd extra: 1 puts '[<namespace>] ' before the "
+               "print string of records from another network namespace (oob.netns)"),
     )
     input_keys = (
         Key("print", KeyType.STRING),
         Key("oob.time.sec", KeyType.UINT32, optional=True),
+        Key("oob.netns", KeyType.STRING, optional=True),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -135,7 +143,9 @@ class LogemuOutput(Sink):
         self._head = ""
 
     def start(self) -> None:
-        self._s_print, self._s_sec = self.in_slots
+        self._s_print, self._s_sec, s_netns = self.in_slots
+        # Slot 0 always reads None: without the option the namespace is never looked at.
+        self._s_netns = s_netns if self.config.get("netns_prefix") else 0
         self.out.open()
 
     def stop(self) -> None:
@@ -161,7 +171,8 @@ class LogemuOutput(Sink):
             self._head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
             self._sec = sec
         out = self.out
-        line = self._head + text
+        ns = rec[self._s_netns]
+        line = self._head + text if ns is None else f"{self._head}[{ns}] {text}"
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:

@@ -1,0 +1,1 @@
+"""Following network namespaces: names, the directory watcher, the shared registry, inputs."""
