@@ -24,6 +24,9 @@ PLUGINS: dict[str, str] = {
     "PRINTFLOW": "filters.printflow:PrintflowFilter",
     "LOGEMU": "outputs.logemu:LogemuOutput",
     "JSON": "outputs.json:JsonOutput",
+    "XML": "outputs.xml:XmlOutput",
+    "GPRINT": "outputs.gprint:GprintOutput",
+    "OPRINT": "outputs.oprint:OprintOutput",
 }
 
 # Every shared object ulogd2 2.0.8 ships, by plugin name. Names missing from PLUGINS are

@@ -1,0 +1,124 @@
+"""GPRINT: one ``key=value,`` line per event (ulogd2 ``ulogd_output_GPRINT.so``).
+
+The line: with ``timestamp=1``, ``timestamp=YYYY/MM/DD-HH:MM:SS,`` (local time of writing),
+then ``name=value,`` for each valid upstream key in stack order (spec 2.8; a name produced
+twice appears twice, with its nearest producer's value) of a type GPRINT knows: STRING
+(as it is, nothing escaped), BOOL and the integer types up to 32 bits signed / 64 bits
+unsigned, IPADDR. Other types (RAW, INT64, ...) are left out. The last character (the final
+comma) is removed and ``\\n`` added; a record ending in PRINTPKT's ``print`` (which ends in
+``\\n``) is therefore followed by an empty line, as in 2.0.8.
+
+Corrections (docs/compat.md): 2.0.8 prints an IPv6 address as a bogus IPv4 one (its first
+4 bytes: ``253.0.2.1`` for fd00:201::1); pyulogd prints ``fd00:201::1``. 2.0.8 writes into
+a fixed 4096-byte buffer and overruns it for longer records; pyulogd writes the whole line.
+
+Writing is LOGEMU's: whole lines batched on an ``O_APPEND`` descriptor, SIGHUP reopens.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType, Sink
+from pyulogd.plugins.outputs.keytext import address, producers
+from pyulogd.plugins.outputs.logemu import LineFile
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
+
+_KINDS: dict[KeyType, str] = {
+    KeyType.STRING: "str",
+    KeyType.BOOL: "int",
+    KeyType.INT8: "int",
+    KeyType.INT16: "int",
+    KeyType.INT32: "int",
+    KeyType.UINT8: "int",
+    KeyType.UINT16: "int",
+    KeyType.UINT32: "int",
+    KeyType.UINT64: "int",
+    KeyType.IPADDR: "addr",
+}
+
+
+def plan(keys: Any, slots: Any) -> list[tuple[int, str, str]]:
+    """``(slot, "name=", kind)`` per bound wildcard key of a type GPRINT writes."""
+    out = []
+    for key, slot in producers(keys, slots):
+        kind = _KINDS.get(key.type)
+        if kind is not None:
+            out.append((slot, key.name + "=", kind))
+    return out
+
+
+def render(entries: list[tuple[int, str, str]], rec: list[Any], head: str = "") -> str:
+    parts = [head]
+    append = parts.append
+    for slot, prefix, kind in entries:
+        v = rec[slot]
+        if v is None:
+            continue
+        if kind == "int":
+            append(f"{prefix}{int(v)},")
+        elif kind == "str":
+            append(f"{prefix}{v},")
+        else:
+            append(f"{prefix}{address(v)},")
+    return "".join(parts)[:-1] + "\n"
+
+
+def stamp(sec: float) -> str:
+    tm = time.localtime(sec)
+    return (
+        f"timestamp={tm.tm_year:04d}/{tm.tm_mon:02d}/{tm.tm_mday:02d}-"
+        f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d},"
+    )
+
+
+class GprintOutput(Sink):
+    name = "GPRINT"
+    so_name = "ulogd_output_GPRINT.so"
+    description = "One line of comma-separated key=value pairs per event"
+    input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
+    wildcard_inputs = True
+    options = (
+        Option("file", OptionType.STRING, "/var/log/ulogd_gprint.log", help="file to append to"),
+        Option("sync", OptionType.INT, 0, help="accepted; records are written before the daemon waits"),
+        Option("timestamp", OptionType.INT, 0, help="begin each line with timestamp=YYYY/MM/DD-HH:MM:SS "
+               "(local time of writing)"),
+    )
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        self.out = LineFile(ctx, str(config["file"]), bool(config["sync"]), f"gprint.{instance_id}", "GPRINT")
+        self._entries: list[tuple[int, str, str]] = []
+        self._timestamp = bool(config["timestamp"])
+        self._sec = -1
+        self._head = ""
+
+    def start(self) -> None:
+        self._entries = plan(self.wildcard_keys, self.in_slots)
+        self.out.open()
+
+    def stop(self) -> None:
+        self.out.close()
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.ctx.log.notice("GPRINT: reopening logfile")
+            self.out.reopen()
+
+    def interp(self, rec: list[Any]) -> int:
+        head = ""
+        if self._timestamp:
+            sec = int(self.ctx.now())
+            if sec != self._sec:
+                self._head = stamp(sec)
+                self._sec = sec
+            head = self._head
+        self.out.add(render(self._entries, rec, head))
+        return OK

@@ -1,0 +1,109 @@
+"""OPRINT: a debugging dump of every key (ulogd2 ``ulogd_output_OPRINT.so``).
+
+Per event: ``===>PACKET BOUNDARY``, then one ``name=value`` line for each valid upstream key
+in stack order (spec 2.8: a name produced twice appears twice, both times with its nearest
+producer's value). Values by the producer's key type (spec 3): strings as they are, BOOL and
+signed integers with ``%d``, unsigned ones with ``%u``, ``NONE`` as ``<none>``, everything
+else (RAW, INT64, ...) as ``default``.
+
+Correction: 2.0.8 prints IPv4 addresses byte-reversed (``ip.saddr=1.0.201.10`` for
+10.201.0.1) and IPv6 addresses as their first 4 bytes reversed; pyulogd prints
+``10.201.0.1`` and ``fd00:201::1`` (as 2.0.9 does). See docs/compat.md.
+
+Writing is LOGEMU's: whole records batched on an ``O_APPEND`` descriptor, SIGHUP reopens.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING, Any
+
+from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType, Sink
+from pyulogd.plugins.outputs.keytext import address, producers
+from pyulogd.plugins.outputs.logemu import LineFile
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
+
+BOUNDARY = "===>PACKET BOUNDARY\n"
+
+# How each key type is written: str, int (%d and %u print the same for valid values),
+# addr, or a fixed text.
+_KINDS: dict[KeyType, str] = {
+    KeyType.STRING: "str",
+    KeyType.BOOL: "int",
+    KeyType.INT8: "int",
+    KeyType.INT16: "int",
+    KeyType.INT32: "int",
+    KeyType.UINT8: "int",
+    KeyType.UINT16: "int",
+    KeyType.UINT32: "int",
+    KeyType.UINT64: "int",
+    KeyType.IPADDR: "addr",
+}
+_FIXED = {KeyType.NONE: "<none>"}
+
+
+def plan(keys: Any, slots: Any) -> list[tuple[int, str, str]]:
+    """``(slot, "name=", kind)`` per bound wildcard key; kind ``=text`` means a fixed value."""
+    out = []
+    for key, slot in producers(keys, slots):
+        kind = _KINDS.get(key.type)
+        if kind is None:
+            kind = "=" + _FIXED.get(key.type, "default")
+        out.append((slot, key.name + "=", kind))
+    return out
+
+
+def render(entries: list[tuple[int, str, str]], rec: list[Any]) -> str:
+    parts = [BOUNDARY]
+    append = parts.append
+    for slot, prefix, kind in entries:
+        v = rec[slot]
+        if v is None:
+            continue
+        if kind == "int":
+            append(f"{prefix}{int(v)}\n")
+        elif kind == "str":
+            append(f"{prefix}{v}\n")
+        elif kind == "addr":
+            append(f"{prefix}{address(v)}\n")
+        else:
+            append(f"{prefix}{kind[1:]}\n")
+    return "".join(parts)
+
+
+class OprintOutput(Sink):
+    name = "OPRINT"
+    so_name = "ulogd_output_OPRINT.so"
+    description = "Debugging dump: every key of every event as name=value lines"
+    input_type = DataType.PACKET | DataType.FLOW
+    wildcard_inputs = True
+    options = (
+        Option("file", OptionType.STRING, "/var/log/ulogd_oprint.log", help="file to append to"),
+        Option("sync", OptionType.INT, 0, help="accepted; records are written before the daemon waits"),
+    )
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        self.out = LineFile(ctx, str(config["file"]), bool(config["sync"]), f"oprint.{instance_id}", "OPRINT")
+        self._entries: list[tuple[int, str, str]] = []
+
+    def start(self) -> None:
+        self._entries = plan(self.wildcard_keys, self.in_slots)
+        self.out.open()
+
+    def stop(self) -> None:
+        self.out.close()
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.ctx.log.notice("OPRINT: reopening logfile")
+            self.out.reopen()
+
+    def interp(self, rec: list[Any]) -> int:
+        self.out.add(render(self._entries, rec))
+        return OK
