@@ -231,7 +231,9 @@ def test_flows_from_before_the_start_are_reported(lab: Lab, tmp_path: Path) -> N
     for r in recs:
         assert r["ct.event"] == 4 and "flow.end.sec" in r
         assert r["flow.start.sec"] <= started  # the kernel's start time, read by the initial dump
-    assert "nfct.ct1.purged=5" in log
+    # Reported either by their DESTROY events or, when the kernel gave these flows no event
+    # extension (nf_conntrack_events=2 and no listener when they were created), by the sweep.
+    assert "nfct.ct1.purged=5" in log or "nfct.ct1.events=5" in log
 
 
 def test_lost_events_are_counted_and_resynced(lab: Lab, tmp_path: Path) -> None:
