@@ -15,7 +15,15 @@ PASS/FAIL against the targets.
     sudo bench/compare.py --quick          # ~5 min: 1 trial per point
     sudo bench/compare.py                  # ~25 min: 3 trials per point
     sudo bench/compare.py --full           # ~60 min: more rates, longer points
+    sudo bench/compare.py --mode ct        # ~15 min: conntrack events (NFCT->IP2STR->PRINTFLOW->LOGEMU,
+                                           #   default and big buffers), TCP connection floods
     bench/compare.py --report bench/results/compare-XXXX.jsonl   # tables from a past run
+
+--mode ct runs the configurations nfct/default and nfct/big through `throughput.py --mode ct`:
+N TCP connection attempts to a closed port, each a NEW and a DESTROY event; loss counts the
+[NEW] lines against the nft counter of new connections; "CPU µs/event" there is per connection
+(NEW + DESTROY); compare.py also counts the DESTROY lines (destroy_logged,
+cpu_us_per_ct_event) and prints the loss curve, since ulogd2 may lose events at every rate.
 
 Needs root.  Traffic stays inside the lab namespaces gbA/gbB.
 """
@@ -36,6 +44,7 @@ from collections import defaultdict
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BIG = "LOG1_EXTRA=netlink_socket_buffer_size=8388608\\nnetlink_socket_buffer_maxsize=67108864"
+BIG_CT = "CT1_EXTRA=netlink_socket_buffer_size=8388608\\nnetlink_socket_buffer_maxsize=67108864"
 
 # name -> (template, --set values, target kind)
 CONFIGS = {
@@ -43,7 +52,22 @@ CONFIGS = {
     "json/big": ("ulogd-json.conf.in", ["SYNC=1", BIG], "json"),
     "logemu-sync1/default": ("ulogd-logemu.conf.in", ["SYNC=1"], "logemu"),
     "logemu-sync1/big": ("ulogd-logemu.conf.in", ["SYNC=1", BIG], "logemu"),
+    # --mode ct: NFCT(event_mask=0x7, hash_enable=0) -> IP2STR -> PRINTFLOW -> LOGEMU (sync=1);
+    # load = TCP connection attempts to a closed port, each a NEW and a DESTROY event.
+    "nfct/default": ("ulogd-nfct-logemu.conf.in", ["SYNC=1"], "nfct"),
+    "nfct/big": ("ulogd-nfct-logemu.conf.in", ["SYNC=1", BIG_CT], "nfct"),
 }
+# throughput.py --mode of each kind of configuration (udp unless listed)
+KIND_MODE = {"nfct": "ct"}
+# the configurations each --mode runs by default
+MODE_CONFIGS = {
+    "udp": ["json/default", "json/big", "logemu-sync1/default", "logemu-sync1/big"],
+    "ct": ["nfct/default", "nfct/big"],
+}
+
+
+def cfg_mode(cfg):
+    return KIND_MODE.get(CONFIGS[cfg][2], "udp")
 
 # Matrix presets.  A sweep point sends max(min_count, rate * seconds) packets at the
 # fixed rate; a blast sends blast_count packets as fast as the generator goes.
@@ -55,12 +79,25 @@ PRESETS = {
     "full": dict(rates=[10000, 25000, 50000, 75000, 100000, 125000, 150000, 200000], seconds=5.0,
                  min_count=100000, repeat=3, blast_count=1000000, blast_repeat=3),
 }
+# --mode ct: connections instead of packets (the generator manages ≈ 40k connections/s here).
+# A point sends a fixed number of connections (min_count dominates: 50k at 5k/s = 10 s).
+PRESETS_CT = {
+    "quick": dict(rates=[5000, 10000, 20000, 30000], seconds=1.0, min_count=20000,
+                  repeat=1, blast_count=20000, blast_repeat=1),
+    "default": dict(rates=[5000, 10000, 15000, 20000, 30000, 40000], seconds=1.0, min_count=50000,
+                    repeat=3, blast_count=50000, blast_repeat=3),
+    "full": dict(rates=[5000, 10000, 15000, 20000, 25000, 30000, 40000], seconds=1.0, min_count=100000,
+                 repeat=3, blast_count=100000, blast_repeat=3),
+}
 
 # Targets (pyulogd / ulogd2) per configuration kind: (metric, comparison, bound)
 TARGETS = {
     "json": [("lossless_rate", ">=", 1.0), ("cpu_us", "<=", 1.0)],
     "logemu": [("lossless_rate", ">=", 0.7)],
+    "nfct": [("lossless_rate", ">=", 2.0)],
 }
+# What one event of the sweep is, per kind (for the tables).
+UNIT = {"nfct": "connections"}
 DAEMON_ORDER = ("ulogd2", "pyulogd")
 
 
@@ -78,6 +115,23 @@ def tree_digest(path):
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
+
+
+def count_lines(path, pat):
+    """Lines containing ``pat`` (at most once per line) in a file; None if there is no file."""
+    if not os.path.exists(path):
+        return None
+    n, rest = 0, b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(8 << 20)
+            if not chunk:
+                break
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n") + 1
+            n += chunk[:cut].count(pat)
+            rest = chunk[cut:]
+    return n + (pat in rest)
 
 
 # --------------------------------------------------------------------------- running
@@ -140,6 +194,7 @@ class Runner:
         """One throughput.py trial; returns its row (dict) or None."""
         a = self.a
         template, sets, _ = CONFIGS[cfg]
+        mode = cfg_mode(cfg)
         cmd_daemon = a.ulogd_cmd if daemon == "ulogd2" else a.pyulogd_cmd
         if rate == "max":
             max_s = a.blast_max_seconds
@@ -154,9 +209,11 @@ class Runner:
                 "--count", str(count), "--rates", str(rate), "--repeat", "1",
                 "--max-seconds", f"{max_s:.0f}", "--drain-timeout", str(a.drain_timeout),
                 "--workdir", os.path.join(a.workdir, "trials"), "--label", label, "--json", tmp]
+        if mode != "udp":
+            argv += ["--mode", mode]
         for s in sets:
             argv += ["--set", s]
-        if keep:
+        if keep or mode == "ct":  # ct: the output is read once more below (DESTROY lines)
             argv.append("--keep")
         self.wait_lab_free()
         t0 = time.time()
@@ -203,8 +260,18 @@ class Runner:
             log(f"  [{self.seq:3d}] {daemon:8s} {cfg:21s} {kind:5s} {rate!s:>7}/s x{count}: "
                 f"FAILED ({dt:.0f} s): {tail}")
             return None
+        if mode == "ct":
+            # throughput.py counts the [NEW] lines (one per connection); the DESTROY events the
+            # daemon handled in the same CPU window are worth knowing for the CPU per event.
+            tdir = os.path.join(a.workdir, "trials", f"trial-{rate}-0")
+            row["destroy_logged"] = count_lines(os.path.join(tdir, "out.log"), b"[DESTROY]")
+            ev = (row.get("logged") or 0) + (row["destroy_logged"] or 0)
+            row["cpu_us_per_ct_event"] = (round(1e6 * row["daemon_cpu_s"] / ev, 2)
+                                          if ev and row.get("daemon_cpu_s") is not None else None)
+            if not keep:
+                shutil.rmtree(tdir, ignore_errors=True)
         row.update(cmp_run=a.run_id, cmp_daemon=daemon, cmp_config=cfg, cmp_kind=kind, cmp_seq=self.seq,
-                   cmp_rep=rep)
+                   cmp_rep=rep, cmp_mode=mode)
         with open(a.out, "a") as f:
             f.write(json.dumps(row) + "\n")
         self.rows.append(row)
@@ -215,12 +282,18 @@ class Runner:
         return row
 
     def preflight(self, daemons):
-        """A small trial per daemon: fail early and clearly if one cannot log at all."""
-        for d in daemons:
-            log(f"preflight: {d} (5000 packets at 5000/s, JSON)")
-            r = self.trial(d, "json/default", "smoke", 5000, 5000, keep=True)
+        """A small trial per daemon (and per mode): fail early and clearly if one cannot log at all."""
+        smokes = []
+        modes = {cfg_mode(c) for c in self.a.configs_sel}
+        if "udp" in modes:
+            smokes.append(("json/default", 5000, "5000 packets at 5000/s, JSON"))
+        if "ct" in modes:
+            smokes.append(("nfct/default", 2000, "2000 connections at 2000/s, NFCT"))
+        for (cfg, n, what), d in ((s, d) for s in smokes for d in daemons):
+            log(f"preflight: {d} ({what})")
+            r = self.trial(d, cfg, "smoke", n, n, keep=True)
             if r is None or not r.get("logged"):
-                where = os.path.join(self.a.workdir, "trials", "trial-5000-0")
+                where = os.path.join(self.a.workdir, "trials", f"trial-{n}-0")
                 msg = f"preflight failed: {d} logged nothing"
                 for name in ("daemon.stdout", "ulogd.log"):
                     pth = os.path.join(where, name)
@@ -380,7 +453,50 @@ def analyse(rows):
             for d, rs in per_d.items():
                 line[d] = [r for r in rs if r["rate"] == rate and r["cmp_kind"] in ("sweep", "blast")]
             res[cfg]["detail"].append(line)
+        res[cfg].update(loss_figures(per_d, sweep_rates))
     return res
+
+
+LOW_LOSS = 1.0  # % : a trial counts for the "all trials" CPU figures below this loss
+
+
+def loss_figures(per_d, sweep_rates):
+    """Figures for when a daemon loses events at every rate (ulogd2's NFCT with the default
+    buffer): the loss curve (median loss per offered rate), loss compared at equal offered rates,
+    and CPU per event over every sweep trial that lost < LOW_LOSS % (paired by rate and repetition)."""
+    curve = []
+    for rate in sweep_rates + ["max"]:
+        kind = "blast" if rate == "max" else "sweep"
+        pt = {"rate": rate}
+        for d, rs in per_d.items():
+            at = [r for r in rs if r["rate"] == rate and r["cmp_kind"] == kind]
+            if at:
+                pt[d] = dict(loss=med([r["loss_pct"] for r in at]),
+                             lo=min(r["loss_pct"] for r in at), hi=max(r["loss_pct"] for r in at),
+                             sent=med([achieved(r) for r in at]), n=len(at),
+                             cpu=med([r["cpu_us_per_event"] for r in at]),
+                             cpu_ev=med([r.get("cpu_us_per_ct_event") for r in at]),
+                             drops=med([r.get("netlink_drops") for r in at]))
+        curve.append(pt)
+    # loss at equal offered rates (sweep only): how many rates pyulogd lost less / as much / more
+    cmp_ = dict(less=0, equal=0, more=0)
+    for pt in curve:
+        if pt["rate"] != "max" and "ulogd2" in pt and "pyulogd" in pt:
+            u, p = pt["ulogd2"]["loss"], pt["pyulogd"]["loss"]
+            cmp_["less" if p < u else "equal" if p == u else "more"] += 1
+    idx = defaultdict(dict)
+    for d, rs in per_d.items():
+        for r in rs:
+            if r["cmp_kind"] == "sweep" and "cmp_rep" in r and (r["loss_pct"] or 0) < LOW_LOSS:
+                idx[(r["rate"], r["cmp_rep"])][d] = r
+    pairs = [v["pyulogd"]["cpu_us_per_event"] / v["ulogd2"]["cpu_us_per_event"] for v in idx.values()
+             if len(v) == 2 and v["ulogd2"].get("cpu_us_per_event") and v["pyulogd"].get("cpu_us_per_event")]
+    own = {}
+    for d, rs in per_d.items():
+        ok = [r for r in rs if r["cmp_kind"] == "sweep" and (r["loss_pct"] or 0) < LOW_LOSS]
+        own[d] = dict(cpu=med([r["cpu_us_per_event"] for r in ok]),
+                      cpu_ev=med([r.get("cpu_us_per_ct_event") for r in ok]), n=len(ok))
+    return dict(curve=curve, loss_cmp=cmp_, cpu_low_pairs=pairs, cpu_low=own)
 
 
 def fmt_rate(lim):
@@ -419,7 +535,7 @@ def rate_ratio(lp, lu):
     return f"{r:.2f}", r, r
 
 
-def verdict(metric, op, bound, res_cfg):
+def verdict(metric, op, bound, res_cfg, kind=None):
     ms = res_cfg["metrics"]
     mp, mu = ms["pyulogd"], ms["ulogd2"]
     if metric == "lossless_rate":
@@ -427,6 +543,14 @@ def verdict(metric, op, bound, res_cfg):
         maj, _, _ = rate_ratio(mp["majority"], mu["majority"])
         strict, _, _ = rate_ratio(mp["strict"], mu["strict"])
         txt = f"{txt} [nominal rates: median trial {maj}, every trial {strict}]"
+        if kind == "nfct" and not mu["achieved"]["rate"]:
+            # No lossless rate for ulogd2 at all: a ratio against "nothing" is no measurement.
+            c = res_cfg.get("loss_cmp") or {}
+            n = sum(c.values())
+            return ("NOT MEASURABLE: ulogd2 lost events at every tested rate", txt +
+                    f"; instead, loss at equal offered rates: pyulogd lost less at {c.get('less', 0)}, "
+                    f"as much at {c.get('equal', 0)}, more at {c.get('more', 0)} of {n} rates "
+                    "(loss curve above)")
         if lo is None:
             return "n/a", txt
         if lo >= bound:
@@ -460,6 +584,42 @@ def loss_cell(m):
     return f"{m['blast_loss']:.1f}{rng}"
 
 
+def ct_tables(rc, mu, mp):
+    """The extra NFCT rows and the loss curve (ulogd2 may lose events at every rate)."""
+    L = []
+    lo = rc["cpu_low"]
+    pr = rc["cpu_low_pairs"]
+    pair_txt = (f"{med(pr):.2f} (paired, n={len(pr)}, {min(pr):.2f}–{max(pr):.2f})" if pr else "-")
+    u, p = lo.get("ulogd2", {}), lo.get("pyulogd", {})
+    L.append(f"| CPU µs/connection, median over every sweep trial that lost < {LOW_LOSS:g} % "
+             f"| {f1(u.get('cpu'))} (n={u.get('n', 0)}) | {f1(p.get('cpu'))} (n={p.get('n', 0)}) | {pair_txt} |")
+    L.append(f"| CPU µs per conntrack event (NEW + DESTROY written), same trials | {f1(u.get('cpu_ev'))} "
+             f"| {f1(p.get('cpu_ev'))} | {_r(ratio(p.get('cpu_ev'), u.get('cpu_ev')))} |")
+    L.append("")
+    L.append("Loss curve (median loss % of the trials at each offered rate, range, connections/s really "
+             "sent, netlink socket drops, CPU µs per connection):")
+    L.append("")
+    L.append("| offered conn/s | ulogd2 sent/s | ulogd2 loss % | ulogd2 nl drops | ulogd2 µs/conn "
+             "| pyulogd sent/s | pyulogd loss % | pyulogd nl drops | pyulogd µs/conn |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for pt in rc["curve"]:
+        cells = []
+        for d in ("ulogd2", "pyulogd"):
+            x = pt.get(d)
+            if not x:
+                cells += ["-"] * 4
+                continue
+            rng = f" ({x['lo']:.2f}–{x['hi']:.2f})" if x["n"] > 1 else ""
+            cells += [f1(x["sent"], 0), f"{x['loss']:.2f}{rng}", f1(x["drops"], 0), f1(x["cpu"])]
+        L.append(f"| {pt['rate']} | " + " | ".join(cells) + " |")
+    L.append("")
+    c = rc["loss_cmp"]
+    L.append(f"At equal offered rates (sweep), pyulogd's median loss was lower at {c['less']}, equal at "
+             f"{c['equal']} and higher at {c['more']} of {sum(c.values())} rates.")
+    L.append("")
+    return L
+
+
 def report(rows, meta, show_detail=True):
     res = analyse(rows)
     L = []
@@ -486,15 +646,17 @@ def report(rows, meta, show_detail=True):
             L.append("")
             continue
         common = mu["cpu_common_rates"]
+        unit = UNIT.get(kind, "events")
+        ev = "connection" if kind == "nfct" else "event"
         L.append("| metric | ulogd2 | pyulogd | pyulogd/ulogd2 |")
         L.append("|---|---|---|---|")
-        L.append(f"| **highest lossless rate, events/s, as sent** (fastest lossless trial below the slowest "
+        L.append(f"| **highest lossless rate, {unit}/s, as sent** (fastest lossless trial below the slowest "
                  f"lossy one) | {fmt_rate(mu['achieved'])} | {fmt_rate(mp['achieved'])} "
                  f"| {rate_ratio(mp['achieved'], mu['achieved'])[0]} |")
-        L.append(f"| highest lossless offered rate, events/s (median trial lossless at it and below) "
+        L.append(f"| highest lossless offered rate, {unit}/s (median trial lossless at it and below) "
                  f"| {fmt_rate(mu['majority'])} | {fmt_rate(mp['majority'])} "
                  f"| {rate_ratio(mp['majority'], mu['majority'])[0]} |")
-        L.append(f"| highest lossless offered rate, events/s (every trial lossless) "
+        L.append(f"| highest lossless offered rate, {unit}/s (every trial lossless) "
                  f"| {fmt_rate(mu['strict'])} | {fmt_rate(mp['strict'])} "
                  f"| {rate_ratio(mp['strict'], mu['strict'])[0]} |")
         L.append(f"| loss % at max blast, median (range) | {loss_cell(mu)} | {loss_cell(mp)} | "
@@ -506,20 +668,24 @@ def report(rows, meta, show_detail=True):
         else:
             pair_txt = _r(ratio(mp["cpu_us"], mu["cpu_us"]))
         rates_txt = ", ".join(f"{r // 1000}k" for r in common) or "none"
-        L.append(f"| CPU µs/event, median over the rates lossless for both ({rates_txt}) "
+        L.append(f"| CPU µs/{ev}, median over the rates lossless for both ({rates_txt}) "
                  f"| {f1(mu['cpu_us'])} (n={mu['cpu_us_n']}) | {f1(mp['cpu_us'])} (n={mp['cpu_us_n']}) "
                  f"| {pair_txt} |")
-        L.append(f"| CPU µs/event, median over each daemon's own lossless sweep trials | {f1(mu['cpu_own'])} "
+        L.append(f"| CPU µs/{ev}, median over each daemon's own lossless sweep trials | {f1(mu['cpu_own'])} "
                  f"| {f1(mp['cpu_own'])} | {_r(ratio(mp['cpu_own'], mu['cpu_own']))} |")
         L.append(f"| peak RSS MB (max over trials) | {f1(mu['rss_mb'])} | {f1(mp['rss_mb'])} | "
                  f"{_r(ratio(mp['rss_mb'], mu['rss_mb']), 1)} |")
         L.append(f"| logged/s at max blast (99 % point), median | {f1(mu['blast_lps99'], 0)} "
                  f"| {f1(mp['blast_lps99'], 0)} | {_r(ratio(mp['blast_lps99'], mu['blast_lps99']))} |")
-        L.append(f"| generator rate during the blast (pkt/s), median | {f1(mu['blast_offered'], 0)} "
+        L.append(f"| generator rate during the blast ({'conn' if kind == 'nfct' else 'pkt'}/s), median "
+                 f"| {f1(mu['blast_offered'], 0)} "
                  f"| {f1(mp['blast_offered'], 0)} | |")
-        L.append("")
+        if kind == "nfct":
+            L.extend(ct_tables(res[cfg], mu, mp))
+        else:
+            L.append("")
         for metric, op, bound in TARGETS.get(kind, []):
-            v, txt = verdict(metric, op, bound, res[cfg])
+            v, txt = verdict(metric, op, bound, res[cfg], kind)
             name = "lossless rate" if metric == "lossless_rate" else "CPU µs/event"
             verdicts.append((cfg, f"{name} pyulogd/ulogd2 {op} {bound}", txt, v))
         if show_detail:
@@ -593,7 +759,11 @@ def main():
     ap.add_argument("--harness", help="throughput.py (default: <repo>/../shared/bench/throughput.py)")
     ap.add_argument("--ulogd-cmd", default="/usr/sbin/ulogd -c {conf}")
     ap.add_argument("--pyulogd-cmd", default=f"{sys.executable} -m pyulogd -c {{conf}}")
-    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list out of {', '.join(CONFIGS)}")
+    ap.add_argument("--mode", choices=["udp", "ct"], default="udp",
+                    help="udp: the NFLOG packet configurations (default); ct: conntrack events, "
+                         "NFCT->IP2STR->PRINTFLOW->LOGEMU under TCP connection floods (its own presets)")
+    ap.add_argument("--configs", help=f"comma list out of {', '.join(CONFIGS)} "
+                    f"(default: {', '.join(MODE_CONFIGS['udp'])}; with --mode ct: {', '.join(MODE_CONFIGS['ct'])})")
     ap.add_argument("--daemons", default="ulogd2,pyulogd", help="comma list (order = order within a pair)")
     ap.add_argument("--rates", help="override the preset's sweep rates (comma list)")
     ap.add_argument("--repeat", type=int, help="override trials per sweep point")
@@ -603,8 +773,9 @@ def main():
     ap.add_argument("--blast-repeat", type=int, help="override max blasts per daemon")
     ap.add_argument("--order", choices=["abab", "abba"], default="abab",
                     help="abab: ulogd2 first in every pair; abba: alternate who goes first")
-    ap.add_argument("--stop-loss", type=float, default=1.0,
-                    help="stop sweeping a daemon once every trial at a rate lost >= this %% (default 1)")
+    ap.add_argument("--stop-loss", type=float,
+                    help="stop sweeping a daemon once every trial at a rate lost >= this %% (default 1; "
+                         "--mode ct: 50, so that the loss curves of both daemons cover every rate)")
     ap.add_argument("--no-early-stop", action="store_true", help="sweep every rate for both daemons")
     ap.add_argument("--drain-timeout", type=float, default=60, help="per trial (throughput.py)")
     ap.add_argument("--blast-max-seconds", type=float, default=60, help="generator bound of a blast")
@@ -638,14 +809,16 @@ def main():
     a.confdir = os.path.join(os.path.dirname(a.harness), "configs")
     if os.geteuid():
         sys.exit("compare.py: needs root (network namespaces, nftables)")
-    a.configs_sel = [c.strip() for c in a.configs.split(",")]
+    a.configs_sel = [c.strip() for c in a.configs.split(",")] if a.configs else list(MODE_CONFIGS[a.mode])
     bad = [c for c in a.configs_sel if c not in CONFIGS]
     if bad:
         sys.exit(f"compare.py: unknown configuration(s) {bad}; choose from {list(CONFIGS)}")
     daemons = [d.strip() for d in a.daemons.split(",")]
     if any(d not in DAEMON_ORDER for d in daemons):
         sys.exit(f"compare.py: --daemons takes {DAEMON_ORDER}")
-    m = dict(PRESETS[a.preset])
+    if a.stop_loss is None:
+        a.stop_loss = 50.0 if a.mode == "ct" else 1.0
+    m = dict((PRESETS_CT if a.mode == "ct" else PRESETS)[a.preset])
     if a.rates:
         m["rates"] = [int(float(x)) for x in a.rates.split(",")]
     for k in ("repeat", "seconds", "min_count", "blast_count", "blast_repeat"):
@@ -661,12 +834,12 @@ def main():
     os.makedirs(os.path.join(a.workdir, "trials"), exist_ok=True)
 
     meta = dict(run_id=a.run_id, date=time.strftime("%Y-%m-%d %H:%M %Z"), machine=machine_desc(),
-                preset=a.preset, matrix=m, configs=a.configs_sel, order=a.order,
+                preset=a.preset, mode=a.mode, matrix=m, configs=a.configs_sel, order=a.order,
                 ulogd_cmd=a.ulogd_cmd, pyulogd_cmd=a.pyulogd_cmd, pyulogd_rev=git_rev(a.repo),
                 harness=a.harness, aa=a.aa, loadavg_start=open("/proc/loadavg").read().split()[:3])
     n_sweep = len(m["rates"]) * m["repeat"] + m["blast_repeat"]
     est = sum(max(m["min_count"], r * m["seconds"]) / r + 5 for r in m["rates"]) * m["repeat"] \
-        + m["blast_repeat"] * (m["blast_count"] / 150000 + 6)
+        + m["blast_repeat"] * (m["blast_count"] / (30000 if a.mode == "ct" else 150000) + 6)
     log(f"compare.py: preset {a.preset}: {len(a.configs_sel)} configs x {len(daemons)} daemons x "
         f"≤{n_sweep} trials; rates {m['rates']}; ≈{est * len(a.configs_sel) * len(daemons) / 60:.0f} min "
         f"(more if a daemon drains slowly)\n  results: {a.out}")

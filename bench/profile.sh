@@ -1,9 +1,12 @@
 #!/bin/bash
 # profile.sh - where pyulogd spends its time under load: runs one throughput.py trial
-# (pyulogd in netns gbB, a fixed-rate UDP flood through `log group 30`) and attaches py-spy
-# to the daemon while the flood runs.  Prints the functions with the most samples (self
-# and total) and leaves the flame graph and the collapsed stacks in OUTDIR.
-#   sudo bench/profile.sh [json|logemu] [RATE=25000] [SECONDS=10] [OUTDIR=bench/results/profile]
+# (pyulogd in netns gbB, a fixed-rate UDP flood through `log group 30`, or for `nfct` a
+# flood of TCP connection attempts, each a NEW + DESTROY conntrack event, through
+# NFCT->IP2STR->PRINTFLOW->LOGEMU) and attaches py-spy to the daemon while the flood runs.
+# Prints the functions with the most samples (self and total) and leaves the flame graph
+# and the collapsed stacks in OUTDIR.
+#   sudo bench/profile.sh [json|logemu|nfct] [RATE=25000] [SECONDS=10] [OUTDIR=bench/results/profile]
+# (for nfct RATE is connections/s, e.g. 8000; EXTRA='CT1_EXTRA=...' adds a --set for the template)
 # Needs py-spy (pip install py-spy).  Sampling at 250 Hz, --nonblocking: the daemon is not
 # stopped to be sampled, so the figures of the trial itself stay close to a normal run.
 set -euo pipefail
@@ -13,25 +16,34 @@ HARNESS=${HARNESS:-$REPO/../shared/bench/throughput.py}
 [ -f "$HARNESS" ] || { echo "harness not found: $HARNESS (set HARNESS=)" >&2; exit 1; }
 command -v py-spy >/dev/null || { echo "py-spy not found: pip install py-spy" >&2; exit 1; }
 which=${1:-json}; rate=${2:-25000}; secs=${3:-10}; out=${4:-$HERE/results/profile}
+mode=udp
 case $which in
     json) tpl=ulogd-json.conf.in ;;
     logemu) tpl=ulogd-logemu.conf.in ;;
-    *) echo "json or logemu" >&2; exit 1 ;;
+    nfct) tpl=ulogd-nfct-logemu.conf.in; mode=ct ;;
+    *) echo "json, logemu or nfct" >&2; exit 1 ;;
 esac
+extra=()
+[ -n "${EXTRA:-}" ] && extra=(--set "$EXTRA")
 mkdir -p "$out" /tmp/gbbench-profile
 # the shared templates' comment lines are dropped (see compare.py: Runner.template)
 grep -v '^\s*#' "$(dirname "$HARNESS")/configs/$tpl" > /tmp/gbbench-profile/$tpl
 count=$(( rate * (secs + 4) ))
 export PYTHONPATH=$REPO/src${PYTHONPATH:+:$PYTHONPATH}
 python3 "$HARNESS" --daemon "$(python3 -c "import sys; print(sys.executable)") -m pyulogd -c {conf}" --template /tmp/gbbench-profile/$tpl \
-    --set SYNC=1 --count "$count" --rates "$rate" --workdir /tmp/gbbench-profile/trials \
+    --set SYNC=1 "${extra[@]}" --mode $mode --count "$count" --rates "$rate" --workdir /tmp/gbbench-profile/trials \
     --max-seconds $((secs * 3 + 20)) --drain-timeout 60 --label "profile/$which" \
     --json "$out/profile-$which.jsonl" > "$out/profile-$which.trial.txt" &
 tp=$!
 pid=
 for _ in $(seq 150); do
     pid=$(pgrep -f -n "pyulogd -c /tmp/gbbench-profile/trials/" || true)
-    [ -n "$pid" ] && grep -q "^ *30 " <(ip netns exec gbB cat /proc/net/netfilter/nfnetlink_log 2>/dev/null) && break
+    if [ $mode = ct ]; then
+        # a ctnetlink socket (protocol 12) bound to the NEW group
+        [ -n "$pid" ] && ip netns exec gbB awk '$2 == 12 && $4 ~ /[13579bdf]$/ {f = 1} END {exit !f}' /proc/net/netlink 2>/dev/null && break
+    else
+        [ -n "$pid" ] && grep -q "^ *30 " <(ip netns exec gbB cat /proc/net/netfilter/nfnetlink_log 2>/dev/null) && break
+    fi
     sleep 0.1
 done
 [ -n "$pid" ] || { echo "pyulogd did not start" >&2; wait $tp; exit 1; }
@@ -68,10 +80,12 @@ groups = [("select/epoll_wait", ["EpollSelector.select"]),
           ("PRINTPKT", ["printpkt.py", "printer.py"]), ("LOGEMU", ["LogemuOutput.interp"]),
           ("file flush (write)", ["LineFile.flush", "LogemuOutput.flush"]),
           ("BASE", ["base.py"]), ("IP2STR", ["ip2str.py"]), ("IFINDEX", ["ifindex.py"]),
+          ("PRINTFLOW", ["printflow.py"]),
+          ("NFCT decode", ["<nfct ", "codec/nfct.py"]),
           ("NFLOG decode", ["nflog template", "Decoder.", "split_now", "Batch."]),
           ("recv (netlink)", ["netlink.py"]),
-          ("dispatch (feed/emit/Stack.run/loop/stats)", ["NflogInput", "Source.emit", "Stack.run", "loop.py",
-                                                         "stats.py", "service.py"])]
+          ("dispatch (feed/emit/Stack.run/loop/stats)", ["NflogInput", "NfctInput", "Source.emit", "Stack.run",
+                                                         "loop.py", "stats.py", "service.py", "context.py"])]
 stage = collections.Counter()
 for line in open(sys.argv[1]):
     stack, _, cnt = line.rstrip().rpartition(" ")

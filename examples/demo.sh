@@ -35,7 +35,8 @@ table inet demo {
 }
 NFT
 
-sed -e "s#/var/log/pyulogd#$work#g" "$here/ulogd.conf" > "$work/ulogd.conf"
+sed -e "s#/var/log/pyulogd#$work#g" -e "s#/usr/share/doc/ulogd2/sqlite3.table#$here/sqlite3.table#" \
+    "$here/ulogd.conf" > "$work/ulogd.conf"
 echo "== starting pyulogd -c $work/ulogd.conf in $SRV"
 ip netns exec "$SRV" "$PY" -m pyulogd -c "$work/ulogd.conf" &
 pid=$!
@@ -71,4 +72,9 @@ echo; echo "== $work/audit.log (ulogd LOGEMU format)"
 cat "$work/audit.log"
 echo; echo "== $work/audit.json (first 2 records)"
 head -n 2 "$work/audit.json"
+echo; echo "== $work/audit.sqlite: select oob_prefix, count(*) from ulog_pkt group by oob_prefix"
+"$PY" -c 'import sqlite3, sys
+for prefix, n in sqlite3.connect(sys.argv[1]).execute(
+        "select oob_prefix, count(*) from ulog_pkt group by oob_prefix order by 1"):
+    print(f"{prefix:<14} {n}")' "$work/audit.sqlite"
 echo; echo "demo ok: $(wc -l < "$work/audit.log") audit lines; files kept in $work"

@@ -147,3 +147,17 @@ def test_second_sigterm_during_shutdown_still_exits_0(lab: Lab, tmp_path: Path) 
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0
         wait_for(lambda: GROUP not in lab.nflog_groups(), 10, "group released")
+
+
+def test_realtime_priority_like_ulogd_unless_disabled(lab: Lab, tmp_path: Path) -> None:
+    """ulogd2 runs at nice -1 with SCHED_RR so a busy machine does not make it overflow."""
+    (tmp_path / "u.conf").write_text(conf(tmp_path))
+    for extra, policy in (([], os.SCHED_RR), (["--no-realtime"], os.SCHED_OTHER)):
+        p = lab.popen([sys.executable, "-m", "pyulogd", "-c", str(tmp_path / "u.conf"), *extra])
+        try:
+            wait_for(lambda: GROUP in lab.nflog_groups(), 10, "group bound")
+            wait_for(lambda p=p, policy=policy: os.sched_getscheduler(p.pid) == policy, 5, "scheduling policy")
+        finally:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(10) == 0
+        wait_for(lambda: GROUP not in lab.nflog_groups(), 10, "group released")

@@ -462,12 +462,12 @@ def test_stop_without_start_and_twice() -> None:
 
 
 def test_declarations_match_ulogd_2_0_8() -> None:
-    # What `ulogd -i ulogd_inppkt_NFLOG.so` (2.0.8) prints, plus pyulogd's copy_range.
+    # What `ulogd -i ulogd_inppkt_NFLOG.so` (2.0.8) prints, plus pyulogd's copy_range and netlink_nlbufsiz.
     opts = [(o.name, o.default) for o in NflogInput.options]
     assert opts == [("bufsize", 150000), ("group", 0), ("unbind", 1), ("bind", 0), ("seq_local", 0),
                     ("seq_global", 0), ("numeric_label", 0), ("netlink_socket_buffer_size", 0),
                     ("netlink_socket_buffer_maxsize", 0), ("netlink_qthreshold", 0), ("netlink_qtimeout", 0),
-                    ("attach_conntrack", 0), ("copy_range", 0xFFFF),
+                    ("attach_conntrack", 0), ("copy_range", 0xFFFF), ("netlink_nlbufsiz", 32000),
                     # ulogd2 HEAD, then pyulogd's namespace following
                     ("network_namespace_path", ""), ("netns", ""), ("netns_dir", "/run/netns"),
                     ("netns_rescan", 5)]  # fmt: skip

@@ -154,7 +154,7 @@ def test_missing_key_refused_with_line() -> None:
         ("s1:TSRC,x1:NOPE,c1:TCOLLECT", "can't find requested plugin NOPE"),
         ("s1:TSRC,c1", "syntax error"),
         ("s1:TSRC", "needs an input and an output"),
-        ("s1:TSRC,x:GRAPHITE", "not implemented in pyulogd yet"),
+        ("s1:TSRC,x:ULOG", "ULOG is not supported"),
     ],
 )
 def test_bad_stacks(stack: str, reason: str) -> None:

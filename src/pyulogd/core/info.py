@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyulogd.core.plugin import TYPE_WORDS, OptionType, Plugin, Source
+from pyulogd.core.plugin import TYPE_WORDS, OptionType, Plugin, Sink, Source
 
 
 def describe(cls: type[Plugin]) -> str:
@@ -26,7 +26,7 @@ def describe(cls: type[Plugin]) -> str:
             out.append(f"\tKey: {k.name} ({word}{', optional' if k.optional else ''})")
     out.append("Output keys:")
     if not cls.output_keys:
-        out.append("\tOutput plugin, No keys")
+        out.append("\tOutput plugin, No keys" if issubclass(cls, Sink) else "\tNo statically defined keys")
     else:
         for k in cls.output_keys:
             out.append(f"\tKey: {k.name} ({TYPE_WORDS.get(k.type, 'Unknown type')})")

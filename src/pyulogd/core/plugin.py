@@ -138,6 +138,10 @@ class Plugin:
     output_keys: ClassVar[tuple[Key, ...]] = ()
     # Outputs such as JSON take every key produced upstream instead of a fixed list.
     wildcard_inputs: ClassVar[bool] = False
+    # Groups of output keys that are never valid without the group's first key: whenever the
+    # first is None in a record, so is every other key of the group (e.g. BASE's TCP keys).
+    # Outputs may then skip a whole group by checking its first key (see ``wildcard_sentinels``).
+    key_blocks: ClassVar[tuple[tuple[str, ...], ...]] = ()
     description: ClassVar[str] = ""
     # Capabilities the plugin still needs after -u drops root (e.g. CAP_NET_ADMIN for
     # netlink requests the kernel checks per message); see docs/privileges.md.
@@ -153,6 +157,9 @@ class Plugin:
         self.in_slots: list[int] = []
         # For wildcard outputs: the upstream keys this instance consumes, parallel to in_slots.
         self.wildcard_keys: list[Key] = []
+        # For wildcard outputs, parallel to in_slots (set by Stack.finish): the slot of the first
+        # key of the producer's ``key_blocks`` group the key belongs to, 0 when in none.
+        self.wildcard_sentinels: list[int] = []
 
     # Life cycle, in ulogd's order: configure (outputs first), resolve keys, start (input first).
     def configure(self) -> None:
@@ -207,13 +214,18 @@ class Source(Plugin):
         """Hand one event to every stack. ``values`` is slot 0 (None) then the output keys
         (without the trailer keys)."""
         stacks = self.stacks
+        tails = self.tails
+        if len(stacks) == 1:  # the usual case
+            stack = stacks[0]
+            values.extend(stack.tail if tails is None else tails[0])
+            stack.run(values)
+            return
         if not stacks:
             return
-        tails = self.tails
         if tails is None:
             for stack in stacks[:-1]:
                 stack.run(values + stack.tail)
-            # The last (usually the only) stack gets the source's own list, saving a copy.
+            # The last stack gets the source's own list, saving a copy.
             last = stacks[-1]
             values.extend(last.tail)
             last.run(values)
@@ -222,6 +234,21 @@ class Source(Plugin):
             stack.run(values + tail)
         values.extend(tails[-1])
         stacks[-1].run(values)
+
+    def emit_all(self, records: list[list[Any]]) -> None:
+        """:meth:`emit` each of ``records`` in turn (the per-event lookups done once)."""
+        stacks = self.stacks
+        if len(stacks) != 1:
+            emit = self.emit
+            for values in records:
+                emit(values)
+            return
+        stack = stacks[0]
+        tail = stack.tail if self.tails is None else self.tails[0]
+        run = stack.run
+        for values in records:
+            values.extend(tail)
+            run(values)
 
 
 class Filter(Plugin):

@@ -17,16 +17,31 @@ PLUGINS: dict[str, str] = {
     "NFLOG": "inputs.nflog:NflogInput",
     "NFCT": "inputs.nfct:NfctInput",
     "NFACCT": "inputs.nfacct:NfacctInput",
+    "UNIXSOCK": "inputs.unixsock:UnixsockInput",
     "BASE": "filters.base:BaseFilter",
     "IFINDEX": "filters.ifindex:IfindexFilter",
     "IP2STR": "filters.ip2str:Ip2strFilter",
+    "IP2BIN": "filters.ip2bin:Ip2binFilter",
+    "IP2HBIN": "filters.ip2hbin:Ip2hbinFilter",
+    "MARK": "filters.mark:MarkFilter",
+    "PWSNIFF": "filters.pwsniff:PwsniffFilter",
+    "HWHDR": "filters.hwhdr:HwhdrFilter",
     "PRINTPKT": "filters.printpkt:PrintpktFilter",
     "PRINTFLOW": "filters.printflow:PrintflowFilter",
     "LOGEMU": "outputs.logemu:LogemuOutput",
     "JSON": "outputs.json:JsonOutput",
+    "SYSLOG": "outputs.syslog:SyslogOutput",
+    "PCAP": "outputs.pcap:PcapOutput",
+    "NACCT": "outputs.nacct:NacctOutput",
+    "GRAPHITE": "outputs.graphite:GraphiteOutput",
+    "IPFIX": "outputs.ipfix:IpfixOutput",
     "XML": "outputs.xml:XmlOutput",
     "GPRINT": "outputs.gprint:GprintOutput",
     "OPRINT": "outputs.oprint:OprintOutput",
+    "SQLITE3": "outputs.sqlite3:Sqlite3Output",
+    "PGSQL": "outputs.pgsql:PgsqlOutput",
+    "MYSQL": "outputs.mysql:MysqlOutput",
+    "DBI": "outputs.dbi:DbiOutput",
 }
 
 # Every shared object ulogd2 2.0.8 ships, by plugin name. Names missing from PLUGINS are
@@ -65,6 +80,17 @@ SO_NAMES: dict[str, str] = {
 }
 ULOGD_NAMES = frozenset(SO_NAMES.values())
 
+# ulogd2 plugins pyulogd refuses on purpose, with the reason (a plugin= line naming them is
+# still accepted, so a config that loads every plugin keeps working; a stack using them is not).
+REFUSED: dict[str, str] = {
+    "ULOG": (
+        "plugin ULOG is not supported: the kernel's ULOG target (ipt_ULOG) was removed in Linux 3.17 "
+        "and ulogd 2.0.9 dropped the plugin too; log with NFLOG instead: replace 'ULOG' by 'NFLOG' "
+        "in the stack, 'nlgroup=N' by 'group=N' in its section, and the iptables rule "
+        "'-j ULOG --ulog-nlgroup N' by '-j NFLOG --nflog-group N' (nft: 'log group N')"
+    ),
+}
+
 
 def plugin_for_so(path: str) -> str:
     """The plugin name a ``plugin="…/ulogd_output_JSON.so"`` line stands for."""
@@ -96,6 +122,8 @@ def get(name: str) -> type[Plugin]:
         return _extra[name]
     spec = PLUGINS.get(name)
     if spec is None:
+        if name in REFUSED:
+            raise ConfigError(REFUSED[name])
         if name in ULOGD_NAMES:
             raise ConfigError(f"plugin {name} of ulogd2 is not implemented in pyulogd yet")
         raise ConfigError(f"can't find requested plugin {name} (known: {', '.join(sorted(PLUGINS))})")

@@ -37,23 +37,37 @@ class Stack:
         self.chain: list[Callable[[list[Any]], int]] = []
         self.errors = 0
         self._err_name = f"stack.{instances[-1].id}.errors"
+        # ``run(rec)``: propagate one record (the source's values plus ``self.tail``) through
+        # the stack. finish() replaces the generic loop with straight-line code.
+        self.run: Callable[[list[Any]], None] = self._run_chain
 
     def finish(self) -> None:
         """Called once every instance is configured and resolved."""
         self.chain = [inst.interp for inst in self.instances[1:]]  # type: ignore[attr-defined]
+        self.run = _compile_run(self.chain, self._returned, self._raised)
+        for pos, inst in enumerate(self.instances):
+            if inst.wildcard_inputs:
+                inst.wildcard_sentinels = _sentinels(self.instances[:pos], inst.in_slots)
 
-    def run(self, rec: list[Any]) -> None:
-        """Propagate one record (the source's values plus ``self.tail``) through the stack."""
+    def _run_chain(self, rec: list[Any]) -> None:
+        """The generic propagation loop (what the generated ``run`` does, one plugin at a time)."""
         try:
             for interp in self.chain:
                 r = interp(rec)
                 if r:
-                    if r == STOP:
-                        return
-                    self._fail("error during propagate_results" if r == ERR else f"unknown return value {r}")
+                    self._returned(r)
                     return
         except Exception as e:  # a plugin bug must not take the daemon or other events down
-            self._fail(f"error during propagate_results: {type(e).__name__}: {e}")
+            self._raised(e)
+
+    def _returned(self, r: int) -> None:
+        """A plugin returned ``r`` (non-zero): STOP ends the record quietly, anything else is an error."""
+        if r == STOP:
+            return
+        self._fail("error during propagate_results" if r == ERR else f"unknown return value {r}")
+
+    def _raised(self, e: Exception) -> None:
+        self._fail(f"error during propagate_results: {type(e).__name__}: {e}")
 
     def _fail(self, msg: str) -> None:
         self.errors += 1
@@ -61,6 +75,42 @@ class Stack:
         # Log the first failure of a burst and then every 1000th, never each one.
         if self.errors == 1 or self.errors % 1000 == 0:
             self.ctx.log.notice(f"{msg} (stack {self.spec!r}, {self.errors} so far)")
+
+
+def _sentinels(upstream: list[Plugin], slots: list[int]) -> list[int]:
+    """For each slot: the slot of the first key of the ``key_blocks`` group it is in, or 0."""
+    first: dict[int, int] = {}
+    for up in upstream:
+        index: dict[str, int] = {}
+        for i, key in enumerate(up.output_keys):
+            index.setdefault(key.name, i)
+        for block in up.key_blocks:
+            head = up.out_base + index[block[0]]
+            for name in block:
+                first[up.out_base + index[name]] = head
+    return [first.get(slot, 0) if slot else 0 for slot in slots]
+
+
+def _compile_run(
+    chain: list[Callable[[list[Any]], int]],
+    returned: Callable[[int], None],
+    raised: Callable[[Exception], None],
+) -> Callable[[list[Any]], None]:
+    """``run(rec)`` for a fixed chain of interps, as straight-line code: no loop, no attribute
+    lookups per record (the bound interps are globals of the generated function)."""
+    ns: dict[str, Any] = {"RET": returned, "RAISED": raised, "Exception": Exception}
+    src = ["def run(rec):", "    try:"]
+    for i, interp in enumerate(chain):
+        ns[f"f{i}"] = interp
+        src += [f"        r = f{i}(rec)", "        if r:", "            RET(r)", "            return"]
+    src += [
+        "        pass",
+        "    except Exception as e:  # a plugin bug must not take the daemon or other events down",
+        "        RAISED(e)",
+    ]
+    exec(compile("\n".join(src), "<stack run>", "exec"), ns)  # noqa: S102 - our own text
+    run: Callable[[list[Any]], None] = ns["run"]
+    return run
 
 
 def parse_stack_spec(spec: str, path: str, line: int | None) -> list[tuple[str, str]]:

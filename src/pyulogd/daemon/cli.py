@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--pidfile")
     p.add_argument("-u", "--uid")
     p.add_argument("-i", "--info")
+    p.add_argument("--no-realtime", action="store_true")
     return p
 
 
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             # Before start: a SIGTERM during start-up is then handled by the loop (clean exit).
             service.install_signals()
             service.start()
+            if not args.no_realtime:
+                process.raise_priority(ctx.log)
             if user is not None:
                 needs = caps.reasons(service.started)
                 kept = process.drop_privileges(user, list(needs))

@@ -7,6 +7,7 @@ import os
 import pwd
 import sys
 from collections.abc import Iterable
+from typing import Any
 
 from pyulogd.daemon import caps
 
@@ -118,3 +119,19 @@ def drop_privileges(user: pwd.struct_passwd, keep: Iterable[str] = ()) -> list[s
         os.initgroups(user.pw_name, user.pw_gid)
         os.setuid(user.pw_uid)
     return kept.kept
+
+
+def raise_priority(log: Any) -> None:
+    """What ulogd does at start: nice(-1), then SCHED_RR at the highest priority, so that the
+    reader keeps up with the kernel when the machine is busy (a socket that overflows loses
+    events). Failure is a warning, as in ulogd; ``--no-realtime`` skips it."""
+    try:
+        os.nice(-1)
+    except OSError as e:
+        log.notice(f"cannot raise priority (nice -1): {e.strerror}")
+    try:
+        prio = os.sched_get_priority_max(os.SCHED_RR)
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(prio))
+    except OSError as e:
+        sys.stderr.write(f"WARNING: scheduler configuration failed: {e.strerror}\n")
+        log.notice(f"scheduler configuration failed: {e.strerror}")

@@ -140,6 +140,21 @@ K_SCTP_END = K_SCTP + len(sctp.FIELDS)
 if (K_IP4, K_IP_SADDR, K_IP_DADDR, K_IP_PROTOCOL, K_IP6_END, K_IP6_NEXTHDR) != (0, 0, 1, 2, 14, 14):
     raise RuntimeError("BASE's fast paths expect ip.saddr, ip.daddr, ip.protocol first, ip6.nexthdr at 14")
 
+# Keys written together or not at all (each group's first is never None when it is written, and
+# a record arrives with every BASE slot None): outputs may skip a group by its first key.
+KEY_BLOCKS: tuple[tuple[str, ...], ...] = (
+    ipv4.FIELDS[3:],  # ip.tos .. ip.fragoff: IPv4 only
+    tuple(k.name for k in OUTPUT_KEYS[_INDEX["ip6.payloadlen"] : _INDEX["ip6.fragid"] + 1]),
+    tcp.FIELDS,
+    udp.FIELDS,
+    icmp.FIELDS,
+    icmpv6.FIELDS,
+    arp.FIELDS,
+    sctp.FIELDS,
+)
+if KEY_BLOCKS[0][0] != "ip.tos" or KEY_BLOCKS[1][0] != "ip6.payloadlen":
+    raise RuntimeError("BASE's key blocks expect ip.tos and ip6.payloadlen first")
+
 # oob.family values (NFPROTO_*) and the ethertypes a bridge-family packet is decoded by.
 NFPROTO_IPV4 = 2
 NFPROTO_ARP = 3
@@ -186,6 +201,7 @@ class BaseFilter(Filter):
     output_type = DataType.PACKET
     input_keys = INPUT_KEYS
     output_keys = OUTPUT_KEYS
+    key_blocks = KEY_BLOCKS
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)

@@ -7,7 +7,10 @@ and IPv6 ESP is called ESP.
 
 Like the C code, fields printed without a validity check print 0 when their key is not
 valid (``rec[slot] or 0``). The formatter is a closure over the slot numbers, built once
-the stack is resolved, so the hot path only indexes the record.
+the stack is resolved, so the hot path only indexes the record. IPv4 with TCP or UDP (most
+of what gets logged) is written by ``render`` itself with one f-string per line; every other
+case goes through the helpers (``ipv4``, ``ports``, ``icmp``, ``ipv6``, ``arp``), which
+produce the same text.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ _INPUT_NAMES = (
 _OPTIONAL = frozenset({"oob.uid", "oob.gid"})
 
 _HEX2 = tuple(f"{i:02X}" for i in range(256))
+# "TOS=%02X PREC=0x%02X " of ip.tos & 0x1E and & 0xE0, indexed by ip.tos & 0xFE
+_TOS_PREC = tuple(f"TOS={_HEX2[t & 0x1E]} PREC=0x{_HEX2[t & 0xE0]} " for t in range(256))
+# "MARK=0x%x " of the usual small marks
+_MARKS = tuple(f"MARK={i:#x} " for i in range(256))
 # the flag bits of ip.fragoff >> 13: CE (reserved bit), DF, MF
 _IP_FLAGS = ("", "MF ", "DF ", "DF MF ", "CE ", "CE MF ", "CE DF ", "CE DF MF ")
 # nexthdr/protocol numbers that share the port-protocol printer
@@ -84,7 +91,9 @@ def make_printer(slot: dict[str, int]) -> Printer:
     s_arpop, s_sha = slot["arp.operation"], slot["arp.shwaddr"]
     s_spa, s_tpa = slot["arp.saddr.str"], slot["arp.daddr.str"]
     s_ssport, s_sdport = slot["sctp.sport"], slot["sctp.dport"]
-    hex2 = _HEX2
+    tos_prec = _TOS_PREC
+    ip_flags = _IP_FLAGS
+    marks = _MARKS
     macs: dict[bytes, str] = {}
 
     def mac_text(mac: Any, n: int) -> str:
@@ -160,7 +169,7 @@ def make_printer(slot: dict[str, int]) -> Printer:
             src = f"{src}DST={addr} "
         tos = rec[s_tos] or 0
         frag = rec[s_fragoff] or 0
-        flags = _IP_FLAGS[frag >> 13 & 7]
+        flags = ip_flags[frag >> 13 & 7]
         if frag & 0x1FFF:
             flags = f"{flags}FRAG:{frag & 0x1FFF} "
         proto = rec[s_ipproto] or 0
@@ -171,7 +180,7 @@ def make_printer(slot: dict[str, int]) -> Printer:
         else:
             detail = f"PROTO={proto} "
         return (
-            f"{src}LEN={rec[s_totlen] or 0} TOS={hex2[tos & 0x1E]} PREC=0x{hex2[tos & 0xE0]} "
+            f"{src}LEN={rec[s_totlen] or 0} {tos_prec[tos & 0xFE]}"
             f"TTL={rec[s_ttl] or 0} ID={rec[s_id] or 0} {flags}{detail}"
         )
 
@@ -250,16 +259,12 @@ def make_printer(slot: dict[str, int]) -> Printer:
         if value is not None and out is not None:
             prefix = f"{prefix}IN={value} OUT={out} "
         value = rec[s_mac]
-        mac = "MAC= " if value is None else "MAC=" + mac_text(value, rec[s_maclen] or 0)
-        family = rec[s_family]
-        if family == 2:
-            net = ipv4(rec)
-        elif family == 10:
-            net = ipv6(rec)
-        elif family == 7:
-            net = bridge(rec)
+        if value is None:
+            mac = "MAC= "
         else:
-            net = ""  # 2.0.8 prints nothing for other families (nft "arp" tables, family 3)
+            n = rec[s_maclen] or 0
+            text = macs.get(value) if type(value) is bytes and len(value) == n else None
+            mac = "MAC=" + (text if text is not None else mac_text(value, n))
         value = rec[s_uid]
         tail = "" if value is None else f"UID={value} "
         value = rec[s_gid]
@@ -267,7 +272,54 @@ def make_printer(slot: dict[str, int]) -> Printer:
             tail = f"{tail}GID={value} "
         value = rec[s_mark]
         if value is not None:
-            tail = f"{tail}MARK={hex(value)} "
+            tail = f"{tail}{marks[value]}" if 0 <= value < 256 else f"{tail}MARK={hex(value)} "
+        family = rec[s_family]
+        if family == 2:
+            proto = rec[s_ipproto]
+            if proto == 17 or proto == 6:
+                # IPv4 with TCP/UDP: the whole line at once (same text as ipv4() + ports())
+                sport = rec[s_usport] if proto == 17 else rec[s_tsport]
+                if sport is not None:
+                    addr = rec[s_saddr]
+                    src = "" if addr is None else f"SRC={addr} "
+                    addr = rec[s_daddr]
+                    if addr is not None:
+                        src = f"{src}DST={addr} "
+                    frag = rec[s_fragoff] or 0
+                    flags = ip_flags[frag >> 13 & 7]
+                    if frag & 0x1FFF:
+                        flags = f"{flags}FRAG:{frag & 0x1FFF} "
+                    tos = rec[s_tos] or 0
+                    if proto == 17:
+                        return (
+                            f"{prefix}{mac}{src}LEN={rec[s_totlen] or 0} {tos_prec[tos & 0xFE]}"
+                            f"TTL={rec[s_ttl] or 0} ID={rec[s_id] or 0} {flags}PROTO=UDP SPT={sport} "
+                            f"DPT={rec[s_udport] or 0} LEN={rec[s_ulen] or 0} {tail}\n"
+                        )
+                    tcp = "URG " if rec[s_furg] else ""
+                    if rec[s_fack]:
+                        tcp += "ACK "
+                    if rec[s_fpsh]:
+                        tcp += "PSH "
+                    if rec[s_frst]:
+                        tcp += "RST "
+                    if rec[s_fsyn]:
+                        tcp += "SYN "
+                    if rec[s_ffin]:
+                        tcp += "FIN "
+                    return (
+                        f"{prefix}{mac}{src}LEN={rec[s_totlen] or 0} {tos_prec[tos & 0xFE]}"
+                        f"TTL={rec[s_ttl] or 0} ID={rec[s_id] or 0} {flags}PROTO=TCP SPT={sport} "
+                        f"DPT={rec[s_tdport] or 0} SEQ={rec[s_seq] or 0} ACK={rec[s_ack] or 0} "
+                        f"WINDOW={rec[s_win] or 0} {tcp}URGP={rec[s_urgp] or 0} {tail}\n"
+                    )
+            net = ipv4(rec)
+        elif family == 10:
+            net = ipv6(rec)
+        elif family == 7:
+            net = bridge(rec)
+        else:
+            net = ""  # 2.0.8 prints nothing for other families (nft "arp" tables, family 3)
         return f"{prefix}{mac}{net}{tail}\n"
 
     return render

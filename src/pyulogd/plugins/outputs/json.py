@@ -16,14 +16,16 @@ Numbers below 65536 come from a table instead of ``str()``.
 Transport (``mode``): ``file`` appends whole-line batches like LOGEMU; ``tcp``/``unix``
 send each batch with one non-blocking ``send``; ``udp`` sends one datagram per record.
 Unlike 2.0.8 a peer that is down at start does not stop the daemon, and a peer that is
-down or slow never blocks the loop: records that cannot be sent are counted in
-``json.<id>.send_failures`` and dropped (one log line per burst), and the connection is
-retried with the next batch, at most once a second.
+down or slow never blocks the loop (pyulogd.io.sender): the connection is retried with
+backoff (1 s doubling up to ``reconnect_max``, 60 s). While the peer is down or slow,
+records wait in a bounded queue (``queue`` bytes, 1 MiB by default; 0 drops them as 2.0.8
+does) and go out in order after the reconnect. Records that do not fit are counted in
+``json.<id>.queue_overflow``; every lost record in ``json.<id>.send_failures`` (one log line
+per burst).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import signal
 import socket
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
 from pyulogd.plugins.outputs.logemu import FLUSH_AT, LineFile
 
 if TYPE_CHECKING:
@@ -41,9 +44,6 @@ if TYPE_CHECKING:
 
 MODES = ("file", "tcp", "udp", "unix")
 _UNIX_PATH_MAX = 108
-_RECONNECT_EVERY = 1.0
-# Unsent stream data kept for a slow (but connected) peer before whole lines are dropped.
-_MAX_BACKLOG = 4 * FLUSH_AT
 
 _encode_basestring: Callable[[str], str] = json.encoder.encode_basestring  # C version when available
 _JANSSON_NAMED = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -182,28 +182,44 @@ def compile_renderer(
     usec_slot: int,
     bare: bool,
     strings: StringCache | None = None,
+    sentinels: dict[int, int] | None = None,
 ) -> Callable[[list[Any]], str]:
-    """Generate ``render(rec) -> line``. ``bare``: nothing precedes the keys (no leading ", ")."""
+    """Generate ``render(rec) -> line``. ``bare``: nothing precedes the keys (no leading ", ").
+
+    ``sentinels`` maps a slot to the slot of the first key of its producer's ``key_blocks``
+    group: consecutive keys of one group are checked under one ``if rec[first] is not None``,
+    so a UDP packet skips the TCP, ICMP, ICMPv6, ARP, SCTP and IPv6 keys with one test each.
+    """
     order: list[tuple[int, int]] = []  # (field number, member number) in key order
     for n, f in enumerate(fields):
         order.extend((n, j) for j in range(len(f.members)))
     order.sort(key=lambda nj: fields[nj[0]].members[nj[1]][0])  # by position in the key list
+    sentinels = sentinels or {}
     namespace: dict[str, Any] = {}
     src = ["def render(rec):", "    p = []"]
     src += [f"    g{n} = True" for n, f in enumerate(fields) if len(f.members) > 1]
+    guard = 0  # the sentinel slot of the open "if", 0: none
     for n, j in order:
         f = fields[n]
         _pos, slot, kind = f.members[j]
+        want = sentinels.get(slot, 0)
+        if want != guard:
+            guard = want
+            if guard:
+                src.append(f"    if rec[{guard}] is not None:")
+        ind = "        " if guard else "    "
         if len(f.members) == 1:
-            src.append(f"    v = rec[{slot}]")
-            src.append("    if v is not None:")
-            _emit(src, "        ", f.prefix, "v", kind, namespace)
+            src.append(f"{ind}v = rec[{slot}]")
+            src.append(f"{ind}if v is not None:")
+            _emit(src, ind + "    ", f.prefix, "v", kind, namespace)
             continue
-        src.append(f"    if g{n}:")
-        src.append(f"        v = rec[{slot}]")
-        src.append("        if v is not None:")
-        src.append(f"            g{n} = False")
-        _choose(src, "            ", f, j, len(f.members) - 1, namespace)
+        # Skipping this under a false guard changes nothing: the member is None then, and an
+        # invalid member leaves the field to later ones.
+        src.append(f"{ind}if g{n}:")
+        src.append(f"{ind}    v = rec[{slot}]")
+        src.append(f"{ind}    if v is not None:")
+        src.append(f"{ind}        g{n} = False")
+        _choose(src, ind + "        ", f, j, len(f.members) - 1, namespace)
     body = "''.join(p)[2:]" if bare else "''.join(p)"
     src.append(f"    return H(rec[{sec_slot}], rec[{usec_slot}]) + {body} + '}}\\n'")
     strings = strings if strings is not None else StringCache()
@@ -235,6 +251,7 @@ class JsonOutput(Sink):
         Option("mode", OptionType.STRING, "file", help="file, tcp, udp or unix", check=_check_mode),
         Option("host", OptionType.STRING, "127.0.0.1", help="tcp/udp peer"),
         Option("port", OptionType.STRING, "12345", help="tcp/udp port or service name"),
+        *sender_options(1 << 20),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -285,11 +302,16 @@ class JsonOutput(Sink):
             elif key.name == "oob.time.usec":
                 usec = slot
         fields = plan_fields(keys, slots, bool(self.config["boolean_label"]))
+        sentinels = None
+        if len(self.wildcard_sentinels) == len(slots):
+            sentinels = {slot: first for slot, first in zip(slots, self.wildcard_sentinels, strict=True) if first}
         fixed = self._head_fixed
         if fixed is None:
-            render = compile_renderer(fields, self._stamp, sec, usec, False, self._strings)
+            render = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
         else:
-            render = compile_renderer(fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings)
+            render = compile_renderer(
+                fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings, sentinels
+            )
         self._render = render
         return render
 
@@ -350,7 +372,15 @@ class JsonOutput(Sink):
 
 
 class SocketSender:
-    """Lines to a tcp/unix stream (one send per batch) or udp (one datagram per line)."""
+    """JSON lines to a tcp/unix stream or udp (one datagram per line), through the shared
+    :class:`~pyulogd.io.sender.ReliableSender` (bounded queue, reconnect with backoff).
+
+    The interp code appends to ``pending``; ``flush`` hands the batch over: one queue item
+    per batch on a stream, one per line on udp. While a connect is in progress the batch
+    stays here (up to the sender's slack), so nothing is dropped for a connect that takes a
+    few milliseconds. While the peer is down, records wait in the sender's queue (option
+    ``queue``, a pyulogd extra; 0 drops them as 2.0.8 does).
+    """
 
     def __init__(self, ctx: Context, mode: str, config: dict[str, Any], sync: bool, stat_prefix: str) -> None:
         self.ctx = ctx
@@ -361,194 +391,68 @@ class SocketSender:
         self.pending: list[str] = []
         self.size = 0
         self.limit = 0 if sync else FLUSH_AT
-        self.sock: socket.socket | None = None
-        self.connected = False
-        self._addrs: list[tuple[int, int, int, Any]] = []
-        self._last_attempt = -_RECONNECT_EVERY
-        self._tail = b""  # unsent rest of a stream batch
-        self._tail_mid_line = False  # whether _tail begins inside a line the peer has a part of
-        self._failures_name = stat_prefix + ".send_failures"
-        self._failing = False
-        self._lost_in_burst = 0
         self.peer = self.path if mode == "unix" else f"{self.host}:{self.port}"
+        self.out = ReliableSender(
+            ctx, "JSON", self.peer, [], stat_prefix,
+            queue_bytes=int(config["queue"]),
+            backoff_max=float(config["reconnect_max"]),
+            lines=True,
+        )
+
+    # What tests and the plugin look at, kept from the time JSON had its own sender.
+    @property
+    def sock(self) -> socket.socket | None:
+        return self.out.sock
+
+    @property
+    def _last_attempt(self) -> float:
+        return self.out._last_attempt
+
+    @_last_attempt.setter
+    def _last_attempt(self, value: float) -> None:
+        self.out._last_attempt = value
+
+    def _disconnect(self) -> None:
+        self.out._disconnect()
 
     def open(self) -> None:
         if self.mode == "unix":
-            self._addrs = [(socket.AF_UNIX, socket.SOCK_STREAM, 0, self.path)]
+            targets = unix_target(self.path, socket.SOCK_STREAM)
         else:
             kind = socket.SOCK_DGRAM if self.mode == "udp" else socket.SOCK_STREAM
             try:
-                infos = socket.getaddrinfo(self.host, self.port, socket.AF_UNSPEC, kind)
+                targets = resolve(self.host, self.port, kind)
             except socket.gaierror as e:
                 raise PluginError(f"JSON: cannot resolve {self.peer}: {e.strerror}") from e
-            self._addrs = [(fam, typ, proto, addr) for fam, typ, proto, _cn, addr in infos]
-        if not self._connect():
-            self.ctx.log.error(f"JSON: {self.peer} is not reachable; retrying, dropping records until then")
-            self._failing = True
-
-    def _connect(self) -> bool:
-        self._last_attempt = time.monotonic()
-        self._disconnect()
-        for fam, typ, proto, addr in self._addrs:
-            sock = socket.socket(fam, typ | socket.SOCK_CLOEXEC, proto)
-            sock.setblocking(False)
-            err = sock.connect_ex(addr)
-            if err in (0, errno.EINPROGRESS):
-                self.sock = sock
-                self.connected = err == 0
-                if typ == socket.SOCK_STREAM:
-                    # Readable means the peer closed (or sent something we ignore).
-                    self.ctx.loop.add_reader(sock.fileno(), self._on_readable)
-                return True
-            sock.close()
-        return False
-
-    def _disconnect(self) -> None:
-        sock, self.sock = self.sock, None
-        self.connected = False
-        if self._tail:
-            self._lost(self._tail.count(b"\n") or 1, "connection closed")
-            self._tail = b""
-        self._tail_mid_line = False
-        if sock is not None:
-            if sock.type == socket.SOCK_STREAM:
-                self.ctx.loop.remove_reader(sock.fileno())
-            sock.close()
-
-    def _on_readable(self) -> None:
-        sock = self.sock
-        if sock is None:
-            return
-        try:
-            data = sock.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError as e:
-            self._broken(e.strerror or str(e))
-            return
-        if not data:
-            self._broken("peer closed the connection")
-
-    def _broken(self, reason: str) -> None:
-        if not self._failing:
-            self.ctx.log.error(f"JSON: connection to {self.peer} lost: {reason}")
-        self._disconnect()
-
-    def _ready(self) -> bool:
-        """True when connected; else decides between waiting (connecting) and reconnecting."""
-        sock = self.sock
-        if sock is None:
-            if time.monotonic() - self._last_attempt < _RECONNECT_EVERY or not self._connect():
-                return False
-            sock = self.sock
-            assert sock is not None
-        if self.connected:
-            return True
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self._note_failure(errno.errorcode.get(err, str(err)))
-            self._disconnect()
-            return False
-        try:
-            sock.getpeername()
-        except OSError:
-            return False  # still connecting
-        self.connected = True
-        return True
+        self.out.targets = targets
+        self.out.datagram = self.mode == "udp"
+        self.out.open()
 
     def flush(self) -> None:
-        if not self.pending and not self._tail:
-            return
-        if not self._ready():
-            if self.sock is not None and self.size < _MAX_BACKLOG:
-                return  # still connecting: keep the batch for the next flush
-            self._drop_pending("not connected")
-            return
-        if self.mode == "udp":
-            self._send_datagrams()
-        else:
-            self._send_stream()
-
-    def _drop_pending(self, reason: str) -> None:
-        if self.pending:
-            self._lost(len(self.pending), reason)
-            self.pending.clear()
+        out = self.out
+        pending = self.pending
+        if pending:
+            if not out.poll() and out.sock is not None and self.size < SLACK:
+                return  # connecting: the batch goes once the connection is up
+            if out.datagram:
+                for line in pending:
+                    out.enqueue(line.encode("utf-8"), 1)
+            else:
+                out.enqueue("".join(pending).encode("utf-8"), len(pending))
+            pending.clear()
             self.size = 0
-
-    def _send_datagrams(self) -> None:
-        sock = self.sock
-        assert sock is not None
-        lines = self.pending
-        all_sent = True
-        for i, line in enumerate(lines):
-            try:
-                sock.send(line.encode("utf-8"), socket.MSG_NOSIGNAL)
-            except BlockingIOError:
-                self._lost(len(lines) - i, "socket buffer full")
-                all_sent = False
-                break
-            except OSError as e:  # e.g. ECONNREFUSED, left by an earlier datagram
-                self._lost(1, e.strerror)
-                all_sent = False
-        lines.clear()
-        self.size = 0
-        if all_sent:
-            self._ok()
-
-    def _send_stream(self) -> None:
-        sock = self.sock
-        assert sock is not None
-        data = self._tail + "".join(self.pending).encode("utf-8")
-        self.pending.clear()
-        self.size = 0
-        self._tail = b""  # _tail_mid_line still tells whether data begins inside a line
-        try:
-            n = sock.send(data, socket.MSG_NOSIGNAL)
-        except BlockingIOError:
-            n = 0
-        except OSError as e:
-            self._lost(data.count(b"\n"), e.strerror)
-            self._broken(e.strerror or str(e))
-            return
-        if n == len(data):
-            self._tail_mid_line = False
-            self._ok()
-            return
-        rest = data[n:]
-        at_line_start = data[n - 1] == 0x0A if n else not self._tail_mid_line
-        if len(rest) > _MAX_BACKLOG:
-            # Keep only what completes the line already begun, drop the whole lines after it.
-            cut = 0 if at_line_start else rest.find(b"\n") + 1
-            self._lost(rest[cut:].count(b"\n"), "peer too slow")
-            rest = rest[:cut]
-        self._tail = rest
-        self._tail_mid_line = not at_line_start
-
-    def _ok(self) -> None:
-        if self._failing:
-            self._failing = False
-            self.ctx.log.notice(
-                f"JSON: sending to {self.peer} works again ({self._lost_in_burst} records were lost)"
-            )
-            self._lost_in_burst = 0
-
-    def _note_failure(self, reason: str | None) -> None:
-        if not self._failing:
-            self._failing = True
-            self.ctx.log.error(f"JSON: Failure sending message to {self.peer}: {reason}; dropping records")
-
-    def _lost(self, records: int, reason: str | None) -> None:
-        if records <= 0:
-            return
-        self.ctx.stats.incr(self._failures_name, records)
-        self._lost_in_burst += records
-        self._note_failure(reason)
+        out.flush()
 
     def reopen(self) -> None:
         self.flush()
-        self._connect()
+        self.out.reopen()
 
     def close(self) -> None:
         self.flush()
-        self._drop_pending("shutting down")  # still connecting: nothing more can be done
-        self._disconnect()
+        if self.pending:  # still connecting at exit: whatever is queued now gets its chance
+            out = self.out
+            for line in self.pending:
+                out.enqueue(line.encode("utf-8"), 1)
+            self.pending.clear()
+            self.size = 0
+        self.out.close()

@@ -1,0 +1,270 @@
+"""The Sink every SQL output derives from: columns to keys, rows to the writer thread.
+
+At ``configure()`` (stacks are configured output first, so every upstream key is known)
+the output connects once, reads the columns of ``table`` and maps each to the key it
+names (``db/columns.py``); a column that no upstream plugin produces refuses the stack,
+naming the column and the keys there are. The column list is cached in the spool
+directory. If the server is down at start, pyulogd starts anyway (ulogd2 did not): with
+the cached columns, or, the first time, with every upstream key; the writer maps them to
+the table's columns once it can connect, and the output switches to the table's columns.
+
+``interp()`` builds one tuple per record with a generated function; ``flush()`` (after
+each round of the event loop) hands the rows to the writer thread. Nothing here waits for
+the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.plugin import OK, DataType, KeyType, Sink
+from pyulogd.db.backend import Backend, MissingTable, Settings, TableInfo, Unavailable
+from pyulogd.db.columns import map_columns
+from pyulogd.db.options import parse_seconds, parse_size
+from pyulogd.db.render import compile_builder
+from pyulogd.db.spool import Spool, SpoolError
+from pyulogd.db.writer import Writer, WriterSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pyulogd.core.context import Context
+
+SPOOL_BASE = "/var/spool/pyulogd"
+DEFAULT_MEM = 64 << 20
+# Keys whose values are whole packets or netlink messages: not worth queueing for a table
+# whose columns are not known yet (a RAW column then gets NULL).
+_POINTER_TYPES = (KeyType.RAW,)
+
+
+class SqlOutput(Sink):
+    input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
+    wildcard_inputs = True
+    # Whether the stack may start while the database is unreachable (not for a local file).
+    start_without_db: bool = True
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        self.label = f"{self.name} '{instance_id}'"
+        self.backend: Backend | None = None
+        self.writer: Writer | None = None
+        self.keys: list[str] = []  # the key of each value in a row
+        self._types: dict[str, KeyType] = {}
+        self._rows: list[tuple[Any, ...]] = []
+        self._names: tuple[str, ...] = ()
+        self._build: Callable[[list[Any]], tuple[Any, ...]] | None = None
+        self._pending_keys: list[str] | None = None
+        self._schema_file = ""
+
+    # -- what subclasses provide
+    def make_backend(self) -> Backend:
+        raise NotImplementedError
+
+    def default_spool(self) -> str:
+        return os.path.join(SPOOL_BASE, self.id)
+
+    # -- set-up
+    def configure(self) -> None:
+        for key in self.wildcard_keys:
+            self._types[key.name] = key.type  # the nearest producer is declared last
+        self.backend = self.make_backend()
+        cfg = self.config
+        self._schema_file = str(cfg.get("schema_file") or "")
+        mem = int(cfg.get("backlog_memcap") or 0)
+        self.wsettings = WriterSettings(
+            batch_size=int(cfg.get("batch_size") or 10000),
+            batch_timeout=parse_seconds(str(cfg.get("batch_timeout") or "1")),
+            mem_max=mem if mem > 0 else DEFAULT_MEM,
+            reconnect=max(float(cfg.get("reconnect") or 0), 0.0) or 1.0,
+            reconnect_max=float(cfg.get("reconnect_max") or 60),
+        )
+        # While the database is unavailable, records go to disk after waiting as long as they
+        # would have waited for their batch.
+        self.wsettings.spool_delay = max(self.wsettings.batch_timeout, 0.05)
+        self.spool_dir = str(cfg.get("spool_dir") or "") or self.default_spool()
+        self.spool_max = parse_size(str(cfg.get("spool_max") or "1G"))
+        self.stop_timeout = parse_seconds(str(cfg.get("stop_timeout") or "5"))
+        try:
+            info = self.open_table()
+        except Unavailable as e:
+            self.backend.close()
+            # A table that is not there is a configuration error; a server that is down is not.
+            if not self.start_without_db or isinstance(e, MissingTable):
+                raise ConfigError(f"{self.label}: {e}") from None
+            cached = self._cached_keys()
+            self.keys = cached or self._all_keys()
+            how = (
+                "with the columns cached at the last connection"
+                if cached
+                else f"keeping all {len(self.keys)} keys of each record until the table's columns can be read"
+            )
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            self.ctx.log.error(f"{self.label}: database unavailable at start ({reason}); starting anyway, {how}")
+            return
+        finally:
+            self.backend.close()
+        self.keys = map_columns(self._column_keys(info), list(self._types), self.table_name(), self.label)
+        self._save_cache(info)
+
+    def open_table(self) -> TableInfo:
+        """Connect and read the columns; create the table from ``schema_file`` if missing."""
+        assert self.backend is not None
+        self.backend.connect()
+        try:
+            return self.backend.discover()
+        except MissingTable as e:
+            if not self._schema_file:
+                raise
+            # Read only now: a schema file that is not there matters only if the table is not.
+            try:
+                with open(self._schema_file, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as err:
+                why = f"schema_file '{self._schema_file}' cannot be read: {err.strerror}"
+                raise MissingTable(f"{e}, and {why}") from err
+            self.ctx.log.notice(f"{self.label}: creating the tables from {self._schema_file}")
+            self.backend.run_script(text)
+            return self.backend.discover()
+
+    def table_name(self) -> str:
+        return str(self.config.get("table") or "")
+
+    def _column_keys(self, info: TableInfo) -> list[str]:
+        lower = self.backend is not None and self.backend.s.lower_case
+        return [c.lower() for c in info.columns] if lower else list(info.columns)
+
+    def _map_table(self, info: TableInfo) -> list[str]:
+        """Writer side: the keys of a freshly read table (ConfigError: a column has no key)."""
+        keys = map_columns(self._column_keys(info), list(self._types), self.table_name(), self.label)
+        self._save_cache(info)
+        return keys
+
+    def _on_table(self, info: TableInfo, keys: list[str]) -> None:
+        if keys != self.keys:
+            self._pending_keys = keys  # picked up by the event loop in flush()
+
+    def _all_keys(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for key in self.wildcard_keys:
+            if key.type not in _POINTER_TYPES:
+                seen[key.name] = None
+        return list(seen)
+
+    # -- the column cache, for starting while the database is down
+    def _cache_path(self) -> str:
+        return os.path.join(self.spool_dir, "columns.json")
+
+    def _save_cache(self, info: TableInfo) -> None:
+        if not self.start_without_db:
+            return
+        data = {"table": self.table_name(), "columns": info.columns, "plain": info.plain}
+        try:
+            try:
+                with open(self._cache_path(), encoding="utf-8") as f:
+                    if json.load(f) == data:
+                        return
+            except (OSError, ValueError):
+                pass
+            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+            tmp = self._cache_path() + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, self._cache_path())
+        except OSError as e:
+            self.ctx.log.notice(f"{self.label}: cannot cache the column list in {self.spool_dir}: {e.strerror}")
+
+    def _cached_keys(self) -> list[str] | None:
+        try:
+            with open(self._cache_path(), encoding="utf-8") as f:
+                data = json.load(f)
+            if data.get("table") != self.table_name():
+                return None
+            info = TableInfo(list(data["columns"]), bool(data.get("plain")))
+            return map_columns(self._column_keys(info), list(self._types), self.table_name(), self.label)
+        except (OSError, ValueError, KeyError, TypeError, ConfigError):
+            return None
+
+    # -- running
+    def start(self) -> None:
+        if self.backend is None:
+            raise PluginError(f"{self.label} was not configured")
+        self._compile(self.keys)
+        spool: Spool | None = Spool(self.spool_dir, self.spool_max)
+        try:
+            spool.open()  # type: ignore[union-attr]
+        except SpoolError as e:
+            self.ctx.log.error(f"{self.label}: {e}; records beyond the memory queue will be dropped")
+            spool = None
+        if spool is not None and not spool.empty:
+            self.ctx.log.notice(f"{self.label}: {spool.bytes} bytes of records from before are in {spool.path}")
+        self.writer = Writer(
+            self.ctx,
+            self.label,
+            f"sql.{self.id}",
+            self.backend,
+            self.wsettings,
+            spool,
+            self._map_table,
+            self._on_table,
+            self.open_table,
+        )
+        self.writer.start()
+
+    def _compile(self, keys: list[str]) -> None:
+        slot_of: dict[str, int] = {}
+        for key, slot in zip(self.wildcard_keys, self.in_slots, strict=True):
+            slot_of[key.name] = slot
+        assert self.backend is not None
+        self._build = compile_builder(
+            [self._types[k] for k in keys], [slot_of.get(k, 0) for k in keys], self.backend.render
+        )
+        self.keys = keys
+        self._names = tuple(keys)
+        self._handoff_at = self.wsettings.batch_size
+
+    def interp(self, rec: list[Any]) -> int:
+        rows = self._rows
+        rows.append(self._build(rec))  # type: ignore[misc]
+        if len(rows) >= self._handoff_at:
+            self.flush()
+        return OK
+
+    def flush(self) -> None:
+        rows = self._rows
+        if rows:
+            self._rows = []
+            if self.writer is not None:
+                self.writer.put(self._names, rows)
+        pending = self._pending_keys
+        if pending is not None:
+            self._pending_keys = None
+            self._compile(pending)
+
+    def stop(self) -> None:
+        self.flush()
+        if self.writer is not None:
+            self.writer.stop(self.stop_timeout)
+            self.writer = None
+        elif self.backend is not None:
+            self.backend.close()
+
+    def signal(self, signum: int) -> None:
+        # As ulogd2: SIGHUP reconnects (and here re-reads the table's columns).
+        if signum == signal.SIGHUP and self.writer is not None:
+            self.writer.request_reconnect()
+
+    def settings_common(self, **kw: Any) -> Settings:
+        from pyulogd.db.statement import parse_procedure, split_name
+
+        cfg = self.config
+        timeout = int(cfg.get("connect_timeout") or 0)
+        return Settings(
+            table=split_name(self.table_name()),
+            connect_timeout=float(timeout) if timeout > 0 else 10.0,
+            target=parse_procedure(str(cfg.get("procedure") or "INSERT")),
+            **kw,
+        )

@@ -1,0 +1,220 @@
+"""The on-disk spool: records the database could not take yet, in order, across restarts.
+
+A directory of segment files ``NNNNNNNNNNNNNNNNNNNN.seg`` written in order. A segment is
+a header and frames; a frame is ``<u32 length><u32 crc32>`` and a ``marshal`` dump of
+``(key names, rows)``. Frames are appended whole with one ``write()``, so a SIGKILL leaves
+at most a torn last frame, which the reader detects (length or CRC) and skips. After a
+restart appends always go to a new segment, never after a possibly torn tail.
+
+What has been written to the database is recorded in ``ack`` (segment number and offset,
+one ``pwrite`` after each committed batch); fully written segments are deleted. Delivery
+is at least once: a kill between a commit and its ack writes that batch again.
+
+Two threads use it (``db/writer.py``): the spiller appends, the writer reads the head and
+acknowledges; a lock keeps each operation whole. Reading the head while frames are
+appended at the tail is safe: appends never touch what is before them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import marshal
+import os
+import re
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+_HEADER = b"PYULOGD-SPOOL 1\n"
+_FRAME = struct.Struct("<II")
+_ACK = struct.Struct("<QQ")
+_SEG = re.compile(r"^(\d{20})\.seg$")
+_MAX_FRAME = 256 << 20
+_SEGMENT_SIZE = 32 << 20
+
+Rows = list[tuple[Any, ...]]
+
+
+class SpoolError(Exception):
+    """The spool directory cannot be used (permissions, another daemon holds it)."""
+
+
+@dataclass
+class Frame:
+    names: tuple[str, ...]
+    rows: Rows
+    seg: int
+    end: int  # offset after the frame: the ack once its rows are written
+
+
+class Spool:
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.lock = threading.Lock()
+        self._lock_fd = -1
+        self._ack_fd = -1
+        self._segments: list[int] = []  # numbers, oldest first
+        self._sizes: dict[int, int] = {}
+        self._tail_fd = -1  # segment appended to, always the last of _segments when open
+        self._read_seg = 1
+        self._read_off = len(_HEADER)
+        self._read_fd = -1
+        self.bytes = 0  # unconsumed bytes on disk (approximate: whole segments)
+        self.corrupt = 0  # frames skipped as torn or damaged
+
+    # -- life
+    def open(self) -> None:
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise SpoolError(f"cannot use spool directory {self.path!r}: {e.strerror}") from e
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise SpoolError(f"spool directory {self.path!r} is used by another running daemon") from None
+        self._ack_fd = os.open(os.path.join(self.path, "ack"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        data = os.pread(self._ack_fd, _ACK.size, 0)
+        ack_seg, ack_off = _ACK.unpack(data) if len(data) == _ACK.size else (0, 0)
+        for name in sorted(os.listdir(self.path)):
+            m = _SEG.match(name)
+            if m is None:
+                continue
+            num = int(m[1])
+            if num < ack_seg:
+                os.unlink(os.path.join(self.path, name))
+                continue
+            size = os.path.getsize(os.path.join(self.path, name))
+            self._segments.append(num)
+            self._sizes[num] = size
+            self.bytes += size
+        # Segment numbers only grow, also across restarts: the ack names the next one to read.
+        self._read_seg, self._read_off = max(ack_seg, 1), len(_HEADER)
+        if self._segments:
+            self._read_seg = self._segments[0]
+            if self._read_seg == ack_seg and ack_off:
+                self._read_off = ack_off
+
+    def close(self) -> None:
+        for fd in (self._tail_fd, self._read_fd, self._ack_fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._tail_fd = self._read_fd = self._ack_fd = self._lock_fd = -1
+
+    @property
+    def empty(self) -> bool:
+        return not self._segments
+
+    # -- writing
+    def append(self, names: tuple[str, ...], rows: Rows) -> tuple[int, int] | None:
+        """Add a frame at the end; its (segment, end offset), or None when the spool is full."""
+        payload = marshal.dumps((names, rows))
+        frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        with self.lock:
+            if self.bytes + len(frame) > self.max_bytes:
+                return None
+            if self._tail_fd < 0 or self._sizes[self._segments[-1]] >= _SEGMENT_SIZE:
+                self._new_segment()
+            seg = self._segments[-1]
+            _write_all(self._tail_fd, frame)
+            self._sizes[seg] += len(frame)
+            self.bytes += len(frame)
+            return seg, self._sizes[seg]
+
+    def _new_segment(self) -> None:
+        if self._tail_fd >= 0:
+            os.close(self._tail_fd)
+        num = self._segments[-1] + 1 if self._segments else self._read_seg
+        path = os.path.join(self.path, f"{num:020d}.seg")
+        self._tail_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        _write_all(self._tail_fd, _HEADER)
+        if not self._segments:
+            self._read_seg, self._read_off = num, len(_HEADER)
+        self._segments.append(num)
+        self._sizes[num] = len(_HEADER)
+        self.bytes += len(_HEADER)
+
+    # -- reading
+    def peek(self) -> Frame | None:
+        """The oldest frame not yet acknowledged, or None when the spool is empty."""
+        with self.lock:
+            while self._segments:
+                seg = self._read_seg
+                frame = self._read_frame(seg)
+                if frame is not None:
+                    return frame
+                # Every frame of this segment is written (or the rest is damaged): done with it.
+                # If it is the one being appended to, the next append starts a new segment.
+                self._drop_segment(seg)
+            return None
+
+    def _read_frame(self, seg: int) -> Frame | None:
+        if self._read_fd < 0:
+            try:
+                self._read_fd = os.open(os.path.join(self.path, f"{seg:020d}.seg"), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            if os.pread(self._read_fd, len(_HEADER), 0) != _HEADER:
+                self.corrupt += 1
+                return None
+        off = self._read_off
+        head = os.pread(self._read_fd, _FRAME.size, off)
+        if len(head) < _FRAME.size:
+            if head:
+                self.corrupt += 1
+            return None
+        length, crc = _FRAME.unpack(head)
+        payload = os.pread(self._read_fd, length, off + _FRAME.size) if length <= _MAX_FRAME else b""
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            self.corrupt += 1
+            self._read_off = self._sizes.get(seg, off)  # skip the rest of this segment
+            return None
+        try:
+            names, rows = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            self.corrupt += 1
+            self._read_off = off + _FRAME.size + length
+            return self._read_frame(seg)
+        return Frame(tuple(names), list(rows), seg, off + _FRAME.size + length)
+
+    def ack(self, frame: Frame) -> None:
+        """The frame's rows are in the database."""
+        with self.lock:
+            if frame.seg != self._read_seg:
+                return
+            self._read_off = frame.end
+            os.pwrite(self._ack_fd, _ACK.pack(frame.seg, frame.end), 0)
+            if frame.end >= self._sizes.get(frame.seg, 0):
+                self._drop_segment(frame.seg)
+
+    def _drop_segment(self, seg: int) -> None:
+        if self._read_fd >= 0:
+            os.close(self._read_fd)
+            self._read_fd = -1
+        if self._segments and seg == self._segments[-1] and self._tail_fd >= 0:
+            os.close(self._tail_fd)
+            self._tail_fd = -1
+        try:
+            os.unlink(os.path.join(self.path, f"{seg:020d}.seg"))
+        except FileNotFoundError:
+            pass
+        if seg in self._segments:
+            self._segments.remove(seg)
+        self.bytes -= self._sizes.pop(seg, 0)
+        if self._segments:
+            self._read_seg, self._read_off = self._segments[0], len(_HEADER)
+        else:
+            self.bytes = 0
+            self._read_seg, self._read_off = seg + 1, len(_HEADER)
+        os.pwrite(self._ack_fd, _ACK.pack(self._read_seg, 0), 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

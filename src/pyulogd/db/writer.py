@@ -1,0 +1,534 @@
+"""The threads of one SQL output: bounded queue, batches, reconnects, spool.
+
+The event loop never waits for a database. ``interp()`` only builds a tuple; after each
+loop round the output hands its rows to :meth:`Writer.put` (a lock, an append, maybe a
+notify). Two threads take it from there:
+
+* the **writer** writes batches of at most ``batch_size`` rows, as soon as that many are
+  queued or the oldest has waited ``batch_timeout`` seconds, reconnecting with a capped
+  exponential backoff when the database is unavailable;
+* the **spiller** moves records from memory to the end of the on-disk spool when memory
+  passes its bound (also while the writer is stuck in a database that stalls rather than
+  fails: a lock, a full disk), and, while the database is unavailable, as soon as they
+  waited ``spool_delay``, so that a SIGKILL during an outage loses nothing that reached it.
+
+Order. Records form one FIFO: the batch being retried, then the spool (oldest), then
+memory (newest). The spiller always takes the oldest records in memory, and first the
+batch the writer is writing if it came from memory: that batch becomes the spool's first
+frame, and if the writer then succeeds, that frame is acknowledged without being written
+again. The writer reads the spool before memory, and takes memory only when the spool is
+empty and nothing is on its way there. Delivery is at least once: a batch written just
+before a SIGKILL, or written while it was also being spooled and then cut by an outage,
+can be written twice; nothing is lost unless the spool is full.
+
+Only a full spool (or, without a usable spool directory, a full memory queue) drops
+records; they are counted and logged once per burst. Counters (``ctx.stats``):
+``sql.<id>.rows`` written, ``.batches``, ``.reconnects`` (failed attempts), ``.spooled``
+(rows written to disk), ``.dropped``, ``.rejected`` (rows the database refused, e.g. a
+value out of a column's range; the batch is split to find them, the others are written).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pyulogd.core.errors import ConfigError
+from pyulogd.db.backend import Backend, Rejected, Rows, TableInfo, Unavailable
+from pyulogd.db.render import row_size
+from pyulogd.db.spool import Frame, Spool
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
+
+FrameRef = tuple[int, int]
+# A refused batch is split in halves down to this many rows, which are then written one by
+# one in a single transaction (a savepoint per row).
+EACH_BELOW = 64
+
+
+@dataclass
+class Chunk:
+    names: tuple[str, ...]  # the key each value of a row is for
+    rows: Rows
+    t: float  # monotonic time it was queued
+    size: int  # estimated bytes
+
+
+@dataclass
+class Batch:
+    names: tuple[str, ...]
+    rows: Rows
+    frame: Frame | None  # where it came from in the spool (acked when written), or None: memory
+    done: int = 0  # rows already written or rejected
+    # For a batch from memory: the spiller copied it to the spool ("pending", then its frame).
+    spooled: str | FrameRef | None = None
+    written: bool = False
+
+
+@dataclass
+class WriterSettings:
+    batch_size: int = 10000
+    batch_timeout: float = 1.0
+    mem_max: int = 64 << 20
+    reconnect: float = 2.0
+    reconnect_max: float = 60.0
+    spool_delay: float = 1.0
+
+
+class Writer:
+    def __init__(
+        self,
+        ctx: Context,
+        label: str,
+        stat_prefix: str,
+        backend: Backend,
+        settings: WriterSettings,
+        spool: Spool | None,
+        map_table: Callable[[TableInfo], list[str]],
+        on_table: Callable[[TableInfo, list[str]], None] | None = None,
+        open_table: Callable[[], TableInfo] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.label = label
+        self.backend = backend
+        self.cfg = settings
+        self.spool = spool
+        self.map_table = map_table
+        self.on_table = on_table
+        self.open_table = open_table
+        self.cond = threading.Condition()
+        # -- everything below up to the counters is guarded by cond
+        self.mem: collections.deque[Chunk] = collections.deque()
+        self.mem_rows = 0
+        self.mem_bytes = 0
+        self.hard_max = settings.mem_max * 2 if spool is not None else settings.mem_max
+        self.stopping = False
+        self.deadline = 0.0
+        self.connected = False
+        self._retry: Batch | None = None  # a batch from memory that failed: written first
+        self._current: Batch | None = None  # the batch being written
+        self._moving = 0  # spills on their way to disk
+        self._skip: set[FrameRef] = set()  # spool frames whose rows are already written
+        self._flush_all = False  # spiller: move everything (exit)
+        self._writer_done = False
+        self._reconnect_requested = False
+        # -- writer thread only
+        self.columns: list[str] = []
+        self.keys: list[str] = []
+        self._projections: dict[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]] | None] = {}
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._outage_logged = False
+        self._reject_burst = 0
+        # -- counters
+        self._drop_burst = 0
+        self.stats_lock = threading.Lock()
+        self._p = stat_prefix
+        self.thread = threading.Thread(target=self._run_writer, name=f"pyulogd-{label}", daemon=True)
+        self.spiller = threading.Thread(target=self._run_spiller, name=f"pyulogd-{label}-spool", daemon=True)
+
+    # ------------------------------------------------------------------ event loop side
+    def start(self) -> None:
+        self.thread.start()
+        if self.spool is not None:
+            self.spiller.start()
+
+    def put(self, names: tuple[str, ...], rows: Rows) -> None:
+        """Queue rows (called by the event loop; never blocks on the database or the disk)."""
+        size = row_size(rows[0]) * len(rows)
+        with self.cond:
+            if self.mem_bytes + size > self.hard_max:
+                self._drop(len(rows), "the memory queue is full" + ("" if self.spool else " and there is no spool"))
+                return
+            was_empty = not self.mem
+            self.mem.append(Chunk(names, rows, time.monotonic(), size))
+            self.mem_rows += len(rows)
+            self.mem_bytes += size
+            if was_empty or self.mem_rows >= self.cfg.batch_size or self.mem_bytes > self.cfg.mem_max:
+                self.cond.notify_all()
+
+    def request_reconnect(self) -> None:
+        with self.cond:
+            self._reconnect_requested = True
+            self.cond.notify_all()
+
+    def stop(self, timeout: float) -> None:
+        """Write what can be written within ``timeout`` seconds, spool the rest, end the threads."""
+        with self.cond:
+            self.stopping = True
+            self.deadline = time.monotonic() + timeout
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(timeout + 2.0)
+        if self.thread.is_alive():
+            # Stuck in a database call: what is queued, and the batch it is writing, go to disk
+            # (that batch is written twice if the call ends up succeeding).
+            self.ctx.log.error(f"{self.label}: the database did not answer in time; spooling the queue")
+        with self.cond:
+            self._flush_all = True
+            self.cond.notify_all()
+        if self.spiller.is_alive():
+            self.spiller.join(timeout + 10.0)
+        if not self.thread.is_alive():
+            self._lose_rest()
+            if self.spool is not None:
+                self.spool.close()
+
+    def is_alive(self) -> bool:
+        return self.thread.is_alive() or self.spiller.is_alive()
+
+    # ------------------------------------------------------------------ writer thread
+    def _run_writer(self) -> None:
+        try:
+            self._loop()
+        except Exception as e:  # a bug here must not lose the queue silently
+            self.ctx.log.error(f"{self.label}: writer failed: {type(e).__name__}: {e}; spooling the queue")
+        finally:
+            self.backend.close()
+            with self.cond:
+                self.connected = False
+                self._writer_done = True
+                self._flush_all = True
+                self.cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                if self._reconnect_requested:
+                    self._reconnect_requested = False
+                    if self.connected:
+                        self.backend.close()
+                        self.connected = False
+                        self._next_attempt = 0.0
+                stopping = self.stopping
+                if stopping and time.monotonic() >= self.deadline:
+                    return
+            if not self.connected and not self._connect():
+                if stopping:
+                    return
+                self._wait(min(self._next_attempt - time.monotonic(), 1.0))
+                continue
+            batch = self._next_batch()
+            if batch is None:
+                with self.cond:
+                    if self.stopping and not self.mem and self._retry is None and self._moving == 0 and (
+                        self.spool is None or self.spool.empty
+                    ):
+                        return
+                continue
+            self._write(batch)
+
+    def _wait(self, timeout: float) -> None:
+        with self.cond:
+            if self._reconnect_requested or timeout <= 0:
+                return
+            if self.stopping:
+                timeout = min(timeout, max(0.0, self.deadline - time.monotonic()))
+            self.cond.wait(timeout)
+
+    # -- connection
+    def _connect(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_attempt:
+            return False
+        try:
+            if self.open_table is not None:
+                info = self.open_table()
+            else:
+                self.backend.connect()
+                info = self.backend.discover()
+            keys = self.map_table(info)
+        except (Unavailable, ConfigError) as e:
+            self.backend.close()
+            self._failed(f"database unavailable: {_short(e)}")
+            return False
+        if info.columns != self.columns or keys != self.keys:
+            if self.columns:
+                self.ctx.log.notice(f"{self.label}: the table's columns changed: {', '.join(info.columns)}")
+            self.columns, self.keys = info.columns, keys
+            self._projections.clear()
+            if self.on_table is not None:
+                self.on_table(info, keys)
+        with self.cond:
+            self.connected = True
+        if self._outage_logged:
+            spooled = 0 if self.spool is None else self.spool.bytes
+            self.ctx.log.notice(
+                f"{self.label}: connected to the database again; writing the queue "
+                f"({self.mem_rows} records in memory, {spooled} bytes spooled)"
+            )
+        self._outage_logged = False
+        self._failures = 0
+        return True
+
+    def _failed(self, what: str) -> None:
+        """A connection attempt or a write failed: back off, tell once per outage."""
+        self._failures += 1
+        delay = min(self.cfg.reconnect * (2 ** min(self._failures - 1, 16)), self.cfg.reconnect_max)
+        self._next_attempt = time.monotonic() + delay
+        self._count("reconnects")
+        with self.cond:
+            self.connected = False
+            self.cond.notify_all()  # the spiller now spools what waits
+        if not self._outage_logged:
+            self._outage_logged = True
+            where = f"spooling to {self.spool.path}" if self.spool else "queueing in memory"
+            self.ctx.log.error(f"{self.label}: {what}; {where}, retrying")
+
+    # -- choosing what to write
+    def _next_batch(self) -> Batch | None:
+        with self.cond:
+            if self._retry is not None:
+                batch, self._retry = self._retry, None
+                self._current = batch
+                return batch
+            if self._moving:  # records on their way to the spool are older than memory
+                self.cond.wait(0.05)
+                return None
+            from_spool = self.spool is not None and not self.spool.empty
+            if not from_spool:
+                return self._from_memory()
+        assert self.spool is not None
+        frame = self.spool.peek()  # the head: older than anything the spiller appends meanwhile
+        if frame is None:
+            return None
+        with self.cond:
+            ref = (frame.seg, frame.end)
+            if ref in self._skip:  # already written while it was being spooled
+                self._skip.discard(ref)
+                self.spool.ack(frame)
+                return None
+            batch = Batch(frame.names, frame.rows, frame)
+            self._current = batch
+            return batch
+
+    def _from_memory(self) -> Batch | None:
+        """(cond held) A batch from the head of memory when it is due, else wait for one."""
+        if not self.mem:
+            if not self.stopping and not self._reconnect_requested:
+                self.cond.wait()
+            return None
+        age = time.monotonic() - self.mem[0].t
+        if self.mem_rows < self.cfg.batch_size and age < self.cfg.batch_timeout and not self.stopping:
+            self.cond.wait(self.cfg.batch_timeout - age)
+            return None
+        first = self.mem[0]
+        names = first.names
+        rows: Rows = []
+        limit = self.cfg.batch_size
+        while self.mem and self.mem[0].names == names and len(rows) < limit:
+            chunk = self.mem[0]
+            room = limit - len(rows)
+            if len(chunk.rows) <= room:
+                self.mem.popleft()
+                rows.extend(chunk.rows)
+                self.mem_rows -= len(chunk.rows)
+                self.mem_bytes -= chunk.size
+            else:
+                part, chunk.rows = chunk.rows[:room], chunk.rows[room:]
+                moved = chunk.size * len(part) // (len(part) + len(chunk.rows))
+                chunk.size -= moved
+                rows.extend(part)
+                self.mem_rows -= len(part)
+                self.mem_bytes -= moved
+        batch = Batch(names, rows, None)
+        self._current = batch
+        return batch
+
+    # -- writing
+    def _write(self, batch: Batch) -> None:
+        try:
+            self._deliver(batch, batch.rows[batch.done :])
+        except Unavailable as e:
+            with self.cond:
+                self._current = None
+                if batch.frame is None and batch.spooled is None:
+                    batch.rows = batch.rows[batch.done :]
+                    batch.done = 0
+                    self._retry = batch
+                # else: the spool has it (from there, or copied by the spiller): read it again
+            self.backend.close()
+            self._failed(f"writing failed: {_short(e)}")
+            return
+        with self.cond:
+            self._current = None
+            batch.written = True
+            if isinstance(batch.spooled, tuple):
+                self._skip.add(batch.spooled)
+        if batch.frame is not None and self.spool is not None:
+            self.spool.ack(batch.frame)
+        self._count("batches")
+        if self._drop_burst:
+            self.ctx.log.notice(f"{self.label}: writing again; {self._drop_burst} records were dropped")
+            self._drop_burst = 0
+        if self._reject_burst:
+            self.ctx.log.notice(f"{self.label}: {self._reject_burst} records were refused by the database")
+            self._reject_burst = 0
+
+    def _deliver(self, batch: Batch, rows: Rows) -> None:
+        """Write ``rows``; split them to find rows the database refuses. Raises Unavailable."""
+        project = self._projection(batch.names)
+        try:
+            self.backend.write(self.columns, rows if project is None else [project(r) for r in rows])
+        except Rejected as e:
+            if len(rows) <= EACH_BELOW:
+                # Few rows: one transaction, one savepoint per row (not one commit per row).
+                values = rows if project is None else [project(r) for r in rows]
+                try:
+                    results = self.backend.write_each(self.columns, values)
+                except NotImplementedError:
+                    results = None
+                if results is not None:
+                    for reason in results:
+                        if reason is not None:
+                            self._refused(reason)
+                    written = sum(1 for r in results if r is None)
+                    batch.done += len(rows)
+                    if written:
+                        self._count("rows", written)
+                    return
+                if len(rows) == 1:
+                    self._refused(_short(e))
+                    batch.done += 1
+                    return
+            mid = len(rows) // 2
+            self._deliver(batch, rows[:mid])
+            self._deliver(batch, rows[mid:])
+            return
+        batch.done += len(rows)
+        self._count("rows", len(rows))
+
+    def _refused(self, reason: str) -> None:
+        self._count("rejected")
+        if not self._reject_burst:
+            self.ctx.log.error(f"{self.label}: the database refused a record: {reason.strip().splitlines()[0]}")
+        self._reject_burst += 1
+
+    def _projection(self, names: tuple[str, ...]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+        """How to turn rows of ``names`` into rows of the table's columns (None: as they are)."""
+        if names == tuple(self.keys):
+            return None
+        if names not in self._projections:
+            where = {n: i for i, n in enumerate(names)}
+            idx = [where.get(k) for k in self.keys]
+            if any(i is None for i in idx):
+                missing = [k for k, i in zip(self.keys, idx, strict=True) if i is None]
+                self.ctx.log.notice(f"{self.label}: queued records have no value for {', '.join(missing)}: NULL")
+            self._projections[names] = _projector(idx)
+        return self._projections[names]
+
+    # ------------------------------------------------------------------ spiller thread
+    def _run_spiller(self) -> None:
+        while True:
+            with self.cond:
+                items = self._due()
+                while items is None:
+                    if self._flush_all and (self._writer_done or not self.thread.is_alive()) or (
+                        self._flush_all and not self.mem and self._retry is None
+                    ):
+                        break
+                    self.cond.wait(self._poll())
+                    items = self._due()
+                if items is None:
+                    return
+                self._moving += 1
+            try:
+                self._to_spool(items)
+            except Exception as e:  # a bug must not stop the spilling: count what it cost
+                lost = sum(len(rows) for _b, _n, rows in items)
+                self._drop(lost, f"spooling failed: {type(e).__name__}: {e}")
+            finally:
+                with self.cond:
+                    self._moving -= 1
+                    self.cond.notify_all()
+
+    def _poll(self) -> float:
+        return min(self.cfg.spool_delay, 0.5) if self.mem and not self.connected else 1.0
+
+    def _due(self) -> list[tuple[Batch | None, tuple[str, ...], Rows]] | None:
+        """(cond held) What to move to disk now, oldest first; None: nothing."""
+        if self._flush_all:
+            keep = 0
+        elif self.mem_bytes > self.cfg.mem_max:
+            keep = self.cfg.mem_max // 2
+        elif self.mem and not self.connected and time.monotonic() - self.mem[0].t >= self.cfg.spool_delay:
+            keep = 0
+        else:
+            return None
+        items: list[tuple[Batch | None, tuple[str, ...], Rows]] = []
+        # The batch being written or retried from memory is older than anything in memory.
+        cur = self._current
+        if cur is not None and cur.frame is None and cur.spooled is None and not cur.written:
+            cur.spooled = "pending"
+            items.append((cur, cur.names, cur.rows[cur.done :]))
+        if self._retry is not None and self._retry.frame is None:
+            items.append((None, self._retry.names, self._retry.rows[self._retry.done :]))
+            self._retry = None
+        while self.mem and self.mem_bytes > keep:
+            chunk = self.mem.popleft()
+            self.mem_rows -= len(chunk.rows)
+            self.mem_bytes -= chunk.size
+            items.append((None, chunk.names, chunk.rows))
+        return items or None
+
+    def _to_spool(self, items: list[tuple[Batch | None, tuple[str, ...], Rows]]) -> None:
+        assert self.spool is not None
+        size = self.cfg.batch_size
+        for batch, names, rows in items:
+            ref: FrameRef | None = None
+            for i in range(0, len(rows), size):
+                part = rows[i : i + size]
+                try:
+                    ref = self.spool.append(names, part)
+                except OSError as e:
+                    self._drop(len(part), f"writing the spool failed: {e.strerror}")
+                    ref = None
+                    continue
+                if ref is not None:
+                    self._count("spooled", len(part))
+                else:
+                    self._drop(len(part), f"the spool is full ({self.spool.max_bytes} bytes)")
+            if batch is not None:
+                with self.cond:
+                    # Rows of this batch written by the writer meanwhile: skip the frame later.
+                    batch.spooled = ref if ref is not None and len(rows) <= size else "lost"
+                    if batch.written and isinstance(batch.spooled, tuple):
+                        self._skip.add(batch.spooled)
+
+    def _lose_rest(self) -> None:
+        """After the threads ended: what is still in memory (no spool) is dropped, counted."""
+        with self.cond:
+            lost = self.mem_rows + (0 if self._retry is None else len(self._retry.rows) - self._retry.done)
+            self.mem.clear()
+            self.mem_rows = self.mem_bytes = 0
+            self._retry = None
+        if lost:
+            self._drop(lost, "there is no spool to keep them" if self.spool is None else "stopping")
+
+    # -- accounting
+    def _drop(self, n: int, why: str) -> None:
+        self._count("dropped", n)
+        if not self._drop_burst:
+            self.ctx.log.error(f"{self.label}: dropping records: {why}")
+        self._drop_burst += n
+
+    def _count(self, what: str, n: int = 1) -> None:
+        with self.stats_lock:
+            self.ctx.stats.incr(f"{self._p}.{what}", n)
+
+
+def _projector(idx: list[int | None]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    def project(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(None if i is None else row[i] for i in idx)
+
+    return project
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,487 @@
+"""A sender for network outputs that survives its peer (JSON sockets, SYSLOG, GRAPHITE, IPFIX).
+
+ulogd2 connects once at start (a peer that is down then fails the stack) and afterwards
+tries one reconnect per failed record, with a blocking socket. :class:`ReliableSender`
+never blocks the event loop and never fails the stack because of the peer:
+
+* Records are queued as *items* (a datagram, a chunk of whole text lines, or one binary
+  message) and written with non-blocking ``send`` calls when the plugin flushes (after each
+  batch of events) or when the queue holds ``FLUSH_AT`` bytes.
+* The queue is bounded (``queue_bytes``). While the peer is down or too slow, items wait
+  there; an item that does not fit is dropped and counted (``<prefix>.queue_overflow``,
+  and in ``<prefix>.send_failures`` with every other lost record). The first loss of a
+  burst is logged as an error, the end of the burst as a notice with the number lost.
+  A socket that exists (connected, or connecting) always gets ``SLACK`` bytes even when
+  ``queue_bytes`` is 0, so a slow peer or a connect in progress loses nothing small.
+* A peer that is down at start or goes away later is reconnected with exponential backoff
+  (``backoff_min`` doubling up to ``backoff_max``) by a loop timer, so queued records go
+  out without waiting for new traffic; a flush also reconnects when an attempt is due.
+* Streams (tcp, unix stream): a partly sent item resumes where it stopped on the same
+  connection. If the connection breaks in the middle of an item, a line-based item
+  (``lines=True``) is resent from the first line the peer did not get whole, a binary
+  item (an IPFIX message) whole, on the next connection: records are never silently cut
+  or lost, at worst the old connection ends with a partial record.
+* Datagrams (udp, unix dgram): one ``send`` per item. UDP reports a dead peer only on a
+  later ``send`` (ECONNREFUSED from an ICMP error): that datagram is counted as lost,
+  the current one stays queued, and after the backoff one probe datagram goes first,
+  the rest only if no error came back within ``PROBE_WAIT``.
+
+``on_connect`` (optional) returns items that must open every new connection (IPFIX
+templates); they bypass the queue limit.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pyulogd.core.plugin import Option, OptionType
+from pyulogd.io.loop import Timer
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
+
+# (family, type, proto, address) as socket.getaddrinfo gives them.
+Target = tuple[int, int, int, Any]
+
+FLUSH_AT = 64 * 1024
+# Bytes a live (or connecting) socket may always hold back, whatever queue_bytes says.
+SLACK = 4 * FLUSH_AT
+# Largest single send on a stream.
+_SEND_MAX = 256 * 1024
+PROBE_WAIT = 0.2
+_POLL = 0.05
+_PEER_GONE = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EDESTADDRREQ, errno.ECONNRESET,
+                        errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def resolve(host: str, port: str, kind: int) -> list[Target]:
+    """getaddrinfo for ``kind`` (SOCK_STREAM/SOCK_DGRAM); raises OSError (gaierror)."""
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, kind)
+    return [(fam, typ, proto, addr) for fam, typ, proto, _cn, addr in infos]
+
+
+def unix_target(path: str, kind: int) -> list[Target]:
+    return [(socket.AF_UNIX, kind, 0, path)]
+
+
+class ReliableSender:
+    """Bounded queue + non-blocking socket + reconnect with backoff. See the module docstring."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        label: str,
+        peer: str,
+        targets: list[Target],
+        stat_prefix: str,
+        *,
+        queue_bytes: int = 1 << 20,
+        backoff_min: float = 1.0,
+        backoff_max: float = 60.0,
+        lines: bool = False,
+        on_connect: Callable[[], list[tuple[bytes, int]]] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.label = label
+        self.peer = peer
+        self.targets = targets
+        self.queue_bytes = max(0, queue_bytes)
+        self.backoff_min = backoff_min
+        self.backoff_max = max(backoff_min, backoff_max)
+        self.lines = lines
+        self.on_connect = on_connect
+        self.datagram = bool(targets) and targets[0][1] == socket.SOCK_DGRAM
+        # Items waiting: [data, records]; the head may be partly sent (``_head_off`` bytes).
+        self.queue: deque[list[Any]] = deque()
+        self.queued = 0  # bytes in the queue
+        self._head_off = 0
+        self.sock: socket.socket | None = None
+        self.connected = False
+        self._last_attempt = -1e9
+        self._backoff = backoff_min
+        self._failures_in_row = 0
+        self._timer: Timer | None = None
+        self._probe_until = 0.0  # datagram: after a refusal, one probe until this time
+        self._probing = False
+        self._failing = False
+        self._lost_in_burst = 0
+        self._closed = False
+        p = stat_prefix
+        self._n_failures = p + ".send_failures"
+        self._n_overflow = p + ".queue_overflow"
+        self._n_reconnects = p + ".reconnects"
+        self._n_sent = p + ".sent"
+
+    # -- life cycle
+    def open(self) -> None:
+        """First connection attempt; a peer that is down only schedules retries."""
+        self._closed = False
+        if not self._connect():
+            what = (f"queueing up to {self.queue_bytes} bytes" if self.queue_bytes
+                    else "dropping records until then")
+            self.ctx.log.error(f"{self.label}: {self.peer} is not reachable; retrying with backoff, {what}")
+            self._failing = not self.queue_bytes
+            self._arm_retry()
+
+    def reopen(self) -> None:
+        """SIGHUP: a fresh connection (queued records are kept and go to it)."""
+        self.flush()
+        self._disconnect(requeue=True)
+        self._failures_in_row = 0
+        self._backoff = self.backoff_min
+        if not self._connect():
+            self._arm_retry()
+
+    def close(self) -> None:
+        """Last flush (nothing waits: what cannot go now is counted as lost)."""
+        self.flush()
+        if self.sock is not None and not self.connected:
+            self._ready()
+            self.flush()
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lost = sum(item[1] for item in self.queue)
+        self.queue.clear()
+        self.queued = 0
+        self._head_off = 0
+        if lost:
+            self._lost(lost, "shutting down with the peer unreachable")
+        self._disconnect()
+
+    # -- queueing
+    def enqueue(self, data: bytes, records: int = 1) -> bool:
+        """Queue one item; False (and counted) if it does not fit."""
+        if self.sock is None and not self._closed:
+            self.poll()
+        limit = self.queue_bytes if self.sock is None else max(self.queue_bytes, SLACK)
+        n = len(data)
+        if self.queued + n > limit and self.connected:
+            self.flush()  # make room if the peer takes it
+        if self.queued + n > limit:
+            self.ctx.stats.incr(self._n_overflow, records)
+            self._lost(records, "queue full" if self.queue_bytes else "not connected")
+            return False
+        self.queue.append([data, records])
+        self.queued += n
+        return True
+
+    def flush(self) -> None:
+        if not self.queue or self._closed:
+            return
+        if not self._ready():
+            return
+        if self.datagram:
+            self._send_datagrams()
+        else:
+            self._send_stream()
+
+    def poll(self) -> bool:
+        """Reconnect if an attempt is due, finish a connect in progress; True when connected."""
+        if self._closed:
+            return False
+        return self._ready()
+
+    def _trim(self) -> None:
+        """Without a socket only ``queue_bytes`` may wait: drop the newest items beyond it."""
+        queue = self.queue
+        dropped = 0
+        while queue and self.queued > self.queue_bytes:
+            data, records = queue.pop()
+            self.queued -= len(data)
+            dropped += records
+        if dropped:
+            self.ctx.stats.incr(self._n_overflow, dropped)
+            self._lost(dropped, "queue full" if self.queue_bytes else "not connected")
+
+    # -- connection
+    def _connect(self) -> bool:
+        self._last_attempt = time.monotonic()
+        self._disconnect(requeue=False)
+        err_text = "no address"
+        for fam, typ, proto, addr in self.targets:
+            try:
+                sock = socket.socket(fam, typ | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, proto)
+            except OSError as e:
+                err_text = e.strerror or str(e)
+                continue
+            err = sock.connect_ex(addr)
+            if err in (0, errno.EINPROGRESS):
+                self.sock = sock
+                self.connected = err == 0
+                if typ == socket.SOCK_STREAM:
+                    # Readable: the peer closed (or sent something we ignore).
+                    self.ctx.loop.add_reader(sock.fileno(), self._on_readable)
+                if self.connected:
+                    self._on_established()
+                return True
+            err_text = os.strerror(err)
+            sock.close()
+        self._attempt_failed(err_text)
+        self._trim()
+        return False
+
+    def _on_established(self) -> None:
+        if not self._probing:  # a datagram peer counts as back once the probe got through
+            self._back_again()
+        if self.on_connect is not None:
+            for data, records in reversed(self.on_connect()):
+                self.queue.appendleft([data, records])
+                self.queued += len(data)
+
+    def _back_again(self) -> None:
+        if self._failures_in_row:
+            self.ctx.stats.incr(self._n_reconnects)
+            self.ctx.log.notice(f"{self.label}: connected to {self.peer} again")
+        self._failures_in_row = 0
+        self._backoff = self.backoff_min
+
+    def _attempt_failed(self, reason: str) -> None:
+        self._failures_in_row += 1
+        if self._failures_in_row > 1:
+            self._backoff = min(self.backoff_max, self._backoff * 2)
+        # The first failure of a run is an error an operator must see; retries are debug noise.
+        log = self.ctx.log.error if self._failures_in_row == 1 else self.ctx.log.debug
+        log(f"{self.label}: connecting to {self.peer} failed ({reason}); next attempt in {self._backoff:g} s")
+
+    def _arm_retry(self) -> None:
+        if self._closed or (self._timer is not None and not self._timer.cancelled):
+            return
+        if self.sock is None:
+            delay = max(0.0, self._last_attempt + self._backoff - time.monotonic())
+        else:
+            delay = _POLL  # connecting, or the peer's buffers are full: look again soon
+        self._timer = self.ctx.loop.call_later(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        if self.sock is None:
+            if not self._connect():
+                self._arm_retry()
+                return
+        self.flush()
+        if self.sock is None or self.queue:
+            self._arm_retry()
+
+    def _disconnect(self, requeue: bool = True) -> None:
+        """Close the socket; ``requeue``: then keep only what fits in ``queue_bytes``."""
+        sock, self.sock = self.sock, None
+        self.connected = False
+        if self._head_off and self.queue:
+            if self.lines:
+                # The peer has the lines before the last newline of the sent part.
+                head = self.queue[0]
+                cut = head[0].rfind(b"\n", 0, self._head_off) + 1
+                if cut:
+                    done = head[0].count(b"\n", 0, cut)
+                    head[0] = head[0][cut:]
+                    head[1] = max(1, head[1] - done)
+                    self.queued -= cut
+                    self.ctx.stats.incr(self._n_sent, done)
+            self._head_off = 0  # a binary item goes again whole
+        if sock is not None:
+            if sock.type == socket.SOCK_STREAM:
+                self.ctx.loop.remove_reader(sock.fileno())
+            sock.close()
+        if requeue:
+            self._trim()
+
+    def _on_readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._broken(e.strerror or str(e))
+            return
+        if not data:
+            self._broken("peer closed the connection")
+
+    def _broken(self, reason: str) -> None:
+        self.ctx.log.error(f"{self.label}: connection to {self.peer} lost: {reason}; "
+                           + ("queueing records" if self.queue_bytes else "dropping records") + ", reconnecting")
+        self._disconnect(requeue=True)
+        self._last_attempt = time.monotonic()
+        self._failures_in_row = max(self._failures_in_row, 1)
+        self._arm_retry()
+
+    def _ready(self) -> bool:
+        """True when a send may be tried now; reconnects when an attempt is due."""
+        sock = self.sock
+        if sock is None:
+            if time.monotonic() - self._last_attempt < self._backoff or not self._connect():
+                self._arm_retry()
+                return False
+            sock = self.sock
+            assert sock is not None
+        if not self.connected:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._disconnect()
+                self._attempt_failed(errno.errorcode.get(err, str(err)))
+                self._arm_retry()
+                return False
+            try:
+                sock.getpeername()
+            except OSError:
+                self._arm_retry()  # still connecting: look again soon
+                return False
+            self.connected = True
+            self._on_established()
+        if self._probing and self._probe_until and time.monotonic() < self._probe_until:
+            return False
+        return True
+
+    # -- sending
+    def _send_datagrams(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        queue = self.queue
+        sent = 0
+        while queue:
+            data, records = queue[0]
+            try:
+                sock.send(data, socket.MSG_NOSIGNAL)
+            except (BlockingIOError, InterruptedError):
+                self._arm_retry()  # receiver busy: the rest a little later
+                break
+            except OSError as e:
+                if e.errno in _PEER_GONE:
+                    self._refused(sock, e)
+                    break
+                # Not the peer's state (EMSGSIZE, ...): this datagram can never go.
+                queue.popleft()
+                self.queued -= len(data)
+                self._lost(records, e.strerror)
+                continue
+            queue.popleft()
+            self.queued -= len(data)
+            sent += records
+            if self._probing:
+                if not self._probe_until:
+                    # The probe is out: the rest after PROBE_WAIT if no refusal comes back.
+                    self._probe_until = time.monotonic() + PROBE_WAIT
+                    self.ctx.loop.call_later(PROBE_WAIT, self.flush)
+                    break
+                self._probing = False  # the probe went through: the peer is back
+                self._probe_until = 0.0
+                self._back_again()
+        if sent:
+            self.ctx.stats.incr(self._n_sent, sent)
+            self._ok()
+
+    def _refused(self, sock: socket.socket, e: OSError) -> None:
+        """An earlier datagram was refused (UDP) or the receiver is gone (unix): count one
+        lost (UDP: that earlier datagram), keep the current one, back off, then probe."""
+        if e.errno == errno.ECONNREFUSED and sock.family != socket.AF_UNIX:
+            self._lost(1, e.strerror)
+        else:
+            self._note_failure(e.strerror)
+        self._probing = True
+        self._probe_until = 0.0
+        self._disconnect()
+        self._attempt_failed(e.strerror or str(e))
+        self._arm_retry()
+
+    def _send_stream(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        queue = self.queue
+        while queue:
+            if len(queue) > 1 and len(queue[0][0]) - self._head_off < FLUSH_AT:
+                self._merge_head()
+            data, records = queue[0]
+            off = self._head_off
+            try:
+                n = sock.send(memoryview(data)[off : off + _SEND_MAX], socket.MSG_NOSIGNAL)
+            except (BlockingIOError, InterruptedError):
+                self._arm_retry()
+                return
+            except OSError as e:
+                self._broken(e.strerror or str(e))
+                return
+            off += n
+            if off < len(data):
+                self._head_off = off
+                self._arm_retry()  # the socket buffer is full: the rest a little later
+                return
+            queue.popleft()
+            self.queued -= len(data)
+            self._head_off = 0
+            self.ctx.stats.incr(self._n_sent, records)
+            self._ok()
+
+    def _merge_head(self) -> None:
+        """Join small items after the head into it (fewer send calls), keeping line/record counts."""
+        queue = self.queue
+        if not self.lines:
+            return  # binary items keep their boundaries (a broken connection resends whole items)
+        head = queue.popleft()
+        parts = [head[0]]
+        records = head[1]
+        size = len(head[0])
+        while queue and size < _SEND_MAX:
+            data, n = queue.popleft()
+            parts.append(data)
+            records += n
+            size += len(data)
+        queue.appendleft([b"".join(parts), records])
+
+    # -- accounting
+    def _ok(self) -> None:
+        if self._failing:
+            self._failing = False
+            self.ctx.log.notice(
+                f"{self.label}: sending to {self.peer} works again ({self._lost_in_burst} records were lost)"
+            )
+            self._lost_in_burst = 0
+
+    def _note_failure(self, reason: str | None) -> None:
+        if not self._failing:
+            self._failing = True
+            self.ctx.log.error(f"{self.label}: Failure sending message to {self.peer}: {reason}; dropping records")
+
+    def _lost(self, records: int, reason: str | None) -> None:
+        if records <= 0:
+            return
+        self.ctx.stats.incr(self._n_failures, records)
+        self._lost_in_burst += records
+        self._note_failure(reason)
+
+    # -- introspection (tests, stats)
+    @property
+    def backlog(self) -> int:
+        """Records waiting in the queue."""
+        return sum(item[1] for item in self.queue)
+
+
+def sender_options(queue_default: int) -> tuple[Option, ...]:
+    """The options every output using a ReliableSender takes (pyulogd extras)."""
+    return (
+        Option("queue", OptionType.INT, queue_default,
+               help="pyulogd extra: bytes of records kept while the peer is down or slow (0: drop them); "
+                    "overflow is counted in <output>.<id>.queue_overflow", check=_not_negative),
+        Option("reconnect_max", OptionType.INT, 60,
+               help="pyulogd extra: longest wait in seconds between two connection attempts "
+                    "(the wait starts at 1 s and doubles)", check=_positive),
+    )
+
+
+def _not_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be greater than 0"

@@ -1,0 +1,50 @@
+"""PGSQL: rows into PostgreSQL (ulogd2 ``ulogd_output_PGSQL.so``), with psycopg 3.
+
+ulogd2's options and statement kinds (``db/statement.py``); COPY into plain tables, the
+writer thread, the spool and the reconnection backoff of ``db/writer.py``. The password
+can come from ``pass``, ``pass_file`` or ``pass_env``. ``schema_file`` (e.g. Debian's
+``pgsql-ulogd2-flat.sql``) creates the tables when ``table`` is missing at start.
+"""
+
+from __future__ import annotations
+
+from pyulogd.core.errors import ConfigError
+from pyulogd.core.plugin import Option
+from pyulogd.core.plugin import OptionType as T
+from pyulogd.db import pgsql
+from pyulogd.db.backend import Backend
+from pyulogd.db.options import PYULOGD, SECRETS, ULOGD_DB, password
+from pyulogd.db.output import SqlOutput
+
+
+class PgsqlOutput(SqlOutput):
+    name = "PGSQL"
+    so_name = "ulogd_output_PGSQL.so"
+    description = "Rows into PostgreSQL: COPY into tables, or a stored function per record"
+    options = (
+        *ULOGD_DB,
+        Option("db", T.STRING, "", required=True, help="database name"),
+        Option("host", T.STRING, "", help="server host (empty: the local socket)"),
+        Option("user", T.STRING, "", required=True, help="user name"),
+        Option("pass", T.STRING, "", help="password"),
+        Option("port", T.INT, 0, help="server port (0: the default)"),
+        Option("schema", T.STRING, "public", help="schema of the table (and first in search_path)"),
+        Option("connstring", T.STRING, "", help="libpq connection string; replaces host, port, db, user, pass"),
+        *SECRETS,
+        *PYULOGD,
+    )
+
+    def make_backend(self) -> Backend:
+        if not pgsql.available():
+            raise ConfigError(f"{self.label}: {pgsql.MISSING}")
+        cfg = self.config
+        settings = self.settings_common(
+            db=str(cfg["db"]),
+            host=str(cfg["host"]),
+            port=int(cfg["port"] or 0),
+            user=str(cfg["user"]),
+            password=password(cfg, self.label),
+            schema=str(cfg["schema"] or "public"),
+            connstring=str(cfg["connstring"] or ""),
+        )
+        return pgsql.PgsqlBackend(settings, self.label)

@@ -1,0 +1,1 @@
+CREATE TABLE ulog_pkt (oob_time_sec INTEGER, oob_prefix TEXT, oob_in TEXT, oob_out TEXT, ip_saddr_str TEXT, ip_daddr_str TEXT, ip_saddr INTEGER, ip_protocol INTEGER, tcp_sport INTEGER, tcp_dport INTEGER, tcp_syn INTEGER, udp_dport INTEGER, icmp_type INTEGER, raw_pktlen INTEGER);
