@@ -110,7 +110,7 @@ def test_day_is_space_padded_and_kern_notice_default(tmp_path: Path) -> None:
         stack = syslog_stack(ctx, socket=str(path))
         stack.source.push("x\n")
         stack.sink.flush()
-        assert server.recv(4096).startswith(b"<5>Nov  7 08:00:00 ulogd[")
+        assert server.recv(4096).startswith(b"<29>Nov  7 08:00:00 ulogd[")
         stop_stack(stack)
 
 
@@ -178,7 +178,7 @@ def test_udp_and_tcp_remote(tmp_path: Path) -> None:
                 data += conn.recv(4096)
             stop_stack(stack)
     first_len, rest = data.split(b" ", 1)
-    assert rest[: int(first_len)].startswith(b"<5>") and rest[: int(first_len)].endswith(b"]: one\n")
+    assert rest[: int(first_len)].startswith(b"<29>") and rest[: int(first_len)].endswith(b"]: one\n")
 
 
 def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:

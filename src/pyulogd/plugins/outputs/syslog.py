@@ -100,6 +100,10 @@ class SyslogOutput(Sink):
         if level not in LEVELS:
             raise ConfigError(f"unknown level '{level}'")
         self.pri = FACILITIES[facility] | LEVELS[level]
+        if not FACILITIES[facility]:
+            # glibc's syslog() reads facility 0 (LOG_KERN) as "the openlog() facility", and
+            # ulogd opens the log with LOG_DAEMON: LOG_KERN|LOG_NOTICE goes out as <29>.
+            self.pri |= FACILITIES["LOG_DAEMON"]
         host = str(self.config["host"])
         self._tcp = bool(host) and str(self.config["proto"]).lower() == "tcp"
         peer = f"{host}:{self.config['port']}" if host else str(self.config["socket"])
