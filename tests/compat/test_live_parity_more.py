@@ -1,4 +1,4 @@
-"""Side by side with real ulogd2 for PCAP, MARK, NACCT, IPFIX and UNIXSOCK (issue 6, item 5).
+"""Side by side with real ulogd2 for PCAP, MARK, NACCT, IPFIX, UNIXSOCK, SYSLOG and GRAPHITE (issue 6, item 5).
 
 Packets (PCAP, MARK): the lab and ruleset of ``test_live_parity.py`` (every nft log statement
 logs to group 11 for ulogd2 and group 12 for pyulogd) plus a chain that sets packet marks
@@ -11,6 +11,9 @@ to a collector of its own on the router's loopback.
 
 UNIXSOCK: the same frames, sent with the package's client (``python -m pyulogd.ctl.unixsock``)
 to each daemon's socket; UNIXSOCK,BASE,IP2STR,PRINTPKT,LOGEMU and UNIXSOCK,JSON.
+
+GRAPHITE: both daemons run NFACCT (zerocounter=0) -> GRAPHITE in the nfacct namespace of
+``tests/linux/test_nfacct_live.py``, each to a TCP listener of its own standing in for carbon.
 
 Only what each daemon takes from its own clock is masked, and the differences docs/compat.md
 documents are applied one by one (each with a pointer to its section); any other difference
@@ -39,6 +42,7 @@ from pyulogd.codec import ipfix
 from tests.compat.test_live_parity import TRAFFIC, ruleset
 from tests.linux.lab import Lab, have_root_and_tools, lines, sh, wait_for
 from tests.linux.nat_lab import NatLab, complete_lines, stop, wait_listening
+from tests.linux.test_nfacct_live import WANT, _skip_reason, ns, traffic  # noqa: F401 - ns is a fixture
 
 ULOGD = "/usr/sbin/ulogd"
 PLUGDIR = "/usr/lib/x86_64-linux-gnu/ulogd"
@@ -551,3 +555,116 @@ def test_syslog_same_datagrams(tmp_path: Path) -> None:
     # facility 0 (kern) by openlog()'s LOG_DAEMON, so 29 goes out. [sys2]: local3.warning = 156.
     assert {x.partition(">")[0] for x in masked["ulogd2"]} == {"<29", "<156"}
     assert masked["pyulogd"] == masked["ulogd2"]
+
+
+# ---------------------------------------------------------------- GRAPHITE
+
+
+CARBON = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(4)
+print("ready", flush=True)
+with open(sys.argv[2], "ab") as f:
+    while True:
+        c, _ = s.accept()
+        while data := c.recv(65536):
+            f.write(data)
+            f.flush()
+        c.close()
+"""
+
+
+def graphite_config(out: Path, port: int) -> str:
+    # zerocounter=0: both daemons read the same kernel counters; with 2.0.8's default (1) each
+    # dump would reset them and the two daemons would split the deltas between them by chance.
+    return f"""[global]
+logfile="{out}/daemon.log"
+loglevel=3
+{plugins("inpflow_NFACCT", "output_GRAPHITE")}stack=acct1:NFACCT,g1:GRAPHITE
+
+[acct1]
+pollinterval=1
+zerocounter=0
+timestamp=1
+
+[g1]
+host="127.0.0.1"
+port="{port}"
+prefix="fw.acct"
+"""
+
+
+GRAPHITE_LINE = re.compile(r"^fw\.acct\.(\w+)\.(pkts|bytes) (\d+) (\d+)$")
+
+
+def graphite_dumps(path: Path) -> list[list[str]]:
+    """The complete dumps received (one line per counter and kind), each line's time masked."""
+    data = path.read_text(errors="surrogateescape") if path.exists() else ""
+    got = data.split("\n")[:-1]  # a last line without its newline is still on its way
+    n = 2 * len(WANT)
+    dumps = []
+    for i in range(0, len(got) - len(got) % n, n):
+        dump = []
+        for x in got[i : i + n]:
+            m = GRAPHITE_LINE.match(x)
+            assert m, repr(x)
+            assert abs(int(m[4]) - time.time()) < 120, repr(x)  # oob.time.sec of the dump
+            dump.append(x[: m.start(4)] + "TIME")
+        dumps.append(dump)
+    return dumps
+
+
+def graphite_totals(dump: list[str]) -> dict[str, tuple[int, int]]:
+    vals = {(m[1], m[2]): int(m[3]) for m in (GRAPHITE_LINE.match(x.replace("TIME", "0")) for x in dump) if m}
+    assert len(vals) == len(dump), dump
+    return {name: (vals[(name, "pkts")], vals[(name, "bytes")]) for name, _ in vals}
+
+
+@pytest.mark.skipif(_skip_reason() is not None or not all(
+    os.path.exists(f"{PLUGDIR}/ulogd_{n}.so") for n in ("inpflow_NFACCT", "output_GRAPHITE")),
+    reason="needs nfacct, iptables and ulogd2's NFACCT and GRAPHITE plugins")
+def test_graphite_same_metrics(ns: str, tmp_path: Path) -> None:  # noqa: F811
+    """docs/compat.md, GRAPHITE: 2.0.8's two lines per counter, `ts` from `oob.time.sec`.
+
+    The same nfacct counters, fed by real packets, are polled every second by both daemons
+    (zerocounter=0: the totals); only the time at the end of each line is masked. The first
+    dump (traffic sent before the daemons started) and the last one (after a second round)
+    must be the same in both streams, and every dump has the same metrics in the same order."""
+    def in_ns(args: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["ip", "netns", "exec", ns, *args], **kw)
+
+    traffic(ns)  # the first dump already has something to show
+    listeners = []
+    for name, port in (("ulogd2", 2003), ("pyulogd", 2004)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ulogd.conf").write_text(graphite_config(tmp_path / name, port))
+        c = in_ns([sys.executable, "-c", CARBON, str(port), str(tmp_path / name / "carbon.txt")],
+                  stdout=subprocess.PIPE)
+        assert c.stdout is not None and c.stdout.readline().strip() == b"ready"
+        listeners.append(c)
+    out = [tmp_path / x / "carbon.txt" for x in ("ulogd2", "pyulogd")]
+    daemons = start(in_ns, tmp_path)
+    try:
+        wait_for(lambda: all(len(graphite_dumps(p)) >= 2 for p in out), 15, "two dumps from both daemons")
+        traffic(ns)
+        settled = [len(graphite_dumps(p)) + 3 for p in out]  # the traffic is over: 3 more polls
+        wait_for(lambda: all(len(graphite_dumps(p)) >= k for p, k in zip(out, settled, strict=True)), 15,
+                 "three dumps after the traffic from both daemons")
+    finally:
+        check_stopped(daemons)
+        time.sleep(0.3)
+        for c in listeners:
+            c.send_signal(signal.SIGTERM)
+            c.wait(5)
+    ref, cand = graphite_dumps(out[0]), graphite_dumps(out[1])
+    # What was compared is what the kernel counted.
+    assert graphite_totals(ref[0]) == WANT
+    assert graphite_totals(ref[-1]) == {n: (2 * p, 2 * b) for n, (p, b) in WANT.items()}
+    assert cand[0] == ref[0]
+    assert cand[-1] == ref[-1]
+    # The dumps in between differ only by when a poll fell during the traffic.
+    for d in ref + cand:
+        assert [x.rsplit(" ", 2)[0] for x in d] == [x.rsplit(" ", 2)[0] for x in ref[0]]

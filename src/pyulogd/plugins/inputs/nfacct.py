@@ -8,7 +8,7 @@ per counter once the whole multipart answer is in. Same options and keys as ulog
 with these differences:
 
 * The socket is never read blockingly: the answer is read by the loop as it arrives.
-* A refused dump is logged (the first time, then at most once per ``LOG_INTERVAL``) with
+* A refused dump is logged (the first time, then at most once per 10 s: core/ratelimit.py) with
   the kernel's reason; 2.0.8 logs nothing. The usual one is EPERM: the request needs
   CAP_NET_ADMIN, which pyulogd keeps when ``-u`` drops root (docs/privileges.md), while
   2.0.8 silently writes nothing after ``-u``.
@@ -33,6 +33,7 @@ from pyulogd.codec import nfacct as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
+from pyulogd.core.ratelimit import Burst
 from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
@@ -41,7 +42,6 @@ from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
 # Dump answers come in chunks of at most 32 KiB (the kernel's netlink dump size).
 BUFSIZE = 65536
 MAX_READS = 64
-LOG_INTERVAL = 10.0
 FINAL_DUMP_WAIT = 1.0  # the last dump of a deleted namespace's counters
 # The capability every request on the socket needs (kept across -u, see daemon/caps.py).
 CAPABILITIES = ("CAP_NET_ADMIN",)
@@ -76,25 +76,6 @@ STAT_NAMES = (
 )  # fmt: skip
 
 
-class _RateLimit:
-    """The first occurrence is logged, then at most one line per ``LOG_INTERVAL`` seconds."""
-
-    __slots__ = ("last", "since")
-
-    def __init__(self) -> None:
-        self.last = float("-inf")
-        self.since = 0
-
-    def due(self, now: float, n: int = 1) -> int:
-        """Count ``n``; returns how many to report now (0: stay quiet)."""
-        self.since += n
-        if now - self.last < LOG_INTERVAL:
-            return 0
-        self.last = now
-        count, self.since = self.since, 0
-        return count
-
-
 class NfacctInput(NetnsSource):
     name = "NFACCT"
     so_name = "ulogd_inpflow_NFACCT.so"
@@ -121,7 +102,7 @@ class NfacctInput(NetnsSource):
         self._again = False  # a poll came while a dump ran: dump again when it ends
         p = f"nfacct.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
-        self._limits = {n: _RateLimit() for n in ("refused", "malformed", "io")}
+        self._limits = {n: Burst() for n in ("refused", "malformed", "io")}
 
     # -- life cycle
 

@@ -51,6 +51,7 @@ from pyulogd.codec import nfct as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
+from pyulogd.core.ratelimit import Burst
 from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
@@ -60,7 +61,6 @@ SOL_NETLINK = 270
 NETLINK_BROADCAST_SEND_ERROR = 4
 NETLINK_NO_ENOBUFS = 5
 MAX_READS = 64  # datagrams per readable event; the loop comes back while more are waiting
-LOG_INTERVAL = 10.0  # a repeating problem is logged at most once per this many seconds
 DUMP_TIMEOUT = 10.0  # seconds without any answer before a dump is given up
 SYSCTL = "/proc/sys/net/netfilter/"
 ACCT_SYSCTLS = ("nf_conntrack_acct", "nf_conntrack_timestamp")
@@ -148,25 +148,6 @@ _COUNTER_SLOTS = frozenset(codec.IDX[k] for k in ("orig.raw.pktlen", "orig.raw.p
 Entry = list[Any]
 
 
-class _Burst:
-    """Rate limit for a repeating problem: the first is logged, then at most one line per
-    ``LOG_INTERVAL`` seconds, reporting how many happened since the last line."""
-
-    __slots__ = ("last", "since")
-
-    def __init__(self) -> None:
-        self.last = float("-inf")
-        self.since = 0
-
-    def due(self, now: float, n: int = 1) -> int:
-        self.since += n
-        if now - self.last < LOG_INTERVAL:
-            return 0
-        self.last = now
-        count, self.since = self.since, 0
-        return count
-
-
 class NfctInput(NetnsSource):
     name = "NFCT"
     so_name = "ulogd_inpflow_NFCT.so"
@@ -196,7 +177,7 @@ class NfctInput(NetnsSource):
         self._told_acct = False
         p = f"nfct.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
-        self._burst = {n: _Burst() for n in ("malformed", "enobufs", "netlink_errors", "recv", "dump")}
+        self._burst = {n: Burst() for n in ("malformed", "enobufs", "netlink_errors", "recv", "dump")}
 
     # -- life cycle
 

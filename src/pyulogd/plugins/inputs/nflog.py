@@ -30,6 +30,7 @@ from pyulogd.codec import nflog as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
+from pyulogd.core.ratelimit import Burst
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
@@ -39,7 +40,6 @@ _SYSTEM_FAMILIES = (socket.AF_INET, socket.AF_INET6, AF_BRIDGE)
 # Datagrams read per readable event; the loop comes back while more are waiting.
 MAX_READS = 64
 # A problem that repeats is logged at most once per this many seconds, with the count since.
-LOG_INTERVAL = 10.0
 
 
 def _range(lo: int, hi: int) -> Any:
@@ -132,26 +132,6 @@ STAT_NAMES = (
 _BURSTS = ("malformed", "enobufs", "netlink_errors", "seq", "recv", "truncated")
 
 
-class _Burst:
-    """Rate limit for a repeating problem: the first is logged, then at most one line per
-    ``LOG_INTERVAL`` seconds, reporting how many happened since the last line."""
-
-    __slots__ = ("last", "since")
-
-    def __init__(self) -> None:
-        self.last = float("-inf")
-        self.since = 0
-
-    def due(self, now: float, n: int = 1) -> int:
-        """Record ``n`` occurrences; returns how many to report now (0: stay quiet)."""
-        self.since += n
-        if now - self.last < LOG_INTERVAL:
-            return 0
-        self.last = now
-        count, self.since = self.since, 0
-        return count
-
-
 class NflogInput(NetnsSource):
     name = "NFLOG"
     so_name = "ulogd_inppkt_NFLOG.so"
@@ -175,7 +155,7 @@ class NflogInput(NetnsSource):
         self._truncated = 0
         p = f"nflog.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
-        self._burst = {n: _Burst() for n in _BURSTS}
+        self._burst = {n: Burst() for n in _BURSTS}
 
     # -- life cycle
 
