@@ -101,7 +101,7 @@ def wait_lines(ctx: Context, stack: Any, r: Rsyslog, n: int, timeout: float = 10
 
 
 @pytest.mark.parametrize(("facility", "level", "pri", "fac_text", "sev_text"), [
-    ("LOG_KERN", "LOG_NOTICE", 5, "kern", "notice"),
+    ("LOG_KERN", "LOG_NOTICE", 29, "daemon", "notice"),  # facility 0: openlog()'s LOG_DAEMON, as glibc
     ("LOG_LOCAL2", "LOG_INFO", 150, "local2", "info"),
     ("LOG_DAEMON", "LOG_ERR", 27, "daemon", "err"),
     ("LOG_USER", "LOG_DEBUG", 15, "user", "debug"),
