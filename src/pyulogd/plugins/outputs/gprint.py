@@ -17,13 +17,12 @@ Writing is LOGEMU's: whole lines batched on an ``O_APPEND`` descriptor, SIGHUP r
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType, Sink
+from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType
 from pyulogd.plugins.outputs.keytext import address, producers
-from pyulogd.plugins.outputs.logemu import LineFile
+from pyulogd.plugins.outputs.logemu import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -76,7 +75,8 @@ def stamp(sec: float) -> str:
     )
 
 
-class GprintOutput(Sink):
+class GprintOutput(LineFileSink):
+    reopen_label = "GPRINT"
     name = "GPRINT"
     so_name = "ulogd_output_GPRINT.so"
     description = "One line of comma-separated key=value pairs per event"
@@ -100,17 +100,6 @@ class GprintOutput(Sink):
     def start(self) -> None:
         self._entries = plan(self.wildcard_keys, self.in_slots)
         self.out.open()
-
-    def stop(self) -> None:
-        self.out.close()
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self.ctx.log.notice("GPRINT: reopening logfile")
-            self.out.reopen()
 
     def interp(self, rec: list[Any]) -> int:
         head = ""

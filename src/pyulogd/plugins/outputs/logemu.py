@@ -117,10 +117,31 @@ class LineFile:
             self.fd = -1
 
 
-class LogemuOutput(Sink):
+
+class LineFileSink(Sink):
+    """An output writing whole lines to one file: LOGEMU, GPRINT, OPRINT. SIGHUP reopens it."""
+
+    out: LineFile
+    # How ulogd2 names the plugin in its "reopening logfile" notice.
+    reopen_label = ""
+
+    def stop(self) -> None:
+        self.out.close()
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def signal(self, signum: int) -> None:
+        if signum == signal.SIGHUP:
+            self.ctx.log.notice(f"{self.reopen_label}: reopening logfile")
+            self.out.reopen()
+
+
+class LogemuOutput(LineFileSink):
     name = "LOGEMU"
     so_name = "ulogd_output_LOGEMU.so"
     description = "Syslog-style text file, like the kernel's LOG target"
+    reopen_label = "syslogemu"
     input_type = DataType.PACKET | DataType.FLOW
     options = (
         Option("file", OptionType.STRING, "/var/log/ulogd_syslogemu.log", help="file to append to"),
@@ -147,17 +168,6 @@ class LogemuOutput(Sink):
         # Slot 0 always reads None: without the option the namespace is never looked at.
         self._s_netns = s_netns if self.config.get("netns_prefix") else 0
         self.out.open()
-
-    def stop(self) -> None:
-        self.out.close()
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self.ctx.log.notice("syslogemu: reopening logfile")
-            self.out.reopen()
 
     def interp(self, rec: list[Any]) -> int:
         text = rec[self._s_print]

@@ -15,12 +15,11 @@ Writing is LOGEMU's: whole records batched on an ``O_APPEND`` descriptor, SIGHUP
 
 from __future__ import annotations
 
-import signal
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType, Sink
+from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType
 from pyulogd.plugins.outputs.keytext import address, producers
-from pyulogd.plugins.outputs.logemu import LineFile
+from pyulogd.plugins.outputs.logemu import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -73,7 +72,8 @@ def render(entries: list[tuple[int, str, str]], rec: list[Any]) -> str:
     return "".join(parts)
 
 
-class OprintOutput(Sink):
+class OprintOutput(LineFileSink):
+    reopen_label = "OPRINT"
     name = "OPRINT"
     so_name = "ulogd_output_OPRINT.so"
     description = "Debugging dump: every key of every event as name=value lines"
@@ -92,17 +92,6 @@ class OprintOutput(Sink):
     def start(self) -> None:
         self._entries = plan(self.wildcard_keys, self.in_slots)
         self.out.open()
-
-    def stop(self) -> None:
-        self.out.close()
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self.ctx.log.notice("OPRINT: reopening logfile")
-            self.out.reopen()
 
     def interp(self, rec: list[Any]) -> int:
         self.out.add(render(self._entries, rec))
