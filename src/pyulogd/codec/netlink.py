@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from pyulogd.core.errors import DecodeError
 
@@ -206,3 +207,41 @@ def error_msg(errno: int, request: bytes = b"", seq: int | None = None, pid: int
 def done_msg(seq: int = 0, pid: int = 0, flags: int = NLM_F_MULTI) -> bytes:
     """NLMSG_DONE as nfnetlink_log closes a batch (an nfgenmsg-sized zero payload)."""
     return nlmsg(NLMSG_DONE, flags, seq, b"\0" * NFGEN_HDRLEN, pid)
+
+
+class Batch:
+    """What one ``recv()`` buffer held. Problems are counted here, never raised."""
+
+    __slots__ = ("records", "malformed", "problem", "errors", "acks", "other")
+
+    def __init__(self) -> None:
+        self.records: list[list[Any]] = []
+        # Messages skipped as undecodable; a broken framing counts once and ends the buffer.
+        self.malformed = 0
+        self.problem: str | None = None  # the first one, for the log
+        self.errors: list[int] = []  # errno of each NLMSG_ERROR with a non-zero error
+        self.acks = 0  # NLMSG_ERROR with error 0 (late acks of our own requests)
+        self.other = 0  # messages that are not records nor DONE/NOOP/ERROR
+
+    def _bad(self, why: str) -> None:
+        self.malformed += 1
+        if self.problem is None:
+            self.problem = why
+
+    def error_message(self, buf: bytes | bytearray | memoryview, off: int, ln: int) -> None:
+        """Count an NLMSG_ERROR message: an ack (error 0) or an errno."""
+        try:
+            err, _ = parse_error(buf, off, ln)
+        except DecodeError as ex:
+            self._bad(str(ex))
+            return
+        if err:
+            self.errors.append(err)
+        else:
+            self.acks += 1
+
+    def tail(self, buf: bytes | bytearray | memoryview, off: int, end: int) -> None:
+        """Bytes left after the last whole message (zero padding is fine)."""
+        if off < end and (end - off >= 4 or any(buf[off:end])):
+            self._bad(f"{end - off} stray bytes at offset {off}")
+

@@ -445,26 +445,15 @@ def compile_layout(buf: Any, off: int, end: int, lay: Layout, event: int) -> _Fa
     return fn
 
 
-class Batch:
-    """What one ``recv()`` buffer held. Problems are counted here, never raised."""
+class Batch(nl.Batch):
+    """A ``recv()`` buffer of conntrack messages; dumps also end or get interrupted."""
 
-    __slots__ = ("records", "malformed", "problem", "errors", "acks", "done", "interrupted", "other")
+    __slots__ = ("done", "interrupted")
 
     def __init__(self) -> None:
-        self.records: list[list[Any]] = []
-        # Messages skipped as undecodable; a broken framing counts once and ends the buffer.
-        self.malformed = 0
-        self.problem: str | None = None  # the first one, for the log
-        self.errors: list[int] = []  # errno of each NLMSG_ERROR with a non-zero error
-        self.acks = 0  # NLMSG_ERROR with error 0
+        super().__init__()
         self.done = False  # NLMSG_DONE seen (end of a dump)
         self.interrupted = False  # a dump message had NLM_F_DUMP_INTR: the table changed meanwhile
-        self.other = 0  # messages that are neither conntrack entries nor DONE/NOOP/ERROR
-
-    def _bad(self, why: str) -> None:
-        self.malformed += 1
-        if self.problem is None:
-            self.problem = why
 
 
 class Decoder:
@@ -526,20 +515,11 @@ class Decoder:
             elif typ == nl.NLMSG_NOOP:
                 pass
             elif typ == nl.NLMSG_ERROR:
-                try:
-                    err, _ = nl.parse_error(buf, off, ln)
-                except DecodeError as ex:
-                    batch._bad(str(ex))
-                else:
-                    if err:
-                        batch.errors.append(err)
-                    else:
-                        batch.acks += 1
+                batch.error_message(buf, off, ln)
             else:
                 batch.other += 1
             off += (ln + 3) & ~3
-        if off < end and (end - off >= 4 or any(buf[off:end])):
-            batch._bad(f"{end - off} stray bytes at offset {off}")
+        batch.tail(buf, off, end)
         return batch
 
     def parse_one(self, buf: Any, now: float) -> list[Any] | None:

@@ -210,24 +210,7 @@ def parse_packet(buf: bytes, off: int, end: int, sec: int, usec: int, label: int
 _U32_ATTRS = frozenset({NFULA_MARK, NFULA_UID, NFULA_GID, NFULA_SEQ, NFULA_SEQ_GLOBAL})
 
 
-class Batch:
-    """What one ``recv()`` buffer held. Problems are counted here, never raised."""
-
-    __slots__ = ("records", "malformed", "problem", "errors", "acks", "other")
-
-    def __init__(self) -> None:
-        self.records: list[list[Any]] = []
-        # Messages skipped as undecodable; a broken framing counts once and ends the buffer.
-        self.malformed = 0
-        self.problem: str | None = None  # the first one, for the log
-        self.errors: list[int] = []  # errno of each NLMSG_ERROR with a non-zero error
-        self.acks = 0  # NLMSG_ERROR with error 0 (late acks of our own requests)
-        self.other = 0  # messages that are neither packets nor DONE/NOOP/ERROR
-
-    def _bad(self, why: str) -> None:
-        self.malformed += 1
-        if self.problem is None:
-            self.problem = why
+Batch = nl.Batch
 
 
 def split_now(now: float) -> tuple[int, int]:
@@ -472,20 +455,11 @@ class Decoder:
             elif typ == nl.NLMSG_DONE or typ == nl.NLMSG_NOOP:
                 pass
             elif typ == nl.NLMSG_ERROR:
-                try:
-                    err, _ = nl.parse_error(buf, off, ln)
-                except DecodeError as ex:
-                    batch._bad(str(ex))
-                else:
-                    if err:
-                        batch.errors.append(err)
-                    else:
-                        batch.acks += 1
+                batch.error_message(buf, off, ln)
             else:
                 batch.other += 1
             off += (ln + 3) & ~3
-        if off < end and (end - off >= 4 or any(buf[off:end])):
-            batch._bad(f"{end - off} stray bytes at offset {off}")
+        batch.tail(buf, off, end)
         self._hits += len(recs) - slow
         return batch
 
