@@ -16,6 +16,8 @@ import pytest
 
 from tests.compat.test_golden_offline import SET, masked, replay, utc  # noqa: F401 - utc is a fixture
 
+pytestmark = pytest.mark.skipif(not SET.is_dir(), reason="../shared/golden is not there")
+
 CASE = SET / "pkt-pcap"
 
 

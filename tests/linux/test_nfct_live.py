@@ -251,7 +251,7 @@ def test_lost_events_are_counted_and_resynced(lab: Lab, tmp_path: Path) -> None:
             sh("conntrack", "-D", "-p", "udp", "--dport", "53", ns=lab.srv)  # 40 DESTROYs, buffer ~2 KiB
         finally:
             d.proc.send_signal(signal.SIGCONT)
-        wait_for(lambda: len(records(tmp_path / "hash.json")) >= n, 15, "every flow reported")
+        wait_for(lambda: len(records(tmp_path / "hash.json")) >= n, 30, "every flow reported")
         time.sleep(0.5)
     finally:
         log = d.stop()
