@@ -25,6 +25,15 @@ N TCP connection attempts to a closed port, each a NEW and a DESTROY event; loss
 (NEW + DESTROY); compare.py also counts the DESTROY lines (destroy_logged,
 cpu_us_per_ct_event) and prints the loss curve, since ulogd2 may lose events at every rate.
 
+--ct-generator syn (--mode ct): instead of shared/bench/udpflood.c's socket()+connect() per attempt
+(≈ 25-40k connections/s here, less than ulogd2 can log), compare.py compiles bench/synflood.c
+(raw TCP SYNs with sendmmsg(), same command line and JSON line) as `udpflood` into
+<workdir>/synflood-bin and gives throughput.py `--build-dir` of it: ≈ 130k SYNs/s with the lab
+alone.  Every SYN is a NEW and, once gbB's RST kills the entry, a DESTROY event, as before.  This
+mode has its own presets (higher rates, more connections per point); --count N sends N per trial.
+
+    sudo bench/compare.py --mode ct --ct-generator syn --quick
+
 Needs root.  Traffic stays inside the lab namespaces gbA/gbB.
 """
 import argparse
@@ -88,6 +97,21 @@ PRESETS_CT = {
                     repeat=3, blast_count=50000, blast_repeat=3),
     "full": dict(rates=[5000, 10000, 15000, 20000, 25000, 30000, 40000], seconds=1.0, min_count=100000,
                  repeat=3, blast_count=100000, blast_repeat=3),
+}
+
+# --mode ct --ct-generator syn: raw SYNs (bench/synflood.c) reach ≈ 130k/s with the lab alone, and
+# ulogd2 starts to lose beyond what connect() could send; points of ≥ 2 s, 200k connections at most.
+PRESETS_CT_SYN = {
+    "quick": dict(rates=[10000, 20000, 40000, 60000, 80000], seconds=2.0, min_count=50000,
+                  repeat=1, blast_count=200000, blast_repeat=1),
+    "default": dict(rates=[10000, 20000, 30000, 40000, 50000, 60000, 80000, 100000], seconds=2.0,
+                    min_count=100000, repeat=2, blast_count=200000, blast_repeat=2),
+    "full": dict(rates=[10000, 20000, 30000, 40000, 50000, 60000, 70000, 80000, 100000, 150000],
+                 seconds=3.0, min_count=200000, repeat=3, blast_count=400000, blast_repeat=3),
+}
+CT_GENERATORS = {
+    "connect": "shared/bench/udpflood.c tcp: socket()+connect() per connection attempt",
+    "syn": "bench/synflood.c tcp: raw TCP SYNs via sendmmsg(), source ports 1024..65535",
 }
 
 # Targets (pyulogd / ulogd2) per configuration kind: (metric, comparison, bound)
@@ -211,6 +235,8 @@ class Runner:
                 "--workdir", os.path.join(a.workdir, "trials"), "--label", label, "--json", tmp]
         if mode != "udp":
             argv += ["--mode", mode]
+        if mode == "ct" and a.gen_build_dir:
+            argv += ["--build-dir", a.gen_build_dir]
         for s in sets:
             argv += ["--set", s]
         if keep or mode == "ct":  # ct: the output is read once more below (DESTROY lines)
@@ -272,6 +298,8 @@ class Runner:
                 shutil.rmtree(tdir, ignore_errors=True)
         row.update(cmp_run=a.run_id, cmp_daemon=daemon, cmp_config=cfg, cmp_kind=kind, cmp_seq=self.seq,
                    cmp_rep=rep, cmp_mode=mode)
+        if mode == "ct":
+            row["cmp_generator"] = a.ct_generator
         with open(a.out, "a") as f:
             f.write(json.dumps(row) + "\n")
         self.rows.append(row)
@@ -614,6 +642,8 @@ def ct_tables(rc, mu, mp):
         L.append(f"| {pt['rate']} | " + " | ".join(cells) + " |")
     L.append("")
     c = rc["loss_cmp"]
+    if not sum(c.values()):  # a single-daemon run
+        return L
     L.append(f"At equal offered rates (sweep), pyulogd's median loss was lower at {c['less']}, equal at "
              f"{c['equal']} and higher at {c['more']} of {sum(c.values())} rates.")
     L.append("")
@@ -634,6 +664,15 @@ def report(rows, meta, show_detail=True):
             L.append("**A/A calibration run: the `pyulogd` column is a second ulogd2** (same binary, same "
                      "config): its ratios show how far noise alone moves each figure.")
         L.append("")
+    # conntrack load generator (rows and meta files from before --ct-generator: connect)
+    gens = sorted({r.get("cmp_generator", "connect") for r in rows
+                   if r.get("cmp_mode") == "ct" and r.get("cmp_kind") != "smoke"})
+    if gens:
+        sha = (meta or {}).get("ct_generator_src_sha256")
+        L.append("Conntrack load generator: " + "; ".join(
+            f"**{g}** ({CT_GENERATORS.get(g, '?')}" + (f", src sha256 {sha}" if sha and g == "syn" else "") + ")"
+            for g in gens) + ".")
+        L.append("")
     verdicts = []
     for cfg in [c for c in CONFIGS if c in res] + [c for c in res if c not in CONFIGS]:
         ms = res[cfg]["metrics"]
@@ -641,12 +680,18 @@ def report(rows, meta, show_detail=True):
         tpl, sets, kind = CONFIGS.get(cfg, ("?", [], None))
         L.append(f"### {cfg}  (`{tpl}` {' '.join(sets)})")
         L.append("")
+        unit = UNIT.get(kind, "events")
         if not mu or not mp:
             L.append(f"only {', '.join(ms)} has results")
             L.append("")
+            if kind == "nfct":  # a single-daemon run (calibration): its loss curve and CPU
+                L.append("| metric | ulogd2 | pyulogd | pyulogd/ulogd2 |")
+                L.append("|---|---|---|---|")
+                cell = {d: fmt_rate(m["achieved"]) if m else "-" for d, m in (("u", mu), ("p", mp))}
+                L.append(f"| **highest lossless rate, {unit}/s, as sent** | {cell['u']} | {cell['p']} | |")
+                L.extend(ct_tables(res[cfg], mu, mp))
             continue
         common = mu["cpu_common_rates"]
-        unit = UNIT.get(kind, "events")
         ev = "connection" if kind == "nfct" else "event"
         L.append("| metric | ulogd2 | pyulogd | pyulogd/ulogd2 |")
         L.append("|---|---|---|---|")
@@ -748,6 +793,23 @@ def git_rev(repo):
         return "?"
 
 
+def build_syn_generator(a):
+    """Compile bench/synflood.c as <workdir>/synflood-bin/udpflood, newer than the shared
+    udpflood.c so that throughput.py (given --build-dir) runs it instead of rebuilding its own."""
+    src = os.path.join(HERE, "synflood.c")
+    bdir = os.path.join(a.workdir, "synflood-bin")
+    exe = os.path.join(bdir, "udpflood")
+    os.makedirs(bdir, exist_ok=True)
+    p = subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, src], capture_output=True, text=True)
+    if p.returncode:
+        sys.exit(f"compare.py: cannot compile {src}:\n{p.stderr}")
+    shared_src = os.path.join(os.path.dirname(a.harness), "udpflood.c")
+    t = max(time.time(), os.path.getmtime(shared_src) + 1 if os.path.exists(shared_src) else 0)
+    os.utime(exe, (t, t))
+    a.gen_src_sha256 = hashlib.sha256(open(src, "rb").read()).hexdigest()[:12]
+    return bdir
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group()
@@ -762,6 +824,10 @@ def main():
     ap.add_argument("--mode", choices=["udp", "ct"], default="udp",
                     help="udp: the NFLOG packet configurations (default); ct: conntrack events, "
                          "NFCT->IP2STR->PRINTFLOW->LOGEMU under TCP connection floods (its own presets)")
+    ap.add_argument("--ct-generator", choices=list(CT_GENERATORS), default="connect",
+                    help="--mode ct load: connect = shared udpflood.c, one socket()+connect() per "
+                         "attempt (default; ≈ 25-40k/s); syn = bench/synflood.c, raw SYNs with sendmmsg() "
+                         "(≈ 130k/s; own presets)")
     ap.add_argument("--configs", help=f"comma list out of {', '.join(CONFIGS)} "
                     f"(default: {', '.join(MODE_CONFIGS['udp'])}; with --mode ct: {', '.join(MODE_CONFIGS['ct'])})")
     ap.add_argument("--daemons", default="ulogd2,pyulogd", help="comma list (order = order within a pair)")
@@ -769,6 +835,9 @@ def main():
     ap.add_argument("--repeat", type=int, help="override trials per sweep point")
     ap.add_argument("--seconds", type=float, help="override: a sweep point lasts this long ...")
     ap.add_argument("--min-count", type=int, help="override: ... but sends at least this many packets")
+    ap.add_argument("--count", type=int,
+                    help="every trial (sweep point and blast) sends exactly this many packets/connections "
+                         "(= --seconds 0 --min-count N --blast-count N)")
     ap.add_argument("--blast-count", type=int, help="override packets per max blast")
     ap.add_argument("--blast-repeat", type=int, help="override max blasts per daemon")
     ap.add_argument("--order", choices=["abab", "abba"], default="abab",
@@ -818,7 +887,12 @@ def main():
         sys.exit(f"compare.py: --daemons takes {DAEMON_ORDER}")
     if a.stop_loss is None:
         a.stop_loss = 50.0 if a.mode == "ct" else 1.0
-    m = dict((PRESETS_CT if a.mode == "ct" else PRESETS)[a.preset])
+    if a.mode == "ct":
+        m = dict((PRESETS_CT_SYN if a.ct_generator == "syn" else PRESETS_CT)[a.preset])
+    else:
+        m = dict(PRESETS[a.preset])
+    if a.count is not None:
+        m.update(seconds=0.0, min_count=a.count, blast_count=a.count)
     if a.rates:
         m["rates"] = [int(float(x)) for x in a.rates.split(",")]
     for k in ("repeat", "seconds", "min_count", "blast_count", "blast_repeat"):
@@ -826,6 +900,10 @@ def main():
             m[k] = getattr(a, k)
     a.matrix = m
     a.run_id = time.strftime("%Y%m%dT%H%M%S")
+    a.gen_build_dir = a.gen_src_sha256 = None
+    has_ct = any(cfg_mode(c) == "ct" for c in a.configs_sel)
+    if a.ct_generator == "syn" and has_ct:
+        a.gen_build_dir = build_syn_generator(a)
     if a.aa:
         a.pyulogd_cmd = a.ulogd_cmd
     name = ("aa-" if a.aa else "compare-") + a.run_id
@@ -837,10 +915,15 @@ def main():
                 preset=a.preset, mode=a.mode, matrix=m, configs=a.configs_sel, order=a.order,
                 ulogd_cmd=a.ulogd_cmd, pyulogd_cmd=a.pyulogd_cmd, pyulogd_rev=git_rev(a.repo),
                 harness=a.harness, aa=a.aa, loadavg_start=open("/proc/loadavg").read().split()[:3])
+    if has_ct:
+        meta.update(ct_generator=a.ct_generator, ct_generator_desc=CT_GENERATORS[a.ct_generator],
+                    ct_generator_build_dir=a.gen_build_dir, ct_generator_src_sha256=a.gen_src_sha256)
     n_sweep = len(m["rates"]) * m["repeat"] + m["blast_repeat"]
+    gen_rate = (100000 if a.ct_generator == "syn" else 30000) if a.mode == "ct" else 150000
     est = sum(max(m["min_count"], r * m["seconds"]) / r + 5 for r in m["rates"]) * m["repeat"] \
-        + m["blast_repeat"] * (m["blast_count"] / (30000 if a.mode == "ct" else 150000) + 6)
-    log(f"compare.py: preset {a.preset}: {len(a.configs_sel)} configs x {len(daemons)} daemons x "
+        + m["blast_repeat"] * (m["blast_count"] / gen_rate + 6)
+    gen_txt = f"; ct generator: {a.ct_generator}" if has_ct else ""
+    log(f"compare.py: preset {a.preset}{gen_txt}: {len(a.configs_sel)} configs x {len(daemons)} daemons x "
         f"≤{n_sweep} trials; rates {m['rates']}; ≈{est * len(a.configs_sel) * len(daemons) / 60:.0f} min "
         f"(more if a daemon drains slowly)\n  results: {a.out}")
     a.src_digest = None

@@ -473,3 +473,138 @@ def test_enobufs_grows_the_buffer_up_to_maxsize() -> None:
     text = log_text(ctx)
     assert "increasing buffer size to 12000" in text and "Maximum buffer size" in text
     p.evsock = None
+
+
+# -- the hot path: datagrams read back to back (NetlinkSocket.read_many) and pacing
+
+
+def spans_of(bufs: list[bytes]) -> tuple[memoryview, list[tuple[int, int]]]:
+    """Datagrams laid out as read_many() leaves them: back to back, 8-byte aligned."""
+    spans, pos = [], 0
+    for b in bufs:
+        spans.append((pos, len(b)))
+        pos += (len(b) + 7) & ~7
+    many = bytearray(pos)
+    for (off, n), b in zip(spans, bufs, strict=True):
+        many[off : off + n] = b
+    return memoryview(many), spans
+
+
+@pytest.mark.parametrize("hash_enable", [0, 1])
+@pytest.mark.parametrize("case", ["flow-json", "flow-hash-json"])
+def test_spans_give_what_feed_gives(case: str, hash_enable: int) -> None:
+    """Every captured golden buffer, warm templates or not, through both paths."""
+    bufs = buffers(case) + [b"\x00" * 7, nfct.build_ct(nfct.NEW, tcp(9))[:40]]  # junk and a truncation
+    one, (cap1,), ctx1 = make(hash_enable=hash_enable, event_mask=7)
+    for b in bufs:
+        one.feed(b)
+    many, (cap2,), ctx2 = make(hash_enable=hash_enable, event_mask=7)
+    view, spans = spans_of(bufs)
+    for i in range(0, len(spans), 5):
+        many._feed_spans(view, spans[i : i + 5])
+    view, spans = spans_of(bufs)  # a second time: the templates are warm now
+    one_more = list(cap1.recs)
+    for b in bufs:
+        one.feed(b)
+    many._feed_spans(view, spans)
+    assert cap2.recs == cap1.recs and len(cap1.recs) > len(one_more)
+    assert ctx2.stats.snapshot() == ctx1.stats.snapshot()
+    assert ctx2.stats.get("nfct.ct1.malformed") >= 1
+
+
+def test_spans_with_filters_and_two_stacks() -> None:
+    bufs = [nfct.build_ct(ev, tcp(sport, src), ct_id=sport)
+            for sport, src in ((1, A), (2, C), (3, A)) for ev in (nfct.NEW, nfct.UPDATE, nfct.DESTROY)]
+    p, (c1, c2), ctx = make(nstacks=2, hash_enable=0, event_mask=7, accept_src_filter="10.0.0.1/32")
+    p._feed_spans(*spans_of(bufs + bufs))  # the second round hits the templates
+    assert [(r["orig.l4.sport"], r["ct.event"]) for r in c1.recs] == [(1, 1), (1, 4), (3, 1), (3, 4)] * 2
+    assert c2.recs == c1.recs
+    assert ctx.stats.get("nfct.ct1.filtered") == 6 and ctx.stats.get("nfct.ct1.updates_skipped") == 4
+
+
+class DgramSock:
+    """A NetlinkSocket reading a datagram socketpair (no kernel netlink needed)."""
+
+    def __init__(self, bufsize: int = 512) -> None:
+        from pyulogd.io.netlink import NetlinkSocket
+
+        self.peer, mine = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        mine.setblocking(False)
+        self.ns = NetlinkSocket.__new__(NetlinkSocket)
+        self.ns.sock, self.ns.bufsize, self.ns._many = mine, bufsize, None
+        self.ns.enobufs = self.ns.truncated = 0
+
+    def close(self) -> None:
+        self.peer.close()
+        self.ns.sock.close()
+
+
+def test_read_many_reads_in_order_up_to_the_limit_and_counts_truncation() -> None:
+    s = DgramSock(bufsize=512)
+    try:
+        sent = [bytes([i]) * (20 + 37 * i) for i in range(12)] + [b"x" * 600]
+        for d in sent:
+            s.peer.send(d)
+        buf, spans, overruns = s.ns.read_many(5)
+        assert overruns == 0 and [bytes(buf[o : o + n]) for o, n in spans] == sent[:5]
+        got = []
+        while True:  # the buffer holds 4 * 512 bytes: several rounds
+            buf, spans, _ = s.ns.read_many(100)
+            if not spans:
+                break
+            got += [bytes(buf[o : o + n]) for o, n in spans]
+        assert got[:-1] == sent[5:-1] and got[-1] == b"x" * 512 and s.ns.truncated == 1
+    finally:
+        s.close()
+
+
+def test_read_many_never_overruns_its_buffer() -> None:
+    s = DgramSock(bufsize=512)  # the buffer holds 4 * 512 bytes
+    try:
+        for _ in range(40):
+            s.peer.send(b"y" * 500)
+        rounds = []
+        while True:
+            _buf, spans, _ = s.ns.read_many(100)
+            if not spans:
+                break
+            rounds.append(len(spans))
+            assert max(o + n for o, n in spans) <= 4 * 512
+        assert sum(rounds) == 40 and max(rounds) < 40
+    finally:
+        s.close()
+
+
+def test_pacing_asks_for_a_pause_only_when_events_come_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    p, _, ctx = make(hash_enable=0)
+    asked: list[float] = []
+    monkeypatch.setattr(ctx.loop, "linger", asked.append)
+    now = [100.0]
+    monkeypatch.setattr(plugin_mod.time, "monotonic", lambda: now[0])
+    p._capacity = 166.0  # the kernel's default buffer
+    p._pace(1, 99.0)  # the first round after a quiet second: no pause
+    assert asked == []
+    p._last_read, now[0] = 100.0, 100.0001
+    p._pace(1, 100.0001)  # 1 event in 100 µs: 10k/s
+    assert asked and 0.0009 < asked[-1] <= plugin_mod.PACE_MAX
+    p._pace(plugin_mod.READ_MANY, 100.0002)  # a full round: more are waiting, no pause
+    assert len(asked) == 1
+    p._last_read, now[0] = 100.0, 100.0006
+    p._pace(40, 100.0005)  # 80k/s: the pause keeps a fifth of the buffer free, minus the work
+    assert len(asked) == 2 and asked[-1] < 0.2 * 166 / 80000 + 1e-9
+
+
+def test_loop_linger_sleeps_once_after_the_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyulogd.io import loop as loop_mod
+
+    slept: list[float] = []
+    monkeypatch.setattr(loop_mod.time, "sleep", slept.append)
+    lp = loop_mod.Loop()
+    try:
+        lp.linger(0.0005)
+        lp.linger(0.0002)  # the longest request wins
+        lp.run_once(0)
+        lp.run_once(0)
+        assert slept == [0.0005]
+    finally:
+        lp.close()

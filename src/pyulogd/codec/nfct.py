@@ -525,18 +525,23 @@ class Decoder:
     def parse_one(self, buf: Any, now: float) -> list[Any] | None:
         """The values of a buffer that is exactly one conntrack message of a known layout (an
         event datagram, the common case), else None: then use :meth:`parse_buffer`. Never raises."""
-        n = len(buf)
+        return self.parse_at(buf, 0, len(buf), now)
+
+    def parse_at(self, buf: Any, off: int, n: int, now: float) -> list[Any] | None:
+        """:meth:`parse_one` for the ``n``-byte datagram at ``buf[off:]`` (datagrams read back
+        to back into one buffer). Never raises."""
         if n < 20:
             return None
-        ln, typ, _flags = _unpack_hdr2(buf, 0)
+        ln, typ, _flags = _unpack_hdr2(buf, off)
         if (ln + 3) & ~3 != (n + 3) & ~3 or ln > n or (typ != CT_NEW_TYPE and typ != CT_DELETE_TYPE):
             return None
-        fs = self._cands.get(_key(buf, 0))
+        fs = self._cands.get(_key(buf, off))
         if fs is None:
             return None
-        r = fs[0](buf, 0, ln, now)
+        end = off + ln
+        r = fs[0](buf, off, end, now)
         if r is None and len(fs) > 1:
-            r = self._try_others(fs, buf, 0, ln, now)
+            r = self._try_others(fs, buf, off, end, now)
         if r is not None:
             self._hits += 1
         return r

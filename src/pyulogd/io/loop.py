@@ -40,6 +40,7 @@ class Loop:
         self.running = False
         # Called once after each round of ready file descriptors (outputs flush here).
         self.after_batch: list[Callable[[], None]] = []
+        self._linger = 0.0
 
     # -- file descriptors
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
@@ -78,6 +79,16 @@ class Loop:
             if handler is not None:
                 handler(signum)
 
+    def linger(self, seconds: float) -> None:
+        """Ask the loop to sleep this long after the current round, before it waits again.
+
+        For inputs whose every event is a datagram of its own (conntrack): woken for each one,
+        the daemon would pay a wake-up, a poll and a write per event. A short pause lets events
+        gather in the socket buffer, to be read and written in one round (interrupt coalescing);
+        the input keeps the pause well inside the time its buffer takes to fill."""
+        if seconds > self._linger:
+            self._linger = seconds
+
     # -- running
     def stop(self) -> None:
         self.running = False
@@ -105,6 +116,9 @@ class Loop:
         if events or fired:
             for cb in self.after_batch:
                 cb()
+        if self._linger:
+            pause, self._linger = self._linger, 0.0
+            time.sleep(pause)
 
     def run(self) -> None:
         self.running = True
