@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
+from typing import Any
 
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Plugin
@@ -131,6 +133,18 @@ def get(name: str) -> type[Plugin]:
     mod = importlib.import_module(f"pyulogd.plugins.{module}")
     plugin: type[Plugin] = getattr(mod, cls)
     return plugin
+
+
+def fuse(stack: Any) -> Callable[[list[Any]], None] | None:
+    """A fused ``run()`` for a stack of well-known plugins (:mod:`pyulogd.plugins.fused`), or None."""
+    if not _FUSABLE.intersection(inst.name for inst in stack.instances[:1]):
+        return None  # nothing to import for the other stacks
+    from pyulogd.plugins.fused import fuse as fuse_stack
+
+    return fuse_stack(stack)
+
+
+_FUSABLE = frozenset({"NFCT"})  # inputs that start a stack pyulogd.plugins.fused knows
 
 
 def names() -> list[str]:

@@ -45,6 +45,9 @@ class Stack:
         """Called once every instance is configured and resolved."""
         self.chain = [inst.interp for inst in self.instances[1:]]  # type: ignore[attr-defined]
         self.run = _compile_run(self.chain, self._returned, self._raised)
+        fused = registry.fuse(self)
+        if fused is not None:
+            self.run = fused
         for pos, inst in enumerate(self.instances):
             if inst.wildcard_inputs:
                 inst.wildcard_sentinels = _sentinels(self.instances[:pos], inst.in_slots)

@@ -52,6 +52,23 @@ _NAMED = {6: "PROTO=TCP ", 17: "PROTO=UDP ", 50: "PROTO=ESP ", 51: "PROTO=AH "}
 
 
 
+
+def _fast_formats() -> dict[int, dict[Any, str]]:
+    """Per protocol (TCP, UDP), per ``ct.event`` (None: any other), the %-format of a line
+    with every key valid: orig saddr, daddr, sport, dport, packets, bytes, then reply's."""
+    formats: dict[int, dict[Any, str]] = {}
+    for proto in (6, 17):
+        part = f"SRC=%s DST=%s {_NAMED[proto]}SPT=%d DPT=%d PKTS=%d BYTES=%d "
+        body = f"ORIG: {part}, REPLY: {part}\n"
+        formats[proto] = {ev: text + body for ev, text in _EVENTS.items()}
+        formats[proto][None] = body
+    return formats
+
+
+# The common case's formats (also used by pyulogd.plugins.fused).
+FAST_FORMATS = _fast_formats()
+
+
 def make_printer(slot: dict[str, int]) -> Printer:
     """Build the line formatter for a record layout (input key name -> slot)."""
     s_event = slot["ct.event"]
@@ -123,13 +140,7 @@ def make_printer(slot: dict[str, int]) -> Printer:
     s_oproto, s_rproto = slot["orig.ip.protocol"], slot["reply.ip.protocol"]
     get = operator.itemgetter(*(slot[d + n] for d in ("orig.", "reply.") for n in (
         "ip.saddr.str", "ip.daddr.str", "l4.sport", "l4.dport", "raw.pktcount", "raw.pktlen")))
-    formats: dict[int, dict[Any, str]] = {}
-    for proto in (6, 17):
-        part = f"SRC=%s DST=%s {_NAMED[proto]}SPT=%d DPT=%d PKTS=%d BYTES=%d "
-        body = f"ORIG: {part}, REPLY: {part}\n"
-        formats[proto] = {ev: text + body for ev, text in _EVENTS.items()}
-        formats[proto][None] = body
-    f_tcp, f_udp = formats[6], formats[17]
+    f_tcp, f_udp = FAST_FORMATS[6], FAST_FORMATS[17]
 
     def render(rec: list[Any]) -> str:
         proto = rec[s_oproto]

@@ -169,6 +169,12 @@ class LogemuOutput(LineFileSink):
         self._s_netns = s_netns if self.config.get("netns_prefix") else 0
         self.out.open()
 
+    def new_second(self, sec: int) -> None:
+        """The line head for a new second: ``Mmm dd hh:mm:ss hostname ``."""
+        # ctime() is English whatever the locale, as in C; cached for the second.
+        self._head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
+        self._sec = sec
+
     def interp(self, rec: list[Any]) -> int:
         text = rec[self._s_print]
         if text is None:
@@ -177,9 +183,7 @@ class LogemuOutput(LineFileSink):
         if sec is None:
             sec = int(self.ctx.now())
         if sec != self._sec:
-            # ctime() is English whatever the locale, as in C; cached for the second.
-            self._head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
-            self._sec = sec
+            self.new_second(sec)
         out = self.out
         ns = rec[self._s_netns]
         line = self._head + text if ns is None else f"{self._head}[{ns}] {text}"
