@@ -403,14 +403,24 @@ def test_event_mask_bits_beyond_7_are_reported(monkeypatch: pytest.MonkeyPatch) 
         def rcvbuf(self) -> int:
             return 4096
 
+        def set_rcvbuf(self, size: int) -> int:
+            asked.append(size)
+            return 2 * size
+
         def fileno(self) -> int:
             return -1
 
+    asked: list[int] = []
     monkeypatch.setattr(plugin_mod, "NetlinkSocket", FakeSock)
     p, _, ctx = make(hash_enable=0, event_mask=0xF)
     monkeypatch.setattr(ctx.loop, "add_reader", lambda fd, cb: None)
     p._open_event_socket()
     assert opened == [7] and "bits beyond" in log_text(ctx)
+    assert asked == [plugin_mod.DEFAULT_RCVBUF]  # netlink_socket_buffer_size=0: pyulogd's default
+    p, _, ctx = make(hash_enable=0, netlink_socket_buffer_maxsize=300000)
+    monkeypatch.setattr(ctx.loop, "add_reader", lambda fd, cb: None)
+    p._open_event_socket()
+    assert asked[-1] == 300000  # not beyond the maximum asked for
 
 
 def test_unfinished_dump_drops_the_dump_socket() -> None:
@@ -581,7 +591,7 @@ def test_pacing_asks_for_a_pause_only_when_events_come_fast(monkeypatch: pytest.
     monkeypatch.setattr(ctx.loop, "linger", asked.append)
     now = [100.0]
     monkeypatch.setattr(plugin_mod.time, "monotonic", lambda: now[0])
-    p._capacity = 166.0  # the kernel's default buffer
+    p._capacity = 1365.0  # pyulogd's default buffer
     p._pace(1, 99.0)  # the first round after a quiet second: no pause
     assert asked == []
     p._last_read, now[0] = 100.0, 100.0001
@@ -590,8 +600,12 @@ def test_pacing_asks_for_a_pause_only_when_events_come_fast(monkeypatch: pytest.
     p._pace(plugin_mod.READ_MANY, 100.0002)  # a full round: more are waiting, no pause
     assert len(asked) == 1
     p._last_read, now[0] = 100.0, 100.0006
-    p._pace(40, 100.0005)  # 80k/s: the pause keeps a fifth of the buffer free, minus the work
-    assert len(asked) == 2 and asked[-1] < 0.2 * 166 / 80000 + 1e-9
+    p._pace(200, 100.0005)  # 400k/s: the pause keeps 4/5 of the buffer free, minus the work
+    assert len(asked) == 2 and asked[-1] < 0.2 * 1365 / 400000 - 0.0001 + 1e-9
+    p._capacity = 166.0  # the kernel's default: no room for a burst during a pause
+    p._last_read, now[0] = 100.0, 100.0002
+    p._pace(10, 100.0001)
+    assert len(asked) == 2
 
 
 def test_loop_linger_sleeps_once_after_the_round(monkeypatch: pytest.MonkeyPatch) -> None:

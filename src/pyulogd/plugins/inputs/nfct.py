@@ -68,11 +68,15 @@ EVENT_TRUESIZE = 1536
 PACE_MIN_RATE = 2000.0  # events/s below which wake-ups cost too little to be worth a pause
 PACE_MAX = 0.001  # seconds: the longest pause (output latency)
 PACE_SHARE = 0.2  # of the buffer that may fill during a pause
+PACE_MIN_CAPACITY = 512  # events; a smaller buffer could not take a burst during a pause
 I_EVENT, UPDATE = codec.I_EVENT, codec.UPDATE
 DUMP_TIMEOUT = 10.0  # seconds without any answer before a dump is given up
 SYSCTL = "/proc/sys/net/netfilter/"
 ACCT_SYSCTLS = ("nf_conntrack_acct", "nf_conntrack_timestamp")
 EVENT_BUFSIZE = 1 << 16
+# The event socket's receive buffer when netlink_socket_buffer_size is 0; the kernel doubles
+# it: about 1,600 events, 20 ms of a 40k connections/s flood.
+DEFAULT_RCVBUF = 1 << 20
 DUMP_BUFSIZE = 1 << 17  # the kernel packs dump entries into datagrams of up to 32 KiB
 
 
@@ -93,8 +97,8 @@ OPTIONS = (
     Option("hash_max_entries", INT, 32768, help="most flows kept in the table; when full, new flows are "
            "not cached (counted in nfct.<id>.hash_full) and end without flow.start", check=_at_least(1)),
     Option("event_mask", INT, 5, help="conntrack events to listen to: 1 NEW, 2 UPDATE, 4 DESTROY (OR them)"),
-    Option("netlink_socket_buffer_size", INT, 0, help="initial receive buffer of the event socket, bytes",
-           check=_at_least(0)),
+    Option("netlink_socket_buffer_size", INT, 0, help="initial receive buffer of the event socket, bytes; "
+           "0: 1 MiB (pyulogd's default; ulogd2 keeps the kernel's, 208 KiB)", check=_at_least(0)),
     Option("netlink_socket_buffer_maxsize", INT, 0, help="on ENOBUFS (lost events) double the receive "
            "buffer up to this many bytes; 0: never grow", check=_at_least(0)),
     Option("netlink_resync_timeout", INT, 60, help="seconds after lost events before the flow table is "
@@ -250,7 +254,12 @@ class NfctInput(NetnsSource):
             self._rcvbuf_asked = size
             (log.notice if self.parent is None else log.debug)(f"NFCT netlink buffer size has been set to {granted}")
         else:
-            self._rcvbuf_asked = sock.rcvbuf() // 2
+            # Not the kernel's default (208 KiB: some 160 events, a few ms of a flood; 2.0.8
+            # keeps it and loses events at the first burst), see docs/compat.md.
+            ask = min(DEFAULT_RCVBUF, maxsize) if maxsize else DEFAULT_RCVBUF
+            granted = sock.set_rcvbuf(ask)
+            self._rcvbuf_asked = ask
+            log.debug(f"NFCT '{self.id}': netlink buffer size {granted} (pyulogd's default)")
         if maxsize and self._rcvbuf_asked >= maxsize:
             self._at_max = True
         self._capacity = sock.rcvbuf() / EVENT_TRUESIZE
@@ -366,8 +375,8 @@ class NfctInput(NetnsSource):
         t = time.monotonic()
         dt = began - self._last_read
         self._last_read = began
-        if n >= READ_MANY or dt <= 0:
-            return  # more are waiting: straight back
+        if n >= READ_MANY or dt <= 0 or self._capacity < PACE_MIN_CAPACITY:
+            return  # more are waiting: straight back; or no room for a burst
         rate = n / dt
         if rate >= PACE_MIN_RATE:
             pause = min(PACE_MAX, PACE_SHARE * self._capacity / rate) - (t - began)
