@@ -73,11 +73,20 @@ def tcp(sport: int, src: bytes = A) -> nfct.Tuple:
     return nfct.Tuple(src, B, 6, sport, 80)
 
 
-def entry(t: nfct.Tuple, ct_id: int, counters: tuple[int, int, int, int] = (1, 60, 1, 60),
-          start: int | None = None) -> bytes:
+def entry(
+    t: nfct.Tuple, ct_id: int, counters: tuple[int, int, int, int] = (1, 60, 1, 60), start: int | None = None
+) -> bytes:
     """A dump entry, as the kernel answers IPCTNL_MSG_CT_GET with NLM_F_DUMP."""
-    return nfct.build_ct(nfct.UPDATE, t, ct_id=ct_id, counters=counters, flags=nl.NLM_F_MULTI,
-                         timestamp=None if start is None else (start, None), seq=1, pid=4242)
+    return nfct.build_ct(
+        nfct.UPDATE,
+        t,
+        ct_id=ct_id,
+        counters=counters,
+        flags=nl.NLM_F_MULTI,
+        timestamp=None if start is None else (start, None),
+        seq=1,
+        pid=4242,
+    )
 
 
 def fake_dumps(p: NfctInput, *dumps: list[bytes], log: list[bool] | None = None) -> None:
@@ -143,8 +152,15 @@ def test_hash_start_is_the_cached_one_not_the_kernels() -> None:
     p.feed(nfct.build_ct(nfct.NEW, tcp(1), ct_id=5))  # no kernel time: now
     ctx.now.t += 3  # type: ignore[attr-defined]
     p.feed(nfct.build_ct(nfct.UPDATE, tcp(1), ct_id=5))
-    p.feed(nfct.build_ct(nfct.DESTROY, tcp(1), ct_id=5, counters=(4, 400, 3, 300),
-                         timestamp=(1_000_000_000_000_000_000, 1_000_000_010_000_000_000)))
+    p.feed(
+        nfct.build_ct(
+            nfct.DESTROY,
+            tcp(1),
+            ct_id=5,
+            counters=(4, 400, 3, 300),
+            timestamp=(1_000_000_000_000_000_000, 1_000_000_010_000_000_000),
+        )
+    )
     (r,) = cap.recs
     assert (r["flow.start.sec"], r["flow.end.sec"], r["orig.raw.pktcount"]) == (int(T0), 1_000_000_010, 4)
 
@@ -239,15 +255,18 @@ def test_interrupted_dump_confirms_with_get() -> None:
 
 def test_polling_mode() -> None:
     p, (cap,), ctx = make(pollinterval=10)
-    fake_dumps(p, [entry(tcp(1), 1, start=1_700_000_000_000_000_000), entry(tcp(2), 2)],
-               [entry(tcp(2), 2, (9, 900, 9, 900))], [])
+    fake_dumps(
+        p,
+        [entry(tcp(1), 1, start=1_700_000_000_000_000_000), entry(tcp(2), 2)],
+        [entry(tcp(2), 2, (9, 900, 9, 900))],
+        [],
+    )
     p._poll()
     assert not cap.recs and len(p.flows) == 2
     ctx.now.t += 10  # type: ignore[attr-defined]
     p._poll()
     (r,) = cap.recs
-    assert (r["ct.id"], r["ct.event"], r["flow.start.sec"], r["flow.end.sec"]) == (1, 4, 1_700_000_000,
-                                                                                    int(T0) + 10)
+    assert (r["ct.id"], r["ct.event"], r["flow.start.sec"], r["flow.end.sec"]) == (1, 4, 1_700_000_000, int(T0) + 10)
     ctx.now.t += 10  # type: ignore[attr-defined]
     p._poll()
     r = cap.recs[1]
@@ -349,8 +368,15 @@ def test_filters_apply_to_events() -> None:
     assert "accepting only flows" in log_text(ctx)
 
 
-@pytest.mark.parametrize("opt,value", [("accept_src_filter", "10.0.0.1"), ("accept_dst_filter", "x/8"),
-                                       ("accept_proto_filter", "tcp,nonesuch"), ("accounting", 2)])
+@pytest.mark.parametrize(
+    "opt,value",
+    [
+        ("accept_src_filter", "10.0.0.1"),
+        ("accept_dst_filter", "x/8"),
+        ("accept_proto_filter", "tcp,nonesuch"),
+        ("accounting", 2),
+    ],
+)
 def test_bad_options(opt: str, value: Any) -> None:
     with pytest.raises(ConfigError):
         make(**{opt: value})
@@ -449,8 +475,12 @@ def test_unfinished_dump_drops_the_dump_socket() -> None:
 def test_flows_of_the_initial_dump_are_swept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plugin_mod, "_read_sysctl", lambda name: "2")
     p, (cap,), ctx = make(netlink_resync_timeout=5)
-    fake_dumps(p, [entry(tcp(1), 1, start=1_600_000_000_000_000_000), entry(tcp(2), 2)],
-               [entry(tcp(1), 1), entry(tcp(3), 3)], [entry(tcp(3), 3)])
+    fake_dumps(
+        p,
+        [entry(tcp(1), 1, start=1_600_000_000_000_000_000), entry(tcp(2), 2)],
+        [entry(tcp(1), 1), entry(tcp(3), 3)],
+        [entry(tcp(3), 3)],
+    )
     p._initial_dump()
     assert len(p.flows) == 2 and not cap.recs and p._sweep_timer is not None
     p._sweep()  # flow 2 ended without an event
@@ -523,8 +553,11 @@ def test_spans_give_what_feed_gives(case: str, hash_enable: int) -> None:
 
 
 def test_spans_with_filters_and_two_stacks() -> None:
-    bufs = [nfct.build_ct(ev, tcp(sport, src), ct_id=sport)
-            for sport, src in ((1, A), (2, C), (3, A)) for ev in (nfct.NEW, nfct.UPDATE, nfct.DESTROY)]
+    bufs = [
+        nfct.build_ct(ev, tcp(sport, src), ct_id=sport)
+        for sport, src in ((1, A), (2, C), (3, A))
+        for ev in (nfct.NEW, nfct.UPDATE, nfct.DESTROY)
+    ]
     p, (c1, c2), ctx = make(nstacks=2, hash_enable=0, event_mask=7, accept_src_filter="10.0.0.1/32")
     p._feed_spans(*spans_of(bufs + bufs))  # the second round hits the templates
     assert [(r["orig.l4.sport"], r["ct.event"]) for r in c1.recs] == [(1, 1), (1, 4), (3, 1), (3, 4)] * 2
@@ -541,7 +574,7 @@ class DgramSock:
         self.peer, mine = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         mine.setblocking(False)
         self.ns = NetlinkSocket.__new__(NetlinkSocket)
-        self.ns.sock, self.ns.bufsize, self.ns._many = mine, bufsize, None
+        self.ns.sock, self.ns.bufsize, self.ns._many, self.ns.more = mine, bufsize, None, False
         self.ns.enobufs = self.ns.truncated = 0
 
     def close(self) -> None:
@@ -549,37 +582,53 @@ class DgramSock:
         self.ns.sock.close()
 
 
-def test_read_many_reads_in_order_up_to_the_limit_and_counts_truncation() -> None:
+@pytest.fixture(params=["recvmmsg", "recv_into"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways read_many reads: recvmmsg with 4 slots of 512 bytes, or one recv_into per
+    datagram into a 4 * 512-byte buffer."""
+    from pyulogd.io import mmsg
+
+    rx = mmsg.receiver(4, 512) if request.param == "recvmmsg" else None
+    if request.param == "recvmmsg" and rx is None:
+        pytest.skip("no recvmmsg here")
+    monkeypatch.setattr(mmsg, "shared", lambda: rx)
+    return str(request.param)
+
+
+def test_read_many_reads_in_order_up_to_the_limit_and_counts_truncation(reader: str) -> None:
     s = DgramSock(bufsize=512)
     try:
-        sent = [bytes([i]) * (20 + 37 * i) for i in range(12)] + [b"x" * 600]
+        sent = [bytes([i]) * (20 + 37 * i) for i in range(12)] + [b"x" * 600, b"z" * 3]
         for d in sent:
             s.peer.send(d)
-        buf, spans, overruns = s.ns.read_many(5)
-        assert overruns == 0 and [bytes(buf[o : o + n]) for o, n in spans] == sent[:5]
+        buf, spans, overruns = s.ns.read_many(3)
+        assert overruns == 0 and [bytes(buf[o : o + n]) for o, n in spans] == sent[:3] and s.ns.more
         got = []
-        while True:  # the buffer holds 4 * 512 bytes: several rounds
+        while True:  # 4 slots or 4 * 512 bytes: several rounds
             buf, spans, _ = s.ns.read_many(100)
             if not spans:
                 break
             got += [bytes(buf[o : o + n]) for o, n in spans]
-        assert got[:-1] == sent[5:-1] and got[-1] == b"x" * 512 and s.ns.truncated == 1
+        assert got[:-2] == sent[3:-2] and got[-2:] == [b"x" * 512, b"z" * 3] and s.ns.truncated == 1
+        assert not s.ns.more
     finally:
         s.close()
 
 
-def test_read_many_never_overruns_its_buffer() -> None:
-    s = DgramSock(bufsize=512)  # the buffer holds 4 * 512 bytes
+def test_read_many_never_overruns_its_buffer(reader: str) -> None:
+    s = DgramSock(bufsize=512)
     try:
         for _ in range(40):
             s.peer.send(b"y" * 500)
         rounds = []
         while True:
-            _buf, spans, _ = s.ns.read_many(100)
+            buf, spans, _ = s.ns.read_many(100)
             if not spans:
                 break
             rounds.append(len(spans))
-            assert max(o + n for o, n in spans) <= 4 * 512
+            assert max(o + n for o, n in spans) <= 4 * 512 and all(
+                bytes(buf[o : o + n]) == b"y" * 500 for o, n in spans
+            )
         assert sum(rounds) == 40 and max(rounds) < 40
     finally:
         s.close()

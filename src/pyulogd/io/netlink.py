@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 from pyulogd.codec import netlink as nl
+from pyulogd.io import mmsg
 from pyulogd.io.netns import NetnsHandle, in_netns
 
 SOL_NETLINK = 270
@@ -26,6 +27,7 @@ NETLINK_NO_ENOBUFS = 5
 SO_RCVBUFFORCE = 33
 # recv() result meaning "the kernel dropped messages" (the errno itself).
 ENOBUFS = errno.ENOBUFS
+MSG_TRUNC = int(socket.MSG_TRUNC)
 
 
 class NetlinkSocket:
@@ -53,7 +55,8 @@ class NetlinkSocket:
         self.bufsize = bufsize
         self._buf = bytearray(bufsize)
         self._view = memoryview(self._buf)
-        self._many: memoryview | None = None  # read_many()'s buffer, made at first use
+        self._many: memoryview | None = None  # read_many()'s buffer without recvmmsg, made at first use
+        self.more = False  # read_many() stopped at a limit: more may be waiting
         self._seq = 0
         # Buffers that arrived while request() waited for an ack; recv() returns them first.
         self.pending: deque[bytes] = deque()
@@ -156,16 +159,21 @@ class NetlinkSocket:
         return limit
 
     def read_many(self, limit: int = 256) -> tuple[memoryview, list[tuple[int, int]], int]:
-        """Read what is waiting, up to ``limit`` datagrams, back to back into one buffer, with
-        one Python call per datagram and no copies: for sockets where a datagram is one small
-        event (conntrack), so the fixed cost of a wake-up is shared by every datagram waiting.
+        """Read what is waiting, up to ``limit`` datagrams, into one buffer, with as few Python
+        calls and system calls as can be: for sockets where a datagram is one small event
+        (conntrack), so the fixed cost of a wake-up is shared by every datagram waiting.
 
         Returns the buffer, the ``(offset, length)`` of each datagram in arrival order, and
-        how many ENOBUFS (kernel drops) were seen meanwhile. The spans stay valid until the
-        next call. Buffers kept by :meth:`request` are not looked at: use :meth:`recv` when
-        :attr:`pending` is not empty. A socket error other than ENOBUFS raises ``OSError``,
-        unless datagrams were read before it: they are returned, the error shows next time.
+        how many ENOBUFS (kernel drops) were seen meanwhile. :attr:`more` says whether the
+        read stopped at a limit (more may be waiting). The spans stay valid until the next
+        ``read_many`` call on any socket (the buffer of ``recvmmsg`` is the process's). Buffers
+        kept by :meth:`request` are not looked at: use :meth:`recv` when :attr:`pending` is
+        not empty. A socket error other than ENOBUFS raises ``OSError``, unless datagrams were
+        read before it: they are returned, and the error shows next time.
         """
+        rx = mmsg.shared()
+        if rx is not None:
+            return self._read_mmsg(rx, limit)
         many = self._many
         if many is None:
             many = self._many = memoryview(bytearray(self.bufsize * 4))
@@ -175,11 +183,13 @@ class NetlinkSocket:
         spans: list[tuple[int, int]] = []
         append = spans.append
         pos = overruns = 0
-        trunc = socket.MSG_TRUNC
+        trunc = MSG_TRUNC
+        self.more = True
         while len(spans) < limit and pos <= stop:
             try:
                 n = recv_into(many[pos:], space, trunc)
             except BlockingIOError:
+                self.more = False
                 break
             except OSError as e:
                 if e.errno != errno.ENOBUFS:
@@ -196,11 +206,29 @@ class NetlinkSocket:
             pos += (n + 7) & ~7
         return many, spans, overruns
 
+    def _read_mmsg(self, rx: mmsg.Receiver, limit: int) -> tuple[memoryview, list[tuple[int, int]], int]:
+        fd = self.sock.fileno()
+        overruns = 0
+        for _ in range(2):  # a second time after an ENOBUFS: the datagrams after the drop
+            try:
+                spans, truncated = rx.recv(fd, limit)
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                self.enobufs += 1
+                overruns += 1
+                continue
+            self.truncated += truncated
+            self.more = len(spans) >= min(limit, rx.slots)
+            return rx.view, spans, overruns
+        self.more = True
+        return rx.view, [], overruns
+
     def _recv_raw(self) -> int | None:
         """Bytes received into the buffer, -1 for ENOBUFS, None for nothing waiting."""
         try:
             # MSG_TRUNC makes netlink return the datagram's real length, so truncation shows.
-            n = self.sock.recv_into(self._buf, self.bufsize, socket.MSG_TRUNC)
+            n = self.sock.recv_into(self._buf, self.bufsize, MSG_TRUNC)
         except BlockingIOError:
             return None
         except OSError as e:

@@ -365,9 +365,9 @@ class NfctInput(NetnsSource):
             self.ctx.stats.incr(self.stat["truncated"], sock.truncated - self._truncated)
             self._truncated = sock.truncated
         if spans:
-            self._pace(len(spans), began)
+            self._pace(len(spans), began, sock.more)
 
-    def _pace(self, n: int, began: float) -> None:
+    def _pace(self, n: int, began: float, more: bool = False) -> None:
         """After reading ``n`` datagrams (the round began at ``began``): let the loop pause
         before it waits again, so that the next round finds a batch rather than one event,
         if events come fast enough for that to matter. Reading, handling and pausing stay
@@ -375,7 +375,7 @@ class NfctInput(NetnsSource):
         t = time.monotonic()
         dt = began - self._last_read
         self._last_read = began
-        if n >= READ_MANY or dt <= 0 or self._capacity < PACE_MIN_CAPACITY:
+        if more or n >= READ_MANY or dt <= 0 or self._capacity < PACE_MIN_CAPACITY:
             return  # more are waiting: straight back; or no room for a burst
         rate = n / dt
         if rate >= PACE_MIN_RATE:
