@@ -28,8 +28,8 @@ cpu_us_per_ct_event) and prints the loss curve, since ulogd2 may lose events at 
 --ct-generator syn (--mode ct): instead of shared/bench/udpflood.c's socket()+connect() per attempt
 (≈ 25-40k connections/s here, less than ulogd2 can log), compare.py compiles bench/synflood.c
 (raw TCP SYNs with sendmmsg(), same command line and JSON line) as `udpflood` into
-<workdir>/synflood-bin and gives throughput.py `--build-dir` of it: ≈ 130k SYNs/s with the lab
-alone.  Every SYN is a NEW and, once gbB's RST kills the entry, a DESTROY event, as before.  This
+<workdir>/synflood-bin and gives throughput.py `--build-dir` of it: ≈ 115k SYNs/s with the lab
+alone, ≈ 65-70k/s once conntrack events are built for a listener (bench/README.md).  Every SYN is a NEW and, once gbB's RST kills the entry, a DESTROY event, as before.  This
 mode has its own presets (higher rates, more connections per point); --count N sends N per trial.
 
     sudo bench/compare.py --mode ct --ct-generator syn --quick
@@ -99,7 +99,7 @@ PRESETS_CT = {
                  repeat=3, blast_count=100000, blast_repeat=3),
 }
 
-# --mode ct --ct-generator syn: raw SYNs (bench/synflood.c) reach ≈ 130k/s with the lab alone, and
+# --mode ct --ct-generator syn: raw SYNs (bench/synflood.c) reach ≈ 65-70k/s with a listener, and
 # ulogd2 starts to lose beyond what connect() could send; points of ≥ 2 s, 200k connections at most.
 PRESETS_CT_SYN = {
     "quick": dict(rates=[10000, 20000, 40000, 60000, 80000], seconds=2.0, min_count=50000,
@@ -300,6 +300,8 @@ class Runner:
                    cmp_rep=rep, cmp_mode=mode)
         if mode == "ct":
             row["cmp_generator"] = a.ct_generator
+            if a.ct_generator == "syn" and a.syn_batch:
+                row["cmp_syn_batch"] = a.syn_batch
         with open(a.out, "a") as f:
             f.write(json.dumps(row) + "\n")
         self.rows.append(row)
@@ -670,7 +672,9 @@ def report(rows, meta, show_detail=True):
     if gens:
         sha = (meta or {}).get("ct_generator_src_sha256")
         L.append("Conntrack load generator: " + "; ".join(
-            f"**{g}** ({CT_GENERATORS.get(g, '?')}" + (f", src sha256 {sha}" if sha and g == "syn" else "") + ")"
+            f"**{g}** ({CT_GENERATORS.get(g, '?')}" + (f", src sha256 {sha}" if sha and g == "syn" else "")
+            + (f", {meta['ct_generator_batch']} SYNs per sendmmsg()" if g == "syn" and (meta or {}).get(
+                "ct_generator_batch") else "") + ")"
             for g in gens) + ".")
         L.append("")
     verdicts = []
@@ -827,7 +831,10 @@ def main():
     ap.add_argument("--ct-generator", choices=list(CT_GENERATORS), default="connect",
                     help="--mode ct load: connect = shared udpflood.c, one socket()+connect() per "
                          "attempt (default; ≈ 25-40k/s); syn = bench/synflood.c, raw SYNs with sendmmsg() "
-                         "(≈ 130k/s; own presets)")
+                         "(≈ 65-70k/s with a daemon; own presets)")
+    ap.add_argument("--syn-batch", type=int,
+                    help="--ct-generator syn: SYNs per sendmmsg() (default: rate/2000 clamped to 1..64, "
+                         "64 for max blasts; 1 = no bursts, like connect)")
     ap.add_argument("--configs", help=f"comma list out of {', '.join(CONFIGS)} "
                     f"(default: {', '.join(MODE_CONFIGS['udp'])}; with --mode ct: {', '.join(MODE_CONFIGS['ct'])})")
     ap.add_argument("--daemons", default="ulogd2,pyulogd", help="comma list (order = order within a pair)")
@@ -904,6 +911,8 @@ def main():
     has_ct = any(cfg_mode(c) == "ct" for c in a.configs_sel)
     if a.ct_generator == "syn" and has_ct:
         a.gen_build_dir = build_syn_generator(a)
+        if a.syn_batch:
+            os.environ["SYNFLOOD_BATCH"] = str(a.syn_batch)  # Runner copies os.environ
     if a.aa:
         a.pyulogd_cmd = a.ulogd_cmd
     name = ("aa-" if a.aa else "compare-") + a.run_id
@@ -917,7 +926,8 @@ def main():
                 harness=a.harness, aa=a.aa, loadavg_start=open("/proc/loadavg").read().split()[:3])
     if has_ct:
         meta.update(ct_generator=a.ct_generator, ct_generator_desc=CT_GENERATORS[a.ct_generator],
-                    ct_generator_build_dir=a.gen_build_dir, ct_generator_src_sha256=a.gen_src_sha256)
+                    ct_generator_build_dir=a.gen_build_dir, ct_generator_src_sha256=a.gen_src_sha256,
+                    ct_generator_batch=a.syn_batch if a.ct_generator == "syn" else None)
     n_sweep = len(m["rates"]) * m["repeat"] + m["blast_repeat"]
     gen_rate = (100000 if a.ct_generator == "syn" else 30000) if a.mode == "ct" else 150000
     est = sum(max(m["min_count"], r * m["seconds"]) / r + 5 for r in m["rates"]) * m["repeat"] \

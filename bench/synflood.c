@@ -9,8 +9,9 @@
  *       connected socket; -r 0 = as fast as possible.
  *   synflood tcp -d DST -p PORT [-c COUNT] [-r SYNS] [-t MAXSEC] [-b BATCH] [-S FIRSTPORT] [-a SRC]
  *       bare TCP SYNs (IPv4 or IPv6, 20-byte TCP header, no options) written with a raw
- *       socket (IPPROTO_RAW, i.e. IP_HDRINCL) and sendmmsg(), BATCH per call (default: 64 at
- *       -r 0, else rate/2000 clamped to 1..64, so a batch is <= 0.5 ms worth of traffic).
+ *       socket (IPPROTO_RAW, i.e. IP_HDRINCL) and sendmmsg(), BATCH per call (default: the
+ *       environment variable SYNFLOOD_BATCH if set, else 64 at -r 0, else rate/2000 clamped
+ *       to 1..64, so that a batch is <= 0.5 ms worth of traffic).
  *       Source address: -a SRC, else the address the kernel would pick for DST (found with
  *       connect() on a UDP socket; nothing is sent).  Source port: cycles over 1024..65535,
  *       starting at -S (default 1024).  IP and TCP checksums are computed here.
@@ -141,10 +142,15 @@ static int syn_flood(int fam, struct sockaddr_storage *ss, socklen_t sl, const c
 		perror("finding the source address (give one with -a)");
 		return 1;
 	}
-	if (batch <= 0)
+	if (batch <= 0 && getenv("SYNFLOOD_BATCH")) /* throughput.py passes no -b: compare.py --syn-batch */
+		batch = atoi(getenv("SYNFLOOD_BATCH"));
+	if (batch <= 0) {
 		batch = rate <= 0 ? 64 : (int)(rate / 2000);
-	if (batch < 1)
-		batch = 1;
+		if (batch < 1)
+			batch = 1;
+		if (batch > 64)
+			batch = 64;
+	}
 	if (batch > 1024)
 		batch = 1024;
 	if (first_port < PORT_LO || first_port > PORT_HI)
