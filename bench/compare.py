@@ -29,7 +29,8 @@ cpu_us_per_ct_event) and prints the loss curve, since ulogd2 may lose events at 
 (≈ 25-40k connections/s here, less than ulogd2 can log), compare.py compiles bench/synflood.c
 (raw TCP SYNs with sendmmsg(), same command line and JSON line) as `udpflood` into
 <workdir>/synflood-bin and gives throughput.py `--build-dir` of it: ≈ 115k SYNs/s with the lab
-alone, ≈ 65-70k/s once conntrack events are built for a listener (bench/README.md).  Every SYN is a NEW and, once gbB's RST kills the entry, a DESTROY event, as before.  This
+alone, ≈ 65-70k/s once conntrack events are built for a listener (bench/README.md).  Every
+SYN is a NEW and, once gbB's RST kills the entry, a DESTROY event, as before.  This
 mode has its own presets (higher rates, more connections per point); --count N sends N per trial.
 
     sudo bench/compare.py --mode ct --ct-generator syn --quick

@@ -403,9 +403,11 @@ _FREE_COMPILES, _HITS_PER_COMPILE = 64, 64
 
 
 def compile_layout(buf: Any, off: int, end: int, lay: Layout, event: int) -> _Fast:
-    """A function ``f(buf, off, end, now)`` giving the values of a message laid out like ``lay``
-    (the layout of the message at ``buf[off:end]``), or None when the message is laid out
-    differently. The caller guarantees the same nlmsg_len, type and flags (the template's key).
+    """A function ``f(buf, off, n, now)`` giving the values of a message laid out like ``lay``
+    (the layout of the message at ``buf[off:end]``) at ``buf[off:off + n]``, or None when the
+    message is laid out differently or ``n`` (the bytes there are: a datagram's length, or
+    nlmsg_len) does not fit. The caller guarantees the same nlmsg_len, type and flags (the
+    template's key).
 
     Every attribute header the walk visited, and the padding after each attribute (the kernel
     zeroes it; a producer that does not only misses the template), must be equal: one masked
@@ -443,7 +445,13 @@ def compile_layout(buf: Any, off: int, end: int, lay: Layout, event: int) -> _Fa
     from_bytes = int.from_bytes
     assemble = _assemble
 
-    def fast(buf: Any, off: int, end: int, now: float) -> list[Any] | None:
+    ln4 = (ln + 3) & ~3
+
+    def fast(buf: Any, off: int, n: int, now: float) -> list[Any] | None:
+        # n: the bytes there are (a datagram may carry the message's padding, not less)
+        if n != ln and (n < ln or n > ln4):
+            return None
+        end = off + ln
         if from_bytes(buf[off:end], "big") & mask != expect:
             return None
         v = unpack(buf, off) + (None,)
@@ -497,9 +505,9 @@ class Decoder:
                 r = None
                 fs = cands.get(_key(buf, off)) if ln >= 20 else None
                 if fs is not None:
-                    r = fs[0](buf, off, e, now)
+                    r = fs[0](buf, off, ln, now)
                     if r is None and len(fs) > 1:
-                        r = self._try_others(fs, buf, off, e, now)
+                        r = self._try_others(fs, buf, off, ln, now)
                 if r is None:
                     event = (NEW if flags & 0x600 else UPDATE) if typ == CT_NEW_TYPE else DESTROY
                     try:
@@ -537,28 +545,34 @@ class Decoder:
     def parse_at(self, buf: Any, off: int, n: int, now: float) -> list[Any] | None:
         """:meth:`parse_one` for the ``n``-byte datagram at ``buf[off:]`` (datagrams read back
         to back into one buffer). Never raises."""
-        if n < 20:
-            return None
-        ln, typ, _flags = _unpack_hdr2(buf, off)
-        if (ln + 3) & ~3 != (n + 3) & ~3 or ln > n or (typ != CT_NEW_TYPE and typ != CT_DELETE_TYPE):
-            return None
-        fs = self._cands.get(_key(buf, off))
+        fs = self._cands.get(_key(buf, off)) if n >= 20 else None
         if fs is None:
             return None
-        end = off + ln
-        r = fs[0](buf, off, end, now)
+        # The key holds nlmsg_len, type and flags: a template checks the rest.
+        r = fs[0](buf, off, n, now)
         if r is None and len(fs) > 1:
-            r = self._try_others(fs, buf, off, end, now)
+            r = self._try_others(fs, buf, off, n, now)
         if r is not None:
             self._hits += 1
         return r
 
+    def lookup(self) -> tuple[Callable[[Any, int], tuple[int, int]], dict[tuple[int, int], list[_Fast]]]:
+        """For a caller's own loop over many datagrams (the NFCT input's hot path): the key
+        function and the template table. ``fs = table.get(key(buf, off))`` (datagrams of 20
+        bytes or more), then ``fs[0](buf, off, n, now)``; whatever gives None goes through
+        :meth:`parse_at` (other templates) or :meth:`parse_buffer`. Report the hits with
+        :meth:`count_hits` (they pay for new templates)."""
+        return _key, self._cands
+
+    def count_hits(self, n: int) -> None:
+        self._hits += n
+
     @staticmethod
-    def _try_others(fs: list[_Fast], buf: Any, off: int, end: int, now: float) -> list[Any] | None:
+    def _try_others(fs: list[_Fast], buf: Any, off: int, n: int, now: float) -> list[Any] | None:
         """Templates after the first of a key; one that matches moves to the front, since
         messages of one kind tend to come in runs."""
         for i in range(1, len(fs)):
-            r = fs[i](buf, off, end, now)
+            r = fs[i](buf, off, n, now)
             if r is not None:
                 fs.insert(0, fs.pop(i))
                 return r

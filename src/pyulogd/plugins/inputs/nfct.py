@@ -401,7 +401,9 @@ class NfctInput(NetnsSource):
         known layout is decoded in place and handed on here; anything else goes to
         :meth:`feed`, in order."""
         now = self.ctx.now()
-        parse_at = self.decoder.parse_at
+        decoder = self.decoder
+        parse_at = decoder.parse_at
+        key, templates = decoder.lookup()
         accept = self.accept
         hashed = self._event_hash if self.use_hash else None
         stacks = self.stacks
@@ -410,12 +412,17 @@ class NfctInput(NetnsSource):
             run = stacks[0].run
             tail = stacks[0].tail if self.tails is None else self.tails[0]
         emit = self.emit
-        events = filtered = updates = 0
+        events = filtered = updates = hits = 0
         for off, n in spans:
-            values = parse_at(buf, off, n, now)
+            fs = templates.get(key(buf, off)) if n >= 20 else None
+            values = fs[0](buf, off, n, now) if fs is not None else None
             if values is None:
-                self.feed(bytes(buf[off : off + n]), now)
-                continue
+                values = parse_at(buf, off, n, now)  # another template of the same key
+                if values is None:
+                    self.feed(bytes(buf[off : off + n]), now)
+                    continue
+            else:
+                hits += 1
             events += 1
             if accept is not None and not accept(values):
                 filtered += 1
@@ -428,6 +435,7 @@ class NfctInput(NetnsSource):
                 run(values)
             else:
                 emit(values)
+        decoder.count_hits(hits)
         stats = self.ctx.stats
         if events:
             stats.incr(self.stat["events"], events)
