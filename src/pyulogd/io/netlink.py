@@ -10,10 +10,12 @@ caller can count it and carry on.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import selectors
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from pyulogd.io.netns import NetnsHandle, in_netns
 SOL_NETLINK = 270
 NETLINK_NO_ENOBUFS = 5
 SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
 # recv() result meaning "the kernel dropped messages" (the errno itself).
 ENOBUFS = errno.ENOBUFS
 MSG_TRUNC = int(socket.MSG_TRUNC)
@@ -94,6 +97,15 @@ class NetlinkSocket:
 
     def rcvbuf(self) -> int:
         return int(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    def attach_filter(self, program: bytes) -> None:
+        """SO_ATTACH_FILTER: a classic BPF program (``struct sock_filter`` array, see
+        :mod:`pyulogd.codec.ctbpf`) the kernel runs on every message before queueing it.
+        Raises ``OSError`` (the kernel's verdict on the program included)."""
+        insns = len(program) // 8
+        code = ctypes.create_string_buffer(program, len(program))
+        fprog = struct.pack("HL", insns, ctypes.addressof(code))  # struct sock_fprog
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
     def set_no_enobufs(self, on: bool = True) -> None:
         """NETLINK_NO_ENOBUFS: drop silently instead of reporting (not used by NFLOG: we count)."""

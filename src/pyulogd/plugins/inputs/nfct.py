@@ -24,9 +24,10 @@ Differences from 2.0.8 (see docs/compat.md):
   kernel's default, gives event state only to conntracks created while someone listens); while
   any is in the table it is compared with the kernel's every ``netlink_resync_timeout`` s and
   the ones gone are emitted (2.0.8 keeps them for ever).
-* ``accept_src_filter``, ``accept_dst_filter``, ``accept_proto_filter`` are applied in user
-  space, to events and to dumps alike (2.0.8: kernel socket filter, events only). A flow whose
-  address family has no network listed in an address filter is not accepted.
+* ``accept_src_filter``, ``accept_dst_filter``, ``accept_proto_filter`` run in the kernel as a
+  socket filter on the event socket (as in 2.0.8; :mod:`pyulogd.codec.ctbpf`) and again in user
+  space, to events and to dumps alike (2.0.8: events only). A flow whose address family has no
+  network listed in an address filter is not accepted.
 * New option ``accounting``: turn on ``nf_conntrack_acct`` and ``nf_conntrack_timestamp`` at
   start. Without it, a notice is logged once when a stack uses the packet/byte counters but
   accounting is off.
@@ -47,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pyulogd.codec import ctbpf
 from pyulogd.codec import nfct as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
@@ -183,6 +185,7 @@ class NfctInput(NetnsSource):
         # Flows of the initial dump that the kernel may never send events for (see _initial_dump).
         self._silent: set[tuple[Any, ...]] = set()
         self._rcvbuf_asked = 0
+        self.kernel_filter = False  # the accept filters run in the kernel too (socket filter)
         self._capacity = 0.0  # events the receive buffer holds (for _pace)
         self._last_read = 0.0
         self._at_max = False
@@ -270,7 +273,26 @@ class NfctInput(NetnsSource):
             except OSError as e:
                 raise PluginError(f"cannot enable reliable event delivery: {e.strerror or e}") from None
             (log.notice if self.parent is None else log.debug)("NFCT reliable logging has been enabled.")
+        if self.accept is not None:
+            self._attach_filter(sock)
         self.ctx.loop.add_reader(sock.fileno(), self._readable)
+
+    def _attach_filter(self, sock: NetlinkSocket) -> None:
+        """The accept filters as a kernel socket filter, as ulogd2 does: events of other flows
+        are dropped before they take room in the buffer. User space filters again (and alone,
+        when the kernel refuses the program)."""
+        assert self.accept is not None
+        log = self.ctx.log
+        try:
+            prog = ctbpf.compile_filter(self.accept)
+            sock.attach_filter(ctbpf.pack(prog))
+        except (ctbpf.TooLarge, OSError) as e:
+            log.notice(f"NFCT '{self.id}': accept filters applied in user space only "
+                       f"(no kernel socket filter: {_why(e)})")  # fmt: skip
+            return
+        self.kernel_filter = True
+        (log.info if self.parent is None else log.debug)(
+            f"NFCT '{self.id}': accept filters attached to the event socket ({len(prog)} BPF instructions)")
 
     def _open_dump_socket(self) -> NetlinkSocket:
         if self.dsock is None:
