@@ -27,6 +27,7 @@ from pathlib import Path
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.daemon.service import Service
+from pyulogd.io.netlink import lay_out
 
 DEFAULT = Path(__file__).resolve().parent / "data" / "ct-events.hex"
 STACK = "ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU"
@@ -53,15 +54,7 @@ def run(bufs: list[bytes], rounds: int, sync: int, profile: bool = False, batch:
         flush()
         # --batch: the daemon's hot path, datagrams back to back in one buffer as read_many()
         # leaves them, handed over `batch` at a time, one flush per batch.
-        spans: list[tuple[int, int]] = []
-        pos = 0
-        for b in bufs:
-            spans.append((pos, len(b)))
-            pos += (len(b) + 7) & ~7
-        many = bytearray(pos)
-        for (off, n), b in zip(spans, bufs, strict=True):
-            many[off : off + n] = b
-        view = memoryview(many)
+        view, spans = lay_out(bufs)
         chunks = [spans[i : i + batch] for i in range(0, len(spans), batch)] if batch else []
         prof = None
         if profile:

@@ -52,6 +52,22 @@ static void sleep_until(double t)
 		;
 }
 
+/* Wait for the next batch's turn (interval 0: at once); 0 once the time is up. */
+static int pace(double *next, double interval, double tend)
+{
+	double t = now();
+	if (t > tend)
+		return 0;
+	if (interval > 0) {
+		if (*next > t)
+			sleep_until(*next);
+		else if (t - *next > 0.01)
+			*next = t; /* never burst more than 10 ms worth */
+		*next += interval;
+	}
+	return 1;
+}
+
 static int make_addr(const char *dst, int port, struct sockaddr_storage *ss, socklen_t *len)
 {
 	memset(ss, 0, sizeof(*ss));
@@ -221,16 +237,8 @@ static int syn_flood(int fam, struct sockaddr_storage *ss, socklen_t sl, const c
 	double interval = rate > 0 ? batch / rate : 0;
 	int n = 0; /* packets built and not yet sent (a failed sendmmsg is retried) */
 	while (sent < count) {
-		double t = now();
-		if (t > tend)
+		if (!pace(&next, interval, tend))
 			break;
-		if (interval > 0) {
-			if (next > t)
-				sleep_until(next);
-			else if (t - next > 0.01)
-				next = t; /* never burst more than 10 ms worth */
-			next += interval;
-		}
 		if (n == 0) {
 			n = (int)(count - sent < batch ? count - sent : batch);
 			for (int i = 0; i < n; i++, k++) {
@@ -339,16 +347,8 @@ int main(int argc, char **argv)
 		}
 		double interval = rate > 0 ? batch / rate : 0;
 		while (sent < count) {
-			double t = now();
-			if (t > tend)
+			if (!pace(&next, interval, tend))
 				break;
-			if (interval > 0) {
-				if (next > t)
-					sleep_until(next);
-				else if (t - next > 0.01)
-					next = t; /* never burst more than 10 ms worth */
-				next += interval;
-			}
 			int n = (int)(count - sent < batch ? count - sent : batch);
 			int r = sendmmsg(s, msgs, n, 0);
 			if (r < 0) {

@@ -19,6 +19,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Sink
 from pyulogd.daemon.service import Service
+from pyulogd.io.netlink import lay_out
 from pyulogd.plugins.inputs import nfct as plugin_mod
 from pyulogd.plugins.inputs.nfct import NfctInput
 
@@ -518,16 +519,7 @@ def test_enobufs_grows_the_buffer_up_to_maxsize() -> None:
 # -- the hot path: datagrams read back to back (NetlinkSocket.read_many) and pacing
 
 
-def spans_of(bufs: list[bytes]) -> tuple[memoryview, list[tuple[int, int]]]:
-    """Datagrams laid out as read_many() leaves them: back to back, 8-byte aligned."""
-    spans, pos = [], 0
-    for b in bufs:
-        spans.append((pos, len(b)))
-        pos += (len(b) + 7) & ~7
-    many = bytearray(pos)
-    for (off, n), b in zip(spans, bufs, strict=True):
-        many[off : off + n] = b
-    return memoryview(many), spans
+spans_of = lay_out  # datagrams laid out as read_many() leaves them
 
 
 @pytest.mark.parametrize("hash_enable", [0, 1])

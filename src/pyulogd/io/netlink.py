@@ -254,6 +254,19 @@ class NetlinkSocket:
         return n
 
 
+def lay_out(datagrams: list[bytes]) -> tuple[memoryview, list[tuple[int, int]]]:
+    """Datagrams in one buffer as :meth:`NetlinkSocket.read_many` gives them (replay tools
+    and tests): the buffer and each one's ``(offset, length)``."""
+    spans, pos = [], 0
+    for d in datagrams:
+        spans.append((pos, len(d)))
+        pos += (len(d) + 7) & ~7
+    many = bytearray(pos)
+    for (off, n), d in zip(spans, datagrams, strict=True):
+        many[off : off + n] = d
+    return memoryview(many), spans
+
+
 def _find_ack(data: bytes, seq: int, portid: int) -> int | None:
     """The errno (0 for success) of the NLMSG_ERROR in ``data`` answering request ``seq``, else None."""
     msgs, _problem = nl.split(data)
