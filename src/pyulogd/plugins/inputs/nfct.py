@@ -185,7 +185,6 @@ class NfctInput(NetnsSource):
         # Flows of the initial dump that the kernel may never send events for (see _initial_dump).
         self._silent: set[tuple[Any, ...]] = set()
         self._rcvbuf_asked = 0
-        self.kernel_filter = False  # the accept filters run in the kernel too (socket filter)
         self._capacity = 0.0  # events the receive buffer holds (for _pace)
         self._last_read = 0.0
         self._at_max = False
@@ -290,7 +289,6 @@ class NfctInput(NetnsSource):
             log.notice(f"NFCT '{self.id}': accept filters applied in user space only "
                        f"(no kernel socket filter: {_why(e)})")  # fmt: skip
             return
-        self.kernel_filter = True
         (log.info if self.parent is None else log.debug)(
             f"NFCT '{self.id}': accept filters attached to the event socket ({len(prog)} BPF instructions)")
 
@@ -439,7 +437,8 @@ class NfctInput(NetnsSource):
             fs = templates.get(key(buf, off)) if n >= 20 else None
             values = fs[0](buf, off, n, now) if fs is not None else None
             if values is None:
-                values = parse_at(buf, off, n, now)  # another template of the same key
+                # another template of the same key, else the walker (feed)
+                values = parse_at(buf, off, n, now) if fs is not None and len(fs) > 1 else None
                 if values is None:
                     self.feed(bytes(buf[off : off + n]), now)
                     continue
