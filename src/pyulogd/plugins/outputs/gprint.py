@@ -20,51 +20,27 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType
-from pyulogd.plugins.outputs.keytext import address, producers
+from pyulogd.core.plugin import OK, DataType, Option, OptionType
+from pyulogd.plugins.outputs.keytext import KINDS, fields, producers
 from pyulogd.plugins.outputs.logemu import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
-
-_KINDS: dict[KeyType, str] = {
-    KeyType.STRING: "str",
-    KeyType.BOOL: "int",
-    KeyType.INT8: "int",
-    KeyType.INT16: "int",
-    KeyType.INT32: "int",
-    KeyType.UINT8: "int",
-    KeyType.UINT16: "int",
-    KeyType.UINT32: "int",
-    KeyType.UINT64: "int",
-    KeyType.IPADDR: "addr",
-}
 
 
 def plan(keys: Any, slots: Any) -> list[tuple[int, str, str]]:
     """``(slot, "name=", kind)`` per bound wildcard key of a type GPRINT writes."""
     out = []
     for key, slot in producers(keys, slots):
-        kind = _KINDS.get(key.type)
+        kind = KINDS.get(key.type)
         if kind is not None:
             out.append((slot, key.name + "=", kind))
     return out
 
 
 def render(entries: list[tuple[int, str, str]], rec: list[Any], head: str = "") -> str:
-    parts = [head]
-    append = parts.append
-    for slot, prefix, kind in entries:
-        v = rec[slot]
-        if v is None:
-            continue
-        if kind == "int":
-            append(f"{prefix}{int(v)},")
-        elif kind == "str":
-            append(f"{prefix}{v},")
-        else:
-            append(f"{prefix}{address(v)},")
-    return "".join(parts)[:-1] + "\n"
+    # Every field ends in ","; the last one's (or, with none, the head's last character) goes.
+    return (head + "".join(f + "," for f in fields(entries, rec)))[:-1] + "\n"
 
 
 def stamp(sec: float) -> str:

@@ -15,7 +15,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from pyulogd.core.plugin import Key
+from pyulogd.core.plugin import Key, KeyType
 
 _V4 = tuple(str(i) for i in range(256))
 
@@ -43,3 +43,38 @@ def producers(keys: Sequence[Key], slots: Sequence[int]) -> list[tuple[Key, int]
         if slot:
             source[slot] = key
     return [(source[slot], slot) for slot in slots if slot]
+
+
+# How each key type is written: str, int (%d and %u print the same for valid values), addr.
+KINDS: dict[KeyType, str] = {
+    KeyType.STRING: "str",
+    KeyType.BOOL: "int",
+    KeyType.INT8: "int",
+    KeyType.INT16: "int",
+    KeyType.INT32: "int",
+    KeyType.UINT8: "int",
+    KeyType.UINT16: "int",
+    KeyType.UINT32: "int",
+    KeyType.UINT64: "int",
+    KeyType.IPADDR: "addr",
+}
+
+
+def fields(entries: list[tuple[int, str, str]], rec: list[Any]) -> list[str]:
+    """``name=value`` of each valid entry (``(slot, "name=", kind)``; a kind ``=text`` is that
+    fixed text), in order."""
+    out: list[str] = []
+    append = out.append
+    for slot, prefix, kind in entries:
+        v = rec[slot]
+        if v is None:
+            continue
+        if kind == "int":
+            append(f"{prefix}{int(v)}")
+        elif kind == "str":
+            append(f"{prefix}{v}")
+        elif kind == "addr":
+            append(f"{prefix}{address(v)}")
+        else:
+            append(f"{prefix}{kind[1:]}")
+    return out

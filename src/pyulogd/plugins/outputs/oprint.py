@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType
-from pyulogd.plugins.outputs.keytext import address, producers
+from pyulogd.plugins.outputs.keytext import KINDS, fields, producers
 from pyulogd.plugins.outputs.logemu import LineFile, LineFileSink
 
 if TYPE_CHECKING:
@@ -26,20 +26,7 @@ if TYPE_CHECKING:
 
 BOUNDARY = "===>PACKET BOUNDARY\n"
 
-# How each key type is written: str, int (%d and %u print the same for valid values),
-# addr, or a fixed text.
-_KINDS: dict[KeyType, str] = {
-    KeyType.STRING: "str",
-    KeyType.BOOL: "int",
-    KeyType.INT8: "int",
-    KeyType.INT16: "int",
-    KeyType.INT32: "int",
-    KeyType.UINT8: "int",
-    KeyType.UINT16: "int",
-    KeyType.UINT32: "int",
-    KeyType.UINT64: "int",
-    KeyType.IPADDR: "addr",
-}
+# Key types without a text of their own: a fixed text instead.
 _FIXED = {KeyType.NONE: "<none>"}
 
 
@@ -47,7 +34,7 @@ def plan(keys: Any, slots: Any) -> list[tuple[int, str, str]]:
     """``(slot, "name=", kind)`` per bound wildcard key; kind ``=text`` means a fixed value."""
     out = []
     for key, slot in producers(keys, slots):
-        kind = _KINDS.get(key.type)
+        kind = KINDS.get(key.type)
         if kind is None:
             kind = "=" + _FIXED.get(key.type, "default")
         out.append((slot, key.name + "=", kind))
@@ -55,21 +42,7 @@ def plan(keys: Any, slots: Any) -> list[tuple[int, str, str]]:
 
 
 def render(entries: list[tuple[int, str, str]], rec: list[Any]) -> str:
-    parts = [BOUNDARY]
-    append = parts.append
-    for slot, prefix, kind in entries:
-        v = rec[slot]
-        if v is None:
-            continue
-        if kind == "int":
-            append(f"{prefix}{int(v)}\n")
-        elif kind == "str":
-            append(f"{prefix}{v}\n")
-        elif kind == "addr":
-            append(f"{prefix}{address(v)}\n")
-        else:
-            append(f"{prefix}{kind[1:]}\n")
-    return "".join(parts)
+    return BOUNDARY + "".join(f + "\n" for f in fields(entries, rec))
 
 
 class OprintOutput(LineFileSink):
