@@ -19,6 +19,7 @@ NFACCT counters of namespaces deleted between two polls.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pwd
@@ -121,6 +122,9 @@ def setup_ns(name: str, i: int) -> None:
         os.close(fd)
 
 
+_PORTS = itertools.count(20000)
+
+
 def send(name: str) -> None:
     """One round of traffic inside the namespace: VIA_VETH packets out of its veth, VIA_LO
     over loopback, each from a socket of its own (so each is a new conntrack too)."""
@@ -131,6 +135,9 @@ def send(name: str) -> None:
     finally:
         h.close()
     for n, s in enumerate(socks):
+        # A source port of its own: the kernel may hand a closed socket's port out again, and
+        # the same tuple while its conntrack lives is no new conntrack (no NEW event).
+        s.bind(("", next(_PORTS)))
         s.sendto(b"x", (PEER if n < VIA_VETH else "127.0.0.1", 9))
         s.close()
 
