@@ -569,6 +569,8 @@ class DgramSock:
         mine.setblocking(False)
         self.ns = NetlinkSocket.__new__(NetlinkSocket)
         self.ns.sock, self.ns.bufsize, self.ns._many, self.ns.more = mine, bufsize, None, False
+        self.ns._buf = bytearray(bufsize)
+        self.ns._view = memoryview(self.ns._buf)
         self.ns.enobufs = self.ns.truncated = 0
 
     def close(self) -> None:

@@ -402,7 +402,7 @@ _MAX_PER_KEY = 4
 _FREE_COMPILES, _HITS_PER_COMPILE = 64, 64
 
 
-def compile_layout(buf: Any, off: int, end: int, lay: Layout, event: int) -> _Fast:
+def make_template(buf: Any, off: int, end: int, lay: Layout, event: int) -> _Fast:
     """A function ``f(buf, off, n, now)`` giving the values of a message laid out like ``lay``
     (the layout of the message at ``buf[off:end]``) at ``buf[off:off + n]``, or None when the
     message is laid out differently or ``n`` (the bytes there are: a datagram's length, or
@@ -583,7 +583,7 @@ class Decoder:
             return
         self._compiles += 1
         try:
-            fn = compile_layout(buf, off, end, lay, event)
+            fn = make_template(buf, off, end, lay, event)
         except (ValueError, IndexError, struct.error):  # a template must never cost a message
             return
         if self._ntemplates >= self.max_templates:

@@ -93,11 +93,9 @@ class Receiver:
                 return [], 0
             raise OSError(err, os.strerror(err))
         lens = self._lens[:n].tolist()
-        if any(f & MSG_TRUNC for f in self._flags[:n].tolist()):
-            truncated = sum(1 for f in self._flags[:n].tolist() if f & MSG_TRUNC)
+        truncated = sum(1 for f in self._flags[:n].tolist() if f & MSG_TRUNC)
+        if truncated:
             lens = [min(ln, self.slot_size) for ln in lens]
-        else:
-            truncated = 0
         return list(zip(self._offsets[:n], lens, strict=True)), truncated
 
 

@@ -186,35 +186,28 @@ class NetlinkSocket:
         rx = mmsg.shared()
         if rx is not None:
             return self._read_mmsg(rx, limit)
+        # Without recvmmsg: one _recv_raw() per datagram, each copied after the previous one.
         many = self._many
         if many is None:
             many = self._many = memoryview(bytearray(self.bufsize * 4))
-        recv_into = self.sock.recv_into
-        space = self.bufsize
-        stop = len(many) - space
         spans: list[tuple[int, int]] = []
-        append = spans.append
         pos = overruns = 0
-        trunc = MSG_TRUNC
         self.more = True
-        while len(spans) < limit and pos <= stop:
+        while len(spans) < limit and pos + self.bufsize <= len(many):
             try:
-                n = recv_into(many[pos:], space, trunc)
-            except BlockingIOError:
+                n = self._recv_raw()
+            except OSError:
+                if spans:
+                    break  # the error shows again at the next call
+                raise
+            if n is None:
                 self.more = False
                 break
-            except OSError as e:
-                if e.errno != errno.ENOBUFS:
-                    if spans:
-                        break  # the error shows again at the next call
-                    raise
-                self.enobufs += 1
+            if n < 0:
                 overruns += 1
                 continue
-            if n > space:
-                self.truncated += 1
-                n = space
-            append((pos, n))
+            many[pos : pos + n] = self._view[:n]
+            spans.append((pos, n))
             pos += (n + 7) & ~7
         return many, spans, overruns
 

@@ -5,7 +5,7 @@ writes record slots. For the flow-logging stack of ulogd's example configuration
 ``NFCT → IP2STR → PRINTFLOW → LOGEMU``, nearly every conntrack event is TCP or UDP with
 every key valid, and for those the log line can be made in one place: address texts from
 IP2STR's cache, PRINTFLOW's own format for the line, LOGEMU's head for the second, one
-append to LOGEMU's pending lines. That halves the user-space cost of the stack per event.
+``LineFile.add``. That halves the user-space cost of the stack per event.
 
 The contract is the unfused stack's output, byte for byte, and the same state left behind
 (IP2STR's cache, LOGEMU's head and pending lines): a record the fused code is not sure of
@@ -76,8 +76,7 @@ def flow_line(stack: Stack) -> Run | None:
     texts = ip2str._cache
     formats = FAST_FORMATS
     ctx = stack.ctx
-    out = emu.out
-    pending = out.pending
+    add = emu.out.add
 
     def run(rec: list[Any]) -> None:
         proto = rec[s_oproto]
@@ -102,11 +101,7 @@ def flow_line(stack: Stack) -> Run | None:
                     if sec != emu._sec:
                         emu.new_second(sec)
                     ns = rec[s_netns]
-                    line = emu._head + text if ns is None else f"{emu._head}[{ns}] {text}"
-                    pending.append(line)
-                    out.size += len(line)
-                    if out.size >= out.limit:
-                        out.flush()
+                    add(emu._head + text if ns is None else f"{emu._head}[{ns}] {text}")
                     return
             except Exception as e:  # as the stack's own run: a bug must not take the daemon down
                 raised(e)

@@ -264,7 +264,7 @@ class NfctInput(NetnsSource):
             log.debug(f"NFCT '{self.id}': netlink buffer size {granted} (pyulogd's default)")
         if maxsize and self._rcvbuf_asked >= maxsize:
             self._at_max = True
-        self._capacity = sock.rcvbuf() / EVENT_TRUESIZE
+        self._capacity = granted / EVENT_TRUESIZE
         if c["reliable"]:
             try:
                 sock.sock.setsockopt(SOL_NETLINK, NETLINK_BROADCAST_SEND_ERROR, 1)
