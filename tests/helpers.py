@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import OK, DataType, Filter, Key, Plugin, Sink, Source
 from pyulogd.core.plugin import KeyType as T
 from pyulogd.core.stack import Stack, _resolve
@@ -36,9 +37,8 @@ def make_stack(
             instances.append(p)
             continue
         cls, opts = p if isinstance(p, tuple) else (p, {})
-        values: dict[str, Any] = {o.name: o.default for o in cls.options}
-        values.update(opts)
-        instances.append(cls(ctx, f"{cls.name.lower() or 'p'}{n}", values))
+        inst_id = f"{cls.name.lower() or 'p'}{n}"
+        instances.append(cls(ctx, inst_id, typed_options(cls, opts, inst_id)))
     stack = Stack(ctx, spec, instances)
     for pos in range(len(instances) - 1, -1, -1):
         inst = instances[pos]
@@ -55,6 +55,21 @@ def make_stack(
         for inst in instances:
             inst.start()
     return stack
+
+
+def typed_options(cls: type[Plugin], opts: dict[str, Any], inst_id: str = "test") -> dict[str, Any]:
+    """The config a ulogd.conf section giving ``opts`` yields: defaults for the rest, each given
+    value written as text (``str(v)``) and parsed by its option's kind, as from a file.
+    Options the plugin does not declare are passed as they are (test plugins' own settings)."""
+    by_name = {o.name: o for o in cls.options}
+    values: dict[str, Any] = {o.name: o.default for o in cls.options}
+    for name, v in opts.items():
+        opt = by_name.get(name)
+        try:
+            values[name] = v if opt is None else opt.parse(str(v))
+        except ValueError as e:
+            raise ConfigError(f"option '{name}' of '{inst_id}': {e}") from None
+    return values
 
 
 def stop_stack(stack: Stack) -> None:

@@ -24,6 +24,7 @@ from pyulogd.daemon.service import Service
 from pyulogd.io.netlink import lay_out
 from pyulogd.plugins.inputs import nfct as plugin_mod
 from pyulogd.plugins.inputs.nfct import NfctInput
+from tests.helpers import typed_options
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests/vectors/nfct"
 T0 = 1795764190.0
@@ -54,9 +55,7 @@ def make(nstacks: int = 1, **options: Any) -> tuple[NfctInput, list[Capture], Co
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
-    cfg = {o.name: o.default for o in NfctInput.options}
-    cfg.update(options)
-    p = NfctInput(ctx, "ct1", cfg)
+    p = NfctInput(ctx, "ct1", typed_options(NfctInput, options))
     p.configure()
     caps = [Capture() for _ in range(nstacks)]
     p.stacks = caps

@@ -124,7 +124,7 @@ class Int(OptionKind[int]):
         self.lo, self.hi, self.octal = lo, hi, octal
 
     def _num(self, v: float) -> str:
-        return f"0{int(v):o}" if self.octal else str(int(v))
+        return f"0{int(v):o}" if self.octal and v else str(int(v))
 
     def convert(self, text: str) -> int:
         try:
@@ -196,7 +196,7 @@ class Size(OptionKind[int]):
         return _bounds(value, self.lo, self.hi, str)
 
     def describe(self) -> str:
-        return "size in bytes (K, M, G: x1024)" + _range_text(self.lo or None, self.hi, str)
+        return "size" + _range_text(self.lo or None, self.hi, str) + " (bytes; K, M, G: x1024)"
 
 
 class Duration(OptionKind[float]):
@@ -242,7 +242,7 @@ class Duration(OptionKind[float]):
         bounds = _range_text(self.lo or None, self.hi, self.show)
         if self.positive and not self.lo:
             bounds = " > 0" + bounds.replace(" <=", ", <=")
-        return f"duration (bare number: {self._word()}; or ms, s, m, h)" + bounds
+        return f"duration{bounds} (bare number: {self._word()}; or ms, s, m, h)"
 
 
 class Choice(OptionKind[str]):
