@@ -132,14 +132,16 @@ class Int(OptionKind[int]):
         except ValueError:
             raise ValueError(f"needs an integer, not '{text}'") from None
 
+    def _open(self) -> tuple[int | None, int | None]:
+        """The bounds worth saying: ulogd's own range is what parse_int() already enforces."""
+        return (None if self.lo == INT_MIN else self.lo), (None if self.hi == UINT_MAX else self.hi)
+
     def problem(self, value: int) -> str | None:
-        why = _bounds(value, self.lo, self.hi, self._num)
+        why = _bounds(value, *self._open(), self._num)
         return f"{why} (a file mode: write it in octal, e.g. 0660)" if why and self.octal else why
 
     def describe(self) -> str:
-        lo = None if self.lo == INT_MIN else self.lo
-        hi = None if self.hi == UINT_MAX else self.hi
-        return "integer" + _range_text(lo, hi, self._num) + (" (octal: 0660)" if self.octal else "")
+        return "integer" + _range_text(*self._open(), self._num) + (" (octal: 0660)" if self.octal else "")
 
 
 class Bool(OptionKind[bool]):
@@ -282,10 +284,12 @@ class Port(OptionKind[int]):
         except ValueError:
             pass
         if self.services and text.strip():
-            try:
-                return socket.getservbyname(text.strip())
-            except OSError:
-                raise ValueError(f"unknown service '{text}' (a port number or a name of /etc/services)") from None
+            for proto in ("tcp", "udp"):  # what getaddrinfo() finds for a stream or a datagram socket
+                try:
+                    return socket.getservbyname(text.strip(), proto)
+                except OSError:
+                    pass
+            raise ValueError(f"unknown service '{text}' (a port number or a name of /etc/services)")
         raise ValueError(f"needs a port number, not '{text}'")
 
     def problem(self, value: int) -> str | None:
