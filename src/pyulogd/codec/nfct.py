@@ -44,6 +44,7 @@ from typing import Any
 
 from pyulogd.codec import netlink as nl
 from pyulogd.core.errors import DecodeError
+from pyulogd.core.keys import Key, KeyType
 
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
@@ -119,36 +120,40 @@ PORT_PROTOS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_SCTP
 # oob.protocol for flows: the ethertype, as NFLOG's oob.protocol for packets.
 ETHERTYPE = {socket.AF_INET: 0x0800, socket.AF_INET6: 0x86DD}
 
-KEYS: tuple[str, ...] = (
-    "orig.ip.saddr",
-    "orig.ip.daddr",
-    "orig.ip.protocol",
-    "orig.l4.sport",
-    "orig.l4.dport",
-    "orig.raw.pktlen",
-    "orig.raw.pktcount",
-    "reply.ip.saddr",
-    "reply.ip.daddr",
-    "reply.ip.protocol",
-    "reply.l4.sport",
-    "reply.l4.dport",
-    "reply.raw.pktlen",
-    "reply.raw.pktcount",
-    "icmp.code",
-    "icmp.type",
-    "icmpv6.code",
-    "icmpv6.type",
-    "ct.mark",
-    "ct.id",
-    "ct.event",
-    "flow.start.sec",
-    "flow.start.usec",
-    "flow.end.sec",
-    "flow.end.usec",
-    "oob.family",
-    "oob.protocol",
-    "ct",
+# The NFCT plugin's output keys (the one table: plugins/inputs/nfct.py and the tests import it),
+# in ulogd2's declaration order; value i sits at list index i + 1.
+T = KeyType
+OUTPUT_KEYS: tuple[Key, ...] = (
+    Key("orig.ip.saddr", T.IPADDR, help="original-direction source address"),
+    Key("orig.ip.daddr", T.IPADDR, help="original-direction destination address"),
+    Key("orig.ip.protocol", T.UINT8, help="layer 4 protocol number"),
+    Key("orig.l4.sport", T.UINT16, help="original-direction source port (TCP, UDP, UDP-Lite, SCTP, DCCP)"),
+    Key("orig.l4.dport", T.UINT16, help="original-direction destination port"),
+    Key("orig.raw.pktlen", T.UINT64, help="original-direction bytes (needs nf_conntrack_acct)"),
+    Key("orig.raw.pktcount", T.UINT64, help="original-direction packets (needs nf_conntrack_acct)"),
+    Key("reply.ip.saddr", T.IPADDR, help="reply-direction source address (differs from orig.ip.daddr under DNAT)"),
+    Key("reply.ip.daddr", T.IPADDR, help="reply-direction destination address (differs from orig.ip.saddr under SNAT)"),
+    Key("reply.ip.protocol", T.UINT8, help="layer 4 protocol number of the reply tuple"),
+    Key("reply.l4.sport", T.UINT16, help="reply-direction source port"),
+    Key("reply.l4.dport", T.UINT16, help="reply-direction destination port"),
+    Key("reply.raw.pktlen", T.UINT64, help="reply-direction bytes (needs nf_conntrack_acct)"),
+    Key("reply.raw.pktcount", T.UINT64, help="reply-direction packets (needs nf_conntrack_acct)"),
+    Key("icmp.code", T.UINT8, help="ICMP code of an ICMP flow"),
+    Key("icmp.type", T.UINT8, help="ICMP type of an ICMP flow"),
+    Key("icmpv6.code", T.UINT8, help="ICMPv6 code of an ICMPv6 flow (as ulogd2 2.0.9)"),
+    Key("icmpv6.type", T.UINT8, help="ICMPv6 type of an ICMPv6 flow (as ulogd2 2.0.9)"),
+    Key("ct.mark", T.UINT32, help="conntrack mark"),
+    Key("ct.id", T.UINT32, help="kernel conntrack id"),
+    Key("ct.event", T.UINT32, help="1 NEW, 2 UPDATE, 4 DESTROY"),
+    Key("flow.start.sec", T.UINT32, help="flow start (kernel timestamp, else the time the NEW event was read)"),
+    Key("flow.start.usec", T.UINT32, help="microseconds of flow.start.sec"),
+    Key("flow.end.sec", T.UINT32, help="flow end (kernel timestamp, else the time the DESTROY was read)"),
+    Key("flow.end.usec", T.UINT32, help="microseconds of flow.end.sec"),
+    Key("oob.family", T.UINT8, help="protocol family (2 IPv4, 10 IPv6)"),
+    Key("oob.protocol", T.UINT16, help="layer 3 protocol as ethertype (2048 IPv4, 34525 IPv6); ulogd2: always 0"),
+    Key("ct", T.RAW, help="the conntrack entry's ctnetlink attributes"),
 )
+KEYS: tuple[str, ...] = tuple(k.name for k in OUTPUT_KEYS)
 # Index of each key in a value list (slot 0 is the reserved None).
 IDX: dict[str, int] = {name: i + 1 for i, name in enumerate(KEYS)}
 I_ORIG_SADDR = IDX["orig.ip.saddr"]
