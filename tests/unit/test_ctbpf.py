@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pyulogd.codec import ctbpf, nfct
 from pyulogd.codec import netlink as nl
+from tests.builders.nfct import Tuple, build_ct
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests/vectors/nfct"
 
@@ -78,10 +79,10 @@ def test_random_flows_same_verdict(v6: bool, data: st.DataObject, proto: int, sr
     addr = V6 if v6 else V4
     ports = proto in (6, 17, 132)
     icmp = proto in (1, 58)
-    orig = nfct.Tuple(data.draw(addr), data.draw(addr), proto, 1000 if ports else None, 80 if ports else None,
-                      8 if icmp else None, 0 if icmp else None, 5 if icmp else None)  # fmt: skip
-    msg = nfct.build_ct(data.draw(st.sampled_from([nfct.NEW, nfct.UPDATE, nfct.DESTROY])), orig,
-                        counters=(1, 2, 3, 4), mark=7)  # fmt: skip
+    orig = Tuple(data.draw(addr), data.draw(addr), proto, 1000 if ports else None, 80 if ports else None,
+                 8 if icmp else None, 0 if icmp else None, 5 if icmp else None)  # fmt: skip
+    msg = build_ct(data.draw(st.sampled_from([nfct.NEW, nfct.UPDATE, nfct.DESTROY])), orig,
+                   counters=(1, 2, 3, 4), mark=7)  # fmt: skip
     assert verdict(flt, msg) == flt(nfct.decode(msg))
 
 

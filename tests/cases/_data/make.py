@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 
 from pyulogd.codec import netlink as nl
-from pyulogd.codec import nfacct, nflog
+from pyulogd.codec import nfacct
 from pyulogd.codec import unixsock as us
 from pyulogd.ctl.unixsock import udp_packet
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run as a script: the message builders are in tests/builders
+
+from tests.builders.nflog import build_packet  # noqa: E402
+
 GOLDEN = REPO.parent / "shared" / "golden" / "ulogd2-2.0.8" / "pkt-json" / "raw-daemon"
 ETH = bytes.fromhex("020000c90002" "020000c90001" "0800")
 TS = (1800000000, 123456)
@@ -42,9 +48,9 @@ def tcp4(src: bytes, dst: bytes, dport: int, data: bytes) -> bytes:
 
 def pkt(payload: bytes, *, mark: int | None = None, prefix: bytes = b"case ", indev: int | None = 2,
         outdev: int | None = None, family: int = 2) -> bytes:  # fmt: skip
-    return nflog.build_packet(family=family, hw_protocol=0x0800 if family == 2 else 0x86DD, hook=1, mark=mark,
-                              timestamp=TS, indev=indev, outdev=outdev, hwaddr=ETH[6:12], hwheader=ETH,
-                              payload=payload, prefix=prefix)  # fmt: skip
+    return build_packet(family=family, hw_protocol=0x0800 if family == 2 else 0x86DD, hook=1, mark=mark,
+                        timestamp=TS, indev=indev, outdev=outdev, hwaddr=ETH[6:12], hwheader=ETH,
+                        payload=payload, prefix=prefix)  # fmt: skip
 
 
 def main() -> None:
