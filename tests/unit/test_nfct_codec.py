@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfct
+from pyulogd.codec.nfct_describe import describe
+from pyulogd.codec.nfct_filter import FlowFilter
 from pyulogd.core.errors import DecodeError
 from tests.builders.nfct import Tuple, build_ct, get_request, tuple_attr
 
@@ -256,7 +258,7 @@ def test_event_kinds_and_dump_entries() -> None:
 def test_zone_and_repeated_attributes() -> None:
     t = Tuple(V4A, V4B, 17, 1, 2, zone=5)
     msg = build_ct(nfct.NEW, t, zone=5, status=0x18e, timeout=120)
-    info = nfct.describe(msg)
+    info = describe(msg)
     assert (info["zone"], info["orig_zone"], info["status"], info["timeout"]) == (5, 5, 0x18E, 120)
     # A repeated attribute counts once, the last one (as the kernel's nla_parse keeps it).
     twice = build_ct(nfct.NEW, t, ct_id=1, extra=[nl.nla(nfct.CTA_ID, struct.pack("!I", 2))])
@@ -269,9 +271,9 @@ def test_zone_and_repeated_attributes() -> None:
 
 def test_describe_golden_tcp() -> None:
     b = buffers()[26]  # a TCP DESTROY
-    info = nfct.describe(b)
+    info = describe(b)
     assert info["event"] == nfct.DESTROY and info["tcp_state"] == 7 and info["start"] < info["stop"]
-    icmp = nfct.describe(buffers()[0])
+    icmp = describe(buffers()[0])
     assert icmp["icmp_id"] == 0x6201 and icmp["status"] == 8
 
 
@@ -315,14 +317,14 @@ def test_flow_key_separates_flows() -> None:
 
 
 def test_filter_parse_errors() -> None:
-    assert nfct.FlowFilter.parse("", "", "") is None
+    assert FlowFilter.parse("", "", "") is None
     for src, proto in (("10.0.0.1", ""), ("10.0.0.0/33", ""), ("nonsense/8", ""), ("", "tcp,bogus")):
         with pytest.raises(ValueError):
-            nfct.FlowFilter.parse(src, "", proto)
+            FlowFilter.parse(src, "", proto)
 
 
 def test_filter_semantics() -> None:
-    f = nfct.FlowFilter.parse("10.0.0.0/24, fd00::/64", "10.0.0.2/32", "tcp,17")
+    f = FlowFilter.parse("10.0.0.0/24, fd00::/64", "10.0.0.2/32", "tcp,17")
     assert f is not None and "2 IPv4" not in repr(f) and "protocols 6,17" in repr(f)
 
     def flow(s: bytes, d: bytes, proto: int = 6) -> list[Any]:
@@ -335,9 +337,9 @@ def test_filter_semantics() -> None:
     assert not f(flow(socket.inet_aton("10.0.1.1"), V4B))  # source
     # IPv6 source listed, IPv6 destination not: a family with no network listed is refused.
     assert not f(flow(V6A, V6B))
-    g = nfct.FlowFilter.parse("fd00::/64", "", "")
+    g = FlowFilter.parse("fd00::/64", "", "")
     assert g is not None and g(flow(V6A, V6B)) and not g(flow(V4A, V4B))
-    h = nfct.FlowFilter.parse("", "", "icmp")
+    h = FlowFilter.parse("", "", "icmp")
     assert h is not None and h(nfct.decode(build_ct(nfct.NEW, Tuple(V4A, V4B, 1, icmp_type=8,
                                                                      icmp_code=0, icmp_id=1))))
 

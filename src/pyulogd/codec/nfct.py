@@ -31,6 +31,11 @@ message, the decoder keeps its layout as a *template*: one masked big-integer co
 checks every attribute header the walk visited, one ``struct`` call reads every value, and
 the same assembly code as the walker's turns them into the value list. A message that differs
 in any header goes to the walker, so both paths give the same values by construction.
+
+Walker, templates and decoder stay together here because they share the assembly code (and so
+give the same values). Other jobs have modules of their own: ``nfct_filter`` (the accept
+filters), ``ctbpf`` (the same as a kernel socket filter), ``nfct_describe`` (every attribute of
+a message, for tools and tests); ``tests/builders/nfct.py`` builds messages.
 """
 
 from __future__ import annotations
@@ -631,57 +636,6 @@ def flow_key(values: list[Any]) -> tuple[Any, ...]:
     return (values[I_ID], values[1], values[2], values[3], values[4], values[5], values[I_FAMILY])
 
 
-# -- a message's other attributes (status, zone, timeout, ...), for tools and tests
-
-
-def describe(buf: Any, off: int = 0, end: int | None = None) -> dict[str, Any]:
-    """Everything this module understands of one conntrack message, including what is no
-    output key (status, zone, timeout, use, TCP state, helper, raw timestamps in ns)."""
-    if end is None:
-        end = off + _unpack_hdr2(buf, off)[0]
-    out: dict[str, Any] = {"values": as_dict(parse_ct(buf, off, end, 0.0))}
-    _ln, typ, flags = _unpack_hdr2(buf, off)
-    out["event"] = event_of(typ, flags)
-    out["family"] = buf[off + 16]
-    u32 = _READ["I"]
-    for at, p, q in nl.attrs(buf, off + 20, end):
-        n = q - p
-        if at == CTA_STATUS and n >= 4:
-            out["status"] = u32(buf, p)[0]
-        elif at == CTA_TIMEOUT and n >= 4:
-            out["timeout"] = u32(buf, p)[0]
-        elif at == CTA_USE and n >= 4:
-            out["use"] = u32(buf, p)[0]
-        elif at == CTA_ZONE and n >= 2:
-            out["zone"] = _READ["H"](buf, p)[0]
-        elif at == CTA_TIMESTAMP:
-            for t2, p2, q2 in nl.attrs(buf, p, q):
-                if q2 - p2 >= 8:
-                    out["start" if t2 == CTA_TIMESTAMP_START else "stop"] = _READ["Q"](buf, p2)[0]
-        elif at == CTA_TIMESTAMP_EVENT and n >= 8:
-            out["event_time"] = _READ["Q"](buf, p)[0]
-        elif at == CTA_PROTOINFO:
-            for t2, p2, q2 in nl.attrs(buf, p, q):
-                if t2 == CTA_PROTOINFO_TCP:
-                    for t3, p3, q3 in nl.attrs(buf, p2, q2):
-                        if t3 == CTA_PROTOINFO_TCP_STATE and q3 > p3:
-                            out["tcp_state"] = buf[p3]
-        elif at == CTA_HELP:
-            for t2, p2, q2 in nl.attrs(buf, p, q):
-                if t2 == CTA_HELP_NAME:
-                    out["helper"] = bytes(buf[p2:q2]).split(b"\0", 1)[0].decode("ascii", "replace")
-        elif at in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
-            for t2, p2, q2 in nl.attrs(buf, p, q):
-                if t2 == CTA_TUPLE_ZONE and q2 - p2 >= 2:
-                    out["orig_zone" if at == CTA_TUPLE_ORIG else "reply_zone"] = _READ["H"](buf, p2)[0]
-                elif t2 == CTA_TUPLE_PROTO:
-                    for t3, p3, q3 in nl.attrs(buf, p2, q2):
-                        if t3 in (CTA_PROTO_ICMP_ID, CTA_PROTO_ICMPV6_ID) and q3 - p3 >= 2 \
-                                and at == CTA_TUPLE_ORIG:
-                            out["icmp_id"] = _READ["H"](buf, p3)[0]
-    return out
-
-
 # -- requests the NFCT input sends
 
 
@@ -710,96 +664,3 @@ def get_request_for(seq: int, values: list[Any]) -> bytes:
         a += (al + 3) & ~3
     at.append(nl.nla(CTA_ID, struct.pack("!I", values[I_ID] or 0)))
     return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET, values[I_FAMILY] or 0, 0, at, seq)
-
-
-# -- accept filters (ulogd2's accept_src_filter, accept_dst_filter, accept_proto_filter)
-
-# Used when /etc/protocols is missing (minimal containers).
-_PROTO_NAMES = {
-    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51, "ipv6-icmp": 58,
-    "icmpv6": 58, "dccp": 33, "sctp": 132, "udplite": 136,
-}  # fmt: skip
-
-# (network as int, mask as int) per address length
-_Nets = dict[int, list[tuple[int, int]]]
-
-
-def _parse_nets(text: str, what: str) -> _Nets | None:
-    import ipaddress
-
-    if not text.strip():
-        return None
-    nets: _Nets = {4: [], 16: []}
-    for tok in text.split(","):
-        tok = tok.strip()
-        if "/" not in tok:
-            raise ValueError(f"{what}: '{tok}': No network specified (write address/prefixlen)")
-        try:
-            net = ipaddress.ip_network(tok, strict=False)
-        except ValueError as e:
-            raise ValueError(f"{what}: '{tok}': {e}") from None
-        size = 4 if net.version == 4 else 16
-        nets[size].append((int(net.network_address), int(net.netmask)))
-    return nets
-
-
-def _parse_protos(text: str) -> frozenset[int] | None:
-    if not text.strip():
-        return None
-    out = set()
-    for tok in text.split(","):
-        name = tok.strip()
-        if name.isdigit() and int(name) < 256:
-            out.add(int(name))
-            continue
-        try:
-            out.add(socket.getprotobyname(name))
-        except OSError:
-            num = _PROTO_NAMES.get(name.lower())
-            if num is None:
-                raise ValueError(f"accept_proto_filter: Unknown protocol '{name}'") from None
-            out.add(num)
-    return frozenset(out)
-
-
-def _in(nets: _Nets, addr: Any) -> bool:
-    lst = nets.get(len(addr)) if addr is not None else None
-    if not lst:
-        return False  # a family with no network listed is not accepted
-    a = int.from_bytes(addr, "big")
-    for net, mask in lst:
-        if a & mask == net:
-            return True
-    return False
-
-
-class FlowFilter:
-    """Accepts a flow when its original source is in one of ``src``'s networks, its original
-    destination in one of ``dst``'s and its protocol in ``protos`` (each test only when set)."""
-
-    def __init__(self, src: _Nets | None, dst: _Nets | None, protos: frozenset[int] | None) -> None:
-        self.src, self.dst, self.protos = src, dst, protos
-
-    @classmethod
-    def parse(cls, src: str, dst: str, proto: str) -> FlowFilter | None:
-        """From the options' text; None when all are empty. Raises ValueError."""
-        s = _parse_nets(src, "accept_src_filter")
-        d = _parse_nets(dst, "accept_dst_filter")
-        p = _parse_protos(proto)
-        if s is None and d is None and p is None:
-            return None
-        return cls(s, d, p)
-
-    def __repr__(self) -> str:
-        def nets(n: _Nets | None) -> str:
-            return "any" if n is None else f"{len(n[4])} IPv4 and {len(n[16])} IPv6 networks"
-
-        protos = "any" if self.protos is None else ",".join(map(str, sorted(self.protos)))
-        return f"source {nets(self.src)}, destination {nets(self.dst)}, protocols {protos}"
-
-    def __call__(self, values: list[Any]) -> bool:
-        if self.protos is not None and values[I_ORIG_PROTO] not in self.protos:
-            return False
-        if self.src is not None and not _in(self.src, values[I_ORIG_SADDR]):
-            return False
-        return self.dst is None or _in(self.dst, values[I_ORIG_SADDR + 1])

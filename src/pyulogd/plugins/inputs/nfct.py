@@ -50,6 +50,7 @@ from typing import Any
 
 from pyulogd.codec import ctbpf
 from pyulogd.codec import nfct as codec
+from pyulogd.codec.nfct_filter import FlowFilter
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Option, OptionType
@@ -144,7 +145,7 @@ class NfctInput(NetnsSource):
         self.use_hash = bool(config["hash_enable"])
         self.max_entries: int = config["hash_max_entries"]
         self.flows: dict[tuple[Any, ...], Entry] = {}
-        self.accept: codec.FlowFilter | None = None
+        self.accept: FlowFilter | None = None
         self._resync_timer: Timer | None = None
         self._poll_timer: Timer | None = None
         self._sweep_timer: Timer | None = None
@@ -173,7 +174,7 @@ class NfctInput(NetnsSource):
         if c["accounting"] not in (0, 1):
             raise ConfigError("accounting must be 0 or 1")
         try:
-            self.accept = codec.FlowFilter.parse(
+            self.accept = FlowFilter.parse(
                 c["accept_src_filter"], c["accept_dst_filter"], c["accept_proto_filter"])
         except ValueError as e:
             raise ConfigError(str(e)) from None
