@@ -30,6 +30,7 @@ from pathlib import Path
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def run(stack: str, rounds: int, sync: int, traffic: str = "golden") -> float:
             f"[global]\nstack={STACKS[stack]}\n[log1]\ngroup=11\n"
             f'[json1]\nfile="{tmp}/out.json"\nsync={sync}\n[emu1]\nfile="{tmp}/out.log"\nsync={sync}\n'
         )
-        ctx = Context(hostname="vm")
+        ctx = Context(loop=Loop(), hostname="vm")
         cache = LinkCache(ctx, kernel=False)
         cache.names.update({1: "lo", 2: "gbb0"})
         ctx.ifcache = cache  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.plugin import OK, DataType, Filter, Key, Plugin, Sink, Source
 from pyulogd.core.plugin import KeyType as T
 from pyulogd.core.stack import Stack, _resolve
+from pyulogd.io.loop import Loop
 
 PluginSpec = Plugin | type[Plugin] | tuple[type[Plugin], dict[str, Any]]
 
@@ -30,7 +31,7 @@ def make_stack(
     plugins: Sequence[PluginSpec], ctx: Context | None = None, *, start: bool = True, spec: str = "test"
 ) -> Stack:
     """Instances, configure (output first), resolve, finish; then start (input first)."""
-    ctx = ctx if ctx is not None else Context()
+    ctx = ctx if ctx is not None else Context(loop=Loop())
     instances: list[Plugin] = []
     for n, p in enumerate(plugins):
         if isinstance(p, Plugin):

@@ -27,6 +27,7 @@ from pyulogd.codec import nflog
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import TYPE_WORDS
+from pyulogd.io.loop import Loop
 from pyulogd.io.netlink import ENOBUFS, NetlinkSocket
 from pyulogd.plugins.inputs import nflog as plugin_mod
 from pyulogd.plugins.inputs.nflog import NflogInput
@@ -53,7 +54,7 @@ class Capture:
 
 
 def make(group: int = 0, ctx: Context | None = None, **options: Any) -> tuple[NflogInput, Capture, Context]:
-    ctx = ctx or Context()
+    ctx = ctx or Context(loop=Loop())
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1

@@ -17,6 +17,7 @@ from pyulogd.codec import nfct
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.plugins import fused
 from tests.builders.nfct import Tuple, build_ct
 
@@ -41,7 +42,7 @@ def service(tmp: str, name: str, fuse: bool, stack: str = STACK, extra: str = ""
     if not fuse:
         os.environ["PYULOGD_NO_FUSION"] = "1"
     try:
-        ctx = Context(hostname="vm", now=Clock())
+        ctx = Context(loop=Loop(), hostname="vm", now=Clock())
         svc = Service(f"{tmp}/{name}.conf", ctx)
         svc.load_config(parse_text(text))
     finally:

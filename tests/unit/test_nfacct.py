@@ -27,6 +27,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, KeyType
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.inputs import nfacct as nfacct_mod
 from pyulogd.plugins.inputs.nfacct import NfacctInput
 
@@ -214,7 +215,7 @@ NOW = 1_795_770_859.490028
 
 
 def make(**options: Any) -> tuple[NfacctInput, Capture, FakeSock, Context]:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
@@ -258,7 +259,7 @@ def test_declarations() -> None:
 
 @pytest.mark.parametrize("value", [0, -1])
 def test_pollinterval_must_be_positive(value: int) -> None:
-    p = NfacctInput(Context(), "acct1", {"pollinterval": value, "zerocounter": 1, "timestamp": 0})
+    p = NfacctInput(Context(loop=Loop()), "acct1", {"pollinterval": value, "zerocounter": 1, "timestamp": 0})
     with pytest.raises(ConfigError, match="'pollinterval'"):
         p.configure()
     check = NfacctInput.options[0].check
@@ -266,7 +267,7 @@ def test_pollinterval_must_be_positive(value: int) -> None:
 
 
 def _load(text: str, tmp: Path) -> Service:
-    svc = Service(str(tmp / "t.conf"), Context())
+    svc = Service(str(tmp / "t.conf"), Context(loop=Loop()))
     svc.ctx.log.set_destination("stdout")  # keep the test off syslog
     svc.load_config(parse_text(text.replace("@OUT@", str(tmp / "out.json")), str(tmp / "t.conf")))
     return svc
@@ -402,13 +403,13 @@ def test_stop_is_safe_any_time() -> None:
     p.stop()
     p.poll()  # no socket: nothing sent, nothing raised
     p.signal(signal.SIGUSR2)
-    q = NfacctInput(Context(), "x", {"pollinterval": 1, "zerocounter": 1, "timestamp": 0})
+    q = NfacctInput(Context(loop=Loop()), "x", {"pollinterval": 1, "zerocounter": 1, "timestamp": 0})
     q.stop()  # never started
 
 
 def test_start_arms_the_timer_and_reads_from_the_loop() -> None:
     """start() with a real (unprivileged) netlink socket: reader and repeating timer."""
-    ctx = Context()
+    ctx = Context(loop=Loop())
     p = NfacctInput(ctx, "acct1", {"pollinterval": 30, "zerocounter": 1, "timestamp": 0})
     p.configure()
     p.start()

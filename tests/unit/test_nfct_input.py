@@ -21,6 +21,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Sink
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.netlink import lay_out
 from pyulogd.plugins.inputs import nfct as plugin_mod
 from pyulogd.plugins.inputs.nfct import NfctInput
@@ -51,7 +52,7 @@ class Capture:
 
 
 def make(nstacks: int = 1, **options: Any) -> tuple[NfctInput, list[Capture], Context]:
-    ctx = Context(now=Clock())
+    ctx = Context(loop=Loop(), now=Clock())
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
@@ -340,7 +341,7 @@ sync=1
 file="{tmp_path}/b.json"
 sync=1
 """
-    svc = Service(str(tmp_path / "ulogd.conf"), Context(now=Clock()))
+    svc = Service(str(tmp_path / "ulogd.conf"), Context(loop=Loop(), now=Clock()))
     svc.load_config(parse_text(conf, str(tmp_path / "ulogd.conf")))
     src = svc.stacks[0].source
     assert isinstance(src, NfctInput) and svc.stacks[1].source is src

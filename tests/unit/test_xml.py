@@ -28,6 +28,7 @@ from pyulogd.codec import nfct
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.xml import XmlOutput, file_name, flow_xml, packet_xml, sum_xml, time_fields
 from tests.builders.nfct import Tuple, build_ct, tuple_attr
 from tests.builders.nflog import build_packet
@@ -280,7 +281,7 @@ class SumSource(Source):
 
 
 def clock(t: float = NOW) -> Context:
-    ctx = Context(hostname="vm")
+    ctx = Context(loop=Loop(), hostname="vm")
     ctx.now = lambda: t
     return ctx
 
@@ -351,7 +352,7 @@ def test_long_records_are_written(tmp_path: Path) -> None:
 
 def test_sighup_closes_and_starts_a_new_file(tmp_path: Path) -> None:
     t = [NOW]
-    ctx = Context(hostname="vm")
+    ctx = Context(loop=Loop(), hostname="vm")
     ctx.now = lambda: t[0]
     stack = xml_stack(FlowSource, tmp_path, ctx)
     stack.source.emit([None, 1, FLOWS["new tcp"][20:]])
@@ -370,7 +371,7 @@ def test_sighup_closes_and_starts_a_new_file(tmp_path: Path) -> None:
 
 def test_sighup_keeps_the_old_file_when_the_new_one_cannot_be_opened(tmp_path: Path) -> None:
     t = [NOW]
-    ctx = Context(hostname="vm")
+    ctx = Context(loop=Loop(), hostname="vm")
     ctx.now = lambda: t[0]
     d = tmp_path / "d"
     d.mkdir()

@@ -51,11 +51,10 @@ from typing import Any
 from pyulogd.codec import ctbpf
 from pyulogd.codec import nfct as codec
 from pyulogd.codec.nfct_filter import FlowFilter
-from pyulogd.core.context import Context
+from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Option, OptionType
 from pyulogd.core.ratelimit import Burst
-from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
@@ -146,9 +145,9 @@ class NfctInput(NetnsSource):
         self.max_entries: int = config["hash_max_entries"]
         self.flows: dict[tuple[Any, ...], Entry] = {}
         self.accept: FlowFilter | None = None
-        self._resync_timer: Timer | None = None
-        self._poll_timer: Timer | None = None
-        self._sweep_timer: Timer | None = None
+        self._resync_timer: TimerHandle | None = None
+        self._poll_timer: TimerHandle | None = None
+        self._sweep_timer: TimerHandle | None = None
         # Flows of the initial dump that the kernel may never send events for (see _initial_dump).
         self._silent: set[tuple[Any, ...]] = set()
         self._rcvbuf_asked = 0
