@@ -23,6 +23,7 @@ from pyulogd.codec import nfct
 from pyulogd.codec.nfct_describe import describe
 from pyulogd.codec.nfct_filter import FlowFilter
 from pyulogd.core.errors import DecodeError
+from tests.builders.netlink import done_msg, error_msg
 from tests.builders.nfct import Tuple, build_ct, get_request, tuple_attr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +162,7 @@ def test_parse_one_declines_what_it_cannot_do_alone() -> None:
     assert dec.parse_one(msg, NOW) == nfct.decode(msg, NOW)
     assert dec.parse_one(msg + msg, NOW) is None  # two messages
     assert dec.parse_one(msg[:-4], NOW) is None  # cut
-    assert dec.parse_one(nl.done_msg(), NOW) is None
+    assert dec.parse_one(done_msg(), NOW) is None
     assert dec.parse_one(b"", NOW) is None
 
 
@@ -245,11 +246,11 @@ def test_event_kinds_and_dump_entries() -> None:
     v = nfct.decode(entry)
     assert v[nfct.I_EVENT] == nfct.UPDATE and v[nfct.I_FAMILY] == 10 and len(v[1]) == 16
     dump = entry + build_ct(nfct.UPDATE, _tcp(), flags=nl.NLM_F_MULTI | nl.NLM_F_DUMP_INTR) \
-        + nl.done_msg(7)
+        + done_msg(7)
     batch = nfct.parse_buffer(dump, NOW)
     assert len(batch.records) == 2 and batch.done and batch.interrupted and not batch.malformed
-    err = nl.error_msg(1, nfct.dump_request(3))
-    batch = nfct.parse_buffer(err + nl.error_msg(0, nfct.dump_request(4)), NOW)
+    err = error_msg(1, nfct.dump_request(3))
+    batch = nfct.parse_buffer(err + error_msg(0, nfct.dump_request(4)), NOW)
     assert batch.errors == [1] and batch.acks == 1 and not batch.records
     other = nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK_EXP, 0, 2, 0)
     assert nfct.parse_buffer(other, NOW).other == 1

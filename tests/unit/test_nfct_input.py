@@ -25,6 +25,7 @@ from pyulogd.io.loop import Loop
 from pyulogd.io.netlink import lay_out
 from pyulogd.plugins.inputs import nfct as plugin_mod
 from pyulogd.plugins.inputs.nfct import NfctInput
+from tests.builders.netlink import done_msg, error_msg
 from tests.builders.nfct import Tuple, build_ct
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests/vectors/nfct"
@@ -102,7 +103,7 @@ def fake_dumps(p: NfctInput, *dumps: list[bytes], log: list[bool] | None = None)
         if log is not None:
             log.append(zero)
         entries = queue.pop(0)
-        yield b"".join(entries) + nl.done_msg(1)
+        yield b"".join(entries) + done_msg(1)
 
     p.dump_buffers = dump_buffers  # type: ignore[method-assign]
 
@@ -318,7 +319,7 @@ def test_failed_dump_is_counted_not_raised() -> None:
     p.signal(signal.SIGUSR2)
     assert ctx.stats.get("nfct.ct1.dump_errors") == 2
     assert log_text(ctx).count("Operation not permitted") == 1
-    fake_dumps(p, [nl.error_msg(1, nfct.dump_request(1))])
+    fake_dumps(p, [error_msg(1, nfct.dump_request(1))])
     p.signal(signal.SIGUSR2)
     assert ctx.stats.get("nfct.ct1.dump_errors") == 3
 
@@ -415,7 +416,7 @@ def test_malformed_and_errors_counted() -> None:
     bad = good[:40] + b"\xff" * (len(good) - 40)
     p.feed(bad)
     p.feed(bad + good)
-    p.feed(nl.error_msg(105, good))
+    p.feed(error_msg(105, good))
     assert len(cap.recs) == 1  # the bad message is skipped, the good one after it is not
     assert ctx.stats.get("nfct.ct1.malformed") == 2
     assert ctx.stats.get("nfct.ct1.netlink_errors") == 1

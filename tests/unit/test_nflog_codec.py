@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nflog
 from pyulogd.core.errors import DecodeError
+from tests.builders.netlink import done_msg, error_msg
 from tests.builders.nflog import build_packet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -402,7 +403,7 @@ packets = st.fixed_dictionaries(
 def test_build_and_decode(fields: dict[str, Any], label: int) -> None:
     msg = build_packet(**fields)
     dec = nflog.Decoder()
-    batches = [dec.parse_buffer(msg + nl.done_msg(), NOW, label) for _ in range(2)]
+    batches = [dec.parse_buffer(msg + done_msg(), NOW, label) for _ in range(2)]
     assert batches[0].records == batches[1].records == [nflog.decode_packet(msg, NOW, label)]
     got = nflog.as_dict(batches[0].records[0])
     want: dict[str, Any] = {"raw.pktcount": 1, "raw.label": label, "oob.family": fields.get("family", 2),
@@ -476,14 +477,14 @@ def test_short_fixed_size_attributes_are_decode_errors(attr: int, size: int) -> 
 
 def test_buffer_with_errors_acks_and_strangers() -> None:
     req = nflog.group_bind(5, seq=3)
-    buf = (build_packet(prefix=b"a") + nl.error_msg(1, req) + nl.error_msg(0, req)
-           + nl.nlmsg(nl.NLMSG_NOOP, 0, 0) + nl.nlmsg(0x101, 0, 0, b"\0" * 4) + nl.done_msg())  # fmt: skip
+    buf = (build_packet(prefix=b"a") + error_msg(1, req) + error_msg(0, req)
+           + nl.nlmsg(nl.NLMSG_NOOP, 0, 0) + nl.nlmsg(0x101, 0, 0, b"\0" * 4) + done_msg())  # fmt: skip
     batch = nflog.parse_buffer(buf, NOW)
     assert (len(batch.records), batch.errors, batch.acks, batch.other, batch.malformed) == (1, [1], 1, 1, 0)
     bad_err = nl.nlmsg(nl.NLMSG_ERROR, 0, 0, b"\1")
     assert nflog.parse_buffer(bad_err + build_packet(), NOW).malformed == 1
     with pytest.raises(DecodeError):
-        nflog.decode_packet(nl.done_msg())
+        nflog.decode_packet(done_msg())
     with pytest.raises(DecodeError):
         nflog.decode_packet(b"\0" * 8)
     with pytest.raises(DecodeError):

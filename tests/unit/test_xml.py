@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 
 from pyulogd.codec import netlink as nl
-from pyulogd.codec import nfacct as acct
 from pyulogd.codec import nfct
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
 from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.xml import XmlOutput, file_name, flow_xml, packet_xml, sum_xml, time_fields
+from tests.builders.nfacct import counter_msg
 from tests.builders.nfct import Tuple, build_ct, tuple_attr
 from tests.builders.nflog import build_packet
 from tests.helpers import NflogKeys, make_stack, stop_stack
@@ -255,13 +255,13 @@ def test_flow_xml_is_libnetfilter_conntracks(name: str) -> None:
 
 
 def test_sum_xml_is_libnetfilter_accts() -> None:
-    msg = acct.counter_msg("web", 12, 3456)
+    msg = counter_msg("web", 12, 3456)
     when = time_fields(NOW)
     assert sum_xml(msg, when) == (
         f"<obj><name>web</name><pkts>{12:020d}</pkts><bytes>{3456:020d}</bytes>{when}</obj>"
     )
     assert no_time(sum_xml(msg, "")) == no_time(c_nfacct_xml(msg))
-    big = acct.counter_msg("q", 2**64 - 1, 0, flags=1, quota=10)
+    big = counter_msg("q", 2**64 - 1, 0, flags=1, quota=10)
     assert no_time(sum_xml(big, "")) == no_time(c_nfacct_xml(big))
 
 
@@ -319,10 +319,10 @@ def test_flow_and_sum_stacks(tmp_path: Path) -> None:
     assert text.startswith('<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n<flow><meta ')
     assert text.endswith(f"<when>{time_fields(NOW)}</when></flow>\n</conntrack>\n")
     sums = xml_stack(SumSource, tmp_path, ctx)
-    sums.source.emit([None, "web", acct.counter_msg("web", 1, 2)])
+    sums.source.emit([None, "web", counter_msg("web", 1, 2)])
     stop_stack(sums)
     text = (tmp_path / "ulogd-sum-27112026-072217.xml").read_text()
-    assert text.splitlines()[1:] == ["<sum>", sum_xml(acct.counter_msg("web", 1, 2), time_fields(NOW)), "</sum>"]
+    assert text.splitlines()[1:] == ["<sum>", sum_xml(counter_msg("web", 1, 2), time_fields(NOW)), "</sum>"]
 
 
 def test_ct_first_then_raw_and_nothing_valid_is_an_error(tmp_path: Path) -> None:
@@ -397,7 +397,7 @@ def test_open_failure_at_start(tmp_path: Path) -> None:
 
 def test_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     stack = xml_stack(SumSource, tmp_path, clock(), stdout=1)
-    stack.source.emit([None, "web", acct.counter_msg("web", 1, 2)])
+    stack.source.emit([None, "web", counter_msg("web", 1, 2)])
     stack.sink.signal(signal.SIGHUP)
     stop_stack(stack)
     out = capfd.readouterr().out.splitlines()

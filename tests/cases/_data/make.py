@@ -16,8 +16,6 @@ import struct
 import sys
 from pathlib import Path
 
-from pyulogd.codec import netlink as nl
-from pyulogd.codec import nfacct
 from pyulogd.codec import unixsock as us
 from pyulogd.ctl.unixsock import udp_packet
 
@@ -26,6 +24,8 @@ REPO = HERE.parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as a script: the message builders are in tests/builders
 
+from tests.builders.netlink import done_msg  # noqa: E402
+from tests.builders.nfacct import counter_msg  # noqa: E402
 from tests.builders.nflog import build_packet  # noqa: E402
 
 GOLDEN = REPO.parent / "shared" / "golden" / "ulogd2-2.0.8" / "pkt-json" / "raw-daemon"
@@ -61,7 +61,7 @@ def main() -> None:
     a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
     v4 = udp_packet("10.0.0.1", "10.0.0.2", 5000, 53, b"q")
     marks = [pkt(v4, mark=m, prefix=f"mark {m} ".encode()) for m in (0, 1, 2, 0x101)]
-    write("nflog-marks.hex", [b"".join(marks) + nl.done_msg()], "UDP packets with marks 0, 1, 2, 0x101")
+    write("nflog-marks.hex", [b"".join(marks) + done_msg()], "UDP packets with marks 0, 1, 2, 0x101")
     sniff = [
         pkt(tcp4(a, b, 110, b"USER alice\r\n"), prefix=b"pop3 "),
         pkt(tcp4(a, b, 110, b"PASS s3cret\r\n"), prefix=b"pop3 "),
@@ -70,10 +70,10 @@ def main() -> None:
         pkt(tcp4(a, b, 80, b"USER not-pop3\r\n"), prefix=b"http "),
         pkt(v4, prefix=b"udp "),
     ]
-    write("nflog-pwsniff.hex", [b"".join(sniff) + nl.done_msg()], "POP3/FTP logins and other packets")
+    write("nflog-pwsniff.hex", [b"".join(sniff) + done_msg()], "POP3/FTP logins and other packets")
     lines = (REPO / "tests" / "vectors" / "nfct" / "flow-json.buffers.hex").read_text().split()
     write("nfct-flows.hex", [bytes.fromhex(x) for x in lines], "ulogd2 2.0.8 golden flow-json ctnetlink buffers")
-    dump = nfacct.counter_msg("http", 10, 1500) + nfacct.counter_msg("dns", 3, 210) + nl.done_msg()
+    dump = counter_msg("http", 10, 1500) + counter_msg("dns", 3, 210) + done_msg()
     write("nfacct-dump.hex", [dump], "nfacct dump answer: http 10/1500, dns 3/210")
     v6 = udp_packet("2001:db8::1", "2001:db8::2", 5000, 53, b"q6")
     stream = (
