@@ -14,6 +14,7 @@ import pytest
 
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.gprint import GprintOutput
 from tests.helpers import make_stack, stop_stack
 from tests.unit.test_oprint import Shadow, TypedSource
@@ -35,7 +36,7 @@ def utc() -> Iterator[None]:
 
 
 def stack(tmp_path: Path, **opts: Any) -> Any:
-    ctx = Context(hostname="vm")
+    ctx = Context(loop=Loop(), hostname="vm")
     ctx.now = lambda: NOW
     return make_stack([TypedSource, Shadow, (GprintOutput, {"file": str(tmp_path / "g.txt"), **opts})], ctx)
 

@@ -11,6 +11,7 @@ import pytest
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import ReliableSender
 from pyulogd.plugins.outputs.graphite import GraphiteOutput
 from tests.helpers import make_stack, stop_stack
@@ -71,7 +72,7 @@ def test_lines_as_ulogd2() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        ctx = Context(now=lambda: 1795779999.7)
+        ctx = Context(loop=Loop(), now=lambda: 1795779999.7)
         stack = stack_for(server.getsockname()[1], ctx)
         conn, _ = server.accept()
         with conn:
@@ -87,7 +88,7 @@ def test_lines_as_ulogd2() -> None:
 
 def test_carbon_down_at_start_then_up() -> None:
     port = free_port()
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = stack_for(port, ctx)  # 2.0.8: "Could not connect", the stack fails; here it waits
     for i in range(3):
         stack.source.push(f"c{i}", i, i * 100)
@@ -107,7 +108,7 @@ def test_carbon_down_at_start_then_up() -> None:
 
 
 def test_carbon_restart_mid_run() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", 0))
@@ -140,7 +141,7 @@ def test_carbon_restart_mid_run() -> None:
 
 
 def test_overflow_counted() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = stack_for(free_port(), ctx, queue=500)
     pump(ctx, stack, lambda: out(stack).sock is None)  # the refused connect is noticed
     for i in range(50):

@@ -14,6 +14,7 @@ from pyulogd.codec import ipfix as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import ReliableSender
 from pyulogd.plugins.outputs.ipfix import INPUT_KEYS, IpfixOutput
 from tests.helpers import make_stack, stop_stack
@@ -42,7 +43,7 @@ def udp_server() -> socket.socket:
 
 def stack_for(port: int, ctx: Context | None = None, **opts: Any) -> Any:
     conf = {"oid": 7, "host": "127.0.0.1", "port": port, "proto": "udp", **opts}
-    return make_stack([FlowSource, (IpfixOutput, conf)], ctx or Context(now=lambda: 1795770100.0))
+    return make_stack([FlowSource, (IpfixOutput, conf)], ctx or Context(loop=Loop(), now=lambda: 1795770100.0))
 
 
 def out(stack: Any) -> ReliableSender:
@@ -129,7 +130,7 @@ def test_ipv6_template_257() -> None:
 
 def test_flush_every_second() -> None:
     with udp_server() as server:
-        ctx = Context()
+        ctx = Context(loop=Loop())
         stack = stack_for(server.getsockname()[1], ctx)
         stack.source.flow()
         end = time.monotonic() + 3
@@ -149,7 +150,7 @@ def test_tcp_collector_down_at_start_then_restart() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = stack_for(port, ctx, proto="tcp")  # 2.0.8: connect fails, stack fails
     for _ in range(20):
         stack.source.flow()

@@ -17,6 +17,7 @@ import pytest
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Filter, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
@@ -55,7 +56,7 @@ def utc() -> Iterator[None]:
 # -- golden
 def test_golden_file_byte_for_byte(tmp_path: Path) -> None:
     """Every NFLOG/BASE value of the 44 golden packets through IFINDEX, IP2STR and JSON."""
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = LinkCache(ctx, kernel=False)
     cache.update({2: "gbb0"})
     ctx.ifcache = cache
@@ -94,7 +95,7 @@ class Src(Source):
 
 def json_stack(tmp_path: Path, ctx: Context | None = None, source: type[Source] = Src, **opts: Any) -> Any:
     options = {"file": str(tmp_path / "out.json"), **opts}
-    return make_stack([source, (JsonOutput, options)], ctx or Context())
+    return make_stack([source, (JsonOutput, options)], ctx or Context(loop=Loop()))
 
 
 def lines(stack: Any, tmp_path: Path) -> list[str]:
@@ -128,7 +129,7 @@ def test_basic_object(tmp_path: Path) -> None:
 
 
 def test_time_of_writing_without_packet_time(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     ctx.now = lambda: 1795764188.7
     stack = json_stack(tmp_path, ctx)
     stack.source.push(sec=None, usec=None)
@@ -143,7 +144,7 @@ def test_no_time_keys_upstream(tmp_path: Path) -> None:
         name = "FLOWSRC"
         output_keys = (Key("ct.event", T.UINT32),)
 
-    ctx = Context()
+    ctx = Context(loop=Loop())
     ctx.now = lambda: 1795764188.0
     stack = json_stack(tmp_path, ctx, FlowSrc)
     stack.source.emit([None, 4])
@@ -221,7 +222,7 @@ class Typed(Source):
 
 
 def test_types(tmp_path: Path) -> None:
-    stack = json_stack(tmp_path, Context(), Typed, timestamp=0)
+    stack = json_stack(tmp_path, Context(loop=Loop()), Typed, timestamp=0)
     stack.source.emit([None, 255, True, 65535, 4294967295, 2**64 - 1, -5, -70000, 7, b"\x7f\0\0\1",
                        b"raw", "0x00", 1, 0])  # fmt: skip
     stack.source.emit([None, 0, False, 0, 65536, 2**63 - 1, 0, 0, 0, None, None, None, None, 3])
@@ -234,7 +235,7 @@ def test_types(tmp_path: Path) -> None:
 
 
 def test_boolean_label(tmp_path: Path) -> None:
-    stack = json_stack(tmp_path, Context(), Typed, timestamp=0, boolean_label=1)
+    stack = json_stack(tmp_path, Context(loop=Loop()), Typed, timestamp=0, boolean_label=1)
     row = [None] * 13
     stack.source.emit([None, *row[:12], 1])
     stack.source.emit([None, *row[:12], 0])
@@ -299,7 +300,7 @@ def test_unknown_mode_is_a_config_error(tmp_path: Path, mode: str) -> None:
 
 def test_mode_is_case_insensitive() -> None:
     for mode in ("FILE", "Tcp", "uDP", "UNIX"):
-        out = JsonOutput(Context(), "j", typed_options(JsonOutput, {"mode": mode}))
+        out = JsonOutput(Context(loop=Loop()), "j", typed_options(JsonOutput, {"mode": mode}))
         out.configure()
         assert out.mode == mode.lower()
 
@@ -380,7 +381,7 @@ def test_udp_one_datagram_per_record(tmp_path: Path) -> None:
 
 
 def test_udp_without_listener_counts_and_goes_on(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = json_stack(tmp_path, ctx, mode="udp", port=str(free_port(socket.SOCK_DGRAM)))
     for _ in range(3):
         stack.source.push()
@@ -437,7 +438,7 @@ def pump(ctx: Context, stack: Any, until: Any, timeout: float = 6) -> None:
 
 
 def test_tcp_peer_down_at_start_then_up(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     port = free_port(socket.SOCK_STREAM)
     stack = json_stack(tmp_path, ctx, mode="tcp", port=str(port))  # must not raise
     for i in range(3):
@@ -466,7 +467,7 @@ def test_tcp_peer_down_at_start_then_up(tmp_path: Path) -> None:
 
 
 def test_tcp_peer_goes_away_and_comes_back(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(2)
@@ -495,7 +496,7 @@ def test_tcp_peer_goes_away_and_comes_back(tmp_path: Path) -> None:
 
 
 def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     ctx.log.set_destination(str(tmp_path / "ulogd.log"))
     port = free_port(socket.SOCK_STREAM)
     stack = json_stack(tmp_path, ctx, mode="tcp", port=str(port), queue=2000)
@@ -524,7 +525,7 @@ def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
 
 def test_queue_zero_drops_while_down(tmp_path: Path) -> None:
     """``queue=0``: 2.0.8's behaviour, records are dropped (and counted) while the peer is down."""
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = json_stack(tmp_path, ctx, mode="tcp", port=str(free_port(socket.SOCK_STREAM)), queue=0)
     for _ in range(3):
         stack.source.push()
@@ -537,7 +538,7 @@ def test_queue_zero_drops_while_down(tmp_path: Path) -> None:
 
 
 def test_udp_peer_down_at_start_then_up(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     port = free_port(socket.SOCK_DGRAM)
     stack = json_stack(tmp_path, ctx, mode="udp", port=str(port))
     for i in range(3):
@@ -557,7 +558,7 @@ def test_udp_peer_down_at_start_then_up(tmp_path: Path) -> None:
 
 
 def test_unix_peer_down_at_start_then_up(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     path = str(tmp_path / "json.sock")
     stack = json_stack(tmp_path, ctx, mode="unix", file=path)  # no socket yet: not fatal
     for i in range(3):
@@ -594,7 +595,7 @@ def test_sighup_reconnects_socket(tmp_path: Path) -> None:
 
 
 def test_slow_peer_does_not_block(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)

@@ -16,6 +16,7 @@ from pyulogd.core.info import describe
 from pyulogd.core.options import Address, Bool, Choice, Duration, Int, OptionKind, Path, Port, Size, Str
 from pyulogd.core.plugin import Option, OptionType
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 
 
 def refused(kind: OptionKind[Any], text: str) -> str:
@@ -227,7 +228,7 @@ def test_config_errors_name_file_line_and_reason(body: str, line: int, reason: s
 
 
 def _service(tmp: FsPath, text: str) -> Service:
-    svc = Service(str(tmp / "t.conf"), Context())
+    svc = Service(str(tmp / "t.conf"), Context(loop=Loop()))
     svc.ctx.log.set_destination("stdout")  # keep the test off syslog
     svc.load_config(parse_text(text.replace("@DIR@", str(tmp)), str(tmp / "t.conf")))
     return svc

@@ -22,6 +22,7 @@ from pyulogd.db.render import compile_builder, fix_string
 from pyulogd.db.spool import Spool
 from pyulogd.db.statement import Target, parse_procedure, quote_ident
 from pyulogd.db.writer import Writer, WriterSettings
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.sqlite3 import Sqlite3Output
 from tests.helpers import NflogKeys, make_stack, stop_stack
 
@@ -187,7 +188,7 @@ class FakeBackend(Backend):
 
 
 def writer(tmp: Path | None, backend: FakeBackend, **kw: Any) -> tuple[Writer, Context]:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     spool = None
     if tmp is not None:
         spool = Spool(str(tmp), int(kw.pop("spool_max", 1 << 20)))

@@ -19,6 +19,7 @@ import pytest
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import ReliableSender
 from pyulogd.plugins.outputs.syslog import FACILITIES, LEVELS, SyslogOutput
 from tests.helpers import make_stack, stop_stack
@@ -92,7 +93,7 @@ def test_unknown_facility_or_level(opt: str, value: str, msg: str) -> None:
 
 def test_wire_format_facility_level(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context(now=lambda: 1795766886.5)  # Nov 27 08:08:06 UTC
+    ctx = Context(loop=Loop(), now=lambda: 1795766886.5)  # Nov 27 08:08:06 UTC
     with dgram_server(path) as server:
         stack = syslog_stack(ctx, socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
         stack.source.push("ACCEPT-TCP IN=lo OUT= MAC= MARK=0x0 \n")
@@ -105,7 +106,7 @@ def test_wire_format_facility_level(tmp_path: Path) -> None:
 
 def test_day_is_space_padded_and_kern_notice_default(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context(now=lambda: 1794038400.0)  # Nov  7 08:00:00 UTC
+    ctx = Context(loop=Loop(), now=lambda: 1794038400.0)  # Nov  7 08:00:00 UTC
     with dgram_server(path) as server:
         stack = syslog_stack(ctx, socket=str(path))
         stack.source.push("x\n")
@@ -144,7 +145,8 @@ def test_same_bytes_as_glibc_syslog(tmp_path: Path) -> None:
     sec = time.mktime(time.strptime(f"{time.gmtime().tm_year} {stamp}", "%Y %b %d %H:%M:%S"))
     path = tmp_path / "ours.sock"
     with dgram_server(path) as server:
-        stack = syslog_stack(Context(now=lambda: sec), socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
+        ctx = Context(loop=Loop(), now=lambda: sec)
+        stack = syslog_stack(ctx, socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
         stack.source.push(text)
         stack.sink.flush()
         ours = server.recv(4096)
@@ -165,7 +167,7 @@ def test_udp_and_tcp_remote(tmp_path: Path) -> None:
     with socket.socket() as t:
         t.bind(("127.0.0.1", 0))
         t.listen(1)
-        ctx = Context()
+        ctx = Context(loop=Loop())
         stack = syslog_stack(ctx, host="127.0.0.1", port=str(t.getsockname()[1]), proto="tcp")
         conn, _ = t.accept()
         with conn:
@@ -183,7 +185,7 @@ def test_udp_and_tcp_remote(tmp_path: Path) -> None:
 
 def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = syslog_stack(ctx, socket=str(path))  # no socket yet: not fatal
     assert "not reachable" in (ctx.log.last_error or "")
     for i in range(5):
@@ -201,7 +203,7 @@ def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
 
 def test_daemon_restart_mid_run(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     server = dgram_server(path)
     stack = syslog_stack(ctx, socket=str(path))
     stack.source.push("before\n")
@@ -224,7 +226,7 @@ def test_daemon_restart_mid_run(tmp_path: Path) -> None:
 
 def test_overflow_counted_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = syslog_stack(ctx, socket=str(path), queue=1000)
     for i in range(100):
         stack.source.push(f"record {i:03d}\n")
@@ -254,7 +256,7 @@ def test_overflow_counted_and_reported(tmp_path: Path) -> None:
 
 def test_reader_that_never_reads_does_not_block(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     with dgram_server(path):
         stack = syslog_stack(ctx, socket=str(path), queue=64 * 1024)
         start = time.monotonic()

@@ -40,9 +40,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.context import TimerHandle
 from pyulogd.core.options import Duration, Size
 from pyulogd.core.plugin import Option
-from pyulogd.io.loop import Timer
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -107,7 +107,7 @@ class ReliableSender:
         self._last_attempt = -1e9
         self._backoff = backoff_min
         self._failures_in_row = 0
-        self._timer: Timer | None = None
+        self._timer: TimerHandle | None = None
         self._probe_until = 0.0  # datagram: after a refusal, one probe until this time
         self._probing = False
         self._failing = False

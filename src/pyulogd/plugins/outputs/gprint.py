@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import OK, DataType, Option
 from pyulogd.plugins.outputs.keytext import KINDS, fields, producers
-from pyulogd.plugins.outputs.logemu import LineFile, LineFileSink
+from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context

@@ -38,7 +38,7 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
-from pyulogd.plugins.outputs.logemu import FLUSH_AT, LineFile
+from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context

@@ -45,7 +45,7 @@ from pyulogd.codec import netlink as nl
 from pyulogd.core.errors import PluginError
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option, Sink
-from pyulogd.plugins.outputs.logemu import LineFile
+from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
