@@ -30,3 +30,8 @@ class Context:
     ns_ifcaches: dict[int, Any] = field(default_factory=dict)
     # Namespaces inputs work in and the directories they follow (netns/registry.py).
     namespaces: Namespaces | None = None
+    # Speed-ups that can be turned off, to measure them or to rule them out when chasing a
+    # bug ([global] fusion=0 / recvmmsg=0, --no-fusion / --no-recvmmsg): stacks fused into
+    # one function (Stack.fuse), conntrack events read with recvmmsg (io/netlink.py).
+    fusion: bool = True
+    recvmmsg: bool = True

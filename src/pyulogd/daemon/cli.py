@@ -53,7 +53,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--uid")
     p.add_argument("-i", "--info")
     p.add_argument("--no-realtime", action="store_true")
+    # pyulogd's speed-ups, off (as [global] fusion=0 / recvmmsg=0 do; docs/design.md).
+    p.add_argument("--no-fusion", action="store_true")
+    p.add_argument("--no-recvmmsg", action="store_true")
     return p
+
+
+def _deprecated_env(ctx: Context, var: str, flag: str, setting: str) -> bool:
+    """Whether ``var`` is set: an environment variable that turned a speed-up off before the
+    settings existed, still honoured (as ``flag``), with a notice."""
+    if not os.environ.get(var):
+        return False
+    ctx.log.notice(f"{var} is deprecated: use {flag} or {setting} in [global]")
+    return True
 
 
 def info(name: str) -> int:
@@ -101,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         args.verbose = False
         ctx.log.error("suppressing verbose output (not compatible with daemon mode).")
     ctx.log.verbose = args.verbose
+    if args.no_fusion or _deprecated_env(ctx, "PYULOGD_NO_FUSION", "--no-fusion", "fusion=0"):
+        ctx.fusion = False
+    if args.no_recvmmsg or _deprecated_env(ctx, "PYULOGD_NO_RECVMMSG", "--no-recvmmsg", "recvmmsg=0"):
+        ctx.recvmmsg = False
 
     pid_lock = None
     if pidfile:
