@@ -7,6 +7,7 @@ import os
 import pwd
 import signal
 import sys
+from collections.abc import Mapping
 
 from pyulogd import __version__
 from pyulogd.core import registry
@@ -59,12 +60,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _deprecated_env(ctx: Context, var: str, flag: str, setting: str) -> bool:
+def apply_switches(ctx: Context, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """--no-fusion and --no-recvmmsg on the context (``[global]`` can turn them off too)."""
+    env_fusion = _deprecated(ctx, environ, "PYULOGD_NO_FUSION", "--no-fusion or fusion=0")
+    if args.no_fusion or env_fusion:
+        ctx.fusion = False
+    env_mmsg = _deprecated(ctx, environ, "PYULOGD_NO_RECVMMSG", "--no-recvmmsg or recvmmsg=0")
+    if args.no_recvmmsg or env_mmsg:
+        ctx.recvmmsg = False
+
+
+def _deprecated(ctx: Context, environ: Mapping[str, str], var: str, instead: str) -> bool:
     """Whether ``var`` is set: an environment variable that turned a speed-up off before the
-    settings existed, still honoured (as ``flag``), with a notice."""
-    if not os.environ.get(var):
+    settings existed, still honoured, with a notice."""
+    if not environ.get(var):
         return False
-    ctx.log.notice(f"{var} is deprecated: use {flag} or {setting} in [global]")
+    ctx.log.notice(f"{var} is deprecated: use {instead} in [global]")
     return True
 
 
@@ -113,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         args.verbose = False
         ctx.log.error("suppressing verbose output (not compatible with daemon mode).")
     ctx.log.verbose = args.verbose
-    if args.no_fusion or _deprecated_env(ctx, "PYULOGD_NO_FUSION", "--no-fusion", "fusion=0"):
-        ctx.fusion = False
-    if args.no_recvmmsg or _deprecated_env(ctx, "PYULOGD_NO_RECVMMSG", "--no-recvmmsg", "recvmmsg=0"):
-        ctx.recvmmsg = False
+    apply_switches(ctx, args, os.environ)
 
     pid_lock = None
     if pidfile:
