@@ -10,8 +10,7 @@ Plugins are imported on first use, so that start-up only pays for the plugins a 
 uses (PGSQL's module imports psycopg, MYSQL's pymysql): :func:`get` imports the module
 named after the plugin (``filters/ip2str.py`` for IP2STR) and only when that module does
 not define it falls back to :func:`names`, which imports every plugin module. Third-party
-plugins are not discovered (no entry points): a site or a test adds a class with
-:func:`register`.
+plugins are not discovered (no entry points); a test adds a class with :func:`register`.
 
 ``plugin="…/ulogd_xxx.so"`` lines are looked up in :data:`SO_NAMES`, a list of what ulogd2
 ships, without importing anything: Debian's ulogd.conf names every plugin, databases
