@@ -71,6 +71,8 @@ class Stack:
                 if run is not None:
                     self.run = run
                     self.fused_by = fusion
+                    how = f"{fusion.make.__module__}.{fusion.make.__qualname__}"
+                    self.ctx.log.info(f"stack {self.spec!r} fused ({how})")
                     return fusion
         return None
 
