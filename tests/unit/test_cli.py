@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 from pathlib import Path
 
 import pytest
 
 from pyulogd.core import registry
+from pyulogd.core.context import Context
 from pyulogd.core.info import describe
-from pyulogd.daemon.cli import main
+from pyulogd.daemon.cli import apply_switches, main
 from pyulogd.io.loop import Loop
 
 
@@ -89,3 +92,29 @@ def test_debian_ulogd_conf_loads_unmodified() -> None:
     assert [s.spec for s in svc.stacks] == [
         "log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU"
     ]
+
+
+def _switched(flags: dict[str, bool], environ: dict[str, str]) -> tuple[Context, str]:
+    ctx = Context(loop=Loop())
+    ctx.log.stream = io.StringIO()
+    ctx.log.path = "test"
+    apply_switches(ctx, argparse.Namespace(**{"no_fusion": False, "no_recvmmsg": False, **flags}), environ)
+    assert isinstance(ctx.log.stream, io.StringIO)
+    return ctx, ctx.log.stream.getvalue()
+
+
+def test_speed_up_switches(capsys: pytest.CaptureFixture[str]) -> None:
+    """--no-fusion / --no-recvmmsg turn each off alone; the old environment variables still
+    do, with a deprecation notice."""
+    assert main(["--no-fusion", "--no-recvmmsg", "-V"]) == 0  # the parser knows them
+    capsys.readouterr()
+    ctx, log = _switched({}, {})
+    assert (ctx.fusion, ctx.recvmmsg, log) == (True, True, "")
+    ctx, log = _switched({"no_fusion": True}, {})
+    assert (ctx.fusion, ctx.recvmmsg, log) == (False, True, "")
+    ctx, log = _switched({"no_recvmmsg": True}, {"PYULOGD_NO_FUSION": ""})
+    assert (ctx.fusion, ctx.recvmmsg, log) == (True, False, "")
+    ctx, log = _switched({}, {"PYULOGD_NO_FUSION": "1", "PYULOGD_NO_RECVMMSG": "1"})
+    assert (ctx.fusion, ctx.recvmmsg) == (False, False)
+    assert "PYULOGD_NO_FUSION is deprecated: use --no-fusion or fusion=0 in [global]" in log
+    assert "PYULOGD_NO_RECVMMSG is deprecated: use --no-recvmmsg or recvmmsg=0 in [global]" in log

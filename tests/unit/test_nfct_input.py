@@ -427,10 +427,12 @@ def test_malformed_and_errors_counted() -> None:
 
 def test_event_mask_bits_beyond_7_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[int] = []
+    batched: list[bool] = []
 
     class FakeSock:
-        def __init__(self, groups: int = 0, bufsize: int = 0) -> None:
+        def __init__(self, groups: int = 0, bufsize: int = 0, recvmmsg: bool = True) -> None:
             opened.append(groups)
+            batched.append(recvmmsg)
 
         def rcvbuf(self) -> int:
             return 4096
@@ -453,6 +455,12 @@ def test_event_mask_bits_beyond_7_are_reported(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(ctx.loop, "add_reader", lambda fd, cb: None)
     p._open_event_socket()
     assert asked[-1] == 300000  # not beyond the maximum asked for
+    assert batched == [True, True]
+    p, _, ctx = make(hash_enable=0)
+    ctx.recvmmsg = False  # [global] recvmmsg=0, --no-recvmmsg
+    monkeypatch.setattr(ctx.loop, "add_reader", lambda fd, cb: None)
+    p._open_event_socket()
+    assert batched == [True, True, False]
 
 
 def test_unfinished_dump_drops_the_dump_socket() -> None:
@@ -629,6 +637,25 @@ def test_read_many_never_overruns_its_buffer(reader: str) -> None:
                 bytes(buf[o : o + n]) == b"y" * 500 for o, n in spans
             )
         assert sum(rounds) == 40 and max(rounds) < 40
+    finally:
+        s.close()
+
+
+def test_read_many_without_recvmmsg_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket made with recvmmsg=False reads one datagram per call, whatever the process has."""
+    from pyulogd.io import mmsg
+
+    def no(*_: Any) -> None:
+        raise AssertionError("recvmmsg asked for")
+
+    monkeypatch.setattr(mmsg, "shared", no)
+    s = DgramSock(bufsize=512)
+    s.ns.recvmmsg = False
+    try:
+        for i in range(3):
+            s.peer.send(bytes([i]) * 10)
+        buf, spans, overruns = s.ns.read_many(100)
+        assert overruns == 0 and [bytes(buf[o : o + n]) for o, n in spans] == [bytes([i]) * 10 for i in range(3)]
     finally:
         s.close()
 

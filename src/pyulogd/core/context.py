@@ -62,3 +62,8 @@ class Context:
     # made on first use and read only through that module (get_namespaces, find_namespaces),
     # which checks its type; core cannot name it.
     namespaces: object = None
+    # Speed-ups that can be turned off, to measure them or to rule them out when chasing a
+    # bug ([global] fusion=0 / recvmmsg=0, --no-fusion / --no-recvmmsg): stacks fused into
+    # one function (Stack.fuse), conntrack events read with recvmmsg (io/netlink.py).
+    fusion: bool = True
+    recvmmsg: bool = True

@@ -7,6 +7,7 @@ import os
 import pwd
 import signal
 import sys
+from collections.abc import Mapping
 
 from pyulogd import __version__
 from pyulogd.core import registry
@@ -54,7 +55,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--uid")
     p.add_argument("-i", "--info")
     p.add_argument("--no-realtime", action="store_true")
+    # pyulogd's speed-ups, off (as [global] fusion=0 / recvmmsg=0 do; docs/design.md).
+    p.add_argument("--no-fusion", action="store_true")
+    p.add_argument("--no-recvmmsg", action="store_true")
     return p
+
+
+def apply_switches(ctx: Context, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """--no-fusion and --no-recvmmsg on the context (``[global]`` can turn them off too)."""
+    env_fusion = _deprecated(ctx, environ, "PYULOGD_NO_FUSION", "--no-fusion or fusion=0")
+    if args.no_fusion or env_fusion:
+        ctx.fusion = False
+    env_mmsg = _deprecated(ctx, environ, "PYULOGD_NO_RECVMMSG", "--no-recvmmsg or recvmmsg=0")
+    if args.no_recvmmsg or env_mmsg:
+        ctx.recvmmsg = False
+
+
+def _deprecated(ctx: Context, environ: Mapping[str, str], var: str, instead: str) -> bool:
+    """Whether ``var`` is set: an environment variable that turned a speed-up off before the
+    settings existed, still honoured, with a notice."""
+    if not environ.get(var):
+        return False
+    ctx.log.notice(f"{var} is deprecated: use {instead} in [global]")
+    return True
 
 
 def info(name: str) -> int:
@@ -102,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         args.verbose = False
         ctx.log.error("suppressing verbose output (not compatible with daemon mode).")
     ctx.log.verbose = args.verbose
+    apply_switches(ctx, args, os.environ)
 
     pid_lock = None
     if pidfile:

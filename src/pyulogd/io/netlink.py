@@ -36,7 +36,11 @@ MSG_TRUNC = int(socket.MSG_TRUNC)
 class NetlinkSocket:
     """One AF_NETLINK socket with a reusable receive buffer of ``bufsize`` bytes, created in
     the network namespace ``netns`` (None: the calling thread's; a socket stays in the
-    namespace it was created in, whatever the thread does afterwards)."""
+    namespace it was created in, whatever the thread does afterwards). ``recvmmsg=False``:
+    :meth:`read_many` reads one datagram per system call even where recvmmsg works (the
+    daemon's ``recvmmsg=0`` setting, to measure it or rule it out)."""
+
+    recvmmsg = True
 
     def __init__(
         self,
@@ -44,6 +48,7 @@ class NetlinkSocket:
         groups: int = 0,
         bufsize: int = 150000,
         netns: NetnsHandle | None = None,
+        recvmmsg: bool = True,
     ) -> None:
         with in_netns(netns):
             self.sock = socket.socket(
@@ -60,6 +65,7 @@ class NetlinkSocket:
         self._view = memoryview(self._buf)
         self._many: memoryview | None = None  # read_many()'s buffer without recvmmsg, made at first use
         self.more = False  # read_many() stopped at a limit: more may be waiting
+        self.recvmmsg = recvmmsg
         self._seq = 0
         # Buffers that arrived while request() waited for an ack; recv() returns them first.
         self.pending: deque[bytes] = deque()
@@ -183,7 +189,7 @@ class NetlinkSocket:
         not empty. A socket error other than ENOBUFS raises ``OSError``, unless datagrams were
         read before it: they are returned, and the error shows next time.
         """
-        rx = mmsg.shared()
+        rx = mmsg.shared() if self.recvmmsg else None
         if rx is not None:
             return self._read_mmsg(rx, limit)
         # Without recvmmsg: one _recv_raw() per datagram, each copied after the previous one.

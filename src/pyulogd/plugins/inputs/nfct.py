@@ -212,7 +212,7 @@ class NfctInput(NetnsSource):
             log.notice(f"NFCT '{self.id}': event_mask selects no events; only SIGUSR2 dumps will log")
         try:
             with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
-                self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE)
+                self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE, recvmmsg=self.ctx.recvmmsg)
         except OSError as e:
             raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
         sock = self.evsock

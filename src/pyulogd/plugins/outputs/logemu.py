@@ -53,8 +53,10 @@ class LogemuOutput(LineFileSink):
         self.out = LineFile(
             ctx, str(config["file"]), bool(config["sync"]), f"logemu.{instance_id}", "LOGEMU"
         )
-        self._sec = -1
-        self._head = ""
+        # The line head (``Mmm dd hh:mm:ss hostname ``) of second ``head_sec``, made once per
+        # second (new_second); public, read only, for a fused stack (plugins/fused.py).
+        self.head_sec = -1
+        self.head = ""
 
     def start(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
@@ -65,8 +67,8 @@ class LogemuOutput(LineFileSink):
     def new_second(self, sec: int) -> None:
         """The line head for a new second: ``Mmm dd hh:mm:ss hostname ``."""
         # ctime() is English whatever the locale, as in C; cached for the second.
-        self._head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
-        self._sec = sec
+        self.head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
+        self.head_sec = sec
 
     def interp(self, rec: list[Any]) -> int:
         text = rec[self._s_print]
@@ -75,11 +77,11 @@ class LogemuOutput(LineFileSink):
         sec = rec[self._s_sec]
         if sec is None:
             sec = int(self.ctx.now())
-        if sec != self._sec:
+        if sec != self.head_sec:
             self.new_second(sec)
         out = self.out
         ns = rec[self._s_netns]
-        line = self._head + text if ns is None else f"{self._head}[{ns}] {text}"
+        line = self.head + text if ns is None else f"{self.head}[{ns}] {text}"
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:
