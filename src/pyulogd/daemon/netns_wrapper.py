@@ -7,29 +7,37 @@ in the rootwrap filters.  This is that wrapper (docs/netns-wrapper.md):
   stderr and environment; for anything but ``netns add/attach/delete`` the wrapper simply
   ``exec``s it), and the exit status is ip's;
 * ``ip netns add NAME`` (and ``attach``) where NAME matches the configured globs (default
-  ``qrouter-*``): once ip succeeded, ``ip netns exec NAME pyulogd -d -c RUNDIR/NAME.conf -p
-  RUNDIR/NAME.pid``, the config rendered from a template with ``@NETNS@`` placeholders;
+  ``qrouter-*``) and is a safe name (letters, digits, ``_ . -``): once ip succeeded,
+  ``ip netns exec NAME pyulogd -d -c RUNDIR/ns-HASH.conf -p RUNDIR/ns-HASH.pid``, the config
+  rendered from a template with ``@NETNS@`` placeholders;
 * ``ip netns delete NAME``: that namespace's daemon is stopped (SIGTERM, SIGKILL after
   ``stop_timeout``) and its files removed *before* ip runs; ``ip -all netns delete`` stops
   every daemon the wrapper started.
 
+The wrapper runs as root on behalf of whoever may call ``ip`` (an agent behind rootwrap), so
+nothing that caller controls may steer what root runs or which files root writes: the
+namespace name is checked against a strict character set before it goes anywhere near a
+config, the wrapper's files are named by a hash of the name, and the settings come only from
+a root-owned file (``/etc/pyulogd/netns-wrapper.conf``), never from the environment.
+
 Nothing the wrapper does for the daemons changes ip's exit status or its output on success:
-problems are reported on stderr and to syslog.  Settings come from
-``/etc/pyulogd/netns-wrapper.conf`` (``key = value``) and ``PYULOGD_NETNS_*`` environment
-variables, which win.  Four options of its own, which ``ip`` would reject anyway:
-``--wrapper-check``, ``--wrapper-status``, ``--wrapper-start NAME...``, ``--wrapper-stop NAME...``.
+problems are reported on stderr and to syslog.  Four options of its own, which ``ip`` would
+reject anyway: ``--wrapper-check``, ``--wrapper-status``, ``--wrapper-start NAME...``,
+``--wrapper-stop NAME...``.
 """
 
 from __future__ import annotations
 
-# Imported lazily where needed (subprocess, shlex, sysconfig, syslog): the wrapper runs for every
-# ip command the agent issues, and a pass-through should cost little more than Python's start-up.
+# Imported lazily where needed (subprocess, shlex, sysconfig, syslog, hashlib, re): the wrapper
+# runs for every ip command the agent issues, and a pass-through should cost little more than
+# Python's start-up.
 import errno
 import fcntl
 import fnmatch
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -37,9 +45,78 @@ from types import TracebackType
 
 PROG = "pyulogd-netns-wrapper"
 DEFAULT_CONFIG = "/etc/pyulogd/netns-wrapper.conf"
-CONFIG_ENV = "PYULOGD_NETNS_WRAPPER_CONF"
-ENV_PREFIX = "PYULOGD_NETNS_"
 KEYS = ("ip", "match", "template", "rundir", "daemon", "start_timeout", "stop_timeout", "syslog")
+# Variables that earlier versions read.  They are ignored now (the caller's environment must
+# not choose what root runs); --wrapper-check names any that are set so nobody relies on them.
+IGNORED_ENV_PREFIX = "PYULOGD_NETNS_"
+# ip's own places, in this order; PATH is not searched: it is the caller's.
+IP_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+# The daemon's whole environment (plus PROCESS_TAG): the caller's environment must not reach a
+# root daemon (PYTHONPATH alone would run the caller's code).
+DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MAX_SETTINGS_BYTES = 1 << 20
+
+
+# --------------------------------------------------------------------------- trusted files
+
+
+class Untrusted(Exception):
+    """A file or directory that root would read or write, but that someone else could change."""
+
+
+def _owner_problem(st: os.stat_result, *, sticky_ok: bool = False) -> str | None:
+    """Why a file or directory with this ``stat`` cannot be trusted by root, or None."""
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}, not root"
+    if st.st_mode & 0o022 and not (sticky_ok and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _check_ancestors(real: str) -> None:
+    """Every directory above the resolved path ``real`` is root's and writable by nobody else.
+
+    Otherwise someone could rename a checked file away and put their own in its place.  A
+    sticky directory (``/tmp``) is accepted: others may add entries there, but cannot rename
+    or remove root's.
+    """
+    chain: list[str] = []
+    d = os.path.dirname(real)
+    while True:
+        chain.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    for d in reversed(chain):
+        st = os.stat(d)
+        problem = _owner_problem(st, sticky_ok=True)
+        if problem:
+            raise Untrusted(f"{d}: {problem}")
+
+
+def read_trusted(path: str, limit: int = MAX_SETTINGS_BYTES) -> str:
+    """The text of a root-owned file that only root can change (settings file, template).
+
+    FileNotFoundError if it (or a directory above it) does not exist; Untrusted if anybody
+    but root could have written it; UnicodeDecodeError if it is not UTF-8.
+    """
+    real = os.path.realpath(path)
+    _check_ancestors(real)
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Untrusted(f"{path}: not a regular file")
+        problem = _owner_problem(st)
+        if problem:
+            raise Untrusted(f"{path}: {problem}")
+        data = os.read(fd, limit + 1)
+        if len(data) > limit:
+            raise Untrusted(f"{path}: larger than {limit} bytes")
+    finally:
+        os.close(fd)
+    return data.decode("utf-8")
 
 
 # --------------------------------------------------------------------------- settings
@@ -47,7 +124,7 @@ KEYS = ("ip", "match", "template", "rundir", "daemon", "start_timeout", "stop_ti
 
 class Settings:
     def __init__(self, rundir: str = "/run/pyulogd") -> None:
-        self.ip = ""  # empty: look for it (/usr/sbin/ip, /sbin/ip, PATH), never ourselves
+        self.ip = ""  # empty: look for it in IP_DIRS, never ourselves
         self.match = ["qrouter-*"]
         self.template = "/etc/pyulogd/netns-ulogd.conf.in"
         self.rundir = rundir
@@ -68,31 +145,41 @@ class SettingsError(Exception):
 def _parse_config(text: str, where: str) -> dict[str, str]:
     """``key = value`` lines; ``#``/``;`` comments; ``[section]`` lines are ignored."""
     out: dict[str, str] = {}
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    # split("\n"), not splitlines(): a \r or \x0c inside a value is an error below, not a new line.
+    for n, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip(" \t\r")
         if not line or line[0] in "#;" or (line.startswith("[") and line.endswith("]")):
             continue
         key, sep, value = line.partition("=")
         key = key.strip().lower().replace("-", "_")
         if not sep or key not in KEYS:
-            raise SettingsError(f"{where}:{n}: expected one of {', '.join(KEYS)} = value, got {raw.strip()!r}")
-        value = value.strip()
+            raise SettingsError(f"{where}:{n}: expected one of {', '.join(KEYS)} = value, got {shown(line)}")
+        value = value.strip(" \t")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
+        if not value.isprintable():
+            raise SettingsError(f"{where}:{n}: control character in the value of {key}: {shown(value)}")
         out[key] = value
     return out
+
+
+def _absolute(key: str, value: str) -> str:
+    if not os.path.isabs(value):
+        raise ValueError(f"{value!r} is not an absolute path (root runs or reads it; no search path applies)")
+    return value
 
 
 def _apply(s: Settings, key: str, value: str, where: str) -> None:
     try:
         if key == "ip":
-            s.ip = value
+            s.ip = _absolute(key, value) if value else ""
         elif key == "match":
             s.match = [p for p in value.replace(",", " ").split() if p]
         elif key == "template":
-            s.template = value
+            s.template = _absolute(key, value)
         elif key == "rundir":
-            s.rundir = value
+            # It is rendered into the daemons' configs (@RUNDIR@, @PIDFILE@): same rule as names.
+            s.rundir = check_config_value(_absolute(key, value.rstrip("/") or "/"))
         elif key == "daemon":
             import shlex
 
@@ -109,29 +196,30 @@ def _apply(s: Settings, key: str, value: str, where: str) -> None:
         raise SettingsError(f"{where}: bad value for {key}: {e}") from None
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Defaults, then the config file, then ``PYULOGD_NETNS_<KEY>`` environment variables."""
-    env = dict(os.environ if environ is None else environ)
+def load_settings(path: str | None = DEFAULT_CONFIG) -> Settings:
+    """Defaults, then the settings file ``path`` (None: defaults only).
+
+    The file must belong to root and be writable by nobody else, and so must the directories
+    above it: it decides what root runs.  A missing file means the defaults.  The environment
+    plays no part (it is the caller's, and the caller is who this file protects against).
+    """
     s = Settings()
-    path = env.get(CONFIG_ENV, DEFAULT_CONFIG)
-    if path and path != "none":
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError:
-            if CONFIG_ENV in env:
-                raise SettingsError(f"{path}: no such file ({CONFIG_ENV})") from None
-        except OSError as e:
-            raise SettingsError(f"{path}: {e.strerror}") from None
-        else:
-            for key, value in _parse_config(text, path).items():
-                _apply(s, key, value, path)
-            s.source.append(path)
-    for key in KEYS:
-        var = ENV_PREFIX + key.upper()
-        if var in env:
-            _apply(s, key, env[var], var)
-            s.source.append(var)
+    if path is None:
+        return s
+    try:
+        text = read_trusted(path)
+    except FileNotFoundError:
+        return s
+    except Untrusted as e:
+        raise SettingsError(f"{e}; refusing to use it") from None
+    except UnicodeDecodeError as e:
+        raise SettingsError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise SettingsError(f"{path}: {e.strerror}") from None
+    lines = _parse_config(text, path)
+    for key, value in lines.items():
+        _apply(s, key, value, path)
+    s.source.append(path)
     return s
 
 
@@ -153,17 +241,12 @@ def _is_self(path: str) -> bool:
 
 
 def find_ip(configured: str = "") -> str | None:
+    """The real ip: the configured absolute path, else the first of IP_DIRS that is not us."""
     if configured:
-        found = configured if "/" in configured else shutil.which(configured)
-        return found if found and os.access(found, os.X_OK) and not _is_self(found) else None
-    seen: set[str] = set()
-    dirs = ["/usr/sbin", "/sbin", *os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/bin"]
-    for d in dirs:
-        if not d or d in seen:
-            continue
-        seen.add(d)
-        cand = shutil.which("ip", path=d)
-        if cand and not _is_self(cand):
+        return configured if os.access(configured, os.X_OK) and not _is_self(configured) else None
+    for d in IP_DIRS:
+        cand = os.path.join(d, "ip")
+        if os.path.isfile(cand) and os.access(cand, os.X_OK) and not _is_self(cand):
             return cand
     return None
 
@@ -272,13 +355,150 @@ def classify(args: Sequence[str]) -> IpCommand:
     return IpCommand("other")
 
 
-def safe_name(name: str) -> bool:
-    """A name ip accepts and that is safe as a file name in the run directory (the wrapper's
-    lock files start with a dot, so names that do are left alone)."""
-    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".") and len(name) <= 200
+# --------------------------------------------------------------------------- namespace names
+#
+# ip accepts any name but "", ".", ".." and names with "/" (up to 255 bytes), including quotes,
+# line breaks and bytes that are not UTF-8.  The name becomes part of a config that a root
+# daemon reads, a file name in the run directory and log lines, so a daemon is started only
+# for names made of the characters Neutron uses (``<prefix>-<uuid>``); other names are passed
+# to ip and refused here, with the reason.
+
+NAME_MAX = 255  # bytes: ip's own limit (a file name under /run/netns)
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+# What may be substituted into the daemon's config: ulogd.conf has no escape for a quote or a
+# line break inside a value, so escaping is refusing.  These characters cannot end a line
+# (str.splitlines() also ends one at \r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029), a quoted
+# word (") or an unquoted one (blanks, =), nor start a comment or a section where a value starts.
+_VALUE_CHARS = _NAME_CHARS | frozenset("/")
+
+
+def name_problem(name: str) -> str | None:
+    """Why the wrapper starts no daemon for namespace ``name``, or None if the name is safe.
+
+    Safe: 1 to 255 bytes of ASCII letters, digits, ``_``, ``.`` and ``-``, beginning with a
+    letter or digit, with no ``..`` (so no part of it, e.g. @NETNS_ID@, can be a ``..`` path
+    component either).
+    """
+    if not name:
+        return "empty name"
+    bad = next((c for c in name if c not in _NAME_CHARS), None)
+    if bad is not None:
+        return f"character {shown(bad)} (only letters, digits, '_', '.' and '-' are accepted)"
+    if len(name) > NAME_MAX:  # ASCII from here on: characters are bytes
+        return f"{len(name)} bytes long (at most {NAME_MAX})"
+    if name[0] not in _NAME_FIRST:
+        return "does not begin with a letter or digit"
+    if ".." in name:
+        return "contains '..'"
+    return None
+
+
+def check_config_value(value: str) -> str:
+    """``value`` if it can go into a ulogd.conf value as it is; ValueError otherwise."""
+    bad = next((c for c in value if c not in _VALUE_CHARS), None)
+    if bad is not None:
+        raise ValueError(f"{shown(value)} contains {shown(bad)}, which cannot be put into a config value safely "
+                         "(only letters, digits, '_', '.', '-' and '/')")
+    return value
+
+
+def _raw(text: str) -> bytes:
+    """The bytes behind a str from argv or the file system (undecodable bytes are surrogates)."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:  # a str that did not come from bytes
+        return text.encode("utf-8", "surrogatepass")
+
+
+def shown(text: str, limit: int = 256) -> str:
+    """``text`` quoted for a log line, with every byte outside printable ASCII escaped.
+
+    Repr-style (``\\n``, ``\\r``, ``\\t``, ``\\xNN`` per byte, ``\\'``, ``\\\\``), so a log line never
+    carries a raw control character or a byte that is not UTF-8; at most ``limit`` bytes of
+    the text are shown.
+    """
+    raw = _raw(text)
+    out = []
+    for b in raw[:limit]:
+        if b == 0x5C:
+            out.append("\\\\")
+        elif b == 0x27:
+            out.append("\\'")
+        elif 0x20 <= b < 0x7F:
+            out.append(chr(b))
+        elif b == 0x0A:
+            out.append("\\n")
+        elif b == 0x0D:
+            out.append("\\r")
+        elif b == 0x09:
+            out.append("\\t")
+        else:
+            out.append(f"\\x{b:02x}")
+    more = f"... ({len(raw)} bytes)" if len(raw) > limit else ""
+    return "'" + "".join(out) + "'" + more
+
+
+def file_stem(name: str) -> str:
+    """The base name of the wrapper's files for namespace ``name``: ``ns-`` and 32 hex digits.
+
+    A hash rather than the name: whatever the name, the file names are short (a 255-byte name
+    plus ``.conf`` would not be a valid file name) and cannot contain anything but hex digits.
+    """
+    import hashlib
+
+    return "ns-" + hashlib.sha256(_raw(name)).hexdigest()[:32]
+
+
+def render(template_text: str, name: str, s: Settings) -> str:
+    """The daemon's config: ``template_text`` with the placeholders substituted, in one pass.
+
+    ValueError if ``name`` is not safe or a value cannot be put into a config (the rundir is
+    checked when the settings are read; this checks again).
+    """
+    import re
+
+    problem = name_problem(name)
+    if problem is not None:
+        raise ValueError(f"unsafe namespace name {shown(name)}: {problem}")
+    prefix, _, ident = name.partition("-")
+    values = {
+        "NETNS": name,
+        "NETNS_PREFIX": prefix if ident else "",
+        "NETNS_ID": ident if ident else name,
+        "RUNDIR": s.rundir,
+        "PIDFILE": os.path.join(s.rundir, file_stem(name) + ".pid"),
+    }
+    for v in values.values():
+        check_config_value(v)
+    return re.sub(r"@(NETNS|NETNS_PREFIX|NETNS_ID|RUNDIR|PIDFILE)@", lambda m: values[m.group(1)], template_text)
 
 
 # --------------------------------------------------------------------------- logging
+
+
+def _clean(msg: str) -> str:
+    """``msg`` as one line of printable text: control characters and undecodable bytes escaped.
+
+    Every message passes through here on its way to stderr and syslog, so that nothing taken
+    from a caller (a name, ip's or the daemon's output) can forge or split a log line.
+    """
+    if msg.isprintable():
+        return msg
+    out = []
+    for c in msg:
+        o = ord(c)
+        if c.isprintable():
+            out.append(c)
+        elif c in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[c])
+        elif 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif o < 0x100:
+            out.append(f"\\x{o:02x}")
+        else:
+            out.append(f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
 
 
 class Log:
@@ -295,13 +515,17 @@ class Log:
             if not self._opened:
                 syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_DAEMON)
                 self._opened = True
-            syslog.syslog(prio, msg)
+            syslog.syslog(prio, _clean(msg))
         except Exception:  # syslog is best effort
             pass
 
     def info(self, msg: str) -> None:
         """Success: syslog only, so that ip's output stays what ip printed."""
         self._syslog(6, msg)
+
+    def notice(self, msg: str) -> None:
+        """Worth an audit trail, but not the caller's business: syslog only."""
+        self._syslog(5, msg)
 
     def warning(self, msg: str) -> None:
         self._stderr(msg)
@@ -314,52 +538,183 @@ class Log:
     @staticmethod
     def _stderr(msg: str) -> None:
         try:
-            sys.stderr.write(f"{PROG}: {msg}\n")
+            sys.stderr.write(f"{PROG}: {_clean(msg)}\n")
             sys.stderr.flush()
         except OSError:
             pass
 
 
-# --------------------------------------------------------------------------- the daemons
+# --------------------------------------------------------------------------- the run directory
 
 
-def conf_path(s: Settings, name: str) -> str:
-    return os.path.join(s.rundir, f"{name}.conf")
+def _make_dirs(path: str) -> None:
+    """``mkdir -p`` with mode 0755 for every directory made (os.makedirs gives parents 0777 & ~umask)."""
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o755)
+        except FileExistsError:
+            pass
 
 
-def pid_path(s: Settings, name: str) -> str:
-    return os.path.join(s.rundir, f"{name}.pid")
+class RunDir:
+    """The run directory, opened once and checked: root's, writable by nobody else, and so are
+    the directories above it.
+
+    Every file operation goes through the directory's descriptor with O_NOFOLLOW, new files
+    are written to a fresh name (O_EXCL) and renamed into place, so even a directory that
+    changed after the check could not make root follow a planted link.
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def open(cls, path: str, create: bool) -> RunDir | None:
+        """The checked run directory; None if it does not exist and ``create`` is false.
+
+        Untrusted if it (or a directory above it) could be changed by anybody but root.
+        """
+        if create:
+            _make_dirs(path)
+        real = os.path.realpath(path)
+        try:
+            _check_ancestors(real)
+            fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
+        problem = _owner_problem(os.fstat(fd))
+        if problem:
+            os.close(fd)
+            raise Untrusted(f"run directory {path}: {problem}")
+        return cls(path, fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def path_of(self, fname: str) -> str:
+        return os.path.join(self.path, fname)
+
+    def read(self, fname: str, limit: int = 4096) -> bytes | None:
+        """The start of a regular file of ours; None if there is none (or it is anything else)."""
+        try:
+            fd = os.open(fname, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return os.read(fd, limit)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def write(self, fname: str, data: bytes, mode: int = 0o644) -> None:
+        """Replace ``fname`` with ``data``, atomically: a new file (O_EXCL) renamed over it."""
+        tmp = f".{fname}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=self.fd)
+        try:
+            try:
+                os.fchmod(fd, mode)  # whatever the umask
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, fname, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            self.unlink(tmp)
+            raise
+
+    def unlink(self, fname: str) -> None:
+        try:
+            os.unlink(fname, dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+
+    def exists(self, fname: str) -> bool:
+        try:
+            os.stat(fname, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
+    def listdir(self) -> list[str]:
+        return os.listdir(self.fd)
 
 
-def render(template_text: str, name: str, s: Settings) -> str:
-    prefix, _, ident = name.partition("-")
-    values = {
-        "@NETNS@": name,
-        "@NETNS_PREFIX@": prefix if ident else "",
-        "@NETNS_ID@": ident if ident else name,
-        "@RUNDIR@": s.rundir,
-        "@PIDFILE@": pid_path(s, name),
-    }
-    for k, v in values.items():
-        template_text = template_text.replace(k, v)
-    return template_text
+class NsFiles:
+    """The wrapper's files for one namespace, all named by ``file_stem(name)``:
+    ``STEM.conf`` (rendered config), ``STEM.pid`` (the daemon's pidfile), ``STEM.name`` (the
+    name, for --wrapper-status and ``ip -all netns delete``) and ``.STEM.lock``."""
+
+    def __init__(self, stem: str, name: str | None) -> None:
+        self.stem = stem
+        self.name = name  # None: the .name file is missing or does not belong to the stem
+        self.conf = f"{stem}.conf"
+        self.pid = f"{stem}.pid"
+        self.meta = f"{stem}.name"
+        self.lock = f".{stem}.lock"
+
+    @classmethod
+    def of(cls, name: str) -> NsFiles:
+        return cls(file_stem(name), name)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else f"(unknown name, files {self.stem}.*)"
 
 
-class name_lock:  # noqa: N801 - used like a function: `with name_lock(s, name):`
+def _is_stem(stem: str) -> bool:
+    return len(stem) == 35 and stem.startswith("ns-") and all(c in "0123456789abcdef" for c in stem[3:])
+
+
+def managed(rd: RunDir) -> list[NsFiles]:
+    """Every namespace that has files of ours in the run directory, with its name when known."""
+    try:
+        entries = rd.listdir()
+    except OSError:
+        return []
+    stems = {e.rsplit(".", 1)[0] for e in entries if e.endswith((".pid", ".conf", ".name"))}
+    out = []
+    for stem in sorted(s for s in stems if _is_stem(s)):
+        text = (rd.read(f"{stem}.name", NAME_MAX + 2) or b"").decode("ascii", "replace").removesuffix("\n")
+        known = name_problem(text) is None and file_stem(text) == stem
+        out.append(NsFiles(stem, text if known else None))
+    return out
+
+
+class name_lock:  # noqa: N801 - used like a function: `with name_lock(rd, files):`
     """Serialise the wrapper's work on one namespace name (parallel rootwrap calls)."""
 
-    def __init__(self, s: Settings, name: str) -> None:
-        self.path = os.path.join(s.rundir, f".{name}.lock")
-        self.rundir = s.rundir
+    def __init__(self, rd: RunDir, f: NsFiles) -> None:
+        self.rd = rd
+        self.fname = f.lock
         self.fd = -1
 
     def __enter__(self) -> None:
-        os.makedirs(self.rundir, mode=0o755, exist_ok=True)
+        dfd = self.rd.fd
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.fname, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                same = os.stat(self.fname, dir_fd=dfd, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -369,25 +724,24 @@ class name_lock:  # noqa: N801 - used like a function: `with name_lock(s, name):
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            os.unlink(self.path)  # still holding the lock: a waiter sees the inode change and retries
+            os.unlink(self.fname, dir_fd=self.rd.fd)  # still holding the lock: a waiter sees the inode change
         except OSError:
             pass
         os.close(self.fd)
 
 
-def _read_pid(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            text = f.read(64).strip()
-    except OSError:
-        return None
+# --------------------------------------------------------------------------- the daemons
+
+
+def _read_pid(rd: RunDir, fname: str) -> int | None:
+    text = (rd.read(fname, 64) or b"").decode("ascii", "replace").strip()
     return int(text) if text.isdigit() and int(text) > 1 else None
 
 
-def _pidfile_locked(path: str) -> bool:
+def _pidfile_locked(rd: RunDir, fname: str) -> bool:
     """A live daemon holds a lock on its pidfile (pyulogd: flock; ulogd2: fcntl)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(fname, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=rd.fd)
     except OSError:
         return False
     try:
@@ -422,17 +776,16 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def running_daemon(s: Settings, name: str) -> int | None:
-    """The pid of the daemon the wrapper started for ``name``, if it still runs.
+def running_daemon(rd: RunDir, f: NsFiles) -> int | None:
+    """The pid of the daemon the wrapper started for these files, if it still runs.
 
     Only a pid whose pidfile is still locked, or whose command line names our rendered
     config, counts: a stale pidfile never gets an unrelated process signalled.
     """
-    pp = pid_path(s, name)
-    pid = _read_pid(pp)
+    pid = _read_pid(rd, f.pid)
     if pid is None or not _alive(pid):
         return None
-    if _pidfile_locked(pp) or conf_path(s, name) in _cmdline(pid):
+    if _pidfile_locked(rd, f.pid) or rd.path_of(f.conf) in _cmdline(pid):
         return pid
     return None
 
@@ -447,19 +800,19 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         time.sleep(0.02)
 
 
-def stop_daemon(s: Settings, name: str, log: Log) -> bool:
-    """Stop ``name``'s daemon and remove its files; True if nothing is left running."""
+def stop_daemon(s: Settings, rd: RunDir, f: NsFiles, log: Log) -> bool:
+    """Stop the namespace's daemon and remove its files; True if nothing is left running."""
     ok = True
-    pid = running_daemon(s, name)
+    pid = running_daemon(rd, f)
     if pid is not None:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         if _wait_gone(pid, s.stop_timeout):
-            log.info(f"stopped pyulogd for netns {name} (pid {pid})")
+            log.info(f"stopped pyulogd for netns {f.label} (pid {pid})")
         else:
-            log.warning(f"pyulogd for netns {name} (pid {pid}) still running {s.stop_timeout:g} s after SIGTERM: "
+            log.warning(f"pyulogd for netns {f.label} (pid {pid}) still running {s.stop_timeout:g} s after SIGTERM: "
                         "sending SIGKILL")
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -467,44 +820,59 @@ def stop_daemon(s: Settings, name: str, log: Log) -> bool:
                 pass
             ok = _wait_gone(pid, 2.0)
             if not ok:
-                log.error(f"pyulogd for netns {name} (pid {pid}) survived SIGKILL")
-    for path in (pid_path(s, name), conf_path(s, name)):
+                log.error(f"pyulogd for netns {f.label} (pid {pid}) survived SIGKILL")
+    for fname in (f.pid, f.conf, f.meta):
         try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+            rd.unlink(fname)
         except OSError as e:
-            log.warning(f"cannot remove {path}: {e.strerror}")
+            log.warning(f"cannot remove {rd.path_of(fname)}: {e.strerror}")
     return ok
 
 
-def start_daemon(s: Settings, ip: str, name: str, log: Log) -> bool:
-    """``ip netns exec NAME pyulogd -d -c RUNDIR/NAME.conf -p RUNDIR/NAME.pid``; True if it started."""
+def daemon_environment(name: str) -> dict[str, str]:
+    """The daemon's whole environment: a fixed PATH and Neutron's PROCESS_TAG, nothing of the caller's."""
+    return {"PATH": DAEMON_PATH, "PROCESS_TAG": f"pyulogd-{name}"}
+
+
+def start_daemon(s: Settings, rd: RunDir, ip: str, name: str, log: Log) -> bool:
+    """``ip netns exec NAME pyulogd -d -c RUNDIR/STEM.conf -p RUNDIR/STEM.pid``; True if it started.
+
+    ``name`` must have passed name_problem(); render() checks it again.
+    """
     import shlex
     import subprocess
+
     try:
-        with open(s.template, encoding="utf-8") as f:
-            template = f.read()
+        template = read_trusted(s.template)
+    except Untrusted as e:
+        log.error(f"netns {name}: no pyulogd started: refusing the template: {e}")
+        return False
+    except UnicodeDecodeError as e:
+        log.error(f"netns {name}: no pyulogd started: template {s.template} is not UTF-8 ({e.reason})")
+        return False
     except OSError as e:
         log.error(f"netns {name}: no pyulogd started: cannot read template {s.template}: {e.strerror}")
         return False
-    if running_daemon(s, name) is not None:  # a namespace of the same name was deleted behind our back
+    try:
+        text = render(template, name, s)
+    except ValueError as e:
+        log.error(f"netns {name}: no pyulogd started: {e}")
+        return False
+    f = NsFiles.of(name)
+    if running_daemon(rd, f) is not None:  # a namespace of the same name was deleted behind our back
         log.warning(f"netns {name}: a pyulogd for an earlier namespace of this name still runs: stopping it")
-        stop_daemon(s, name, log)
-    os.makedirs(s.rundir, mode=0o755, exist_ok=True)
-    conf, pidf = conf_path(s, name), pid_path(s, name)
-    tmp = f"{conf}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render(template, name, s))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, conf)
+        stop_daemon(s, rd, f, log)
+    rd.write(f.meta, f"{name}\n".encode("ascii"))
+    rd.write(f.conf, text.encode("utf-8"))
+    conf, pidf = rd.path_of(f.conf), rd.path_of(f.pid)
     cmd = [ip, "netns", "exec", name, *daemon_command(s), "-d", "-c", conf, "-p", pidf]
-    env = dict(os.environ, PROCESS_TAG=f"pyulogd-{name}")
     try:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             close_fds=True, start_new_session=True, env=env)
+                             close_fds=True, start_new_session=True, env=daemon_environment(name), cwd="/")
     except OSError as e:
         log.error(f"netns {name}: cannot run {shlex.join(cmd)}: {e.strerror}")
+        rd.unlink(f.conf)
+        rd.unlink(f.meta)
         return False
     try:
         out, _ = p.communicate(timeout=s.start_timeout)
@@ -516,23 +884,12 @@ def start_daemon(s: Settings, ip: str, name: str, log: Log) -> bool:
     text = out.decode(errors="replace").strip()
     if p.returncode != 0:
         log.error(f"netns {name}: pyulogd failed to start (exit {p.returncode}): {text or 'no message'}")
-        try:
-            os.unlink(conf)
-        except OSError:
-            pass
+        rd.unlink(f.conf)
+        rd.unlink(f.meta)
         return False
-    pid = _read_pid(pidf)
+    pid = _read_pid(rd, f.pid)
     log.info(f"started pyulogd for netns {name} (pid {pid if pid is not None else '?'}, config {conf})")
     return True
-
-
-def managed_names(s: Settings) -> list[str]:
-    try:
-        entries = os.listdir(s.rundir)
-    except OSError:
-        return []
-    names = {e[:-4] for e in entries if e.endswith(".pid")} | {e[:-5] for e in entries if e.endswith(".conf")}
-    return sorted(n for n in names if safe_name(n))
 
 
 # --------------------------------------------------------------------------- running ip
@@ -599,55 +956,156 @@ def exec_ip(ip: str, args: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- main
 
 
+def _ignored_environment() -> list[str]:
+    return sorted(k for k in os.environ if k.startswith(IGNORED_ENV_PREFIX))
+
+
+def _check(s: Settings, ip: str | None) -> int:
+    import shlex
+
+    ok = bool(ip)
+    print(f"settings from: {', '.join(s.source) or 'defaults'}")
+    print(f"real ip:       {ip or 'NOT FOUND'}")
+    print(f"match:         {', '.join(s.match)}")
+    try:
+        read_trusted(s.template)
+        state = ""
+    except FileNotFoundError:
+        state, ok = "  (MISSING)", False
+    except (Untrusted, UnicodeDecodeError, OSError) as e:
+        state, ok = f"  (REFUSED: {e})", False
+    print(_clean(f"template:      {s.template}{state}"))
+    try:
+        rd = RunDir.open(s.rundir, create=False)
+    except (Untrusted, OSError) as e:
+        state, ok = f"  (REFUSED: {e})", False
+    else:
+        state = "  (created on the first netns add)" if rd is None else ""
+        if rd is not None:
+            rd.close()
+    print(_clean(f"rundir:        {s.rundir}{state}"))
+    print(f"daemon:        {shlex.join(daemon_command(s))} -d -c RUNDIR/ns-HASH.conf -p RUNDIR/ns-HASH.pid")
+    print(f"timeouts:      start {s.start_timeout:g} s, stop {s.stop_timeout:g} s; syslog {s.syslog}")
+    ignored = _ignored_environment()
+    if ignored:
+        print(f"ignored:       {', '.join(ignored)} (settings come from the settings file only)")
+    return 0 if ok else 1
+
+
 def _wrapper_command(args: list[str], s: Settings | None, ip: str | None, log: Log) -> int:
     if s is None:
         return 1
     cmd, names = args[0], args[1:]
     if cmd == "--wrapper-check":
-        import shlex
-
-        print(f"settings from: {', '.join(s.source) or 'defaults'}")
-        print(f"real ip:       {ip or 'NOT FOUND'}")
-        print(f"match:         {', '.join(s.match)}")
-        print(f"template:      {s.template}{'' if os.path.isfile(s.template) else '  (MISSING)'}")
-        print(f"rundir:        {s.rundir}")
-        print(f"daemon:        {shlex.join(daemon_command(s))} -d -c RUNDIR/NAME.conf -p RUNDIR/NAME.pid")
-        print(f"timeouts:      start {s.start_timeout:g} s, stop {s.stop_timeout:g} s; syslog {s.syslog}")
-        return 0 if ip and os.path.isfile(s.template) else 1
-    if cmd == "--wrapper-status":
-        for name in managed_names(s):
-            pid = running_daemon(s, name)
-            ns_exists = os.path.exists(os.path.join("/run/netns", name))
-            print(f"{name}\t{'running pid ' + str(pid) if pid else 'NOT running'}\t"
-                  f"{'netns present' if ns_exists else 'netns GONE'}")
-        return 0
-    if ip is None:
-        log.error("cannot find the real ip command (set ip= in the config)")
-        return 127
-    rc = 0
-    for name in names:
-        if not safe_name(name):
-            log.error(f"invalid namespace name {name!r}")
-            rc = 1
-            continue
-        with name_lock(s, name):
-            if cmd == "--wrapper-start":
-                if not os.path.exists(os.path.join("/run/netns", name)):
-                    log.error(f"netns {name} does not exist")
-                    rc = 1
-                elif running_daemon(s, name) is None and not start_daemon(s, ip, name, log):
-                    rc = 1
-            elif not stop_daemon(s, name, log):
+        return _check(s, ip)
+    create = cmd == "--wrapper-start"
+    try:
+        rd = RunDir.open(s.rundir, create=create and bool(names))
+    except (Untrusted, OSError) as e:
+        log.error(f"run directory {s.rundir}: {e}")
+        return 1
+    try:
+        if cmd == "--wrapper-status":
+            for f in managed(rd) if rd is not None else []:
+                pid = running_daemon(rd, f)  # type: ignore[arg-type]
+                ns_exists = f.name is not None and os.path.exists(os.path.join("/run/netns", f.name))
+                print(f"{f.label}\t{'running pid ' + str(pid) if pid else 'NOT running'}\t"
+                      f"{'netns present' if ns_exists else 'netns GONE'}")
+            return 0
+        if ip is None:
+            log.error("cannot find the real ip command (set ip= in the settings file)")
+            return 127
+        rc = 0
+        for name in names:
+            problem = name_problem(name)
+            if problem is not None:
+                log.error(f"invalid namespace name {shown(name)}: {problem}")
                 rc = 1
-    return rc
+                continue
+            if rd is None:  # --wrapper-stop with no run directory: nothing of ours runs
+                continue
+            f = NsFiles.of(name)
+            with name_lock(rd, f):
+                if create:
+                    if not os.path.exists(os.path.join("/run/netns", name)):
+                        log.error(f"netns {name} does not exist")
+                        rc = 1
+                    elif running_daemon(rd, f) is None and not start_daemon(s, rd, ip, name, log):
+                        rc = 1
+                elif not stop_daemon(s, rd, f, log):
+                    rc = 1
+        return rc
+    finally:
+        if rd is not None:
+            rd.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _add(s: Settings, ip: str, args: list[str], name: str, log: Log) -> int:
+    """ip first; if it succeeded and the name is safe, start the namespace's daemon."""
+    if not s.matches(name):
+        if name_problem(name) is not None:
+            log.notice(f"netns add of an unsafe name, not matched by the globs: {shown(name)}")
+        return exec_ip(ip, args)
+    problem = name_problem(name)
+    if problem is not None:
+        log.error(f"netns {shown(name)}: not starting pyulogd: unsafe name: {problem}")
+        return exec_ip(ip, args)
+    try:  # a failure here must still run ip
+        rd = RunDir.open(s.rundir, create=True)
+        assert rd is not None
+    except (Untrusted, OSError) as e:
+        log.error(f"netns {name}: not starting pyulogd: run directory {s.rundir}: {e}")
+        return exec_ip(ip, args)
+    with rd:
+        lock = name_lock(rd, NsFiles.of(name))
+        try:  # by hand rather than `with`: a lock failure must still run ip
+            lock.__enter__()
+        except OSError as e:
+            log.error(f"netns {name}: cannot lock in {s.rundir}: {e.strerror}; not starting pyulogd")
+            return exit_like(run_ip(ip, args))
+        try:
+            rc = run_ip(ip, args)
+            if rc == 0:
+                try:
+                    start_daemon(s, rd, ip, name, log)
+                except Exception as e:  # never let the daemon change ip's result
+                    log.error(f"netns {name}: starting pyulogd failed: {type(e).__name__}: {e}")
+        finally:
+            lock.__exit__(None, None, None)
+    return exit_like(rc)
+
+
+def _delete(s: Settings, ip: str, args: list[str], name: str | None, log: Log) -> int:
+    """Stop the daemon of ``name`` (None: of every namespace), then let ip delete."""
+    if name is not None and name_problem(name) is not None:
+        return exec_ip(ip, args)  # the wrapper never started anything for such a name
+    try:
+        rd = RunDir.open(s.rundir, create=False)
+    except (Untrusted, OSError) as e:
+        log.error(f"not stopping any pyulogd: run directory {s.rundir}: {e}")
+        return exec_ip(ip, args)
+    if rd is None:
+        return exec_ip(ip, args)
+    with rd:
+        for f in [NsFiles.of(name)] if name is not None else managed(rd):
+            if not (rd.exists(f.pid) or rd.exists(f.conf)):
+                continue  # not one of ours
+            try:
+                with name_lock(rd, f):
+                    stop_daemon(s, rd, f, log)
+            except Exception as e:
+                log.error(f"netns {f.label}: stopping pyulogd failed: {type(e).__name__}: {e}")
+    return exit_like(run_ip(ip, args))
+
+
+def main(argv: list[str] | None = None, config: str | None = DEFAULT_CONFIG) -> int:
+    """The wrapper.  ``config``: the settings file; another one only through this argument, from
+    a launcher root wrote (a command-line option would be the caller's choice, as ip's arguments are)."""
     args = list(sys.argv[1:] if argv is None else argv)
     config_error = ""
     try:
-        settings: Settings | None = load_settings()
-    except (SettingsError, UnicodeDecodeError) as e:
+        settings: Settings | None = load_settings(config)
+    except SettingsError as e:
         settings, config_error = None, f"configuration error, not managing any pyulogd: {e}"
     log = Log(settings.syslog if settings is not None else True)
     ip = find_ip(settings.ip if settings is not None else "")
@@ -657,7 +1115,7 @@ def main(argv: list[str] | None = None) -> int:
         return _wrapper_command(args, settings, ip, log)
     if ip is None:
         sys.stderr.write(f"{PROG}: cannot find the real ip command"
-                         f"{' ' + repr(settings.ip) if settings is not None and settings.ip else ''}\n")
+                         f"{' ' + shown(settings.ip) if settings is not None and settings.ip else ''}\n")
         return 127
     what = classify(args)
     if settings is None:
@@ -668,40 +1126,9 @@ def main(argv: list[str] | None = None) -> int:
         if what.why and not what.why.startswith("unknown"):
             log.info(what.why)
         return exec_ip(ip, args)
-    s = settings
     if what.kind == "add":
-        if not (safe_name(what.name) and s.matches(what.name)):
-            return exec_ip(ip, args)
-        lock = name_lock(s, what.name)
-        try:  # by hand rather than `with`: a lock failure must still run ip
-            lock.__enter__()
-        except OSError as e:
-            log.error(f"netns {what.name}: cannot lock in {s.rundir}: {e.strerror}; not starting pyulogd")
-            return exit_like(run_ip(ip, args))
-        try:
-            rc = run_ip(ip, args)
-            if rc == 0:
-                try:
-                    start_daemon(s, ip, what.name, log)
-                except Exception as e:  # never let the daemon change ip's result
-                    log.error(f"netns {what.name}: starting pyulogd failed: {type(e).__name__}: {e}")
-        finally:
-            lock.__exit__(None, None, None)
-        return exit_like(rc)
-    # delete / delete-all: stop first, then let ip remove the namespace(s)
-    if what.kind == "delete":
-        names = [what.name] if safe_name(what.name) else []
-    else:
-        names = managed_names(s)
-    for name in names:
-        if not (os.path.exists(pid_path(s, name)) or os.path.exists(conf_path(s, name))):
-            continue  # not one of ours
-        try:
-            with name_lock(s, name):
-                stop_daemon(s, name, log)
-        except Exception as e:
-            log.error(f"netns {name}: stopping pyulogd failed: {type(e).__name__}: {e}")
-    return exit_like(run_ip(ip, args))
+        return _add(settings, ip, args, what.name, log)
+    return _delete(settings, ip, args, what.name if what.kind == "delete" else None, log)
 
 
 if __name__ == "__main__":
