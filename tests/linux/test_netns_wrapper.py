@@ -582,6 +582,27 @@ def test_settings_template_or_rundir_others_could_write_are_refused(env: Env) ->
     assert env.wrap("netns", "del", n).returncode == 0
 
 
+@pytest.mark.linux
+@pytest.mark.skipif(_skip is not None, reason=_skip or "")
+def test_a_daemon_started_by_an_earlier_version_is_still_stopped_on_delete(env: Env) -> None:
+    """Earlier versions named the files RUNDIR/NAME.conf and NAME.pid: an upgrade must not leave
+    such a daemon holding its namespace after `ip netns delete`."""
+    n = env.name("legacy")
+    sh(REAL_IP, "netns", "add", n)
+    env.run.mkdir(mode=0o755)
+    conf, pidf = env.run / f"{n}.conf", env.run / f"{n}.pid"
+    conf.write_text(TEMPLATE.replace("@OUT@", str(env.out)).replace("@NETNS@", n).replace("@NETNS_ID@", "legacy"))
+    sh(REAL_IP, "netns", "exec", n, *shlex.split(DAEMON), "-d", "-c", str(conf), "-p", str(pidf))
+    pid = int(pidf.read_text())
+    assert alive(pid) and proc_netns(pid) == netns_inode(n)
+    status = env.wrap("--wrapper-status")
+    assert status.stdout == f"{n}\trunning pid {pid}\tnetns present\n"
+    r = env.wrap("netns", "delete", n)
+    assert (r.returncode, r.stderr) == (0, "") and not alive(pid)
+    assert env.spy_log.read_text().splitlines() == [f"delete {n} pids:"]
+    assert list(env.run.iterdir()) == []
+
+
 # ---------------------------------------------------------------- no root needed
 
 

@@ -357,9 +357,14 @@ def test_managed_names_come_from_name_files_that_match_their_hash(tmp_path: Path
         rd.write(good.pid, b"12345\n")
         rd.write(forged.meta, b"qrouter-1\n")  # a name file that does not belong to its stem
         rd.write(forged.conf, b"")
-        rd.write("qrouter-3.pid", b"1\n")  # not one of ours
+        rd.write("qrouter-3.pid", b"1\n")  # an earlier version's files: named after a safe name
+        rd.write("qrouter 4.pid", b"1\n")  # not a safe name: never one of ours
+        rd.write(".qrouter-5.lock", b"")
         found = {f.stem: f.name for f in w.managed(rd)}
-    assert found == {good.stem: "qrouter-1", forged.stem: None}
+    assert found == {good.stem: "qrouter-1", forged.stem: None, "qrouter-3": "qrouter-3"}
+    assert [(f.conf, f.pid, f.lock) for f in w.files_of("qrouter-3")] == [
+        (f"{w.file_stem('qrouter-3')}.conf", f"{w.file_stem('qrouter-3')}.pid", f".{w.file_stem('qrouter-3')}.lock"),
+        ("qrouter-3.conf", "qrouter-3.pid", ".qrouter-3.lock")]
     assert w.NsFiles(forged.stem, None).label == f"(unknown name, files {forged.stem}.*)"
 
 

@@ -676,6 +676,12 @@ class NsFiles:
     def of(cls, name: str) -> NsFiles:
         return cls(file_stem(name), name)
 
+    @classmethod
+    def legacy(cls, name: str) -> NsFiles:
+        """The files of a daemon started by a version that named them ``NAME.conf``/``NAME.pid``
+        (and locked ``.NAME.lock``): still stopped on delete, so an upgrade leaves none behind."""
+        return cls(name, name)
+
     @property
     def label(self) -> str:
         return self.name if self.name is not None else f"(unknown name, files {self.stem}.*)"
@@ -686,18 +692,27 @@ def _is_stem(stem: str) -> bool:
 
 
 def managed(rd: RunDir) -> list[NsFiles]:
-    """Every namespace that has files of ours in the run directory, with its name when known."""
+    """Every namespace that has files of ours in the run directory, with its name when known
+    (and those of an earlier version, whose files were named after a safe name)."""
     try:
         entries = rd.listdir()
     except OSError:
         return []
     stems = {e.rsplit(".", 1)[0] for e in entries if e.endswith((".pid", ".conf", ".name"))}
     out = []
-    for stem in sorted(s for s in stems if _is_stem(s)):
-        text = (rd.read(f"{stem}.name", NAME_MAX + 2) or b"").decode("ascii", "replace").removesuffix("\n")
-        known = name_problem(text) is None and file_stem(text) == stem
-        out.append(NsFiles(stem, text if known else None))
+    for stem in sorted(stems):
+        if _is_stem(stem):
+            text = (rd.read(f"{stem}.name", NAME_MAX + 2) or b"").decode("ascii", "replace").removesuffix("\n")
+            known = name_problem(text) is None and file_stem(text) == stem
+            out.append(NsFiles(stem, text if known else None))
+        elif name_problem(stem) is None and (rd.exists(f"{stem}.pid") or rd.exists(f"{stem}.conf")):
+            out.append(NsFiles.legacy(stem))
     return out
+
+
+def files_of(name: str) -> list[NsFiles]:
+    """Where a daemon for ``name`` (a safe name) may have its files: ours, then an earlier version's."""
+    return [NsFiles.of(name), NsFiles.legacy(name)]
 
 
 class name_lock:  # noqa: N801 - used like a function: `with name_lock(rd, files):`
@@ -1024,16 +1039,20 @@ def _wrapper_command(args: list[str], s: Settings | None, ip: str | None, log: L
                 continue
             if rd is None:  # --wrapper-stop with no run directory: nothing of ours runs
                 continue
-            f = NsFiles.of(name)
-            with name_lock(rd, f):
-                if create:
+            if create:
+                f = NsFiles.of(name)
+                with name_lock(rd, f):
                     if not os.path.exists(os.path.join("/run/netns", name)):
                         log.error(f"netns {name} does not exist")
                         rc = 1
                     elif running_daemon(rd, f) is None and not start_daemon(s, rd, ip, name, log):
                         rc = 1
-                elif not stop_daemon(s, rd, f, log):
-                    rc = 1
+                continue
+            for f in files_of(name):
+                if rd.exists(f.pid) or rd.exists(f.conf):
+                    with name_lock(rd, f):
+                        if not stop_daemon(s, rd, f, log):
+                            rc = 1
         return rc
     finally:
         if rd is not None:
@@ -1087,7 +1106,7 @@ def _delete(s: Settings, ip: str, args: list[str], name: str | None, log: Log) -
     if rd is None:
         return exec_ip(ip, args)
     with rd:
-        for f in [NsFiles.of(name)] if name is not None else managed(rd):
+        for f in files_of(name) if name is not None else managed(rd):
             if not (rd.exists(f.pid) or rd.exists(f.conf)):
                 continue  # not one of ours
             try:
