@@ -378,3 +378,10 @@ def test_log_lines_carry_no_raw_control_characters(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "\r" not in err and "\x1b" not in err
     assert err.splitlines()[1] == "pyulogd-netns-wrapper: daemon said: line one\\nline two\\r\\x1b[2J\\xff"
+
+
+def test_the_example_settings_file_loads(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "examples" / "netns-wrapper" / "netns-wrapper.conf").read_text()
+    s = w.load_settings(str(write(tmp_path / "netns-wrapper.conf", text)))
+    assert (s.match, s.template, s.rundir, s.daemon, s.syslog) == (
+        ["qrouter-*"], "/etc/pyulogd/netns-ulogd.conf.in", "/run/pyulogd", [], True)
