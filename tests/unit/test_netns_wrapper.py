@@ -160,7 +160,7 @@ def test_any_bytes_are_refused_or_render_to_the_templates_keys(raw: bytes) -> No
 
 
 # Mostly the characters that matter, so that many names pass and many fail on one character.
-_NEAR = st.text(alphabet=sorted(w._NAME_CHARS) + list("\"'\n\r\x0b\x0c\x1c\x85\u2028#[]= \t@/\\\x00é"),
+_NEAR = st.text(alphabet=sorted(w.NAME_CHARS) + list("\"'\n\r\x0b\x0c\x1c\x85\u2028#[]= \t@/\\\x00é"),
                 max_size=300)
 
 
@@ -189,7 +189,7 @@ def test_file_stem_is_short_hex_and_differs_per_name() -> None:
     names = ["qrouter-1", "qrouter-2", "A" * 255, EXPLOIT, os.fsdecode(b"\xff"), "\ud800"]
     stems = [w.file_stem(n) for n in names]
     assert len(set(stems)) == len(names)
-    assert all(len(s) == 35 and s.startswith("ns-") and w._is_stem(s) for s in stems)
+    assert all(len(s) == 35 and s.startswith("ns-") and w.is_stem(s) for s in stems)
     assert w.file_stem("qrouter-1") == w.file_stem("qrouter-1")
 
 
@@ -327,7 +327,7 @@ def test_rundir_files_never_follow_a_planted_link(tmp_path: Path) -> None:
         f = w.NsFiles.of("qrouter-1")
         for fname in (f.conf, f.pid, f.meta):
             (tmp_path / "run" / fname).symlink_to(victim)
-        assert rd.read(f.pid) is None and w._read_pid(rd, f.pid) is None
+        assert rd.read(f.pid) is None and w.read_pid(rd, f.pid) is None
         rd.write(f.conf, b"[global]\n")
         rd.write(f.meta, b"qrouter-1\n")
         assert victim.read_text() == "root's file\n"

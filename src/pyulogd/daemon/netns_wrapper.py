@@ -364,13 +364,13 @@ def classify(args: Sequence[str]) -> IpCommand:
 # to ip and refused here, with the reason.
 
 NAME_MAX = 255  # bytes: ip's own limit (a file name under /run/netns)
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 # What may be substituted into the daemon's config: ulogd.conf has no escape for a quote or a
 # line break inside a value, so escaping is refusing.  These characters cannot end a line
 # (str.splitlines() also ends one at \r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029), a quoted
 # word (") or an unquoted one (blanks, =), nor start a comment or a section where a value starts.
-_VALUE_CHARS = _NAME_CHARS | frozenset("/")
+_VALUE_CHARS = NAME_CHARS | frozenset("/")
 
 
 def name_problem(name: str) -> str | None:
@@ -382,7 +382,7 @@ def name_problem(name: str) -> str | None:
     """
     if not name:
         return "empty name"
-    bad = next((c for c in name if c not in _NAME_CHARS), None)
+    bad = next((c for c in name if c not in NAME_CHARS), None)
     if bad is not None:
         return f"character {shown(bad)} (only letters, digits, '_', '.' and '-' are accepted)"
     if len(name) > NAME_MAX:  # ASCII from here on: characters are bytes
@@ -477,7 +477,7 @@ def render(template_text: str, name: str, s: Settings) -> str:
 # --------------------------------------------------------------------------- logging
 
 
-def _clean(msg: str) -> str:
+def log_safe(msg: str) -> str:
     """``msg`` as one line of printable text: control characters and undecodable bytes escaped.
 
     Every message passes through here on its way to stderr and syslog, so that nothing taken
@@ -515,7 +515,7 @@ class Log:
             if not self._opened:
                 syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_DAEMON)
                 self._opened = True
-            syslog.syslog(prio, _clean(msg))
+            syslog.syslog(prio, log_safe(msg))
         except Exception:  # syslog is best effort
             pass
 
@@ -538,7 +538,7 @@ class Log:
     @staticmethod
     def _stderr(msg: str) -> None:
         try:
-            sys.stderr.write(f"{PROG}: {_clean(msg)}\n")
+            sys.stderr.write(f"{PROG}: {log_safe(msg)}\n")
             sys.stderr.flush()
         except OSError:
             pass
@@ -687,7 +687,7 @@ class NsFiles:
         return self.name if self.name is not None else f"(unknown name, files {self.stem}.*)"
 
 
-def _is_stem(stem: str) -> bool:
+def is_stem(stem: str) -> bool:
     return len(stem) == 35 and stem.startswith("ns-") and all(c in "0123456789abcdef" for c in stem[3:])
 
 
@@ -701,7 +701,7 @@ def managed(rd: RunDir) -> list[NsFiles]:
     stems = {e.rsplit(".", 1)[0] for e in entries if e.endswith((".pid", ".conf", ".name"))}
     out = []
     for stem in sorted(stems):
-        if _is_stem(stem):
+        if is_stem(stem):
             text = (rd.read(f"{stem}.name", NAME_MAX + 2) or b"").decode("ascii", "replace").removesuffix("\n")
             known = name_problem(text) is None and file_stem(text) == stem
             out.append(NsFiles(stem, text if known else None))
@@ -748,7 +748,7 @@ class name_lock:  # noqa: N801 - used like a function: `with name_lock(rd, files
 # --------------------------------------------------------------------------- the daemons
 
 
-def _read_pid(rd: RunDir, fname: str) -> int | None:
+def read_pid(rd: RunDir, fname: str) -> int | None:
     text = (rd.read(fname, 64) or b"").decode("ascii", "replace").strip()
     return int(text) if text.isdigit() and int(text) > 1 else None
 
@@ -797,7 +797,7 @@ def running_daemon(rd: RunDir, f: NsFiles) -> int | None:
     Only a pid whose pidfile is still locked, or whose command line names our rendered
     config, counts: a stale pidfile never gets an unrelated process signalled.
     """
-    pid = _read_pid(rd, f.pid)
+    pid = read_pid(rd, f.pid)
     if pid is None or not _alive(pid):
         return None
     if _pidfile_locked(rd, f.pid) or rd.path_of(f.conf) in _cmdline(pid):
@@ -902,7 +902,7 @@ def start_daemon(s: Settings, rd: RunDir, ip: str, name: str, log: Log) -> bool:
         rd.unlink(f.conf)
         rd.unlink(f.meta)
         return False
-    pid = _read_pid(rd, f.pid)
+    pid = read_pid(rd, f.pid)
     log.info(f"started pyulogd for netns {name} (pid {pid if pid is not None else '?'}, config {conf})")
     return True
 
@@ -989,7 +989,7 @@ def _check(s: Settings, ip: str | None) -> int:
         state, ok = "  (MISSING)", False
     except (Untrusted, UnicodeDecodeError, OSError) as e:
         state, ok = f"  (REFUSED: {e})", False
-    print(_clean(f"template:      {s.template}{state}"))
+    print(log_safe(f"template:      {s.template}{state}"))
     try:
         rd = RunDir.open(s.rundir, create=False)
     except (Untrusted, OSError) as e:
@@ -998,7 +998,7 @@ def _check(s: Settings, ip: str | None) -> int:
         state = "  (created on the first netns add)" if rd is None else ""
         if rd is not None:
             rd.close()
-    print(_clean(f"rundir:        {s.rundir}{state}"))
+    print(log_safe(f"rundir:        {s.rundir}{state}"))
     print(f"daemon:        {shlex.join(daemon_command(s))} -d -c RUNDIR/ns-HASH.conf -p RUNDIR/ns-HASH.pid")
     print(f"timeouts:      start {s.start_timeout:g} s, stop {s.stop_timeout:g} s; syslog {s.syslog}")
     ignored = _ignored_environment()
