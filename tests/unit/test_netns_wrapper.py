@@ -292,14 +292,13 @@ def test_settings_through_a_symlink_are_checked_where_they_lie(tmp_path: Path) -
 def test_rundir_is_created_root_only(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        rd = w.RunDir.open(str(tmp_path / "a" / "b"), create=True)
+        rd = w.RunDir.create(str(tmp_path / "a" / "b"))
     finally:
         os.umask(old)
-    assert rd is not None
     rd.close()
     for d in (tmp_path / "a", tmp_path / "a" / "b"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o755
-    assert w.RunDir.open(str(tmp_path / "missing"), create=False) is None
+    assert w.RunDir.existing(str(tmp_path / "missing")) is None
 
 
 @pytest.mark.parametrize("mode", [0o775, 0o757, 0o1777])
@@ -308,7 +307,7 @@ def test_rundir_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None
     d.mkdir()
     d.chmod(mode)
     with pytest.raises(w.Untrusted, match="writable by group or others"):
-        w.RunDir.open(str(d), create=True)
+        w.RunDir.create(str(d))
 
 
 def test_rundir_below_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
@@ -316,13 +315,12 @@ def test_rundir_below_a_directory_others_can_write_is_refused(tmp_path: Path) ->
     d.mkdir()
     d.chmod(0o777)
     with pytest.raises(w.Untrusted, match="open: writable by group or others"):
-        w.RunDir.open(str(d / "run"), create=True)
+        w.RunDir.create(str(d / "run"))
 
 
 def test_rundir_files_never_follow_a_planted_link(tmp_path: Path) -> None:
     victim = write(tmp_path / "victim", "root's file\n")
-    rd = w.RunDir.open(str(tmp_path / "run"), create=True)
-    assert rd is not None
+    rd = w.RunDir.create(str(tmp_path / "run"))
     with rd:
         f = w.NsFiles.of("qrouter-1")
         for fname in (f.conf, f.pid, f.meta):
@@ -340,17 +338,16 @@ def test_rundir_files_never_follow_a_planted_link(tmp_path: Path) -> None:
 def test_rundir_given_as_a_symlink_is_followed_then_checked(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir(mode=0o755)
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    rd = w.RunDir.open(str(tmp_path / "link"), create=False)
+    rd = w.RunDir.existing(str(tmp_path / "link"))
     assert rd is not None
     rd.close()
     (tmp_path / "real").chmod(0o777)
     with pytest.raises(w.Untrusted):
-        w.RunDir.open(str(tmp_path / "link"), create=False)
+        w.RunDir.existing(str(tmp_path / "link"))
 
 
 def test_managed_names_come_from_name_files_that_match_their_hash(tmp_path: Path) -> None:
-    rd = w.RunDir.open(str(tmp_path / "run"), create=True)
-    assert rd is not None
+    rd = w.RunDir.create(str(tmp_path / "run"))
     with rd:
         good, forged = w.NsFiles.of("qrouter-1"), w.NsFiles.of("qrouter-2")
         rd.write(good.meta, b"qrouter-1\n")

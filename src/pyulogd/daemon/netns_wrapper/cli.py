@@ -46,7 +46,7 @@ def _check(s: Settings, ip: str | None) -> int:
         state, ok = f"  (REFUSED: {e})", False
     print(log_safe(f"template:      {s.template}{state}"))
     try:
-        rd = RunDir.open(s.rundir, create=False)
+        rd = RunDir.existing(s.rundir)
     except (Untrusted, OSError) as e:
         state, ok = f"  (REFUSED: {e})", False
     else:
@@ -70,17 +70,18 @@ def _wrapper_command(args: list[str], s: Settings | None, ip: str | None, log: L
         return _check(s, ip)
     create = cmd == "--wrapper-start"
     try:
-        rd = RunDir.open(s.rundir, create=create and bool(names))
+        rd = RunDir.create(s.rundir) if create and names else RunDir.existing(s.rundir)
     except (Untrusted, OSError) as e:
         log.error(f"run directory {s.rundir}: {e}")
         return 1
     try:
         if cmd == "--wrapper-status":
-            for f in managed(rd) if rd is not None else []:
-                pid = running_daemon(rd, f)  # type: ignore[arg-type]
-                ns_exists = f.name is not None and os.path.exists(os.path.join("/run/netns", f.name))
-                print(f"{f.label}\t{'running pid ' + str(pid) if pid else 'NOT running'}\t"
-                      f"{'netns present' if ns_exists else 'netns GONE'}")
+            if rd is not None:
+                for f in managed(rd):
+                    pid = running_daemon(rd, f)
+                    ns_exists = f.name is not None and os.path.exists(os.path.join("/run/netns", f.name))
+                    print(f"{f.label}\t{'running pid ' + str(pid) if pid else 'NOT running'}\t"
+                          f"{'netns present' if ns_exists else 'netns GONE'}")
             return 0
         if ip is None:
             log.error("cannot find the real ip command (set ip= in the settings file)")
@@ -125,8 +126,7 @@ def _add(s: Settings, ip: str, args: list[str], name: str, log: Log) -> int:
         log.error(f"netns {shown(name)}: not starting pyulogd: unsafe name: {problem}")
         return exec_ip(ip, args)
     try:  # a failure here must still run ip
-        rd = RunDir.open(s.rundir, create=True)
-        assert rd is not None
+        rd = RunDir.create(s.rundir)
     except (Untrusted, OSError) as e:
         log.error(f"netns {name}: not starting pyulogd: run directory {s.rundir}: {e}")
         return exec_ip(ip, args)
@@ -154,7 +154,7 @@ def _delete(s: Settings, ip: str, args: list[str], name: str | None, log: Log) -
     if name is not None and name_problem(name) is not None:
         return exec_ip(ip, args)  # the wrapper never started anything for such a name
     try:
-        rd = RunDir.open(s.rundir, create=False)
+        rd = RunDir.existing(s.rundir)
     except (Untrusted, OSError) as e:
         log.error(f"not stopping any pyulogd: run directory {s.rundir}: {e}")
         return exec_ip(ip, args)

@@ -41,21 +41,27 @@ class RunDir:
         self.fd = fd
 
     @classmethod
-    def open(cls, path: str, create: bool) -> RunDir | None:
-        """The checked run directory; None if it does not exist and ``create`` is false.
+    def existing(cls, path: str) -> RunDir | None:
+        """The checked run directory; None if it does not exist (then no daemon of ours runs).
 
         Untrusted if it (or a directory above it) could be changed by anybody but root.
         """
-        if create:
-            _make_dirs(path)
-        real = os.path.realpath(path)
         try:
-            check_ancestors(real)
-            fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return cls._open(path)
         except FileNotFoundError:
-            if create:
-                raise
             return None
+
+    @classmethod
+    def create(cls, path: str) -> RunDir:
+        """The checked run directory, made (mode 0755, parents too) if it does not exist."""
+        _make_dirs(path)
+        return cls._open(path)
+
+    @classmethod
+    def _open(cls, path: str) -> RunDir:
+        real = os.path.realpath(path)
+        check_ancestors(real)
+        fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         problem = owner_problem(os.fstat(fd))
         if problem:
             os.close(fd)

@@ -59,7 +59,7 @@ def _parse_config(text: str, where: str) -> dict[str, str]:
     return out
 
 
-def _absolute(key: str, value: str) -> str:
+def _absolute(value: str) -> str:
     if not os.path.isabs(value):
         raise ValueError(f"{value!r} is not an absolute path (root runs or reads it; no search path applies)")
     return value
@@ -68,14 +68,14 @@ def _absolute(key: str, value: str) -> str:
 def _apply(s: Settings, key: str, value: str, where: str) -> None:
     try:
         if key == "ip":
-            s.ip = _absolute(key, value) if value else ""
+            s.ip = _absolute(value) if value else ""
         elif key == "match":
             s.match = [p for p in value.replace(",", " ").split() if p]
         elif key == "template":
-            s.template = _absolute(key, value)
+            s.template = _absolute(value)
         elif key == "rundir":
             # It is rendered into the daemons' configs (@RUNDIR@, @PIDFILE@): same rule as names.
-            s.rundir = check_config_value(_absolute(key, value.rstrip("/") or "/"))
+            s.rundir = check_config_value(_absolute(value.rstrip("/") or "/"))
         elif key == "daemon":
             import shlex
 
