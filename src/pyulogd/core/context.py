@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pyulogd.core.log import Logger
+from pyulogd.core.safefile import RunAs
 from pyulogd.core.stats import Stats
 
 
@@ -62,3 +63,6 @@ class Context:
     # made on first use and read only through that module (get_namespaces, find_namespaces),
     # which checks its type; core cannot name it.
     namespaces: object = None
+    # The user -u switches to once every plugin has started (None: no -u). Files that user
+    # must write later are created for it, and checked at start (core/safefile.py).
+    run_as: RunAs | None = None
