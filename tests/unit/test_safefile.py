@@ -140,16 +140,23 @@ def test_new_file_is_the_users_and_a_root_only_one_is_refused(kind: str) -> None
     and an existing one it cannot write refuses the start, naming the file."""
     user = run_as_nobody()
     with reachable_tmp() as base:
-        close = FILES[kind].open(context(user), base)
+        d = users_dir(base)  # XML makes a new file on every SIGHUP: its directory must be the user's
+        close = FILES[kind].open(context(user), d)
         try:
-            assert os.stat(base / FILES[kind].name).st_uid == user.uid
+            assert os.stat(d / FILES[kind].name).st_uid == user.uid
         finally:
             close()
     with reachable_tmp() as base:
-        make_victim(base, FILES[kind].name)
+        d = users_dir(base)
+        make_victim(d, FILES[kind].name)
         with pytest.raises(REFUSALS) as err:
-            FILES[kind].open(context(user), base)
+            FILES[kind].open(context(user), d)
         assert "not writable by user nobody" in str(err.value) and FILES[kind].name in str(err.value)
+    with reachable_tmp() as base:  # root's 0700 directory: the user cannot even reach the file
+        d = base / "closed"
+        d.mkdir(mode=0o700)
+        with pytest.raises(REFUSALS, match="not writable by user nobody"):
+            FILES[kind].open(context(user), d)
 
 
 def test_ancestor_the_user_owns_is_refused() -> None:

@@ -215,9 +215,9 @@ def open_append(path: str, run_as: RunAs | None = None, mode: int = 0o666) -> in
     """A descriptor appending to the regular file ``path`` (created with ``mode``, less the
     umask, if missing), opened by the rules above.
 
-    With ``run_as`` while still root: a new file is given to that user (``fchown``), an
-    existing one must be writable by that user (it reopens the file on SIGHUP), else
-    :class:`NotWritable`.
+    With ``run_as`` while still root: a new file is given to that user (``fchown``), and the
+    file must then be writable by that user through its path (it reopens the file on SIGHUP),
+    else :class:`NotWritable`.
     """
     head, name = _split(path)
     dfd = open_dir(head, run_as)
@@ -231,9 +231,10 @@ def open_append(path: str, run_as: RunAs | None = None, mode: int = 0o666) -> in
         if run_as is not None and os.geteuid() == 0 and run_as.uid != 0:
             if created:
                 os.fchown(fd, run_as.uid, run_as.gid)
-            elif not writable_by(path, run_as):
-                raise NotWritable(path, f"not writable by {run_as}, who reopens it on SIGHUP after -u "
-                                        f"(chown it to {run_as.name} or let the daemon create it)")
+            if not writable_by(path, run_as):
+                raise NotWritable(path, f"not writable by {run_as}, who reopens it on SIGHUP after -u (the "
+                                        f"file must be the user's or writable by it, and every directory above "
+                                        f"it open to it)")
     except BaseException:
         os.close(fd)
         raise
