@@ -32,6 +32,7 @@ Only ``core`` may be imported here: ``core/log.py`` uses it.
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import pwd
 import secrets
@@ -99,7 +100,10 @@ def _writable_by_others(st: os.stat_result, allow_sticky: bool) -> str | None:
     if st.st_mode & stat.S_IWOTH:
         return "writable by every user" + (" (even with the sticky bit)" if st.st_mode & stat.S_ISVTX else "")
     if st.st_mode & stat.S_IWGRP and st.st_gid != 0:
-        return f"writable by group {st.st_gid}"
+        try:
+            return f"writable by group {grp.getgrgid(st.st_gid).gr_name} (gid {st.st_gid})"
+        except KeyError:
+            return f"writable by group {st.st_gid}"
     return None
 
 
