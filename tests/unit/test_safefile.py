@@ -187,6 +187,12 @@ def test_hard_link_fifo_and_device() -> None:
         os.mkfifo(base / "fifo.log")  # would block an open for writing without O_NONBLOCK
         with pytest.raises(OSError):
             safefile.open_append(str(base / "fifo.log"))
+        reader = os.open(base / "fifo.log", os.O_RDONLY | os.O_NONBLOCK)
+        try:  # with a reader the open succeeds: fstat() refuses it
+            with pytest.raises(safefile.UnsafePath, match="not a regular file"):
+                safefile.open_append(str(base / "fifo.log"))
+        finally:
+            os.close(reader)
     os.close(safefile.open_append("/dev/null"))  # devices: only root can make them
 
 
