@@ -29,6 +29,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import Key, KeyType, Plugin, Source
 from pyulogd.daemon.process import PidFile, PidFileError
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.inputs.unixsock import UnixsockInput
 from pyulogd.plugins.outputs.gprint import GprintOutput
 from pyulogd.plugins.outputs.json import JsonOutput
@@ -96,7 +97,7 @@ FILES = {
 
 
 def context(run_as: safefile.RunAs | None) -> Context:
-    ctx = Context(now=lambda: NOW)
+    ctx = Context(loop=Loop(), now=lambda: NOW)
     ctx.run_as = run_as
     ctx.log.run_as = run_as
     return ctx
