@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pyulogd.core.log import Logger
+from pyulogd.core.safefile import RunAs
 from pyulogd.core.stats import Stats
 
 
@@ -67,3 +68,6 @@ class Context:
     # one function (Stack.fuse), conntrack events read with recvmmsg (io/netlink.py).
     fusion: bool = True
     recvmmsg: bool = True
+    # The user -u switches to once every plugin has started (None: no -u). Files that user
+    # must write later are created for it, and checked at start (core/safefile.py).
+    run_as: RunAs | None = None

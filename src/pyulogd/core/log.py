@@ -11,6 +11,8 @@ import syslog
 import time
 from typing import TextIO
 
+from pyulogd.core import safefile
+
 DEBUG, INFO, NOTICE, ERROR, FATAL = 1, 3, 5, 7, 8
 _SYSLOG_LEVEL = {DEBUG: syslog.LOG_DEBUG, INFO: syslog.LOG_INFO, NOTICE: syslog.LOG_NOTICE,
                  ERROR: syslog.LOG_ERR, FATAL: syslog.LOG_CRIT}
@@ -25,6 +27,7 @@ class Logger:
         self.stream: TextIO | None = None
         self._syslog_open = False
         self.last_error: str | None = None
+        self.run_as: safefile.RunAs | None = None  # -u: the user who reopens the file on SIGHUP
 
     def set_destination(self, path: str) -> None:
         """``logfile=`` value: a path, ``stdout`` or ``syslog``."""
@@ -36,12 +39,12 @@ class Logger:
             self.stream = sys.stdout
         else:
             self.path = path
-            self.stream = open(path, "a", encoding="utf-8", errors="backslashreplace")
+            self.stream = _open_log(path, self.run_as)
 
     def reopen(self) -> None:
         if self.path not in (None, "stdout") and self.path is not None:
             old = self.stream
-            self.stream = open(self.path, "a", encoding="utf-8", errors="backslashreplace")
+            self.stream = _open_log(self.path, self.run_as)
             if old is not None:
                 old.close()
 
@@ -83,3 +86,10 @@ class Logger:
 
     def fatal(self, msg: str) -> None:
         self.log(FATAL, msg)
+
+
+def _open_log(path: str, run_as: safefile.RunAs | None = None) -> TextIO:
+    """The log file, opened by core/safefile.py's rules: root never follows a link planted
+    in its directory, and with -u the file is one the user can reopen."""
+    fd = safefile.open_append(path, run_as)
+    return os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")

@@ -168,6 +168,11 @@ class Plugin:
     def start(self) -> None:
         """Open files and sockets."""
 
+    def running(self) -> None:
+        """Every instance has started and ``-u`` has dropped root (the daemon calls it; tests
+        that start instances themselves need not). Threads that open files belong here:
+        started earlier, whether they opened a file as root or as the user would be a race."""
+
     def stop(self) -> None:
         """Flush and close. Must be safe to call when start() failed or never ran."""
 

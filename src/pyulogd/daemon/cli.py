@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping
 
 from pyulogd import __version__
-from pyulogd.core import registry
+from pyulogd.core import registry, safefile
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.info import describe
@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"Unknown user {args.uid}.\n")
             return 1
     ctx = Context(loop=Loop())
+    if user is not None:
+        # Known before anything is opened: what the user must write later is created for it.
+        ctx.run_as = safefile.RunAs.lookup(user.pw_name, user.pw_uid, user.pw_gid)
+        ctx.log.run_as = ctx.run_as
     if args.loglevel:
         try:
             level = int(args.loglevel)
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     pid_lock = None
     if pidfile:
         try:
-            pid_lock = process.PidFile(pidfile)
+            pid_lock = process.PidFile(pidfile, ctx.run_as)
             pid_lock.acquire()
         except process.PidFileError as e:
             sys.stderr.write(f"pyulogd: {e}\n")
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                     + (f", keeping {', '.join(kept)}" if kept else "")
                 )
                 _log_capabilities(ctx, needs, kept)
+            # Threads (the SQL writers) start only now: they run, and open their files, as the user.
+            service.running()
         except Exception as e:
             why = str(e) if isinstance(e, (PluginError, ConfigError, OSError)) else f"{type(e).__name__}: {e}"
             ctx.log.fatal(f"error starting: {why}")

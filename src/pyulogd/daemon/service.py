@@ -121,6 +121,11 @@ class Service:
         gc.collect()
         gc.freeze()
 
+    def running(self) -> None:
+        """Every instance started and -u dropped root: tell them (``Plugin.running``)."""
+        for inst in self.started:
+            inst.running()
+
     def flush(self) -> None:
         for sink in self.sinks:
             try:

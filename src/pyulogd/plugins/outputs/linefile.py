@@ -15,6 +15,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
+from pyulogd.core import safefile
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import Sink
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 # Pending text that forces a write before the batch ends.
 FLUSH_AT = 64 * 1024
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
 class LineFile:
@@ -46,7 +46,7 @@ class LineFile:
 
     def open(self) -> None:
         try:
-            self.fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+            self.fd = safefile.open_append(self.path, self.ctx.run_as)
         except OSError as e:
             raise PluginError(f"{self.label}: can't open log file {self.path!r}: {e.strerror}") from e
 
@@ -88,10 +88,11 @@ class LineFile:
             self.ctx.log.error(f"{self.label}: can't write to {self.path!r}: {reason}; dropping lines")
 
     def reopen(self) -> None:
-        """SIGHUP (log rotation): new lines go to a freshly opened file of the same name."""
+        """SIGHUP (log rotation): new lines go to a freshly opened file of the same name,
+        opened by the same rules (after -u, as the user: docs/privileges.md)."""
         self.flush()
         try:
-            fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+            fd = safefile.open_append(self.path, self.ctx.run_as)
         except OSError as e:
             self.ctx.log.error(f"{self.label}: can't reopen {self.path!r}: {e.strerror}; keeping old file")
             return

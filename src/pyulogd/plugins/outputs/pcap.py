@@ -23,6 +23,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core import safefile
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 
@@ -35,7 +36,6 @@ SNAPLEN = 65536
 FLUSH_AT = 64 * 1024
 _GLOBAL = struct.Struct("=IHHiIII")
 _RECORD = struct.Struct("=IIII")
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 AF_INET, AF_INET6 = 2, 10
 
 
@@ -77,7 +77,7 @@ class PcapOutput(Sink):
 
     # -- file
     def _open(self) -> int:
-        fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+        fd = safefile.open_append(self.path, self.ctx.run_as)
         try:
             if os.fstat(fd).st_size == 0:
                 header = global_header()

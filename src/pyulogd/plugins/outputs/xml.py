@@ -35,6 +35,7 @@ and a new header to standard output (2.0.8 switches to a file in ``directory``).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import struct
@@ -42,6 +43,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.codec import netlink as nl
+from pyulogd.core import safefile
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.plugins.outputs.linefile import LineFile
@@ -396,6 +398,11 @@ class XmlOutput(Sink):
         if self.config["stdout"]:
             out: LineFile = _Stdout(self.ctx, "<stdout>", bool(self.config["sync"]), f"xml.{self.id}", "XML")
         else:
+            try:  # every SIGHUP creates a file: after -u, the user does (docs/privileges.md)
+                safefile.require_writable(str(self.config["directory"]), self.ctx.run_as,
+                                          "creates a new XML file in it on every SIGHUP", os.W_OK | os.X_OK)
+            except OSError as e:
+                raise PluginError(f"XML: can't use directory: {e.strerror}") from None
             out = self._new_file(self._path())
         out.open()  # PluginError "XML: can't open log file '<path>': <reason>" stops the daemon
         self.out = out
