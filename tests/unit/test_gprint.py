@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.plugins.outputs.gprint import GprintOutput
@@ -35,8 +36,7 @@ def utc() -> Iterator[None]:
 
 
 def stack(tmp_path: Path, **opts: Any) -> Any:
-    ctx = Context(hostname="vm")
-    ctx.now = lambda: NOW
+    ctx = Context(hostname="vm", clock=FakeClock(wall=NOW))
     return make_stack([TypedSource, Shadow, (GprintOutput, {"file": str(tmp_path / "g.txt"), **opts})], ctx)
 
 

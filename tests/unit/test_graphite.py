@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
@@ -71,7 +72,7 @@ def test_lines_as_ulogd2() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        ctx = Context(now=lambda: 1795779999.7)
+        ctx = Context(clock=FakeClock(wall=1795779999.7))
         stack = stack_for(server.getsockname()[1], ctx)
         conn, _ = server.accept()
         with conn:

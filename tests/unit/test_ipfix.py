@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pyulogd.codec import ipfix as codec
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, Source
@@ -42,7 +43,7 @@ def udp_server() -> socket.socket:
 
 def stack_for(port: int, ctx: Context | None = None, **opts: Any) -> Any:
     conf = {"oid": 7, "host": "127.0.0.1", "port": port, "proto": "udp", **opts}
-    return make_stack([FlowSource, (IpfixOutput, conf)], ctx or Context(now=lambda: 1795770100.0))
+    return make_stack([FlowSource, (IpfixOutput, conf)], ctx or Context(clock=FakeClock(wall=1795770100.0)))
 
 
 def out(stack: Any) -> ReliableSender:

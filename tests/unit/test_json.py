@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Filter, Key, KeyType, Source
@@ -127,8 +128,7 @@ def test_basic_object(tmp_path: Path) -> None:
 
 
 def test_time_of_writing_without_packet_time(tmp_path: Path) -> None:
-    ctx = Context()
-    ctx.now = lambda: 1795764188.7
+    ctx = Context(clock=FakeClock(wall=1795764188.7))
     stack = json_stack(tmp_path, ctx)
     stack.source.push(sec=None, usec=None)
     stack.source.push(sec=None, usec=42)  # 2.0.8 uses a valid usec even with the current second
@@ -142,8 +142,7 @@ def test_no_time_keys_upstream(tmp_path: Path) -> None:
         name = "FLOWSRC"
         output_keys = (Key("ct.event", T.UINT32),)
 
-    ctx = Context()
-    ctx.now = lambda: 1795764188.0
+    ctx = Context(clock=FakeClock(wall=1795764188.0))
     stack = json_stack(tmp_path, ctx, FlowSrc)
     stack.source.emit([None, 4])
     want = '{"timestamp": "2026-11-27T07:23:08", "dvc": "Netfilter", "ct.event": 4}'
@@ -610,7 +609,7 @@ def test_slow_peer_does_not_block(tmp_path: Path) -> None:
             assert time.monotonic() - start < 20
             assert ctx.stats.get("json.json1.send_failures") > 0
             # whatever arrived is whole lines, in order, possibly with a gap
-            sender(stack)._disconnect()
+            sender(stack).out.disconnect()
             conn.settimeout(5)
             data = b""
             while chunk := conn.recv(1 << 20):

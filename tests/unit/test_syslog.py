@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
@@ -92,7 +93,7 @@ def test_unknown_facility_or_level(opt: str, value: str, msg: str) -> None:
 
 def test_wire_format_facility_level(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context(now=lambda: 1795766886.5)  # Nov 27 08:08:06 UTC
+    ctx = Context(clock=FakeClock(wall=1795766886.5))  # Nov 27 08:08:06 UTC
     with dgram_server(path) as server:
         stack = syslog_stack(ctx, socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
         stack.source.push("ACCEPT-TCP IN=lo OUT= MAC= MARK=0x0 \n")
@@ -105,7 +106,7 @@ def test_wire_format_facility_level(tmp_path: Path) -> None:
 
 def test_day_is_space_padded_and_kern_notice_default(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context(now=lambda: 1794038400.0)  # Nov  7 08:00:00 UTC
+    ctx = Context(clock=FakeClock(wall=1794038400.0))  # Nov  7 08:00:00 UTC
     with dgram_server(path) as server:
         stack = syslog_stack(ctx, socket=str(path))
         stack.source.push("x\n")
@@ -144,7 +145,8 @@ def test_same_bytes_as_glibc_syslog(tmp_path: Path) -> None:
     sec = time.mktime(time.strptime(f"{time.gmtime().tm_year} {stamp}", "%Y %b %d %H:%M:%S"))
     path = tmp_path / "ours.sock"
     with dgram_server(path) as server:
-        stack = syslog_stack(Context(now=lambda: sec), socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
+        ctx = Context(clock=FakeClock(wall=sec))
+        stack = syslog_stack(ctx, socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
         stack.source.push(text)
         stack.sink.flush()
         ours = server.recv(4096)
