@@ -35,6 +35,14 @@ def test_backoff_counts_from_where_the_wait_began() -> None:
     assert b.due(T + 1.5)
 
 
+def test_backoff_is_due_at_its_own_deadline() -> None:
+    """A timer set for deadline() must find the attempt due (1000.05 - 1000.0 < 0.05)."""
+    b = Backoff(0.05, 1.0)
+    b.begin(T)
+    b.failed()
+    assert b.deadline() == T + 0.05 and b.due(T + 0.05) and b.remaining(T + 0.05) == 0.0
+
+
 def test_backoff_reset_and_broken_connection() -> None:
     b = Backoff(0.5, 8.0)
     for _ in range(4):

@@ -20,8 +20,10 @@ from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
-from pyulogd.io.sender import ReliableSender
+from pyulogd.io.sender import PROBE_WAIT, ReliableSender
+from pyulogd.io.sendstate import POLL
 from pyulogd.plugins.outputs.syslog import FACILITIES, LEVELS, SyslogOutput
+from tests.clocked import fake_context, loop_until
 from tests.helpers import make_stack, stop_stack
 
 
@@ -64,13 +66,8 @@ def dgram_server(path: Path) -> socket.socket:
     return s
 
 
-def run_until(ctx: Context, pred: Any, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        ctx.loop.run_once(0.05)
-    raise AssertionError("timed out")
+def run_until(ctx: Context, pred: Any, step: float = 0.0) -> None:
+    loop_until(ctx, pred, step=step)
 
 
 def test_declarations() -> None:
@@ -185,7 +182,7 @@ def test_udp_and_tcp_remote(tmp_path: Path) -> None:
 
 def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx, clock = fake_context()
     stack = syslog_stack(ctx, socket=str(path))  # no socket yet: not fatal
     assert "not reachable" in (ctx.log.last_error or "")
     for i in range(5):
@@ -193,6 +190,10 @@ def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
         stack.sink.flush()  # never blocks or raises
     assert out(stack).backlog == 5
     with dgram_server(path) as server:
+        clock.advance(0.9375)
+        ctx.loop.run_once(0)
+        assert out(stack).sock is None
+        clock.advance(0.0625)
         run_until(ctx, lambda: not out(stack).queue)  # the retry timer reconnects (1 s)
         got = [server.recv(4096) for _ in range(5)]
         stop_stack(stack)
@@ -203,7 +204,7 @@ def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
 
 def test_daemon_restart_mid_run(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx, clock = fake_context()
     server = dgram_server(path)
     stack = syslog_stack(ctx, socket=str(path))
     stack.source.push("before\n")
@@ -216,8 +217,12 @@ def test_daemon_restart_mid_run(tmp_path: Path) -> None:
         stack.sink.flush()
     assert out(stack).backlog == 3
     with dgram_server(path) as server2:  # ... and comes back on the same path
+        clock.advance(1)  # the back-off; then a probe datagram ...
+        run_until(ctx, lambda: out(stack).backlog == 2)
+        got = [server2.recv(4096).split(b"]: ", 1)[1]]
+        clock.advance(PROBE_WAIT)  # ... and the rest when no refusal came back
         run_until(ctx, lambda: not out(stack).queue)
-        got = [server2.recv(4096).split(b"]: ", 1)[1] for _ in range(3)]
+        got += [server2.recv(4096).split(b"]: ", 1)[1] for _ in range(2)]
         stop_stack(stack)
     assert got == [f"during {i}\n".encode() for i in range(3)]
     assert ctx.stats.get("syslog.syslog1.send_failures") == 0
@@ -226,7 +231,7 @@ def test_daemon_restart_mid_run(tmp_path: Path) -> None:
 
 def test_overflow_counted_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx, clock = fake_context()
     stack = syslog_stack(ctx, socket=str(path), queue=1000)
     for i in range(100):
         stack.source.push(f"record {i:03d}\n")
@@ -248,7 +253,8 @@ def test_overflow_counted_and_reported(tmp_path: Path) -> None:
                 pass
             return not out(stack).queue and len(got) == kept
 
-        run_until(ctx, drained)
+        clock.advance(1)  # the back-off after the failed connect at start
+        run_until(ctx, drained, step=POLL)  # the receiver's queue fills: the sender looks again soon
         stop_stack(stack)
     # the oldest records are the ones kept, in order
     assert [g.split(b"]: ", 1)[1] for g in got] == [f"record {i:03d}\n".encode() for i in range(kept)]

@@ -79,7 +79,9 @@ class Backoff:
 
     # -- questions
     def due(self, now: float) -> bool:
-        return now - self.since >= self.wait
+        # Compared with the deadline itself (not ``now - since >= wait``): a timer set for
+        # deadline() finds the attempt due, whatever the rounding.
+        return now >= self.since + self.wait
 
     def remaining(self, now: float) -> float:
         """Seconds until the next attempt is due (0: now)."""

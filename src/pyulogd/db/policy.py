@@ -92,7 +92,9 @@ class WriterPolicy:
             return 0
         if mem_bytes > cfg.mem_max:
             return cfg.mem_max // 2
-        if oldest is not None and not connected and now - oldest >= cfg.spool_delay:
+        # The same sum as spill_check_at's deadline: at that instant the spill is due, or the
+        # spiller would wake and find nothing to do until a rounding error passed.
+        if oldest is not None and not connected and now >= oldest + cfg.spool_delay:
             return 0
         return None
 

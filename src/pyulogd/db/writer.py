@@ -223,8 +223,8 @@ class Writer:
     def _wait_down(self) -> None:
         """The database is down: sleep until the next attempt is due (or something happens)."""
         with self.cond:
-            if self._reconnect_requested:
-                return
+            if self._reconnect_requested or self.stopping:
+                return  # checked under the lock: a wake-up sent before this wait is not lost
             now = self.clock.monotonic()
             self.clock.wait(self.cond, self.policy.idle_until(now, self.deadline if self.stopping else None))
 
