@@ -191,9 +191,10 @@ class ReliableSender:
             self.poll()
         q = self.state.queue
         n = len(data)
-        if not q.fits(n, self.sock is not None) and self.connected:
+        live = self.sock is not None  # the bound as it was when the record came
+        if not q.fits(n, live) and self.connected:
             self.flush()  # make room if the peer takes it
-        if not q.fits(n, self.sock is not None):
+        if not q.fits(n, live):
             self.ctx.stats.incr(self._n_overflow, records)
             self._lost(records, "queue full" if self.queue_bytes else "not connected")
             return False
