@@ -27,6 +27,7 @@ from pathlib import Path
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.netlink import lay_out
 
 DEFAULT = Path(__file__).resolve().parent / "data" / "ct-events.hex"
@@ -39,7 +40,7 @@ def run(bufs: list[bytes], rounds: int, sync: int, profile: bool = False, batch:
             f"[global]\nstack={STACK}\n[ct1]\nevent_mask=0x7\nhash_enable=0\n"
             f'[emu1]\nfile="{tmp}/out.log"\nsync={sync}\n'
         )
-        ctx = Context(hostname="vm")
+        ctx = Context(loop=Loop(), hostname="vm")
         svc = Service(f"{tmp}/u.conf", ctx)
         svc.load_config(parse_text(text))
         for inst in svc.stacks[0].instances[1:]:

@@ -16,12 +16,13 @@ from typing import Any
 
 from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
+from pyulogd.io.loop import Loop
 
 
 def fake_context(**kw: Any) -> tuple[Context, FakeClock]:
     """A context on a FakeClock (``wall``/``monotonic`` as FakeClock takes them)."""
     clock = FakeClock(**{k: kw.pop(k) for k in ("wall", "monotonic") if k in kw})
-    return Context(clock=clock, **kw), clock
+    return Context(loop=Loop(clock), **kw), clock
 
 
 def fake_clock(ctx: Context) -> FakeClock:

@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pyulogd.codec import nflog as nflog_codec
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import OK, DataType, Filter, Key, Plugin, Sink, Source
 from pyulogd.core.plugin import KeyType as T
 from pyulogd.core.stack import Stack, _resolve
+from pyulogd.io.loop import Loop
 
 PluginSpec = Plugin | type[Plugin] | tuple[type[Plugin], dict[str, Any]]
 
@@ -29,7 +31,7 @@ def make_stack(
     plugins: Sequence[PluginSpec], ctx: Context | None = None, *, start: bool = True, spec: str = "test"
 ) -> Stack:
     """Instances, configure (output first), resolve, finish; then start (input first)."""
-    ctx = ctx if ctx is not None else Context()
+    ctx = ctx if ctx is not None else Context(loop=Loop())
     instances: list[Plugin] = []
     for n, p in enumerate(plugins):
         if isinstance(p, Plugin):
@@ -66,15 +68,7 @@ def K(name: str, t: T, cim: str | None = None) -> Key:
     return Key(name, t, cim=cim)
 
 
-NFLOG_KEYS = (
-    K("raw.mac", T.RAW), K("raw.pkt", T.RAW), K("raw.pktlen", T.UINT32), K("raw.pktcount", T.UINT32),
-    K("oob.prefix", T.STRING), K("oob.time.sec", T.UINT32), K("oob.time.usec", T.UINT32),
-    K("oob.mark", T.UINT32), K("oob.ifindex_in", T.UINT32), K("oob.ifindex_out", T.UINT32),
-    K("oob.hook", T.UINT8), K("raw.mac_len", T.UINT16), K("oob.seq.local", T.UINT32),
-    K("oob.seq.global", T.UINT32), K("oob.family", T.UINT8), K("oob.protocol", T.UINT16),
-    K("oob.uid", T.UINT32), K("oob.gid", T.UINT32), K("raw.label", T.UINT8), K("raw.type", T.UINT16),
-    K("raw.mac.saddr", T.RAW), K("raw.mac.addrlen", T.UINT16), K("raw", T.RAW), K("ct", T.RAW),
-)  # fmt: skip
+NFLOG_KEYS = nflog_codec.OUTPUT_KEYS  # the NFLOG input's own table
 
 _U8 = {"ip.protocol", "ip.tos", "ip.ttl", "ip.ihl", "ip6.priority", "ip6.hoplimit", "ip6.nexthdr",
        "tcp.offset", "tcp.reserved", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code"}

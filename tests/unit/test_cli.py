@@ -9,6 +9,7 @@ import pytest
 from pyulogd.core import registry
 from pyulogd.core.info import describe
 from pyulogd.daemon.cli import main
+from pyulogd.io.loop import Loop
 
 
 def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,7 +83,7 @@ def test_debian_ulogd_conf_loads_unmodified() -> None:
     conf = Path("/etc/ulogd.conf")
     if not conf.exists():
         pytest.skip("ulogd2 is not installed")
-    svc = Service(str(conf), Context())
+    svc = Service(str(conf), Context(loop=Loop()))
     svc.ctx.log.set_destination("stdout")  # keep the test off syslog
     svc.load()
     assert [s.spec for s in svc.stacks] == [

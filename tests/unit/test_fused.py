@@ -18,7 +18,9 @@ from pyulogd.core.clock import FakeClock
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.plugins import fused
+from tests.builders.nfct import Tuple, build_ct
 
 T0 = 1795764190.0
 VECTORS = Path(__file__).resolve().parents[2] / "tests/vectors/nfct"
@@ -44,7 +46,7 @@ def service(tmp: str, name: str, fuse: bool, stack: str = STACK, extra: str = ""
     if not fuse:
         os.environ["PYULOGD_NO_FUSION"] = "1"
     try:
-        ctx = Context(hostname="vm", clock=Clock())
+        ctx = Context(loop=Loop(Clock()), hostname="vm")
         svc = Service(f"{tmp}/{name}.conf", ctx)
         svc.load_config(parse_text(text))
     finally:
@@ -98,7 +100,7 @@ def records(draw: st.DrawFn) -> list[Any]:
     addr = ADDR6 if v6 else ADDR4
     proto = draw(st.sampled_from([6, 17, 6, 17, 1, 58, 132, 50]))
     sport, dport = draw(st.integers(0, 65535)), draw(st.integers(0, 65535))
-    orig = nfct.Tuple(
+    orig = Tuple(
         draw(addr),
         draw(addr),
         proto,
@@ -108,9 +110,9 @@ def records(draw: st.DrawFn) -> list[Any]:
         0 if proto in (1, 58) else None,
         7 if proto in (1, 58) else None,
     )
-    reply = nfct.Tuple(draw(addr), orig.saddr, draw(st.sampled_from([proto, proto, 17])), orig.dport, orig.sport)
+    reply = Tuple(draw(addr), orig.saddr, draw(st.sampled_from([proto, proto, 17])), orig.dport, orig.sport)
     counters = draw(st.none() | st.tuples(*[st.integers(0, 2**40)] * 4))
-    msg = nfct.build_ct(
+    msg = build_ct(
         draw(st.sampled_from([nfct.NEW, nfct.UPDATE, nfct.DESTROY])),
         orig,
         reply,
@@ -132,7 +134,7 @@ def test_random_records_same_lines(recs: list[list[Any]]) -> None:
 
 def test_netns_prefix_and_bad_address_same_lines() -> None:
     base = nfct.decode(
-        nfct.build_ct(nfct.NEW, nfct.Tuple(socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2"), 6, 1, 2)), T0
+        build_ct(nfct.NEW, Tuple(socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2"), 6, 1, 2)), T0
     )
     odd = list(base)
     odd[1] = b"\x01\x02\x03"  # an address of no family: IP2STR leaves it without text

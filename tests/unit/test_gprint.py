@@ -15,6 +15,7 @@ import pytest
 from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.gprint import GprintOutput
 from tests.helpers import make_stack, stop_stack
 from tests.unit.test_oprint import Shadow, TypedSource
@@ -36,7 +37,7 @@ def utc() -> Iterator[None]:
 
 
 def stack(tmp_path: Path, **opts: Any) -> Any:
-    ctx = Context(hostname="vm", clock=FakeClock(wall=NOW))
+    ctx = Context(loop=Loop(FakeClock(wall=NOW)), hostname="vm")
     return make_stack([TypedSource, Shadow, (GprintOutput, {"file": str(tmp_path / "g.txt"), **opts})], ctx)
 
 

@@ -11,6 +11,7 @@ from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import ReliableSender
 from pyulogd.plugins.outputs.graphite import GraphiteOutput
 from tests.clocked import fake_context, loop_until
@@ -68,7 +69,7 @@ def test_lines_as_ulogd2() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        ctx = Context(clock=FakeClock(wall=1795779999.7))
+        ctx = Context(loop=Loop(FakeClock(wall=1795779999.7)))
         stack = stack_for(server.getsockname()[1], ctx)
         conn, _ = server.accept()
         with conn:

@@ -14,6 +14,7 @@ from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import ReliableSender
 from pyulogd.plugins.outputs.ipfix import INPUT_KEYS, IpfixOutput
 from tests.clocked import fake_context, loop_until
@@ -43,7 +44,7 @@ def udp_server() -> socket.socket:
 
 def stack_for(port: int, ctx: Context | None = None, **opts: Any) -> Any:
     conf = {"oid": 7, "host": "127.0.0.1", "port": port, "proto": "udp", **opts}
-    return make_stack([FlowSource, (IpfixOutput, conf)], ctx or Context(clock=FakeClock(wall=1795770100.0)))
+    return make_stack([FlowSource, (IpfixOutput, conf)], ctx or Context(loop=Loop(FakeClock(wall=1795770100.0))))
 
 
 def out(stack: Any) -> ReliableSender:

@@ -18,6 +18,7 @@ from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Filter, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 from pyulogd.io.sender import PROBE_WAIT
 from pyulogd.plugins.filters.ifindex import IfindexFilter
@@ -57,7 +58,7 @@ def utc() -> Iterator[None]:
 # -- golden
 def test_golden_file_byte_for_byte(tmp_path: Path) -> None:
     """Every NFLOG/BASE value of the 44 golden packets through IFINDEX, IP2STR and JSON."""
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = LinkCache(ctx, kernel=False)
     cache.update({2: "gbb0"})
     ctx.ifcache = cache
@@ -96,7 +97,7 @@ class Src(Source):
 
 def json_stack(tmp_path: Path, ctx: Context | None = None, source: type[Source] = Src, **opts: Any) -> Any:
     options = {"file": str(tmp_path / "out.json"), **opts}
-    return make_stack([source, (JsonOutput, options)], ctx or Context())
+    return make_stack([source, (JsonOutput, options)], ctx or Context(loop=Loop()))
 
 
 def lines(stack: Any, tmp_path: Path) -> list[str]:
@@ -130,7 +131,7 @@ def test_basic_object(tmp_path: Path) -> None:
 
 
 def test_time_of_writing_without_packet_time(tmp_path: Path) -> None:
-    ctx = Context(clock=FakeClock(wall=1795764188.7))
+    ctx = Context(loop=Loop(FakeClock(wall=1795764188.7)))
     stack = json_stack(tmp_path, ctx)
     stack.source.push(sec=None, usec=None)
     stack.source.push(sec=None, usec=42)  # 2.0.8 uses a valid usec even with the current second
@@ -144,7 +145,7 @@ def test_no_time_keys_upstream(tmp_path: Path) -> None:
         name = "FLOWSRC"
         output_keys = (Key("ct.event", T.UINT32),)
 
-    ctx = Context(clock=FakeClock(wall=1795764188.0))
+    ctx = Context(loop=Loop(FakeClock(wall=1795764188.0)))
     stack = json_stack(tmp_path, ctx, FlowSrc)
     stack.source.emit([None, 4])
     want = '{"timestamp": "2026-11-27T07:23:08", "dvc": "Netfilter", "ct.event": 4}'
@@ -221,7 +222,7 @@ class Typed(Source):
 
 
 def test_types(tmp_path: Path) -> None:
-    stack = json_stack(tmp_path, Context(), Typed, timestamp=0)
+    stack = json_stack(tmp_path, Context(loop=Loop()), Typed, timestamp=0)
     stack.source.emit([None, 255, True, 65535, 4294967295, 2**64 - 1, -5, -70000, 7, b"\x7f\0\0\1",
                        b"raw", "0x00", 1, 0])  # fmt: skip
     stack.source.emit([None, 0, False, 0, 65536, 2**63 - 1, 0, 0, 0, None, None, None, None, 3])
@@ -234,7 +235,7 @@ def test_types(tmp_path: Path) -> None:
 
 
 def test_boolean_label(tmp_path: Path) -> None:
-    stack = json_stack(tmp_path, Context(), Typed, timestamp=0, boolean_label=1)
+    stack = json_stack(tmp_path, Context(loop=Loop()), Typed, timestamp=0, boolean_label=1)
     row = [None] * 13
     stack.source.emit([None, *row[:12], 1])
     stack.source.emit([None, *row[:12], 0])
@@ -299,7 +300,7 @@ def test_unknown_mode_is_a_config_error(tmp_path: Path, mode: str) -> None:
 
 def test_mode_is_case_insensitive() -> None:
     for mode in ("FILE", "Tcp", "uDP", "UNIX"):
-        out = JsonOutput(Context(), "j", {**{o.name: o.default for o in JsonOutput.options}, "mode": mode})
+        out = JsonOutput(Context(loop=Loop()), "j", {**{o.name: o.default for o in JsonOutput.options}, "mode": mode})
         out.configure()
         assert out.mode == mode.lower()
 
@@ -608,7 +609,7 @@ def test_sighup_reconnects_socket(tmp_path: Path) -> None:
 
 
 def test_slow_peer_does_not_block(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)

@@ -19,6 +19,7 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
 from pyulogd.daemon import caps
 from pyulogd.io import netns as io_netns
+from pyulogd.io.loop import Loop
 from pyulogd.io.netns import NetnsHandle, NotANamespace, WrongNamespace, in_netns
 from pyulogd.io.rtnl import LinkCache
 from pyulogd.netns import registry as registry_mod
@@ -134,7 +135,7 @@ def follow(ctx: Context, fake: FakeNamespaces, spec: str = "qrouter-*,snat-*") -
 
 def test_manager_lifecycle(fake: FakeNamespaces) -> None:
     io_netns.home_fd()  # opened once for the process; not a leak of this test
-    ctx = Context()
+    ctx = Context(loop=Loop())
     before = open_fds()
     fake.add(f"qrouter-{RID}")  # present at start
     fake.add("other")  # not matching
@@ -181,7 +182,7 @@ def test_manager_lifecycle(fake: FakeNamespaces) -> None:
 
 
 def test_same_name_new_namespace_is_reattached(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack, manager, _ = follow(ctx, fake)
     fake.add("qrouter-a")
     spin(ctx, lambda: "qrouter-a" in manager.children)  # type: ignore[operator]
@@ -218,7 +219,7 @@ def test_attach_waits_for_the_mount(fake: FakeNamespaces) -> None:
 
 
 def test_failed_attach_is_counted_and_retried_at_rescan(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack, manager, _ = follow(ctx, fake)
     FakeInput.fail = {"qrouter-busy"}
     fake.add("qrouter-busy")
@@ -237,7 +238,7 @@ def test_failed_attach_is_counted_and_retried_at_rescan(fake: FakeNamespaces) ->
 
 
 def test_failed_namespace_deleted_is_not_retried(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack, manager, _ = follow(ctx, fake)
     FakeInput.fail = {"qrouter-busy"}
     fake.add("qrouter-busy")
@@ -252,7 +253,7 @@ def test_failed_namespace_deleted_is_not_retried(fake: FakeNamespaces) -> None:
 
 
 def test_two_inputs_share_one_watcher_and_one_handle(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     fake.add("qrouter-a")
     s1, m1, _ = follow(ctx, fake)
     s2, m2, _ = follow(ctx, fake, "qrouter-*")
@@ -267,7 +268,7 @@ def test_two_inputs_share_one_watcher_and_one_handle(fake: FakeNamespaces) -> No
 
 
 def test_missing_directory_is_watched_for(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     later = fake.dir.parent / "later"
     cap = Capture(ctx, "cap", {})
     stack = make_stack([(FakeInput, {"netns": "*", "netns_dir": str(later)}), cap], ctx)
@@ -280,7 +281,7 @@ def test_missing_directory_is_watched_for(fake: FakeNamespaces) -> None:
 
 
 def test_fixed_path(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     fake.add(f"qdhcp-{RID}")
     cap = Capture(ctx, "cap", {})
     stack = make_stack([(FakeInput, {"network_namespace_path": str(fake.dir / f"qdhcp-{RID}")}), cap], ctx)
@@ -300,7 +301,7 @@ def test_fixed_path_missing_fails_start(fake: FakeNamespaces) -> None:
 
 
 def test_no_option_no_tags() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cap = Capture(ctx, "cap", {})
     stack = make_stack([FakeInput, cap], ctx)
     src = stack.source
@@ -323,13 +324,13 @@ def test_config_errors(opts: dict[str, Any], match: str) -> None:
     cfg = {o.name: o.default for o in FakeInput.options}
     cfg.update(opts)
     with pytest.raises(ConfigError, match=match):
-        FakeInput(Context(), "f", cfg).configure()
+        FakeInput(Context(loop=Loop()), "f", cfg).configure()
 
 
 def test_relative_paths_are_made_absolute() -> None:
     cfg = {o.name: o.default for o in FakeInput.options}
     cfg.update(network_namespace_path="ns/x")
-    p = FakeInput(Context(), "f", cfg)
+    p = FakeInput(Context(loop=Loop()), "f", cfg)
     p.configure()
     assert p.config["network_namespace_path"] == os.path.abspath("ns/x")
 
@@ -338,7 +339,7 @@ def test_capabilities_are_decided_per_instance() -> None:
     def inst(cls: type[NetnsSource], **opts: Any) -> NetnsSource:
         cfg = {o.name: o.default for o in cls.options}
         cfg.update(pollinterval=10, **opts)
-        p = cls(Context(), "i", cfg)
+        p = cls(Context(loop=Loop()), "i", cfg)
         p.configure()
         return p
 
@@ -356,7 +357,7 @@ def test_capabilities_are_decided_per_instance() -> None:
 
 # -- tagging costs nothing for sources without trailer values
 def test_stack_tail_covers_trailer_keys() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     a, b = Capture(ctx, "a", {}), Capture(ctx, "b", {})
     s1 = make_stack([FakeInput, a], ctx)
     src = s1.source
@@ -381,7 +382,7 @@ class NsPackets(Source):
 
 
 def test_ifindex_resolves_in_the_records_namespace(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     own = LinkCache(ctx, kernel=False)
     own.update({2: "eth0"})
     ctx.ifcache = own
@@ -427,7 +428,7 @@ def test_logemu_netns_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pr
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     try:
-        ctx = Context()
+        ctx = Context(loop=Loop())
         ctx.hostname = "vm"
         path = tmp_path / "emu.log"
         stack = make_stack([PrintNs, (LogemuOutput, {"file": str(path), "netns_prefix": prefix})], ctx)

@@ -19,6 +19,7 @@ from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.pcap import PcapOutput, global_header
 from tests.helpers import make_stack, stop_stack
 
@@ -92,7 +93,7 @@ def test_global_header_as_ulogd2(tz: str, hexzone: str) -> None:
 
 def test_records(tmp_path: Path) -> None:
     path = tmp_path / "out.pcap"
-    ctx = Context(clock=FakeClock(wall=1795764200.25))
+    ctx = Context(loop=Loop(FakeClock(wall=1795764200.25)))
     stack = pcap_stack(path, ctx)
     stack.source.push(PKT4, totlen=28)
     stack.source.push(PKT6, family=10, payloadlen=8, sec=1795764154, usec=611736)
@@ -170,7 +171,7 @@ def test_unopenable_file_is_a_plugin_error(tmp_path: Path) -> None:
 
 
 def test_write_error_counted(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = pcap_stack(tmp_path / "out.pcap", ctx)
     sink = stack.sink
     os.close(sink.fd)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import pytest
 
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import DataType, Key, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
@@ -19,7 +20,7 @@ from tests.helpers import BaseKeys, Capture, NflogKeys, golden_packets, goldento
 
 
 def golden_ctx() -> Context:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     ctx.hostname = "vm"
     cache = LinkCache(ctx, kernel=False)
     cache.update({2: "gbb0"})  # the golden lab's interface
@@ -61,7 +62,7 @@ def line(**values: Any) -> str:
     row = {k.replace("_", ".").replace("mac.len", "mac_len"): v for k, v in values.items()}
     for name in row:
         assert name in _INPUT_NAMES, name
-    cap = Capture(Context(), "cap", {})
+    cap = Capture(Context(loop=Loop()), "cap", {})
     stack = make_stack([PktSource, PrintpktFilter, cap])
     stack.source.emit([None] + [row.get(n) for n in _INPUT_NAMES])
     assert stack.errors == 0
@@ -244,7 +245,7 @@ def test_prefix_bytes_pass_through() -> None:
 
 
 def test_runs_without_start() -> None:
-    cap = Capture(Context(), "cap", {})
+    cap = Capture(Context(loop=Loop()), "cap", {})
     stack = make_stack([PktSource, PrintpktFilter, cap], start=False)
     stack.source.emit([None] * (1 + len(_INPUT_NAMES)))
     assert cap.value(cap.records[0], "print") == "MAC= \n"

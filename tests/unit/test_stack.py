@@ -25,6 +25,7 @@ from pyulogd.core.plugin import (
     Source,
 )
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 
 
 class TSrc(Source):
@@ -95,7 +96,7 @@ def plugins() -> Iterator[None]:
 
 
 def service(text: str) -> Service:
-    svc = Service("t.conf", Context())
+    svc = Service("t.conf", Context(loop=Loop()))
     svc.load_config(parse_text(text, "t.conf"))
     return svc
 

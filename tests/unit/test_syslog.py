@@ -20,6 +20,7 @@ from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import PROBE_WAIT, ReliableSender
 from pyulogd.io.sendstate import POLL
 from pyulogd.plugins.outputs.syslog import FACILITIES, LEVELS, SyslogOutput
@@ -90,7 +91,7 @@ def test_unknown_facility_or_level(opt: str, value: str, msg: str) -> None:
 
 def test_wire_format_facility_level(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context(clock=FakeClock(wall=1795766886.5))  # Nov 27 08:08:06 UTC
+    ctx = Context(loop=Loop(FakeClock(wall=1795766886.5)))  # Nov 27 08:08:06 UTC
     with dgram_server(path) as server:
         stack = syslog_stack(ctx, socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
         stack.source.push("ACCEPT-TCP IN=lo OUT= MAC= MARK=0x0 \n")
@@ -103,7 +104,7 @@ def test_wire_format_facility_level(tmp_path: Path) -> None:
 
 def test_day_is_space_padded_and_kern_notice_default(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context(clock=FakeClock(wall=1794038400.0))  # Nov  7 08:00:00 UTC
+    ctx = Context(loop=Loop(FakeClock(wall=1794038400.0)))  # Nov  7 08:00:00 UTC
     with dgram_server(path) as server:
         stack = syslog_stack(ctx, socket=str(path))
         stack.source.push("x\n")
@@ -142,7 +143,7 @@ def test_same_bytes_as_glibc_syslog(tmp_path: Path) -> None:
     sec = time.mktime(time.strptime(f"{time.gmtime().tm_year} {stamp}", "%Y %b %d %H:%M:%S"))
     path = tmp_path / "ours.sock"
     with dgram_server(path) as server:
-        ctx = Context(clock=FakeClock(wall=sec))
+        ctx = Context(loop=Loop(FakeClock(wall=sec)))
         stack = syslog_stack(ctx, socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
         stack.source.push(text)
         stack.sink.flush()
@@ -164,7 +165,7 @@ def test_udp_and_tcp_remote(tmp_path: Path) -> None:
     with socket.socket() as t:
         t.bind(("127.0.0.1", 0))
         t.listen(1)
-        ctx = Context()
+        ctx = Context(loop=Loop())
         stack = syslog_stack(ctx, host="127.0.0.1", port=str(t.getsockname()[1]), proto="tcp")
         conn, _ = t.accept()
         with conn:
@@ -262,7 +263,7 @@ def test_overflow_counted_and_reported(tmp_path: Path) -> None:
 
 def test_reader_that_never_reads_does_not_block(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     with dgram_server(path):
         stack = syslog_stack(ctx, socket=str(path), queue=64 * 1024)
         start = time.monotonic()

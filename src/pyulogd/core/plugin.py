@@ -22,28 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+# Defined in core/keys.py (the codecs declare their keys with them, see there); re-exported so
+# that a plugin finds every declaration here.
+from pyulogd.core.keys import Key as Key
+from pyulogd.core.keys import KeyType as KeyType
+
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
-
-
-class KeyType(enum.IntEnum):
-    """ulogd's key types; the numbers are ulogd's own (``ULOGD_RET_*``)."""
-
-    NONE = 0x0000
-    INT8 = 0x0001
-    INT16 = 0x0002
-    INT32 = 0x0003
-    INT64 = 0x0004
-    UINT8 = 0x0011
-    UINT16 = 0x0012
-    UINT32 = 0x0013
-    UINT64 = 0x0014
-    BOOL = 0x0050
-    IPADDR = 0x0100
-    IP6ADDR = 0x0200
-    STRING = 0x8020
-    RAW = 0x8030
-    RAWSTR = 0x8040
 
 
 # Words ``ulogd -i`` prints for each type.
@@ -93,18 +78,6 @@ class DataType(enum.IntFlag):
 OK = 0
 ERR = -1
 STOP = -2
-
-
-@dataclass(frozen=True, slots=True)
-class Key:
-    """A named value a plugin produces (output key) or consumes (input key)."""
-
-    name: str
-    type: KeyType = KeyType.NONE
-    optional: bool = False
-    inactive: bool = False
-    cim: str | None = None  # the JSON output's field name for this key (src_ip, dest_port, ...)
-    help: str = ""
 
 
 class OptionType(enum.Enum):

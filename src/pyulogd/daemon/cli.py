@@ -16,6 +16,7 @@ from pyulogd.core.info import describe
 from pyulogd.daemon import caps, process
 from pyulogd.daemon.service import Service
 from pyulogd.io import netns
+from pyulogd.io.loop import Loop
 
 DEFAULT_CONFIG = "/etc/ulogd.conf"
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError:
             sys.stdout.write(f"Unknown user {args.uid}.\n")
             return 1
-    ctx = Context()
+    ctx = Context(loop=Loop())
     if args.loglevel:
         try:
             level = int(args.loglevel)

@@ -12,6 +12,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Plugin, Sink, Source
 from pyulogd.core.stack import Stack, build_stack
+from pyulogd.io.loop import Loop
 
 GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack")
 
@@ -19,7 +20,7 @@ GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack")
 class Service:
     def __init__(self, config_path: str, ctx: Context | None = None) -> None:
         self.config_path = config_path
-        self.ctx = ctx or Context()
+        self.ctx = ctx or Context(loop=Loop())
         self.stacks: list[Stack] = []
         self.sources: dict[str, Source] = {}
         self.started: list[Plugin] = []

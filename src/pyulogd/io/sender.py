@@ -45,8 +45,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.backoff import Backoff
+from pyulogd.core.context import TimerHandle
 from pyulogd.core.plugin import Option, OptionType
-from pyulogd.io.loop import Timer
 from pyulogd.io.sendstate import FLUSH_AT, PROBE_WAIT, SLACK, SendQueue, SendState
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class ReliableSender:
                                datagram=bool(targets) and targets[0][1] == socket.SOCK_DGRAM)
         self.sock: socket.socket | None = None
         self.connected = False
-        self._timer: Timer | None = None
+        self._timer: TimerHandle | None = None
         self._failing = False
         self._lost_in_burst = 0
         self._closed = False

@@ -23,7 +23,7 @@ from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import OK, DataType, Filter, Key, KeyType
 from pyulogd.io.netns import NetnsHandle
 from pyulogd.io.rtnl import LinkCache, get_link_cache
-from pyulogd.netns.registry import get_namespaces
+from pyulogd.netns.registry import find_namespaces, get_namespaces
 
 # A namespace whose link table cannot be read is not tried again within this many seconds.
 _RETRY_NETNS = 1.0
@@ -64,7 +64,7 @@ class IfindexFilter(Filter):
         if self._cache is not None:
             self._cache.release()
             self._cache = None
-        reg = self.ctx.namespaces
+        reg = find_namespaces(self.ctx)
         if reg is not None and self._netns_closed in reg.on_close:
             reg.on_close.remove(self._netns_closed)
         for cache in getattr(self, "_ns_caches", {}).values():
@@ -114,7 +114,7 @@ class IfindexFilter(Filter):
         or its table cannot be read."""
         now = self.ctx.clock.monotonic()
         failed = self._ns_failed.get(ns)
-        reg = self.ctx.namespaces
+        reg = find_namespaces(self.ctx)
         handle = reg.lookup(ns) if reg is not None else None
         if handle is None or (failed is not None and now - failed < _RETRY_NETNS):
             self.ctx.stats.incr("ifindex.netns_unresolved")

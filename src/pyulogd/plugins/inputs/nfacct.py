@@ -28,11 +28,10 @@ import signal
 from typing import Any
 
 from pyulogd.codec import nfacct as codec
-from pyulogd.core.context import Context
+from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
 from pyulogd.core.ratelimit import Burst
-from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
@@ -90,7 +89,7 @@ class NfacctInput(NetnsSource):
         self.interval: int = config["pollinterval"]
         self.zero = bool(config["zerocounter"])
         self.timestamp = bool(config["timestamp"])
-        self._timer: Timer | None = None
+        self._timer: TimerHandle | None = None
         # The dump in progress: its sequence number, when it was sent (monotonic clock;
         # wall clock for the oob.time keys) and the counters received so far.
         self._seq: int | None = None

@@ -48,11 +48,11 @@ from typing import Any
 
 from pyulogd.codec import ctbpf
 from pyulogd.codec import nfct as codec
-from pyulogd.core.context import Context
+from pyulogd.codec.nfct_filter import FlowFilter
+from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
+from pyulogd.core.plugin import DataType, Option, OptionType
 from pyulogd.core.ratelimit import Burst
-from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
@@ -115,40 +115,6 @@ OPTIONS = (
            "(packet/byte counters) and nf_conntrack_timestamp (kernel start/end times) at start"),
 )
 
-T = KeyType
-_KEY_HELP: dict[str, tuple[KeyType, str]] = {
-    "orig.ip.saddr": (T.IPADDR, "original-direction source address"),
-    "orig.ip.daddr": (T.IPADDR, "original-direction destination address"),
-    "orig.ip.protocol": (T.UINT8, "layer 4 protocol number"),
-    "orig.l4.sport": (T.UINT16, "original-direction source port (TCP, UDP, UDP-Lite, SCTP, DCCP)"),
-    "orig.l4.dport": (T.UINT16, "original-direction destination port"),
-    "orig.raw.pktlen": (T.UINT64, "original-direction bytes (needs nf_conntrack_acct)"),
-    "orig.raw.pktcount": (T.UINT64, "original-direction packets (needs nf_conntrack_acct)"),
-    "reply.ip.saddr": (T.IPADDR, "reply-direction source address (differs from orig.ip.daddr under DNAT)"),
-    "reply.ip.daddr": (T.IPADDR, "reply-direction destination address (differs from orig.ip.saddr "
-                       "under SNAT)"),
-    "reply.ip.protocol": (T.UINT8, "layer 4 protocol number of the reply tuple"),
-    "reply.l4.sport": (T.UINT16, "reply-direction source port"),
-    "reply.l4.dport": (T.UINT16, "reply-direction destination port"),
-    "reply.raw.pktlen": (T.UINT64, "reply-direction bytes (needs nf_conntrack_acct)"),
-    "reply.raw.pktcount": (T.UINT64, "reply-direction packets (needs nf_conntrack_acct)"),
-    "icmp.code": (T.UINT8, "ICMP code of an ICMP flow"),
-    "icmp.type": (T.UINT8, "ICMP type of an ICMP flow"),
-    "icmpv6.code": (T.UINT8, "ICMPv6 code of an ICMPv6 flow (as ulogd2 2.0.9)"),
-    "icmpv6.type": (T.UINT8, "ICMPv6 type of an ICMPv6 flow (as ulogd2 2.0.9)"),
-    "ct.mark": (T.UINT32, "conntrack mark"),
-    "ct.id": (T.UINT32, "kernel conntrack id"),
-    "ct.event": (T.UINT32, "1 NEW, 2 UPDATE, 4 DESTROY"),
-    "flow.start.sec": (T.UINT32, "flow start (kernel timestamp, else the time the NEW event was read)"),
-    "flow.start.usec": (T.UINT32, "microseconds of flow.start.sec"),
-    "flow.end.sec": (T.UINT32, "flow end (kernel timestamp, else the time the DESTROY was read)"),
-    "flow.end.usec": (T.UINT32, "microseconds of flow.end.sec"),
-    "oob.family": (T.UINT8, "protocol family (2 IPv4, 10 IPv6)"),
-    "oob.protocol": (T.UINT16, "layer 3 protocol as ethertype (2048 IPv4, 34525 IPv6); ulogd2: always 0"),
-    "ct": (T.RAW, "the conntrack entry's ctnetlink attributes"),
-}
-OUTPUT_KEYS = tuple(Key(name, _KEY_HELP[name][0], help=_KEY_HELP[name][1]) for name in codec.KEYS)
-
 # Counters in ctx.stats, as nfct.<instance id>.<name>.
 STAT_NAMES = (
     "events", "malformed", "enobufs", "netlink_errors", "unexpected", "truncated", "recv_errors",
@@ -165,7 +131,7 @@ class NfctInput(NetnsSource):
     so_name = "ulogd_inpflow_NFCT.so"
     output_type = DataType.FLOW
     options = OPTIONS + NETNS_OPTIONS
-    output_keys = OUTPUT_KEYS + NETNS_KEYS
+    output_keys = codec.OUTPUT_KEYS + NETNS_KEYS
     description = "connection tracking events and table dumps (flows, with NAT tuples)"
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -176,10 +142,10 @@ class NfctInput(NetnsSource):
         self.use_hash = bool(config["hash_enable"])
         self.max_entries: int = config["hash_max_entries"]
         self.flows: dict[tuple[Any, ...], Entry] = {}
-        self.accept: codec.FlowFilter | None = None
-        self._resync_timer: Timer | None = None
-        self._poll_timer: Timer | None = None
-        self._sweep_timer: Timer | None = None
+        self.accept: FlowFilter | None = None
+        self._resync_timer: TimerHandle | None = None
+        self._poll_timer: TimerHandle | None = None
+        self._sweep_timer: TimerHandle | None = None
         # Flows of the initial dump that the kernel may never send events for (see _initial_dump).
         self._silent: set[tuple[Any, ...]] = set()
         self._rcvbuf_asked = 0
@@ -205,7 +171,7 @@ class NfctInput(NetnsSource):
         if c["accounting"] not in (0, 1):
             raise ConfigError("accounting must be 0 or 1")
         try:
-            self.accept = codec.FlowFilter.parse(
+            self.accept = FlowFilter.parse(
                 c["accept_src_filter"], c["accept_dst_filter"], c["accept_proto_filter"])
         except ValueError as e:
             raise ConfigError(str(e)) from None

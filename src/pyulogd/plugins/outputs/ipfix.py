@@ -32,9 +32,9 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.codec import ipfix as codec
+from pyulogd.core.context import TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
-from pyulogd.io.loop import Timer
 from pyulogd.io.sender import ReliableSender, resolve, sender_options
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class IpfixOutput(Sink):
         self._msg_templates: set[int] = set()
         self._msg_len = codec.HEADER.size
         self._msg_records = 0
-        self._timer: Timer | None = None
+        self._timer: TimerHandle | None = None
         self._sessions = 0
 
     def configure(self) -> None:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
-from pyulogd.plugins.outputs.logemu import FLUSH_AT, LineFile
+from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context

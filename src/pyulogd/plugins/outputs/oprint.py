@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType
 from pyulogd.plugins.outputs.keytext import KINDS, fields, producers
-from pyulogd.plugins.outputs.logemu import LineFile, LineFileSink
+from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.codec import netlink as nl
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option, OptionType, Sink
-from pyulogd.plugins.outputs.logemu import LineFile
+from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
