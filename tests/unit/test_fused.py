@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyulogd.codec import nfct
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
@@ -28,19 +29,22 @@ VECTORS = Path(__file__).resolve().parents[2] / "tests/vectors/nfct"
 STACK = "ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
+class Clock(FakeClock):
+    """Each reading of the wall clock is 0.37 s after the last: a new second every few
+    events, so the head cache is exercised."""
 
-    def __call__(self) -> float:
-        self.t += 0.37  # a new second every few events: the head cache is exercised
-        return self.t
+    def __init__(self) -> None:
+        super().__init__(wall=T0)
+
+    def wall(self) -> float:
+        self.advance(0.37)
+        return super().wall()
 
 
 def service(tmp: str, name: str, fuse: bool, stack: str = STACK, extra: str = "") -> Service:
     text = (f"[global]\nstack={stack}\nfusion={int(fuse)}\n[ct1]\nevent_mask=0x7\nhash_enable=0\n"
             f'[emu1]\nfile="{tmp}/{name}.log"\nsync=1\n{extra}')  # fmt: skip
-    ctx = Context(loop=Loop(), hostname="vm", now=Clock())
+    ctx = Context(loop=Loop(Clock()), hostname="vm")
     svc = Service(f"{tmp}/{name}.conf", ctx)
     svc.load_config(parse_text(text))
     for inst in svc.stacks[0].instances[1:]:

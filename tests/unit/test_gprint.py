@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.io.loop import Loop
@@ -36,8 +37,7 @@ def utc() -> Iterator[None]:
 
 
 def stack(tmp_path: Path, **opts: Any) -> Any:
-    ctx = Context(loop=Loop(), hostname="vm")
-    ctx.now = lambda: NOW
+    ctx = Context(loop=Loop(FakeClock(wall=NOW)), hostname="vm")
     return make_stack([TypedSource, Shadow, (GprintOutput, {"file": str(tmp_path / "g.txt"), **opts})], ctx)
 
 

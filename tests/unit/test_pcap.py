@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
@@ -92,7 +93,7 @@ def test_global_header_as_ulogd2(tz: str, hexzone: str) -> None:
 
 def test_records(tmp_path: Path) -> None:
     path = tmp_path / "out.pcap"
-    ctx = Context(loop=Loop(), now=lambda: 1795764200.25)
+    ctx = Context(loop=Loop(FakeClock(wall=1795764200.25)))
     stack = pcap_stack(path, ctx)
     stack.source.push(PKT4, totlen=28)
     stack.source.push(PKT6, family=10, payloadlen=8, sec=1795764154, usec=611736)

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from pyulogd.core import safefile
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import Key, KeyType, Plugin, Source
@@ -97,7 +98,7 @@ FILES = {
 
 
 def context(run_as: safefile.RunAs | None) -> Context:
-    ctx = Context(loop=Loop(), now=lambda: NOW)
+    ctx = Context(loop=Loop(FakeClock(wall=NOW)))
     ctx.run_as = run_as
     ctx.log.run_as = run_as
     return ctx

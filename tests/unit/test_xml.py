@@ -24,6 +24,7 @@ import pytest
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfct
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
@@ -281,9 +282,7 @@ class SumSource(Source):
 
 
 def clock(t: float = NOW) -> Context:
-    ctx = Context(loop=Loop(), hostname="vm")
-    ctx.now = lambda: t
-    return ctx
+    return Context(loop=Loop(FakeClock(wall=t)), hostname="vm")
 
 
 def xml_stack(src: type[Source], tmp_path: Path, ctx: Context, **opts: Any) -> Any:
@@ -351,12 +350,11 @@ def test_long_records_are_written(tmp_path: Path) -> None:
 
 
 def test_sighup_closes_and_starts_a_new_file(tmp_path: Path) -> None:
-    t = [NOW]
-    ctx = Context(loop=Loop(), hostname="vm")
-    ctx.now = lambda: t[0]
+    clk = FakeClock(wall=NOW)
+    ctx = Context(loop=Loop(clk), hostname="vm")
     stack = xml_stack(FlowSource, tmp_path, ctx)
     stack.source.emit([None, 1, FLOWS["new tcp"][20:]])
-    t[0] += 61
+    clk.advance(61)
     stack.sink.signal(signal.SIGHUP)
     stack.source.emit([None, 4, FLOWS["destroy tcp"][20:]])
     stack.sink.signal(signal.SIGHUP)  # same second: the same file gets a second header, as in 2.0.8
@@ -370,17 +368,16 @@ def test_sighup_closes_and_starts_a_new_file(tmp_path: Path) -> None:
 
 
 def test_sighup_keeps_the_old_file_when_the_new_one_cannot_be_opened(tmp_path: Path) -> None:
-    t = [NOW]
-    ctx = Context(loop=Loop(), hostname="vm")
-    ctx.now = lambda: t[0]
+    clk = FakeClock(wall=NOW)
+    ctx = Context(loop=Loop(clk), hostname="vm")
     d = tmp_path / "d"
     d.mkdir()
     stack = xml_stack(FlowSource, d, ctx)
     d.chmod(0o500)
     try:
-        t[0] += 1
+        clk.advance(1)
         if os.access(d, os.W_OK):  # root ignores the mode bits: make the name a directory instead
-            (d / file_name("flow", t[0])).mkdir()
+            (d / file_name("flow", clk.wall())).mkdir()
         stack.sink.signal(signal.SIGHUP)
         stack.source.emit([None, 1, FLOWS["new tcp"][20:]])
         stop_stack(stack)

@@ -92,7 +92,7 @@ def flow_line(stack: Stack) -> Run | None:
                         return
                     sec = rec[s_sec]
                     if sec is None:
-                        sec = int(ctx.now())
+                        sec = int(ctx.clock.wall())
                     if sec != emu.head_sec:
                         emu.new_second(sec)
                     ns = rec[s_netns]

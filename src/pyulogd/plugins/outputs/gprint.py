@@ -80,7 +80,7 @@ class GprintOutput(LineFileSink):
     def interp(self, rec: list[Any]) -> int:
         head = ""
         if self._timestamp:
-            sec = int(self.ctx.now())
+            sec = int(self.ctx.clock.wall())
             if sec != self._sec:
                 self._head = stamp(sec)
                 self._sec = sec

@@ -90,7 +90,7 @@ class GraphiteOutput(Sink):
         name = rec[self._s_name] or ""
         ts = rec[self._s_sec]
         if not ts:
-            ts = int(self.ctx.now())
+            ts = int(self.ctx.clock.wall())
         pkts = rec[self._s_pkts] or 0
         nbytes = rec[self._s_bytes] or 0
         p = f"{self.prefix}.{name}"

@@ -76,7 +76,7 @@ class LogemuOutput(LineFileSink):
             return OK
         sec = rec[self._s_sec]
         if sec is None:
-            sec = int(self.ctx.now())
+            sec = int(self.ctx.clock.wall())
         if sec != self.head_sec:
             self.new_second(sec)
         out = self.out

@@ -167,7 +167,7 @@ class PcapOutput(Sink):
         sec = rec[self._s_sec]
         usec = rec[self._s_usec]
         if sec is None or usec is None:
-            now = self.ctx.now()
+            now = self.ctx.clock.wall()
             sec = int(now)
             usec = int((now - sec) * 1_000_000)
         data = bytes(pkt[:caplen])

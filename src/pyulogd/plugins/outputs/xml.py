@@ -387,7 +387,7 @@ class XmlOutput(Sink):
         self._tm = ""
 
     def _path(self) -> str:
-        return f"{self.config['directory']}/{file_name(self.infix, self.ctx.now())}"
+        return f"{self.config['directory']}/{file_name(self.infix, self.ctx.clock.wall())}"
 
     def _new_file(self, path: str) -> LineFile:
         return LineFile(self.ctx, path, bool(self.config["sync"]), f"xml.{self.id}", "XML")
@@ -447,7 +447,7 @@ class XmlOutput(Sink):
         self._header()
 
     def _when(self) -> tuple[float, str]:
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         sec = int(now)
         if sec != self._sec:
             self._tm = time_fields(sec)
