@@ -30,3 +30,7 @@ class Context:
     ns_ifcaches: dict[int, Any] = field(default_factory=dict)
     # Namespaces inputs work in and the directories they follow (netns/registry.py).
     namespaces: Namespaces | None = None
+
+    def __post_init__(self) -> None:
+        if self.log.stats is None:
+            self.log.stats = self.stats  # lines the log loses are counted with everything else

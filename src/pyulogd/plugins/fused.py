@@ -77,6 +77,7 @@ def flow_line(stack: Stack) -> Run | None:
     formats = FAST_FORMATS
     ctx = stack.ctx
     add = emu.out.add
+    ns_text = emu.ns_text
 
     def run(rec: list[Any]) -> None:
         proto = rec[s_oproto]
@@ -101,7 +102,7 @@ def flow_line(stack: Stack) -> Run | None:
                     if sec != emu._sec:
                         emu.new_second(sec)
                     ns = rec[s_netns]
-                    add(emu._head + text if ns is None else f"{emu._head}[{ns}] {text}")
+                    add(emu._head + text if ns is None else f"{emu._head}[{ns_text(ns)}] {text}")
                     return
             except Exception as e:  # as the stack's own run: a bug must not take the daemon down
                 raised(e)

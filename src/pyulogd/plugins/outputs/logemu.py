@@ -17,6 +17,8 @@ appending to one file never interleave inside a line.
 from an input with ``netns=`` or ``network_namespace_path=``) as ``[<name>] `` between the
 host name and the print string: ``Nov 27 09:14:05 host [qrouter-<id>] IN=qr-1 OUT=...``.
 Records without a namespace, and every record with the default 0, keep ulogd2's format.
+The name is escaped as every outside string is (pyulogd.core.escape), and so is the host
+name: the ``print`` string comes escaped from PRINTPKT, so no name can start a line.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import PluginError
+from pyulogd.core.escape import EscapeCache, escape_text
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.io.append import AppendError, append
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -54,6 +59,8 @@ class LineFile:
         self._errors_name = stat_prefix + ".write_errors"
         self._lost_name = stat_prefix + ".lines_lost"
         self._failing = False
+        self._lost_burst = 0  # lines lost in the current burst of failures
+        self._torn = False  # a half line stayed at the end of the file
 
     def open(self) -> None:
         try:
@@ -71,32 +78,42 @@ class LineFile:
         pending = self.pending
         if not pending:
             return
-        # Prefix bytes that were not UTF-8 go out exactly as the kernel gave them.
+        # Outside strings were escaped by whoever made the line (pyulogd.core.escape), so this
+        # is plain UTF-8; surrogateescape only keeps a bug elsewhere from raising here.
         data = "".join(pending).encode("utf-8", "surrogateescape")
         lines = len(pending)
-        pending.clear()
-        self.size = 0
         if self.fd < 0:
+            pending.clear()
+            self.size = 0
             self._lost(lines, "file is not open")
             return
-        view = memoryview(data)
+        # After a half line that could not be cut off, start on a line of our own.
+        head = b"\n" if self._torn else b""
         try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as e:
-            # Lines already written stay written; the rest of this batch is lost.
-            self._lost(lines if len(view) == len(data) else data[-len(view) :].count(b"\n"), e.strerror)
+            append(self.fd, head + data if head else data, lambda: _ends(pending, len(head)))
+        except AppendError as e:
+            # Whole lines written stay written, a half one is cut off; the rest is lost.
+            self._torn = e.torn or (bool(head) and not e.kept)
+            pending.clear()
+            self.size = 0
+            self._lost(lines - max(0, e.kept - len(head)), e.strerror)
             return
+        pending.clear()
+        self.size = 0
+        self._torn = False
         if self._failing:
             self._failing = False
-            self.ctx.log.notice(f"{self.label}: writing to {self.path!r} works again")
+            self.ctx.log.notice(f"{self.label}: writing to {self.path!r} works again "
+                                f"({self._lost_burst} line(s) lost)")
 
     def _lost(self, lines: int, reason: str | None) -> None:
         self.ctx.stats.incr(self._errors_name)
         self.ctx.stats.incr(self._lost_name, lines)
         if not self._failing:  # once per burst of failures
             self._failing = True
+            self._lost_burst = 0
             self.ctx.log.error(f"{self.label}: can't write to {self.path!r}: {reason}; dropping lines")
+        self._lost_burst += lines
 
     def reopen(self) -> None:
         """SIGHUP (log rotation): new lines go to a freshly opened file of the same name."""
@@ -107,14 +124,32 @@ class LineFile:
             self.ctx.log.error(f"{self.label}: can't reopen {self.path!r}: {e.strerror}; keeping old file")
             return
         old, self.fd = self.fd, fd
+        self._torn = False
         if old >= 0:
-            os.close(old)
+            _close(old)
 
     def close(self) -> None:
         self.flush()
         if self.fd >= 0:
-            os.close(self.fd)
+            _close(self.fd)
             self.fd = -1
+
+
+def _ends(items: list[str], start: int) -> Iterator[int]:
+    """Where each item ends in the bytes written (after ``start`` bytes of our own)."""
+    pos = start
+    if start:
+        yield start
+    for item in items:
+        pos += len(item.encode("utf-8", "surrogateescape"))
+        yield pos
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:  # EIO of a last delayed write: nothing to do about it any more
+        pass
 
 
 
@@ -162,6 +197,8 @@ class LogemuOutput(LineFileSink):
         )
         self._sec = -1
         self._head = ""
+        # Namespace names are outside strings: escaped (pyulogd.core.escape), cached by name.
+        self.ns_text = EscapeCache(256)
 
     def start(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
@@ -172,7 +209,7 @@ class LogemuOutput(LineFileSink):
     def new_second(self, sec: int) -> None:
         """The line head for a new second: ``Mmm dd hh:mm:ss hostname ``."""
         # ctime() is English whatever the locale, as in C; cached for the second.
-        self._head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
+        self._head = f"{time.ctime(sec)[4:19]} {escape_text(self.ctx.hostname)} "
         self._sec = sec
 
     def interp(self, rec: list[Any]) -> int:
@@ -186,7 +223,7 @@ class LogemuOutput(LineFileSink):
             self.new_second(sec)
         out = self.out
         ns = rec[self._s_netns]
-        line = self._head + text if ns is None else f"{self._head}[{ns}] {text}"
+        line = self._head + text if ns is None else f"{self._head}[{self.ns_text(ns)}] {text}"
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:

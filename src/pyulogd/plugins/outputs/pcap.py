@@ -17,6 +17,7 @@ logged once per burst and counted (``pcap.<id>.write_errors``, ``pcap.<id>.recor
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import struct
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.io.append import AppendError, append
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -81,8 +83,7 @@ class PcapOutput(Sink):
         try:
             if os.fstat(fd).st_size == 0:
                 header = global_header()
-                if os.write(fd, header) != len(header):
-                    raise OSError(0, "short write of the pcap header")
+                append(fd, header, lambda: (len(header),))  # half a header is cut off again
         except OSError:
             os.close(fd)
             raise
@@ -122,18 +123,19 @@ class PcapOutput(Sink):
             return
         data = b"".join(pending)
         records = self.records
-        pending.clear()
+        self.pending = []  # the old list gives the record boundaries if the write fails
         self.size = 0
         self.records = 0
         if self.fd < 0:
             self._lost(records, "file is not open")
             return
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as e:
-            self._lost(records, e.strerror)
+            # A record the filesystem only half took is cut off again: the file stays readable.
+            append(self.fd, data, lambda: itertools.accumulate(len(r) for r in pending))
+        except AppendError as e:
+            if e.torn:
+                self.ctx.log.error(f"PCAP: {self.path!r} ends in a partial record that could not be cut off")
+            self._lost(records - e.kept, e.strerror)
             return
         if self._failing:
             self._failing = False
