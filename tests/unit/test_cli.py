@@ -69,6 +69,17 @@ def test_bad_config_refused_with_file_line_reason(
         assert w in err
 
 
+def test_junk_before_global_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case: bytes that are not text before [global] gave a traceback (the
+    notice about the ignored line raised in syslog())."""
+    conf = tmp_path / "junk.conf"
+    conf.write_bytes(b"\xff\xfe\x00junk\n[global]\nstack=log1:NFLOG,emu1:LOGEMU\n")
+    assert main(["-c", str(conf)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"pyulogd: configuration error: {conf}:1: not text: \\xff at column 1 (a config file is UTF-8 " \
+        "text without control characters)\n"
+
+
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-c", str(tmp_path / "nope.conf")]) == 1
     assert "nope.conf" in capsys.readouterr().err

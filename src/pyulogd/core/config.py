@@ -81,15 +81,16 @@ def _words(line: str, delims: str) -> list[str | None]:
 
 # Not text: control characters (except TAB, and CR right before the newline), a byte order
 # mark, and (outside comment lines, which nothing reads) bytes that are not UTF-8.
-_JUNK = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_JUNK_CLASS = "\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ufeff"
+_JUNK = re.compile(f"[{_JUNK_CLASS}\udc80-\udcff]")
+_JUNK_IN_COMMENT = re.compile(f"[{_JUNK_CLASS}]")
 
 
 def _check_text(text: str, path: str) -> None:
     """Refuse a config that is not text, naming file, line and the character (escaped)."""
     for lineno, raw in enumerate(text.split("\n"), start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
-        bad = _JUNK.search(line) or (None if line[:1] == "#" else _NOT_UTF8.search(line))
+        bad = (_JUNK_IN_COMMENT if line[:1] == "#" else _JUNK).search(line)
         if bad is not None:
             raise ConfigError(
                 f"not text: {escape_text(bad.group())} at column {bad.start() + 1} (a config file is UTF-8 "
