@@ -53,13 +53,15 @@ def test_a_half_line_is_cut_off(tmp_path: Path) -> None:
 
     def work() -> Any:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        data = b"line one\nline two\nline three\n"
         try:
-            append(fd, b"line one\nline two\nline three\n")
+            append(fd, data)
         except AppendError as e:
-            return {"kept": e.kept, "torn": e.torn, "errno": e.errno}
+            kept, torn = e.settle(fd, data)
+            return {"kept": kept, "torn": torn, "errno": e.errno, "done": e.done}
         return "written"
 
-    assert limited(20, work) == {"kept": 1, "torn": False, "errno": 27}  # EFBIG
+    assert limited(20, work) == {"kept": 1, "torn": False, "errno": 27, "done": 16}  # EFBIG after 16 bytes
     assert path.read_bytes() == b"old\nline one\n"  # not b"old\nline one\nline tw"
 
 
@@ -69,10 +71,12 @@ def test_a_half_record_is_cut_off(tmp_path: Path) -> None:
 
     def work() -> Any:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        data = b"".join(records)
         try:
-            append(fd, b"".join(records), lambda: (10, 20, 30))
+            append(fd, data)
         except AppendError as e:
-            return {"kept": e.kept, "torn": e.torn}
+            kept, torn = e.settle(fd, data, (10, 20, 30))
+            return {"kept": kept, "torn": torn}
         return "written"
 
     assert limited(25, work) == {"kept": 2, "torn": False}

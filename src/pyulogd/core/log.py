@@ -132,17 +132,21 @@ class Logger:
         try:
             if self.fd >= 0:
                 data = text.encode("utf-8", "surrogateescape")
-                append(self.fd, b"\n" + data if self._torn else data)
+                head = 1 if self._torn else 0  # a half line stayed: end it first
+                if head:
+                    data = b"\n" + data
+                try:
+                    append(self.fd, data)
+                except AppendError as e:
+                    kept, torn = e.settle(self.fd, data)  # whole lines stay, a half one goes
+                    self._torn = torn or (bool(head) and not kept)
+                    if self._failing is not None and kept > head:
+                        self._lost_since = 0  # the notice got through, this line did not
+                    raise
                 self._torn = False
             elif self.stream is not None:
                 self.stream.write(text)
                 self.stream.flush()
-        except AppendError as e:
-            self._torn = self._torn or e.torn
-            if self._failing is not None and e.kept:
-                self._lost_since = 0  # the notice got through, this line did not
-            self._lost(line, e.strerror or str(e))
-            return False
         except (OSError, ValueError) as e:  # ValueError: a closed stream
             self._lost(line, (e.strerror if isinstance(e, OSError) else None) or str(e))
             return False

@@ -88,15 +88,18 @@ class LineFile:
             self._lost(lines, "file is not open")
             return
         # After a half line that could not be cut off, start on a line of our own.
-        head = b"\n" if self._torn else b""
+        if self._torn:
+            data = b"\n" + data
         try:
-            append(self.fd, head + data if head else data, lambda: _ends(pending, len(head)))
+            append(self.fd, data)
         except AppendError as e:
             # Whole lines written stay written, a half one is cut off; the rest is lost.
-            self._torn = e.torn or (bool(head) and not e.kept)
+            head = 1 if self._torn else 0
+            kept, torn = e.settle(self.fd, data, _ends(pending, head))
+            self._torn = torn or (bool(head) and not kept)
             pending.clear()
             self.size = 0
-            self._lost(lines - max(0, e.kept - len(head)), e.strerror)
+            self._lost(lines - max(0, kept - head), e.strerror)
             return
         pending.clear()
         self.size = 0

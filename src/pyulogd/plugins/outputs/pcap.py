@@ -83,7 +83,11 @@ class PcapOutput(Sink):
         try:
             if os.fstat(fd).st_size == 0:
                 header = global_header()
-                append(fd, header, lambda: (len(header),))  # half a header is cut off again
+                try:
+                    append(fd, header)
+                except AppendError as e:
+                    e.settle(fd, header, (len(header),))  # half a header is cut off again
+                    raise
         except OSError:
             os.close(fd)
             raise
@@ -131,11 +135,12 @@ class PcapOutput(Sink):
             return
         try:
             # A record the filesystem only half took is cut off again: the file stays readable.
-            append(self.fd, data, lambda: itertools.accumulate(len(r) for r in pending))
+            append(self.fd, data)
         except AppendError as e:
-            if e.torn:
+            kept, torn = e.settle(self.fd, data, itertools.accumulate(len(r) for r in pending))
+            if torn:
                 self.ctx.log.error(f"PCAP: {self.path!r} ends in a partial record that could not be cut off")
-            self._lost(records - e.kept, e.strerror)
+            self._lost(records - kept, e.strerror)
             return
         if self._failing:
             self._failing = False
