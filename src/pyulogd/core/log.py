@@ -106,6 +106,8 @@ class Logger:
         self.stream = None
 
     def log(self, level: int, msg: str) -> None:
+        if level < self.level and level < ERROR:
+            return
         msg = escape_text(msg)
         if level >= ERROR:
             self.last_error = msg
