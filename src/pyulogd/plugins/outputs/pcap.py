@@ -12,7 +12,9 @@ Records are collected and written with one ``os.write`` per batch (after each ro
 events, or at 64 KiB), like LOGEMU, so ``sync=1`` costs no extra system call; a reader
 never sees half a record once a batch is written. SIGHUP closes and reopens the file
 (log rotation), writing a header only if the file is new or empty. A write error is
-logged once per burst and counted (``pcap.<id>.write_errors``, ``pcap.<id>.records_lost``).
+logged once per burst and counted (``pcap.<id>.write_errors``, ``pcap.<id>.records_lost``);
+what a short write (disk full) left of a record is cut off again (pyulogd.io.append), so
+the file stays readable to its end.
 """
 
 from __future__ import annotations
