@@ -136,6 +136,16 @@ def test_netns_prefix_and_bad_address_same_lines() -> None:
     assert plain == fused_text and plain.count("\n") == 3 and plain.count("[qrouter-1] ") == 3
 
 
+def test_netns_names_are_escaped_as_unfused() -> None:
+    base = nfct.decode(
+        build_ct(nfct.NEW, Tuple(socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2"), 6, 1, 2)), T0
+    )
+    forged = "qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6"
+    plain, fused_text = outputs([base, base], extra="netns_prefix=1\n", netns=forged)
+    assert plain == fused_text and plain.count("\n") == 2
+    assert plain.count("[qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6] [NEW] ORIG: ") == 2
+
+
 def test_other_stacks_are_not_fused() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         svc = service(tmp, "x", True, stack="ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:GPRINT")

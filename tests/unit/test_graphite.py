@@ -83,6 +83,21 @@ def test_lines_as_ulogd2() -> None:
             stop_stack(stack)
 
 
+def test_names_cannot_forge_a_metric() -> None:
+    """An nfacct counter's name is an outside string: escaped (pyulogd.core.escape)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        stack = stack_for(server.getsockname()[1], Context(loop=Loop()))
+        conn, _ = server.accept()
+        with conn:
+            stack.source.push("a\nfw.forged.pkts 999", 1, 2)
+            stack.sink.flush()
+            assert receive(conn, 2) == ["fw.a\\nfw.forged.pkts 999.pkts 1 1795770000",
+                                        "fw.a\\nfw.forged.pkts 999.bytes 2 1795770000"]
+            stop_stack(stack)
+
+
 def test_carbon_down_at_start_then_up() -> None:
     port = free_port()
     ctx, clock = fake_context()

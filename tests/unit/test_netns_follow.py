@@ -444,6 +444,37 @@ def test_logemu_netns_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pr
         time.tzset()
 
 
+def test_logemu_names_cannot_forge_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A namespace named with a newline and a fake syslog head, one that is not UTF-8, and a
+    host name with a control character: one line per record, escaped (pyulogd.core.escape)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        ctx = Context(loop=Loop())
+        ctx.hostname = "vm\x1b"
+        path = tmp_path / "emu.log"
+        stack = make_stack([PrintNs, (LogemuOutput, {"file": str(path), "netns_prefix": 1})], ctx)
+        src = stack.source
+        for name in ("qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6",
+                     b"qtest-\xff\xfe".decode("utf-8", "surrogateescape"), "qrouter-a"):
+            src.set_trailer(tag_values(name))
+            src.emit([None, "IN=qr-1 OUT= \n", 1795764125])
+            src.emit([None, "IN=qr-2 OUT= \n", 1795764125])  # the name again, from the cache
+        stop_stack(stack)
+        assert path.read_bytes().decode("utf-8").split("\n") == [
+            "Nov 27 07:22:05 vm\\x1b [qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6] IN=qr-2 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-\\xff\\xfe] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-\\xff\\xfe] IN=qr-2 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qrouter-a] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qrouter-a] IN=qr-2 OUT= ",
+            "",
+        ]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
 # -- the switch itself
 def test_in_netns_none_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(io_netns, "setns", lambda fd, nstype=0: pytest.fail("setns called"))

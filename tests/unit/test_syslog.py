@@ -287,3 +287,28 @@ def test_sighup_reconnects(tmp_path: Path) -> None:
         stack.sink.flush()
         assert server.recv(4096).endswith(b"after hup\n")
         stop_stack(stack)
+
+
+def test_names_from_printpkt_cannot_forge_a_line(tmp_path: Path) -> None:
+    """PRINTPKT escapes the prefix and interface names; SYSLOG sends its line as it is: one
+    line per datagram, ending in the one newline PRINTPKT puts there, valid UTF-8."""
+    from pyulogd.plugins.filters.printpkt import _INPUT_NAMES, PrintpktFilter
+
+    class PktSource(Source):
+        name = "PKTSRC"
+        output_type = DataType.PACKET
+        output_keys = tuple(Key(n) for n in _INPUT_NAMES)
+
+    path = tmp_path / "log.sock"
+    forged = "qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6"
+    with dgram_server(path) as server:
+        stack = make_stack([PktSource, PrintpktFilter, (SyslogOutput, {"socket": str(path)})],
+                           Context(loop=Loop(FakeClock(wall=1794038400.0))))  # fmt: skip
+        row = {"oob.prefix": forged, "oob.in": b"e\xff".decode("utf-8", "surrogateescape"), "oob.out": ""}
+        stack.source.emit([None] + [row.get(n) for n in _INPUT_NAMES])
+        stack.sink.flush()
+        msg = server.recv(4096)
+        stop_stack(stack)
+    text = msg.decode("utf-8")
+    assert text.endswith(": qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6 IN=e\\xff OUT= MAC= \n")
+    assert text.count("\n") == 1

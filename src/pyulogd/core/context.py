@@ -79,3 +79,7 @@ class Context:
         """The only clock the daemon reads (core/clock.py): the loop's, so that timers,
         timestamps and every deadline agree. A test passes ``Loop(FakeClock())``."""
         return self.loop.clock
+
+    def __post_init__(self) -> None:
+        if self.log.stats is None:
+            self.log.stats = self.stats  # lines the log loses are counted with everything else

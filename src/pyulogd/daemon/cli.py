@@ -13,6 +13,7 @@ from pyulogd import __version__
 from pyulogd.core import registry, safefile
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.escape import escape_text
 from pyulogd.core.info import describe
 from pyulogd.daemon import caps, process
 from pyulogd.daemon.service import Service
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             service.running()
         except Exception as e:
             why = str(e) if isinstance(e, (PluginError, ConfigError, OSError)) else f"{type(e).__name__}: {e}"
-            ctx.log.fatal(f"error starting: {why}")
+            ctx.log.fatal(f"error starting: {why}")  # the log escapes it itself
+            why = escape_text(why)  # may name a namespace: one printable line on stderr too
             if ready is not None:
                 ready.fail(why)
             else:
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     except netns.WrongNamespace as e:
         # Nothing more may run in this thread (no stop(): it would talk to the wrong namespace).
         ctx.log.fatal(str(e))
-        sys.stderr.write(f"pyulogd: {e}\n")
+        sys.stderr.write(f"pyulogd: {escape_text(str(e))}\n")
         return 1
     finally:
         if pid_lock is not None:

@@ -72,6 +72,7 @@ def flow_line(stack: Stack) -> Run | None:
     formats = FAST_FORMATS
     ctx = stack.ctx
     add = emu.out.add
+    ns_text = emu.ns_text
 
     def run(rec: list[Any]) -> None:
         proto = rec[s_oproto]
@@ -96,7 +97,7 @@ def flow_line(stack: Stack) -> Run | None:
                     if sec != emu.head_sec:
                         emu.new_second(sec)
                     ns = rec[s_netns]
-                    add(emu.head + text if ns is None else f"{emu.head}[{ns}] {text}")
+                    add(emu.head + text if ns is None else f"{emu.head}[{ns_text(ns)}] {text}")
                     return
             except Exception as e:  # as the stack's own run: a bug must not take the daemon down
                 raised(e)

@@ -17,6 +17,8 @@ appending to one file never interleave inside a line.
 from an input with ``netns=`` or ``network_namespace_path=``) as ``[<name>] `` between the
 host name and the print string: ``Nov 27 09:14:05 host [qrouter-<id>] IN=qr-1 OUT=...``.
 Records without a namespace, and every record with the default 0, keep ulogd2's format.
+The name is escaped as every outside string is (pyulogd.core.escape), and so is the host
+name: the ``print`` string comes escaped from PRINTPKT, so no name can start a line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.escape import EscapeCache, escape_text
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
@@ -57,6 +60,8 @@ class LogemuOutput(LineFileSink):
         # second (new_second); public, read only, for a fused stack (plugins/fused.py).
         self.head_sec = -1
         self.head = ""
+        # Namespace names are outside strings: escaped (pyulogd.core.escape), cached by name.
+        self.ns_text = EscapeCache(256)
 
     def start(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
@@ -67,7 +72,7 @@ class LogemuOutput(LineFileSink):
     def new_second(self, sec: int) -> None:
         """The line head for a new second: ``Mmm dd hh:mm:ss hostname ``."""
         # ctime() is English whatever the locale, as in C; cached for the second.
-        self.head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
+        self.head = f"{time.ctime(sec)[4:19]} {escape_text(self.ctx.hostname)} "
         self.head_sec = sec
 
     def interp(self, rec: list[Any]) -> int:
@@ -81,7 +86,7 @@ class LogemuOutput(LineFileSink):
             self.new_second(sec)
         out = self.out
         ns = rec[self._s_netns]
-        line = self.head + text if ns is None else f"{self.head}[{ns}] {text}"
+        line = self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:

@@ -12,11 +12,14 @@ Records are collected and written with one ``os.write`` per batch (after each ro
 events, or at 64 KiB), like LOGEMU, so ``sync=1`` costs no extra system call; a reader
 never sees half a record once a batch is written. SIGHUP closes and reopens the file
 (log rotation), writing a header only if the file is new or empty. A write error is
-logged once per burst and counted (``pcap.<id>.write_errors``, ``pcap.<id>.records_lost``).
+logged once per burst and counted (``pcap.<id>.write_errors``, ``pcap.<id>.records_lost``);
+what a short write (disk full) left of a record is cut off again (pyulogd.core.append), so
+the file stays readable to its end.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import struct
@@ -24,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core import safefile
+from pyulogd.core.append import AppendError, append
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 
@@ -81,8 +85,11 @@ class PcapOutput(Sink):
         try:
             if os.fstat(fd).st_size == 0:
                 header = global_header()
-                if os.write(fd, header) != len(header):
-                    raise OSError(0, "short write of the pcap header")
+                try:
+                    append(fd, header)
+                except AppendError as e:
+                    e.settle(fd, header, (len(header),))  # half a header is cut off again
+                    raise
         except OSError:
             os.close(fd)
             raise
@@ -122,18 +129,20 @@ class PcapOutput(Sink):
             return
         data = b"".join(pending)
         records = self.records
-        pending.clear()
+        self.pending = []  # the old list gives the record boundaries if the write fails
         self.size = 0
         self.records = 0
         if self.fd < 0:
             self._lost(records, "file is not open")
             return
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as e:
-            self._lost(records, e.strerror)
+            # A record the filesystem only half took is cut off again: the file stays readable.
+            append(self.fd, data)
+        except AppendError as e:
+            kept, torn = e.settle(self.fd, data, itertools.accumulate(len(r) for r in pending))
+            if torn:
+                self.ctx.log.error(f"PCAP: {self.path!r} ends in a partial record that could not be cut off")
+            self._lost(records - kept, e.strerror)
             return
         if self._failing:
             self._failing = False
