@@ -1,7 +1,7 @@
 """Test helpers: build a Stack without a config file, and stand-ins for upstream plugins.
 
-``make_stack`` does what ``core.stack.build_stack`` does after parsing (configure from the
-output back, resolve keys nearest-first, finish), from plugin classes or instances.
+``make_stack`` instantiates plugin classes (or takes instances) and wires them with
+``core.stack.wire``, as ``build_stack`` does after parsing.
 ``NflogKeys``/``BaseKeys`` declare the keys of ulogd2's NFLOG and BASE (spec 4.1, 5.1) and
 put given values in their slots, so filters and outputs can be tested on exact records.
 """
@@ -22,7 +22,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import OK, DataType, Filter, Key, Plugin, Sink, Source
 from pyulogd.core.plugin import KeyType as T
-from pyulogd.core.stack import Stack, _resolve
+from pyulogd.core.stack import Stack, wire
 from pyulogd.io.loop import Loop
 
 PluginSpec = Plugin | type[Plugin] | tuple[type[Plugin], dict[str, Any]]
@@ -31,7 +31,7 @@ PluginSpec = Plugin | type[Plugin] | tuple[type[Plugin], dict[str, Any]]
 def make_stack(
     plugins: Sequence[PluginSpec], ctx: Context | None = None, *, start: bool = True, spec: str = "test"
 ) -> Stack:
-    """Instances, configure (output first), resolve, finish; then start (input first)."""
+    """Instances, :func:`wire` (configure output first, resolve, finish); then start (input first)."""
     ctx = ctx if ctx is not None else Context(loop=Loop())
     instances: list[Plugin] = []
     for n, p in enumerate(plugins):
@@ -41,18 +41,7 @@ def make_stack(
         cls, opts = p if isinstance(p, tuple) else (p, {})
         inst_id = f"{cls.name.lower() or 'p'}{n}"
         instances.append(cls(ctx, inst_id, typed_options(cls, opts, inst_id)))
-    stack = Stack(ctx, spec, instances)
-    for pos in range(len(instances) - 1, -1, -1):
-        inst = instances[pos]
-        if inst.wildcard_inputs:
-            inst.wildcard_keys = [k for up in instances[:pos] for k in up.output_keys]
-        inst.configure()
-    for pos in range(len(instances) - 1, 0, -1):
-        inst = instances[pos]
-        keys = inst.wildcard_keys if inst.wildcard_inputs else list(inst.input_keys)
-        inst.in_slots = [_resolve(k, instances[:pos], "<test>", None, inst) for k in keys]
-    stack.finish()
-    stack.source.stacks.append(stack)
+    stack = wire(ctx, instances, spec=spec, path="<test>")
     if start:
         for inst in instances:
             inst.start()

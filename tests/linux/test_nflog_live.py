@@ -24,6 +24,7 @@ import pytest
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nflog
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import TYPE_WORDS
@@ -380,15 +381,17 @@ class FakeSock:
         self.closed = True
 
 
+def fake_clock(ctx: Context) -> FakeClock:
+    assert isinstance(ctx.clock, FakeClock)
+    return ctx.clock
+
+
 def with_fake(datagrams: list[bytes | int], **options: Any) -> tuple[NflogInput, Capture, Context, FakeSock]:
-    p, cap, ctx = make(11, **options)
+    p, cap, ctx = make(11, Context(loop=Loop(FakeClock(wall=1000.0))), **options)
     fake = FakeSock(datagrams)
     p.sock = fake  # type: ignore[assignment]
     p._bound = True
     p._rcvbuf_asked = options.get("netlink_socket_buffer_size") or 106496
-    clock = [1000.0]
-    ctx.now = lambda: clock[0]
-    p._clock = clock  # type: ignore[attr-defined]
     return p, cap, ctx, fake
 
 
@@ -401,7 +404,7 @@ def test_malformed_messages_are_counted_skipped_and_logged_once_per_burst() -> N
     assert len(cap.recs) == 10 and all(r["oob.prefix"] == "ok" for r in cap.recs)
     assert ctx.stats.get("nflog.log1.malformed") == 5 and ctx.stats.get("nflog.log1.packets") == 10
     assert log_text(ctx).count("malformed") == 1
-    p._clock[0] += 11  # type: ignore[attr-defined]
+    fake_clock(ctx).advance(11)
     p.sock.datagrams.append(bad)  # type: ignore[union-attr]
     p._readable()
     assert log_text(ctx).count("malformed") == 2 and "skipped 5 malformed" in log_text(ctx)
@@ -441,7 +444,7 @@ def test_enobufs_doubles_up_to_maxsize_then_logs_at_most_every_interval() -> Non
     assert text.count("increasing buffer size to") == 3 and "to 10000 (3 ENOBUFS so far)" in text
     assert text.count("Maximum buffer size (10000) in NFLOG has been reached") == 1  # then quiet
     fake.datagrams += [-1, -1]
-    p._clock[0] += 11  # type: ignore[attr-defined]
+    fake_clock(ctx).advance(11)
     p._readable()
     text = log_text(ctx)
     assert text.count("has been reached") == 2 and "(3 ENOBUFS since last report, 7 in total)" in text

@@ -40,7 +40,7 @@ from base_helpers import (  # noqa: E402
 )
 from pyulogd.core.context import Context  # noqa: E402
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Sink, Source  # noqa: E402
-from pyulogd.core.stack import Stack, _resolve  # noqa: E402
+from pyulogd.core.stack import wire  # noqa: E402
 from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters import base as B  # noqa: E402
 from pyulogd.plugins.filters.base import OUTPUT_KEYS, BaseFilter  # noqa: E402
@@ -490,12 +490,7 @@ class _Collect(Sink):
 def test_in_a_stack_shadowing_oob_protocol() -> None:
     ctx = Context(loop=Loop())
     src, base, out = _FakeInput(ctx, "in", {}), BaseFilter(ctx, "b", {}), _Collect(ctx, "out", {})
-    stack = Stack(ctx, "in:FAKEIN,b:BASE,out:COLLECT", [src, base, out])
-    out.wildcard_keys = [k for up in (src, base) for k in up.output_keys]
-    base.in_slots = [_resolve(k, [src], "x", None, base) for k in base.input_keys]
-    out.in_slots = [_resolve(k, [src, base], "x", None, out) for k in out.wildcard_keys]
-    stack.finish()
-    src.stacks.append(stack)
+    stack = wire(ctx, [src, base, out], spec="in:FAKEIN,b:BASE,out:COLLECT")
     pkt = golden_from_vectors()[4]["payload"]
     src.emit([None, pkt, len(pkt), 2, 0x0800])
     (seen,) = out.seen

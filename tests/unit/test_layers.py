@@ -56,13 +56,12 @@ PLUGIN_RULE = "a plugin's module is imported only by plugin discovery; share hel
 
 # Violations that stay for now, with the reason. Keep the reason next to the entry.
 KNOWN: dict[tuple[str, str], str] = {
-    # Fusion (plugins/fused.py) replaces the run() of one well-known stack by a function that
-    # reads the plugins' own caches; the registry picks it by input name. To be removed by the
-    # fusion hooks of item 3 (issue 11), which let plugins offer fused paths themselves.
-    ("pyulogd.core.registry", "pyulogd.plugins.fused"): "to be removed by the fusion hooks of item 3",
-    ("pyulogd.plugins.fused", "pyulogd.plugins.filters.ip2str"): "to be removed by the fusion hooks of item 3",
-    ("pyulogd.plugins.fused", "pyulogd.plugins.filters.printflow"): "to be removed by the fusion hooks of item 3",
-    ("pyulogd.plugins.fused", "pyulogd.plugins.outputs.logemu"): "to be removed by the fusion hooks of item 3",
+    # The fused flow line (plugins/fused.py, a shared helper) is declared by PRINTFLOW and
+    # reads the public accessors of the plugins it fuses; it names their classes for mypy only
+    # (under TYPE_CHECKING), never at run time.
+    ("pyulogd.plugins.fused", "pyulogd.plugins.filters.ip2str"): "type names of the fused plugins",
+    ("pyulogd.plugins.fused", "pyulogd.plugins.filters.printflow"): "type names of the fused plugins",
+    ("pyulogd.plugins.fused", "pyulogd.plugins.outputs.logemu"): "type names of the fused plugins",
 }
 
 
@@ -113,8 +112,8 @@ def imports(module: str, source: str, is_package: bool, known: Iterable[str]) ->
 
 
 def plugin_modules() -> frozenset[str]:
-    """The modules plugin discovery imports (core/registry.py's PLUGINS)."""
-    return frozenset("pyulogd.plugins." + spec.split(":")[0] for spec in registry.PLUGINS.values())
+    """The modules plugin discovery imports: those that declare a plugin class."""
+    return frozenset(registry.get(name).__module__ for name in registry.names())
 
 
 def violations(sources: Mapping[str, tuple[str, bool]], plugins: frozenset[str]) -> list[str]:

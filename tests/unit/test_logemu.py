@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
@@ -94,8 +95,7 @@ def test_line_format(tmp_path: Path) -> None:
 
 
 def test_time_is_now_without_packet_time(tmp_path: Path) -> None:
-    ctx = Context(loop=Loop())
-    ctx.now = lambda: 1795764130.9
+    ctx = Context(loop=Loop(FakeClock(wall=1795764130.9)))
     stack, out = emu(tmp_path / "e.log", ctx)
     stack.source.push("a\n", sec=None)
     out.stop()

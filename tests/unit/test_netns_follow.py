@@ -31,6 +31,7 @@ from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.inputs.nfacct import NfacctInput
 from pyulogd.plugins.inputs.nflog import NflogInput
 from pyulogd.plugins.outputs.logemu import LogemuOutput
+from tests.clocked import fake_context
 from tests.helpers import NFLOG_KEYS, Capture, make_stack, stop_stack
 
 RID = "4f0c2e3a-9b1d-4c55-8a2e-1f2d3c4b5a69"
@@ -43,11 +44,13 @@ class FakeNamespaces:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
         self.dir = directory
         self.not_ready: set[str] = set()
+        self.looked: list[str] = []  # names looked at, in order
         monkeypatch.setattr(watch_mod, "is_netns_file", self.ident)
         monkeypatch.setattr(registry_mod, "is_netns_file", self.ident)
         monkeypatch.setattr(NetnsHandle, "open", classmethod(lambda cls, path, name=None: self.open(path, name)))
 
     def ident(self, path: str) -> tuple[int, int] | None:
+        self.looked.append(os.path.basename(path))
         if os.path.basename(path) in self.not_ready:
             return None
         try:
@@ -196,16 +199,22 @@ def test_same_name_new_namespace_is_reattached(fake: FakeNamespaces) -> None:
 
 
 def test_attach_waits_for_the_mount(fake: FakeNamespaces) -> None:
-    ctx = Context(loop=Loop())
+    ctx, clock = fake_context()
     stack, manager, _ = follow(ctx, fake)
     fake.not_ready.add("qrouter-late")  # ip netns add: file created, not mounted yet
     fake.add("qrouter-late")
-    ctx.loop.run_once(0.05)
+    spin(ctx, lambda: "qrouter-late" in fake.looked)  # inotify told: not a namespace yet
+    clock.advance(watch_mod.RETRY_FIRST)
+    ctx.loop.run_once(0)
+    assert fake.looked.count("qrouter-late") == 2  # looked at again 5 ms later: still not mounted
     assert "qrouter-late" not in manager.children  # type: ignore[operator]
-    t0 = time.monotonic()
     fake.not_ready.clear()  # mounted
+    clock.advance(watch_mod.RETRY_FIRST)
+    ctx.loop.run_once(0)
+    # The wait doubles (10 ms): not yet; then at the next look, not at the 5 s rescan.
+    assert "qrouter-late" not in manager.children  # type: ignore[operator]
+    clock.advance(watch_mod.RETRY_FIRST)
     spin(ctx, lambda: "qrouter-late" in manager.children)  # type: ignore[operator]
-    assert time.monotonic() - t0 < 1.0  # re-checked soon, not at the 5 s rescan
     stop_stack(stack)
 
 
@@ -430,6 +439,37 @@ def test_logemu_netns_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pr
         src.emit([None, "IN=lo OUT= \n", 1795764125])
         stop_stack(stack)
         assert path.read_text() == expect
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_logemu_names_cannot_forge_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A namespace named with a newline and a fake syslog head, one that is not UTF-8, and a
+    host name with a control character: one line per record, escaped (pyulogd.core.escape)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        ctx = Context(loop=Loop())
+        ctx.hostname = "vm\x1b"
+        path = tmp_path / "emu.log"
+        stack = make_stack([PrintNs, (LogemuOutput, {"file": str(path), "netns_prefix": 1})], ctx)
+        src = stack.source
+        for name in ("qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6",
+                     b"qtest-\xff\xfe".decode("utf-8", "surrogateescape"), "qrouter-a"):
+            src.set_trailer(tag_values(name))
+            src.emit([None, "IN=qr-1 OUT= \n", 1795764125])
+            src.emit([None, "IN=qr-2 OUT= \n", 1795764125])  # the name again, from the cache
+        stop_stack(stack)
+        assert path.read_bytes().decode("utf-8").split("\n") == [
+            "Nov 27 07:22:05 vm\\x1b [qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6] IN=qr-2 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-\\xff\\xfe] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-\\xff\\xfe] IN=qr-2 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qrouter-a] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qrouter-a] IN=qr-2 OUT= ",
+            "",
+        ]
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()

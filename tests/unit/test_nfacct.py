@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfacct as codec
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
@@ -173,6 +173,11 @@ def test_built_answers_round_trip(objects: list[tuple[str, int, int]]) -> None:
 # -- the input plugin, with a stand-in socket
 
 
+# A descriptor that is never readable, for waits on the stand-in socket (nothing is ever
+# written to the pipe; its write end stays open so it does not read as EOF).
+_SILENT_R, _SILENT_W = os.pipe()
+
+
 class FakeSock:
     """The parts of NetlinkSocket the plugin uses; ``sent`` keeps what it sent."""
 
@@ -195,7 +200,7 @@ class FakeSock:
         return len(data)
 
     def fileno(self) -> int:
-        return -1
+        return _SILENT_R
 
     def close(self) -> None:
         pass
@@ -218,11 +223,10 @@ NOW = 1_795_770_859.490028
 
 
 def make(**options: Any) -> tuple[NfacctInput, Capture, FakeSock, Context]:
-    ctx = Context(loop=Loop())
+    ctx = Context(loop=Loop(FakeClock(wall=NOW)))
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
-    ctx.now = lambda: NOW
     cfg = {o.name: o.default for o in NfacctInput.options}
     cfg.update(pollinterval=10, **options)
     p = NfacctInput(ctx, "acct1", cfg)
@@ -232,6 +236,11 @@ def make(**options: Any) -> tuple[NfacctInput, Capture, FakeSock, Context]:
     sock = FakeSock()
     p.sock = sock  # type: ignore[assignment]
     return p, cap, sock, ctx
+
+
+def clock(ctx: Context) -> FakeClock:
+    assert isinstance(ctx.clock, FakeClock)
+    return ctx.clock
 
 
 def log_text(ctx: Context) -> str:
@@ -348,7 +357,7 @@ def test_stalled_dump_is_closed() -> None:
     p, cap, sock, ctx = make()
     p.poll()
     p.feed(counter_msg("a", 7, 70, seq=1))
-    p._sent_mono = time.monotonic() - 11  # more than one interval ago
+    clock(ctx).advance(11)  # more than one interval later
     p.poll()
     assert [r["sum.pkts"] for r in cap.recs] == [7]  # what had arrived is kept
     assert ctx.stats.get("nfacct.acct1.dumps_incomplete") == 1
@@ -413,14 +422,18 @@ def test_stop_is_safe_any_time() -> None:
 
 def test_start_arms_the_timer_and_reads_from_the_loop() -> None:
     """start() with a real (unprivileged) netlink socket: reader and repeating timer."""
-    ctx = Context(loop=Loop())
+    ctx = Context(loop=Loop(FakeClock()))
     p = NfacctInput(ctx, "acct1", typed_options(NfacctInput, {"pollinterval": 30}))
     p.configure()
     p.start()
     try:
-        assert p.sock is not None and p._timer is not None
-        assert p._timer.interval == 30 and p._timer.when > time.monotonic() + 29
-        assert p.sock.fileno() in ctx.loop.selector.get_map()
+        assert p.sock is not None and p.sock.fileno() in ctx.loop.selector.get_map()
+        dumps = [ctx.stats.get("nfacct.acct1.dumps")]
+        for step in (29.9, 0.1, 29.9, 0.1):
+            clock(ctx).advance(step)
+            ctx.loop.run_once(0)
+            dumps.append(ctx.stats.get("nfacct.acct1.dumps"))
+        assert dumps == [0, 0, 1, 1, 2]  # one dump request every 30 s, none before
     finally:
         p.stop()
         ctx.loop.close()
@@ -492,7 +505,6 @@ def test_codec_on_the_kernels_own_dump() -> None:
 def test_released_namespace_is_dumped_one_last_time(monkeypatch: pytest.MonkeyPatch) -> None:
     p, cap, sock, ctx = make()
     monkeypatch.setattr(p, "_readable", lambda: p.feed(answer(sock.seq, ("a", 3, 30))))
-    monkeypatch.setattr(p, "_wait_readable", lambda timeout: None)
     p.netns_released()  # what a namespace counted since the last poll is not lost with it
     assert len(sock.sent) == 1 and [r["sum.pkts"] for r in cap.recs] == [3]
 
@@ -500,7 +512,8 @@ def test_released_namespace_is_dumped_one_last_time(monkeypatch: pytest.MonkeyPa
 def test_released_namespace_without_an_answer_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     p, cap, sock, ctx = make()
     monkeypatch.setattr(p, "_readable", lambda: None)
-    monkeypatch.setattr(p, "_wait_readable", lambda timeout: time.sleep(timeout))
-    monkeypatch.setattr(nfacct_mod, "FINAL_DUMP_WAIT", 0.05)
-    p.netns_released()
-    assert ctx.stats.get("nfacct.acct1.dumps_incomplete") == 1 and p._seq is None
+    clk = clock(ctx)
+    t0 = clk.monotonic()
+    p.netns_released()  # the fake clock jumps over the silent wait
+    assert clk.monotonic() - t0 == pytest.approx(nfacct_mod.FINAL_DUMP_WAIT)
+    assert ctx.stats.get("nfacct.acct1.dumps_incomplete") == 1 and p._seq is None and p._seq is None

@@ -258,8 +258,3 @@ def test_plugin_option_refused_at_its_line(tmp_path: FsPath, section: str, line:
     assert (e.value.file, e.value.line) == (str(tmp_path / "t.conf"), line)
     assert all(w in str(e.value) for w in words)
 
-
-def test_refused_values_are_quoted_printable() -> None:
-    """A value is echoed in the error; what cannot be printed is escaped, not written raw."""
-    assert refused(Int(), "1\x1b[2J") == "needs an integer, not '1\\x1b[2J'"
-    assert refused(Choice("a", what="mode"), "b\udcff") == "unknown mode 'b\\udcff' (valid: a)"

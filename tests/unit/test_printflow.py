@@ -15,7 +15,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, Source
 from pyulogd.core.plugin import KeyType as T
-from pyulogd.core.stack import _resolve
+from pyulogd.core.stack import wire
 from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
 from pyulogd.plugins.filters.printflow import INPUT_KEYS, PrintflowFilter, make_printer
@@ -248,11 +248,11 @@ def test_field_by_field_when_keys_are_invalid() -> None:
 
 def test_stack_without_ip2str_is_refused() -> None:
     """As in 2.0.8, the .str inputs are required: NFCT straight into PRINTFLOW does not build."""
-    inst = PrintflowFilter(Context(loop=Loop()), "p", {})
-    src = NfctKeys(Context(loop=Loop()), "s", {})
-    src.out_base = 1
-    with pytest.raises(ConfigError, match="orig.ip.saddr.str"):
-        _resolve(INPUT_KEYS[0], [src], "<test>", None, inst)
+    ctx = Context(loop=Loop())
+    instances = [NfctKeys(ctx, "s", {}), PrintflowFilter(ctx, "p", {}), Capture(ctx, "c", {})]
+    with pytest.raises(ConfigError, match=r"cannot find key 'orig\.ip\.saddr\.str' .*PRINTFLOW 'p'") as ei:
+        wire(ctx, instances, path="t.conf", line=3)
+    assert (ei.value.file, ei.value.line) == ("t.conf", 3)
 
 
 def test_runs_without_start() -> None:

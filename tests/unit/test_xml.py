@@ -24,6 +24,7 @@ import pytest
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfct
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
@@ -142,7 +143,7 @@ PACKETS = {
                          payload=bytes(40)),  # fmt: skip
     "long hwaddr": build_packet(hwaddr=bytes(range(1, 9)), prefix=b"ib", payload=PKT),
     "no payload": build_packet(prefix=b"meta only", indev=2),
-    "escapes": build_packet(prefix=b"a<b>&\"c'", payload=PKT),
+    "quotes": build_packet(prefix=b"a\"c'd", payload=PKT),
 }
 
 
@@ -168,8 +169,33 @@ def test_packet_xml_layout() -> None:
         f"<log><when>T</when><prefix>gbOUT </prefix><hook>3</hook><hw><proto>0800</proto></hw>"
         f"<outdev>2</outdev><payload>{PKT.hex()}</payload></log>"
     )
-    # nothing is escaped, as in the library
-    assert "<prefix>a<b>&\"c'</prefix>" in packet_xml(PACKETS["escapes"], "T")
+    # quotes are text as in the library (no attribute holds an outside string)
+    assert "<prefix>a\"c'd</prefix>" in packet_xml(PACKETS["quotes"], "T")
+
+
+# A prefix that would close <prefix> and forge elements, or split the record's line.
+FORGING = build_packet(prefix=b"x</prefix><indev>9</indev><prefix>&\nb\\\xff\x01", indev=2, payload=PKT)
+
+
+def test_outside_texts_are_escaped() -> None:
+    """Control characters, backslash and bytes that are not UTF-8 as pyulogd.core.escape writes
+    them; &, <, > as entities (libnetfilter_log writes them raw: a forged <indev>)."""
+    got = packet_xml(FORGING, "T")
+    assert "<prefix>x&lt;/prefix&gt;&lt;indev&gt;9&lt;/indev&gt;&lt;prefix&gt;&amp;\\nb\\\\\\xff\\x01</prefix>" in got
+    assert got.count("<indev>") == 1 and "\n" not in got
+    got.encode("utf-8")  # valid UTF-8: no byte of the prefix passed through raw
+    # before and after the prefix, the library's text
+    raw = WHEN.sub("", c_nflog_xml(FORGING))
+    mine = WHEN.sub("", got)
+    assert mine.split("<prefix>")[0] == raw.split("<prefix>")[0]
+    assert mine.split("</prefix>")[-1] == raw.split("</prefix>")[-1]
+
+
+def test_names_of_counters_and_contexts_are_escaped() -> None:
+    msg = counter_msg(b"n\nx<y\xfe", 1, 2)
+    assert "<name>n\\nx&lt;y\\xfe</name>" in sum_xml(msg, "T")
+    ct = _nest(19, nl.nla(1, b"u:r:\x1b[2J<x>\0"))  # CTA_SECCTX, CTA_SECCTX_NAME
+    assert "<secctx>u:r:\\x1b[2J&lt;x&gt;</secctx>" in flow_xml(ct, NOW, "T")
 
 
 @pytest.mark.parametrize("name", sorted(PACKETS))
@@ -281,9 +307,7 @@ class SumSource(Source):
 
 
 def clock(t: float = NOW) -> Context:
-    ctx = Context(loop=Loop(), hostname="vm")
-    ctx.now = lambda: t
-    return ctx
+    return Context(loop=Loop(FakeClock(wall=t)), hostname="vm")
 
 
 def xml_stack(src: type[Source], tmp_path: Path, ctx: Context, **opts: Any) -> Any:
@@ -351,12 +375,11 @@ def test_long_records_are_written(tmp_path: Path) -> None:
 
 
 def test_sighup_closes_and_starts_a_new_file(tmp_path: Path) -> None:
-    t = [NOW]
-    ctx = Context(loop=Loop(), hostname="vm")
-    ctx.now = lambda: t[0]
+    clk = FakeClock(wall=NOW)
+    ctx = Context(loop=Loop(clk), hostname="vm")
     stack = xml_stack(FlowSource, tmp_path, ctx)
     stack.source.emit([None, 1, FLOWS["new tcp"][20:]])
-    t[0] += 61
+    clk.advance(61)
     stack.sink.signal(signal.SIGHUP)
     stack.source.emit([None, 4, FLOWS["destroy tcp"][20:]])
     stack.sink.signal(signal.SIGHUP)  # same second: the same file gets a second header, as in 2.0.8
@@ -370,17 +393,16 @@ def test_sighup_closes_and_starts_a_new_file(tmp_path: Path) -> None:
 
 
 def test_sighup_keeps_the_old_file_when_the_new_one_cannot_be_opened(tmp_path: Path) -> None:
-    t = [NOW]
-    ctx = Context(loop=Loop(), hostname="vm")
-    ctx.now = lambda: t[0]
+    clk = FakeClock(wall=NOW)
+    ctx = Context(loop=Loop(clk), hostname="vm")
     d = tmp_path / "d"
     d.mkdir()
     stack = xml_stack(FlowSource, d, ctx)
     d.chmod(0o500)
     try:
-        t[0] += 1
+        clk.advance(1)
         if os.access(d, os.W_OK):  # root ignores the mode bits: make the name a directory instead
-            (d / file_name("flow", t[0])).mkdir()
+            (d / file_name("flow", clk.wall())).mkdir()
         stack.sink.signal(signal.SIGHUP)
         stack.source.emit([None, 1, FLOWS["new tcp"][20:]])
         stop_stack(stack)

@@ -50,12 +50,6 @@ def parse_int(text: str) -> int:
     return value
 
 
-def _shown(text: str) -> str:
-    """``text`` for an error message: what cannot be printed (control characters, bytes that
-    were not UTF-8) escaped, so a config value cannot forge lines or terminal sequences."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _bounds(value: float, lo: float | None, hi: float | None, show: Any) -> str | None:
     """The reason ``value`` is outside ``lo..hi`` (either may be open), or None."""
     if (lo is None or value >= lo) and (hi is None or value <= hi):
@@ -136,7 +130,7 @@ class Int(OptionKind[int]):
         try:
             return parse_int(text)
         except ValueError:
-            raise ValueError(f"needs an integer, not '{_shown(text)}'") from None
+            raise ValueError(f"needs an integer, not '{text}'") from None
 
     def _open(self) -> tuple[int | None, int | None]:
         """The bounds worth saying: ulogd's own range is what parse_int() already enforces."""
@@ -169,7 +163,7 @@ class Bool(OptionKind[bool]):
             number = -1
         if number in (0, 1):
             return bool(number)
-        raise ValueError(f"needs 0 or 1 (or yes/no, true/false, on/off), not '{_shown(text)}'")
+        raise ValueError(f"needs 0 or 1 (or yes/no, true/false, on/off), not '{text}'")
 
     def show(self, value: bool) -> str:
         return "1" if value else "0"
@@ -197,7 +191,7 @@ class Size(OptionKind[int]):
             pass
         m = _SIZE.match(t)
         if m is None:
-            raise ValueError(f"needs a size in bytes (e.g. 150000, 64K, 512M, 1G), not '{_shown(text)}'")
+            raise ValueError(f"needs a size in bytes (e.g. 150000, 64K, 512M, 1G), not '{text}'")
         return int(float(m[1]) * 1024 ** self._POWERS[(m[2] or "").lower()])
 
     def problem(self, value: int) -> str | None:
@@ -228,7 +222,7 @@ class Duration(OptionKind[float]):
             pass
         m = _DURATION.match(t)
         if m is None:
-            raise ValueError(f"needs a duration (e.g. 5 for {self._word()}, 250ms, 30s, 5m, 1h), not '{_shown(text)}'")
+            raise ValueError(f"needs a duration (e.g. 5 for {self._word()}, 250ms, 30s, 5m, 1h), not '{text}'")
         return float(m[1]) * (self._UNITS[m[2].lower()] if m[2] else self.scale)
 
     def _word(self) -> str:
@@ -266,7 +260,7 @@ class Choice(OptionKind[str]):
     def convert(self, text: str) -> str:
         found = self._by.get(text.lower() if self.fold_case else text)
         if found is None:
-            raise ValueError(f"unknown {self.what} '{_shown(text)}' (valid: {', '.join(self.values)})")
+            raise ValueError(f"unknown {self.what} '{text}' (valid: {', '.join(self.values)})")
         return found
 
     def describe(self) -> str:
@@ -295,8 +289,8 @@ class Port(OptionKind[int]):
                     return socket.getservbyname(text.strip(), proto)
                 except OSError:
                     pass
-            raise ValueError(f"unknown service '{_shown(text)}' (a port number or a name of /etc/services)")
-        raise ValueError(f"needs a port number, not '{_shown(text)}'")
+            raise ValueError(f"unknown service '{text}' (a port number or a name of /etc/services)")
+        raise ValueError(f"needs a port number, not '{text}'")
 
     def problem(self, value: int) -> str | None:
         return _bounds(value, 0 if self.zero else 1, 65535, str)
@@ -326,7 +320,7 @@ class Address(OptionKind[str]):
             try:
                 ipaddress.IPv6Address(t[1:-1])
             except ValueError:
-                raise ValueError(f"'{_shown(text)}' is not an IPv6 address in brackets") from None
+                raise ValueError(f"'{text}' is not an IPv6 address in brackets") from None
             return t[1:-1]  # what getaddrinfo() takes
         try:
             ipaddress.ip_address(t)
@@ -336,7 +330,7 @@ class Address(OptionKind[str]):
         name = t[:-1] if t.endswith(".") else t
         if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
             extra = " or an absolute socket path" if self.paths else ""
-            raise ValueError(f"'{_shown(text)}' is not a host name or an IP address{extra}")
+            raise ValueError(f"'{text}' is not a host name or an IP address{extra}")
         return t
 
     def describe(self) -> str:

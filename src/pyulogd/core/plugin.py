@@ -30,6 +30,7 @@ from pyulogd.core.options import Int, OptionKind, Str
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
+    from pyulogd.core.stack import Stack
 
 
 # Words ``ulogd -i`` prints for each type.
@@ -132,11 +133,35 @@ class Option:
         return self.type.name if self.extra else self.type.ulogd_word
 
 
+# A stack's ``run(rec)``: one record through every plugin after the input.
+Run = Callable[[list[Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """One function doing the work of a whole stack of known plugins, declared by a plugin
+    that takes part (``Plugin.fusions``) so that the core needs to know none of them.
+
+    After a stack is wired, the daemon (``Stack.fuse``, unless fusion is turned off) offers
+    the stack to every fusion its plugins declare whose ``plugins`` are the stack's plugin
+    names, input first; ``make(stack)`` returns the replacement ``run`` or None (the stack
+    is not what it can handle after all). ``stack.run`` is still the plugins' own run then:
+    a fused run hands it every record it is not sure of, and must write what it writes,
+    byte for byte. It reads the plugins through their public attributes only.
+    """
+
+    plugins: tuple[str, ...]
+    make: Callable[[Stack], Run | None]
+
+
 class Plugin:
     """Base of every plugin. Subclasses declare everything below as class attributes."""
 
+    # The name stacks use (``id:NAME``); declaring it makes the class a plugin the registry
+    # finds (core/registry.py).
     name: ClassVar[str] = ""
-    # File name of the ulogd2 shared object this plugin replaces (for ``plugin=`` lines).
+    # File name of the ulogd2 shared object this plugin replaces (what ``plugin=`` lines
+    # name); empty for a plugin ulogd2 does not have.
     so_name: ClassVar[str] = ""
     input_type: ClassVar[DataType] = DataType.NONE
     output_type: ClassVar[DataType] = DataType.NONE
@@ -155,6 +180,8 @@ class Plugin:
     capabilities: ClassVar[tuple[str, ...]] = ()
     # Why, as the daemon logs it at start ("keeping CAP_NET_ADMIN: NFACCT 'acct1' <reason>").
     capability_reason: ClassVar[str] = "sends netlink requests after start"
+    # Whole-stack fast paths this plugin takes part in (see :class:`Fusion`).
+    fusions: ClassVar[tuple[Fusion, ...]] = ()
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -174,6 +201,11 @@ class Plugin:
 
     def start(self) -> None:
         """Open files and sockets."""
+
+    def running(self) -> None:
+        """Every instance has started and ``-u`` has dropped root (the daemon calls it; tests
+        that start instances themselves need not). Threads that open files belong here:
+        started earlier, whether they opened a file as root or as the user would be a race."""
 
     def stop(self) -> None:
         """Flush and close. Must be safe to call when start() failed or never ran."""

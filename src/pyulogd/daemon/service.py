@@ -14,7 +14,10 @@ from pyulogd.core.plugin import Plugin, Sink, Source
 from pyulogd.core.stack import Stack, build_stack
 from pyulogd.io.loop import Loop
 
-GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack")
+GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg")
+# pyulogd's switches in [global]: 1 (the default) or 0, which turns the speed-up off as the
+# command line's --no-<key> does (either one turning it off is enough).
+SWITCHES = ("fusion", "recvmmsg")
 
 
 class Service:
@@ -55,7 +58,7 @@ class Service:
             if e.value is None:
                 log.notice(f"{cfg.path}:{e.line}: ignoring malformed config directive '{e.key}'")
                 continue
-            if e.key in ("logfile", "loglevel"):
+            if e.key in ("logfile", "loglevel", *SWITCHES):
                 if e.key in seen_single:
                     raise ConfigError(f"option '{e.key}' occurred more than once", cfg.path, e.line)
                 seen_single[e.key] = e.line
@@ -71,6 +74,13 @@ class Service:
                     raise ConfigError(f"loglevel needs an integer, not '{e.value}'", cfg.path, e.line) from None
                 if not log.level_forced:
                     log.level = level
+            elif e.key in SWITCHES:
+                if e.value not in ("0", "1"):
+                    raise ConfigError(f"{e.key} needs 0 or 1, not '{e.value}'", cfg.path, e.line)
+                if e.value == "0" and e.key == "fusion":
+                    self.ctx.fusion = False
+                elif e.value == "0":
+                    self.ctx.recvmmsg = False
             elif e.key == "plugin":
                 try:
                     name = registry.plugin_for_so(e.value)
@@ -84,7 +94,10 @@ class Service:
         allowed = loaded or None
         for spec, line in stack_lines:
             log.notice(f"building new pluginstance stack: '{spec}'")
-            self.stacks.append(build_stack(self.ctx, cfg, spec, line, self.sources, allowed))
+            stack = build_stack(self.ctx, cfg, spec, line, self.sources, allowed)
+            if self.ctx.fusion:
+                stack.fuse()
+            self.stacks.append(stack)
         if not self.stacks:
             raise ConfigError("not even a single working plugin stack (no stack= line in [global])", cfg.path)
 
@@ -107,6 +120,11 @@ class Service:
         # milliseconds at high rates, when the socket buffer has little room to spare).
         gc.collect()
         gc.freeze()
+
+    def running(self) -> None:
+        """Every instance started and -u dropped root: tell them (``Plugin.running``)."""
+        for inst in self.started:
+            inst.running()
 
     def flush(self) -> None:
         for sink in self.sinks:

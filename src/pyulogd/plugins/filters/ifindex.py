@@ -17,7 +17,6 @@ ulogd2 HEAD resolves them in its own namespace (wrong or missing names).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pyulogd.core.errors import PluginError
@@ -113,7 +112,7 @@ class IfindexFilter(Filter):
         """The link cache of namespace ``ns``, opened inside it; None (indexes are logged as
         numbers, counted in ``ifindex.netns_unresolved``) when no input works there any more
         or its table cannot be read."""
-        now = time.monotonic()
+        now = self.ctx.clock.monotonic()
         failed = self._ns_failed.get(ns)
         reg = find_namespaces(self.ctx)
         handle = reg.lookup(ns) if reg is not None else None

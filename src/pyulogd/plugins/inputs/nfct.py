@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -205,7 +203,8 @@ class NfctInput(NetnsSource):
             log.notice(f"NFCT '{self.id}': event_mask selects no events; only SIGUSR2 dumps will log")
         try:
             with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
-                self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE)
+                self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE, recvmmsg=self.ctx.recvmmsg,
+                                            clock=self.ctx.clock)
         except OSError as e:
             raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
         sock = self.evsock
@@ -255,7 +254,7 @@ class NfctInput(NetnsSource):
         if self.dsock is None:
             try:
                 with in_netns(self.netns_handle):  # also for the resyncs and polls later on
-                    self.dsock = NetlinkSocket(bufsize=DUMP_BUFSIZE)
+                    self.dsock = NetlinkSocket(bufsize=DUMP_BUFSIZE, clock=self.ctx.clock)
             except OSError as e:
                 raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
         return self.dsock
@@ -330,7 +329,7 @@ class NfctInput(NetnsSource):
         if sock.pending:  # answers that came while a request waited: the old way, in order
             self._drain(sock)
             return
-        began = time.monotonic()
+        began = self.ctx.clock.monotonic()
         try:
             buf, spans, overruns = sock.read_many(READ_MANY)
         except OSError as e:
@@ -351,7 +350,7 @@ class NfctInput(NetnsSource):
         before it waits again, so that the next round finds a batch rather than one event,
         if events come fast enough for that to matter. Reading, handling and pausing stay
         within the time a fifth of the receive buffer takes to fill at the current rate."""
-        t = time.monotonic()
+        t = self.ctx.clock.monotonic()
         dt = began - self._last_read
         self._last_read = began
         if more or n >= READ_MANY or dt <= 0 or self._capacity < PACE_MIN_CAPACITY:
@@ -371,7 +370,7 @@ class NfctInput(NetnsSource):
 
     def _recv_failed(self, e: OSError) -> None:
         self.ctx.stats.incr(self.stat["recv_errors"])
-        n = self._burst["recv"].due(self.ctx.now())
+        n = self._burst["recv"].due(self.ctx.clock.wall())
         if n:
             self.ctx.log.error(f"NFCT '{self.id}': receive failed: {e.strerror or e} ({n} since last report)")
 
@@ -379,7 +378,7 @@ class NfctInput(NetnsSource):
         """The datagrams of one :meth:`NetlinkSocket.read_many`: the hot path. An event of a
         known layout is decoded in place and handed on here; anything else goes to
         :meth:`feed`, in order."""
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         decoder = self.decoder
         parse_at = decoder.parse_at
         key, templates = decoder.lookup()
@@ -427,7 +426,7 @@ class NfctInput(NetnsSource):
     def feed(self, buf: bytes, now: float | None = None) -> None:
         """Handle one datagram from the event socket (replay tools and tests call this too)."""
         if now is None:
-            now = self.ctx.now()
+            now = self.ctx.clock.wall()
         one = self.decoder.parse_one(buf, now)
         if one is not None:
             recs = [one]
@@ -531,7 +530,7 @@ class NfctInput(NetnsSource):
             self._at_max = ask >= maxsize
             log.notice(f"We are losing events, increasing buffer size to {granted} ({total} ENOBUFS so far)")
         else:
-            n = self._burst["enobufs"].due(self.ctx.now())
+            n = self._burst["enobufs"].due(self.ctx.clock.wall())
             if n:
                 hint = ("Maximum buffer size in NFCT has been reached. Please, consider rising "
                         "`netlink_socket_buffer_size` and `netlink_socket_buffer_maxsize` clauses."
@@ -555,7 +554,7 @@ class NfctInput(NetnsSource):
         def on(values: list[Any]) -> None:
             self._cache(codec.flow_key(values), values, now)
 
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         try:
             self.run_dump(False, on)
         except (OSError, TimeoutError) as e:
@@ -590,7 +589,7 @@ class NfctInput(NetnsSource):
     def _sync(self, why: str) -> None:
         before = set(self.flows)
         seen: set[tuple[Any, ...]] = set()
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
 
         def on(values: list[Any]) -> None:
             key = codec.flow_key(values)
@@ -614,7 +613,7 @@ class NfctInput(NetnsSource):
 
     def _emit_ended(self, keys: list[tuple[Any, ...]]) -> None:
         """Take these flows out of the table and emit each as DESTROY, ending now."""
-        end_sec, end_usec = codec.split_now(self.ctx.now())
+        end_sec, end_usec = codec.split_now(self.ctx.clock.wall())
         for key in keys:
             ent = self.flows.pop(key)
             values = list(ent[2])
@@ -635,7 +634,7 @@ class NfctInput(NetnsSource):
 
     def dump_and_zero(self) -> None:
         """SIGUSR2: dump the table resetting its counters; emit each entry as UPDATE."""
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
 
         def on(values: list[Any]) -> None:
             if self.use_hash:
@@ -651,7 +650,7 @@ class NfctInput(NetnsSource):
 
     def _dump_failed(self, what: str, e: BaseException) -> None:
         self.ctx.stats.incr(self.stat["dump_errors"])
-        n = self._burst["dump"].due(self.ctx.now())
+        n = self._burst["dump"].due(self.ctx.clock.wall())
         if n:
             self.ctx.log.error(f"NFCT '{self.id}': cannot {what}: {_why(e)} ({n} since last report)")
 
@@ -672,7 +671,7 @@ class NfctInput(NetnsSource):
         finished = False
         try:
             for buf in self.dump_buffers(zero):
-                batch = self.decoder.parse_buffer(buf, self.ctx.now())
+                batch = self.decoder.parse_buffer(buf, self.ctx.clock.wall())
                 consistent = consistent and not batch.interrupted and not batch.malformed
                 for values in batch.records:
                     if accept is not None and not accept(values):
@@ -680,7 +679,7 @@ class NfctInput(NetnsSource):
                         continue
                     on_entry(values)
                 if batch.malformed or batch.other:
-                    self._batch_problems(batch, self.ctx.now())
+                    self._batch_problems(batch, self.ctx.clock.wall())
                 if batch.errors:
                     finished = True
                     raise OSError(batch.errors[0], os.strerror(batch.errors[0]))
@@ -698,18 +697,18 @@ class NfctInput(NetnsSource):
         """The datagrams answering one dump request, up to the one with NLMSG_DONE or an error."""
         sock = self._open_dump_socket()
         sock.sock.send(codec.dump_request(sock.next_seq(), zero=zero))
-        deadline = time.monotonic() + DUMP_TIMEOUT
+        clock = self.ctx.clock
+        deadline = clock.monotonic() + DUMP_TIMEOUT
         while True:
             r = sock.recv()
             if r is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if clock.monotonic() >= deadline:
                     raise TimeoutError(errno.ETIMEDOUT, "no answer from ctnetlink")
-                select.select([sock.fileno()], [], [], left)
+                clock.wait_readable(sock.fileno(), deadline)
                 continue
             if isinstance(r, int):
                 raise OSError(r, "dump answers lost (ENOBUFS)")
-            deadline = time.monotonic() + DUMP_TIMEOUT
+            deadline = clock.monotonic() + DUMP_TIMEOUT
             yield r
 
     def _exists(self, values: list[Any]) -> bool:

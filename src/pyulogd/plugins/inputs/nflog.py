@@ -124,7 +124,7 @@ class NflogInput(NetnsSource):
         log.debug("opening nfnetlink socket")
         try:
             with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
-                self.sock = NetlinkSocket(bufsize=c["bufsize"])
+                self.sock = NetlinkSocket(bufsize=c["bufsize"], clock=self.ctx.clock)
         except OSError as e:
             raise PluginError(f"unable to open nfnetlink socket: {e.strerror or e}") from None
         try:
@@ -256,7 +256,7 @@ class NflogInput(NetnsSource):
             sock.drain(self.feed, self._overrun, MAX_READS)
         except OSError as e:
             self.ctx.stats.incr(self.stat["recv_errors"])
-            n = self._burst["recv"].due(self.ctx.now())
+            n = self._burst["recv"].due(self.ctx.clock.wall())
             if n:
                 self.ctx.log.error(f"NFLOG '{self.id}': receive failed: {_why(e)} ({n} since last report)")
         if sock.truncated != self._truncated:
@@ -265,7 +265,7 @@ class NflogInput(NetnsSource):
 
     def feed(self, buf: bytes) -> None:
         """Handle one datagram as read from the socket (replay tools and tests call this too)."""
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         batch = self.decoder.parse_buffer(buf, now, self.label)
         recs = batch.records
         if self._check_seq and recs:
@@ -307,7 +307,7 @@ class NflogInput(NetnsSource):
                 self._at_max = True
             log.notice(f"We are losing events, increasing buffer size to {granted} ({total} ENOBUFS so far)")
             return
-        n = self._burst["enobufs"].due(self.ctx.now())
+        n = self._burst["enobufs"].due(self.ctx.clock.wall())
         if not n:
             return
         if maxsize:
@@ -357,7 +357,7 @@ class NflogInput(NetnsSource):
 
     def _report_truncated(self, n: int) -> None:
         self.ctx.stats.incr(self.stat["truncated"], n)
-        k = self._burst["truncated"].due(self.ctx.now(), n)
+        k = self._burst["truncated"].due(self.ctx.clock.wall(), n)
         if k:
             self.ctx.log.notice(f"NFLOG '{self.id}': {k} datagram(s) longer than bufsize="
                                 f"{self.config['bufsize']} were cut; raise bufsize")

@@ -33,6 +33,7 @@ import stat
 from typing import Any
 
 from pyulogd.codec import unixsock as codec
+from pyulogd.core import safefile
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, DecodeError, PluginError
 from pyulogd.core.options import Int, Path, Size, Str
@@ -114,23 +115,19 @@ class UnixsockInput(Source):
                 gid = grp.getgrnam(c["group"]).gr_gid
             except KeyError:
                 raise PluginError(f"Invalid group specified for unix socket ({c['group']})") from None
+        try:  # a directory others can write is refused before anything in it is touched
+            os.close(safefile.open_dir(os.path.dirname(self.path) or ".", self.ctx.run_as))
+        except OSError as e:
+            raise PluginError(f"cannot use socket_path '{self.path}': {e.strerror or e}") from None
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             try:
-                sock.bind(self.path)
+                # Mode and owner are set before the socket gets its name (core/safefile.py):
+                # nothing is chmod'ed or chown'ed through a path another user could swap.
+                self._ino = safefile.bind_unix(sock, self.path, self.ctx.run_as, c["perms"], uid, gid)
             except OSError as e:
                 raise PluginError(f"could not bind to unix socket '{self.path}': {e.strerror or e}") from None
-            st = os.stat(self.path)
-            self._ino = (st.st_dev, st.st_ino)
-            try:
-                os.chmod(self.path, c["perms"])
-                if uid != -1 or gid != -1:
-                    os.chown(self.path, uid, gid)
-            except OSError as e:
-                raise PluginError(
-                    f"could not set permissions/owner of unix socket '{self.path}': {e.strerror or e}"
-                ) from None
             sock.listen(64)
             sock.setblocking(False)
             if not c["bufsize"]:

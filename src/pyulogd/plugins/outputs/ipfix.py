@@ -160,7 +160,7 @@ class IpfixOutput(Sink):
         out = self.out
         if out is not None and out.queue:
             seq = codec.HEADER.unpack_from(out.queue[0][0])[3]
-        msg = codec.message([codec.template_set(t) for t in tids], int(self.ctx.now()), seq, self.oid)
+        msg = codec.message([codec.template_set(t) for t in tids], int(self.ctx.clock.wall()), seq, self.oid)
         return [(msg, 0)]
 
     def _needs_template(self, tid: int) -> bool:
@@ -182,7 +182,7 @@ class IpfixOutput(Sink):
         self._close_set()
         if not self._msg_records:
             return
-        msg = codec.message(self._sets, int(self.ctx.now()), self.seq, self.oid)
+        msg = codec.message(self._sets, int(self.ctx.clock.wall()), self.seq, self.oid)
         self.seq += self._msg_records
         records = self._msg_records
         self._sets = []

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from pyulogd.core import safefile
+from pyulogd.core.append import AppendError, append
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import Sink
 
@@ -23,7 +26,6 @@ if TYPE_CHECKING:
 
 # Pending text that forces a write before the batch ends.
 FLUSH_AT = 64 * 1024
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
 class LineFile:
@@ -43,10 +45,12 @@ class LineFile:
         self._errors_name = stat_prefix + ".write_errors"
         self._lost_name = stat_prefix + ".lines_lost"
         self._failing = False
+        self._lost_burst = 0  # lines lost in the current burst of failures
+        self._torn = False  # a half line stayed at the end of the file
 
     def open(self) -> None:
         try:
-            self.fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+            self.fd = safefile.open_append(self.path, self.ctx.run_as)
         except OSError as e:
             raise PluginError(f"{self.label}: can't open log file {self.path!r}: {e.strerror}") from e
 
@@ -60,51 +64,82 @@ class LineFile:
         pending = self.pending
         if not pending:
             return
-        # Prefix bytes that were not UTF-8 go out exactly as the kernel gave them.
+        # Outside strings were escaped by whoever made the line (pyulogd.core.escape), so this
+        # is plain UTF-8; surrogateescape only keeps a bug elsewhere from raising here.
         data = "".join(pending).encode("utf-8", "surrogateescape")
         lines = len(pending)
-        pending.clear()
-        self.size = 0
         if self.fd < 0:
+            pending.clear()
+            self.size = 0
             self._lost(lines, "file is not open")
             return
-        view = memoryview(data)
+        # After a half line that could not be cut off, start on a line of our own.
+        if self._torn:
+            data = b"\n" + data
         try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as e:
-            # Lines already written stay written; the rest of this batch is lost.
-            self._lost(lines if len(view) == len(data) else data[-len(view) :].count(b"\n"), e.strerror)
+            append(self.fd, data)
+        except AppendError as e:
+            # Whole lines written stay written, a half one is cut off; the rest is lost.
+            head = 1 if self._torn else 0
+            kept, torn = e.settle(self.fd, data, _ends(pending, head))
+            self._torn = torn or (bool(head) and not kept)
+            pending.clear()
+            self.size = 0
+            self._lost(lines - max(0, kept - head), e.strerror)
             return
+        pending.clear()
+        self.size = 0
+        self._torn = False
         if self._failing:
             self._failing = False
-            self.ctx.log.notice(f"{self.label}: writing to {self.path!r} works again")
+            self.ctx.log.notice(f"{self.label}: writing to {self.path!r} works again "
+                                f"({self._lost_burst} line(s) lost)")
 
     def _lost(self, lines: int, reason: str | None) -> None:
         self.ctx.stats.incr(self._errors_name)
         self.ctx.stats.incr(self._lost_name, lines)
         if not self._failing:  # once per burst of failures
             self._failing = True
+            self._lost_burst = 0
             self.ctx.log.error(f"{self.label}: can't write to {self.path!r}: {reason}; dropping lines")
+        self._lost_burst += lines
 
     def reopen(self) -> None:
-        """SIGHUP (log rotation): new lines go to a freshly opened file of the same name."""
+        """SIGHUP (log rotation): new lines go to a freshly opened file of the same name,
+        opened by the same rules (after -u, as the user: docs/privileges.md)."""
         self.flush()
         try:
-            fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+            fd = safefile.open_append(self.path, self.ctx.run_as)
         except OSError as e:
             self.ctx.log.error(f"{self.label}: can't reopen {self.path!r}: {e.strerror}; keeping old file")
             return
         old, self.fd = self.fd, fd
+        self._torn = False
         if old >= 0:
-            os.close(old)
+            _close(old)
 
     def close(self) -> None:
         self.flush()
         if self.fd >= 0:
-            os.close(self.fd)
+            _close(self.fd)
             self.fd = -1
 
+
+def _ends(items: list[str], start: int) -> Iterator[int]:
+    """Where each item ends in the bytes written (after ``start`` bytes of our own)."""
+    pos = start
+    if start:
+        yield start
+    for item in items:
+        pos += len(item.encode("utf-8", "surrogateescape"))
+        yield pos
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:  # EIO of a last delayed write: nothing to do about it any more
+        pass
 
 
 class LineFileSink(Sink):

@@ -17,6 +17,8 @@ appending to one file never interleave inside a line.
 from an input with ``netns=`` or ``network_namespace_path=``) as ``[<name>] `` between the
 host name and the print string: ``Nov 27 09:14:05 host [qrouter-<id>] IN=qr-1 OUT=...``.
 Records without a namespace, and every record with the default 0, keep ulogd2's format.
+The name is escaped as every outside string is (pyulogd.core.escape), and so is the host
+name: the ``print`` string comes escaped from PRINTPKT, so no name can start a line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.escape import EscapeCache, escape_text
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
@@ -54,8 +57,12 @@ class LogemuOutput(LineFileSink):
         self.out = LineFile(
             ctx, config["file"], config["sync"], f"logemu.{instance_id}", "LOGEMU"
         )
-        self._sec = -1
-        self._head = ""
+        # The line head (``Mmm dd hh:mm:ss hostname ``) of second ``head_sec``, made once per
+        # second (new_second); public, read only, for a fused stack (plugins/fused.py).
+        self.head_sec = -1
+        self.head = ""
+        # Namespace names are outside strings: escaped (pyulogd.core.escape), cached by name.
+        self.ns_text = EscapeCache(256)
 
     def start(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
@@ -66,8 +73,8 @@ class LogemuOutput(LineFileSink):
     def new_second(self, sec: int) -> None:
         """The line head for a new second: ``Mmm dd hh:mm:ss hostname ``."""
         # ctime() is English whatever the locale, as in C; cached for the second.
-        self._head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
-        self._sec = sec
+        self.head = f"{time.ctime(sec)[4:19]} {escape_text(self.ctx.hostname)} "
+        self.head_sec = sec
 
     def interp(self, rec: list[Any]) -> int:
         text = rec[self._s_print]
@@ -75,12 +82,12 @@ class LogemuOutput(LineFileSink):
             return OK
         sec = rec[self._s_sec]
         if sec is None:
-            sec = int(self.ctx.now())
-        if sec != self._sec:
+            sec = int(self.ctx.clock.wall())
+        if sec != self.head_sec:
             self.new_second(sec)
         out = self.out
         ns = rec[self._s_netns]
-        line = self._head + text if ns is None else f"{self._head}[{ns}] {text}"
+        line = self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:
