@@ -18,7 +18,7 @@ from pyulogd.core.info import describe
 
 ULOGD = "/usr/sbin/ulogd"
 PLUGDIR = "/usr/lib/x86_64-linux-gnu/ulogd"
-PAIRS = [(so, name) for so, name in sorted(registry.SO_NAMES.items()) if name in registry.PLUGINS]
+PAIRS = [(so, name) for so, name in sorted(registry.SO_NAMES.items()) if name in registry.names()]
 
 pytestmark = [pytest.mark.compat, pytest.mark.skipif(not os.path.exists(ULOGD), reason="needs ulogd2 (Debian ulogd2)")]
 
