@@ -225,4 +225,4 @@ def test_sighup_after_u_reopens_as_the_user() -> None:
             stop(p)
         # The daemon's own log is in root's directory: the user cannot create it again there.
         assert not (out / "daemon.log").exists()
-        assert "cannot reopen the log file" in "".join(lines(out / "daemon.log.1"))
+        assert "can't reopen the log file" in "".join(lines(out / "daemon.log.1"))

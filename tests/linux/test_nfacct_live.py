@@ -1,6 +1,6 @@
 """NFACCT against the real kernel: nfacct counters fed by iptables rules count real packets in a
 throw-away network namespace, and pyulogd (NFACCT -> JSON) reports them, as root and after
-``-u nobody`` (which ulogd2 2.0.8 cannot: it then writes nothing, see docs/privileges.md).
+``-u nobody`` (which ulogd2 2.0.8 cannot: it then writes nothing, see docs/security.md).
 
 Needs root, ``ip``, ``nfacct`` (Debian package nfacct) and ``iptables`` with the nfacct match
 (Debian iptables, nf_tables flavour: ``-m nfacct`` runs through nft_compat). nft cannot feed
@@ -257,7 +257,7 @@ print(json.dumps({"open before": dump(old), "open after": dump(NetlinkSocket())}
 
 @pytest.mark.parametrize(("mode", "want"), [("plain", "Operation not permitted"), ("keep", "ok")])
 def test_what_the_kernel_allows_after_setuid(ns: str, mode: str, want: str) -> None:
-    """The facts docs/privileges.md rests on: nfnetlink checks the sender's capability at
+    """The facts docs/security.md rests on: nfnetlink checks the sender's capability at
     each request, so a socket opened as root does not help after a plain setuid."""
     try:
         pwd.getpwnam("nobody")

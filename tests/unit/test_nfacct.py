@@ -378,7 +378,7 @@ def test_refused_dump_is_logged_and_counted() -> None:
     assert ctx.stats.get("nfacct.acct1.dumps_refused") == 3
     text = log_text(ctx)
     assert text.count("refused the dump: Operation not permitted") == 1  # rate-limited
-    assert "CAP_NET_ADMIN" in text and "docs/privileges.md" in text
+    assert "CAP_NET_ADMIN" in text and "docs/security.md" in text
     p.poll()
     p.feed(error_msg(16, sock.sent[-1]))  # EBUSY: no capability hint
     assert ctx.stats.get("nfacct.acct1.dumps_refused") == 4

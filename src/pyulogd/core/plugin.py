@@ -176,7 +176,7 @@ class Plugin:
     key_blocks: ClassVar[tuple[tuple[str, ...], ...]] = ()
     description: ClassVar[str] = ""
     # Capabilities the plugin still needs after -u drops root (e.g. CAP_NET_ADMIN for
-    # netlink requests the kernel checks per message); see docs/privileges.md.
+    # netlink requests the kernel checks per message); see docs/security.md.
     capabilities: ClassVar[tuple[str, ...]] = ()
     # Why, as the daemon logs it at start ("keeping CAP_NET_ADMIN: NFACCT 'acct1' <reason>").
     capability_reason: ClassVar[str] = "sends netlink requests after start"

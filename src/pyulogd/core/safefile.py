@@ -4,7 +4,7 @@ pyulogd starts as root and opens its pidfile, its log, its output files, the SQL
 database and the UNIXSOCK socket before ``-u`` drops to a user. Whoever can write a
 directory on the way can plant a symbolic or hard link there and have root write (truncate,
 append, chmod, chown) a file of their choice. Every such open goes through this module
-(docs/privileges.md, "File opening rules"):
+(docs/security.md, "File opening rules"):
 
 * **The directory.** The path is resolved here, component by component: every directory
   passed through (and every symbolic link followed) must be owned by root or by the

@@ -75,7 +75,7 @@ class Spool:
         Everything below is opened relative to one descriptor of the directory, and no
         file through a symbolic link: the directory is the -u user's, and whoever can write
         it must not be able to point the spool's writes at another file. (The daemon opens
-        it as that user, docs/privileges.md; ``make_dir`` in core/safefile.py created it.)
+        it as that user, docs/security.md; ``make_dir`` in core/safefile.py created it.)
         """
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)

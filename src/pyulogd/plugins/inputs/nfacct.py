@@ -10,7 +10,7 @@ with these differences:
 * The socket is never read blockingly: the answer is read by the loop as it arrives.
 * A refused dump is logged (the first time, then at most once per 10 s: core/ratelimit.py) with
   the kernel's reason; 2.0.8 logs nothing. The usual one is EPERM: the request needs
-  CAP_NET_ADMIN, which pyulogd keeps when ``-u`` drops root (docs/privileges.md), while
+  CAP_NET_ADMIN, which pyulogd keeps when ``-u`` drops root (docs/security.md), while
   2.0.8 silently writes nothing after ``-u``.
 * Malformed answers are counted (``nfacct.<id>.malformed``) and skipped; a dump still
   running at the next poll is closed with the counters it had (``dumps_incomplete``).
@@ -216,7 +216,7 @@ class NfacctInput(NetnsSource):
             hint = ""
             if batch.error == errno.EPERM:
                 hint = (" (dumping nfacct counters needs CAP_NET_ADMIN; with -u pyulogd keeps it, "
-                        "unless it could not: see docs/privileges.md)")  # fmt: skip
+                        "unless it could not: see docs/security.md)")  # fmt: skip
             self._report("refused", f"NFACCT '{self.id}': the kernel refused the dump: "
                                     f"{os.strerror(batch.error)}{hint}")  # fmt: skip
             self._finish()

@@ -106,7 +106,7 @@ class LineFile:
 
     def reopen(self) -> None:
         """SIGHUP (log rotation): new lines go to a freshly opened file of the same name,
-        opened by the same rules (after -u, as the user: docs/privileges.md)."""
+        opened by the same rules (after -u, as the user: docs/security.md)."""
         self.flush()
         try:
             fd = safefile.open_append(self.path, self.ctx.run_as)

@@ -410,7 +410,7 @@ class XmlOutput(Sink):
         if self.config["stdout"]:
             out: LineFile = _Stdout(self.ctx, "<stdout>", self.config["sync"], f"xml.{self.id}", "XML")
         else:
-            try:  # every SIGHUP creates a file: after -u, the user does (docs/privileges.md)
+            try:  # every SIGHUP creates a file: after -u, the user does (docs/security.md)
                 safefile.require_writable(self.config["directory"], self.ctx.run_as,
                                           "creates a new XML file in it on every SIGHUP", os.W_OK | os.X_OK)
             except OSError as e:
