@@ -18,11 +18,10 @@ from typing import Any
 
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.escape import escape_text
-from pyulogd.core.plugin import Option, OptionType
+from pyulogd.core.options import parse_int as parse_int  # ulogd's integers; re-exported
+from pyulogd.core.plugin import Option
 
 _DELIMS = " \t\r\n="
-_INT_MIN, _UINT_MAX = -(2**31), 2**32 - 1
-_OCTAL = re.compile(r"[+-]?0[0-7]+\Z")
 
 
 @dataclass
@@ -143,18 +142,6 @@ def parse_file(path: str) -> ConfigFile:
     return parse_text(text, path)
 
 
-def parse_int(text: str) -> int:
-    """ulogd's integer syntax: decimal, 0x hex, leading-0 octal; the whole word must be a number."""
-    t = text.strip()
-    if _OCTAL.match(t):
-        value = int(t, 8)
-    else:
-        value = int(t, 0)  # raises ValueError on garbage
-    if not _INT_MIN <= value <= _UINT_MAX:
-        raise ValueError(f"{text!r} is out of range")
-    return value
-
-
 def option_values(
     options: tuple[Option, ...],
     section: Section | None,
@@ -163,7 +150,8 @@ def option_values(
     plugin_name: str,
     warn: Any = None,
 ) -> dict[str, Any]:
-    """Validate a plugin's section against its declared options; return name -> value."""
+    """Validate a plugin's section against its declared options; return name -> typed value
+    (each option's kind parses its value, see core/options.py; defaults for the rest)."""
     by_name = {o.name: o for o in options}
     values: dict[str, Any] = {o.name: o.default for o in options}
     seen: dict[str, int] = {}
@@ -189,21 +177,10 @@ def option_values(
                 if warn is not None:
                     warn(f"{cfg.path}:{e.line}: ignoring malformed config directive '{e.key}' (no value)")
                 continue
-            if opt.type is OptionType.INT:
-                try:
-                    v: Any = parse_int(e.value)
-                except ValueError:
-                    raise ConfigError(
-                        f"option '{e.key}' of '{instance_id}' needs an integer, not '{e.value}'",
-                        cfg.path,
-                        e.line,
-                    ) from None
-            else:
-                v = e.value
-            if opt.check is not None:
-                problem = opt.check(v)
-                if problem:
-                    raise ConfigError(f"option '{e.key}' of '{instance_id}': {problem}", cfg.path, e.line)
+            try:
+                v = opt.parse(e.value)
+            except ValueError as err:
+                raise ConfigError(f"option '{e.key}' of '{instance_id}': {err}", cfg.path, e.line) from None
             values[e.key] = v
     for opt in options:
         if opt.required and opt.name not in seen:

@@ -47,7 +47,8 @@ from pyulogd.codec import netlink as nl
 from pyulogd.core import safefile
 from pyulogd.core.errors import PluginError
 from pyulogd.core.escape import escape_bytes
-from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.core.options import Bool, Path
+from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
@@ -380,9 +381,9 @@ class XmlOutput(Sink):
     description = "Packets, flows and counters as XML, one timestamped file per start and SIGHUP"
     input_type = DataType.RAW | DataType.PACKET | DataType.FLOW | DataType.SUM
     options = (
-        Option("directory", OptionType.STRING, "/var/log/", help="where the ulogd-*.xml files are created"),
-        Option("sync", OptionType.INT, 0, help="accepted; records are written before the daemon waits"),
-        Option("stdout", OptionType.INT, 0, help="1: write to standard output instead of a file"),
+        Option("directory", Path(), "/var/log/", help="where the ulogd-*.xml files are created"),
+        Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
+        Option("stdout", Bool(), 0, help="1: write to standard output instead of a file"),
     )
     input_keys = (
         Key("ct", KeyType.RAW, optional=True, help="conntrack entry (NFCT, or NFLOG with attach_conntrack=1)"),
@@ -401,16 +402,16 @@ class XmlOutput(Sink):
         return f"{self.config['directory']}/{file_name(self.infix, self.ctx.clock.wall())}"
 
     def _new_file(self, path: str) -> LineFile:
-        return LineFile(self.ctx, path, bool(self.config["sync"]), f"xml.{self.id}", "XML")
+        return LineFile(self.ctx, path, self.config["sync"], f"xml.{self.id}", "XML")
 
     def start(self) -> None:
         self._s_ct, self._s_raw, self._s_sum = self.in_slots
         self.infix = "pkt" if self._s_raw else "flow" if self._s_ct else "sum" if self._s_sum else "pkt"
         if self.config["stdout"]:
-            out: LineFile = _Stdout(self.ctx, "<stdout>", bool(self.config["sync"]), f"xml.{self.id}", "XML")
+            out: LineFile = _Stdout(self.ctx, "<stdout>", self.config["sync"], f"xml.{self.id}", "XML")
         else:
             try:  # every SIGHUP creates a file: after -u, the user does (docs/security.md)
-                safefile.require_writable(str(self.config["directory"]), self.ctx.run_as,
+                safefile.require_writable(self.config["directory"], self.ctx.run_as,
                                           "creates a new XML file in it on every SIGHUP", os.W_OK | os.X_OK)
             except OSError as e:
                 raise PluginError(f"XML: can't use directory: {e.strerror}") from None
