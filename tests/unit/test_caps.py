@@ -195,8 +195,8 @@ def test_confine_cuts_the_bounding_set_and_sets_no_new_privs() -> None:
     assert k.calls[0] == ("set", CAP_SETPCAP, ALL, 0)  # only CAP_SETPCAP, only for the drops
     drops = [c[2] for c in k.calls if c[:2] == ("prctl", core_caps.PR_CAPBSET_DROP)]
     assert sorted(drops) == [b for b in range(LAST_CAP + 1) if not keep >> b & 1]
-    assert k.calls[-3:] == [("set", 0, keep, 0), ("prctl", core_caps.PR_CAP_AMBIENT, core_caps.PR_CAP_AMBIENT_CLEAR_ALL),
-                            ("prctl", core_caps.PR_SET_NO_NEW_PRIVS, 1)]  # fmt: skip
+    ambient = ("prctl", core_caps.PR_CAP_AMBIENT, core_caps.PR_CAP_AMBIENT_CLEAR_ALL)
+    assert k.calls[-3:] == [("set", 0, keep, 0), ambient, ("prctl", core_caps.PR_SET_NO_NEW_PRIVS, 1)]
     assert p.lowered
 
 
