@@ -17,7 +17,8 @@ daemon's own namespace polls the conntrack table every second. Then:
 * afterwards every thread's effective set is empty again, and nothing was refused
   (no dump error, no failed attach, no EPERM in the log);
 * the risk docs/security.md documents: a process of the same uid can SIGSTOP the daemon
-  (and SIGCONT it), one of another unprivileged uid cannot.
+  (and SIGCONT it), one of another unprivileged uid cannot; neither can read its memory or
+  environment (not dumpable after setuid()).
 
 Namespaces are named ``zlp<random>-…`` and removed afterwards, the user too; all traffic is
 over loopback inside them.
@@ -25,6 +26,7 @@ over loopback inside them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -35,7 +37,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,8 +228,8 @@ def check_confined(pid: int, uid: int, samples: int = 10) -> int:
     return threads
 
 
-def try_signal(pw: pwd.struct_passwd, pid: int, sig: int) -> int:
-    """kill(pid, sig) from a child process running as ``pw``: 0 or the errno."""
+def as_user(pw: pwd.struct_passwd, act: Callable[[], object]) -> int:
+    """``act()`` in a child process running as ``pw``: 0, or the errno of its OSError."""
     child = os.fork()
     if child == 0:  # pragma: no cover - the child
         code = 99
@@ -235,7 +237,7 @@ def try_signal(pw: pwd.struct_passwd, pid: int, sig: int) -> int:
             os.setgroups([])
             os.setgid(pw.pw_gid)
             os.setuid(pw.pw_uid)
-            os.kill(pid, sig)
+            act()
             code = 0
         except OSError as e:
             code = e.errno or 98
@@ -243,6 +245,10 @@ def try_signal(pw: pwd.struct_passwd, pid: int, sig: int) -> int:
             os._exit(code)
     _, status = os.waitpid(child, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def try_signal(pw: pwd.struct_passwd, pid: int, sig: int) -> int:
+    return as_user(pw, lambda: os.kill(pid, sig))
 
 
 def state(pid: int) -> str:
@@ -327,6 +333,8 @@ def test_capabilities_are_effective_only_while_needed(user: pwd.struct_passwd, n
                 other = pwd.getpwnam("nobody")
                 assert try_signal(other, proc.pid, signal.SIGSTOP) == 1  # EPERM
                 assert state(proc.pid) != "T"
+            # Its memory and environment stay closed to it: the daemon is not dumpable after setuid().
+            assert as_user(user, lambda: Path(f"/proc/{proc.pid}/environ").read_bytes()) == errno.EACCES
             assert try_signal(user, proc.pid, signal.SIGSTOP) == 0
             wait_for(lambda: state(proc.pid) == "T", 5, "the daemon to be stopped by its own user")
             assert try_signal(user, proc.pid, signal.SIGCONT) == 0

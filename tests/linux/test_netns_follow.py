@@ -425,11 +425,18 @@ def test_following_without_root_with_ambient_capabilities(open_dir: Path, cleanu
         send(name)
         wait_for(lambda: len(lines(tmp_path / "pkt.json")) >= VIA_VETH + VIA_LO, 10, "packet records")
         wait_for(lambda: len(lines(tmp_path / "ct.json")) >= VIA_VETH + VIA_LO, 10, "conntrack records")
+        status = Path(f"/proc/{proc.pid}/status").read_text()
     finally:
         stop_daemon(proc)
     pkts = records(tmp_path / "pkt.json")
     assert {r["oob.netns"] for r in pkts} == {name}
     assert sorted(str(r["oob.out"]) for r in pkts) == ["lo"] * VIA_LO + [veth(97)] * VIA_VETH
+    # The ambient capabilities held as -u holds them: permitted only, nothing ambient.
+    sets = {k: int(re.search(rf"{k}:\s*([0-9a-f]+)", status).group(1), 16)  # type: ignore[union-attr]
+            for k in ("CapEff", "CapPrm", "CapInh", "CapAmb")}
+    assert sets == {"CapEff": 0, "CapPrm": (1 << 12) | (1 << 21), "CapInh": 0, "CapAmb": 0}
+    assert re.search(r"NoNewPrivs:\s*1", status)
+    assert "keeping CAP_NET_ADMIN, CAP_SYS_ADMIN (permitted only" in "".join(lines(tmp_path / "daemon.log"))
 
 
 def test_nfacct_counters_of_deleted_namespaces_are_not_lost(tmp_path: Path, cleanup: list[str]) -> None:

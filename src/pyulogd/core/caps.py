@@ -23,7 +23,10 @@ Capabilities are per thread: :class:`Privileges` acts only in the thread that lo
 them (the daemon's one loop thread, which does every netlink operation). In any other
 thread :meth:`Privileges.raised` does nothing, so the kernel refuses what such a thread
 should not do. Threads created later (the SQL writers) inherit the lowered sets: empty
-effective set, and no code of theirs raises anything.
+effective set, and no code of theirs raises anything. (A thread started *inside* a raised
+block would inherit the raised set: none is; tests/linux/test_least_privilege.py checks
+every thread of a running daemon.) This keeps capabilities out of the way of mistakes; it is
+no wall against code running inside the process, which could raise them itself.
 
 If dropping a raised capability ever fails, :class:`StillPrivileged` (a ``SystemExit``, so
 no ``except Exception`` swallows it) ends the daemon rather than let it run privileged.
