@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from pyulogd.core import registry
+from pyulogd.core.checks import check_port, check_port_or_default
 from pyulogd.core.config import option_values, parse_int, parse_text
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Option, OptionType
@@ -118,3 +122,79 @@ def test_lines_before_any_section_are_ignored_like_ulogd() -> None:
     assert cfg.warnings == ["t.conf:1: ignoring 'netlink_socket_buffer_maxsize' outside of any [section]"]
     glob = cfg.section("global")
     assert glob is not None and [e.key for e in glob.entries] == ["loglevel"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["[global", "[a b]", "[a]]", "[[a]]", "[a] b", "[a]b", "[a];comment", "[a\x1b[31m"],
+)
+def test_malformed_section_headers_refused_with_file_and_line(header: str) -> None:
+    """ulogd2 2.0.8 takes the first word of such a line ('[global' is [global], '[a b]' is [a]);
+    each is a typo that would silently move options to another section."""
+    with pytest.raises(ConfigError, match="malformed section header") as ei:
+        parse_text(f"[global]\nloglevel=3\n{header}\nx=1\n", "h.conf")
+    assert (ei.value.file, ei.value.line) == ("h.conf", 3)
+    assert "\x1b" not in str(ei.value)  # a control character is shown escaped, never written raw
+
+
+@pytest.mark.parametrize("header", ["[]", "[ ]", "[", "[ ] # c"])
+def test_empty_section_name_refused(header: str) -> None:
+    with pytest.raises(ConfigError, match="empty section name") as ei:
+        parse_text(f"[global]\n{header}\n", "h.conf")
+    assert ei.value.line == 2
+
+
+@pytest.mark.parametrize("header", ["[a]", "  [ a ]  ", "[a] # comment", "[a]# comment", "\t[\ta\t]"])
+def test_section_headers_ulogd_writes(header: str) -> None:
+    cfg = parse_text(f"{header}\nx=1\n")
+    sec = cfg.section("a")
+    assert sec is not None and [(e.key, e.value) for e in sec.entries] == [("x", "1")]
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "problem"),
+    [
+        (check_port, 999999, "port 999999 is out of range (1..65535)"),
+        (check_port, 0, "port 0 is out of range (1..65535)"),
+        (check_port, -1, "out of range"),
+        (check_port, "999999", "port 999999 is out of range (1..65535)"),
+        (check_port, "0", "out of range"),
+        (check_port, "80x", "neither a port number nor a service name"),
+        (check_port, "-5", "neither a port number nor a service name"),
+        (check_port, "a b", "neither"),
+        (check_port_or_default, 65536, "port 65536 is out of range (0..65535)"),
+        (check_port_or_default, -1, "out of range"),
+    ],
+)
+def test_port_checks_refuse(check: Any, value: Any, problem: str) -> None:
+    got = check(value)
+    assert got is not None and problem in got
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [(check_port, 1), (check_port, 65535), (check_port, "514"), (check_port, "syslog"), (check_port, "carbon-2"),
+     (check_port, ""), (check_port_or_default, 0), (check_port_or_default, 5432)],
+)
+def test_port_checks_accept(check: Any, value: Any) -> None:
+    assert check(value) is None
+
+
+@pytest.mark.parametrize(
+    ("plugin", "option", "value"),
+    [("JSON", "port", "999999"), ("GRAPHITE", "port", "70000"), ("IPFIX", "port", "999999"),
+     ("SYSLOG", "port", "0"), ("PGSQL", "port", "65536"), ("MYSQL", "port", "999999"), ("DBI", "port", "-1")],
+)
+def test_every_port_option_is_checked(plugin: str, option: str, value: str) -> None:
+    cls = registry.get(plugin)
+    cfg = parse_text(f"[x1]\n{option}={value}\n", "p.conf")
+    with pytest.raises(ConfigError, match="out of range") as ei:
+        option_values(cls.options, cfg.section("x1"), cfg, "x1", plugin)
+    assert (ei.value.file, ei.value.line) == ("p.conf", 2)
+
+
+def test_no_port_option_goes_unchecked() -> None:
+    for name in registry.names():
+        for opt in registry.get(name).options:
+            if opt.name == "port" or opt.name.endswith("_port"):
+                assert opt.check in (check_port, check_port_or_default), (name, opt.name)

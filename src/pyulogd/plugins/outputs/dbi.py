@@ -8,6 +8,7 @@ other SQL outputs (not SQLITE3's).
 
 from __future__ import annotations
 
+from pyulogd.core.checks import check_port_or_default
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Option
 from pyulogd.core.plugin import OptionType as T
@@ -35,7 +36,7 @@ class DbiOutput(SqlOutput):
         Option("user", T.STRING, "", required=True, help="user name"),
         Option("pass", T.STRING, "", help="password"),
         Option("dbtype", T.STRING, "", required=True, help="pgsql, mysql or sqlite3", check=_check_dbtype),
-        Option("port", T.INT, 0, help="server port (unused by 2.0.8's DBI)"),
+        Option("port", T.INT, 0, help="server port (unused by 2.0.8's DBI)", check=check_port_or_default),
         Option("schema", T.STRING, "public", help="PostgreSQL schema (unused by 2.0.8's DBI)"),
         *SECRETS,
         *PYULOGD,

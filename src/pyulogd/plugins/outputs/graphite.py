@@ -22,6 +22,7 @@ import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.checks import check_port
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.io.sender import FLUSH_AT, ReliableSender, resolve, sender_options
@@ -37,7 +38,7 @@ class GraphiteOutput(Sink):
     input_type = DataType.SUM
     options = (
         Option("host", OptionType.STRING, "", help="Carbon host (required)"),
-        Option("port", OptionType.STRING, "", help="Carbon plaintext port, usually 2003 (required)"),
+        Option("port", OptionType.STRING, "", help="Carbon plaintext port, usually 2003 (required)", check=check_port),
         Option("prefix", OptionType.STRING, "", help="metric path prefix: <prefix>.<counter>.pkts|bytes"),
         *sender_options(1 << 20),
     )

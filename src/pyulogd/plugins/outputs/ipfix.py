@@ -32,6 +32,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.codec import ipfix as codec
+from pyulogd.core.checks import check_port
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.io.loop import Timer
@@ -75,7 +76,7 @@ class IpfixOutput(Sink):
     options = (
         Option("oid", OptionType.INT, 0, help="observation domain ID (required, not 0)"),
         Option("host", OptionType.STRING, "", help="collector address (required)"),
-        Option("port", OptionType.INT, 4739, help="collector port"),
+        Option("port", OptionType.INT, 4739, help="collector port", check=check_port),
         Option("proto", OptionType.STRING, "tcp", help="tcp or udp", check=_check_proto),
         Option("mtu", OptionType.INT, 512, help="largest IPFIX message in bytes"),
         Option("send_template", OptionType.STRING, "once",

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.checks import check_port
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
@@ -250,7 +251,7 @@ class JsonOutput(Sink):
         Option("boolean_label", OptionType.INT, 0, help='raw.label as "action": "allowed"/"blocked"'),
         Option("mode", OptionType.STRING, "file", help="file, tcp, udp or unix", check=_check_mode),
         Option("host", OptionType.STRING, "127.0.0.1", help="tcp/udp peer"),
-        Option("port", OptionType.STRING, "12345", help="tcp/udp port or service name"),
+        Option("port", OptionType.STRING, "12345", help="tcp/udp port or service name", check=check_port),
         *sender_options(1 << 20),
     )
 

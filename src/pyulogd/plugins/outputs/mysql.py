@@ -6,6 +6,7 @@ tables; the writer thread, the spool and the reconnection backoff of ``db/writer
 
 from __future__ import annotations
 
+from pyulogd.core.checks import check_port_or_default
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Option
 from pyulogd.core.plugin import OptionType as T
@@ -25,7 +26,7 @@ class MysqlOutput(SqlOutput):
         Option("host", T.STRING, "", help="server host (empty or localhost: the local socket)"),
         Option("user", T.STRING, "", required=True, help="user name"),
         Option("pass", T.STRING, "", help="password"),
-        Option("port", T.INT, 0, help="server port (0: 3306)"),
+        Option("port", T.INT, 0, help="server port (0: 3306)", check=check_port_or_default),
         *SECRETS,
         *PYULOGD,
     )

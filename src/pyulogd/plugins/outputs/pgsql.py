@@ -8,6 +8,7 @@ can come from ``pass``, ``pass_file`` or ``pass_env``. ``schema_file`` (e.g. Deb
 
 from __future__ import annotations
 
+from pyulogd.core.checks import check_port_or_default
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Option
 from pyulogd.core.plugin import OptionType as T
@@ -27,7 +28,7 @@ class PgsqlOutput(SqlOutput):
         Option("host", T.STRING, "", help="server host (empty: the local socket)"),
         Option("user", T.STRING, "", required=True, help="user name"),
         Option("pass", T.STRING, "", help="password"),
-        Option("port", T.INT, 0, help="server port (0: the default)"),
+        Option("port", T.INT, 0, help="server port (0: the default)", check=check_port_or_default),
         Option("schema", T.STRING, "public", help="schema of the table (and first in search_path)"),
         Option("connstring", T.STRING, "", help="libpq connection string; replaces host, port, db, user, pass"),
         *SECRETS,

@@ -25,6 +25,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.checks import check_port
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.io.sender import FLUSH_AT, ReliableSender, Target, resolve, sender_options, unix_target
@@ -76,7 +77,7 @@ class SyslogOutput(Sink):
                "(unix datagram)"),
         Option("host", OptionType.STRING, "", help="pyulogd extra: a remote syslog daemon instead of the "
                "local socket"),
-        Option("port", OptionType.STRING, "514", help="pyulogd extra: port of host"),
+        Option("port", OptionType.STRING, "514", help="pyulogd extra: port of host", check=check_port),
         Option("proto", OptionType.STRING, "udp", help="pyulogd extra: udp, or tcp (octet-counted frames)",
                check=_check_proto),
         *sender_options(1 << 20),
