@@ -200,6 +200,13 @@ def test_global_checks() -> None:
     assert ei.value.line == 4
 
 
+def test_a_logfile_no_file_can_have_is_a_config_error() -> None:
+    """Found by bench/fuzz/fuzz_config.py: a NUL in logfile= escaped as a ValueError traceback."""
+    with pytest.raises(ConfigError, match=r"can't open logfile 'a\\x00b': embedded null byte") as ei:
+        service('[global]\nlogfile="a\x00b"\nstack=s1:TSRC,c1:TCOLLECT\n')
+    assert (ei.value.file, ei.value.line) == ("t.conf", 2)
+
+
 def test_plugin_lines_limit_available_plugins() -> None:
     # A plugin= line for a ulogd2 plugin not implemented yet is accepted (Debian's conf lists them).
     text = '[global]\nplugin="/usr/lib/x86_64-linux-gnu/ulogd/ulogd_output_GRAPHITE.so"\nstack=s1:TSRC,c1:TCOLLECT\n'

@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 from pyulogd.core import registry
+from pyulogd.core.checks import shown
 from pyulogd.core.config import ConfigFile, parse_file, parse_int
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
@@ -62,7 +63,10 @@ class Service:
                 try:
                     log.set_destination(e.value)
                 except OSError as err:
-                    raise ConfigError(f"can't open logfile '{e.value}': {err.strerror}", cfg.path, e.line) from err
+                    raise ConfigError(f"can't open logfile '{shown(e.value)}': {err.strerror}", cfg.path,
+                                      e.line) from err
+                except ValueError as err:  # a NUL in the name: no file can have it
+                    raise ConfigError(f"can't open logfile '{shown(e.value)}': {err}", cfg.path, e.line) from None
             elif e.key == "loglevel":
                 try:
                     level = parse_int(e.value)
