@@ -6,7 +6,7 @@ kernel sends them during ``throughput.py --mode ct``) through pyulogd's
 NFCT(hash_enable=0)->IP2STR->PRINTFLOW->LOGEMU stack, many times, writing to a file in a
 temp directory:
 
-    python3 bench/micro_ct.py [--rounds 200] [--events FILE.hex] [--profile]
+    python3 bench/micro_ct.py [--rounds 200] [--events FILE.hex] [--profile] [--no-fusion]
 
 FILE.hex: one datagram per line in hex (default: bench/data/ct-events.hex, 400 datagrams
 captured from the lab: 200 connections to a closed port, NEW + DESTROY each). The datagrams
@@ -27,19 +27,22 @@ from pathlib import Path
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.netlink import lay_out
 
 DEFAULT = Path(__file__).resolve().parent / "data" / "ct-events.hex"
 STACK = "ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU"
 
 
-def run(bufs: list[bytes], rounds: int, sync: int, profile: bool = False, batch: int = 0) -> float:
+def run(
+    bufs: list[bytes], rounds: int, sync: int, profile: bool = False, batch: int = 0, fusion: bool = True
+) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         text = (
-            f"[global]\nstack={STACK}\n[ct1]\nevent_mask=0x7\nhash_enable=0\n"
+            f"[global]\nstack={STACK}\nfusion={int(fusion)}\n[ct1]\nevent_mask=0x7\nhash_enable=0\n"
             f'[emu1]\nfile="{tmp}/out.log"\nsync={sync}\n'
         )
-        ctx = Context(hostname="vm")
+        ctx = Context(loop=Loop(), hostname="vm")
         svc = Service(f"{tmp}/u.conf", ctx)
         svc.load_config(parse_text(text))
         for inst in svc.stacks[0].instances[1:]:
@@ -95,15 +98,17 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile one run (slower; shares only)")
     ap.add_argument("--batch", type=int, default=0, help="N > 0: the read_many() path, N datagrams per "
                     "round and one flush per round (0: feed() one datagram at a time, a flush per 16)")
+    ap.add_argument("--no-fusion", action="store_true", help="the plugins' own run, not the fused one")
     a = ap.parse_args()
     bufs = [bytes.fromhex(x) for x in Path(a.events).read_text().split()]
     os.environ.setdefault("TZ", "UTC")
     time.tzset()
     if a.profile:
-        run(bufs, a.rounds, a.sync, True, a.batch)
+        run(bufs, a.rounds, a.sync, True, a.batch, not a.no_fusion)
         return 0
-    best = min(run(bufs, a.rounds, a.sync, batch=a.batch) for _ in range(3))
+    best = min(run(bufs, a.rounds, a.sync, batch=a.batch, fusion=not a.no_fusion) for _ in range(3))
     how = f"read_many path, {a.batch} per round" if a.batch else "feed(), a flush per 16"
+    how += ", not fused" if a.no_fusion else ""
     print(
         f"NFCT->IP2STR->PRINTFLOW->LOGEMU sync={a.sync} ({how}): {best:.2f} µs CPU per event, "
         f"{2 * best:.2f} per connection (best of 3, {a.rounds * len(bufs)} events each)"

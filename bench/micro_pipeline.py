@@ -30,9 +30,11 @@ from pathlib import Path
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "ulogd2-2.0.8" / "pkt-json"
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT.parent / "shared" / "golden" / "ulogd2-2.0.8" / "pkt-json"
 STACKS = {
     "json": "log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,json1:JSON",
     "logemu": "log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU",
@@ -49,7 +51,9 @@ def flood_buffers(npkt: int = 44, per_batch: int = 18) -> list[bytes]:
     """NFLOG datagrams as the kernel sends them during the benchmark flood (gbA -> gbB:5001)."""
     import struct
 
-    from pyulogd.codec import nflog
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # the message builders are in tests/builders
+    from tests.builders.nflog import build_packet
 
     mac_hdr = bytes.fromhex("02000000000b02000000000a0800")
     out: list[bytes] = []
@@ -59,7 +63,7 @@ def flood_buffers(npkt: int = 44, per_batch: int = 18) -> list[bytes]:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 92, ident, 0x4000, 64, 17, 0, bytes([10, 99, 0, 1]),
                          bytes([10, 99, 0, 2]))  # fmt: skip
         udp = struct.pack("!HHHH", 40000, 5001, 72, (0x1234 + i) & 0xFFFF)
-        batch.append(nflog.build_packet(
+        batch.append(build_packet(
             family=2, group=30, hook=1, prefix=b"gbFLOOD ", indev=2, hwaddr=mac_hdr[6:12], hwtype=1,
             hwheader=mac_hdr, timestamp=(1795764135, 100000 + 37 * i), payload=ip + udp + bytes(64),
         ))  # fmt: skip
@@ -76,7 +80,7 @@ def run(stack: str, rounds: int, sync: int, traffic: str = "golden") -> float:
             f"[global]\nstack={STACKS[stack]}\n[log1]\ngroup=11\n"
             f'[json1]\nfile="{tmp}/out.json"\nsync={sync}\n[emu1]\nfile="{tmp}/out.log"\nsync={sync}\n'
         )
-        ctx = Context(hostname="vm")
+        ctx = Context(loop=Loop(), hostname="vm")
         cache = LinkCache(ctx, kernel=False)
         cache.names.update({1: "lo", 2: "gbb0"})
         ctx.ifcache = cache  # type: ignore[attr-defined]

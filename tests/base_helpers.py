@@ -12,6 +12,7 @@ from typing import Any
 
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import KeyType
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters.base import OUTPUT_KEYS, BaseFilter
 
 TESTS = Path(__file__).resolve().parent
@@ -28,7 +29,7 @@ JSON_NAMES = frozenset((k.cim or k.name) for k in OUTPUT_KEYS if k.type not in (
 
 
 def make_base(ctx: Context | None = None, instance_id: str = "base1") -> BaseFilter:
-    f = BaseFilter(ctx or Context(), instance_id, {})
+    f = BaseFilter(ctx or Context(loop=Loop()), instance_id, {})
     f.out_base = OUT_BASE
     f.in_slots = [IN_PKT, IN_LEN, IN_FAM, IN_PROTO]
     return f

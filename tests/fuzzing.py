@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from pyulogd.codec import netlink as nl
-from pyulogd.codec import nfacct, nfct, nflog, unixsock
+from pyulogd.codec import nfacct, nfct, nfct_describe, nflog, unixsock
 from pyulogd.core import registry
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, DecodeError
@@ -39,6 +40,10 @@ from pyulogd.core.stats import Stats
 from pyulogd.daemon.service import Service
 from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.xml import flow_xml, packet_xml, sum_xml
+from tests.builders.netlink import done_msg, error_msg
+from tests.builders.nfacct import counter_msg
+from tests.builders.nfct import Tuple, build_ct
+from tests.builders.nflog import build_packet
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden" / "ulogd2-2.0.8"
@@ -76,13 +81,13 @@ def _kinds(buf: bytes) -> set[int]:
     return {nl.subsys(typ) for _off, _ln, typ, _f, _s, _p in msgs if typ >= nl.NLMSG_MIN_TYPE}
 
 
-def _tcp(v6: bool = False, proto: int = 6) -> nfct.Tuple:
+def _tcp(v6: bool = False, proto: int = 6) -> Tuple:
     if v6:
         a, b = bytes.fromhex("fd000201" + "00" * 11 + "01"), bytes.fromhex("00" * 10 + "ffff0a010203")
     else:
         a, b = bytes([10, 201, 0, 1]), bytes([10, 201, 0, 2])
     ports = proto in nfct.PORT_PROTOS or proto == 47
-    return nfct.Tuple(a, b, proto, 40001 if ports else None, 7001 if ports else None)
+    return Tuple(a, b, proto, 40001 if ports else None, 7001 if ports else None)
 
 
 def _nest(t: int, *parts: bytes) -> bytes:
@@ -102,17 +107,17 @@ def _built_ct() -> list[bytes]:
     out = []
     for i, extra in enumerate(extras):
         for proto in (6, 17, 132, 33, 47, 50):
-            out.append(nfct.build_ct((nfct.NEW, nfct.UPDATE, nfct.DESTROY)[i % 3], _tcp(i % 2 == 1, proto),
+            out.append(build_ct((nfct.NEW, nfct.UPDATE, nfct.DESTROY)[i % 3], _tcp(i % 2 == 1, proto),
                                      counters=(1, 60, 2, 120) if i % 2 else None, counters32=i == 3,
                                      timestamp=(10**18, 10**18 + 5 * 10**9) if i % 3 == 2 else None,
                                      event_time=10**18 if i == 4 else None, mark=i or None,
                                      zone=i if i > 3 else None, extra=extra))  # fmt: skip
-    icmp = nfct.Tuple(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 1, icmp_type=8, icmp_code=0, icmp_id=7)
-    icmp6 = nfct.Tuple(bytes(15) + b"\1", bytes(15) + b"\2", 58, icmp_type=128, icmp_code=0, icmp_id=7, zone=1)
-    out += [nfct.build_ct(nfct.NEW, icmp), nfct.build_ct(nfct.DESTROY, icmp6, counters=(1, 2, 3, 4))]
-    dump = b"".join(nfct.build_ct(nfct.UPDATE, _tcp(), flags=nl.NLM_F_MULTI, seq=5) for _ in range(2))
-    out.append(dump + nl.done_msg(5))
-    out.append(nl.error_msg(2, nfct.dump_request(9)) + nl.error_msg(0, nfct.dump_request(9)))
+    icmp = Tuple(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 1, icmp_type=8, icmp_code=0, icmp_id=7)
+    icmp6 = Tuple(bytes(15) + b"\1", bytes(15) + b"\2", 58, icmp_type=128, icmp_code=0, icmp_id=7, zone=1)
+    out += [build_ct(nfct.NEW, icmp), build_ct(nfct.DESTROY, icmp6, counters=(1, 2, 3, 4))]
+    dump = b"".join(build_ct(nfct.UPDATE, _tcp(), flags=nl.NLM_F_MULTI, seq=5) for _ in range(2))
+    out.append(dump + done_msg(5))
+    out.append(error_msg(2, nfct.dump_request(9)) + error_msg(0, nfct.dump_request(9)))
     return out
 
 
@@ -120,21 +125,21 @@ def _built_nflog(ct: bytes) -> list[bytes]:
     pkt = bytes.fromhex("4500001c000100004011f9c80ac900010ac900029c4b1b5b00080000")
     mac = bytes.fromhex("02000ac90001")
     return [
-        nflog.build_packet(prefix=b"ACCEPT ", indev=2, hwaddr=mac, hwheader=mac * 2 + b"\x08\x00",
+        build_packet(prefix=b"ACCEPT ", indev=2, hwaddr=mac, hwheader=mac * 2 + b"\x08\x00",
                            timestamp=(1795764137, 5), payload=pkt, mark=1, uid=0, gid=0, seq=1, seq_global=2),
-        nflog.build_packet(prefix=b"x", outdev=3, hook=3, payload=pkt, ct=ct),
-        nflog.build_packet(family=10, hw_protocol=0x86DD, payload=bytes(40), hwaddr=bytes(range(1, 9))),
-        nflog.build_packet(hw_protocol=None, payload=b""),
-        nflog.build_packet(prefix=b"a" * 60, payload=pkt) + nl.done_msg(),
+        build_packet(prefix=b"x", outdev=3, hook=3, payload=pkt, ct=ct),
+        build_packet(family=10, hw_protocol=0x86DD, payload=bytes(40), hwaddr=bytes(range(1, 9))),
+        build_packet(hw_protocol=None, payload=b""),
+        build_packet(prefix=b"a" * 60, payload=pkt) + done_msg(),
     ]  # fmt: skip
 
 
 def _built_nfacct() -> list[bytes]:
     return [
-        nfacct.counter_msg("http", 10, 1500, seq=7) + nfacct.counter_msg("dns", 3, 210, seq=7, use=None)
-        + nl.done_msg(7),
-        nfacct.counter_msg("q", 2**64 - 1, 0, seq=7, flags=1, quota=10),
-        nl.error_msg(1, nfacct.dump_request(7, False)),
+        counter_msg("http", 10, 1500, seq=7) + counter_msg("dns", 3, 210, seq=7, use=None)
+        + done_msg(7),
+        counter_msg("q", 2**64 - 1, 0, seq=7, flags=1, quota=10),
+        error_msg(1, nfacct.dump_request(7, False)),
     ]  # fmt: skip
 
 
@@ -398,7 +403,7 @@ class NfctChecker:
         except DecodeError:
             single = None
         if single is not None:
-            nfct.describe(data)  # anything decode accepts, describe reads
+            nfct_describe.describe(data)  # anything decode accepts, describe reads
         for rec in slow.records:
             problems: list[str] = []
             flow_xml(rec[nfct.I_CT], NOW, WHEN, problems)
@@ -649,7 +654,7 @@ class ConfigChecker:
     no file, no database (SQL outputs' configure() is left out)."""
 
     def __init__(self) -> None:
-        self.loop = Loop()
+        self.loop = Loop(FakeClock(wall=NOW))
         self._restore: list[str] = []
         for name in ("SQLITE3", "PGSQL", "MYSQL", "DBI"):
             registry.register(_no_db(registry.get(name)))
@@ -661,7 +666,7 @@ class ConfigChecker:
         self.loop.selector.close()
 
     def __call__(self, text: str) -> str:
-        ctx = Context(loop=self.loop, log=_QuietLog(), stats=Stats(), now=lambda: NOW, hostname="fuzz")
+        ctx = Context(loop=self.loop, log=_QuietLog(), stats=Stats(), hostname="fuzz")
         try:
             cfg = parse_text(text, "fuzz.conf")
             Service("fuzz.conf", ctx).load_config(cfg)

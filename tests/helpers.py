@@ -1,7 +1,7 @@
 """Test helpers: build a Stack without a config file, and stand-ins for upstream plugins.
 
-``make_stack`` does what ``core.stack.build_stack`` does after parsing (configure from the
-output back, resolve keys nearest-first, finish), from plugin classes or instances.
+``make_stack`` instantiates plugin classes (or takes instances) and wires them with
+``core.stack.wire``, as ``build_stack`` does after parsing.
 ``NflogKeys``/``BaseKeys`` declare the keys of ulogd2's NFLOG and BASE (spec 4.1, 5.1) and
 put given values in their slots, so filters and outputs can be tested on exact records.
 """
@@ -17,10 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pyulogd.codec import nflog as nflog_codec
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import OK, DataType, Filter, Key, Plugin, Sink, Source
 from pyulogd.core.plugin import KeyType as T
-from pyulogd.core.stack import Stack, _resolve
+from pyulogd.core.stack import Stack, wire
+from pyulogd.io.loop import Loop
 
 PluginSpec = Plugin | type[Plugin] | tuple[type[Plugin], dict[str, Any]]
 
@@ -28,8 +30,8 @@ PluginSpec = Plugin | type[Plugin] | tuple[type[Plugin], dict[str, Any]]
 def make_stack(
     plugins: Sequence[PluginSpec], ctx: Context | None = None, *, start: bool = True, spec: str = "test"
 ) -> Stack:
-    """Instances, configure (output first), resolve, finish; then start (input first)."""
-    ctx = ctx if ctx is not None else Context()
+    """Instances, :func:`wire` (configure output first, resolve, finish); then start (input first)."""
+    ctx = ctx if ctx is not None else Context(loop=Loop())
     instances: list[Plugin] = []
     for n, p in enumerate(plugins):
         if isinstance(p, Plugin):
@@ -39,18 +41,7 @@ def make_stack(
         values: dict[str, Any] = {o.name: o.default for o in cls.options}
         values.update(opts)
         instances.append(cls(ctx, f"{cls.name.lower() or 'p'}{n}", values))
-    stack = Stack(ctx, spec, instances)
-    for pos in range(len(instances) - 1, -1, -1):
-        inst = instances[pos]
-        if inst.wildcard_inputs:
-            inst.wildcard_keys = [k for up in instances[:pos] for k in up.output_keys]
-        inst.configure()
-    for pos in range(len(instances) - 1, 0, -1):
-        inst = instances[pos]
-        keys = inst.wildcard_keys if inst.wildcard_inputs else list(inst.input_keys)
-        inst.in_slots = [_resolve(k, instances[:pos], "<test>", None, inst) for k in keys]
-    stack.finish()
-    stack.source.stacks.append(stack)
+    stack = wire(ctx, instances, spec=spec, path="<test>")
     if start:
         for inst in instances:
             inst.start()
@@ -66,15 +57,7 @@ def K(name: str, t: T, cim: str | None = None) -> Key:
     return Key(name, t, cim=cim)
 
 
-NFLOG_KEYS = (
-    K("raw.mac", T.RAW), K("raw.pkt", T.RAW), K("raw.pktlen", T.UINT32), K("raw.pktcount", T.UINT32),
-    K("oob.prefix", T.STRING), K("oob.time.sec", T.UINT32), K("oob.time.usec", T.UINT32),
-    K("oob.mark", T.UINT32), K("oob.ifindex_in", T.UINT32), K("oob.ifindex_out", T.UINT32),
-    K("oob.hook", T.UINT8), K("raw.mac_len", T.UINT16), K("oob.seq.local", T.UINT32),
-    K("oob.seq.global", T.UINT32), K("oob.family", T.UINT8), K("oob.protocol", T.UINT16),
-    K("oob.uid", T.UINT32), K("oob.gid", T.UINT32), K("raw.label", T.UINT8), K("raw.type", T.UINT16),
-    K("raw.mac.saddr", T.RAW), K("raw.mac.addrlen", T.UINT16), K("raw", T.RAW), K("ct", T.RAW),
-)  # fmt: skip
+NFLOG_KEYS = nflog_codec.OUTPUT_KEYS  # the NFLOG input's own table
 
 _U8 = {"ip.protocol", "ip.tos", "ip.ttl", "ip.ihl", "ip6.priority", "ip6.hoplimit", "ip6.nexthdr",
        "tcp.offset", "tcp.reserved", "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code"}

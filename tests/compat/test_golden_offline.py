@@ -24,6 +24,7 @@ from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import Source
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
@@ -66,7 +67,7 @@ def replay(case: str, out: Path) -> Service:
     text = (SET / case / "ulogd.conf").read_text()
     text = re.sub(r'^logfile=".*"$', f'logfile="{out}/ulogd.log"', text, flags=re.M)
     text = re.sub(r'^(file|directory|db)="[^"]*/([^/"]+)"$', lambda m: f'{m[1]}="{out}/{m[2]}"', text, flags=re.M)
-    ctx = Context(hostname="vm")
+    ctx = Context(loop=Loop(), hostname="vm")
     cache = LinkCache(ctx, kernel=False)
     cache.names.update({1: "lo", 2: "gbb0"})  # the golden lab's gbB (README: ifindex 2 = gbb0)
     ctx.ifcache = cache  # type: ignore[attr-defined]

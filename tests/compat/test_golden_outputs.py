@@ -22,6 +22,7 @@ from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import Source
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 from tests.compat.test_golden_offline import SET, goldentool, raw_buffers, utc  # noqa: F401 - utc is a fixture
 
@@ -39,7 +40,7 @@ def replay(case: str, out: Path) -> Service:
     text = re.sub(r'^file="[^"]*/([^/"]+)"$', lambda m: f'file="{out}/{m[1]}"', text, flags=re.M)
     text = re.sub(r'^directory="[^"]*"$', f'directory="{out}/xml/"', text, flags=re.M)
     (out / "xml").mkdir()
-    ctx = Context(hostname="vm")
+    ctx = Context(loop=Loop(), hostname="vm")
     cache = LinkCache(ctx, kernel=False)
     cache.names.update({1: "lo", 2: "gbb0"})  # the golden lab's gbB (README: ifindex 2 = gbb0)
     ctx.ifcache = cache

@@ -167,7 +167,9 @@ def lab() -> Any:
         yield lab
 
 
-def test_same_conntrack_events_same_output(lab: NatLab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [[], ["--no-fusion", "--no-recvmmsg"]], ids=["default", "no-speed-ups"])
+def test_same_conntrack_events_same_output(lab: NatLab, tmp_path: Path, flags: list[str]) -> None:
+    """Also without the fused flow stack and recvmmsg (--no-fusion, --no-recvmmsg)."""
     ref, cand = tmp_path / "ulogd2", tmp_path / "pyulogd"
     for d in (ref, cand):
         d.mkdir()
@@ -178,7 +180,7 @@ def test_same_conntrack_events_same_output(lab: NatLab, tmp_path: Path) -> None:
     try:
         daemons.append(lab.popen(lab.router, [ULOGD, "-c", str(ref / "ulogd.conf")], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        daemons.append(lab.popen(lab.router, [sys.executable, "-m", "pyulogd", "-c", str(cand / "ulogd.conf")],
+        daemons.append(lab.popen(lab.router, [sys.executable, "-m", "pyulogd", "-c", str(cand / "ulogd.conf"), *flags],
                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         # Each has one event socket for ct1 (shared by two stacks) and one for ct2.
         wait_listening(daemons[0], 2, "ulogd2")
@@ -198,6 +200,8 @@ def test_same_conntrack_events_same_output(lab: NatLab, tmp_path: Path) -> None:
         rcs = stop(*daemons)
     err = daemons[1].stderr.read().decode(errors="replace") if daemons[1].stderr else ""
     assert rcs == [0, 0], err
+    fused = "stack 'ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU' fused (pyulogd.plugins.fused.flow_line)"
+    assert (fused in (cand / "daemon.log").read_text()) == (not flags)
 
     for d in (ref, cand):
         for name in OUTPUTS:

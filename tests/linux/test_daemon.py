@@ -115,7 +115,8 @@ def test_daemon_start_failure_is_reported_by_the_parent(lab: Lab, tmp_path: Path
     assert "a.log" in r.stderr
 
 
-def test_drop_privileges_keeps_logging(lab: Lab, tmp_path: Path) -> None:
+def test_drop_privileges_keeps_logging(lab: Lab, reachable_tmp_path: Path) -> None:
+    tmp_path = reachable_tmp_path
     try:
         user = pwd.getpwnam("nobody")
     except KeyError:

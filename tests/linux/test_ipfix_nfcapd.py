@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pyulogd.core.context import Context
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.ipfix import IpfixOutput
 from tests.helpers import make_stack, stop_stack
 from tests.unit.test_ipfix import V6, FlowSource
@@ -75,7 +76,7 @@ def want(n: int) -> list[tuple[Any, ...]]:
 def test_nfdump_decodes_ipv4_and_ipv6(tmp_path: Path) -> None:
     port = free_udp_port()
     collector = nfcapd(tmp_path, port)
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = make_stack([FlowSource, (IpfixOutput, {"oid": 7, "host": "127.0.0.1", "port": port, "proto": "udp"})],
                        ctx)  # fmt: skip
     send(stack, 30)  # several 512-byte messages
@@ -88,7 +89,7 @@ def test_nfdump_decodes_ipv4_and_ipv6(tmp_path: Path) -> None:
 
 def test_collector_starts_late(tmp_path: Path) -> None:
     port = free_udp_port()
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = make_stack([FlowSource, (IpfixOutput, {"oid": 9, "host": "127.0.0.1", "port": port, "proto": "udp"})],
                        ctx)  # fmt: skip
     sink: Any = stack.sink

@@ -342,15 +342,15 @@ def test_network_namespace_path(tmp_path: Path, cleanup: list[str]) -> None:
     assert "working in network namespace " + name in "".join(lines(tmp_path / "daemon.log"))
 
 
-def test_following_after_dropping_root(tmp_path: Path, cleanup: list[str]) -> None:
+def test_following_after_dropping_root(reachable_tmp_path: Path, cleanup: list[str]) -> None:
     """-u nobody keeps CAP_SYS_ADMIN and CAP_NET_ADMIN, says so, and still attaches
     namespaces created afterwards (setns, group binds, rtnetlink for IFINDEX)."""
     try:
         pwd.getpwnam("nobody")
     except KeyError:
         pytest.skip("no user nobody")
+    tmp_path = reachable_tmp_path
     (tmp_path / "pyulogd.conf").write_text(conf(tmp_path, follow=f"qrouter-{TAG}-*"))
-    os.chmod(tmp_path, 0o755)
     proc = subprocess.Popen([sys.executable, "-m", "pyulogd", "-u", "nobody", "-c", str(tmp_path / "pyulogd.conf")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     try:
@@ -381,9 +381,12 @@ def test_following_after_dropping_root(tmp_path: Path, cleanup: list[str]) -> No
 
 @pytest.fixture()
 def open_dir() -> Iterator[Path]:
-    """A directory an unprivileged daemon can read and write (pytest's is root's only)."""
+    """A directory an unprivileged daemon can read and write (pytest's is root's only): its
+    own, as a directory every user could write is refused (core/safefile.py)."""
     d = Path(tempfile.mkdtemp(prefix="pyut-netns-"))
-    os.chmod(d, 0o777)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(d, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 

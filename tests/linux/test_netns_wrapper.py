@@ -1,7 +1,9 @@
 """pyulogd-netns-wrapper against the real kernel: namespaces created and deleted through it.
 
 Every namespace is named pyuw<pid>-..., every file lives in pytest's tmp_path (the wrapper's
-config, template, run directory and the daemons' output), and everything is removed at the end.
+settings, template, run directory and the daemons' output), and everything is removed at the end.
+The wrapper reads its settings from a file named in a launcher script, as an administrator
+would install a second wrapper: the environment can no longer point it elsewhere.
 The command-line classification tests at the bottom need neither root nor a kernel.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -21,13 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from pyulogd.daemon.netns_wrapper import Settings, classify, render
+import pyulogd
+from pyulogd.daemon.netns_wrapper import classify, file_stem
 from tests.linux.lab import have_root_and_tools, lines, sh, wait_for
 
 _skip = have_root_and_tools()
 GROUP = 23
 PREFIX = f"pyuw{os.getpid()}"
 REAL_IP = shutil.which("ip") or "/usr/sbin/ip"
+SRC = str(Path(pyulogd.__file__).resolve().parents[1])
+# The daemon gets a fixed environment, so the code under test is named on its command line.
+DAEMON = shlex.join(["/usr/bin/env", f"PYTHONPATH={SRC}", sys.executable, "-m", "pyulogd"])
 
 
 def wrapper_cmd() -> list[str]:
@@ -84,6 +92,12 @@ exec {REAL_IP} "$@"
         (tmp / "template.conf.in").write_text(TEMPLATE.replace("@OUT@", str(self.out)))
         self.conf = tmp / "wrapper.conf"
         self.write_conf()
+        # A wrapper whose settings file is this test's: what an administrator would write.
+        self.launcher = tmp / "pyulogd-netns-wrapper"
+        self.launcher.write_text(f"#!{sys.executable}\nimport sys\n"
+                                 "from pyulogd.daemon.netns_wrapper import main\n"
+                                 f"sys.exit(main(config={str(self.conf)!r}))\n")
+        self.launcher.chmod(0o755)
 
     def write_conf(self, **extra: str) -> None:
         settings = {
@@ -91,15 +105,16 @@ exec {REAL_IP} "$@"
             "match": f"{PREFIX}-*, other-{PREFIX}",
             "template": str(self.tmp / "template.conf.in"),
             "rundir": str(self.run),
+            "daemon": DAEMON,
             "syslog": "no",
             "stop_timeout": "5",
         }
         settings.update(extra)
         self.conf.write_text("# test\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
 
-    def wrap(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, PYULOGD_NETNS_WRAPPER_CONF=str(self.conf))
-        return subprocess.run([*wrapper_cmd(), *args], env=env, capture_output=True, text=True, input=input,
+    def wrap(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
+             text: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.launcher), *args], env=env, capture_output=True, text=text, input=input,
                               timeout=60)
 
     def name(self, suffix: str) -> str:
@@ -107,17 +122,24 @@ exec {REAL_IP} "$@"
         self.names.append(n)
         return n
 
+    def files(self, name: str) -> dict[str, Path]:
+        stem = file_stem(name)
+        return {k: self.run / f"{stem}.{k}" for k in ("conf", "pid", "name")}
+
     def pid(self, name: str) -> int:
-        return int((self.run / f"{name}.pid").read_text())
+        return int(self.files(name)["pid"].read_text())
 
     def cleanup(self) -> None:
+        """Kill what runs in each namespace and delete it; names go as argv, ip's output as bytes
+        (it repeats a name that is not UTF-8)."""
         for n in self.names:
-            for p in sh(REAL_IP, "netns", "pids", n, check=False).stdout.split():
+            pids = subprocess.run([REAL_IP, "netns", "pids", n], capture_output=True, timeout=30).stdout
+            for p in pids.split():
                 try:
                     os.kill(int(p), signal.SIGKILL)
                 except (ProcessLookupError, ValueError):
                     pass
-            sh(REAL_IP, "netns", "del", n, check=False)
+            subprocess.run([REAL_IP, "netns", "del", n], capture_output=True, timeout=30)
 
 
 @pytest.fixture()
@@ -180,7 +202,8 @@ def test_add_starts_a_daemon_inside_that_logs_and_delete_stops_it_first(env: Env
         assert alive(pid)
         # The daemon runs in the namespace it was started for, not in ours.
         assert proc_netns(pid) == netns_inode(n) != proc_netns(os.getpid())
-        conf = (env.run / f"{n}.conf").read_text()
+        conf = env.files(n)["conf"].read_text()
+        assert env.files(n)["name"].read_text() == f"{n}\n"
         assert f'file="{env.out}/{n}.json"' in conf and f"(id {n.split('-', 1)[1]})" in conf
         wait_for(lambda n=n: GROUP in nflog_groups(n), 10, f"NFLOG group bound in {n}")  # type: ignore[misc]
 
@@ -200,7 +223,7 @@ def test_add_starts_a_daemon_inside_that_logs_and_delete_stops_it_first(env: Env
         assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
         assert not alive(pids[n])
         assert not os.path.exists(f"/run/netns/{n}")
-        assert not (env.run / f"{n}.pid").exists() and not (env.run / f"{n}.conf").exists()
+        assert not any(f.exists() for f in env.files(n).values())
     # When ip deleted each namespace, nothing was left running in it.
     assert env.spy_log.read_text().splitlines() == [f"delete {n} pids:" for n in names]
 
@@ -216,7 +239,7 @@ def test_abbreviations_and_non_matching_names(env: Env) -> None:
     assert proc_netns(pid) == netns_inode(a)
     r = env.wrap("netns", "add", other)  # not matched by the globs: plain ip
     assert (r.returncode, r.stderr) == (0, "")
-    assert not (env.run / f"{other}.pid").exists()
+    assert not any(f.exists() for f in env.files(other).values())
     assert sh(REAL_IP, "netns", "pids", other).stdout.strip() == ""
     r = env.wrap("-4", "netns", "del", a)
     assert r.returncode == 0, r.stderr
@@ -268,7 +291,7 @@ def test_a_daemon_that_fails_to_start_does_not_change_ips_status(env: Env) -> No
     assert r.returncode == 0 and r.stdout == ""
     assert "pyulogd failed to start" in r.stderr and n in r.stderr
     assert os.path.exists(f"/run/netns/{n}")
-    assert not (env.run / f"{n}.conf").exists() and not (env.run / f"{n}.pid").exists()
+    assert not any(f.exists() for f in env.files(n).values())
     assert env.wrap("netns", "del", n).returncode == 0
     # A missing template: same, ip's result stands.
     env.write_conf(template=str(env.tmp / "missing.conf.in"))
@@ -389,16 +412,12 @@ def test_shell_shim_in_front(env: Env) -> None:
     shim = env.tmp / "ip"
     text = (Path(__file__).resolve().parents[2] / "examples" / "netns-wrapper" / "ip").read_text()
     text = text.replace("REAL_IP=/usr/sbin/ip", f"REAL_IP={env.spy}")
-    launcher = env.tmp / "wrapper-launcher"  # the console script, or python -m when it is not installed
-    launcher.write_text(f"#!/bin/sh\nexec {' '.join(wrapper_cmd())} \"$@\"\n")
-    launcher.chmod(0o755)
-    text = text.replace("WRAPPER=/usr/local/bin/pyulogd-netns-wrapper", f"WRAPPER={launcher}")
+    text = text.replace("WRAPPER=/usr/local/bin/pyulogd-netns-wrapper", f"WRAPPER={env.launcher}")
     shim.write_text(text)
     shim.chmod(0o755)
-    run_env = dict(os.environ, PYULOGD_NETNS_WRAPPER_CONF=str(env.conf))
 
     def via_shim(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(shim), *args], env=run_env, capture_output=True, text=True, timeout=60)
+        return subprocess.run([str(shim), *args], capture_output=True, text=True, timeout=60)
 
     real = subprocess.run([REAL_IP, "link", "show", "lo"], capture_output=True, text=True)
     r = via_shim("link", "show", "lo")
@@ -413,6 +432,175 @@ def test_shell_shim_in_front(env: Env) -> None:
     assert via_shim("net", "del", n).returncode == 0
     assert not alive(pid) and not os.path.exists(f"/run/netns/{n}")
     assert env.spy_log.read_text().splitlines() == [f"delete {n} pids:"]
+
+
+def _exploit(tag: str) -> str:
+    """The issue's exploit, under this test's prefix: the same lines, other file names."""
+    return (f'{PREFIX}-e"\nstack=ux9:UNIXSOCK,j9:JSON\n[ux9]\nsocket_path="{tag}-evil.sock"\nperms=0666\n'
+            f'[j9]\nfile="{tag}-evil.json"\n[zz\n#')
+
+
+def _evil_files(env: Env, tag: str) -> list[Path]:
+    """Where the exploit's relative paths would land: the daemon's cwd (/), and ours."""
+    return [d / f"{tag}-evil.{ext}" for d in (Path("/"), env.tmp, env.out, env.run, Path.cwd())
+            for ext in ("sock", "json")]
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(_skip is not None, reason=_skip or "")
+def test_the_issues_exploit_gets_no_daemon_and_keeps_ips_status(env: Env) -> None:
+    tag = f"{PREFIX}{secrets.token_hex(4)}"
+    name = _exploit(tag)
+    env.names.append(name)
+    evil = _evil_files(env, tag)
+    try:
+        r = env.wrap("netns", "add", name)
+        assert r.returncode == 0 and r.stdout == ""
+        assert os.path.exists(f"/run/netns/{name}")  # ip did its job
+        # No daemon, so no socket for anyone to write to, and no file written.
+        assert [p for p in evil if p.exists()] == []
+        assert sh(REAL_IP, "netns", "pids", name).stdout.strip() == ""
+        assert not env.run.exists() or list(env.run.iterdir()) == []
+        # One line on stderr, the name escaped, the reason given.
+        assert r.stderr.count("\n") == 1 and "\r" not in r.stderr
+        assert r.stderr.startswith(f"pyulogd-netns-wrapper: netns '{PREFIX}-e\"\\nstack=ux9:UNIXSOCK,j9:JSON\\n")
+        assert "not starting pyulogd: unsafe name: character '\"'" in r.stderr
+        # ip's own failure stays ip's: status and message (here the name exists already).
+        real = subprocess.run([REAL_IP, "netns", "add", name], capture_output=True, text=True)
+        r = env.wrap("netns", "add", name)
+        assert real.returncode != 0 and r.returncode == real.returncode and real.stderr in r.stderr
+        r = env.wrap("netns", "delete", name)
+        assert (r.returncode, r.stderr) == (0, "") and not os.path.exists(f"/run/netns/{name}")
+    finally:
+        for p in evil:
+            if p.exists() or p.is_symlink():
+                p.unlink()
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(_skip is not None, reason=_skip or "")
+def test_hostile_names_get_no_daemon_and_keep_ips_status(env: Env) -> None:
+    rnd = secrets.token_hex(3)
+    hostile = {
+        "quote": (f'{PREFIX}-{rnd}q"x', "character '\"'"),
+        "newline": (f"{PREFIX}-{rnd}n\n[x]", "character '\\n'"),
+        "cr": (f"{PREFIX}-{rnd}r\rstack=x", "character '\\r'"),
+        "hash": (f"{PREFIX}-{rnd}#x", "character '#'"),
+        "bracket": (f"{PREFIX}-{rnd}[x]", "character '['"),
+        "not utf-8": (os.fsdecode(f"{PREFIX}-{rnd}".encode() + b"\xff\xfe"), "character '\\xff'"),
+        "dotdot": (f"{PREFIX}-{rnd}..x", "contains '..'"),
+    }
+    for what, (name, why) in hostile.items():
+        env.names.append(name)
+        r = env.wrap("netns", "add", name, text=False)
+        err = r.stderr.decode()  # the wrapper's own line is ASCII whatever the name
+        assert (r.returncode, r.stdout) == (0, b""), what
+        assert os.path.exists(os.path.join(b"/run/netns", os.fsencode(name))), what
+        assert sh(REAL_IP, "netns", "pids", name).stdout.strip() == "", what
+        assert err.count("\n") == 1 and err.isascii() and "\r" not in err, (what, err)
+        assert "not starting pyulogd: unsafe name" in err and why in err, (what, err)
+        r = env.wrap("netns", "del", name)
+        assert (r.returncode, r.stderr) == (0, ""), what
+        assert not os.path.exists(os.path.join(b"/run/netns", os.fsencode(name))), what
+    assert not env.run.exists() or list(env.run.iterdir()) == []
+    # Longer than ip's limit: ip refuses it, and the wrapper's status is ip's.
+    too_long = f"{PREFIX}-" + "x" * (256 - len(PREFIX) - 1)
+    real = subprocess.run([REAL_IP, "netns", "add", too_long], capture_output=True, text=True)
+    r = env.wrap("netns", "add", too_long)
+    assert real.returncode != 0 and r.returncode == real.returncode and real.stderr in r.stderr
+    assert "256 bytes long" in r.stderr
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(_skip is not None, reason=_skip or "")
+def test_a_255_byte_name_gets_a_daemon_with_short_file_names(env: Env) -> None:
+    # The template must not put the name into a file name: NAME.json would be too long.
+    (env.tmp / "long.conf.in").write_text(TEMPLATE.replace("@OUT@/@NETNS@", f"{env.out}/long"))
+    env.write_conf(template=str(env.tmp / "long.conf.in"))
+    n = env.name(secrets.token_hex(3) + "-" + "l" * (255 - len(PREFIX) - 8))
+    assert len(n) == 255
+    r = env.wrap("netns", "add", n)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    pid = env.pid(n)
+    assert alive(pid) and proc_netns(pid) == netns_inode(n)
+    assert env.files(n)["name"].read_text() == f"{n}\n"
+    status = env.wrap("--wrapper-status")
+    assert status.stdout == f"{n}\trunning pid {pid}\tnetns present\n"
+    r = env.wrap("netns", "del", n)
+    assert (r.returncode, r.stderr) == (0, "") and not alive(pid)
+    assert list(env.run.iterdir()) == []
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(_skip is not None, reason=_skip or "")
+def test_the_callers_environment_chooses_nothing(env: Env) -> None:
+    """Neither the settings nor the daemon's command or environment come from the caller's environment."""
+    marker = env.tmp / "owned"
+    evil = dict(os.environ, PYULOGD_NETNS_DAEMON=f"/bin/sh -c 'touch {marker}'",
+                PYULOGD_NETNS_IP="/bin/false", PYULOGD_NETNS_RUNDIR=str(env.tmp / "evil-run"),
+                PYULOGD_NETNS_TEMPLATE=str(env.tmp / "evil.in"), PYUW_CALLER_SECRET="1")
+    env.write_conf(ip=REAL_IP)  # the spy is a shell script, and a shell adds PWD
+    n = env.name("envsafe")
+    r = env.wrap("netns", "add", n, env=evil)
+    assert (r.returncode, r.stderr) == (0, "")
+    pid = env.pid(n)  # started from the settings file's daemon and run directory
+    assert alive(pid) and not marker.exists() and not (env.tmp / "evil-run").exists()
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        environ = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if v)
+    assert environ == {b"PATH": b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                       b"PROCESS_TAG": f"pyulogd-{n}".encode(), b"PYTHONPATH": SRC.encode()}
+    assert env.wrap("netns", "del", n, env=evil).returncode == 0 and not alive(pid)
+    # The console script itself: the old variables, the settings file's name among them, are ignored.
+    evil["PYULOGD_NETNS_WRAPPER_CONF"] = str(env.conf)
+    r = subprocess.run([*wrapper_cmd(), "--wrapper-check"], env=evil, capture_output=True, text=True, timeout=60)
+    assert str(env.conf) not in r.stdout and str(marker) not in r.stdout and "/bin/false" not in r.stdout
+    assert ("ignored:       PYULOGD_NETNS_DAEMON, PYULOGD_NETNS_IP, PYULOGD_NETNS_RUNDIR, "
+            "PYULOGD_NETNS_TEMPLATE, PYULOGD_NETNS_WRAPPER_CONF") in r.stdout
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(_skip is not None, reason=_skip or "")
+def test_settings_template_or_rundir_others_could_write_are_refused(env: Env) -> None:
+    n = env.name("perm")
+    env.conf.chmod(0o666)  # settings: pass everything to ip, manage nothing
+    r = env.wrap("netns", "add", n)
+    assert r.returncode == 0 and "configuration error" in r.stderr and "writable by group or others" in r.stderr
+    assert sh(REAL_IP, "netns", "pids", n).stdout.strip() == ""
+    assert env.wrap("netns", "del", n).returncode == 0
+    env.conf.chmod(0o644)
+    (env.tmp / "template.conf.in").chmod(0o664)
+    r = env.wrap("netns", "add", n)
+    assert r.returncode == 0 and "refusing the template" in r.stderr and "writable by group or others" in r.stderr
+    assert sh(REAL_IP, "netns", "pids", n).stdout.strip() == ""
+    assert env.wrap("netns", "del", n).returncode == 0
+    (env.tmp / "template.conf.in").chmod(0o644)
+    env.run.mkdir(exist_ok=True)
+    env.run.chmod(0o777)
+    r = env.wrap("netns", "add", n)
+    assert r.returncode == 0 and f"run directory {env.run}" in r.stderr and "writable by group" in r.stderr
+    assert sh(REAL_IP, "netns", "pids", n).stdout.strip() == ""
+    assert env.wrap("netns", "del", n).returncode == 0
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(_skip is not None, reason=_skip or "")
+def test_a_daemon_started_by_an_earlier_version_is_still_stopped_on_delete(env: Env) -> None:
+    """Earlier versions named the files RUNDIR/NAME.conf and NAME.pid: an upgrade must not leave
+    such a daemon holding its namespace after `ip netns delete`."""
+    n = env.name("legacy")
+    sh(REAL_IP, "netns", "add", n)
+    env.run.mkdir(mode=0o755)
+    conf, pidf = env.run / f"{n}.conf", env.run / f"{n}.pid"
+    conf.write_text(TEMPLATE.replace("@OUT@", str(env.out)).replace("@NETNS@", n).replace("@NETNS_ID@", "legacy"))
+    sh(REAL_IP, "netns", "exec", n, *shlex.split(DAEMON), "-d", "-c", str(conf), "-p", str(pidf))
+    pid = int(pidf.read_text())
+    assert alive(pid) and proc_netns(pid) == netns_inode(n)
+    status = env.wrap("--wrapper-status")
+    assert status.stdout == f"{n}\trunning pid {pid}\tnetns present\n"
+    r = env.wrap("netns", "delete", n)
+    assert (r.returncode, r.stderr) == (0, "") and not alive(pid)
+    assert env.spy_log.read_text().splitlines() == [f"delete {n} pids:"]
+    assert list(env.run.iterdir()) == []
 
 
 # ---------------------------------------------------------------- no root needed
@@ -440,15 +628,9 @@ def test_shell_shim_in_front(env: Env) -> None:
     (["-V", "netns", "add", "x"], "other", ""),
     (["-nosuch", "netns", "add", "x"], "other", ""),
     (["--", "netns", "add", "x"], "add", "x"),
+    (["netns", "add", 'q-e"\n[x]\n#'], "add", 'q-e"\n[x]\n#'),  # a hostile name reaches the name checks whole
     ([], "other", ""),
 ])
 def test_classify_like_iproute2(args: list[str], kind: str, name: str) -> None:
     c = classify(args)
     assert (c.kind, c.name) == (kind, name)
-
-
-def test_render_placeholders() -> None:
-    s = Settings(rundir="/run/x")
-    text = render("@NETNS@ @NETNS_PREFIX@ @NETNS_ID@ @RUNDIR@ @PIDFILE@", "qrouter-1234-ab", s)
-    assert text == "qrouter-1234-ab qrouter 1234-ab /run/x /run/x/qrouter-1234-ab.pid"
-    assert render("@NETNS_ID@|@NETNS_PREFIX@", "plain", s) == "plain|"

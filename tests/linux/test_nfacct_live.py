@@ -193,12 +193,13 @@ def test_counts_as_root(ns: str, tmp_path: Path) -> None:
     assert "pkts = 00000000000000000000" in sh("nfacct", "get", "pyu_udp", ns=ns).stdout
 
 
-def test_counts_after_u_nobody(ns: str, tmp_path: Path) -> None:
+def test_counts_after_u_nobody(ns: str, reachable_tmp_path: Path) -> None:
     """-u keeps CAP_NET_ADMIN (and nothing else), so the dumps go on working."""
     try:
         user = pwd.getpwnam("nobody")
     except KeyError:
         pytest.skip("no user nobody")
+    tmp_path = reachable_tmp_path
     proc = start(ns, tmp_path, "-u", "nobody")
     try:
         status = Path(f"/proc/{proc.pid}/status").read_text()

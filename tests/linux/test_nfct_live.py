@@ -270,9 +270,10 @@ def test_lost_events_are_counted_and_resynced(lab: Lab, tmp_path: Path) -> None:
 PROBE = """
 import subprocess, sys
 from pyulogd.core.context import Context
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.inputs.nfct import NfctInput
 cfg = {o.name: o.default for o in NfctInput.options}
-p = NfctInput(Context(), "ct1", cfg)
+p = NfctInput(Context(loop=Loop()), "ct1", cfg)
 p.configure()
 got = []
 assert p.run_dump(False, got.append)

@@ -24,12 +24,16 @@ import pytest
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nflog
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import TYPE_WORDS
+from pyulogd.io.loop import Loop
 from pyulogd.io.netlink import ENOBUFS, NetlinkSocket
 from pyulogd.plugins.inputs import nflog as plugin_mod
 from pyulogd.plugins.inputs.nflog import NflogInput
+from tests.builders.netlink import done_msg, error_msg
+from tests.builders.nflog import build_packet
 
 CLONE_NEWNET = 0x40000000
 NS = f"pyu-{os.getpid()}-nflog"
@@ -52,7 +56,7 @@ class Capture:
 
 
 def make(group: int = 0, ctx: Context | None = None, **options: Any) -> tuple[NflogInput, Capture, Context]:
-    ctx = ctx or Context()
+    ctx = ctx or Context(loop=Loop())
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
@@ -287,17 +291,17 @@ def fake_kernel(bufsize: int = 4096) -> tuple[NetlinkSocket, socket.socket]:
 def test_request_keeps_events_and_raises_the_kernels_errno() -> None:
     ns, peer = fake_kernel()
     with peer:
-        event = nflog.build_packet(prefix=b"ev")
+        event = build_packet(prefix=b"ev")
         msg = nflog.group_bind(7, ns.next_seq())
         peer.send(event)
-        peer.send(nl.error_msg(0, nflog.group_bind(7, 999)))  # an ack for someone else's request
-        peer.send(nl.error_msg(1, msg, pid=ns.portid))
+        peer.send(error_msg(0, nflog.group_bind(7, 999)))  # an ack for someone else's request
+        peer.send(error_msg(1, msg, pid=ns.portid))
         with pytest.raises(PermissionError):
             ns.request(msg)
         assert peer.recv(100) == msg
         assert len(ns.pending) == 2
         msg2 = nflog.group_unbind(7, ns.next_seq())
-        peer.send(nl.error_msg(0, msg2))
+        peer.send(error_msg(0, msg2))
         ns.request(msg2)
         got: list[bytes] = []
         assert ns.drain(got.append, lambda: None) == 2 and got[0] == event
@@ -378,28 +382,30 @@ class FakeSock:
         self.closed = True
 
 
+def fake_clock(ctx: Context) -> FakeClock:
+    assert isinstance(ctx.clock, FakeClock)
+    return ctx.clock
+
+
 def with_fake(datagrams: list[bytes | int], **options: Any) -> tuple[NflogInput, Capture, Context, FakeSock]:
-    p, cap, ctx = make(11, **options)
+    p, cap, ctx = make(11, Context(loop=Loop(FakeClock(wall=1000.0))), **options)
     fake = FakeSock(datagrams)
     p.sock = fake  # type: ignore[assignment]
     p._bound = True
     p._rcvbuf_asked = options.get("netlink_socket_buffer_size") or 106496
-    clock = [1000.0]
-    ctx.now = lambda: clock[0]
-    p._clock = clock  # type: ignore[attr-defined]
     return p, cap, ctx, fake
 
 
 def test_malformed_messages_are_counted_skipped_and_logged_once_per_burst() -> None:
-    good = nflog.build_packet(prefix=b"ok")
+    good = build_packet(prefix=b"ok")
     bad = nl.nfnl_msg(4, 0, 2, 0, [nl.nla(nflog.NFULA_MARK, b"\1")], flags=0)
-    bufs: list[bytes | int] = [good + bad + good + nl.done_msg()] * 5
+    bufs: list[bytes | int] = [good + bad + good + done_msg()] * 5
     p, cap, ctx, _ = with_fake(bufs)
     p._readable()
     assert len(cap.recs) == 10 and all(r["oob.prefix"] == "ok" for r in cap.recs)
     assert ctx.stats.get("nflog.log1.malformed") == 5 and ctx.stats.get("nflog.log1.packets") == 10
     assert log_text(ctx).count("malformed") == 1
-    p._clock[0] += 11  # type: ignore[attr-defined]
+    fake_clock(ctx).advance(11)
     p.sock.datagrams.append(bad)  # type: ignore[union-attr]
     p._readable()
     assert log_text(ctx).count("malformed") == 2 and "skipped 5 malformed" in log_text(ctx)
@@ -408,7 +414,7 @@ def test_malformed_messages_are_counted_skipped_and_logged_once_per_burst() -> N
 def test_netlink_errors_and_unexpected_messages_are_counted() -> None:
     req = nflog.group_bind(11, seq=3)
     stranger = nl.nlmsg(0x101, 0, 0, b"\0" * 4)
-    p, cap, ctx, _ = with_fake([nl.error_msg(105, req) + stranger + nflog.build_packet()])
+    p, cap, ctx, _ = with_fake([error_msg(105, req) + stranger + build_packet()])
     p._readable()
     assert len(cap.recs) == 1
     assert ctx.stats.get("nflog.log1.netlink_errors") == 1 and ctx.stats.get("nflog.log1.unexpected") == 1
@@ -417,7 +423,7 @@ def test_netlink_errors_and_unexpected_messages_are_counted() -> None:
 
 def test_sequence_gaps() -> None:
     seqs = [0, 1, 2, 5, 6, 3, 4, 0xFFFFFFFE, 0]
-    bufs: list[bytes | int] = [nflog.build_packet(seq=s, seq_global=(100 + s) & 0xFFFFFFFF) for s in seqs]
+    bufs: list[bytes | int] = [build_packet(seq=s, seq_global=(100 + s) & 0xFFFFFFFF) for s in seqs]
     p, cap, ctx, _ = with_fake(bufs, seq_local=1, seq_global=1)
     p._readable()
     assert len(cap.recs) == 9
@@ -439,7 +445,7 @@ def test_enobufs_doubles_up_to_maxsize_then_logs_at_most_every_interval() -> Non
     assert text.count("increasing buffer size to") == 3 and "to 10000 (3 ENOBUFS so far)" in text
     assert text.count("Maximum buffer size (10000) in NFLOG has been reached") == 1  # then quiet
     fake.datagrams += [-1, -1]
-    p._clock[0] += 11  # type: ignore[attr-defined]
+    fake_clock(ctx).advance(11)
     p._readable()
     text = log_text(ctx)
     assert text.count("has been reached") == 2 and "(3 ENOBUFS since last report, 7 in total)" in text

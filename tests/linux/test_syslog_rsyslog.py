@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pyulogd.core.context import Context
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import ReliableSender
 from pyulogd.plugins.outputs.syslog import SyslogOutput
 from tests.helpers import make_stack, stop_stack
@@ -109,7 +110,7 @@ def wait_lines(ctx: Context, stack: Any, r: Rsyslog, n: int, timeout: float = 10
 def test_facility_and_level(rsyslog: Rsyslog, facility: str, level: str, pri: int, fac_text: str,
                             sev_text: str) -> None:  # fmt: skip
     rsyslog.start()
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = make_stack([PrintSource, (SyslogOutput, {"socket": str(rsyslog.sock), "facility": facility,
                                                      "level": level})], ctx)  # fmt: skip
     stack.source.push("gbACCEPT IN=gbb0 OUT= MAC=02:00:0a:c9:00:02 SRC=10.201.0.1 DST=10.201.0.2 \n")
@@ -122,7 +123,7 @@ def test_facility_and_level(rsyslog: Rsyslog, facility: str, level: str, pri: in
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
 def test_remote_udp_and_tcp(rsyslog: Rsyslog, proto: str) -> None:
     rsyslog.start()
-    ctx = Context()
+    ctx = Context(loop=Loop())
     port = rsyslog.udp if proto == "udp" else rsyslog.tcp
     stack = make_stack([PrintSource, (SyslogOutput, {"host": "127.0.0.1", "port": str(port), "proto": proto,
                                                      "facility": "LOG_LOCAL7"})], ctx)  # fmt: skip
@@ -135,7 +136,7 @@ def test_remote_udp_and_tcp(rsyslog: Rsyslog, proto: str) -> None:
 
 
 def test_down_at_start_then_restart(rsyslog: Rsyslog) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = make_stack([PrintSource, (SyslogOutput, {"socket": str(rsyslog.sock)})], ctx)
     sender = stack.sink.out
     assert isinstance(sender, ReliableSender)

@@ -21,6 +21,7 @@ from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import Source
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 from tests.compat.test_golden_offline import SET, raw_buffers
 
@@ -38,7 +39,7 @@ def schema(name: str) -> str:
 
 
 def run(config: str, case: str, out: Path, times: int = 1) -> Service:
-    ctx = Context(hostname="vm")
+    ctx = Context(loop=Loop(), hostname="vm")
     cache = LinkCache(ctx, kernel=False)
     cache.names.update({1: "lo", 2: "gbb0"})
     ctx.ifcache = cache

@@ -40,7 +40,8 @@ from base_helpers import (  # noqa: E402
 )
 from pyulogd.core.context import Context  # noqa: E402
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Sink, Source  # noqa: E402
-from pyulogd.core.stack import Stack, _resolve  # noqa: E402
+from pyulogd.core.stack import wire  # noqa: E402
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters import base as B  # noqa: E402
 from pyulogd.plugins.filters.base import OUTPUT_KEYS, BaseFilter  # noqa: E402
 
@@ -255,7 +256,7 @@ def test_ipv4_header_fields() -> None:
 
 
 def test_ipv4_needs_a_byte_after_the_header() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     f = make_base(ctx)
     assert decode(ip4(59)[:20], 2, 0x0800, f=f) == {"oob.protocol": 0x0800}  # length <= ihl*4
     assert "ip.saddr" in decode(ip4(59, b"x"), 2, 0x0800, f=f)
@@ -367,7 +368,7 @@ def test_pktlen_limits_decoding_and_overlong_pktlen_is_clamped() -> None:
 
 
 def test_every_truncation_of_every_golden_payload() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     f = make_base(ctx)
     for p in golden_from_vectors():
         payload = p["payload"]
@@ -381,7 +382,7 @@ def test_every_truncation_of_every_golden_payload() -> None:
 
 
 def test_malformed_counter() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     f = make_base(ctx, "b7")
     decode(ip4(6, tcp())[:30], 2, 0x0800, f=f)  # TCP cut short
     decode(ip6(6, tcp())[:39], 10, 0x86DD, f=f)  # IPv6 header cut short
@@ -487,14 +488,9 @@ class _Collect(Sink):
 
 
 def test_in_a_stack_shadowing_oob_protocol() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     src, base, out = _FakeInput(ctx, "in", {}), BaseFilter(ctx, "b", {}), _Collect(ctx, "out", {})
-    stack = Stack(ctx, "in:FAKEIN,b:BASE,out:COLLECT", [src, base, out])
-    out.wildcard_keys = [k for up in (src, base) for k in up.output_keys]
-    base.in_slots = [_resolve(k, [src], "x", None, base) for k in base.input_keys]
-    out.in_slots = [_resolve(k, [src, base], "x", None, out) for k in out.wildcard_keys]
-    stack.finish()
-    src.stacks.append(stack)
+    stack = wire(ctx, [src, base, out], spec="in:FAKEIN,b:BASE,out:COLLECT")
     pkt = golden_from_vectors()[4]["payload"]
     src.emit([None, pkt, len(pkt), 2, 0x0800])
     (seen,) = out.seen

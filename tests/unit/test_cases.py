@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 from pyulogd.codec import ipfix as ipfix_codec
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import Sink
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
@@ -301,7 +303,7 @@ def run_case(case: Path, out: Path) -> Service:
 
 
 def _run(case: Path, out: Path, text: str, meta: dict[str, Any]) -> Service:
-    ctx = Context(hostname=meta.get("hostname", "testhost"), now=lambda: float(meta.get("now", NOW)))
+    ctx = Context(loop=Loop(FakeClock(wall=float(meta.get("now", NOW)))), hostname=meta.get("hostname", "testhost"))
     ctx.log.set_destination(str(out / "ulogd.log"))
     cache = LinkCache(ctx, kernel=False)
     cache.names.update({int(k): v for k, v in meta.get("interfaces", DEFAULT_INTERFACES).items()})

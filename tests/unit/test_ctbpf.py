@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from pyulogd.codec import ctbpf, nfct
 from pyulogd.codec import netlink as nl
+from pyulogd.codec.nfct_filter import FlowFilter
+from tests.builders.nfct import Tuple, build_ct
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests/vectors/nfct"
 
 
-def verdict(flt: nfct.FlowFilter, msg: bytes) -> bool:
+def verdict(flt: FlowFilter, msg: bytes) -> bool:
     return ctbpf.run(ctbpf.compile_filter(flt), msg) != 0
 
 
@@ -44,7 +46,7 @@ FILTERS = [
 
 @pytest.mark.parametrize(("src", "dst", "proto"), FILTERS)
 def test_golden_flows_same_verdict_as_user_space(src: str, dst: str, proto: str) -> None:
-    flt = nfct.FlowFilter.parse(src, dst, proto)
+    flt = FlowFilter.parse(src, dst, proto)
     assert flt is not None
     msgs = golden_messages()
     assert len(msgs) >= 30
@@ -72,21 +74,21 @@ NETS6 = ["fd00::/8", "2001:db8::/32", "::/0", "fe80::1/128", "2001::/16"]
 )  # fmt: skip
 def test_random_flows_same_verdict(v6: bool, data: st.DataObject, proto: int, src: list[str],
                                    dst: list[str], protos: list[str]) -> None:  # fmt: skip
-    flt = nfct.FlowFilter.parse(",".join(src), ",".join(dst), ",".join(protos))
+    flt = FlowFilter.parse(",".join(src), ",".join(dst), ",".join(protos))
     if flt is None:
         return
     addr = V6 if v6 else V4
     ports = proto in (6, 17, 132)
     icmp = proto in (1, 58)
-    orig = nfct.Tuple(data.draw(addr), data.draw(addr), proto, 1000 if ports else None, 80 if ports else None,
-                      8 if icmp else None, 0 if icmp else None, 5 if icmp else None)  # fmt: skip
-    msg = nfct.build_ct(data.draw(st.sampled_from([nfct.NEW, nfct.UPDATE, nfct.DESTROY])), orig,
-                        counters=(1, 2, 3, 4), mark=7)  # fmt: skip
+    orig = Tuple(data.draw(addr), data.draw(addr), proto, 1000 if ports else None, 80 if ports else None,
+                 8 if icmp else None, 0 if icmp else None, 5 if icmp else None)  # fmt: skip
+    msg = build_ct(data.draw(st.sampled_from([nfct.NEW, nfct.UPDATE, nfct.DESTROY])), orig,
+                   counters=(1, 2, 3, 4), mark=7)  # fmt: skip
     assert verdict(flt, msg) == flt(nfct.decode(msg))
 
 
 def test_program_shape_and_packing() -> None:
-    flt = nfct.FlowFilter.parse("10.0.0.0/8", "", "tcp")
+    flt = FlowFilter.parse("10.0.0.0/8", "", "tcp")
     assert flt is not None
     prog = ctbpf.compile_filter(flt)
     assert prog[-2] == (ctbpf.RET, 0, 0, ctbpf.ACCEPT_ALL) and prog[-1] == (ctbpf.RET, 0, 0, 0)
@@ -98,7 +100,7 @@ def test_program_shape_and_packing() -> None:
 
 def test_too_many_networks_is_refused_not_miscompiled() -> None:
     many = ",".join(f"10.{i // 256}.{i % 256}.0/24" for i in range(200))
-    flt = nfct.FlowFilter.parse(many, "", "")
+    flt = FlowFilter.parse(many, "", "")
     assert flt is not None
     with pytest.raises(ctbpf.TooLarge):
         ctbpf.compile_filter(flt)
@@ -109,7 +111,7 @@ def test_socket_takes_the_program() -> None:
     namespace or privilege needed)."""
     from pyulogd.io.netlink import NetlinkSocket
 
-    flt = nfct.FlowFilter.parse("10.0.0.0/8,fd00::/8", "192.168.0.0/16", "tcp,udp,icmp")
+    flt = FlowFilter.parse("10.0.0.0/8,fd00::/8", "192.168.0.0/16", "tcp,udp,icmp")
     assert flt is not None
     try:
         sock = NetlinkSocket(groups=0)

@@ -23,6 +23,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.stack import parse_stack_spec
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 
 DEBIAN = Path("/etc/ulogd.conf")
 pytestmark = pytest.mark.skipif(not DEBIAN.exists(), reason="ulogd2 (Debian's /etc/ulogd.conf) is not installed")
@@ -93,7 +94,7 @@ def test_every_debian_stack_builds(tmp_path: Path, capsys: pytest.CaptureFixture
     assert len(kept) + len(skipped) == 23  # the 24 stacks Debian ships, minus ULOG's
     pending = {n for s in skipped for _i, n in parse_stack_spec(s, "x", None) if not importable(n)}
     assert pending <= PENDING, f"stacks skipped for plugins that should exist: {sorted(pending - PENDING)}"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     svc = Service(str(tmp_path / "ulogd.conf"), ctx)
     svc.load_config(parse_text(body, str(tmp_path / "ulogd.conf")))
     assert [s.spec for s in svc.stacks] == kept
@@ -109,7 +110,7 @@ def test_ulog_stack_refused_with_reason(tmp_path: Path) -> None:
     text = DEBIAN.read_text().replace("#stack=ulog1:ULOG", "stack=ulog1:ULOG")
     text = re.sub(r'^logfile=".*"$', f'logfile="{tmp_path}/ulogd.log"', text, flags=re.M)
     text = re.sub(r'^file="/var/log/ulog/syslogemu.log"$', f'file="{tmp_path}/emu.log"', text, flags=re.M)
-    svc = Service(str(tmp_path / "ulogd.conf"), Context())
+    svc = Service(str(tmp_path / "ulogd.conf"), Context(loop=Loop()))
     with pytest.raises(ConfigError) as ei:
         svc.load_config(parse_text(text, str(DEBIAN)))
     msg = str(ei.value)

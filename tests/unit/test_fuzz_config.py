@@ -34,7 +34,8 @@ def test_the_seeds_build(check: fuzzing.ConfigChecker) -> None:
 
 
 def test_a_nul_in_the_logfile_is_a_config_error(check: fuzzing.ConfigChecker) -> None:
-    """What the first long run found (tests/unit/test_stack.py has the daemon's side)."""
+    """What the first runs found: a ValueError from open(). The config reader now refuses the
+    NUL itself (a control character, tests/unit/test_config.py)."""
     assert check('[global]\nlogfile="a\x00b"\nstack=l1:NFLOG,e1:LOGEMU\n') == "rejected"
 
 

@@ -11,7 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyulogd.codec import netlink as nl
+from pyulogd.codec import nfct
 from tests import fuzzing
+from tests.builders.nfct import Tuple, build_ct
+from tests.builders.nflog import build_packet
 
 CHECKS = fuzzing.decoder_checks()
 KINDS = sorted(CHECKS)
@@ -49,11 +53,8 @@ def test_any_bytes(kind: str, data: bytes) -> None:
 def test_an_entry_nfct_accepts_renders_whole_and_nflogs_ct_never_fails() -> None:
     """Issue 10, item 8, as the fuzz checks see it: NFCT refuses an entry with a malformed
     protocol state (so XML never meets one), NFLOG passes it on in ``ct`` and XML copes."""
-    from pyulogd.codec import netlink as nl
-    from pyulogd.codec import nfct, nflog
-
     bad_state = nl.nla(nfct.CTA_PROTOINFO | nl.NLA_F_NESTED,
                        nl.nla(1 | nl.NLA_F_NESTED, b"\x28\x00\x01\x00\x03\x00\x00\x00"))  # fmt: skip
-    msg = nfct.build_ct(nfct.NEW, nfct.Tuple(bytes(4), bytes(4), 6, 1, 2), extra=[bad_state])
+    msg = build_ct(nfct.NEW, Tuple(bytes(4), bytes(4), 6, 1, 2), extra=[bad_state])
     assert CHECKS["nfct"][1](msg) == "rejected"
-    assert CHECKS["nflog"][1](nflog.build_packet(prefix=b"x", payload=b"", ct=msg[20:])) == "accepted"
+    assert CHECKS["nflog"][1](build_packet(prefix=b"x", payload=b"", ct=msg[20:])) == "accepted"

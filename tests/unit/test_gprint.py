@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
+from pyulogd.core.plugin import DataType, Key, Source
+from pyulogd.core.plugin import KeyType as T
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.gprint import GprintOutput
 from tests.helpers import make_stack, stop_stack
 from tests.unit.test_oprint import Shadow, TypedSource
@@ -35,8 +39,7 @@ def utc() -> Iterator[None]:
 
 
 def stack(tmp_path: Path, **opts: Any) -> Any:
-    ctx = Context(hostname="vm")
-    ctx.now = lambda: NOW
+    ctx = Context(loop=Loop(FakeClock(wall=NOW)), hostname="vm")
     return make_stack([TypedSource, Shadow, (GprintOutput, {"file": str(tmp_path / "g.txt"), **opts})], ctx)
 
 
@@ -54,20 +57,46 @@ def test_rendering_by_type(tmp_path: Path) -> None:
     )
 
 
+class PrintSource(Source):
+    """A string from outside and PRINTPKT's line (``print``)."""
+
+    name = "PRINTSRC"
+    output_type = DataType.PACKET
+    output_keys = (Key("oob.prefix", T.STRING), Key("print", T.STRING))
+
+    def push(self, prefix: str | None, line: str | None) -> None:
+        self.emit([None, prefix, line])
+
+
+def print_stack(tmp_path: Path, **opts: Any) -> Any:
+    ctx = Context(loop=Loop(FakeClock(wall=NOW)), hostname="vm")
+    return make_stack([PrintSource, (GprintOutput, {"file": str(tmp_path / "g.txt"), **opts})], ctx)
+
+
 def test_timestamp_and_print_value(tmp_path: Path) -> None:
-    s = stack(tmp_path, timestamp=1)
-    shadow = s.instances[1]
-    assert isinstance(shadow, Shadow)
-    shadow.value = None
-    src = s.source
-    assert isinstance(src, TypedSource)
-    src.push(s="OUT-ICMP  IN= MARK=0x0 \n")  # a PRINTPKT-like value: an empty line follows
-    src.push()
+    s = print_stack(tmp_path, timestamp=1)
+    s.source.push(None, "OUT-ICMP  IN= MARK=0x0 \n")  # PRINTPKT's line: an empty line follows
+    s.source.push(None, None)
     stop_stack(s)
     assert (tmp_path / "g.txt").read_text() == (
-        "timestamp=2026/11/27-07:22:17,s=OUT-ICMP  IN= MARK=0x0 \n\n"
+        "timestamp=2026/11/27-07:22:17,print=OUT-ICMP  IN= MARK=0x0 \n\n"
         "timestamp=2026/11/27-07:22:17\n"
     )
+
+
+def test_strings_from_outside_cannot_forge_a_line(tmp_path: Path) -> None:
+    s = print_stack(tmp_path)
+    forged = "qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6"
+    s.source.push(forged, None)
+    s.source.push("a\\b\udcff", None)
+    s.source.push("gbACCEPT ", None)
+    stop_stack(s)
+    assert (tmp_path / "g.txt").read_bytes().decode("utf-8").split("\n") == [
+        "oob.prefix=qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6",
+        "oob.prefix=a\\\\b\\xff",
+        "oob.prefix=gbACCEPT ",  # as 2.0.8
+        "",
+    ]
 
 
 def test_empty_record(tmp_path: Path) -> None:

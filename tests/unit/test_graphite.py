@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import ReliableSender
 from pyulogd.plugins.outputs.graphite import GraphiteOutput
+from tests.clocked import fake_context, loop_until
 from tests.helpers import make_stack, stop_stack
 
 
@@ -54,12 +56,8 @@ def receive(conn: socket.socket, lines: int) -> list[str]:
     return data.decode().splitlines()
 
 
-def pump(ctx: Context, stack: Any, until: Any, timeout: float = 6) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not until():
-        ctx.loop.run_once(0.05)
-        stack.sink.flush()
-    assert until()
+def pump(ctx: Context, stack: Any, until: Any) -> None:
+    loop_until(ctx, until, stack.sink.flush)
 
 
 def test_config_needs_host_and_port() -> None:
@@ -71,7 +69,7 @@ def test_lines_as_ulogd2() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        ctx = Context(now=lambda: 1795779999.7)
+        ctx = Context(loop=Loop(FakeClock(wall=1795779999.7)))
         stack = stack_for(server.getsockname()[1], ctx)
         conn, _ = server.accept()
         with conn:
@@ -85,10 +83,26 @@ def test_lines_as_ulogd2() -> None:
             stop_stack(stack)
 
 
+def test_names_cannot_forge_a_metric() -> None:
+    """An nfacct counter's name is an outside string: escaped (pyulogd.core.escape)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        stack = stack_for(server.getsockname()[1], Context(loop=Loop()))
+        conn, _ = server.accept()
+        with conn:
+            stack.source.push("a\nfw.forged.pkts 999", 1, 2)
+            stack.sink.flush()
+            assert receive(conn, 2) == ["fw.a\\nfw.forged.pkts 999.pkts 1 1795770000",
+                                        "fw.a\\nfw.forged.pkts 999.bytes 2 1795770000"]
+            stop_stack(stack)
+
+
 def test_carbon_down_at_start_then_up() -> None:
     port = free_port()
-    ctx = Context()
+    ctx, clock = fake_context()
     stack = stack_for(port, ctx)  # 2.0.8: "Could not connect", the stack fails; here it waits
+    pump(ctx, stack, lambda: out(stack).sock is None)  # the refused connect is noticed
     for i in range(3):
         stack.source.push(f"c{i}", i, i * 100)
         stack.sink.flush()
@@ -97,6 +111,7 @@ def test_carbon_down_at_start_then_up() -> None:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
         server.listen(1)
+        clock.advance(1)  # the back-off after the refused connect
         pump(ctx, stack, lambda: not out(stack).queue)
         conn, _ = server.accept()
         with conn:
@@ -107,7 +122,7 @@ def test_carbon_down_at_start_then_up() -> None:
 
 
 def test_carbon_restart_mid_run() -> None:
-    ctx = Context()
+    ctx, clock = fake_context()
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", 0))
@@ -129,6 +144,11 @@ def test_carbon_restart_mid_run() -> None:
         server2.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server2.bind(("127.0.0.1", port))
         server2.listen(1)
+        clock.advance(0.9375)
+        ctx.loop.run_once(0)
+        stack.sink.flush()
+        assert out(stack).sock is None and out(stack).backlog == 5  # a second after the break
+        clock.advance(0.0625)
         pump(ctx, stack, lambda: not out(stack).queue)
         conn2, _ = server2.accept()
         with conn2:
@@ -140,7 +160,7 @@ def test_carbon_restart_mid_run() -> None:
 
 
 def test_overflow_counted() -> None:
-    ctx = Context()
+    ctx, _ = fake_context()
     stack = stack_for(free_port(), ctx, queue=500)
     pump(ctx, stack, lambda: out(stack).sock is None)  # the refused connect is noticed
     for i in range(50):

@@ -18,6 +18,7 @@ from pyulogd.codec import rtnl
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import KeyType
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache, get_link_cache
 from pyulogd.plugins.filters.ifindex import IfindexFilter
 from tests.helpers import Capture, NflogKeys, make_stack, stop_stack
@@ -122,7 +123,7 @@ def test_getlink_requests() -> None:
 
 # -- the cache without a kernel
 def test_cache_updates_renames_and_keeps_deleted_names() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = LinkCache(ctx, kernel=False, keep_deleted=2)
     names = cache.names
     batch = rtnl.parse_buffer(
@@ -141,21 +142,21 @@ def test_cache_updates_renames_and_keeps_deleted_names() -> None:
 
 
 def test_cache_counts_malformed() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = LinkCache(ctx, kernel=False)
     cache._apply(rtnl.parse_buffer(link_msg(rtnl.RTM_NEWLINK, 2, None)))
     assert ctx.stats.get("ifindex.rtnl.malformed") == 1
 
 
 def test_one_cache_per_context() -> None:
-    ctx, other = Context(), Context()
+    ctx, other = Context(loop=Loop()), Context(loop=Loop())
     assert get_link_cache(ctx) is get_link_cache(ctx)
     assert get_link_cache(ctx) is not get_link_cache(other)
 
 
 # -- the filter
 def static_ctx(names: dict[int, str]) -> Context:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = LinkCache(ctx, kernel=False)
     cache.update(names)
     ctx.ifcache = cache  # type: ignore[attr-defined]
@@ -225,7 +226,7 @@ needs_rtnetlink = pytest.mark.skipif(not netlink_route_available(), reason="no A
 
 @needs_rtnetlink
 def test_live_dump_knows_lo_as_index_1() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = get_link_cache(ctx)
     cache.acquire()
     try:
@@ -238,7 +239,7 @@ def test_live_dump_knows_lo_as_index_1() -> None:
 
 @needs_rtnetlink
 def test_live_unknown_index_asks_the_kernel_once() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = get_link_cache(ctx)
     cache.acquire()
     try:
@@ -258,7 +259,7 @@ def test_acquire_failure_is_a_plugin_error(monkeypatch: pytest.MonkeyPatch) -> N
     def refuse(*_a: Any, **_k: Any) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = LinkCache(ctx)
     monkeypatch.setattr(cache, "_open", refuse)
     with pytest.raises(PluginError, match="interface table"):
@@ -270,12 +271,13 @@ LIVE_NOTIFICATIONS = textwrap.dedent(
     """
     import subprocess
     from pyulogd.core.context import Context
+    from pyulogd.io.loop import Loop
     from pyulogd.io.rtnl import get_link_cache
 
     def ip(*args):
         subprocess.run(["ip", "link", *args], check=True)
 
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = get_link_cache(ctx)
     cache.acquire()
     assert cache.names == {1: "lo"}, cache.names

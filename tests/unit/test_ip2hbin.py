@@ -10,6 +10,7 @@ import pytest
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
 from pyulogd.db.render import ip_sql, ip_sqlite
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters.ip2bin import Ip2binFilter
 from pyulogd.plugins.filters.ip2hbin import Ip2hbinFilter
 from tests.helpers import Capture, make_stack
@@ -72,7 +73,7 @@ def test_ipv6_kept_as_16_bytes() -> None:
 def test_bridge_and_unknown_families() -> None:
     cap, stack = run(Ip2hbinFilter, 7, 0x0800, ip_saddr=LO)
     assert len(cap.records) == 1 and stack.errors == 0
-    ctx = Context()
+    ctx = Context(loop=Loop())
     for fam, proto in ((7, None), (7, 0x88CC), (3, None), (None, None)):
         cap, stack = run(Ip2hbinFilter, fam, proto, ctx, ip_saddr=LO)
         assert cap.records == [] and stack.errors == 1  # ERR: the stack stops for this event

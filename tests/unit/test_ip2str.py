@@ -9,6 +9,7 @@ import pytest
 
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
 from tests.helpers import Capture, make_stack, stop_stack
 
@@ -35,7 +36,7 @@ def v6(text: str) -> bytes:
 
 
 def convert(values: dict[str, Any], family: int = 2, ctx: Context | None = None) -> dict[str, Any]:
-    ctx = ctx or Context()
+    ctx = ctx or Context(loop=Loop())
     cap = Capture(ctx, "cap", {})
     stack = make_stack([AddrSource, Ip2strFilter, cap], ctx)
     row = {"oob.family": family, "oob.protocol": 0x0800, **values}
@@ -86,7 +87,7 @@ def test_any_family_with_a_valid_address(family: int) -> None:
 
 
 def test_address_of_a_wrong_length_is_counted_not_fatal() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     out = convert({"ip.saddr": b"\x01\x02\x03", "ip.daddr": v4("1.2.3.4")}, ctx=ctx)
     assert out["ip.saddr.str"] is None and out["ip.daddr.str"] == "1.2.3.4"
     assert ctx.stats.get("ip2str.ip2str1.bad_address") == 1
@@ -98,7 +99,7 @@ def test_unbound_inputs_are_skipped() -> None:
         output_keys = (Key("oob.family", KeyType.UINT8), Key("oob.protocol", KeyType.UINT16),
                        Key("ip.saddr", KeyType.IPADDR))  # fmt: skip
 
-    cap = Capture(Context(), "cap", {})
+    cap = Capture(Context(loop=Loop()), "cap", {})
     stack = make_stack([OnlySaddr, Ip2strFilter, cap])
     f = stack.instances[1]
     assert isinstance(f, Ip2strFilter)
@@ -108,7 +109,7 @@ def test_unbound_inputs_are_skipped() -> None:
 
 
 def test_cache_is_bounded_and_correct() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cap = Capture(ctx, "cap", {})
     stack = make_stack([AddrSource, Ip2strFilter, cap], ctx)
     f = stack.instances[1]

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 from typing import Any
 
 import pytest
 
 from pyulogd.codec import ipfix as codec
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.sender import ReliableSender
 from pyulogd.plugins.outputs.ipfix import INPUT_KEYS, IpfixOutput
+from tests.clocked import fake_context, loop_until
 from tests.helpers import make_stack, stop_stack
 
 V4 = (socket.inet_aton("10.201.0.1"), socket.inet_aton("10.201.0.2"))
@@ -42,7 +44,7 @@ def udp_server() -> socket.socket:
 
 def stack_for(port: int, ctx: Context | None = None, **opts: Any) -> Any:
     conf = {"oid": 7, "host": "127.0.0.1", "port": port, "proto": "udp", **opts}
-    return make_stack([FlowSource, (IpfixOutput, conf)], ctx or Context(now=lambda: 1795770100.0))
+    return make_stack([FlowSource, (IpfixOutput, conf)], ctx or Context(loop=Loop(FakeClock(wall=1795770100.0))))
 
 
 def out(stack: Any) -> ReliableSender:
@@ -128,19 +130,19 @@ def test_ipv6_template_257() -> None:
 
 def test_flush_every_second() -> None:
     with udp_server() as server:
-        ctx = Context()
+        ctx, clock = fake_context(wall=1795770100.0)
         stack = stack_for(server.getsockname()[1], ctx)
         stack.source.flow()
-        end = time.monotonic() + 3
+        clock.advance(0.9375)
+        ctx.loop.run_once(0)
         server.setblocking(False)
-        got = None
-        while got is None and time.monotonic() < end:
-            ctx.loop.run_once(0.1)
-            try:
-                got = server.recv(65535)
-            except BlockingIOError:
-                pass
-        assert got is not None and len(codec.decode(got)[0].records) == 1
+        with pytest.raises(BlockingIOError):
+            server.recv(65535)  # the partial message waits for the timer
+        clock.advance(0.0625)
+        ctx.loop.run_once(0)
+        server.settimeout(5)
+        got = server.recv(65535)
+        assert len(codec.decode(got)[0].records) == 1
         stop_stack(stack)
 
 
@@ -148,18 +150,14 @@ def test_tcp_collector_down_at_start_then_restart() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = Context()
+    ctx, clock = fake_context(wall=1795770100.0)
     stack = stack_for(port, ctx, proto="tcp")  # 2.0.8: connect fails, stack fails
     for _ in range(20):
         stack.source.flow()
     stack.sink._finish_message()  # type: ignore[attr-defined]
 
     def pump(until: Any) -> None:
-        end = time.monotonic() + 8
-        while time.monotonic() < end and not until():
-            ctx.loop.run_once(0.05)
-            stack.sink.flush()
-        assert until()
+        loop_until(ctx, until, stack.sink.flush)
 
     def read_all(conn: socket.socket, records: int) -> list[codec.Message]:
         conn.settimeout(5)
@@ -177,6 +175,7 @@ def test_tcp_collector_down_at_start_then_restart() -> None:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
         server.listen(1)
+        clock.advance(1)  # the back-off after the refused connect
         pump(lambda: not out(stack).queue)
         conn, _ = server.accept()
         msgs = read_all(conn, 20)
@@ -190,6 +189,7 @@ def test_tcp_collector_down_at_start_then_restart() -> None:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
         server.listen(1)
+        clock.advance(1)  # a second after the collector went away
         pump(lambda: not out(stack).queue)
         conn, _ = server.accept()
         msgs2 = read_all(conn, 3)

@@ -14,13 +14,17 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Filter, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
+from pyulogd.io.sender import PROBE_WAIT
 from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
 from pyulogd.plugins.outputs.json import JsonOutput, SocketSender, jansson_string, utc_offset
+from tests.clocked import fake_context, loop_until, wait_for_socket_error
 from tests.helpers import (
     BaseKeys,
     NflogKeys,
@@ -54,7 +58,7 @@ def utc() -> Iterator[None]:
 # -- golden
 def test_golden_file_byte_for_byte(tmp_path: Path) -> None:
     """Every NFLOG/BASE value of the 44 golden packets through IFINDEX, IP2STR and JSON."""
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cache = LinkCache(ctx, kernel=False)
     cache.update({2: "gbb0"})
     ctx.ifcache = cache
@@ -93,7 +97,7 @@ class Src(Source):
 
 def json_stack(tmp_path: Path, ctx: Context | None = None, source: type[Source] = Src, **opts: Any) -> Any:
     options = {"file": str(tmp_path / "out.json"), **opts}
-    return make_stack([source, (JsonOutput, options)], ctx or Context())
+    return make_stack([source, (JsonOutput, options)], ctx or Context(loop=Loop()))
 
 
 def lines(stack: Any, tmp_path: Path) -> list[str]:
@@ -127,8 +131,7 @@ def test_basic_object(tmp_path: Path) -> None:
 
 
 def test_time_of_writing_without_packet_time(tmp_path: Path) -> None:
-    ctx = Context()
-    ctx.now = lambda: 1795764188.7
+    ctx = Context(loop=Loop(FakeClock(wall=1795764188.7)))
     stack = json_stack(tmp_path, ctx)
     stack.source.push(sec=None, usec=None)
     stack.source.push(sec=None, usec=42)  # 2.0.8 uses a valid usec even with the current second
@@ -142,8 +145,7 @@ def test_no_time_keys_upstream(tmp_path: Path) -> None:
         name = "FLOWSRC"
         output_keys = (Key("ct.event", T.UINT32),)
 
-    ctx = Context()
-    ctx.now = lambda: 1795764188.0
+    ctx = Context(loop=Loop(FakeClock(wall=1795764188.0)))
     stack = json_stack(tmp_path, ctx, FlowSrc)
     stack.source.emit([None, 4])
     want = '{"timestamp": "2026-11-27T07:23:08", "dvc": "Netfilter", "ct.event": 4}'
@@ -220,7 +222,7 @@ class Typed(Source):
 
 
 def test_types(tmp_path: Path) -> None:
-    stack = json_stack(tmp_path, Context(), Typed, timestamp=0)
+    stack = json_stack(tmp_path, Context(loop=Loop()), Typed, timestamp=0)
     stack.source.emit([None, 255, True, 65535, 4294967295, 2**64 - 1, -5, -70000, 7, b"\x7f\0\0\1",
                        b"raw", "0x00", 1, 0])  # fmt: skip
     stack.source.emit([None, 0, False, 0, 65536, 2**63 - 1, 0, 0, 0, None, None, None, None, 3])
@@ -233,7 +235,7 @@ def test_types(tmp_path: Path) -> None:
 
 
 def test_boolean_label(tmp_path: Path) -> None:
-    stack = json_stack(tmp_path, Context(), Typed, timestamp=0, boolean_label=1)
+    stack = json_stack(tmp_path, Context(loop=Loop()), Typed, timestamp=0, boolean_label=1)
     row = [None] * 13
     stack.source.emit([None, *row[:12], 1])
     stack.source.emit([None, *row[:12], 0])
@@ -298,7 +300,7 @@ def test_unknown_mode_is_a_config_error(tmp_path: Path, mode: str) -> None:
 
 def test_mode_is_case_insensitive() -> None:
     for mode in ("FILE", "Tcp", "uDP", "UNIX"):
-        out = JsonOutput(Context(), "j", {**{o.name: o.default for o in JsonOutput.options}, "mode": mode})
+        out = JsonOutput(Context(loop=Loop()), "j", {**{o.name: o.default for o in JsonOutput.options}, "mode": mode})
         out.configure()
         assert out.mode == mode.lower()
 
@@ -379,14 +381,19 @@ def test_udp_one_datagram_per_record(tmp_path: Path) -> None:
 
 
 def test_udp_without_listener_counts_and_goes_on(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx, _ = fake_context()
     stack = json_stack(tmp_path, ctx, mode="udp", port=str(free_port(socket.SOCK_DGRAM)))
-    for _ in range(3):
-        stack.source.push()
-        stack.sink.flush()
-        time.sleep(0.05)  # the ICMP port unreachable comes back as ECONNREFUSED on a later send
+    stack.source.push()
+    stack.sink.flush()  # sent; the port unreachable comes back as ECONNREFUSED on the next send
+    wait_for_socket_error(sender(stack).sock)
+    stack.source.push()
+    stack.sink.flush()  # refused: the first one is counted lost, this one waits for the peer
+    assert ctx.stats.get("json.json1.send_failures") == 1
+    stack.source.push()
+    stack.sink.flush()  # must not raise; queued (the next attempt is a second away)
+    assert sender(stack).out.backlog == 2
     stop_stack(stack)
-    assert ctx.stats.get("json.json1.send_failures") >= 1
+    assert ctx.stats.get("json.json1.send_failures") == 3  # the queued ones are lost at exit
 
 
 def test_tcp_lines_and_sync(tmp_path: Path) -> None:
@@ -426,33 +433,30 @@ def sender(stack: Any) -> SocketSender:
     return out
 
 
-def pump(ctx: Context, stack: Any, until: Any, timeout: float = 6) -> None:
-    """Run the loop (retry timers) and flush until ``until()``."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not until():
-        ctx.loop.run_once(0.05)
-        stack.sink.flush()
-    assert until()
+def pump(ctx: Context, stack: Any, until: Any) -> None:
+    """Run the loop (retry timers) and flush until ``until()``; the fake clock stands still."""
+    loop_until(ctx, until, stack.sink.flush)
 
 
 def test_tcp_peer_down_at_start_then_up(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx, clock = fake_context()
     port = free_port(socket.SOCK_STREAM)
     stack = json_stack(tmp_path, ctx, mode="tcp", port=str(port))  # must not raise
+    pump(ctx, stack, lambda: sender(stack).sock is None)  # the refused connect is noticed
     for i in range(3):
         stack.source.push(prefix=f"down{i}")
         stack.sink.flush()  # must not raise or block
-        time.sleep(0.01)
     assert sender(stack).out.backlog == 3
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
         server.listen(1)
-        sender(stack)._last_attempt = time.monotonic()
+        clock.advance(0.9375)
         stack.source.push(prefix="early")
         stack.sink.flush()  # within the second since the last attempt: no reconnect yet, kept
-        assert sender(stack).out.backlog == 4
-        sender(stack)._last_attempt -= 2  # a second later
+        ctx.loop.run_once(0)
+        assert sender(stack).out.backlog == 4 and sender(stack).sock is None
+        clock.advance(0.0625)
         stack.source.push(prefix="late")
         pump(ctx, stack, lambda: not sender(stack).pending and not sender(stack).out.queue)
         conn, _ = server.accept()
@@ -465,7 +469,7 @@ def test_tcp_peer_down_at_start_then_up(tmp_path: Path) -> None:
 
 
 def test_tcp_peer_goes_away_and_comes_back(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx, clock = fake_context()
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(2)
@@ -475,13 +479,14 @@ def test_tcp_peer_goes_away_and_comes_back(tmp_path: Path) -> None:
         stack.sink.flush()
         assert recv_lines(conn, 1)
         conn.close()
-        ctx.loop.run_once(1.0)  # the loop sees the peer's close
-        assert sender(stack).sock is None
-        sender(stack)._last_attempt = time.monotonic()
+        pump(ctx, stack, lambda: sender(stack).sock is None)  # the loop sees the peer's close
         stack.source.push(prefix="during")
         stack.sink.flush()  # no raise, queued
-        assert sender(stack).out.backlog == 1
-        sender(stack)._last_attempt -= 2
+        clock.advance(0.9375)
+        ctx.loop.run_once(0)
+        stack.sink.flush()
+        assert sender(stack).out.backlog == 1 and sender(stack).sock is None  # 1 s after the break
+        clock.advance(0.0625)
         stack.source.push(prefix="b")
         pump(ctx, stack, lambda: not sender(stack).pending and not sender(stack).out.queue)
         conn2, _ = server.accept()
@@ -494,7 +499,7 @@ def test_tcp_peer_goes_away_and_comes_back(tmp_path: Path) -> None:
 
 
 def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx, clock = fake_context()
     ctx.log.set_destination(str(tmp_path / "ulogd.log"))
     port = free_port(socket.SOCK_STREAM)
     stack = json_stack(tmp_path, ctx, mode="tcp", port=str(port), queue=2000)
@@ -511,6 +516,7 @@ def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
         server.listen(1)
+        clock.advance(1)  # the back-off after the refused connect
         pump(ctx, stack, lambda: not sender(stack).out.queue)
         conn, _ = server.accept()
         with conn:
@@ -523,12 +529,12 @@ def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
 
 def test_queue_zero_drops_while_down(tmp_path: Path) -> None:
     """``queue=0``: 2.0.8's behaviour, records are dropped (and counted) while the peer is down."""
-    ctx = Context()
+    ctx, _ = fake_context()
     stack = json_stack(tmp_path, ctx, mode="tcp", port=str(free_port(socket.SOCK_STREAM)), queue=0)
+    pump(ctx, stack, lambda: sender(stack).sock is None)  # the refused connect is noticed
     for _ in range(3):
         stack.source.push()
         stack.sink.flush()
-        time.sleep(0.01)
     assert ctx.stats.get("json.json1.send_failures") == 3
     assert "not connected" in (ctx.log.last_error or "")
     assert ctx.stats.get("json.json1.queue_overflow") == 3
@@ -536,27 +542,32 @@ def test_queue_zero_drops_while_down(tmp_path: Path) -> None:
 
 
 def test_udp_peer_down_at_start_then_up(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx, clock = fake_context()
     port = free_port(socket.SOCK_DGRAM)
     stack = json_stack(tmp_path, ctx, mode="udp", port=str(port))
-    for i in range(3):
+    stack.source.push(prefix="u0")
+    stack.sink.flush()
+    wait_for_socket_error(sender(stack).sock)  # the port unreachable for u0 is back
+    for i in (1, 2):
         stack.source.push(prefix=f"u{i}")
         stack.sink.flush()
-        time.sleep(0.05)  # the ICMP port unreachable comes back as ECONNREFUSED on a later send
     # The datagram UDP reports as refused is lost (it was sent); the rest wait.
-    lost = ctx.stats.get("json.json1.send_failures")
-    assert 1 <= lost < 3
+    assert ctx.stats.get("json.json1.send_failures") == 1 and sender(stack).out.backlog == 2
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", port))
         server.settimeout(5)
+        clock.advance(1)  # the back-off: then one probe datagram ...
+        pump(ctx, stack, lambda: sender(stack).out.backlog == 1)
+        assert json.loads(server.recv(65536))["oob.prefix"] == "u1"
+        clock.advance(PROBE_WAIT)  # ... and the rest if no refusal came back meanwhile
         pump(ctx, stack, lambda: not sender(stack).out.queue)
-        got = [json.loads(server.recv(65536))["oob.prefix"] for _ in range(3 - lost)]
+        assert json.loads(server.recv(65536))["oob.prefix"] == "u2"
         stop_stack(stack)
-    assert got == [f"u{i}" for i in range(lost, 3)]  # the rest, in order
+    assert ctx.stats.get("json.json1.reconnects") == 1
 
 
 def test_unix_peer_down_at_start_then_up(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx, clock = fake_context()
     path = str(tmp_path / "json.sock")
     stack = json_stack(tmp_path, ctx, mode="unix", file=path)  # no socket yet: not fatal
     for i in range(3):
@@ -566,7 +577,12 @@ def test_unix_peer_down_at_start_then_up(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(path)
         server.listen(1)
-        pump(ctx, stack, lambda: not sender(stack).out.queue)  # the retry timer reconnects (1 s)
+        server.settimeout(5)
+        clock.advance(0.9375)
+        ctx.loop.run_once(0)
+        assert sender(stack).sock is None
+        clock.advance(0.0625)
+        ctx.loop.run_once(0)  # the retry timer reconnects (1 s) and sends the queue
         conn, _ = server.accept()
         with conn:
             got = [json.loads(x)["oob.prefix"] for x in recv_lines(conn, 3)]
@@ -593,7 +609,7 @@ def test_sighup_reconnects_socket(tmp_path: Path) -> None:
 
 
 def test_slow_peer_does_not_block(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
@@ -610,7 +626,7 @@ def test_slow_peer_does_not_block(tmp_path: Path) -> None:
             assert time.monotonic() - start < 20
             assert ctx.stats.get("json.json1.send_failures") > 0
             # whatever arrived is whole lines, in order, possibly with a gap
-            sender(stack)._disconnect()
+            sender(stack).out.disconnect()
             conn.settimeout(5)
             data = b""
             while chunk := conn.recv(1 << 20):

@@ -11,14 +11,17 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
 from pyulogd.plugins.filters.printpkt import PrintpktFilter
-from pyulogd.plugins.outputs.logemu import FLUSH_AT, LogemuOutput
+from pyulogd.plugins.outputs.linefile import FLUSH_AT
+from pyulogd.plugins.outputs.logemu import LogemuOutput
 from tests.helpers import BaseKeys, NflogKeys, golden_packets, goldentool, make_stack, stop_stack
 
 
@@ -59,7 +62,7 @@ class Writes:
 
 
 def emu(path: Path, ctx: Context | None = None, sync: int = 0) -> tuple[Any, LogemuOutput]:
-    ctx = ctx or Context()
+    ctx = ctx or Context(loop=Loop())
     ctx.hostname = "vm"
     stack = make_stack([PrintSource, (LogemuOutput, {"file": str(path), "sync": sync})], ctx)
     out = stack.sink
@@ -92,8 +95,7 @@ def test_line_format(tmp_path: Path) -> None:
 
 
 def test_time_is_now_without_packet_time(tmp_path: Path) -> None:
-    ctx = Context()
-    ctx.now = lambda: 1795764130.9
+    ctx = Context(loop=Loop(FakeClock(wall=1795764130.9)))
     stack, out = emu(tmp_path / "e.log", ctx)
     stack.source.push("a\n", sec=None)
     out.stop()
@@ -181,7 +183,7 @@ def test_failed_reopen_keeps_the_old_file(tmp_path: Path) -> None:
     folder = tmp_path / "d"
     folder.mkdir()
     path = folder / "e.log"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack, out = emu(path, ctx)
     path.rename(tmp_path / "moved.log")
     folder.rmdir()  # the name cannot be created again
@@ -214,7 +216,7 @@ def test_open_failure_is_a_plugin_error(tmp_path: Path) -> None:
 
 
 def test_stop_is_safe_without_start_and_twice(tmp_path: Path) -> None:
-    out = LogemuOutput(Context(), "emu1", {"file": str(tmp_path / "x"), "sync": 0})
+    out = LogemuOutput(Context(loop=Loop()), "emu1", {"file": str(tmp_path / "x"), "sync": 0})
     out.stop()
     out.stop()
     assert not (tmp_path / "x").exists()
@@ -222,7 +224,7 @@ def test_stop_is_safe_without_start_and_twice(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_write_errors_are_counted_not_raised() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack, out = emu(Path("/dev/full"), ctx)
     stack.source.push("a\n")
     stack.source.push("b\n")
@@ -237,7 +239,7 @@ def test_write_errors_are_counted_not_raised() -> None:
 
 def test_two_stacks_one_file_never_split_lines(tmp_path: Path) -> None:
     path = tmp_path / "shared.log"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     s1, o1 = emu(path, ctx)
     s2, o2 = emu(path, ctx)
     for i in range(300):
@@ -256,7 +258,7 @@ def test_two_stacks_one_file_never_split_lines(tmp_path: Path) -> None:
 
 def test_golden_logemu_file(tmp_path: Path) -> None:
     """The whole golden stack (IFINDEX, IP2STR, PRINTPKT, LOGEMU) against 2.0.8's file."""
-    ctx = Context()
+    ctx = Context(loop=Loop())
     ctx.hostname = "vm"
     cache = LinkCache(ctx, kernel=False)
     cache.update({2: "gbb0"})

@@ -11,6 +11,7 @@ from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
 from pyulogd.core.stack import build_stack
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters.mark import MarkFilter
 from tests.helpers import Capture, make_stack
 
@@ -45,7 +46,7 @@ def test_mask() -> None:
 
 
 def test_stop_is_per_stack_and_counted() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     src = Marks(ctx, "m0", {})
     s1 = make_stack([src, (MarkFilter, {"mark": 1}), Capture], ctx)
     s2 = make_stack([src, (MarkFilter, {"mark": 2}), Capture], ctx)
@@ -65,7 +66,7 @@ def test_section_optional_options_parsed(tmp_path: Path) -> None:
         for body, mark in (("[m1]\nmark = 1\nmask=0x0f\n", 1), ("", 0)):
             cfg = parse_text("[global]\nstack=s:MARKS,m1:MARK,c:CAPTURE\n" + body, str(tmp_path / "x.conf"))
             registry.register(Capture)
-            stack = build_stack(Context(), cfg, cfg.section("global").entries[0].value or "", 2, {})  # type: ignore[union-attr]
+            stack = build_stack(Context(loop=Loop()), cfg, cfg.section("global").entries[0].value or "", 2, {})  # type: ignore[union-attr]
             f: MarkFilter = stack.instances[1]  # type: ignore[assignment]
             assert f.mark == mark and f.mask == (0x0F if mark else 0xFFFFFFFF)
     finally:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from pyulogd.codec import netlink as nl
 from pyulogd.core.errors import DecodeError
+from tests.builders.netlink import done_msg, error_msg
 
 GOLDEN = Path(__file__).resolve().parents[2] / "../shared/golden/ulogd2-2.0.8"
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "nflog"
@@ -137,9 +138,9 @@ def test_attrs_errors_and_flags() -> None:
 
 def test_error_messages() -> None:
     req = nl.nfnl_msg(nl.NFNL_SUBSYS_ULOG, 1, 0, 11, [nl.nla(1, b"\1")], seq=77)
-    ack = nl.error_msg(0, req)
+    ack = error_msg(0, req)
     assert nl.parse_error(ack, 0, len(ack)) == (0, 77)
-    err = nl.error_msg(1, req)  # EPERM
+    err = error_msg(1, req)  # EPERM
     (off, ln, typ, _flags, seq, _pid), = nl.split(err)[0]
     assert typ == nl.NLMSG_ERROR and seq == 77 and nl.parse_error(err, off, ln) == (1, 77)
     short = nl.nlmsg(nl.NLMSG_ERROR, 0, 5, struct.pack("=i", -2))
@@ -148,7 +149,7 @@ def test_error_messages() -> None:
         nl.parse_error(nl.nlmsg(nl.NLMSG_ERROR, 0, 5), 0, 16)
     with pytest.raises(DecodeError):
         nl.parse_error(nl.nlmsg(nl.NLMSG_ERROR, 0, 5, struct.pack("=i", 3)), 0, 20)
-    done = nl.done_msg()
+    done = done_msg()
     assert nl.split(done)[0] == [(0, 20, nl.NLMSG_DONE, nl.NLM_F_MULTI, 0, 0)]
     with pytest.raises(DecodeError):
         nl.nfgen(nl.nlmsg(0x400, 0, 0), 0, 16)

@@ -19,6 +19,7 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
 from pyulogd.daemon import caps
 from pyulogd.io import netns as io_netns
+from pyulogd.io.loop import Loop
 from pyulogd.io.netns import NetnsHandle, NotANamespace, WrongNamespace, in_netns
 from pyulogd.io.rtnl import LinkCache
 from pyulogd.netns import registry as registry_mod
@@ -30,6 +31,7 @@ from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.inputs.nfacct import NfacctInput
 from pyulogd.plugins.inputs.nflog import NflogInput
 from pyulogd.plugins.outputs.logemu import LogemuOutput
+from tests.clocked import fake_context
 from tests.helpers import NFLOG_KEYS, Capture, make_stack, stop_stack
 
 RID = "4f0c2e3a-9b1d-4c55-8a2e-1f2d3c4b5a69"
@@ -42,11 +44,13 @@ class FakeNamespaces:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
         self.dir = directory
         self.not_ready: set[str] = set()
+        self.looked: list[str] = []  # names looked at, in order
         monkeypatch.setattr(watch_mod, "is_netns_file", self.ident)
         monkeypatch.setattr(registry_mod, "is_netns_file", self.ident)
         monkeypatch.setattr(NetnsHandle, "open", classmethod(lambda cls, path, name=None: self.open(path, name)))
 
     def ident(self, path: str) -> tuple[int, int] | None:
+        self.looked.append(os.path.basename(path))
         if os.path.basename(path) in self.not_ready:
             return None
         try:
@@ -131,7 +135,7 @@ def follow(ctx: Context, fake: FakeNamespaces, spec: str = "qrouter-*,snat-*") -
 
 def test_manager_lifecycle(fake: FakeNamespaces) -> None:
     io_netns.home_fd()  # opened once for the process; not a leak of this test
-    ctx = Context()
+    ctx = Context(loop=Loop())
     before = open_fds()
     fake.add(f"qrouter-{RID}")  # present at start
     fake.add("other")  # not matching
@@ -178,7 +182,7 @@ def test_manager_lifecycle(fake: FakeNamespaces) -> None:
 
 
 def test_same_name_new_namespace_is_reattached(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack, manager, _ = follow(ctx, fake)
     fake.add("qrouter-a")
     spin(ctx, lambda: "qrouter-a" in manager.children)  # type: ignore[operator]
@@ -195,21 +199,27 @@ def test_same_name_new_namespace_is_reattached(fake: FakeNamespaces) -> None:
 
 
 def test_attach_waits_for_the_mount(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx, clock = fake_context()
     stack, manager, _ = follow(ctx, fake)
     fake.not_ready.add("qrouter-late")  # ip netns add: file created, not mounted yet
     fake.add("qrouter-late")
-    ctx.loop.run_once(0.05)
+    spin(ctx, lambda: "qrouter-late" in fake.looked)  # inotify told: not a namespace yet
+    clock.advance(watch_mod.RETRY_FIRST)
+    ctx.loop.run_once(0)
+    assert fake.looked.count("qrouter-late") == 2  # looked at again 5 ms later: still not mounted
     assert "qrouter-late" not in manager.children  # type: ignore[operator]
-    t0 = time.monotonic()
     fake.not_ready.clear()  # mounted
+    clock.advance(watch_mod.RETRY_FIRST)
+    ctx.loop.run_once(0)
+    # The wait doubles (10 ms): not yet; then at the next look, not at the 5 s rescan.
+    assert "qrouter-late" not in manager.children  # type: ignore[operator]
+    clock.advance(watch_mod.RETRY_FIRST)
     spin(ctx, lambda: "qrouter-late" in manager.children)  # type: ignore[operator]
-    assert time.monotonic() - t0 < 1.0  # re-checked soon, not at the 5 s rescan
     stop_stack(stack)
 
 
 def test_failed_attach_is_counted_and_retried_at_rescan(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack, manager, _ = follow(ctx, fake)
     FakeInput.fail = {"qrouter-busy"}
     fake.add("qrouter-busy")
@@ -228,7 +238,7 @@ def test_failed_attach_is_counted_and_retried_at_rescan(fake: FakeNamespaces) ->
 
 
 def test_failed_namespace_deleted_is_not_retried(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack, manager, _ = follow(ctx, fake)
     FakeInput.fail = {"qrouter-busy"}
     fake.add("qrouter-busy")
@@ -243,7 +253,7 @@ def test_failed_namespace_deleted_is_not_retried(fake: FakeNamespaces) -> None:
 
 
 def test_two_inputs_share_one_watcher_and_one_handle(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     fake.add("qrouter-a")
     s1, m1, _ = follow(ctx, fake)
     s2, m2, _ = follow(ctx, fake, "qrouter-*")
@@ -258,7 +268,7 @@ def test_two_inputs_share_one_watcher_and_one_handle(fake: FakeNamespaces) -> No
 
 
 def test_missing_directory_is_watched_for(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     later = fake.dir.parent / "later"
     cap = Capture(ctx, "cap", {})
     stack = make_stack([(FakeInput, {"netns": "*", "netns_dir": str(later)}), cap], ctx)
@@ -271,7 +281,7 @@ def test_missing_directory_is_watched_for(fake: FakeNamespaces) -> None:
 
 
 def test_fixed_path(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     fake.add(f"qdhcp-{RID}")
     cap = Capture(ctx, "cap", {})
     stack = make_stack([(FakeInput, {"network_namespace_path": str(fake.dir / f"qdhcp-{RID}")}), cap], ctx)
@@ -291,7 +301,7 @@ def test_fixed_path_missing_fails_start(fake: FakeNamespaces) -> None:
 
 
 def test_no_option_no_tags() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cap = Capture(ctx, "cap", {})
     stack = make_stack([FakeInput, cap], ctx)
     src = stack.source
@@ -314,13 +324,13 @@ def test_config_errors(opts: dict[str, Any], match: str) -> None:
     cfg = {o.name: o.default for o in FakeInput.options}
     cfg.update(opts)
     with pytest.raises(ConfigError, match=match):
-        FakeInput(Context(), "f", cfg).configure()
+        FakeInput(Context(loop=Loop()), "f", cfg).configure()
 
 
 def test_relative_paths_are_made_absolute() -> None:
     cfg = {o.name: o.default for o in FakeInput.options}
     cfg.update(network_namespace_path="ns/x")
-    p = FakeInput(Context(), "f", cfg)
+    p = FakeInput(Context(loop=Loop()), "f", cfg)
     p.configure()
     assert p.config["network_namespace_path"] == os.path.abspath("ns/x")
 
@@ -329,7 +339,7 @@ def test_capabilities_are_decided_per_instance() -> None:
     def inst(cls: type[NetnsSource], **opts: Any) -> NetnsSource:
         cfg = {o.name: o.default for o in cls.options}
         cfg.update(pollinterval=10, **opts)
-        p = cls(Context(), "i", cfg)
+        p = cls(Context(loop=Loop()), "i", cfg)
         p.configure()
         return p
 
@@ -347,7 +357,7 @@ def test_capabilities_are_decided_per_instance() -> None:
 
 # -- tagging costs nothing for sources without trailer values
 def test_stack_tail_covers_trailer_keys() -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     a, b = Capture(ctx, "a", {}), Capture(ctx, "b", {})
     s1 = make_stack([FakeInput, a], ctx)
     src = s1.source
@@ -372,7 +382,7 @@ class NsPackets(Source):
 
 
 def test_ifindex_resolves_in_the_records_namespace(fake: FakeNamespaces) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     own = LinkCache(ctx, kernel=False)
     own.update({2: "eth0"})
     ctx.ifcache = own
@@ -418,7 +428,7 @@ def test_logemu_netns_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pr
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     try:
-        ctx = Context()
+        ctx = Context(loop=Loop())
         ctx.hostname = "vm"
         path = tmp_path / "emu.log"
         stack = make_stack([PrintNs, (LogemuOutput, {"file": str(path), "netns_prefix": prefix})], ctx)
@@ -429,6 +439,37 @@ def test_logemu_netns_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pr
         src.emit([None, "IN=lo OUT= \n", 1795764125])
         stop_stack(stack)
         assert path.read_text() == expect
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_logemu_names_cannot_forge_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A namespace named with a newline and a fake syslog head, one that is not UTF-8, and a
+    host name with a control character: one line per record, escaped (pyulogd.core.escape)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        ctx = Context(loop=Loop())
+        ctx.hostname = "vm\x1b"
+        path = tmp_path / "emu.log"
+        stack = make_stack([PrintNs, (LogemuOutput, {"file": str(path), "netns_prefix": 1})], ctx)
+        src = stack.source
+        for name in ("qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6",
+                     b"qtest-\xff\xfe".decode("utf-8", "surrogateescape"), "qrouter-a"):
+            src.set_trailer(tag_values(name))
+            src.emit([None, "IN=qr-1 OUT= \n", 1795764125])
+            src.emit([None, "IN=qr-2 OUT= \n", 1795764125])  # the name again, from the cache
+        stop_stack(stack)
+        assert path.read_bytes().decode("utf-8").split("\n") == [
+            "Nov 27 07:22:05 vm\\x1b [qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6] IN=qr-2 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-\\xff\\xfe] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qtest-\\xff\\xfe] IN=qr-2 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qrouter-a] IN=qr-1 OUT= ",
+            "Nov 27 07:22:05 vm\\x1b [qrouter-a] IN=qr-2 OUT= ",
+            "",
+        ]
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()

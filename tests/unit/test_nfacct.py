@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,17 @@ from hypothesis import strategies as st
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfacct as codec
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, KeyType
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.inputs import nfacct as nfacct_mod
 from pyulogd.plugins.inputs.nfacct import NfacctInput
+from tests.builders.netlink import done_msg, error_msg
+from tests.builders.nfacct import counter_msg
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -67,11 +70,11 @@ def test_real_kernel_dump() -> None:
 
 
 def test_builders_reproduce_the_kernel_bytes() -> None:
-    built = codec.counter_msg("cnt1", 4, 336, seq=7, pid=KERNEL_PID, use=2) + codec.counter_msg(
+    built = counter_msg("cnt1", 4, 336, seq=7, pid=KERNEL_PID, use=2) + counter_msg(
         "cnt2", 0, 0, seq=7, pid=KERNEL_PID, use=1
     )
     assert built == KERNEL_OBJECTS
-    assert nl.done_msg(7, KERNEL_PID) == KERNEL_DONE
+    assert done_msg(7, KERNEL_PID) == KERNEL_DONE
 
 
 def test_other_sequence_numbers_are_stray() -> None:
@@ -81,13 +84,13 @@ def test_other_sequence_numbers_are_stray() -> None:
 
 
 def test_quota_object_and_64_bit_values() -> None:
-    msg = codec.counter_msg("q", 2**64 - 1, 2**63, seq=1, flags=codec.NFACCT_F_QUOTA_BYTES, quota=10**12)
+    msg = counter_msg("q", 2**64 - 1, 2**63, seq=1, flags=codec.NFACCT_F_QUOTA_BYTES, quota=10**12)
     (c,) = codec.parse_buffer(msg, 1).counters
     assert (c.pkts, c.nbytes, c.flags, c.quota) == (2**64 - 1, 2**63, codec.NFACCT_F_QUOTA_BYTES, 10**12)
 
 
 def test_name_bytes_that_are_not_utf8_survive() -> None:
-    (c,) = codec.parse_buffer(codec.counter_msg(b"a\xff", 1, 1, seq=1), 1).counters
+    (c,) = codec.parse_buffer(counter_msg(b"a\xff", 1, 1, seq=1), 1).counters
     assert c.name.encode("utf-8", "surrogateescape") == b"a\xff"
 
 
@@ -117,7 +120,7 @@ def test_pad_and_unknown_attributes_are_ignored() -> None:
 )
 def test_malformed_objects(attrs: list[bytes], why: str) -> None:
     body = nl.NFGEN.pack(0, 0, 0) + b"".join(attrs)
-    good = codec.counter_msg("ok", 1, 2, seq=3)
+    good = counter_msg("ok", 1, 2, seq=3)
     batch = codec.parse_buffer(nl.nlmsg(codec.TYPE_NEW, nl.NLM_F_MULTI, 3, body) + good, 3)
     assert batch.malformed == 1 and why in (batch.problem or "")
     assert [c.name for c in batch.counters] == ["ok"]  # the rest of the datagram still counts
@@ -130,9 +133,9 @@ def test_message_without_nfgenmsg() -> None:
 
 def test_error_answers() -> None:
     req = codec.dump_request(5, True)
-    batch = codec.parse_buffer(nl.error_msg(1, req), 5)
+    batch = codec.parse_buffer(error_msg(1, req), 5)
     assert batch.error == 1 and not batch.done
-    assert codec.parse_buffer(nl.error_msg(0, req), 5).error is None  # an ack is no error
+    assert codec.parse_buffer(error_msg(0, req), 5).error is None  # an ack is no error
     broken = nl.nlmsg(nl.NLMSG_ERROR, 0, 5, b"\0\0")
     assert codec.parse_buffer(broken, 5).malformed == 1
 
@@ -161,12 +164,17 @@ def test_arbitrary_bytes_never_raise(data: bytes, seq: int) -> None:
                 max_size=5))  # fmt: skip
 def test_built_answers_round_trip(objects: list[tuple[str, int, int]]) -> None:
     objects = [(n.replace("\0", ""), p, b) for n, p, b in objects if len(n.encode()) < 32]
-    batch = codec.parse_buffer(b"".join(codec.counter_msg(n, p, b, seq=2) for n, p, b in objects), 2)
+    batch = codec.parse_buffer(b"".join(counter_msg(n, p, b, seq=2) for n, p, b in objects), 2)
     assert [(c.name, c.pkts, c.nbytes) for c in batch.counters] == objects
     assert batch.malformed == 0
 
 
 # -- the input plugin, with a stand-in socket
+
+
+# A descriptor that is never readable, for waits on the stand-in socket (nothing is ever
+# written to the pipe; its write end stays open so it does not read as EOF).
+_SILENT_R, _SILENT_W = os.pipe()
 
 
 class FakeSock:
@@ -191,7 +199,7 @@ class FakeSock:
         return len(data)
 
     def fileno(self) -> int:
-        return -1
+        return _SILENT_R
 
     def close(self) -> None:
         pass
@@ -214,11 +222,10 @@ NOW = 1_795_770_859.490028
 
 
 def make(**options: Any) -> tuple[NfacctInput, Capture, FakeSock, Context]:
-    ctx = Context()
+    ctx = Context(loop=Loop(FakeClock(wall=NOW)))
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
-    ctx.now = lambda: NOW
     cfg = {o.name: o.default for o in NfacctInput.options}
     cfg.update(pollinterval=10, **options)
     p = NfacctInput(ctx, "acct1", cfg)
@@ -230,13 +237,18 @@ def make(**options: Any) -> tuple[NfacctInput, Capture, FakeSock, Context]:
     return p, cap, sock, ctx
 
 
+def clock(ctx: Context) -> FakeClock:
+    assert isinstance(ctx.clock, FakeClock)
+    return ctx.clock
+
+
 def log_text(ctx: Context) -> str:
     assert isinstance(ctx.log.stream, io.StringIO)
     return ctx.log.stream.getvalue()
 
 
 def answer(seq: int, *objects: tuple[str, int, int]) -> bytes:
-    return b"".join(codec.counter_msg(n, p, b, seq=seq, pid=0) for n, p, b in objects) + nl.done_msg(seq)
+    return b"".join(counter_msg(n, p, b, seq=seq, pid=0) for n, p, b in objects) + done_msg(seq)
 
 
 def test_declarations() -> None:
@@ -258,7 +270,7 @@ def test_declarations() -> None:
 
 @pytest.mark.parametrize("value", [0, -1])
 def test_pollinterval_must_be_positive(value: int) -> None:
-    p = NfacctInput(Context(), "acct1", {"pollinterval": value, "zerocounter": 1, "timestamp": 0})
+    p = NfacctInput(Context(loop=Loop()), "acct1", {"pollinterval": value, "zerocounter": 1, "timestamp": 0})
     with pytest.raises(ConfigError, match="'pollinterval'"):
         p.configure()
     check = NfacctInput.options[0].check
@@ -266,7 +278,7 @@ def test_pollinterval_must_be_positive(value: int) -> None:
 
 
 def _load(text: str, tmp: Path) -> Service:
-    svc = Service(str(tmp / "t.conf"), Context())
+    svc = Service(str(tmp / "t.conf"), Context(loop=Loop()))
     svc.ctx.log.set_destination("stdout")  # keep the test off syslog
     svc.load_config(parse_text(text.replace("@OUT@", str(tmp / "out.json")), str(tmp / "t.conf")))
     return svc
@@ -289,7 +301,7 @@ def test_dump_cycle_emits_when_the_answer_is_complete() -> None:
     (req,) = sock.sent
     assert nl.HDR.unpack_from(req)[1:4] == (0x0702, nl.NLM_F_REQUEST | nl.NLM_F_DUMP, 1)  # CTRZERO
     objs = answer(1, ("a", 3, 300), ("b", 0, 0))
-    first = len(codec.counter_msg("a", 3, 300, seq=1))
+    first = len(counter_msg("a", 3, 300, seq=1))
     cut = len(objs) - 20  # the objects in one datagram, NLMSG_DONE in the next
     p.feed(objs[:cut])
     assert cap.recs == []  # nothing until the answer is complete
@@ -300,7 +312,7 @@ def test_dump_cycle_emits_when_the_answer_is_complete() -> None:
     assert ctx.stats.snapshot() == {"nfacct.acct1.dumps": 1, "nfacct.acct1.records": 2}
     # An empty table: a dump with no record.
     p.poll()
-    p.feed(nl.done_msg(2))
+    p.feed(done_msg(2))
     assert len(cap.recs) == 2 and p._seq is None
 
 
@@ -342,14 +354,14 @@ def test_poll_during_dump_is_deferred() -> None:
 def test_stalled_dump_is_closed() -> None:
     p, cap, sock, ctx = make()
     p.poll()
-    p.feed(codec.counter_msg("a", 7, 70, seq=1))
-    p._sent_mono = time.monotonic() - 11  # more than one interval ago
+    p.feed(counter_msg("a", 7, 70, seq=1))
+    clock(ctx).advance(11)  # more than one interval later
     p.poll()
     assert [r["sum.pkts"] for r in cap.recs] == [7]  # what had arrived is kept
     assert ctx.stats.get("nfacct.acct1.dumps_incomplete") == 1
     assert len(sock.sent) == 2
     # Late pieces of the abandoned dump are not mixed into the new one.
-    p.feed(codec.counter_msg("late", 1, 1, seq=1) + nl.done_msg(1))
+    p.feed(counter_msg("late", 1, 1, seq=1) + done_msg(1))
     assert ctx.stats.get("nfacct.acct1.unexpected") == 2 and len(cap.recs) == 1
     p.feed(answer(2, ("a", 1, 1)))
     assert len(cap.recs) == 2
@@ -359,14 +371,14 @@ def test_refused_dump_is_logged_and_counted() -> None:
     p, cap, sock, ctx = make()
     for _ in range(3):
         p.poll()
-        p.feed(nl.error_msg(1, sock.sent[-1]))  # EPERM
+        p.feed(error_msg(1, sock.sent[-1]))  # EPERM
     assert cap.recs == [] and p._seq is None
     assert ctx.stats.get("nfacct.acct1.dumps_refused") == 3
     text = log_text(ctx)
     assert text.count("refused the dump: Operation not permitted") == 1  # rate-limited
     assert "CAP_NET_ADMIN" in text and "docs/privileges.md" in text
     p.poll()
-    p.feed(nl.error_msg(16, sock.sent[-1]))  # EBUSY: no capability hint
+    p.feed(error_msg(16, sock.sent[-1]))  # EBUSY: no capability hint
     assert ctx.stats.get("nfacct.acct1.dumps_refused") == 4
 
 
@@ -386,7 +398,7 @@ def test_malformed_counter_is_skipped() -> None:
     p.poll()
     no_counts = nl.NFGEN.pack(0, 0, 0) + nl.nla(codec.NFACCT_NAME, b"x\0")
     bad = nl.nlmsg(codec.TYPE_NEW, nl.NLM_F_MULTI, 1, no_counts)
-    p.feed(codec.counter_msg("a", 1, 1, seq=1) + bad + codec.counter_msg("b", 2, 2, seq=1) + nl.done_msg(1))
+    p.feed(counter_msg("a", 1, 1, seq=1) + bad + counter_msg("b", 2, 2, seq=1) + done_msg(1))
     assert [r["sum.name"] for r in cap.recs] == ["a", "b"]
     assert ctx.stats.get("nfacct.acct1.malformed") == 1
     assert "malformed" in log_text(ctx)
@@ -402,20 +414,24 @@ def test_stop_is_safe_any_time() -> None:
     p.stop()
     p.poll()  # no socket: nothing sent, nothing raised
     p.signal(signal.SIGUSR2)
-    q = NfacctInput(Context(), "x", {"pollinterval": 1, "zerocounter": 1, "timestamp": 0})
+    q = NfacctInput(Context(loop=Loop()), "x", {"pollinterval": 1, "zerocounter": 1, "timestamp": 0})
     q.stop()  # never started
 
 
 def test_start_arms_the_timer_and_reads_from_the_loop() -> None:
     """start() with a real (unprivileged) netlink socket: reader and repeating timer."""
-    ctx = Context()
+    ctx = Context(loop=Loop(FakeClock()))
     p = NfacctInput(ctx, "acct1", {"pollinterval": 30, "zerocounter": 1, "timestamp": 0})
     p.configure()
     p.start()
     try:
-        assert p.sock is not None and p._timer is not None
-        assert p._timer.interval == 30 and p._timer.when > time.monotonic() + 29
-        assert p.sock.fileno() in ctx.loop.selector.get_map()
+        assert p.sock is not None and p.sock.fileno() in ctx.loop.selector.get_map()
+        dumps = [ctx.stats.get("nfacct.acct1.dumps")]
+        for step in (29.9, 0.1, 29.9, 0.1):
+            clock(ctx).advance(step)
+            ctx.loop.run_once(0)
+            dumps.append(ctx.stats.get("nfacct.acct1.dumps"))
+        assert dumps == [0, 0, 1, 1, 2]  # one dump request every 30 s, none before
     finally:
         p.stop()
         ctx.loop.close()
@@ -430,9 +446,10 @@ DUMP_SCRIPT = """
 import select, sys
 from pyulogd.codec import nfacct
 from pyulogd.io.netlink import NetlinkSocket
+from tests.builders.nfacct import del_request, new_request
 s = NetlinkSocket(bufsize=65536)
 for name in ("pyu_a", "pyu_b"):
-    s.request(nfacct.new_request(name, s.next_seq()))
+    s.request(new_request(name, s.next_seq()))
 seq = s.next_seq()
 s.sock.send(nfacct.dump_request(seq, zero=True, pid=s.portid))
 out = []
@@ -444,7 +461,7 @@ while True:
     out.append(data.hex())
     if nfacct.parse_buffer(data, seq).done:
         break
-s.request(nfacct.del_request("pyu_b", s.next_seq()))
+s.request(del_request("pyu_b", s.next_seq()))
 print(seq)
 print("\\n".join(out))
 """
@@ -457,9 +474,11 @@ def test_codec_on_the_kernels_own_dump() -> None:
     ns = f"pyu-{os.getpid()}-acctc"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        # the repository too: the script imports tests.builders
+        path = os.pathsep.join([str(SRC), str(SRC.parent), os.environ.get("PYTHONPATH", "")])
         r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", DUMP_SCRIPT],
-                           capture_output=True, text=True, env=env, timeout=30, check=True)  # fmt: skip
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, timeout=30,
+                           check=True)  # fmt: skip
         first, *bufs = r.stdout.split()
         seq = int(first)
         counters = []
@@ -484,7 +503,6 @@ def test_codec_on_the_kernels_own_dump() -> None:
 def test_released_namespace_is_dumped_one_last_time(monkeypatch: pytest.MonkeyPatch) -> None:
     p, cap, sock, ctx = make()
     monkeypatch.setattr(p, "_readable", lambda: p.feed(answer(sock.seq, ("a", 3, 30))))
-    monkeypatch.setattr(p, "_wait_readable", lambda timeout: None)
     p.netns_released()  # what a namespace counted since the last poll is not lost with it
     assert len(sock.sent) == 1 and [r["sum.pkts"] for r in cap.recs] == [3]
 
@@ -492,7 +510,8 @@ def test_released_namespace_is_dumped_one_last_time(monkeypatch: pytest.MonkeyPa
 def test_released_namespace_without_an_answer_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     p, cap, sock, ctx = make()
     monkeypatch.setattr(p, "_readable", lambda: None)
-    monkeypatch.setattr(p, "_wait_readable", lambda timeout: time.sleep(timeout))
-    monkeypatch.setattr(nfacct_mod, "FINAL_DUMP_WAIT", 0.05)
-    p.netns_released()
-    assert ctx.stats.get("nfacct.acct1.dumps_incomplete") == 1 and p._seq is None
+    clk = clock(ctx)
+    t0 = clk.monotonic()
+    p.netns_released()  # the fake clock jumps over the silent wait
+    assert clk.monotonic() - t0 == pytest.approx(nfacct_mod.FINAL_DUMP_WAIT)
+    assert ctx.stats.get("nfacct.acct1.dumps_incomplete") == 1 and p._seq is None and p._seq is None

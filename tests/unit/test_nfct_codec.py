@@ -20,7 +20,11 @@ from hypothesis import strategies as st
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfct
+from pyulogd.codec.nfct_describe import describe
+from pyulogd.codec.nfct_filter import FlowFilter
 from pyulogd.core.errors import DecodeError
+from tests.builders.netlink import done_msg, error_msg
+from tests.builders.nfct import Tuple, build_ct, get_request, tuple_attr
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests/vectors/nfct"
@@ -152,46 +156,46 @@ def test_templates_give_what_the_walker_gives() -> None:
 
 def test_parse_one_declines_what_it_cannot_do_alone() -> None:
     dec = nfct.Decoder()
-    msg = nfct.build_ct(nfct.NEW, _tcp())
+    msg = build_ct(nfct.NEW, _tcp())
     assert dec.parse_one(msg, NOW) is None  # layout not learnt yet
     dec.parse_buffer(msg, NOW)
     assert dec.parse_one(msg, NOW) == nfct.decode(msg, NOW)
     assert dec.parse_one(msg + msg, NOW) is None  # two messages
     assert dec.parse_one(msg[:-4], NOW) is None  # cut
-    assert dec.parse_one(nl.done_msg(), NOW) is None
+    assert dec.parse_one(done_msg(), NOW) is None
     assert dec.parse_one(b"", NOW) is None
 
 
 # -- times
 
 
-def _tcp(v6: bool = False) -> nfct.Tuple:
-    return nfct.Tuple(V6A if v6 else V4A, V6B if v6 else V4B, 6, 40000, 80)
+def _tcp(v6: bool = False) -> Tuple:
+    return Tuple(V6A if v6 else V4A, V6B if v6 else V4B, 6, 40000, 80)
 
 
 def test_times_from_kernel_event_time_or_now() -> None:
     t = _tcp()
     # NEW without any kernel time: now.
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.NEW, t), NOW))
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.NEW, t), NOW))
     assert (d["flow.start.sec"], d["flow.start.usec"]) == (1795764190, 250000)
     assert "flow.end.sec" not in d
     # NEW with the event time: that.
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.NEW, t, event_time=1_700_000_000_123_456_789), NOW))
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.NEW, t, event_time=1_700_000_000_123_456_789), NOW))
     assert (d["flow.start.sec"], d["flow.start.usec"]) == (1700000000, 123456)
     # DESTROY with start/stop: both, the event time is not used.
-    msg = nfct.build_ct(nfct.DESTROY, t, timestamp=(1_700_000_001_000_001_000, 1_700_000_002_999_999_999),
-                        event_time=1_700_000_009_000_000_000)
+    msg = build_ct(nfct.DESTROY, t, timestamp=(1_700_000_001_000_001_000, 1_700_000_002_999_999_999),
+                   event_time=1_700_000_009_000_000_000)
     d = nfct.as_dict(nfct.decode(msg, NOW))
     assert (d["flow.start.sec"], d["flow.start.usec"], d["flow.end.sec"], d["flow.end.usec"]) == (
         1700000001, 1, 1700000002, 999999)
     # DESTROY without timestamps: end = now, no start.
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.DESTROY, t), NOW))
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.DESTROY, t), NOW))
     assert "flow.start.sec" not in d and d["flow.end.sec"] == 1795764190
     # UPDATE: only kernel times.
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.UPDATE, t), NOW))
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.UPDATE, t), NOW))
     assert "flow.start.sec" not in d and "flow.end.sec" not in d
     # Zero seconds count as absent, as in ulogd2.
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.DESTROY, t, timestamp=(5, None)), 0.0))
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.DESTROY, t, timestamp=(5, None)), 0.0))
     assert "flow.start.sec" not in d and "flow.end.sec" not in d
 
 
@@ -201,8 +205,8 @@ def test_times_from_kernel_event_time_or_now() -> None:
 @pytest.mark.parametrize("proto,ports", [(6, True), (17, True), (136, True), (132, True), (33, True),
                                          (47, False), (50, False)])
 def test_ports_only_for_port_protocols(proto: int, ports: bool) -> None:
-    t = nfct.Tuple(V4A, V4B, proto, 1234, 5678)
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.NEW, t), NOW))
+    t = Tuple(V4A, V4B, proto, 1234, 5678)
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.NEW, t), NOW))
     assert d["orig.ip.protocol"] == d["reply.ip.protocol"] == proto
     assert ("orig.l4.sport" in d) is ports and ("reply.l4.dport" in d) is ports
     if ports:
@@ -213,10 +217,10 @@ def test_ports_only_for_port_protocols(proto: int, ports: bool) -> None:
 def test_nat_tuples_counters_mark_id() -> None:
     floating, fixed, client, router = (socket.inet_aton(a) for a in ("203.0.113.5", "10.0.0.5",
                                                                      "198.51.100.7", "203.0.113.1"))
-    orig = nfct.Tuple(client, floating, 6, 50000, 443)
-    reply = nfct.Tuple(fixed, router, 6, 8443, 61000)
-    msg = nfct.build_ct(nfct.DESTROY, orig, reply, ct_id=0xDEADBEEF, mark=0x2A,
-                        counters=(3, 180, 2, 2**40))
+    orig = Tuple(client, floating, 6, 50000, 443)
+    reply = Tuple(fixed, router, 6, 8443, 61000)
+    msg = build_ct(nfct.DESTROY, orig, reply, ct_id=0xDEADBEEF, mark=0x2A,
+                   counters=(3, 180, 2, 2**40))
     d = nfct.as_dict(nfct.decode(msg, NOW))
     assert (d["orig.ip.saddr"], d["orig.ip.daddr"], d["reply.ip.saddr"], d["reply.ip.daddr"]) == (
         client, floating, fixed, router)
@@ -225,52 +229,52 @@ def test_nat_tuples_counters_mark_id() -> None:
         3, 180, 2, 2**40)
     assert (d["ct.mark"], d["ct.id"], d["ct.event"]) == (0x2A, 0xDEADBEEF, 4)
     # 32-bit counters (old kernels) read as well.
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.DESTROY, orig, counters=(1, 2, 3, 4), counters32=True)))
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.DESTROY, orig, counters=(1, 2, 3, 4), counters32=True)))
     assert (d["orig.raw.pktcount"], d["orig.raw.pktlen"], d["reply.raw.pktcount"], d["reply.raw.pktlen"]) == (
         1, 2, 3, 4)
     # Without accounting or a mark: zeros, as ulogd2 (always valid).
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.NEW, orig)))
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.NEW, orig)))
     assert d["orig.raw.pktlen"] == d["reply.raw.pktcount"] == d["ct.mark"] == 0
 
 
 def test_event_kinds_and_dump_entries() -> None:
     t = _tcp(v6=True)
-    assert nfct.decode(nfct.build_ct(nfct.NEW, t))[nfct.I_EVENT] == nfct.NEW
-    assert nfct.decode(nfct.build_ct(nfct.UPDATE, t))[nfct.I_EVENT] == nfct.UPDATE
-    assert nfct.decode(nfct.build_ct(nfct.DESTROY, t))[nfct.I_EVENT] == nfct.DESTROY
-    entry = nfct.build_ct(nfct.UPDATE, t, flags=nl.NLM_F_MULTI, seq=7, pid=99)
+    assert nfct.decode(build_ct(nfct.NEW, t))[nfct.I_EVENT] == nfct.NEW
+    assert nfct.decode(build_ct(nfct.UPDATE, t))[nfct.I_EVENT] == nfct.UPDATE
+    assert nfct.decode(build_ct(nfct.DESTROY, t))[nfct.I_EVENT] == nfct.DESTROY
+    entry = build_ct(nfct.UPDATE, t, flags=nl.NLM_F_MULTI, seq=7, pid=99)
     v = nfct.decode(entry)
     assert v[nfct.I_EVENT] == nfct.UPDATE and v[nfct.I_FAMILY] == 10 and len(v[1]) == 16
-    dump = entry + nfct.build_ct(nfct.UPDATE, _tcp(), flags=nl.NLM_F_MULTI | nl.NLM_F_DUMP_INTR) \
-        + nl.done_msg(7)
+    dump = entry + build_ct(nfct.UPDATE, _tcp(), flags=nl.NLM_F_MULTI | nl.NLM_F_DUMP_INTR) \
+        + done_msg(7)
     batch = nfct.parse_buffer(dump, NOW)
     assert len(batch.records) == 2 and batch.done and batch.interrupted and not batch.malformed
-    err = nl.error_msg(1, nfct.dump_request(3))
-    batch = nfct.parse_buffer(err + nl.error_msg(0, nfct.dump_request(4)), NOW)
+    err = error_msg(1, nfct.dump_request(3))
+    batch = nfct.parse_buffer(err + error_msg(0, nfct.dump_request(4)), NOW)
     assert batch.errors == [1] and batch.acks == 1 and not batch.records
     other = nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK_EXP, 0, 2, 0)
     assert nfct.parse_buffer(other, NOW).other == 1
 
 
 def test_zone_and_repeated_attributes() -> None:
-    t = nfct.Tuple(V4A, V4B, 17, 1, 2, zone=5)
-    msg = nfct.build_ct(nfct.NEW, t, zone=5, status=0x18e, timeout=120)
-    info = nfct.describe(msg)
+    t = Tuple(V4A, V4B, 17, 1, 2, zone=5)
+    msg = build_ct(nfct.NEW, t, zone=5, status=0x18e, timeout=120)
+    info = describe(msg)
     assert (info["zone"], info["orig_zone"], info["status"], info["timeout"]) == (5, 5, 0x18E, 120)
     # A repeated attribute counts once, the last one (as the kernel's nla_parse keeps it).
-    twice = nfct.build_ct(nfct.NEW, t, ct_id=1, extra=[nl.nla(nfct.CTA_ID, struct.pack("!I", 2))])
+    twice = build_ct(nfct.NEW, t, ct_id=1, extra=[nl.nla(nfct.CTA_ID, struct.pack("!I", 2))])
     assert nfct.decode(twice)[nfct.I_ID] == 2
-    other = nfct.tuple_attr(nfct.CTA_TUPLE_ORIG, nfct.Tuple(V4B, V4A, 1, icmp_type=3, icmp_code=3, icmp_id=9))
-    d = nfct.as_dict(nfct.decode(nfct.build_ct(nfct.NEW, t, extra=[other])))
+    other = tuple_attr(nfct.CTA_TUPLE_ORIG, Tuple(V4B, V4A, 1, icmp_type=3, icmp_code=3, icmp_id=9))
+    d = nfct.as_dict(nfct.decode(build_ct(nfct.NEW, t, extra=[other])))
     assert d["orig.ip.protocol"] == 1 and "orig.l4.sport" not in d and (d["icmp.type"], d["icmp.code"]) == (3, 3)
     assert d["orig.ip.saddr"] == V4B
 
 
 def test_describe_golden_tcp() -> None:
     b = buffers()[26]  # a TCP DESTROY
-    info = nfct.describe(b)
+    info = describe(b)
     assert info["event"] == nfct.DESTROY and info["tcp_state"] == 7 and info["start"] < info["stop"]
-    icmp = nfct.describe(buffers()[0])
+    icmp = describe(buffers()[0])
     assert icmp["icmp_id"] == 0x6201 and icmp["status"] == 8
 
 
@@ -283,7 +287,7 @@ def test_requests() -> None:
     assert nl.nfgen(req, 0, len(req))[0] == socket.AF_UNSPEC
     typ = nl.split(nfct.dump_request(6, zero=True))[0][0][2]
     assert typ == 0x103
-    get = nfct.get_request(9, nfct.Tuple(V4A, V4B, 6, 1, 2), ct_id=77, zone=3)
+    get = get_request(9, Tuple(V4A, V4B, 6, 1, 2), ct_id=77, zone=3)
     (off, ln, typ, flags, seq, _), = nl.split(get)[0]
     assert typ == 0x101 and flags == nl.NLM_F_REQUEST | nl.NLM_F_ACK and seq == 9
     at = nl.attr_table(get, off + 20, off + ln)
@@ -304,9 +308,9 @@ def test_get_request_for_a_decoded_entry_repeats_its_tuple() -> None:
 
 
 def test_flow_key_separates_flows() -> None:
-    a = nfct.decode(nfct.build_ct(nfct.NEW, _tcp(), ct_id=1))
-    b = nfct.decode(nfct.build_ct(nfct.DESTROY, _tcp(), ct_id=1, counters=(1, 2, 3, 4)))
-    c = nfct.decode(nfct.build_ct(nfct.NEW, _tcp(), ct_id=2))
+    a = nfct.decode(build_ct(nfct.NEW, _tcp(), ct_id=1))
+    b = nfct.decode(build_ct(nfct.DESTROY, _tcp(), ct_id=1, counters=(1, 2, 3, 4)))
+    c = nfct.decode(build_ct(nfct.NEW, _tcp(), ct_id=2))
     assert nfct.flow_key(a) == nfct.flow_key(b) != nfct.flow_key(c)
 
 
@@ -314,18 +318,18 @@ def test_flow_key_separates_flows() -> None:
 
 
 def test_filter_parse_errors() -> None:
-    assert nfct.FlowFilter.parse("", "", "") is None
+    assert FlowFilter.parse("", "", "") is None
     for src, proto in (("10.0.0.1", ""), ("10.0.0.0/33", ""), ("nonsense/8", ""), ("", "tcp,bogus")):
         with pytest.raises(ValueError):
-            nfct.FlowFilter.parse(src, "", proto)
+            FlowFilter.parse(src, "", proto)
 
 
 def test_filter_semantics() -> None:
-    f = nfct.FlowFilter.parse("10.0.0.0/24, fd00::/64", "10.0.0.2/32", "tcp,17")
+    f = FlowFilter.parse("10.0.0.0/24, fd00::/64", "10.0.0.2/32", "tcp,17")
     assert f is not None and "2 IPv4" not in repr(f) and "protocols 6,17" in repr(f)
 
     def flow(s: bytes, d: bytes, proto: int = 6) -> list[Any]:
-        values: list[Any] = nfct.decode(nfct.build_ct(nfct.NEW, nfct.Tuple(s, d, proto, 1, 2)))
+        values: list[Any] = nfct.decode(build_ct(nfct.NEW, Tuple(s, d, proto, 1, 2)))
         return values
 
     assert f(flow(V4A, V4B))
@@ -334,11 +338,11 @@ def test_filter_semantics() -> None:
     assert not f(flow(socket.inet_aton("10.0.1.1"), V4B))  # source
     # IPv6 source listed, IPv6 destination not: a family with no network listed is refused.
     assert not f(flow(V6A, V6B))
-    g = nfct.FlowFilter.parse("fd00::/64", "", "")
+    g = FlowFilter.parse("fd00::/64", "", "")
     assert g is not None and g(flow(V6A, V6B)) and not g(flow(V4A, V4B))
-    h = nfct.FlowFilter.parse("", "", "icmp")
-    assert h is not None and h(nfct.decode(nfct.build_ct(nfct.NEW, nfct.Tuple(V4A, V4B, 1, icmp_type=8,
-                                                                               icmp_code=0, icmp_id=1))))
+    h = FlowFilter.parse("", "", "icmp")
+    assert h is not None and h(nfct.decode(build_ct(nfct.NEW, Tuple(V4A, V4B, 1, icmp_type=8,
+                                                                     icmp_code=0, icmp_id=1))))
 
 
 # -- bad input
@@ -367,13 +371,13 @@ def test_no_original_tuple_is_malformed() -> None:
     msg = nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, 0, 2, 0, [nl.nla(nfct.CTA_ID, b"\0\0\0\1")], 0, 0x600)
     with pytest.raises(DecodeError):
         nfct.decode(msg)
-    batch = nfct.Decoder().parse_buffer(msg + nfct.build_ct(nfct.NEW, _tcp()), NOW)
+    batch = nfct.Decoder().parse_buffer(msg + build_ct(nfct.NEW, _tcp()), NOW)
     assert batch.malformed == 1 and len(batch.records) == 1 and batch.problem
 
 
 def test_short_fixed_size_attribute_is_malformed() -> None:
     short_id = nl.nla(nfct.CTA_ID, b"\0\1")
-    msg = nfct.build_ct(nfct.NEW, _tcp(), extra=[short_id])
+    msg = build_ct(nfct.NEW, _tcp(), extra=[short_id])
     with pytest.raises(DecodeError):
         nfct.decode(msg)
 

@@ -16,26 +16,27 @@ from hypothesis import strategies as st
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfct
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Sink
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 from pyulogd.io.netlink import lay_out
 from pyulogd.plugins.inputs import nfct as plugin_mod
 from pyulogd.plugins.inputs.nfct import NfctInput
+from tests.builders.netlink import done_msg, error_msg
+from tests.builders.nfct import Tuple, build_ct
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests/vectors/nfct"
 T0 = 1795764190.0
 A, B, C = (socket.inet_aton(a) for a in ("10.0.0.1", "10.0.0.2", "10.0.0.3"))
 
 
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+def clock(ctx: Context) -> FakeClock:
+    assert isinstance(ctx.clock, FakeClock)
+    return ctx.clock
 
 
 class Capture:
@@ -50,7 +51,7 @@ class Capture:
 
 
 def make(nstacks: int = 1, **options: Any) -> tuple[NfctInput, list[Capture], Context]:
-    ctx = Context(now=Clock())
+    ctx = Context(loop=Loop(FakeClock(wall=T0)))
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
@@ -72,15 +73,15 @@ def buffers(case: str) -> list[bytes]:
     return [bytes.fromhex(x) for x in (VECTORS / f"{case}.buffers.hex").read_text().split()]
 
 
-def tcp(sport: int, src: bytes = A) -> nfct.Tuple:
-    return nfct.Tuple(src, B, 6, sport, 80)
+def tcp(sport: int, src: bytes = A) -> Tuple:
+    return Tuple(src, B, 6, sport, 80)
 
 
 def entry(
-    t: nfct.Tuple, ct_id: int, counters: tuple[int, int, int, int] = (1, 60, 1, 60), start: int | None = None
+    t: Tuple, ct_id: int, counters: tuple[int, int, int, int] = (1, 60, 1, 60), start: int | None = None
 ) -> bytes:
     """A dump entry, as the kernel answers IPCTNL_MSG_CT_GET with NLM_F_DUMP."""
-    return nfct.build_ct(
+    return build_ct(
         nfct.UPDATE,
         t,
         ct_id=ct_id,
@@ -100,7 +101,7 @@ def fake_dumps(p: NfctInput, *dumps: list[bytes], log: list[bool] | None = None)
         if log is not None:
             log.append(zero)
         entries = queue.pop(0)
-        yield b"".join(entries) + nl.done_msg(1)
+        yield b"".join(entries) + done_msg(1)
 
     p.dump_buffers = dump_buffers  # type: ignore[method-assign]
 
@@ -122,9 +123,9 @@ def test_no_hash_emits_new_and_destroy_counts_updates() -> None:
 
 def test_no_hash_times_fall_back_to_now() -> None:
     p, (cap,), ctx = make(hash_enable=0)
-    p.feed(nfct.build_ct(nfct.NEW, tcp(1)))
-    ctx.now.t += 5  # type: ignore[attr-defined]
-    p.feed(nfct.build_ct(nfct.DESTROY, tcp(1)))
+    p.feed(build_ct(nfct.NEW, tcp(1)))
+    clock(ctx).advance(5)
+    p.feed(build_ct(nfct.DESTROY, tcp(1)))
     new, destroy = cap.recs
     assert (new["flow.start.sec"], "flow.end.sec" in new) == (int(T0), False)
     assert (destroy["flow.end.sec"], "flow.start.sec" in destroy) == (int(T0) + 5, False)
@@ -152,16 +153,16 @@ def test_hash_emits_one_record_per_flow_with_start_from_new() -> None:
 
 def test_hash_start_is_the_cached_one_not_the_kernels() -> None:
     p, (cap,), ctx = make()
-    p.feed(nfct.build_ct(nfct.NEW, tcp(1), ct_id=5))  # no kernel time: now
-    ctx.now.t += 3  # type: ignore[attr-defined]
-    p.feed(nfct.build_ct(nfct.UPDATE, tcp(1), ct_id=5))
+    p.feed(build_ct(nfct.NEW, tcp(1), ct_id=5))  # no kernel time: now
+    clock(ctx).advance(3)
+    p.feed(build_ct(nfct.UPDATE, tcp(1), ct_id=5))
     p.feed(
-        nfct.build_ct(
-            nfct.DESTROY,
-            tcp(1),
-            ct_id=5,
-            counters=(4, 400, 3, 300),
-            timestamp=(1_000_000_000_000_000_000, 1_000_000_010_000_000_000),
+        build_ct(
+       nfct.DESTROY,
+       tcp(1),
+       ct_id=5,
+       counters=(4, 400, 3, 300),
+       timestamp=(1_000_000_000_000_000_000, 1_000_000_010_000_000_000),
         )
     )
     (r,) = cap.recs
@@ -170,8 +171,8 @@ def test_hash_start_is_the_cached_one_not_the_kernels() -> None:
 
 def test_hash_uncached_destroy_gets_kernel_start_or_none() -> None:
     p, (cap,), ctx = make()
-    p.feed(nfct.build_ct(nfct.DESTROY, tcp(1), timestamp=(1_500_000_000_000_000_000, 1_500_000_001_000_000_000)))
-    p.feed(nfct.build_ct(nfct.DESTROY, tcp(2)))
+    p.feed(build_ct(nfct.DESTROY, tcp(1), timestamp=(1_500_000_000_000_000_000, 1_500_000_001_000_000_000)))
+    p.feed(build_ct(nfct.DESTROY, tcp(2)))
     with_ts, without = cap.recs
     assert with_ts["flow.start.sec"] == 1_500_000_000 and with_ts["flow.end.sec"] == 1_500_000_001
     assert "flow.start.sec" not in without and without["flow.end.sec"] == int(T0)
@@ -179,26 +180,26 @@ def test_hash_uncached_destroy_gets_kernel_start_or_none() -> None:
 
 def test_hash_update_of_unknown_flow_is_cached() -> None:
     p, (cap,), ctx = make()
-    p.feed(nfct.build_ct(nfct.UPDATE, tcp(1), ct_id=9))
+    p.feed(build_ct(nfct.UPDATE, tcp(1), ct_id=9))
     assert len(p.flows) == 1 and not cap.recs
-    ctx.now.t += 1  # type: ignore[attr-defined]
-    p.feed(nfct.build_ct(nfct.DESTROY, tcp(1), ct_id=9))
+    clock(ctx).advance(1)
+    p.feed(build_ct(nfct.DESTROY, tcp(1), ct_id=9))
     assert cap.recs[0]["flow.start.sec"] == int(T0)
 
 
 def test_hash_max_entries() -> None:
     p, (cap,), ctx = make(hash_max_entries=2)
     for i in range(3):
-        p.feed(nfct.build_ct(nfct.NEW, tcp(i), ct_id=i))
+        p.feed(build_ct(nfct.NEW, tcp(i), ct_id=i))
     assert len(p.flows) == 2 and ctx.stats.get("nfct.ct1.hash_full") == 1
-    p.feed(nfct.build_ct(nfct.DESTROY, tcp(2), ct_id=2))
+    p.feed(build_ct(nfct.DESTROY, tcp(2), ct_id=2))
     assert "flow.start.sec" not in cap.recs[0]
 
 
 def test_same_tuple_new_id_is_a_new_flow() -> None:
     p, (cap,), ctx = make()
-    p.feed(nfct.build_ct(nfct.NEW, tcp(1), ct_id=1))
-    p.feed(nfct.build_ct(nfct.NEW, tcp(1), ct_id=2))
+    p.feed(build_ct(nfct.NEW, tcp(1), ct_id=1))
+    p.feed(build_ct(nfct.NEW, tcp(1), ct_id=2))
     assert len(p.flows) == 2
 
 
@@ -222,10 +223,10 @@ def test_enobufs_counted_and_resync_scheduled_once() -> None:
 def test_resync_emits_vanished_flows() -> None:
     p, (cap,), ctx = make()
     for i in (1, 2, 3):
-        p.feed(nfct.build_ct(nfct.NEW, tcp(i), ct_id=i))
+        p.feed(build_ct(nfct.NEW, tcp(i), ct_id=i))
     # Flow 2's DESTROY was lost; flow 4 started while events were lost.
     fake_dumps(p, [entry(tcp(1), 1), entry(tcp(3), 3, (7, 700, 5, 500)), entry(tcp(4), 4)])
-    ctx.now.t += 60  # type: ignore[attr-defined]
+    clock(ctx).advance(60)
     p.resync()
     (r,) = cap.recs
     assert (r["ct.event"], r["ct.id"], r["orig.l4.sport"]) == (4, 2, 2)
@@ -233,15 +234,15 @@ def test_resync_emits_vanished_flows() -> None:
     assert set(k[0] for k in p.flows) == {1, 3, 4}
     assert ctx.stats.get("nfct.ct1.resyncs") == 1 and ctx.stats.get("nfct.ct1.purged") == 1
     # The counters of a flow seen in the dump are refreshed.
-    p.feed(nfct.build_ct(nfct.DESTROY, tcp(3), ct_id=3))
+    p.feed(build_ct(nfct.DESTROY, tcp(3), ct_id=3))
     assert cap.recs[-1]["flow.start.sec"] == int(T0)
 
 
 def test_interrupted_dump_confirms_with_get() -> None:
     p, (cap,), ctx = make()
     for i in (1, 2):
-        p.feed(nfct.build_ct(nfct.NEW, tcp(i), ct_id=i))
-    intr = nfct.build_ct(nfct.UPDATE, tcp(9), ct_id=9, flags=nl.NLM_F_MULTI | nl.NLM_F_DUMP_INTR)
+        p.feed(build_ct(nfct.NEW, tcp(i), ct_id=i))
+    intr = build_ct(nfct.UPDATE, tcp(9), ct_id=9, flags=nl.NLM_F_MULTI | nl.NLM_F_DUMP_INTR)
     fake_dumps(p, [intr])
     asked: list[int] = []
 
@@ -266,11 +267,11 @@ def test_polling_mode() -> None:
     )
     p._poll()
     assert not cap.recs and len(p.flows) == 2
-    ctx.now.t += 10  # type: ignore[attr-defined]
+    clock(ctx).advance(10)
     p._poll()
     (r,) = cap.recs
     assert (r["ct.id"], r["ct.event"], r["flow.start.sec"], r["flow.end.sec"]) == (1, 4, 1_700_000_000, int(T0) + 10)
-    ctx.now.t += 10  # type: ignore[attr-defined]
+    clock(ctx).advance(10)
     p._poll()
     r = cap.recs[1]
     assert (r["ct.id"], r["flow.start.sec"], r["orig.raw.pktcount"]) == (2, int(T0), 9)  # last counters
@@ -296,8 +297,8 @@ def test_sigusr2_without_table_and_shared_by_two_stacks() -> None:
 
 def test_sigusr2_with_table_caches_and_sets_start() -> None:
     p, (cap,), ctx = make()
-    p.feed(nfct.build_ct(nfct.NEW, tcp(1), ct_id=1))
-    ctx.now.t += 100  # type: ignore[attr-defined]
+    p.feed(build_ct(nfct.NEW, tcp(1), ct_id=1))
+    clock(ctx).advance(100)
     fake_dumps(p, [entry(tcp(1), 1), entry(tcp(2), 2)])
     p.signal(signal.SIGUSR2)
     assert [r["flow.start.sec"] for r in cap.recs] == [int(T0), int(T0) + 100]
@@ -316,7 +317,7 @@ def test_failed_dump_is_counted_not_raised() -> None:
     p.signal(signal.SIGUSR2)
     assert ctx.stats.get("nfct.ct1.dump_errors") == 2
     assert log_text(ctx).count("Operation not permitted") == 1
-    fake_dumps(p, [nl.error_msg(1, nfct.dump_request(1))])
+    fake_dumps(p, [error_msg(1, nfct.dump_request(1))])
     p.signal(signal.SIGUSR2)
     assert ctx.stats.get("nfct.ct1.dump_errors") == 3
 
@@ -339,7 +340,7 @@ sync=1
 file="{tmp_path}/b.json"
 sync=1
 """
-    svc = Service(str(tmp_path / "ulogd.conf"), Context(now=Clock()))
+    svc = Service(str(tmp_path / "ulogd.conf"), Context(loop=Loop(FakeClock(wall=T0))))
     svc.load_config(parse_text(conf, str(tmp_path / "ulogd.conf")))
     src = svc.stacks[0].source
     assert isinstance(src, NfctInput) and svc.stacks[1].source is src
@@ -364,9 +365,9 @@ sync=1
 
 def test_filters_apply_to_events() -> None:
     p, (cap,), ctx = make(hash_enable=0, accept_src_filter="10.0.0.1/32", accept_proto_filter="tcp")
-    p.feed(nfct.build_ct(nfct.NEW, tcp(1)))
-    p.feed(nfct.build_ct(nfct.NEW, tcp(2, C)))
-    p.feed(nfct.build_ct(nfct.NEW, nfct.Tuple(A, B, 17, 1, 2)))
+    p.feed(build_ct(nfct.NEW, tcp(1)))
+    p.feed(build_ct(nfct.NEW, tcp(2, C)))
+    p.feed(build_ct(nfct.NEW, Tuple(A, B, 17, 1, 2)))
     assert len(cap.recs) == 1 and ctx.stats.get("nfct.ct1.filtered") == 2
     assert "accepting only flows" in log_text(ctx)
 
@@ -409,11 +410,11 @@ def test_counters_notice_once_when_accounting_is_off(monkeypatch: pytest.MonkeyP
 
 def test_malformed_and_errors_counted() -> None:
     p, (cap,), ctx = make(hash_enable=0)
-    good = nfct.build_ct(nfct.NEW, tcp(1))
+    good = build_ct(nfct.NEW, tcp(1))
     bad = good[:40] + b"\xff" * (len(good) - 40)
     p.feed(bad)
     p.feed(bad + good)
-    p.feed(nl.error_msg(105, good))
+    p.feed(error_msg(105, good))
     assert len(cap.recs) == 1  # the bad message is skipped, the good one after it is not
     assert ctx.stats.get("nfct.ct1.malformed") == 2
     assert ctx.stats.get("nfct.ct1.netlink_errors") == 1
@@ -424,10 +425,12 @@ def test_malformed_and_errors_counted() -> None:
 
 def test_event_mask_bits_beyond_7_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[int] = []
+    batched: list[bool] = []
 
     class FakeSock:
-        def __init__(self, groups: int = 0, bufsize: int = 0) -> None:
+        def __init__(self, groups: int = 0, bufsize: int = 0, recvmmsg: bool = True, clock: Any = None) -> None:
             opened.append(groups)
+            batched.append(recvmmsg)
 
         def rcvbuf(self) -> int:
             return 4096
@@ -450,6 +453,12 @@ def test_event_mask_bits_beyond_7_are_reported(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(ctx.loop, "add_reader", lambda fd, cb: None)
     p._open_event_socket()
     assert asked[-1] == 300000  # not beyond the maximum asked for
+    assert batched == [True, True]
+    p, _, ctx = make(hash_enable=0)
+    ctx.recvmmsg = False  # [global] recvmmsg=0, --no-recvmmsg
+    monkeypatch.setattr(ctx.loop, "add_reader", lambda fd, cb: None)
+    p._open_event_socket()
+    assert batched == [True, True, False]
 
 
 def test_unfinished_dump_drops_the_dump_socket() -> None:
@@ -528,7 +537,7 @@ spans_of = lay_out  # datagrams laid out as read_many() leaves them
 @pytest.mark.parametrize("case", ["flow-json", "flow-hash-json"])
 def test_spans_give_what_feed_gives(case: str, hash_enable: int) -> None:
     """Every captured golden buffer, warm templates or not, through both paths."""
-    bufs = buffers(case) + [b"\x00" * 7, nfct.build_ct(nfct.NEW, tcp(9))[:40]]  # junk and a truncation
+    bufs = buffers(case) + [b"\x00" * 7, build_ct(nfct.NEW, tcp(9))[:40]]  # junk and a truncation
     one, (cap1,), ctx1 = make(hash_enable=hash_enable, event_mask=7)
     for b in bufs:
         one.feed(b)
@@ -548,7 +557,7 @@ def test_spans_give_what_feed_gives(case: str, hash_enable: int) -> None:
 
 def test_spans_with_filters_and_two_stacks() -> None:
     bufs = [
-        nfct.build_ct(ev, tcp(sport, src), ct_id=sport)
+        build_ct(ev, tcp(sport, src), ct_id=sport)
         for sport, src in ((1, A), (2, C), (3, A))
         for ev in (nfct.NEW, nfct.UPDATE, nfct.DESTROY)
     ]
@@ -630,41 +639,64 @@ def test_read_many_never_overruns_its_buffer(reader: str) -> None:
         s.close()
 
 
+def test_read_many_without_recvmmsg_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket made with recvmmsg=False reads one datagram per call, whatever the process has."""
+    from pyulogd.io import mmsg
+
+    def no(*_: Any) -> None:
+        raise AssertionError("recvmmsg asked for")
+
+    monkeypatch.setattr(mmsg, "shared", no)
+    s = DgramSock(bufsize=512)
+    s.ns.recvmmsg = False
+    try:
+        for i in range(3):
+            s.peer.send(bytes([i]) * 10)
+        buf, spans, overruns = s.ns.read_many(100)
+        assert overruns == 0 and [bytes(buf[o : o + n]) for o, n in spans] == [bytes([i]) * 10 for i in range(3)]
+    finally:
+        s.close()
+
+
 def test_pacing_asks_for_a_pause_only_when_events_come_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each call is a round that began at ``began``; the fake clock is the moment _pace runs."""
     p, _, ctx = make(hash_enable=0)
+    clk = clock(ctx)
     asked: list[float] = []
     monkeypatch.setattr(ctx.loop, "linger", asked.append)
-    now = [100.0]
-    monkeypatch.setattr(plugin_mod.time, "monotonic", lambda: now[0])
     p._capacity = 1365.0  # pyulogd's default buffer
-    p._pace(1, 99.0)  # the first round after a quiet second: no pause
+
+    def round_(n: int, began: float, now: float) -> None:
+        clk.advance(now - clk.monotonic())
+        p._pace(n, began)
+
+    t = clk.monotonic()
+    round_(1, t, t)  # the first round after a quiet spell: no pause
     assert asked == []
-    p._last_read, now[0] = 100.0, 100.0001
-    p._pace(1, 100.0001)  # 1 event in 100 µs: 10k/s
+    round_(1, t + 0.0001, t + 0.0001)  # 1 event in 100 µs: 10k/s
     assert asked and 0.0009 < asked[-1] <= plugin_mod.PACE_MAX
-    p._pace(plugin_mod.READ_MANY, 100.0002)  # a full round: more are waiting, no pause
+    round_(plugin_mod.READ_MANY, t + 0.0002, t + 0.0002)  # a full round: more are waiting, no pause
     assert len(asked) == 1
-    p._last_read, now[0] = 100.0, 100.0006
-    p._pace(200, 100.0005)  # 400k/s: the pause keeps 4/5 of the buffer free, minus the work
+    round_(200, t + 0.0007, t + 0.0008)  # 400k/s, 100 µs of work: the pause keeps 4/5 of the buffer free
     assert len(asked) == 2 and asked[-1] < 0.2 * 1365 / 400000 - 0.0001 + 1e-9
     p._capacity = 166.0  # the kernel's default: no room for a burst during a pause
-    p._last_read, now[0] = 100.0, 100.0002
-    p._pace(10, 100.0001)
+    round_(10, t + 0.0008, t + 0.0009)
     assert len(asked) == 2
 
 
-def test_loop_linger_sleeps_once_after_the_round(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loop_linger_sleeps_once_after_the_round() -> None:
     from pyulogd.io import loop as loop_mod
 
-    slept: list[float] = []
-    monkeypatch.setattr(loop_mod.time, "sleep", slept.append)
-    lp = loop_mod.Loop()
+    clk = FakeClock()
+    lp = loop_mod.Loop(clk)
+    t = clk.monotonic()
     try:
         lp.linger(0.0005)
         lp.linger(0.0002)  # the longest request wins
         lp.run_once(0)
+        assert clk.monotonic() - t == pytest.approx(0.0005)  # FakeClock.sleep() advances the clock
         lp.run_once(0)
-        assert slept == [0.0005]
+        assert clk.monotonic() - t == pytest.approx(0.0005)  # once
     finally:
         lp.close()
 

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nflog
 from pyulogd.core.errors import DecodeError
+from tests.builders.netlink import done_msg, error_msg
+from tests.builders.nflog import build_packet
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "../shared/golden/ulogd2-2.0.8"
@@ -192,14 +194,14 @@ def test_template_declines_when_anything_checked_differs() -> None:
     base = dict(prefix=b"ACCEPT", indev=2, hwheader=bytes(range(14)), hwaddr=bytes(range(6)),
                 payload=b"E" * 40, timestamp=(1700000000, 5))  # fmt: skip
     dec = nflog.Decoder()
-    first = nflog.build_packet(**base)  # type: ignore[arg-type]
+    first = build_packet(**base)  # type: ignore[arg-type]
     dec.parse_buffer(first, NOW)
     assert dec._ntemplates == 1
     variants = [dict(base, indev=3), dict(base, prefix=b"ACCEPU"), dict(base, hook=2), dict(base, mark=5),
                 dict(base, hwheader=bytes(16)), dict(base, hwaddr=bytes(4)), dict(base, payload=b"E" * 41),
                 dict(base, timestamp=(0, 7)), dict(base, uid=0), dict(base, family=10)]  # fmt: skip
     for v in variants:
-        msg = nflog.build_packet(**v)  # type: ignore[arg-type]
+        msg = build_packet(**v)  # type: ignore[arg-type]
         got = dec.parse_buffer(msg, NOW).records
         assert got == nflog.parse_buffer(msg, NOW).records == [nflog.decode_packet(msg, NOW)]
 
@@ -399,9 +401,9 @@ packets = st.fixed_dictionaries(
 @settings(max_examples=300)
 @given(packets, st.integers(0, 255))
 def test_build_and_decode(fields: dict[str, Any], label: int) -> None:
-    msg = nflog.build_packet(**fields)
+    msg = build_packet(**fields)
     dec = nflog.Decoder()
-    batches = [dec.parse_buffer(msg + nl.done_msg(), NOW, label) for _ in range(2)]
+    batches = [dec.parse_buffer(msg + done_msg(), NOW, label) for _ in range(2)]
     assert batches[0].records == batches[1].records == [nflog.decode_packet(msg, NOW, label)]
     got = nflog.as_dict(batches[0].records[0])
     want: dict[str, Any] = {"raw.pktcount": 1, "raw.label": label, "oob.family": fields.get("family", 2),
@@ -434,15 +436,15 @@ def test_build_and_decode(fields: dict[str, Any], label: int) -> None:
 
 def test_semantics_of_odd_packets() -> None:
     # No prefix attribute: key invalid; empty prefix: ""; bytes that are not UTF-8 survive.
-    assert "oob.prefix" not in nflog.as_dict(nflog.decode_packet(nflog.build_packet()))
-    assert nflog.as_dict(nflog.decode_packet(nflog.build_packet(prefix=b"")))["oob.prefix"] == ""
-    p = nflog.as_dict(nflog.decode_packet(nflog.build_packet(prefix=b"caf\xe9 ")))["oob.prefix"]
+    assert "oob.prefix" not in nflog.as_dict(nflog.decode_packet(build_packet()))
+    assert nflog.as_dict(nflog.decode_packet(build_packet(prefix=b"")))["oob.prefix"] == ""
+    p = nflog.as_dict(nflog.decode_packet(build_packet(prefix=b"caf\xe9 ")))["oob.prefix"]
     assert p.encode("utf-8", "surrogateescape") == b"caf\xe9 "
     # A prefix without its NUL is taken whole.
     msg = nl.nfnl_msg(4, 0, 2, 0, [nl.nla(nflog.NFULA_PREFIX, b"abc")], flags=0)
     assert nflog.as_dict(nflog.decode_packet(msg))["oob.prefix"] == "abc"
     # An empty payload is still a payload (ulogd: payload_len >= 0).
-    got = nflog.as_dict(nflog.decode_packet(nflog.build_packet(payload=b"")))
+    got = nflog.as_dict(nflog.decode_packet(build_packet(payload=b"")))
     assert got["raw.pkt"] == b"" and got["raw.pktlen"] == 0
     # HWLEN 0: no L2 header keys even if HWHEADER is there.
     msg = nl.nfnl_msg(4, 0, 2, 0, [nl.nla(nflog.NFULA_HWLEN, b"\0\0"), nl.nla(nflog.NFULA_HWHEADER, b"xx")],
@@ -469,24 +471,24 @@ def test_short_fixed_size_attributes_are_decode_errors(attr: int, size: int) -> 
     msg = nl.nfnl_msg(4, 0, 2, 0, [nl.nla(attr, b"\1" * size)], flags=0)
     with pytest.raises(DecodeError):
         nflog.decode_packet(msg)
-    batch = nflog.parse_buffer(msg + nflog.build_packet(), NOW)
+    batch = nflog.parse_buffer(msg + build_packet(), NOW)
     assert batch.malformed == 1 and len(batch.records) == 1 and batch.problem
 
 
 def test_buffer_with_errors_acks_and_strangers() -> None:
     req = nflog.group_bind(5, seq=3)
-    buf = (nflog.build_packet(prefix=b"a") + nl.error_msg(1, req) + nl.error_msg(0, req)
-           + nl.nlmsg(nl.NLMSG_NOOP, 0, 0) + nl.nlmsg(0x101, 0, 0, b"\0" * 4) + nl.done_msg())  # fmt: skip
+    buf = (build_packet(prefix=b"a") + error_msg(1, req) + error_msg(0, req)
+           + nl.nlmsg(nl.NLMSG_NOOP, 0, 0) + nl.nlmsg(0x101, 0, 0, b"\0" * 4) + done_msg())  # fmt: skip
     batch = nflog.parse_buffer(buf, NOW)
     assert (len(batch.records), batch.errors, batch.acks, batch.other, batch.malformed) == (1, [1], 1, 1, 0)
     bad_err = nl.nlmsg(nl.NLMSG_ERROR, 0, 0, b"\1")
-    assert nflog.parse_buffer(bad_err + nflog.build_packet(), NOW).malformed == 1
+    assert nflog.parse_buffer(bad_err + build_packet(), NOW).malformed == 1
     with pytest.raises(DecodeError):
-        nflog.decode_packet(nl.done_msg())
+        nflog.decode_packet(done_msg())
     with pytest.raises(DecodeError):
         nflog.decode_packet(b"\0" * 8)
     with pytest.raises(DecodeError):
-        nflog.decode_packet(nflog.build_packet()[:-4])
+        nflog.decode_packet(build_packet()[:-4])
 
 
 def test_time_split() -> None:
@@ -497,7 +499,7 @@ def test_time_split() -> None:
 def test_template_cache_is_bounded_and_compiling_is_budgeted() -> None:
     dec = nflog.Decoder(max_templates=8)
     for i in range(300):
-        dec.parse_buffer(nflog.build_packet(prefix=b"r%03d" % i, indev=2, payload=b"x"), NOW)
+        dec.parse_buffer(build_packet(prefix=b"r%03d" % i, indev=2, payload=b"x"), NOW)
     assert dec._ntemplates <= 8
     assert dec._compiles <= nflog._FREE_COMPILES + dec._hits // nflog._HITS_PER_COMPILE
 
@@ -522,7 +524,7 @@ def test_config_builders_round_trip() -> None:
     want = "1c000000" "0104" "0500" "01000000" "00000000" "0000000b" "0500" "0100" "01000000"
     assert nflog.group_bind(11, 1).hex() == want
     with pytest.raises(DecodeError):
-        p(nflog.build_packet())
+        p(build_packet())
     with pytest.raises(DecodeError):
         p(nflog.config_msg(1, [nl.nla(9, b"")]))
 

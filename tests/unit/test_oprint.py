@@ -77,6 +77,20 @@ def test_rendering_by_type(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_strings_from_outside_cannot_forge_a_line(tmp_path: Path) -> None:
+    s = stack(tmp_path)
+    src = s.source
+    assert isinstance(src, TypedSource)
+    src.push(s="qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6")
+    src.push(s="eth0")
+    stop_stack(s)
+    assert records(tmp_path / "o.txt") == [
+        ["s=qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6", "oob.protocol=2048",
+         "oob.protocol=2048"],
+        ["s=eth0", "oob.protocol=2048", "oob.protocol=2048"],
+    ]
+
+
 def test_duplicates_take_the_nearest_producer(tmp_path: Path) -> None:
     s = stack(tmp_path)
     shadow = s.instances[1]

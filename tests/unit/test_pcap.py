@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.pcap import PcapOutput, global_header
 from tests.helpers import make_stack, stop_stack
 
@@ -91,7 +93,7 @@ def test_global_header_as_ulogd2(tz: str, hexzone: str) -> None:
 
 def test_records(tmp_path: Path) -> None:
     path = tmp_path / "out.pcap"
-    ctx = Context(now=lambda: 1795764200.25)
+    ctx = Context(loop=Loop(FakeClock(wall=1795764200.25)))
     stack = pcap_stack(path, ctx)
     stack.source.push(PKT4, totlen=28)
     stack.source.push(PKT6, family=10, payloadlen=8, sec=1795764154, usec=611736)
@@ -169,7 +171,7 @@ def test_unopenable_file_is_a_plugin_error(tmp_path: Path) -> None:
 
 
 def test_write_error_counted(tmp_path: Path) -> None:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     stack = pcap_stack(tmp_path / "out.pcap", ctx)
     sink = stack.sink
     os.close(sink.fd)  # type: ignore[attr-defined]
@@ -194,3 +196,49 @@ def test_tshark_reads_it(tmp_path: Path) -> None:
                          check=True, timeout=60).stdout.splitlines()
     assert "10.0.0.1 → 10.0.0.2     UDP 28 1000 → 2000 Len=0" in out[0]
     assert "fd00::1 → fd00::2" in out[1] and "UDP 48 1000 → 2000 Len=0" in out[1]
+
+
+def test_a_full_disk_leaves_whole_records(tmp_path: Path) -> None:
+    """A batch the filesystem takes only part of: the half record is cut off, so the file
+    stays readable to the end, the rest is counted, and the next batch that fits is written.
+    (RLIMIT_FSIZE gives the real short write in a child process.)"""
+    from tests.unit.test_append import limited
+
+    path = tmp_path / "full.pcap"
+
+    def work() -> Any:
+        ctx = Context(loop=Loop())
+        ctx.log.stream = open(os.devnull, "w")  # noqa: SIM115 - the log is not under test
+        ctx.log.path = "test"
+        stack = pcap_stack(path, ctx)
+        for _ in range(3):
+            stack.source.push(PKT4, totlen=28)  # 16 + 28 bytes each
+        stack.sink.flush()
+        first = ctx.stats.snapshot()
+        os.ftruncate(stack.sink.fd, 24)  # room again
+        stack.source.push(PKT4, totlen=28)
+        stack.sink.flush()
+        stop_stack(stack)
+        return [first, ctx.stats.snapshot()]
+
+    first, after = limited(24 + 44 + 30, work)
+    assert first == {"pcap.pcap1.records_lost": 2, "pcap.pcap1.write_errors": 1}
+    assert after == first
+    head, recs = read(path)
+    assert head[0] == 0xA1B2C3D4 and len(recs) == 1 and recs[0][4] == PKT4
+
+
+def test_a_header_that_does_not_fit_is_not_left_half_written(tmp_path: Path) -> None:
+    from tests.unit.test_append import limited
+
+    path = tmp_path / "h.pcap"
+
+    def work() -> Any:
+        try:
+            pcap_stack(path)
+        except PluginError as e:
+            return str(e)
+        return "started"
+
+    assert limited(10, work) == f"PCAP: can't open pcap file {path}: File too large"
+    assert path.read_bytes() == b""  # so the next start writes a whole header

@@ -15,7 +15,8 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, Source
 from pyulogd.core.plugin import KeyType as T
-from pyulogd.core.stack import _resolve
+from pyulogd.core.stack import wire
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
 from pyulogd.plugins.filters.printflow import INPUT_KEYS, PrintflowFilter, make_printer
 from tests.helpers import SHARED_GOLDEN, Capture, goldentool, make_stack
@@ -52,7 +53,7 @@ class NfctKeys(Source):
 
 
 def flow_stack() -> tuple[Any, Capture]:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     cap = Capture(ctx, "cap", {})
     return make_stack([NfctKeys, Ip2strFilter, PrintflowFilter, cap], ctx), cap
 
@@ -118,7 +119,7 @@ def line(**values: Any) -> str:
     row = {k.replace("__", "."): v for k, v in values.items()}
     for name in row:
         assert name in NAMES, name
-    cap = Capture(Context(), "cap", {})
+    cap = Capture(Context(loop=Loop()), "cap", {})
     stack = make_stack([FlowSource, PrintflowFilter, cap])
     stack.source.emit([None] + [row.get(n) for n in NAMES])
     assert stack.errors == 0
@@ -196,7 +197,7 @@ def test_icmpv6_without_the_keys() -> None:
         output_type = DataType.FLOW
         output_keys = tuple(Key(n) for n in NAMES if not n.startswith("icmpv6."))
 
-    cap = Capture(Context(), "cap", {})
+    cap = Capture(Context(loop=Loop()), "cap", {})
     stack = make_stack([OldNfct, PrintflowFilter, cap])
     row = {k.replace("__", "."): v for k, v in flow(58, 1).items()}
     stack.source.emit([None] + [row.get(k.name) for k in OldNfct.output_keys])
@@ -247,16 +248,16 @@ def test_field_by_field_when_keys_are_invalid() -> None:
 
 def test_stack_without_ip2str_is_refused() -> None:
     """As in 2.0.8, the .str inputs are required: NFCT straight into PRINTFLOW does not build."""
-    inst = PrintflowFilter(Context(), "p", {})
-    src = NfctKeys(Context(), "s", {})
-    src.out_base = 1
-    with pytest.raises(ConfigError, match="orig.ip.saddr.str"):
-        _resolve(INPUT_KEYS[0], [src], "<test>", None, inst)
+    ctx = Context(loop=Loop())
+    instances = [NfctKeys(ctx, "s", {}), PrintflowFilter(ctx, "p", {}), Capture(ctx, "c", {})]
+    with pytest.raises(ConfigError, match=r"cannot find key 'orig\.ip\.saddr\.str' .*PRINTFLOW 'p'") as ei:
+        wire(ctx, instances, path="t.conf", line=3)
+    assert (ei.value.file, ei.value.line) == ("t.conf", 3)
 
 
 def test_runs_without_start() -> None:
     """interp() before start() (a filter started late) still formats."""
-    inst = PrintflowFilter(Context(), "p", {})
+    inst = PrintflowFilter(Context(loop=Loop()), "p", {})
     inst.in_slots = list(range(1, len(NAMES) + 1))
     inst.out_base = len(NAMES) + 1
     row = {k.replace("__", "."): v for k, v in flow(47, 1).items()}

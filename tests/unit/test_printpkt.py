@@ -11,6 +11,7 @@ import pytest
 
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import DataType, Key, Source
+from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
@@ -19,7 +20,7 @@ from tests.helpers import BaseKeys, Capture, NflogKeys, golden_packets, goldento
 
 
 def golden_ctx() -> Context:
-    ctx = Context()
+    ctx = Context(loop=Loop())
     ctx.hostname = "vm"
     cache = LinkCache(ctx, kernel=False)
     cache.update({2: "gbb0"})  # the golden lab's interface
@@ -61,7 +62,7 @@ def line(**values: Any) -> str:
     row = {k.replace("_", ".").replace("mac.len", "mac_len"): v for k, v in values.items()}
     for name in row:
         assert name in _INPUT_NAMES, name
-    cap = Capture(Context(), "cap", {})
+    cap = Capture(Context(loop=Loop()), "cap", {})
     stack = make_stack([PktSource, PrintpktFilter, cap])
     stack.source.emit([None] + [row.get(n) for n in _INPUT_NAMES])
     assert stack.errors == 0
@@ -237,14 +238,40 @@ def test_prefix_interfaces_mac_uid_gid() -> None:
     assert line(oob_uid=1000, oob_gid=100, oob_mark=0xFF) == "MAC= UID=1000 GID=100 MARK=0xff \n"
 
 
-def test_prefix_bytes_pass_through() -> None:
+def test_prefix_bytes_that_are_not_utf8_are_escaped() -> None:
+    """2.0.8 writes them raw (a log that is not UTF-8); pyulogd as \\xHH (pyulogd.core.escape)."""
     prefix = b"caf\xe9 \xff".decode("utf-8", "surrogateescape")
     got = line(oob_prefix=prefix)
-    assert got.encode("utf-8", "surrogateescape") == b"caf\xe9 \xff MAC= \n"
+    assert got == "caf\\xe9 \\xff MAC= \n"
+    assert line(oob_prefix="café") == "café MAC= \n"  # UTF-8 text is text
+
+
+FORGED = "qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6"
+
+
+@pytest.mark.parametrize("field", ["oob_prefix", "oob_in", "oob_out"])
+def test_outside_strings_cannot_forge_a_line(field: str) -> None:
+    got = line(**ip4(**{field: FORGED}, ip_protocol=17, udp_sport=1, udp_dport=2, udp_len=8))
+    assert got.count("\n") == 1 and got.endswith(" \n")
+    assert "qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6" in got
+
+
+def test_escaping_is_unambiguous_and_leaves_ordinary_prefixes_alone() -> None:
+    assert line(oob_prefix="a\\b\x1b[31m\t") == "a\\\\b\\x1b[31m\\t MAC= \n"
+    # one stack, prefixes and names seen again (from the filter's cache) print the same
+    cap = Capture(Context(loop=Loop()), "cap", {})
+    stack = make_stack([PktSource, PrintpktFilter, cap])
+    for prefix in ["gbACCEPT ", "x\ny", "gbACCEPT ", "x\ny", ""] * 2:
+        row = {"oob.prefix": prefix, "oob.in": "gbb0", "oob.out": "e\x7f"}
+        stack.source.emit([None] + [row.get(n) for n in _INPUT_NAMES])
+    got = [cap.value(r, "print") for r in cap.records]
+    assert got == ["gbACCEPT  IN=gbb0 OUT=e\\x7f MAC= \n", "x\\ny IN=gbb0 OUT=e\\x7f MAC= \n",
+                   "gbACCEPT  IN=gbb0 OUT=e\\x7f MAC= \n", "x\\ny IN=gbb0 OUT=e\\x7f MAC= \n",
+                   " IN=gbb0 OUT=e\\x7f MAC= \n"] * 2  # fmt: skip
 
 
 def test_runs_without_start() -> None:
-    cap = Capture(Context(), "cap", {})
+    cap = Capture(Context(loop=Loop()), "cap", {})
     stack = make_stack([PktSource, PrintpktFilter, cap], start=False)
     stack.source.emit([None] * (1 + len(_INPUT_NAMES)))
     assert cap.value(cap.records[0], "print") == "MAC= \n"

@@ -15,14 +15,17 @@ import pytest
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import KeyType as T
+from pyulogd.db import sqlite as sqlite_backend
 from pyulogd.db.backend import Backend, Rejected, Settings, TableInfo, Unavailable
 from pyulogd.db.columns import map_columns, match_key, skip_first
 from pyulogd.db.options import parse_seconds, parse_size, password
+from pyulogd.db.policy import AT_ONCE, WriterPolicy
 from pyulogd.db.render import compile_builder, fix_string
 from pyulogd.db.spool import Spool
 from pyulogd.db.statement import Target, parse_procedure, quote_ident
 from pyulogd.db.writer import Writer, WriterSettings
 from pyulogd.plugins.outputs.sqlite3 import Sqlite3Output
+from tests.clocked import fake_clock, fake_context
 from tests.helpers import NflogKeys, make_stack, stop_stack
 
 # -- columns and statements
@@ -153,6 +156,56 @@ def test_spool_torn_tail_and_full(tmp_path: Path) -> None:
             a.close()
 
 
+# -- the writer's timing rules (db/policy.py): numbers in, decisions out
+
+NOW = 500.0
+
+
+def test_policy_batches() -> None:
+    p = WriterPolicy(WriterSettings(batch_size=10, batch_timeout=1.0))
+    assert p.batch_due(NOW, 3, stopping=False) == NOW + 1.0  # when the oldest has waited batch_timeout
+    assert p.batch_due(NOW, 10, stopping=False) == AT_ONCE  # a full batch goes now
+    assert p.batch_due(NOW, 1, stopping=True) == AT_ONCE  # at exit nothing waits
+
+
+def test_policy_reconnect_backoff() -> None:
+    p = WriterPolicy(WriterSettings(reconnect=2.0, reconnect_max=10.0))
+    assert p.connect_due(NOW)  # the first attempt at once
+    assert [p.failed(NOW + i) for i in range(4)] == [2.0, 4.0, 8.0, 10.0]  # counted from the failure
+    assert not p.connect_due(NOW + 12.9) and p.connect_due(NOW + 13)
+    assert p.idle_until(NOW + 3, None) == NOW + 4  # down: look again within a second
+    assert p.idle_until(NOW + 12.5, None) == NOW + 13  # or at the next attempt, if sooner
+    assert p.idle_until(NOW + 3, NOW + 3.5) == NOW + 3.5  # stopping: not past the stop deadline
+    p.connected()
+    assert p.failed(NOW + 20) == 2.0  # a new outage starts from the first wait
+    p.reconnect_now()  # SIGHUP
+    assert p.connect_due(NOW + 20)
+    assert WriterPolicy(WriterSettings(reconnect=5.0, reconnect_max=1.0)).failed(NOW) == 1.0  # the cap wins
+
+
+def test_policy_spilling() -> None:
+    cfg = WriterSettings(mem_max=1000, spool_delay=1.0)
+    p = WriterPolicy(cfg)
+    keep = p.spill_keep
+    assert keep(NOW, NOW - 5, 500, connected=True, flush_all=False) is None  # written soon enough
+    assert keep(NOW, None, 0, connected=False, flush_all=False) is None  # nothing to spill
+    assert keep(NOW, NOW - 0.5, 500, connected=False, flush_all=False) is None  # down, but not long
+    assert keep(NOW, NOW - 1.0, 500, connected=False, flush_all=False) == 0  # down for spool_delay: all
+    assert keep(NOW, NOW, 1001, connected=True, flush_all=False) == 500  # memory over its bound: half
+    assert keep(NOW, NOW, 10, connected=True, flush_all=True) == 0  # exit: everything
+    # When the spiller looks again unprompted: exactly when the oldest is due, or a safety poll.
+    assert p.spill_check_at(NOW, NOW - 0.8, connected=False) == NOW - 0.8 + 1.0
+    assert p.spill_check_at(NOW, NOW, connected=False) == NOW + 0.5
+    assert p.spill_check_at(NOW, NOW, connected=True) == NOW + 1.0
+    # At the instant spill_check_at names, the spill is due: the spiller must not wake to find
+    # nothing to do (1000.05 - 1000.0 < 0.05 in floating point).
+    quick = WriterPolicy(WriterSettings(spool_delay=0.05))
+    for oldest in (1000.0, 1000.05, 123.456):
+        when = quick.spill_check_at(oldest, oldest, connected=False)
+        assert when == oldest + 0.05
+        assert quick.spill_keep(when, oldest, 10, connected=False, flush_all=False) == 0
+
+
 # -- writer, with a backend that can be switched off
 
 
@@ -184,7 +237,9 @@ class FakeBackend(Backend):
 
 
 def writer(tmp: Path | None, backend: FakeBackend, **kw: Any) -> tuple[Writer, Context]:
-    ctx = Context()
+    """A started Writer on a FakeClock: batch timeouts, back-offs and spool delays pass only
+    when the test advances ``fake_clock(ctx)``."""
+    ctx, _ = fake_context()
     spool = None
     if tmp is not None:
         spool = Spool(str(tmp), int(kw.pop("spool_max", 1 << 20)))
@@ -207,26 +262,32 @@ def test_writer_batches_in_time(tmp_path: Path) -> None:
     b = FakeBackend()
     w, ctx = writer(tmp_path, b)
     w.put(("k",), [(1,), (2,)])
+    fake_clock(ctx).advance(0.05)
     wait(lambda: len(b.rows) == 2)  # fewer than batch_size rows still go out after batch_timeout
     w.put(("k",), [(i,) for i in range(3, 28)])
-    wait(lambda: len(b.rows) == 27)
+    wait(lambda: len(b.rows) == 22)  # two full batches go at once, without waiting
+    fake_clock(ctx).advance(0.05)
+    wait(lambda: len(b.rows) == 27)  # the rest after batch_timeout
     w.stop(1)
     assert b.rows == [(i,) for i in range(1, 28)]
-    assert max(10, 0) == 10 and ctx.stats.get("sql.t.batches") >= 4  # 25 rows in batches of at most 10
+    assert ctx.stats.get("sql.t.batches") == 4  # 25 rows in batches of at most 10
 
 
 def test_writer_outage_keeps_order_through_the_spool(tmp_path: Path) -> None:
     b = FakeBackend()
     w, ctx = writer(tmp_path, b)
+    clock = fake_clock(ctx)
     w.put(("k",), [(0,)])
+    clock.advance(0.05)
     wait(lambda: len(b.rows) == 1)
     b.up = False
     for i in range(1, 200):
         w.put(("k",), [(i,)])
         if i % 50 == 0:
-            time.sleep(0.1)
+            clock.advance(0.1)  # the writer retries, the spiller spools what waited spool_delay
     wait(lambda: ctx.stats.get("sql.t.spooled") > 0)
     b.up = True
+    clock.advance(0.1)  # reconnect_max: the next attempt is due
     wait(lambda: len(b.rows) == 200)
     w.stop(1)
     assert b.rows == [(i,) for i in range(200)]
@@ -240,8 +301,10 @@ def test_writer_stops_into_the_spool_and_resumes(tmp_path: Path) -> None:
     w.put(("k",), [(i,) for i in range(30)])
     w.stop(0.2)
     b.up = True
-    w2, _ = writer(tmp_path, b)
+    w2, ctx2 = writer(tmp_path, b)
     w2.put(("k",), [(30,)])
+    wait(lambda: len(b.rows) == 30)  # the spool first, at once
+    fake_clock(ctx2).advance(0.05)
     wait(lambda: len(b.rows) == 31)
     w2.stop(1)
     assert b.rows == [(i,) for i in range(31)]
@@ -264,6 +327,7 @@ def test_writer_full_spool_drops_and_counts(tmp_path: Path) -> None:
     w, ctx = writer(tmp_path, b, spool_max=300)
     for i in range(20):
         w.put(("k",), [(i, "x" * 20)])
+    fake_clock(ctx).advance(0.05)  # spool_delay: the records go to disk, until it is full
     wait(lambda: ctx.stats.get("sql.t.dropped") > 0)
     w.stop(0.1)
     assert ctx.stats.get("sql.t.spooled") + ctx.stats.get("sql.t.dropped") == 20
@@ -282,9 +346,9 @@ def test_writer_without_spool_bounds_memory() -> None:
 # -- SQLITE3 as a plugin
 
 
-def sqlite_stack(tmp: Path, **opts: Any) -> Any:
+def sqlite_stack(tmp: Path, ctx: Context | None = None, **opts: Any) -> Any:
     cfg = {"db": str(tmp / "a.db"), "table": "t", "batch_timeout": "50ms", **opts}
-    return make_stack([NflogKeys, (Sqlite3Output, cfg)])
+    return make_stack([NflogKeys, (Sqlite3Output, cfg)], ctx)
 
 
 def test_sqlite_values_are_parameters(tmp_path: Path) -> None:
@@ -314,19 +378,23 @@ def test_sqlite_missing_table_and_schema_file(tmp_path: Path) -> None:
     assert sqlite3.connect(tmp_path / "a.db").execute("SELECT * FROM t").fetchall() == [("p ", 60)]
 
 
-def test_sqlite_locked_database_queues(tmp_path: Path) -> None:
+def test_sqlite_locked_database_queues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT", 0.1)  # sqlite's own wait, in real time
     con = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
     con.execute("CREATE TABLE t (raw_pktlen integer)")
-    stack = sqlite_stack(tmp_path, reconnect=1)
+    ctx, clock = fake_context()
+    stack = sqlite_stack(tmp_path, ctx, reconnect=1)
     out = stack.instances[-1]
     con.execute("BEGIN EXCLUSIVE")  # another program holds the database
     for n in range(5):
         stack.source.emit_dict({"raw.pktlen": n})
     out.flush()
-    time.sleep(2.5)  # longer than the busy timeout: the batch fails and is kept
-    assert out.ctx.stats.get(f"sql.{out.id}.rows") == 0
+    clock.advance(0.05)  # batch_timeout
+    wait(lambda: ctx.stats.get(f"sql.{out.id}.reconnects") == 1)  # the busy timeout passed: failed, kept
+    assert ctx.stats.get(f"sql.{out.id}.rows") == 0
     con.execute("COMMIT")
-    wait(lambda: out.ctx.stats.get(f"sql.{out.id}.rows") == 5, 10)
+    clock.advance(1)  # reconnect=1
+    wait(lambda: ctx.stats.get(f"sql.{out.id}.rows") == 5)
     stop_stack(stack)
     assert [r[0] for r in con.execute("SELECT * FROM t")] == [0, 1, 2, 3, 4]
 
@@ -358,17 +426,20 @@ def test_down_at_start_keeps_all_keys_then_maps(tmp_path: Path) -> None:
     fake.up = False
     FakeOutput.backend_obj = fake
     cfg = {"db": "x", "table": "t", "batch_timeout": "50ms", "spool_dir": str(tmp_path / "spool"), "reconnect": 1}
-    stack = make_stack([NflogKeys, (FakeOutput, cfg)])
+    ctx, clock = fake_context()
+    stack = make_stack([NflogKeys, (FakeOutput, cfg)], ctx)
     out = stack.instances[-1]
     assert "raw.pktlen" in out.keys and len(out.keys) > 10  # every key of NFLOG but the RAW ones
     stack.source.emit_dict({"oob.prefix": "early ", "raw.pktlen": 1})
     out.flush()
     fake.up = True
-    wait(lambda: len(fake.rows) == 1, 10)
+    clock.advance(1)  # the writer's next attempt (reconnect=1)
+    wait(lambda: len(fake.rows) == 1)
     out.flush()  # the event loop picks up the table's columns
     assert out.keys == ["oob.prefix", "raw.pktlen"]
     stack.source.emit_dict({"oob.prefix": "late ", "raw.pktlen": 2})
     out.flush()
+    clock.advance(0.05)
     wait(lambda: len(fake.rows) == 2)
     stop_stack(stack)
     assert fake.rows == [("early ", 1), ("late ", 2)]
@@ -396,7 +467,8 @@ def test_stalled_database_spills_and_writes_each_row_once(tmp_path: Path) -> Non
     assert b.stalled.wait(5)
     for i in range(5, 200):
         w.put(("k",), [(i, "z" * 30)])
-        time.sleep(0.002)  # the event loop waits for packets between rounds
+        # Between two rounds of the event loop the spiller keeps memory within its bound.
+        wait(lambda: w.mem_bytes <= w.cfg.mem_max)
     # memory passed its bound while the writer was stuck: the spiller moved it to disk,
     # the stuck batch first; nothing was dropped
     wait(lambda: ctx.stats.get("sql.t.spooled") >= 150)

@@ -1,4 +1,5 @@
-"""Stack wiring: key resolution to the nearest producer, shared inputs, wildcard outputs, errors."""
+"""Stack wiring: key resolution to the nearest producer, shared inputs, wildcard outputs, errors;
+``wire()`` on its own; fusion declared by a plugin; the generated ``run`` against its loop."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyulogd.core import registry
 from pyulogd.core.config import parse_text
@@ -17,14 +20,19 @@ from pyulogd.core.plugin import (
     STOP,
     DataType,
     Filter,
+    Fusion,
     Key,
     KeyType,
     Option,
     OptionType,
+    Plugin,
+    Run,
     Sink,
     Source,
 )
+from pyulogd.core.stack import Stack, wire
 from pyulogd.daemon.service import Service
+from pyulogd.io.loop import Loop
 
 
 class TSrc(Source):
@@ -95,7 +103,7 @@ def plugins() -> Iterator[None]:
 
 
 def service(text: str) -> Service:
-    svc = Service("t.conf", Context())
+    svc = Service("t.conf", Context(loop=Loop()))
     svc.load_config(parse_text(text, "t.conf"))
     return svc
 
@@ -200,15 +208,181 @@ def test_global_checks() -> None:
     assert ei.value.line == 4
 
 
-def test_a_logfile_no_file_can_have_is_a_config_error() -> None:
-    """Found by bench/fuzz/fuzz_config.py: a NUL in logfile= escaped as a ValueError traceback."""
-    with pytest.raises(ConfigError, match=r"can't open logfile 'a\\x00b': embedded null byte") as ei:
-        service('[global]\nlogfile="a\x00b"\nstack=s1:TSRC,c1:TCOLLECT\n')
-    assert (ei.value.file, ei.value.line) == ("t.conf", 2)
-
-
 def test_plugin_lines_limit_available_plugins() -> None:
     # A plugin= line for a ulogd2 plugin not implemented yet is accepted (Debian's conf lists them).
     text = '[global]\nplugin="/usr/lib/x86_64-linux-gnu/ulogd/ulogd_output_GRAPHITE.so"\nstack=s1:TSRC,c1:TCOLLECT\n'
     with pytest.raises(ConfigError, match="TSRC is not loaded"):
         service(text)
+
+
+def test_switches_in_global() -> None:
+    svc = service("[global]\nrecvmmsg=0\nstack=s1:TSRC,c1:TCOLLECT\n")
+    assert (svc.ctx.fusion, svc.ctx.recvmmsg) == (True, False)
+    svc = service("[global]\nfusion=1\nrecvmmsg=1\nstack=s1:TSRC,c1:TCOLLECT\n")
+    assert (svc.ctx.fusion, svc.ctx.recvmmsg) == (True, True)
+    with pytest.raises(ConfigError, match="recvmmsg needs 0 or 1, not 'no'") as ei:
+        service("[global]\nstack=s1:TSRC,c1:TCOLLECT\nrecvmmsg=no\n")
+    assert ei.value.line == 3
+
+
+# -- wire(): what build_stack does after reading the line, on instances of one's own
+
+
+class TCount(Source):
+    """Counts configure() calls (a shared input is configured once)."""
+
+    name = "TCOUNT"
+    output_keys = (Key("a", KeyType.UINT32), Key("b", KeyType.UINT32))
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.configured = 0
+
+    def configure(self) -> None:
+        self.configured += 1
+
+
+class TBadOption(Sink):
+    name = "TBADOPTION"
+    wildcard_inputs = True
+
+    def configure(self) -> None:
+        raise ConfigError("no good", line=self.config["line"])
+
+    def interp(self, rec: list[Any]) -> int:
+        return OK
+
+
+def test_wire_shares_an_input_and_resolves_keys() -> None:
+    ctx = Context(loop=Loop())
+    src = TCount(ctx, "s", {})
+    one = wire(ctx, [src, TShadow(ctx, "f", {}), TCollect(ctx, "c", {"tag": ""})], spec="one")
+    two = wire(ctx, [src, TCollect(ctx, "c2", {"tag": ""})], spec="two")
+    assert src.configured == 1 and src.stacks == [one, two] and (one.spec, two.spec) == ("one", "two")
+    shadow = one.instances[1]
+    assert shadow.in_slots == [1, 2, 0]  # zz: optional, produced by none
+    # The wildcard sink: a and b of the input, b and c of the filter; both b are the filter's.
+    assert one.instances[2].in_slots == [1, shadow.out_base, shadow.out_base, shadow.out_base + 1]
+    src.emit([None, 5, 1])
+    assert one.sink.rows == [[("a", 5), ("b", None), ("b", None), ("c", 6)]]  # type: ignore[attr-defined]
+    assert two.sink.rows == [[("a", 5), ("b", 1)]]  # type: ignore[attr-defined]
+
+
+def test_wire_errors_name_path_and_line() -> None:
+    ctx = Context(loop=Loop())
+    with pytest.raises(ConfigError, match="cannot find key 'missing' in stack") as ei:
+        wire(ctx, [TSrc(ctx, "s", {}), TShadow(ctx, "f", {}), TNeed(ctx, "n", {})], path="x.conf", line=7)
+    assert (ei.value.file, ei.value.line) == ("x.conf", 7)
+    for own, where in ((None, 7), (12, 12)):  # a plugin's own line (its section) wins
+        with pytest.raises(ConfigError, match="no good") as ei:
+            wire(ctx, [TSrc(ctx, "s", {}), TBadOption(ctx, "b", {"line": own})], path="x.conf", line=7)
+        assert (ei.value.file, ei.value.line) == ("x.conf", where)
+
+
+# -- fusion: declared by a plugin, applied by the daemon after wiring
+
+
+def _plus_one(stack: Stack) -> Run | None:
+    """A fused run that adds 1 to ``a`` and then runs the plugins' own run."""
+    general = stack.run
+
+    def run(rec: list[Any]) -> None:
+        rec[1] += 1
+        general(rec)
+
+    return run
+
+
+def _declines(stack: Stack) -> Run | None:
+    return None
+
+
+class TFused(TShadow):
+    name = "TFUSED"
+    fusions = (
+        Fusion(("TSRC", "TFUSED", "TNEED"), _plus_one),  # another stack
+        Fusion(("TSRC", "TFUSED", "TCOLLECT"), _declines),  # this one, but it says no
+        Fusion(("TSRC", "TFUSED", "TCOLLECT"), _plus_one),
+    )
+
+
+def test_fusion_declared_by_a_plugin() -> None:
+    registry.register(TFused)
+    try:
+        svc = service("[global]\nstack=s1:TSRC,f1:TFUSED,c1:TCOLLECT\nstack=s1:TSRC,f2:TFUSED,f3:TSHADOW,c2:TCOLLECT\n")
+        off = service("[global]\nfusion=0\nstack=s1:TSRC,f1:TFUSED,c1:TCOLLECT\n")
+    finally:
+        registry.unregister(TFused.name)
+    fused, other = svc.stacks
+    assert fused.fused_by is TFused.fusions[2] and other.fused_by is None and off.stacks[0].fused_by is None
+    for s in (svc, off):
+        src = s.stacks[0].source
+        assert isinstance(src, TSrc)
+        src.push(1, 2)
+    assert fused.sink.rows[0][0] == ("a", 2)  # type: ignore[attr-defined]
+    assert off.stacks[0].sink.rows[0][0] == ("a", 1)  # type: ignore[attr-defined]
+
+
+# -- the generated run() against the loop it unrolls
+
+ACTIONS = ("ok", "stop", "err", "odd", "raise")
+
+
+class TPlan(Source):
+    name = "TPLAN"
+    output_keys = (Key("plan", KeyType.RAW),)
+
+
+class TStep(Filter):
+    """Does what the record's plan says for its position; keeps a trace."""
+
+    name = "TSTEP"
+    input_keys = (Key("plan", KeyType.RAW),)
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.pos = int(self.config["pos"])
+        self.trace: list[int] = self.config["trace"]
+
+    def interp(self, rec: list[Any]) -> int:
+        act = rec[self.in_slots[0]][self.pos]
+        self.trace.append(self.pos)
+        if act == "raise":
+            raise ValueError(self.pos)
+        return {"ok": OK, "stop": STOP, "err": ERR, "odd": 7}[act]
+
+
+class TStepSink(Sink, TStep):  # type: ignore[misc]
+    name = "TSTEPSINK"
+
+
+def _reference(stack: Stack, rec: list[Any]) -> None:
+    """The generic propagation loop ``run`` is compiled from."""
+    try:
+        for interp in stack.chain:
+            r = interp(rec)
+            if r:
+                stack.on_return(r)
+                return
+    except Exception as e:
+        stack.on_exception(e)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5).flatmap(lambda n: st.lists(st.tuples(*[st.sampled_from(ACTIONS)] * n), max_size=20)))
+def test_generated_run_is_the_loop(plans: list[tuple[str, ...]]) -> None:
+    n = len(plans[0]) if plans else 1
+    results = []
+    for how in ("generated", "reference"):
+        ctx = Context(loop=Loop())
+        ctx.log.level = 9  # quiet
+        trace: list[int] = []
+        steps: list[Plugin] = [TStep(ctx, f"f{i}", {"pos": i, "trace": trace}) for i in range(n - 1)]
+        sink = TStepSink(ctx, "out", {"pos": n - 1, "trace": trace})
+        stack = wire(ctx, [TPlan(ctx, "in", {}), *steps, sink])
+        for plan in plans:
+            rec = [None, plan, *stack.tail]
+            stack.run(rec) if how == "generated" else _reference(stack, rec)
+            trace.append(-1)
+        results.append((trace, stack.errors, ctx.stats.snapshot()))
+    assert results[0] == results[1]

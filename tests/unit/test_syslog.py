@@ -16,11 +16,15 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
-from pyulogd.io.sender import ReliableSender
+from pyulogd.io.loop import Loop
+from pyulogd.io.sender import PROBE_WAIT, ReliableSender
+from pyulogd.io.sendstate import POLL
 from pyulogd.plugins.outputs.syslog import FACILITIES, LEVELS, SyslogOutput
+from tests.clocked import fake_context, loop_until
 from tests.helpers import make_stack, stop_stack
 
 
@@ -63,13 +67,8 @@ def dgram_server(path: Path) -> socket.socket:
     return s
 
 
-def run_until(ctx: Context, pred: Any, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        ctx.loop.run_once(0.05)
-    raise AssertionError("timed out")
+def run_until(ctx: Context, pred: Any, step: float = 0.0) -> None:
+    loop_until(ctx, pred, step=step)
 
 
 def test_declarations() -> None:
@@ -92,7 +91,7 @@ def test_unknown_facility_or_level(opt: str, value: str, msg: str) -> None:
 
 def test_wire_format_facility_level(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context(now=lambda: 1795766886.5)  # Nov 27 08:08:06 UTC
+    ctx = Context(loop=Loop(FakeClock(wall=1795766886.5)))  # Nov 27 08:08:06 UTC
     with dgram_server(path) as server:
         stack = syslog_stack(ctx, socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
         stack.source.push("ACCEPT-TCP IN=lo OUT= MAC= MARK=0x0 \n")
@@ -105,7 +104,7 @@ def test_wire_format_facility_level(tmp_path: Path) -> None:
 
 def test_day_is_space_padded_and_kern_notice_default(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context(now=lambda: 1794038400.0)  # Nov  7 08:00:00 UTC
+    ctx = Context(loop=Loop(FakeClock(wall=1794038400.0)))  # Nov  7 08:00:00 UTC
     with dgram_server(path) as server:
         stack = syslog_stack(ctx, socket=str(path))
         stack.source.push("x\n")
@@ -144,7 +143,8 @@ def test_same_bytes_as_glibc_syslog(tmp_path: Path) -> None:
     sec = time.mktime(time.strptime(f"{time.gmtime().tm_year} {stamp}", "%Y %b %d %H:%M:%S"))
     path = tmp_path / "ours.sock"
     with dgram_server(path) as server:
-        stack = syslog_stack(Context(now=lambda: sec), socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
+        ctx = Context(loop=Loop(FakeClock(wall=sec)))
+        stack = syslog_stack(ctx, socket=str(path), facility="LOG_LOCAL2", level="LOG_INFO")
         stack.source.push(text)
         stack.sink.flush()
         ours = server.recv(4096)
@@ -165,7 +165,7 @@ def test_udp_and_tcp_remote(tmp_path: Path) -> None:
     with socket.socket() as t:
         t.bind(("127.0.0.1", 0))
         t.listen(1)
-        ctx = Context()
+        ctx = Context(loop=Loop())
         stack = syslog_stack(ctx, host="127.0.0.1", port=str(t.getsockname()[1]), proto="tcp")
         conn, _ = t.accept()
         with conn:
@@ -183,7 +183,7 @@ def test_udp_and_tcp_remote(tmp_path: Path) -> None:
 
 def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx, clock = fake_context()
     stack = syslog_stack(ctx, socket=str(path))  # no socket yet: not fatal
     assert "not reachable" in (ctx.log.last_error or "")
     for i in range(5):
@@ -191,6 +191,10 @@ def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
         stack.sink.flush()  # never blocks or raises
     assert out(stack).backlog == 5
     with dgram_server(path) as server:
+        clock.advance(0.9375)
+        ctx.loop.run_once(0)
+        assert out(stack).sock is None
+        clock.advance(0.0625)
         run_until(ctx, lambda: not out(stack).queue)  # the retry timer reconnects (1 s)
         got = [server.recv(4096) for _ in range(5)]
         stop_stack(stack)
@@ -201,7 +205,7 @@ def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
 
 def test_daemon_restart_mid_run(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx, clock = fake_context()
     server = dgram_server(path)
     stack = syslog_stack(ctx, socket=str(path))
     stack.source.push("before\n")
@@ -214,8 +218,12 @@ def test_daemon_restart_mid_run(tmp_path: Path) -> None:
         stack.sink.flush()
     assert out(stack).backlog == 3
     with dgram_server(path) as server2:  # ... and comes back on the same path
+        clock.advance(1)  # the back-off; then a probe datagram ...
+        run_until(ctx, lambda: out(stack).backlog == 2)
+        got = [server2.recv(4096).split(b"]: ", 1)[1]]
+        clock.advance(PROBE_WAIT)  # ... and the rest when no refusal came back
         run_until(ctx, lambda: not out(stack).queue)
-        got = [server2.recv(4096).split(b"]: ", 1)[1] for _ in range(3)]
+        got += [server2.recv(4096).split(b"]: ", 1)[1] for _ in range(2)]
         stop_stack(stack)
     assert got == [f"during {i}\n".encode() for i in range(3)]
     assert ctx.stats.get("syslog.syslog1.send_failures") == 0
@@ -224,7 +232,7 @@ def test_daemon_restart_mid_run(tmp_path: Path) -> None:
 
 def test_overflow_counted_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx, clock = fake_context()
     stack = syslog_stack(ctx, socket=str(path), queue=1000)
     for i in range(100):
         stack.source.push(f"record {i:03d}\n")
@@ -246,7 +254,8 @@ def test_overflow_counted_and_reported(tmp_path: Path) -> None:
                 pass
             return not out(stack).queue and len(got) == kept
 
-        run_until(ctx, drained)
+        clock.advance(1)  # the back-off after the failed connect at start
+        run_until(ctx, drained, step=POLL)  # the receiver's queue fills: the sender looks again soon
         stop_stack(stack)
     # the oldest records are the ones kept, in order
     assert [g.split(b"]: ", 1)[1] for g in got] == [f"record {i:03d}\n".encode() for i in range(kept)]
@@ -254,7 +263,7 @@ def test_overflow_counted_and_reported(tmp_path: Path) -> None:
 
 def test_reader_that_never_reads_does_not_block(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
-    ctx = Context()
+    ctx = Context(loop=Loop())
     with dgram_server(path):
         stack = syslog_stack(ctx, socket=str(path), queue=64 * 1024)
         start = time.monotonic()
@@ -278,3 +287,28 @@ def test_sighup_reconnects(tmp_path: Path) -> None:
         stack.sink.flush()
         assert server.recv(4096).endswith(b"after hup\n")
         stop_stack(stack)
+
+
+def test_names_from_printpkt_cannot_forge_a_line(tmp_path: Path) -> None:
+    """PRINTPKT escapes the prefix and interface names; SYSLOG sends its line as it is: one
+    line per datagram, ending in the one newline PRINTPKT puts there, valid UTF-8."""
+    from pyulogd.plugins.filters.printpkt import _INPUT_NAMES, PrintpktFilter
+
+    class PktSource(Source):
+        name = "PKTSRC"
+        output_type = DataType.PACKET
+        output_keys = tuple(Key(n) for n in _INPUT_NAMES)
+
+    path = tmp_path / "log.sock"
+    forged = "qtest-nl\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6"
+    with dgram_server(path) as server:
+        stack = make_stack([PktSource, PrintpktFilter, (SyslogOutput, {"socket": str(path)})],
+                           Context(loop=Loop(FakeClock(wall=1794038400.0))))  # fmt: skip
+        row = {"oob.prefix": forged, "oob.in": b"e\xff".decode("utf-8", "surrogateescape"), "oob.out": ""}
+        stack.source.emit([None] + [row.get(n) for n in _INPUT_NAMES])
+        stack.sink.flush()
+        msg = server.recv(4096)
+        stop_stack(stack)
+    text = msg.decode("utf-8")
+    assert text.endswith(": qtest-nl\\nDec  7 00:00:00 fakehost FORGED: IN=eth0 SRC=6.6.6.6 IN=e\\xff OUT= MAC= \n")
+    assert text.count("\n") == 1

@@ -17,6 +17,7 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, DecodeError, PluginError
 from pyulogd.core.stack import Stack
 from pyulogd.ctl.unixsock import UnixsockClient, main, read_pcap, udp_packet
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.filters.base import BaseFilter
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
 from pyulogd.plugins.inputs.unixsock import UnixsockInput
@@ -108,7 +109,7 @@ def run(ctx: Context, rounds: int = 20) -> None:
 
 @pytest.fixture()
 def ctx(tmp_path: Path) -> Context:
-    c = Context()
+    c = Context(loop=Loop())
     c.log.set_destination(str(tmp_path / "ulogd.log"))
     return c
 

@@ -23,12 +23,16 @@ from typing import Any
 import pytest
 
 from pyulogd.codec import netlink as nl
-from pyulogd.codec import nfacct as acct
-from pyulogd.codec import nfct, nflog
+from pyulogd.codec import nfct
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import DecodeError, PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
+from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.xml import XmlOutput, file_name, flow_xml, packet_xml, sum_xml, time_fields
+from tests.builders.nfacct import counter_msg
+from tests.builders.nfct import Tuple, build_ct, tuple_attr
+from tests.builders.nflog import build_packet
 from tests.helpers import NflogKeys, make_stack, stop_stack
 
 WHEN = re.compile(r"<when>.*?</when>")
@@ -128,18 +132,18 @@ def no_time(text: str) -> str:
 MAC = bytes.fromhex("02000ac90001")
 PKT = bytes.fromhex("4500001c000100004011f9c80ac900010ac900029c4b1b5b00080000")
 PACKETS = {
-    "input": nflog.build_packet(prefix=b"gbACCEPT ", indev=2, hwaddr=MAC, hwheader=MAC * 2 + b"\x08\x00",
-                                timestamp=(1795764137, 5), payload=PKT),
-    "output": nflog.build_packet(prefix=b"gbOUT ", hook=3, outdev=2, payload=PKT),
-    "mark and uid": nflog.build_packet(prefix=b"m", mark=0x1234, indev=1, outdev=3, uid=0, gid=0, payload=PKT),
-    "mark 0": nflog.build_packet(prefix=b"m0", mark=0, indev=0, payload=PKT),
-    "no prefix": nflog.build_packet(indev=5, payload=b""),
-    "no header": nflog.build_packet(hw_protocol=None, prefix=b"x", payload=PKT),
-    "ipv6": nflog.build_packet(family=10, hw_protocol=0x86DD, prefix=b"v6 ", indev=2, hwaddr=MAC,
-                               payload=bytes(40)),  # fmt: skip
-    "long hwaddr": nflog.build_packet(hwaddr=bytes(range(1, 9)), prefix=b"ib", payload=PKT),
-    "no payload": nflog.build_packet(prefix=b"meta only", indev=2),
-    "escapes": nflog.build_packet(prefix=b"a<b>&\"c'", payload=PKT),
+    "input": build_packet(prefix=b"gbACCEPT ", indev=2, hwaddr=MAC, hwheader=MAC * 2 + b"\x08\x00",
+                          timestamp=(1795764137, 5), payload=PKT),
+    "output": build_packet(prefix=b"gbOUT ", hook=3, outdev=2, payload=PKT),
+    "mark and uid": build_packet(prefix=b"m", mark=0x1234, indev=1, outdev=3, uid=0, gid=0, payload=PKT),
+    "mark 0": build_packet(prefix=b"m0", mark=0, indev=0, payload=PKT),
+    "no prefix": build_packet(indev=5, payload=b""),
+    "no header": build_packet(hw_protocol=None, prefix=b"x", payload=PKT),
+    "ipv6": build_packet(family=10, hw_protocol=0x86DD, prefix=b"v6 ", indev=2, hwaddr=MAC,
+                         payload=bytes(40)),  # fmt: skip
+    "long hwaddr": build_packet(hwaddr=bytes(range(1, 9)), prefix=b"ib", payload=PKT),
+    "no payload": build_packet(prefix=b"meta only", indev=2),
+    "quotes": build_packet(prefix=b"a\"c'd", payload=PKT),
 }
 
 
@@ -150,7 +154,7 @@ def _with_physdev(msg: bytes) -> bytes:
     return bytes(out)
 
 
-PACKETS["physdev"] = _with_physdev(nflog.build_packet(prefix=b"br", indev=4, outdev=5, payload=PKT))
+PACKETS["physdev"] = _with_physdev(build_packet(prefix=b"br", indev=4, outdev=5, payload=PKT))
 
 
 def test_packet_xml_layout() -> None:
@@ -165,8 +169,33 @@ def test_packet_xml_layout() -> None:
         f"<log><when>T</when><prefix>gbOUT </prefix><hook>3</hook><hw><proto>0800</proto></hw>"
         f"<outdev>2</outdev><payload>{PKT.hex()}</payload></log>"
     )
-    # nothing is escaped, as in the library
-    assert "<prefix>a<b>&\"c'</prefix>" in packet_xml(PACKETS["escapes"], "T")
+    # quotes are text as in the library (no attribute holds an outside string)
+    assert "<prefix>a\"c'd</prefix>" in packet_xml(PACKETS["quotes"], "T")
+
+
+# A prefix that would close <prefix> and forge elements, or split the record's line.
+FORGING = build_packet(prefix=b"x</prefix><indev>9</indev><prefix>&\nb\\\xff\x01", indev=2, payload=PKT)
+
+
+def test_outside_texts_are_escaped() -> None:
+    """Control characters, backslash and bytes that are not UTF-8 as pyulogd.core.escape writes
+    them; &, <, > as entities (libnetfilter_log writes them raw: a forged <indev>)."""
+    got = packet_xml(FORGING, "T")
+    assert "<prefix>x&lt;/prefix&gt;&lt;indev&gt;9&lt;/indev&gt;&lt;prefix&gt;&amp;\\nb\\\\\\xff\\x01</prefix>" in got
+    assert got.count("<indev>") == 1 and "\n" not in got
+    got.encode("utf-8")  # valid UTF-8: no byte of the prefix passed through raw
+    # before and after the prefix, the library's text
+    raw = WHEN.sub("", c_nflog_xml(FORGING))
+    mine = WHEN.sub("", got)
+    assert mine.split("<prefix>")[0] == raw.split("<prefix>")[0]
+    assert mine.split("</prefix>")[-1] == raw.split("</prefix>")[-1]
+
+
+def test_names_of_counters_and_contexts_are_escaped() -> None:
+    msg = counter_msg(b"n\nx<y\xfe", 1, 2)
+    assert "<name>n\\nx&lt;y\\xfe</name>" in sum_xml(msg, "T")
+    ct = _nest(19, nl.nla(1, b"u:r:\x1b[2J<x>\0"))  # CTA_SECCTX, CTA_SECCTX_NAME
+    assert "<secctx>u:r:\\x1b[2J&lt;x&gt;</secctx>" in flow_xml(ct, NOW, "T")
 
 
 @pytest.mark.parametrize("name", sorted(PACKETS))
@@ -177,9 +206,9 @@ def test_packet_xml_is_libnetfilter_logs(name: str) -> None:
 
 # -- flows
 
-V4 = nfct.Tuple(bytes([10, 201, 0, 1]), bytes([10, 201, 0, 2]), 6, 40001, 7001)
-V6 = nfct.Tuple(socket.inet_pton(socket.AF_INET6, "fd00:201::1"),
-                socket.inet_pton(socket.AF_INET6, "::ffff:10.1.2.3"), 17, 40007, 7003)  # fmt: skip
+V4 = Tuple(bytes([10, 201, 0, 1]), bytes([10, 201, 0, 2]), 6, 40001, 7001)
+V6 = Tuple(socket.inet_pton(socket.AF_INET6, "fd00:201::1"),
+           socket.inet_pton(socket.AF_INET6, "::ffff:10.1.2.3"), 17, 40007, 7003)  # fmt: skip
 
 
 def _nest(t: int, *parts: bytes) -> bytes:
@@ -193,26 +222,26 @@ def _protoinfo(kind: int, state: int) -> bytes:
 def _flows() -> dict[str, bytes]:
     u32 = struct.Struct("!I").pack
     out: dict[str, bytes] = {
-        "new tcp": nfct.build_ct(nfct.NEW, V4, status=0x8, extra=[_protoinfo(1, 1)], timeout=120),
-        "destroy tcp": nfct.build_ct(nfct.DESTROY, V4, status=0x18E, counters=(6, 331, 4, 227),
-                                     timestamp=(10**18, 10**18 + 3_500_000_000), extra=[_protoinfo(1, 7)]),
-        "update v6 32-bit counters": nfct.build_ct(nfct.UPDATE, V6, counters=(1, 59, 1, 51), counters32=True),
-        "icmp": nfct.build_ct(nfct.NEW, nfct.Tuple(V4.saddr, V4.daddr, 1, icmp_type=8, icmp_code=0, icmp_id=7)),
-        "icmpv6": nfct.build_ct(nfct.NEW, nfct.Tuple(V6.saddr, V6.daddr, 58, icmp_type=128, icmp_code=0,
-                                                     icmp_id=7)),
-        "mark zone use secmark": nfct.build_ct(nfct.DESTROY, V4, mark=7, zone=3, extra=[
+        "new tcp": build_ct(nfct.NEW, V4, status=0x8, extra=[_protoinfo(1, 1)], timeout=120),
+        "destroy tcp": build_ct(nfct.DESTROY, V4, status=0x18E, counters=(6, 331, 4, 227),
+                                timestamp=(10**18, 10**18 + 3_500_000_000), extra=[_protoinfo(1, 7)]),
+        "update v6 32-bit counters": build_ct(nfct.UPDATE, V6, counters=(1, 59, 1, 51), counters32=True),
+        "icmp": build_ct(nfct.NEW, Tuple(V4.saddr, V4.daddr, 1, icmp_type=8, icmp_code=0, icmp_id=7)),
+        "icmpv6": build_ct(nfct.NEW, Tuple(V6.saddr, V6.daddr, 58, icmp_type=128, icmp_code=0,
+                                           icmp_id=7)),
+        "mark zone use secmark": build_ct(nfct.DESTROY, V4, mark=7, zone=3, extra=[
             nl.nla(nfct.CTA_USE, u32(2)), nl.nla(17, u32(9))]),  # fmt: skip
-        "start only": nfct.build_ct(nfct.DESTROY, V4, timestamp=(10**18, None)),
+        "start only": build_ct(nfct.DESTROY, V4, timestamp=(10**18, None)),
     }
     for proto, name in ((132, "sctp"), (33, "dccp"), (136, "udplite"), (47, "gre"), (50, "esp"), (2, "igmp")):
         ports = proto in (132, 33, 136, 47)
-        t = nfct.Tuple(V4.saddr, V4.daddr, proto, 0x1234 if ports else None, 0xBEEF if ports else None)
+        t = Tuple(V4.saddr, V4.daddr, proto, 0x1234 if ports else None, 0xBEEF if ports else None)
         extra = {132: [_protoinfo(3, 4)], 33: [_protoinfo(2, 9)]}.get(proto, [])
-        out[name] = nfct.build_ct(nfct.UPDATE, t, extra=extra, counters=(1, 2, 3, 4))
+        out[name] = build_ct(nfct.UPDATE, t, extra=extra, counters=(1, 2, 3, 4))
     for state in (0, 3, 9, 10, 13, 255):
-        out[f"tcp state {state}"] = nfct.build_ct(nfct.UPDATE, V4, extra=[_protoinfo(1, state)])
+        out[f"tcp state {state}"] = build_ct(nfct.UPDATE, V4, extra=[_protoinfo(1, state)])
     # without any attribute of the "independent" part, and with original counters only
-    bare = [nfct.tuple_attr(nfct.CTA_TUPLE_ORIG, V4), nfct.tuple_attr(nfct.CTA_TUPLE_REPLY, V4.reversed())]
+    bare = [tuple_attr(nfct.CTA_TUPLE_ORIG, V4), tuple_attr(nfct.CTA_TUPLE_REPLY, V4.reversed())]
     out["nothing independent"] = nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, 0, 2, 0, bare, 0, 0)
     co = _nest(nfct.CTA_COUNTERS_ORIG, nl.nla(1, struct.pack("!Q", 5)), nl.nla(2, struct.pack("!Q", 500)))
     out["counters orig only"] = nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, 0, 2, 0, [*bare, co], 0, 0)
@@ -272,10 +301,10 @@ MALFORMED = {
 
 def _malformed(name: str) -> bytes:
     if name == "tuple zone: 1 byte":
-        orig = nfct.tuple_attr(nfct.CTA_TUPLE_ORIG, V4)
+        orig = tuple_attr(nfct.CTA_TUPLE_ORIG, V4)
         bad = _nest(nfct.CTA_TUPLE_ORIG, orig[4:] + nl.nla(nfct.CTA_TUPLE_ZONE, b"\x01"))
-        return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, 0, 2, 0, [bad, nfct.tuple_attr(2, V4.reversed())], 0, 0)
-    return nfct.build_ct(nfct.DESTROY, V4, status=None if name.startswith("status") else 0x8,
+        return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, 0, 2, 0, [bad, tuple_attr(2, V4.reversed())], 0, 0)
+    return build_ct(nfct.DESTROY, V4, status=None if name.startswith("status") else 0x8,
                          counters=(6, 331, 4, 227), extra=[MALFORMED[name]])
 
 
@@ -325,8 +354,8 @@ def test_malformed_raw_and_sum_are_written_in_part_and_counted(tmp_path: Path) -
     stack = xml_stack(NflogKeys, tmp_path, ctx)
     src = stack.source
     assert isinstance(src, NflogKeys)
-    good = nflog.build_packet(prefix=b"cut", indev=2, payload=PKT)
-    cut = bytearray(good + _bad_len(nflog.NFULA_MARK, 200, b"\0\0\0\1"))
+    good = build_packet(prefix=b"cut", indev=2, payload=PKT)
+    cut = bytearray(good + _bad_len(2, 200, b"\0\0\0\1"))
     struct.pack_into("=I", cut, 0, len(cut))
     src.emit_dict({"raw": bytes(cut)})
     stop_stack(stack)
@@ -334,7 +363,7 @@ def test_malformed_raw_and_sum_are_written_in_part_and_counted(tmp_path: Path) -
     assert WHEN.sub("", lines[2]) == WHEN.sub("", packet_xml(good, "T"))
     assert ctx.stats.get("xml.xml1.raw_malformed") == 1 and ctx.stats.get("stack.xml1.errors") == 0
     problems: list[str] = []
-    msg = acct.counter_msg("web", 12, 3456)
+    msg = counter_msg("web", 12, 3456)
     assert sum_xml(msg + _bad_len(9, 64, b""), "", problems) == sum_xml(msg, "") and len(problems) == 1
 
 
@@ -342,13 +371,13 @@ def test_malformed_raw_and_sum_are_written_in_part_and_counted(tmp_path: Path) -
 
 
 def test_sum_xml_is_libnetfilter_accts() -> None:
-    msg = acct.counter_msg("web", 12, 3456)
+    msg = counter_msg("web", 12, 3456)
     when = time_fields(NOW)
     assert sum_xml(msg, when) == (
         f"<obj><name>web</name><pkts>{12:020d}</pkts><bytes>{3456:020d}</bytes>{when}</obj>"
     )
     assert no_time(sum_xml(msg, "")) == no_time(c_nfacct_xml(msg))
-    big = acct.counter_msg("q", 2**64 - 1, 0, flags=1, quota=10)
+    big = counter_msg("q", 2**64 - 1, 0, flags=1, quota=10)
     assert no_time(sum_xml(big, "")) == no_time(c_nfacct_xml(big))
 
 
@@ -368,9 +397,7 @@ class SumSource(Source):
 
 
 def clock(t: float = NOW) -> Context:
-    ctx = Context(hostname="vm")
-    ctx.now = lambda: t
-    return ctx
+    return Context(loop=Loop(FakeClock(wall=t)), hostname="vm")
 
 
 def xml_stack(src: type[Source], tmp_path: Path, ctx: Context, **opts: Any) -> Any:
@@ -406,10 +433,10 @@ def test_flow_and_sum_stacks(tmp_path: Path) -> None:
     assert text.startswith('<?xml version="1.0" encoding="utf-8"?>\n<conntrack>\n<flow><meta ')
     assert text.endswith(f"<when>{time_fields(NOW)}</when></flow>\n</conntrack>\n")
     sums = xml_stack(SumSource, tmp_path, ctx)
-    sums.source.emit([None, "web", acct.counter_msg("web", 1, 2)])
+    sums.source.emit([None, "web", counter_msg("web", 1, 2)])
     stop_stack(sums)
     text = (tmp_path / "ulogd-sum-27112026-072217.xml").read_text()
-    assert text.splitlines()[1:] == ["<sum>", sum_xml(acct.counter_msg("web", 1, 2), time_fields(NOW)), "</sum>"]
+    assert text.splitlines()[1:] == ["<sum>", sum_xml(counter_msg("web", 1, 2), time_fields(NOW)), "</sum>"]
 
 
 def test_ct_first_then_raw_and_nothing_valid_is_an_error(tmp_path: Path) -> None:
@@ -431,19 +458,18 @@ def test_long_records_are_written(tmp_path: Path) -> None:
     stack = xml_stack(NflogKeys, tmp_path, ctx)
     src = stack.source
     assert isinstance(src, NflogKeys)
-    src.emit_dict({"raw": nflog.build_packet(prefix=b"big", payload=bytes(3000))})
+    src.emit_dict({"raw": build_packet(prefix=b"big", payload=bytes(3000))})
     stop_stack(stack)
     lines = (tmp_path / "ulogd-pkt-27112026-072217.xml").read_text().splitlines()
     assert len(lines) == 4 and len(lines[2]) > 6000
 
 
 def test_sighup_closes_and_starts_a_new_file(tmp_path: Path) -> None:
-    t = [NOW]
-    ctx = Context(hostname="vm")
-    ctx.now = lambda: t[0]
+    clk = FakeClock(wall=NOW)
+    ctx = Context(loop=Loop(clk), hostname="vm")
     stack = xml_stack(FlowSource, tmp_path, ctx)
     stack.source.emit([None, 1, FLOWS["new tcp"][20:]])
-    t[0] += 61
+    clk.advance(61)
     stack.sink.signal(signal.SIGHUP)
     stack.source.emit([None, 4, FLOWS["destroy tcp"][20:]])
     stack.sink.signal(signal.SIGHUP)  # same second: the same file gets a second header, as in 2.0.8
@@ -457,17 +483,16 @@ def test_sighup_closes_and_starts_a_new_file(tmp_path: Path) -> None:
 
 
 def test_sighup_keeps_the_old_file_when_the_new_one_cannot_be_opened(tmp_path: Path) -> None:
-    t = [NOW]
-    ctx = Context(hostname="vm")
-    ctx.now = lambda: t[0]
+    clk = FakeClock(wall=NOW)
+    ctx = Context(loop=Loop(clk), hostname="vm")
     d = tmp_path / "d"
     d.mkdir()
     stack = xml_stack(FlowSource, d, ctx)
     d.chmod(0o500)
     try:
-        t[0] += 1
+        clk.advance(1)
         if os.access(d, os.W_OK):  # root ignores the mode bits: make the name a directory instead
-            (d / file_name("flow", t[0])).mkdir()
+            (d / file_name("flow", clk.wall())).mkdir()
         stack.sink.signal(signal.SIGHUP)
         stack.source.emit([None, 1, FLOWS["new tcp"][20:]])
         stop_stack(stack)
@@ -484,7 +509,7 @@ def test_open_failure_at_start(tmp_path: Path) -> None:
 
 def test_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     stack = xml_stack(SumSource, tmp_path, clock(), stdout=1)
-    stack.source.emit([None, "web", acct.counter_msg("web", 1, 2)])
+    stack.source.emit([None, "web", counter_msg("web", 1, 2)])
     stack.sink.signal(signal.SIGHUP)
     stop_stack(stack)
     out = capfd.readouterr().out.splitlines()

@@ -4,7 +4,7 @@ ulogd2 attaches ``accept_src_filter``, ``accept_dst_filter`` and ``accept_proto_
 the event socket as a socket filter (libnetfilter_conntrack's ``nfct_filter``), so that
 events of other flows are dropped before they are queued: they take no room in the receive
 buffer and no CPU in the daemon. :func:`compile_filter` does the same for a
-:class:`~pyulogd.codec.nfct.FlowFilter`. The program finds the original tuple's attributes
+:class:`~pyulogd.codec.nfct_filter.FlowFilter`. The program finds the original tuple's attributes
 with the kernel's netlink helpers (``SKF_AD_NLATTR``/``SKF_AD_NLATTR_NEST``, so it does not
 depend on where they are) and applies the FlowFilter's own rules: every test that is set must
 pass; an address of a family with no network listed fails; a message without an original
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from pyulogd.codec import nfct
 
 if TYPE_CHECKING:
-    from pyulogd.codec.nfct import FlowFilter
+    from pyulogd.codec.nfct_filter import FlowFilter
 
 # Classic BPF (linux/filter.h, linux/bpf_common.h).
 LD, LDX, ST, ALU, JMP, RET = 0x00, 0x01, 0x02, 0x04, 0x05, 0x06

@@ -31,6 +31,11 @@ message, the decoder keeps its layout as a *template*: one masked big-integer co
 checks every attribute header the walk visited, one ``struct`` call reads every value, and
 the same assembly code as the walker's turns them into the value list. A message that differs
 in any header goes to the walker, so both paths give the same values by construction.
+
+Walker, templates and decoder stay together here because they share the assembly code (and so
+give the same values). Other jobs have modules of their own: ``nfct_filter`` (the accept
+filters), ``ctbpf`` (the same as a kernel socket filter), ``nfct_describe`` (every attribute of
+a message, for tools and tests); ``tests/builders/nfct.py`` builds messages.
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ from __future__ import annotations
 import operator
 import socket
 import struct
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from pyulogd.codec import netlink as nl
 from pyulogd.core.errors import DecodeError
+from pyulogd.core.keys import Key, KeyType
 
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
@@ -124,36 +129,40 @@ PORT_PROTOS = frozenset({IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IPPROTO_SCTP
 # oob.protocol for flows: the ethertype, as NFLOG's oob.protocol for packets.
 ETHERTYPE = {socket.AF_INET: 0x0800, socket.AF_INET6: 0x86DD}
 
-KEYS: tuple[str, ...] = (
-    "orig.ip.saddr",
-    "orig.ip.daddr",
-    "orig.ip.protocol",
-    "orig.l4.sport",
-    "orig.l4.dport",
-    "orig.raw.pktlen",
-    "orig.raw.pktcount",
-    "reply.ip.saddr",
-    "reply.ip.daddr",
-    "reply.ip.protocol",
-    "reply.l4.sport",
-    "reply.l4.dport",
-    "reply.raw.pktlen",
-    "reply.raw.pktcount",
-    "icmp.code",
-    "icmp.type",
-    "icmpv6.code",
-    "icmpv6.type",
-    "ct.mark",
-    "ct.id",
-    "ct.event",
-    "flow.start.sec",
-    "flow.start.usec",
-    "flow.end.sec",
-    "flow.end.usec",
-    "oob.family",
-    "oob.protocol",
-    "ct",
+# The NFCT plugin's output keys (the one table: plugins/inputs/nfct.py and the tests import it),
+# in ulogd2's declaration order; value i sits at list index i + 1.
+T = KeyType
+OUTPUT_KEYS: tuple[Key, ...] = (
+    Key("orig.ip.saddr", T.IPADDR, help="original-direction source address"),
+    Key("orig.ip.daddr", T.IPADDR, help="original-direction destination address"),
+    Key("orig.ip.protocol", T.UINT8, help="layer 4 protocol number"),
+    Key("orig.l4.sport", T.UINT16, help="original-direction source port (TCP, UDP, UDP-Lite, SCTP, DCCP)"),
+    Key("orig.l4.dport", T.UINT16, help="original-direction destination port"),
+    Key("orig.raw.pktlen", T.UINT64, help="original-direction bytes (needs nf_conntrack_acct)"),
+    Key("orig.raw.pktcount", T.UINT64, help="original-direction packets (needs nf_conntrack_acct)"),
+    Key("reply.ip.saddr", T.IPADDR, help="reply-direction source address (differs from orig.ip.daddr under DNAT)"),
+    Key("reply.ip.daddr", T.IPADDR, help="reply-direction destination address (differs from orig.ip.saddr under SNAT)"),
+    Key("reply.ip.protocol", T.UINT8, help="layer 4 protocol number of the reply tuple"),
+    Key("reply.l4.sport", T.UINT16, help="reply-direction source port"),
+    Key("reply.l4.dport", T.UINT16, help="reply-direction destination port"),
+    Key("reply.raw.pktlen", T.UINT64, help="reply-direction bytes (needs nf_conntrack_acct)"),
+    Key("reply.raw.pktcount", T.UINT64, help="reply-direction packets (needs nf_conntrack_acct)"),
+    Key("icmp.code", T.UINT8, help="ICMP code of an ICMP flow"),
+    Key("icmp.type", T.UINT8, help="ICMP type of an ICMP flow"),
+    Key("icmpv6.code", T.UINT8, help="ICMPv6 code of an ICMPv6 flow (as ulogd2 2.0.9)"),
+    Key("icmpv6.type", T.UINT8, help="ICMPv6 type of an ICMPv6 flow (as ulogd2 2.0.9)"),
+    Key("ct.mark", T.UINT32, help="conntrack mark"),
+    Key("ct.id", T.UINT32, help="kernel conntrack id"),
+    Key("ct.event", T.UINT32, help="1 NEW, 2 UPDATE, 4 DESTROY"),
+    Key("flow.start.sec", T.UINT32, help="flow start (kernel timestamp, else the time the NEW event was read)"),
+    Key("flow.start.usec", T.UINT32, help="microseconds of flow.start.sec"),
+    Key("flow.end.sec", T.UINT32, help="flow end (kernel timestamp, else the time the DESTROY was read)"),
+    Key("flow.end.usec", T.UINT32, help="microseconds of flow.end.sec"),
+    Key("oob.family", T.UINT8, help="protocol family (2 IPv4, 10 IPv6)"),
+    Key("oob.protocol", T.UINT16, help="layer 3 protocol as ethertype (2048 IPv4, 34525 IPv6); ulogd2: always 0"),
+    Key("ct", T.RAW, help="the conntrack entry's ctnetlink attributes"),
 )
+KEYS: tuple[str, ...] = tuple(k.name for k in OUTPUT_KEYS)
 # Index of each key in a value list (slot 0 is the reserved None).
 IDX: dict[str, int] = {name: i + 1 for i, name in enumerate(KEYS)}
 I_ORIG_SADDR = IDX["orig.ip.saddr"]
@@ -694,177 +703,7 @@ def flow_key(values: list[Any]) -> tuple[Any, ...]:
     return (values[I_ID], values[1], values[2], values[3], values[4], values[5], values[I_FAMILY])
 
 
-# -- a message's other attributes (status, zone, timeout, ...), for tools and tests
-
-
-def describe(buf: Any, off: int = 0, end: int | None = None) -> dict[str, Any]:
-    """Everything this module understands of one conntrack message, including what is no
-    output key (status, zone, timeout, use, TCP state, helper, raw timestamps in ns)."""
-    if end is None:
-        end = off + _unpack_hdr2(buf, off)[0]
-    out: dict[str, Any] = {"values": as_dict(parse_ct(buf, off, end, 0.0))}
-    _ln, typ, flags = _unpack_hdr2(buf, off)
-    out["event"] = event_of(typ, flags)
-    out["family"] = buf[off + 16]
-    u32 = _READ["I"]
-    for at, p, q in nl.attrs(buf, off + 20, end):
-        n = q - p
-        if at == CTA_STATUS and n >= 4:
-            out["status"] = u32(buf, p)[0]
-        elif at == CTA_TIMEOUT and n >= 4:
-            out["timeout"] = u32(buf, p)[0]
-        elif at == CTA_USE and n >= 4:
-            out["use"] = u32(buf, p)[0]
-        elif at == CTA_ZONE and n >= 2:
-            out["zone"] = _READ["H"](buf, p)[0]
-        elif at == CTA_TIMESTAMP:
-            for t2, p2, q2 in nl.attrs(buf, p, q):
-                if q2 - p2 >= 8:
-                    out["start" if t2 == CTA_TIMESTAMP_START else "stop"] = _READ["Q"](buf, p2)[0]
-        elif at == CTA_TIMESTAMP_EVENT and n >= 8:
-            out["event_time"] = _READ["Q"](buf, p)[0]
-        elif at == CTA_PROTOINFO:
-            for t2, p2, q2 in nl.attrs(buf, p, q):
-                if t2 == CTA_PROTOINFO_TCP:
-                    for t3, p3, q3 in nl.attrs(buf, p2, q2):
-                        if t3 == CTA_PROTOINFO_TCP_STATE and q3 > p3:
-                            out["tcp_state"] = buf[p3]
-        elif at == CTA_HELP:
-            for t2, p2, q2 in nl.attrs(buf, p, q):
-                if t2 == CTA_HELP_NAME:
-                    out["helper"] = bytes(buf[p2:q2]).split(b"\0", 1)[0].decode("ascii", "replace")
-        elif at in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
-            for t2, p2, q2 in nl.attrs(buf, p, q):
-                if t2 == CTA_TUPLE_ZONE and q2 - p2 >= 2:
-                    out["orig_zone" if at == CTA_TUPLE_ORIG else "reply_zone"] = _READ["H"](buf, p2)[0]
-                elif t2 == CTA_TUPLE_PROTO:
-                    for t3, p3, q3 in nl.attrs(buf, p2, q2):
-                        if t3 in (CTA_PROTO_ICMP_ID, CTA_PROTO_ICMPV6_ID) and q3 - p3 >= 2 \
-                                and at == CTA_TUPLE_ORIG:
-                            out["icmp_id"] = _READ["H"](buf, p3)[0]
-    return out
-
-
-# -- builders: requests, and messages laid out as the kernel writes them (tests and tools)
-
-
-@dataclass(frozen=True)
-class Tuple:
-    """One direction of a conntrack entry."""
-
-    saddr: bytes
-    daddr: bytes
-    proto: int
-    sport: int | None = None
-    dport: int | None = None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-    icmp_id: int | None = None
-    zone: int | None = None
-
-    def reversed(self) -> Tuple:
-        """The reply tuple of an un-NATed flow (ICMP echo request -> echo reply)."""
-        itype = self.icmp_type
-        if itype is not None:
-            itype = {8: 0, 13: 14, 15: 16, 17: 18, 128: 129}.get(itype, itype)
-        return Tuple(self.daddr, self.saddr, self.proto, self.dport, self.sport, itype, self.icmp_code,
-                     self.icmp_id, self.zone)
-
-
-def _nest_attr(atype: int, parts: Iterable[bytes]) -> bytes:
-    return nl.nla(atype | nl.NLA_F_NESTED, b"".join(parts))
-
-
-def tuple_attr(atype: int, t: Tuple) -> bytes:
-    """A ``CTA_TUPLE_ORIG``/``CTA_TUPLE_REPLY`` attribute, as ``ctnetlink_dump_tuples`` writes it."""
-    v6 = len(t.saddr) == 16
-    ip = _nest_attr(CTA_TUPLE_IP, [
-        nl.nla(CTA_IP_V6_SRC if v6 else CTA_IP_V4_SRC, t.saddr),
-        nl.nla(CTA_IP_V6_DST if v6 else CTA_IP_V4_DST, t.daddr),
-    ])  # fmt: skip
-    proto = [nl.nla(CTA_PROTO_NUM, bytes((t.proto,)))]
-    if t.sport is not None:
-        proto.append(nl.nla(CTA_PROTO_SRC_PORT, struct.pack("!H", t.sport)))
-    if t.dport is not None:
-        proto.append(nl.nla(CTA_PROTO_DST_PORT, struct.pack("!H", t.dport)))
-    icmp6 = t.proto == IPPROTO_ICMPV6
-    if t.icmp_id is not None:
-        id_attr = CTA_PROTO_ICMPV6_ID if icmp6 else CTA_PROTO_ICMP_ID
-        proto.append(nl.nla(id_attr, struct.pack("!H", t.icmp_id)))
-    if t.icmp_type is not None:
-        proto.append(nl.nla(CTA_PROTO_ICMPV6_TYPE if icmp6 else CTA_PROTO_ICMP_TYPE, bytes((t.icmp_type,))))
-    if t.icmp_code is not None:
-        proto.append(nl.nla(CTA_PROTO_ICMPV6_CODE if icmp6 else CTA_PROTO_ICMP_CODE, bytes((t.icmp_code,))))
-    parts = [ip, _nest_attr(CTA_TUPLE_PROTO, proto)]
-    if t.zone is not None:
-        parts.append(nl.nla(CTA_TUPLE_ZONE, struct.pack("!H", t.zone)))
-    return _nest_attr(atype, parts)
-
-
-def _counters(atype: int, packets: int, nbytes: int, bits32: bool) -> bytes:
-    if bits32:
-        return _nest_attr(atype, [nl.nla(CTA_COUNTERS32_PACKETS, struct.pack("!I", packets)),
-                                  nl.nla(CTA_COUNTERS32_BYTES, struct.pack("!I", nbytes))])
-    return _nest_attr(atype, [nl.nla(CTA_COUNTERS_PACKETS, struct.pack("!Q", packets)),
-                              nl.nla(CTA_COUNTERS_BYTES, struct.pack("!Q", nbytes))])
-
-
-def build_ct(
-    event: int,
-    orig: Tuple,
-    reply: Tuple | None = None,
-    *,
-    family: int | None = None,
-    ct_id: int = 1,
-    status: int | None = 0x8,
-    timeout: int | None = 30,
-    mark: int | None = None,
-    zone: int | None = None,
-    counters: tuple[int, int, int, int] | None = None,
-    counters32: bool = False,
-    timestamp: tuple[int, int | None] | None = None,
-    event_time: int | None = None,
-    seq: int = 0,
-    pid: int = 0,
-    flags: int | None = None,
-    extra: Iterable[bytes] = (),
-) -> bytes:
-    """A conntrack event or dump entry in the kernel's attribute order (``ctnetlink_conntrack_event``).
-
-    ``event``: NEW, UPDATE or DESTROY (a dump entry is an UPDATE with ``flags=NLM_F_MULTI``);
-    ``counters``: (orig packets, orig bytes, reply packets, reply bytes); ``timestamp``: (start,
-    stop) in ns; ``event_time``: CTA_TIMESTAMP_EVENT in ns.
-    """
-    if family is None:
-        family = socket.AF_INET6 if len(orig.saddr) == 16 else socket.AF_INET
-    if reply is None:
-        reply = orig.reversed()
-    u32 = struct.Struct("!I").pack
-    at = [tuple_attr(CTA_TUPLE_ORIG, orig), tuple_attr(CTA_TUPLE_REPLY, reply)]
-    if zone is not None:
-        at.append(nl.nla(CTA_ZONE, struct.pack("!H", zone)))
-    at.append(nl.nla(CTA_ID, u32(ct_id)))
-    if status is not None:
-        at.append(nl.nla(CTA_STATUS, u32(status)))
-    if timeout is not None:
-        at.append(nl.nla(CTA_TIMEOUT, u32(timeout)))
-    if counters is not None:
-        at.append(_counters(CTA_COUNTERS_ORIG, counters[0], counters[1], counters32))
-        at.append(_counters(CTA_COUNTERS_REPLY, counters[2], counters[3], counters32))
-    if timestamp is not None:
-        ts = [nl.nla(CTA_TIMESTAMP_START, struct.pack("!Q", timestamp[0]))]
-        if timestamp[1] is not None:
-            ts.append(nl.nla(CTA_TIMESTAMP_STOP, struct.pack("!Q", timestamp[1])))
-        at.append(_nest_attr(CTA_TIMESTAMP, ts))
-    at.extend(extra)
-    if mark is not None:
-        at.append(nl.nla(CTA_MARK, u32(mark)))
-    if event_time is not None:
-        at.append(nl.nla(CTA_TIMESTAMP_EVENT, struct.pack("!Q", event_time)))
-    msgtype = IPCTNL_MSG_CT_DELETE if event == DESTROY else IPCTNL_MSG_CT_NEW
-    if flags is None:
-        flags = nl.NLM_F_CREATE | nl.NLM_F_EXCL if event == NEW else 0
-    return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, msgtype, family, 0, at, seq, flags, pid)
+# -- requests the NFCT input sends
 
 
 def dump_request(seq: int, family: int = socket.AF_UNSPEC, zero: bool = False) -> bytes:
@@ -873,27 +712,6 @@ def dump_request(seq: int, family: int = socket.AF_UNSPEC, zero: bool = False) -
     msgtype = IPCTNL_MSG_CT_GET_CTRZERO if zero else IPCTNL_MSG_CT_GET
     return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, msgtype, family, 0, (), seq,
                        nl.NLM_F_REQUEST | nl.NLM_F_DUMP)
-
-
-def get_request(seq: int, orig: Tuple, ct_id: int | None = None, zone: int | None = None,
-                family: int | None = None) -> bytes:
-    """Ask for one entry by its original tuple (and id, if given: the kernel answers ENOENT when
-    the entry with that tuple has another id). Answered by the entry, then an ack, or an error."""
-    if family is None:
-        family = socket.AF_INET6 if len(orig.saddr) == 16 else socket.AF_INET
-    at = [tuple_attr(CTA_TUPLE_ORIG, orig)]
-    if zone is not None:
-        at.append(nl.nla(CTA_ZONE, struct.pack("!H", zone)))
-    if ct_id is not None:
-        at.append(nl.nla(CTA_ID, struct.pack("!I", ct_id)))
-    return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET, family, 0, at, seq)
-
-
-def tuple_of(values: list[Any]) -> Tuple:
-    """The original tuple of a decoded entry (for :func:`get_request`); ICMP ids are not kept in
-    the values, so ICMP entries are better found by dumping."""
-    return Tuple(values[1], values[2], values[3], values[4], values[5], values[IDX["icmp.type"]],
-                 values[IDX["icmp.code"]])
 
 
 def get_request_for(seq: int, values: list[Any]) -> bytes:
@@ -913,96 +731,3 @@ def get_request_for(seq: int, values: list[Any]) -> bytes:
         a += (al + 3) & ~3
     at.append(nl.nla(CTA_ID, struct.pack("!I", values[I_ID] or 0)))
     return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET, values[I_FAMILY] or 0, 0, at, seq)
-
-
-# -- accept filters (ulogd2's accept_src_filter, accept_dst_filter, accept_proto_filter)
-
-# Used when /etc/protocols is missing (minimal containers).
-_PROTO_NAMES = {
-    "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ah": 51, "ipv6-icmp": 58,
-    "icmpv6": 58, "dccp": 33, "sctp": 132, "udplite": 136,
-}  # fmt: skip
-
-# (network as int, mask as int) per address length
-_Nets = dict[int, list[tuple[int, int]]]
-
-
-def _parse_nets(text: str, what: str) -> _Nets | None:
-    import ipaddress
-
-    if not text.strip():
-        return None
-    nets: _Nets = {4: [], 16: []}
-    for tok in text.split(","):
-        tok = tok.strip()
-        if "/" not in tok:
-            raise ValueError(f"{what}: '{tok}': No network specified (write address/prefixlen)")
-        try:
-            net = ipaddress.ip_network(tok, strict=False)
-        except ValueError as e:
-            raise ValueError(f"{what}: '{tok}': {e}") from None
-        size = 4 if net.version == 4 else 16
-        nets[size].append((int(net.network_address), int(net.netmask)))
-    return nets
-
-
-def _parse_protos(text: str) -> frozenset[int] | None:
-    if not text.strip():
-        return None
-    out = set()
-    for tok in text.split(","):
-        name = tok.strip()
-        if name.isdigit() and int(name) < 256:
-            out.add(int(name))
-            continue
-        try:
-            out.add(socket.getprotobyname(name))
-        except OSError:
-            num = _PROTO_NAMES.get(name.lower())
-            if num is None:
-                raise ValueError(f"accept_proto_filter: Unknown protocol '{name}'") from None
-            out.add(num)
-    return frozenset(out)
-
-
-def _in(nets: _Nets, addr: Any) -> bool:
-    lst = nets.get(len(addr)) if addr is not None else None
-    if not lst:
-        return False  # a family with no network listed is not accepted
-    a = int.from_bytes(addr, "big")
-    for net, mask in lst:
-        if a & mask == net:
-            return True
-    return False
-
-
-class FlowFilter:
-    """Accepts a flow when its original source is in one of ``src``'s networks, its original
-    destination in one of ``dst``'s and its protocol in ``protos`` (each test only when set)."""
-
-    def __init__(self, src: _Nets | None, dst: _Nets | None, protos: frozenset[int] | None) -> None:
-        self.src, self.dst, self.protos = src, dst, protos
-
-    @classmethod
-    def parse(cls, src: str, dst: str, proto: str) -> FlowFilter | None:
-        """From the options' text; None when all are empty. Raises ValueError."""
-        s = _parse_nets(src, "accept_src_filter")
-        d = _parse_nets(dst, "accept_dst_filter")
-        p = _parse_protos(proto)
-        if s is None and d is None and p is None:
-            return None
-        return cls(s, d, p)
-
-    def __repr__(self) -> str:
-        def nets(n: _Nets | None) -> str:
-            return "any" if n is None else f"{len(n[4])} IPv4 and {len(n[16])} IPv6 networks"
-
-        protos = "any" if self.protos is None else ",".join(map(str, sorted(self.protos)))
-        return f"source {nets(self.src)}, destination {nets(self.dst)}, protocols {protos}"
-
-    def __call__(self, values: list[Any]) -> bool:
-        if self.protos is not None and values[I_ORIG_PROTO] not in self.protos:
-            return False
-        if self.src is not None and not _in(self.src, values[I_ORIG_SADDR]):
-            return False
-        return self.dst is None or _in(self.dst, values[I_ORIG_SADDR + 1])

@@ -27,6 +27,7 @@ from typing import Any
 
 from pyulogd.codec import netlink as nl
 from pyulogd.core.errors import DecodeError
+from pyulogd.core.keys import Key, KeyType
 
 NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
@@ -76,33 +77,37 @@ NFULNL_CFG_F_SEQ = 0x0001
 NFULNL_CFG_F_SEQ_GLOBAL = 0x0002
 NFULNL_CFG_F_CONNTRACK = 0x0004
 
-# The NFLOG plugin's output keys, in ulogd2's declaration order; value i sits at list index i + 1.
-KEYS: tuple[str, ...] = (
-    "raw.mac",
-    "raw.pkt",
-    "raw.pktlen",
-    "raw.pktcount",
-    "oob.prefix",
-    "oob.time.sec",
-    "oob.time.usec",
-    "oob.mark",
-    "oob.ifindex_in",
-    "oob.ifindex_out",
-    "oob.hook",
-    "raw.mac_len",
-    "oob.seq.local",
-    "oob.seq.global",
-    "oob.family",
-    "oob.protocol",
-    "oob.uid",
-    "oob.gid",
-    "raw.label",
-    "raw.type",
-    "raw.mac.saddr",
-    "raw.mac.addrlen",
-    "raw",
-    "ct",
+# The NFLOG plugin's output keys (the one table: plugins/inputs/nflog.py and the tests import it),
+# in ulogd2's declaration order; value i sits at list index i + 1.
+T = KeyType
+OUTPUT_KEYS: tuple[Key, ...] = (
+    Key("raw.mac", T.RAW, help="hardware (L2) header, when the packet has one (input path)"),
+    Key("raw.pkt", T.RAW, help="the packet from the network header on (as copied by the kernel)"),
+    Key("raw.pktlen", T.UINT32, help="length of raw.pkt"),
+    Key("raw.pktcount", T.UINT32, help="number of packets (always 1)"),
+    Key("oob.prefix", T.STRING, help="log prefix of the rule"),
+    Key("oob.time.sec", T.UINT32, help="time the packet was logged (kernel timestamp or reception), seconds"),
+    Key("oob.time.usec", T.UINT32, help="microseconds of oob.time.sec"),
+    Key("oob.mark", T.UINT32, help="packet mark (0 when none)"),
+    Key("oob.ifindex_in", T.UINT32, help="index of the input interface"),
+    Key("oob.ifindex_out", T.UINT32, help="index of the output interface"),
+    Key("oob.hook", T.UINT8,
+        help="netfilter hook (0 prerouting, 1 input, 2 forward, 3 output, 4 postrouting)"),
+    Key("raw.mac_len", T.UINT16, help="length of raw.mac"),
+    Key("oob.seq.local", T.UINT32, help="per-group sequence number (seq_local=1)"),
+    Key("oob.seq.global", T.UINT32, help="global sequence number (seq_global=1)"),
+    Key("oob.family", T.UINT8, help="protocol family (2 IPv4, 10 IPv6, 7 bridge, 3 ARP)"),
+    Key("oob.protocol", T.UINT16, help="layer 3 protocol (ethertype: 2048 IPv4, 34525 IPv6, 2054 ARP)"),
+    Key("oob.uid", T.UINT32, help="user id of the local socket the packet belongs to"),
+    Key("oob.gid", T.UINT32, help="group id of the local socket the packet belongs to"),
+    Key("raw.label", T.UINT8, help="numeric_label of this instance"),
+    Key("raw.type", T.UINT16, help="hardware type (ARPHRD_*: 1 Ethernet, 772 loopback)"),
+    Key("raw.mac.saddr", T.RAW, help="hardware source address"),
+    Key("raw.mac.addrlen", T.UINT16, help="length of raw.mac.saddr"),
+    Key("raw", T.RAW, help="the whole NFLOG netlink message"),
+    Key("ct", T.RAW, help="attached conntrack entry (ctnetlink attributes; attach_conntrack=1)"),
 )
+KEYS: tuple[str, ...] = tuple(k.name for k in OUTPUT_KEYS)
 # Index of each key in a value list (slot 0 is the reserved None).
 IDX: dict[str, int] = {name: i + 1 for i, name in enumerate(KEYS)}
 I_SEQ_LOCAL = IDX["oob.seq.local"]
@@ -601,65 +606,3 @@ def parse_config(msg: bytes) -> dict[str, Any]:
         else:
             raise DecodeError(f"bad config attribute type {at} of {size} bytes")
     return out
-
-
-# -- packet message builder (the kernel's layout, ``__build_packet_message``), for tests and tools
-
-
-def build_packet(
-    *,
-    family: int = 2,
-    group: int = 0,
-    hw_protocol: int | None = 0x0800,
-    hook: int = 1,
-    mark: int | None = None,
-    timestamp: tuple[int, int] | None = None,
-    indev: int | None = None,
-    outdev: int | None = None,
-    hwaddr: bytes | None = None,
-    hwtype: int | None = None,
-    hwheader: bytes | None = None,
-    payload: bytes | None = None,
-    prefix: bytes | None = None,
-    uid: int | None = None,
-    gid: int | None = None,
-    seq: int | None = None,
-    seq_global: int | None = None,
-    ct: bytes | None = None,
-    nlmsg_flags: int = 0,
-) -> bytes:
-    """An NFULNL_MSG_PACKET message with the given attributes, in the kernel's order."""
-    u32 = struct.Struct("!I").pack
-    u16 = struct.Struct("!H").pack
-    at: list[bytes] = []
-    if hw_protocol is not None:
-        at.append(nl.nla(NFULA_PACKET_HDR, struct.pack("!HBx", hw_protocol, hook)))
-    if prefix is not None:
-        at.append(nl.nla(NFULA_PREFIX, prefix + b"\0"))
-    if indev is not None:
-        at.append(nl.nla(NFULA_IFINDEX_INDEV, u32(indev)))
-    if outdev is not None:
-        at.append(nl.nla(NFULA_IFINDEX_OUTDEV, u32(outdev)))
-    if mark is not None:
-        at.append(nl.nla(NFULA_MARK, u32(mark)))
-    if hwaddr is not None:
-        at.append(nl.nla(NFULA_HWADDR, u16(len(hwaddr)) + b"\0\0" + hwaddr[:8].ljust(8, b"\0")))
-    if hwheader is not None:
-        at.append(nl.nla(NFULA_HWTYPE, u16(1 if hwtype is None else hwtype)))
-        at.append(nl.nla(NFULA_HWLEN, u16(len(hwheader))))
-        at.append(nl.nla(NFULA_HWHEADER, hwheader))
-    if timestamp is not None:
-        at.append(nl.nla(NFULA_TIMESTAMP, struct.pack("!QQ", *timestamp)))
-    if uid is not None:
-        at.append(nl.nla(NFULA_UID, u32(uid)))
-    if gid is not None:
-        at.append(nl.nla(NFULA_GID, u32(gid)))
-    if seq is not None:
-        at.append(nl.nla(NFULA_SEQ, u32(seq)))
-    if seq_global is not None:
-        at.append(nl.nla(NFULA_SEQ_GLOBAL, u32(seq_global)))
-    if ct is not None:
-        at.append(nl.nla(NFULA_CT | nl.NLA_F_NESTED, ct))
-    if payload is not None:
-        at.append(nl.nla(NFULA_PAYLOAD, payload))
-    return nl.nfnl_msg(nl.NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET, family, group, at, 0, nlmsg_flags)

@@ -24,9 +24,12 @@ builds a frame (the client side).
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import Any
 
+from pyulogd.codec import nflog
 from pyulogd.core.errors import DecodeError
+from pyulogd.core.keys import Key, KeyType
 
 MARKER = 0x41C90FD4
 HEADER = struct.Struct(">IHIH")  # marker, total_size, version/reserved, payload_length
@@ -45,14 +48,37 @@ OPT_OSVERS = 204
 OPT_APPNAME = 205
 OPT_STATE = 206
 
-# The output keys of ulogd2's UNIXSOCK, in its order.
-KEYS = (
-    "raw.mac", "raw.pkt", "raw.pktlen", "raw.pktcount", "oob.prefix", "oob.time.sec", "oob.time.usec",
-    "oob.mark", "oob.in", "oob.out", "oob.hook", "raw.mac_len", "oob.seq.local", "oob.seq.global",
-    "oob.family", "oob.protocol", "oob.uid", "oob.gid", "raw.label", "raw.type", "raw.mac.saddr",
-    "raw.mac.addrlen", "nufw.user.name", "nufw.user.id", "nufw.os.name", "nufw.os.rel", "nufw.os.vers",
-    "nufw.app.name",
-)  # fmt: skip
+# The UNIXSOCK plugin's output keys (the one table: plugins/inputs/unixsock.py imports it), in
+# ulogd2's order. The first 22 are NFLOG's packet keys, same names and types, as ulogd2 declares
+# them (BASE and the outputs read UNIXSOCK records as they read NFLOG's), except that the
+# interfaces come as names (oob.in, oob.out) instead of indexes. Only the help is UNIXSOCK's own:
+# a client cannot send most of them.
+_PACKET_HELP = {
+    "raw.pkt": "the packet (IPv4 or IPv6 header first) as the client sent it",
+    "raw.pktlen": "length of raw.pkt",
+    "raw.pktcount": "number of packets (always 1)",
+    "oob.prefix": "log prefix (option 1)",
+    "oob.time.sec": "time of the packet, seconds (option 4)",
+    "oob.family": "2 (IPv4) or 10 (IPv6) from the packet's version field, else 0",
+    "raw.label": "connection state (option 206: 0 drop, 1 open, 2 established, 3 close, 4 unknown)",
+}
+T = KeyType
+_INTERFACE_NAMES = {
+    "oob.ifindex_in": Key("oob.in", T.STRING, help="name of the input interface (option 2)"),
+    "oob.ifindex_out": Key("oob.out", T.STRING, help="name of the output interface (option 3)"),
+}
+OUTPUT_KEYS: tuple[Key, ...] = tuple(
+    _INTERFACE_NAMES.get(k.name) or replace(k, help=_PACKET_HELP.get(k.name, "never set"))
+    for k in nflog.OUTPUT_KEYS[: nflog.IDX["raw.mac.addrlen"]]  # IDX counts from 1: up to raw.mac.addrlen
+) + (
+    Key("nufw.user.name", T.STRING, help="user name (option 200)"),
+    Key("nufw.user.id", T.UINT32, help="user id (option 201)"),
+    Key("nufw.os.name", T.STRING, help="operating system name (option 202)"),
+    Key("nufw.os.rel", T.STRING, help="operating system release (option 203)"),
+    Key("nufw.os.vers", T.STRING, help="operating system version (option 204)"),
+    Key("nufw.app.name", T.STRING, help="application name (option 205)"),
+)
+KEYS: tuple[str, ...] = tuple(k.name for k in OUTPUT_KEYS)
 _I = {name: i + 1 for i, name in enumerate(KEYS)}  # position in the emitted list (slot 0 is None)
 I_PKT, I_PKTLEN, I_PKTCOUNT, I_FAMILY = _I["raw.pkt"], _I["raw.pktlen"], _I["raw.pktcount"], _I["oob.family"]
 

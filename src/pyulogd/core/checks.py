@@ -26,7 +26,7 @@ def _port(v: Any, low: int) -> str | None:
         if not _DIGITS.match(text):
             if _SERVICE.match(text):
                 return None  # a service name, resolved when the socket is opened
-            return f"'{shown(text)}' is neither a port number nor a service name"
+            return f"'{text}' is neither a port number nor a service name"
         n = int(text)
     if not low <= n <= 65535:
         return f"port {n} is out of range ({low}..65535)"
@@ -43,8 +43,3 @@ def check_port_or_default(v: Any) -> str | None:
     """A client library's port option, where 0 stands for its default port: 0..65535."""
     return _port(v, 0)
 
-
-def shown(text: str) -> str:
-    """``text`` with every unprintable character escaped, so a config value cannot write
-    control sequences into the log or a terminal."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

@@ -6,8 +6,9 @@ blanks allowed inside the brackets, a ``#`` comment after them); inside a sectio
 word is the key and the second the value, separated by blanks and/or ``=``; a word that
 starts with ``"`` runs to the next ``"``; anything after the second word is ignored.
 Differences, on purpose: no 255-byte line limit, the last line need not end in a newline,
-and (as in ulogd2 2.0.9) unknown keys and bad integers are errors, reported with file
-and line.
+(as in ulogd2 2.0.9) unknown keys and bad integers are errors, reported with file and
+line, and so is a file that is not text (control characters, NUL, bytes that are not
+UTF-8 outside comment lines).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyulogd.core.checks import shown
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.escape import escape_text
 from pyulogd.core.plugin import Option, OptionType
 
 _DELIMS = " \t\r\n="
@@ -84,7 +85,29 @@ def _words(line: str, delims: str) -> list[str | None]:
     return words
 
 
+# Not text: control characters (except TAB, and CR right before the newline), a byte order
+# mark, and (outside comment lines, which nothing reads) bytes that are not UTF-8.
+_JUNK_CLASS = "\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ufeff"
+_JUNK = re.compile(f"[{_JUNK_CLASS}\udc80-\udcff]")
+_JUNK_IN_COMMENT = re.compile(f"[{_JUNK_CLASS}]")
+
+
+def _check_text(text: str, path: str) -> None:
+    """Refuse a config that is not text, naming file, line and the character (escaped)."""
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        bad = (_JUNK_IN_COMMENT if line[:1] == "#" else _JUNK).search(line)
+        if bad is not None:
+            raise ConfigError(
+                f"not text: {escape_text(bad.group())} at column {bad.start() + 1} (a config file is UTF-8 "
+                "text without control characters)",
+                path,
+                lineno,
+            )
+
+
 def parse_text(text: str, path: str = "<config>") -> ConfigFile:
+    _check_text(text, path)
     cfg = ConfigFile(path)
     current: Section | None = None
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -98,7 +121,7 @@ def parse_text(text: str, path: str = "<config>") -> ConfigFile:
             if m is None:
                 if _EMPTY_HEADER.match(stripped):
                     raise ConfigError("empty section name", path, lineno)
-                raise ConfigError(f"malformed section header '{shown(stripped)}': write '[name]' (one word "
+                raise ConfigError(f"malformed section header '{stripped}': write '[name]' (one word "
                                   "between the brackets, nothing after them but a # comment)", path, lineno)
             name = m.group(1)
             current = Section(name, lineno)

@@ -1,32 +1,85 @@
-"""What every plugin instance is handed: the loop, the log, the counters. No globals."""
+"""What every plugin instance is handed: the loop, the log, the counters. No globals.
+
+The loop is passed in (the daemon gives an ``io.loop.Loop``, tests may give their own):
+core sits below io (the layer table in docs/design.md), so it declares what it needs of a
+loop as protocols instead of importing one. The clock comes with the loop (``ctx.clock``).
+"""
 
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from pyulogd.core.clock import Clock
 from pyulogd.core.log import Logger
+from pyulogd.core.safefile import RunAs
 from pyulogd.core.stats import Stats
-from pyulogd.io.loop import Loop
 
-if TYPE_CHECKING:
-    from pyulogd.netns.registry import Namespaces
+
+class TimerHandle(Protocol):
+    """A timer :meth:`EventLoop.call_later` started (``io.loop.Timer``)."""
+
+    cancelled: bool
+
+    def cancel(self) -> None: ...
+
+
+class EventLoop(Protocol):
+    """What plugins and the daemon use of the event loop (``io.loop.Loop`` implements it)."""
+
+    # The clock its timers run on, and the one the whole daemon reads (Context.clock): one
+    # clock per loop, as trio.run(clock=...) has it.
+    clock: Clock
+
+    # Called once after each round of ready file descriptors (outputs flush here).
+    after_batch: list[Callable[[], None]]
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None: ...
+
+    def remove_reader(self, fd: int) -> None: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None], repeat: bool = False) -> TimerHandle: ...
+
+    def add_signal_handler(self, signum: int, callback: Callable[[int], None]) -> None: ...
+
+    def linger(self, seconds: float) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def run(self) -> None: ...
 
 
 @dataclass
 class Context:
-    loop: Loop = field(default_factory=Loop)
+    loop: EventLoop
     log: Logger = field(default_factory=Logger)
     stats: Stats = field(default_factory=Stats)
-    # Wall clock, replaceable in tests.
-    now: Callable[[], float] = time.time
     hostname: str = field(default_factory=lambda: socket.gethostname().split(".", 1)[0])
     # Interface-name cache shared by every IFINDEX instance (io/rtnl.py creates it).
     ifcache: Any = None
     # The same for other network namespaces, by namespace inode (io/rtnl.py).
     ns_ifcaches: dict[int, Any] = field(default_factory=dict)
-    # Namespaces inputs work in and the directories they follow (netns/registry.py).
-    namespaces: Namespaces | None = None
+    # Namespaces inputs work in and the directories they follow: a netns.registry.Namespaces,
+    # made on first use and read only through that module (get_namespaces, find_namespaces),
+    # which checks its type; core cannot name it.
+    namespaces: object = None
+    # Speed-ups that can be turned off, to measure them or to rule them out when chasing a
+    # bug ([global] fusion=0 / recvmmsg=0, --no-fusion / --no-recvmmsg): stacks fused into
+    # one function (Stack.fuse), conntrack events read with recvmmsg (io/netlink.py).
+    fusion: bool = True
+    recvmmsg: bool = True
+    # The user -u switches to once every plugin has started (None: no -u). Files that user
+    # must write later are created for it, and checked at start (core/safefile.py).
+    run_as: RunAs | None = None
+
+    @property
+    def clock(self) -> Clock:
+        """The only clock the daemon reads (core/clock.py): the loop's, so that timers,
+        timestamps and every deadline agree. A test passes ``Loop(FakeClock())``."""
+        return self.loop.clock
+
+    def __post_init__(self) -> None:
+        if self.log.stats is None:
+            self.log.stats = self.stats  # lines the log loses are counted with everything else

@@ -35,7 +35,8 @@ def describe(cls: type[Plugin]) -> str:
 
 def describe_markdown(cls: type[Plugin]) -> str:
     """The plugin reference entry for docs/plugins.md."""
-    out = [f"## {cls.name}", "", cls.description or "", "", f"Replaces `{cls.so_name}`.", ""]
+    origin = f"Replaces `{cls.so_name}`." if cls.so_name else "pyulogd's own (ulogd2 has no such plugin)."
+    out = [f"## {cls.name}", "", cls.description or "", "", origin, ""]
     if cls.options:
         out += ["| option | type | default | meaning |", "|---|---|---|---|"]
         for o in cls.options:

@@ -22,28 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+# Defined in core/keys.py (the codecs declare their keys with them, see there); re-exported so
+# that a plugin finds every declaration here.
+from pyulogd.core.keys import Key as Key
+from pyulogd.core.keys import KeyType as KeyType
+
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
-
-
-class KeyType(enum.IntEnum):
-    """ulogd's key types; the numbers are ulogd's own (``ULOGD_RET_*``)."""
-
-    NONE = 0x0000
-    INT8 = 0x0001
-    INT16 = 0x0002
-    INT32 = 0x0003
-    INT64 = 0x0004
-    UINT8 = 0x0011
-    UINT16 = 0x0012
-    UINT32 = 0x0013
-    UINT64 = 0x0014
-    BOOL = 0x0050
-    IPADDR = 0x0100
-    IP6ADDR = 0x0200
-    STRING = 0x8020
-    RAW = 0x8030
-    RAWSTR = 0x8040
+    from pyulogd.core.stack import Stack
 
 
 # Words ``ulogd -i`` prints for each type.
@@ -95,18 +81,6 @@ ERR = -1
 STOP = -2
 
 
-@dataclass(frozen=True, slots=True)
-class Key:
-    """A named value a plugin produces (output key) or consumes (input key)."""
-
-    name: str
-    type: KeyType = KeyType.NONE
-    optional: bool = False
-    inactive: bool = False
-    cim: str | None = None  # the JSON output's field name for this key (src_ip, dest_port, ...)
-    help: str = ""
-
-
 class OptionType(enum.Enum):
     INT = "Integer"
     STRING = "String"
@@ -125,11 +99,35 @@ class Option:
     check: Callable[[Any], str | None] | None = None
 
 
+# A stack's ``run(rec)``: one record through every plugin after the input.
+Run = Callable[[list[Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """One function doing the work of a whole stack of known plugins, declared by a plugin
+    that takes part (``Plugin.fusions``) so that the core needs to know none of them.
+
+    After a stack is wired, the daemon (``Stack.fuse``, unless fusion is turned off) offers
+    the stack to every fusion its plugins declare whose ``plugins`` are the stack's plugin
+    names, input first; ``make(stack)`` returns the replacement ``run`` or None (the stack
+    is not what it can handle after all). ``stack.run`` is still the plugins' own run then:
+    a fused run hands it every record it is not sure of, and must write what it writes,
+    byte for byte. It reads the plugins through their public attributes only.
+    """
+
+    plugins: tuple[str, ...]
+    make: Callable[[Stack], Run | None]
+
+
 class Plugin:
     """Base of every plugin. Subclasses declare everything below as class attributes."""
 
+    # The name stacks use (``id:NAME``); declaring it makes the class a plugin the registry
+    # finds (core/registry.py).
     name: ClassVar[str] = ""
-    # File name of the ulogd2 shared object this plugin replaces (for ``plugin=`` lines).
+    # File name of the ulogd2 shared object this plugin replaces (what ``plugin=`` lines
+    # name); empty for a plugin ulogd2 does not have.
     so_name: ClassVar[str] = ""
     input_type: ClassVar[DataType] = DataType.NONE
     output_type: ClassVar[DataType] = DataType.NONE
@@ -148,6 +146,8 @@ class Plugin:
     capabilities: ClassVar[tuple[str, ...]] = ()
     # Why, as the daemon logs it at start ("keeping CAP_NET_ADMIN: NFACCT 'acct1' <reason>").
     capability_reason: ClassVar[str] = "sends netlink requests after start"
+    # Whole-stack fast paths this plugin takes part in (see :class:`Fusion`).
+    fusions: ClassVar[tuple[Fusion, ...]] = ()
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -167,6 +167,11 @@ class Plugin:
 
     def start(self) -> None:
         """Open files and sockets."""
+
+    def running(self) -> None:
+        """Every instance has started and ``-u`` has dropped root (the daemon calls it; tests
+        that start instances themselves need not). Threads that open files belong here:
+        started earlier, whether they opened a file as root or as the user would be a race."""
 
     def stop(self) -> None:
         """Flush and close. Must be safe to call when start() failed or never ran."""

@@ -1,54 +1,40 @@
-"""Every plugin pyulogd knows, by ulogd name, and the ulogd2 shared object it stands for.
+"""Every plugin pyulogd has, found where it lives, and the plugins ulogd2 ships, as data.
 
-Plugins are imported on first use so that start-up only pays for the plugins a config uses.
-Adding a plugin is one line here.
+A plugin registers itself by existing: it is a class deriving from
+:class:`~pyulogd.core.plugin.Plugin`, defined in a module of ``pyulogd.plugins.inputs``,
+``.filters`` or ``.outputs``, that declares its own ``name`` (and ``so_name``, the ulogd2
+shared object it replaces, only where ulogd2 has that plugin). Nothing here lists plugins,
+so adding one is one new file (plus its test, case folder, docs line and CHANGELOG line).
+
+Plugins are imported on first use, so that start-up only pays for the plugins a config
+uses (PGSQL's module imports psycopg, MYSQL's pymysql): :func:`get` imports the module
+named after the plugin (``filters/ip2str.py`` for IP2STR) and only when that module does
+not define it falls back to :func:`names`, which imports every plugin module. Third-party
+plugins are not discovered (no entry points); a test adds a class with :func:`register`.
+
+``plugin="…/ulogd_xxx.so"`` lines are looked up in :data:`SO_NAMES`, a list of what ulogd2
+ships, without importing anything: Debian's ulogd.conf names every plugin, databases
+included.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
-from collections.abc import Callable
-from typing import Any
+import pkgutil
+from types import ModuleType
 
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Plugin
 
-# name -> "module:Class" (module relative to pyulogd.plugins)
-PLUGINS: dict[str, str] = {
-    "NFLOG": "inputs.nflog:NflogInput",
-    "NFCT": "inputs.nfct:NfctInput",
-    "NFACCT": "inputs.nfacct:NfacctInput",
-    "UNIXSOCK": "inputs.unixsock:UnixsockInput",
-    "BASE": "filters.base:BaseFilter",
-    "IFINDEX": "filters.ifindex:IfindexFilter",
-    "IP2STR": "filters.ip2str:Ip2strFilter",
-    "IP2BIN": "filters.ip2bin:Ip2binFilter",
-    "IP2HBIN": "filters.ip2hbin:Ip2hbinFilter",
-    "MARK": "filters.mark:MarkFilter",
-    "PWSNIFF": "filters.pwsniff:PwsniffFilter",
-    "HWHDR": "filters.hwhdr:HwhdrFilter",
-    "PRINTPKT": "filters.printpkt:PrintpktFilter",
-    "PRINTFLOW": "filters.printflow:PrintflowFilter",
-    "LOGEMU": "outputs.logemu:LogemuOutput",
-    "JSON": "outputs.json:JsonOutput",
-    "SYSLOG": "outputs.syslog:SyslogOutput",
-    "PCAP": "outputs.pcap:PcapOutput",
-    "NACCT": "outputs.nacct:NacctOutput",
-    "GRAPHITE": "outputs.graphite:GraphiteOutput",
-    "IPFIX": "outputs.ipfix:IpfixOutput",
-    "XML": "outputs.xml:XmlOutput",
-    "GPRINT": "outputs.gprint:GprintOutput",
-    "OPRINT": "outputs.oprint:OprintOutput",
-    "SQLITE3": "outputs.sqlite3:Sqlite3Output",
-    "PGSQL": "outputs.pgsql:PgsqlOutput",
-    "MYSQL": "outputs.mysql:MysqlOutput",
-    "DBI": "outputs.dbi:DbiOutput",
-}
+# Where plugins live; a plugin's module is found here by its lower-case name.
+PACKAGES = ("pyulogd.plugins.inputs", "pyulogd.plugins.filters", "pyulogd.plugins.outputs")
 
-# Every shared object ulogd2 2.0.8 ships, by plugin name. Names missing from PLUGINS are
-# ulogd2 plugins pyulogd does not implement yet: a plugin= line naming them is accepted
-# (so Debian's ulogd.conf loads), a stack using them is refused.
+# Every shared object ulogd2 2.0.8 ships, by plugin name: data about ulogd2, not about
+# pyulogd (a plugin's ``so_name`` must be one of these; the compliance test checks). Names
+# pyulogd has no plugin for are accepted on plugin= lines (so Debian's ulogd.conf loads); a
+# stack using them is refused.
 SO_NAMES: dict[str, str] = {
     "ulogd_inppkt_NFLOG.so": "NFLOG",
     "ulogd_inppkt_ULOG.so": "ULOG",
@@ -108,10 +94,13 @@ def plugin_for_so(path: str) -> str:
 
 
 _extra: dict[str, type[Plugin]] = {}
+# Plugins discovered so far, by name (all of them after names()).
+_found: dict[str, type[Plugin]] = {}
 
 
 def register(cls: type[Plugin]) -> None:
-    """Make a plugin class available by its name (tests, site plugins)."""
+    """Make a plugin class available by its name (tests, site plugins); it wins over a
+    discovered plugin of the same name."""
     _extra[cls.name] = cls
 
 
@@ -120,32 +109,65 @@ def unregister(name: str) -> None:
 
 
 def get(name: str) -> type[Plugin]:
-    if name in _extra:
-        return _extra[name]
-    spec = PLUGINS.get(name)
-    if spec is None:
-        if name in REFUSED:
-            raise ConfigError(REFUSED[name])
-        if name in ULOGD_NAMES:
-            raise ConfigError(f"plugin {name} of ulogd2 is not implemented in pyulogd yet")
-        raise ConfigError(f"can't find requested plugin {name} (known: {', '.join(sorted(PLUGINS))})")
-    module, cls = spec.split(":")
-    mod = importlib.import_module(f"pyulogd.plugins.{module}")
-    plugin: type[Plugin] = getattr(mod, cls)
-    return plugin
-
-
-def fuse(stack: Any) -> Callable[[list[Any]], None] | None:
-    """A fused ``run()`` for a stack of well-known plugins (:mod:`pyulogd.plugins.fused`), or None."""
-    if not _FUSABLE.intersection(inst.name for inst in stack.instances[:1]):
-        return None  # nothing to import for the other stacks
-    from pyulogd.plugins.fused import fuse as fuse_stack
-
-    return fuse_stack(stack)
-
-
-_FUSABLE = frozenset({"NFCT"})  # inputs that start a stack pyulogd.plugins.fused knows
+    """The plugin class called ``name``; a ConfigError saying why when there is none."""
+    cls = _extra.get(name) or _found.get(name) or _by_module_name(name)
+    if cls is None:
+        names()  # a plugin in a module named otherwise
+        cls = _found.get(name)
+    if cls is not None:
+        return cls
+    if name in REFUSED:
+        raise ConfigError(REFUSED[name])
+    if name in ULOGD_NAMES:
+        raise ConfigError(f"plugin {name} of ulogd2 is not implemented in pyulogd yet")
+    raise ConfigError(f"can't find requested plugin {name} (known: {', '.join(names())})")
 
 
 def names() -> list[str]:
-    return sorted(PLUGINS)
+    """Every plugin pyulogd has, found afresh (importing every plugin module); not those
+    added by :func:`register`."""
+    found: dict[str, type[Plugin]] = {}
+    for package in PACKAGES:
+        pkg = importlib.import_module(package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            _add(importlib.import_module(f"{package}.{info.name}"), found)
+    _found.clear()
+    _found.update(found)
+    return sorted(found)
+
+
+def declared(module: ModuleType) -> list[type[Plugin]]:
+    """The plugins a module defines: its own Plugin subclasses that declare a ``name``
+    themselves (so a shared base class such as LineFileSink is not one)."""
+    return [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Plugin)
+        and obj.__module__ == module.__name__
+        and obj.__dict__.get("name")
+    ]
+
+
+def _add(module: ModuleType, found: dict[str, type[Plugin]]) -> None:
+    for cls in declared(module):
+        other = found.setdefault(cls.name, cls)
+        if other is not cls:
+            raise RuntimeError(
+                f"two plugins are called {cls.name}: {other.__module__}.{other.__qualname__} "
+                f"and {cls.__module__}.{cls.__qualname__}"
+            )
+
+
+def _by_module_name(name: str) -> type[Plugin] | None:
+    """The fast path of :func:`get`: the plugin from the module named after it, if any."""
+    base = name.lower()
+    if not base.isidentifier():
+        return None
+    for package in PACKAGES:
+        full = f"{package}.{base}"
+        if importlib.util.find_spec(full) is not None:
+            _add(importlib.import_module(full), _found)
+            if name in _found:
+                return _found[name]
+    return None

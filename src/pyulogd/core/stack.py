@@ -1,9 +1,11 @@
 """Stacks: ``id:PLUGIN,...`` lines turned into wired plugin instances (ulogd2 ``ulogd.c``).
 
-Build order follows ulogd: instantiate, configure from the output back to the input,
-resolve input keys to the nearest upstream producer, then start from the input onwards
-(``Service.start``). Key names become slot numbers here, once; the hot path only indexes
-lists.
+``build_stack`` reads a ``stack=`` line: parse it, find each plugin (core/registry.py),
+check its role (input first, output last), read its options, instantiate; then
+:func:`wire` follows ulogd: configure from the output back to the input, resolve input keys
+to the nearest upstream producer, compile ``run``. Start is the daemon's, input onwards
+(``Service.start``), after it offered the stack to fusion (``Stack.fuse``). Key names
+become slot numbers here, once; the hot path only indexes lists.
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ from collections.abc import Callable
 from typing import Any
 
 from pyulogd.core import registry
-from pyulogd.core.checks import shown
 from pyulogd.core.config import ConfigFile, option_values
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
-from pyulogd.core.plugin import ERR, STOP, Filter, Key, Plugin, Sink, Source
+from pyulogd.core.plugin import ERR, STOP, Filter, Fusion, Key, Plugin, Run, Sink, Source
 
 
 class Stack:
+    """Wired plugin instances, input first, and ``run``: one record through them all.
+
+    Made by :func:`wire`; until then ``run`` is not set.
+    """
+
+    run: Run
+
     def __init__(self, ctx: Context, spec: str, instances: list[Plugin], line: int | None = None) -> None:
         self.ctx = ctx
         self.spec = spec
@@ -38,39 +46,46 @@ class Stack:
         self.chain: list[Callable[[list[Any]], int]] = []
         self.errors = 0
         self._err_name = f"stack.{instances[-1].id}.errors"
-        # ``run(rec)``: propagate one record (the source's values plus ``self.tail``) through
-        # the stack. finish() replaces the generic loop with straight-line code.
-        self.run: Callable[[list[Any]], None] = self._run_chain
+        # The fusion whose run replaced the plugins' own (see fuse()), if any.
+        self.fused_by: Fusion | None = None
 
     def finish(self) -> None:
-        """Called once every instance is configured and resolved."""
+        """Called once every instance is configured and resolved: ``run(rec)`` propagates one
+        record (the source's values plus ``self.tail``) through the stack as straight-line code."""
         self.chain = [inst.interp for inst in self.instances[1:]]  # type: ignore[attr-defined]
-        self.run = _compile_run(self.chain, self._returned, self._raised)
-        fused = registry.fuse(self)
-        if fused is not None:
-            self.run = fused
+        self.run = _compile_run(self.chain, self.on_return, self.on_exception)
         for pos, inst in enumerate(self.instances):
             if inst.wildcard_inputs:
                 inst.wildcard_sentinels = _sentinels(self.instances[:pos], inst.in_slots)
 
-    def _run_chain(self, rec: list[Any]) -> None:
-        """The generic propagation loop (what the generated ``run`` does, one plugin at a time)."""
-        try:
-            for interp in self.chain:
-                r = interp(rec)
-                if r:
-                    self._returned(r)
-                    return
-        except Exception as e:  # a plugin bug must not take the daemon or other events down
-            self._raised(e)
+    def fuse(self) -> Fusion | None:
+        """Replace ``run`` by the first fusion one of the plugins declares for a stack of
+        exactly these plugins that accepts it (:class:`~pyulogd.core.plugin.Fusion`).
+        The daemon calls this after wiring unless fusion is turned off."""
+        names = tuple(inst.name for inst in self.instances)
+        for inst in self.instances:
+            for fusion in inst.fusions:
+                if fusion.plugins != names:
+                    continue
+                run = fusion.make(self)
+                if run is not None:
+                    self.run = run
+                    self.fused_by = fusion
+                    how = f"{fusion.make.__module__}.{fusion.make.__qualname__}"
+                    self.ctx.log.info(f"stack {self.spec!r} fused ({how})")
+                    return fusion
+        return None
 
-    def _returned(self, r: int) -> None:
-        """A plugin returned ``r`` (non-zero): STOP ends the record quietly, anything else is an error."""
+    def on_return(self, r: int) -> None:
+        """A plugin returned ``r`` (non-zero): STOP ends the record quietly, anything else is
+        an error, counted for this stack."""
         if r == STOP:
             return
         self._fail("error during propagate_results" if r == ERR else f"unknown return value {r}")
 
-    def _raised(self, e: Exception) -> None:
+    def on_exception(self, e: Exception) -> None:
+        """A plugin raised ``e`` while ``run`` propagated a record: counted for this stack,
+        the record dropped for it, the daemon goes on."""
         self._fail(f"error during propagate_results: {type(e).__name__}: {e}")
 
     def _fail(self, msg: str) -> None:
@@ -99,7 +114,7 @@ def _compile_run(
     chain: list[Callable[[list[Any]], int]],
     returned: Callable[[int], None],
     raised: Callable[[Exception], None],
-) -> Callable[[list[Any]], None]:
+) -> Run:
     """``run(rec)`` for a fixed chain of interps, as straight-line code: no loop, no attribute
     lookups per record (the bound interps are globals of the generated function)."""
     ns: dict[str, Any] = {"RET": returned, "RAISED": raised, "Exception": Exception}
@@ -113,7 +128,7 @@ def _compile_run(
         "        RAISED(e)",
     ]
     exec(compile("\n".join(src), "<stack run>", "exec"), ns)  # noqa: S102 - our own text
-    run: Callable[[list[Any]], None] = ns["run"]
+    run: Run = ns["run"]
     return run
 
 
@@ -128,12 +143,12 @@ def parse_stack_spec(spec: str, path: str, line: int | None) -> list[tuple[str, 
             raise ConfigError(f"stack element {n} is empty (a comma too many, or a plugin left out)",
                               path, line)
         if ":" not in tok:
-            raise ConfigError(f"syntax error in stack element '{shown(tok)}': expected 'id:PLUGIN'", path, line)
+            raise ConfigError(f"syntax error in stack element '{tok}': expected 'id:PLUGIN'", path, line)
         inst_id, name = tok.split(":", 1)
         if not inst_id or len(inst_id) >= 31:
-            raise ConfigError(f"bad instance id '{shown(inst_id)}' in stack element '{shown(tok)}'", path, line)
+            raise ConfigError(f"bad instance id '{inst_id}' in stack element '{tok}'", path, line)
         if inst_id in seen:
-            raise ConfigError(f"instance id '{shown(inst_id)}' appears twice in the stack (stack element {n}); "
+            raise ConfigError(f"instance id '{inst_id}' appears twice in the stack (stack element {n}); "
                               "each instance of a stack needs an id of its own", path, line)
         seen.add(inst_id)
         tokens.append((inst_id, name))
@@ -150,7 +165,9 @@ def build_stack(
     sources: dict[str, Source],
     allowed: set[str] | None = None,
 ) -> Stack:
-    """Build one stack. ``sources`` maps input ids already built (shared between stacks)."""
+    """Build one stack from a ``stack=`` line: parse it, find each plugin and check its
+    role, read its options, instantiate, :func:`wire`. ``sources`` maps input ids already
+    built (shared between stacks); ``allowed``, the plugins of the plugin= lines, if any."""
     path = cfg.path
     tokens = parse_stack_spec(spec, path, line)
     instances: list[Plugin] = []
@@ -188,10 +205,31 @@ def build_stack(
         )
         instances.append(cls(ctx, inst_id, values))
 
+    new_source = tokens[0][0] not in sources
+    stack = wire(ctx, instances, spec=spec, path=path, line=line)
+    if new_source:
+        sources[stack.source.id] = stack.source
+    return stack
+
+
+def wire(
+    ctx: Context,
+    instances: list[Plugin],
+    *,
+    spec: str = "",
+    path: str | None = None,
+    line: int | None = None,
+) -> Stack:
+    """Wire plugin instances (an input, filters, an output) into a working stack, as ulogd
+    does once its plugins are loaded: configure from the output back to the input, bind
+    every input key to the nearest upstream producer, compile ``run``, and make the input
+    feed the stack. An input that already feeds a stack is shared: it is not configured
+    again. ``build_stack`` does this after reading a ``stack=`` line; tests call it on
+    instances of their own. Errors are ConfigErrors with ``path`` and ``line`` (the
+    ``stack=`` line, or the line a plugin names)."""
     for prev, cur in zip(instances, instances[1:], strict=False):
         if not (cur.input_type & prev.output_type) and not cur.wildcard_inputs:
             ctx.log.debug(f"type mismatch between {cur.name} and {prev.name} in stack")
-
     stack = Stack(ctx, spec, instances, line)
     new_source = not stack.source.stacks
     # Configure from the output back to the input (outputs with wildcard keys list them here).
@@ -211,12 +249,11 @@ def build_stack(
         inst.in_slots = [_resolve(k, instances[:pos], path, line, inst) for k in keys]
     stack.finish()
     stack.source.stacks.append(stack)
-    if new_source:
-        sources[stack.source.id] = stack.source
     return stack
 
 
-def _resolve(key: Key, upstream: list[Plugin], path: str, line: int | None, inst: Plugin) -> int:
+def _resolve(key: Key, upstream: list[Plugin], path: str | None, line: int | None, inst: Plugin) -> int:
+    """The slot of the nearest upstream producer of ``key`` (0: none, and the key may be unbound)."""
     if key.inactive:
         return 0
     for up in reversed(upstream):

@@ -32,7 +32,7 @@ def generate() -> str:
     for name in names:
         parts.append(describe_markdown(registry.get(name)).rstrip("\n") + "\n")
     refused = sorted(registry.REFUSED)
-    missing = sorted(registry.ULOGD_NAMES - set(registry.PLUGINS) - set(refused))
+    missing = sorted(registry.ULOGD_NAMES - set(names) - set(refused))
     if refused:
         parts.append("## Refused ulogd2 plugins\n")
         parts += [f"* **{n}**: {registry.REFUSED[n]}." for n in refused]

@@ -7,15 +7,18 @@ import os
 import pwd
 import signal
 import sys
+from collections.abc import Mapping
 
 from pyulogd import __version__
-from pyulogd.core import registry
+from pyulogd.core import registry, safefile
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.escape import escape_text
 from pyulogd.core.info import describe
 from pyulogd.daemon import caps, process
 from pyulogd.daemon.service import Service
 from pyulogd.io import netns
+from pyulogd.io.loop import Loop
 
 DEFAULT_CONFIG = "/etc/ulogd.conf"
 
@@ -53,7 +56,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-u", "--uid")
     p.add_argument("-i", "--info")
     p.add_argument("--no-realtime", action="store_true")
+    # pyulogd's speed-ups, off (as [global] fusion=0 / recvmmsg=0 do; docs/design.md).
+    p.add_argument("--no-fusion", action="store_true")
+    p.add_argument("--no-recvmmsg", action="store_true")
     return p
+
+
+def apply_switches(ctx: Context, args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """--no-fusion and --no-recvmmsg on the context (``[global]`` can turn them off too)."""
+    env_fusion = _deprecated(ctx, environ, "PYULOGD_NO_FUSION", "--no-fusion or fusion=0")
+    if args.no_fusion or env_fusion:
+        ctx.fusion = False
+    env_mmsg = _deprecated(ctx, environ, "PYULOGD_NO_RECVMMSG", "--no-recvmmsg or recvmmsg=0")
+    if args.no_recvmmsg or env_mmsg:
+        ctx.recvmmsg = False
+
+
+def _deprecated(ctx: Context, environ: Mapping[str, str], var: str, instead: str) -> bool:
+    """Whether ``var`` is set: an environment variable that turned a speed-up off before the
+    settings existed, still honoured, with a notice."""
+    if not environ.get(var):
+        return False
+    ctx.log.notice(f"{var} is deprecated: use {instead} in [global]")
+    return True
 
 
 def info(name: str) -> int:
@@ -85,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError:
             sys.stdout.write(f"Unknown user {args.uid}.\n")
             return 1
-    ctx = Context()
+    ctx = Context(loop=Loop())
+    if user is not None:
+        # Known before anything is opened: what the user must write later is created for it.
+        ctx.run_as = safefile.RunAs.lookup(user.pw_name, user.pw_uid, user.pw_gid)
+        ctx.log.run_as = ctx.run_as
     if args.loglevel:
         try:
             level = int(args.loglevel)
@@ -101,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         args.verbose = False
         ctx.log.error("suppressing verbose output (not compatible with daemon mode).")
     ctx.log.verbose = args.verbose
+    apply_switches(ctx, args, os.environ)
 
     pid_lock = None
     if pidfile:
         try:
-            pid_lock = process.PidFile(pidfile)
+            pid_lock = process.PidFile(pidfile, ctx.run_as)
             pid_lock.acquire()
         except process.PidFileError as e:
             sys.stderr.write(f"pyulogd: {e}\n")
@@ -136,9 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                     + (f", keeping {', '.join(kept)}" if kept else "")
                 )
                 _log_capabilities(ctx, needs, kept)
+            # Threads (the SQL writers) start only now: they run, and open their files, as the user.
+            service.running()
         except Exception as e:
             why = str(e) if isinstance(e, (PluginError, ConfigError, OSError)) else f"{type(e).__name__}: {e}"
-            ctx.log.fatal(f"error starting: {why}")
+            ctx.log.fatal(f"error starting: {why}")  # the log escapes it itself
+            why = escape_text(why)  # may name a namespace: one printable line on stderr too
             if ready is not None:
                 ready.fail(why)
             else:
@@ -157,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     except netns.WrongNamespace as e:
         # Nothing more may run in this thread (no stop(): it would talk to the wrong namespace).
         ctx.log.fatal(str(e))
-        sys.stderr.write(f"pyulogd: {e}\n")
+        sys.stderr.write(f"pyulogd: {escape_text(str(e))}\n")
         return 1
     finally:
         if pid_lock is not None:

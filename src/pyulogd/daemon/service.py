@@ -7,20 +7,23 @@ import signal
 from typing import Any
 
 from pyulogd.core import registry
-from pyulogd.core.checks import shown
 from pyulogd.core.config import ConfigFile, parse_file, parse_int
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Plugin, Sink, Source
 from pyulogd.core.stack import Stack, build_stack
+from pyulogd.io.loop import Loop
 
-GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack")
+GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg")
+# pyulogd's switches in [global]: 1 (the default) or 0, which turns the speed-up off as the
+# command line's --no-<key> does (either one turning it off is enough).
+SWITCHES = ("fusion", "recvmmsg")
 
 
 class Service:
     def __init__(self, config_path: str, ctx: Context | None = None) -> None:
         self.config_path = config_path
-        self.ctx = ctx or Context()
+        self.ctx = ctx or Context(loop=Loop())
         self.stacks: list[Stack] = []
         self.sources: dict[str, Source] = {}
         self.started: list[Plugin] = []
@@ -55,7 +58,7 @@ class Service:
             if e.value is None:
                 log.notice(f"{cfg.path}:{e.line}: ignoring malformed config directive '{e.key}'")
                 continue
-            if e.key in ("logfile", "loglevel"):
+            if e.key in ("logfile", "loglevel", *SWITCHES):
                 if e.key in seen_single:
                     raise ConfigError(f"option '{e.key}' occurred more than once", cfg.path, e.line)
                 seen_single[e.key] = e.line
@@ -63,10 +66,7 @@ class Service:
                 try:
                     log.set_destination(e.value)
                 except OSError as err:
-                    raise ConfigError(f"can't open logfile '{shown(e.value)}': {err.strerror}", cfg.path,
-                                      e.line) from err
-                except ValueError as err:  # a NUL in the name: no file can have it
-                    raise ConfigError(f"can't open logfile '{shown(e.value)}': {err}", cfg.path, e.line) from None
+                    raise ConfigError(f"can't open logfile '{e.value}': {err.strerror}", cfg.path, e.line) from err
             elif e.key == "loglevel":
                 try:
                     level = parse_int(e.value)
@@ -74,6 +74,13 @@ class Service:
                     raise ConfigError(f"loglevel needs an integer, not '{e.value}'", cfg.path, e.line) from None
                 if not log.level_forced:
                     log.level = level
+            elif e.key in SWITCHES:
+                if e.value not in ("0", "1"):
+                    raise ConfigError(f"{e.key} needs 0 or 1, not '{e.value}'", cfg.path, e.line)
+                if e.value == "0" and e.key == "fusion":
+                    self.ctx.fusion = False
+                elif e.value == "0":
+                    self.ctx.recvmmsg = False
             elif e.key == "plugin":
                 try:
                     name = registry.plugin_for_so(e.value)
@@ -87,7 +94,10 @@ class Service:
         allowed = loaded or None
         for spec, line in stack_lines:
             log.notice(f"building new pluginstance stack: '{spec}'")
-            self.stacks.append(build_stack(self.ctx, cfg, spec, line, self.sources, allowed))
+            stack = build_stack(self.ctx, cfg, spec, line, self.sources, allowed)
+            if self.ctx.fusion:
+                stack.fuse()
+            self.stacks.append(stack)
         if not self.stacks:
             raise ConfigError("not even a single working plugin stack (no stack= line in [global])", cfg.path)
 
@@ -110,6 +120,11 @@ class Service:
         # milliseconds at high rates, when the socket buffer has little room to spare).
         gc.collect()
         gc.freeze()
+
+    def running(self) -> None:
+        """Every instance started and -u dropped root: tell them (``Plugin.running``)."""
+        for inst in self.started:
+            inst.running()
 
     def flush(self) -> None:
         for sink in self.sinks:

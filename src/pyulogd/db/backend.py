@@ -67,6 +67,11 @@ class Backend:
         self.s = settings
         self.label = label
 
+    @property
+    def local_file(self) -> str | None:
+        """The database file on this machine (SQLite), or None for a server."""
+        return None
+
     def connect(self) -> None:
         raise NotImplementedError
 

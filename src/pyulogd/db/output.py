@@ -20,6 +20,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core import safefile
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, KeyType, Sink
 from pyulogd.db.backend import Backend, MissingTable, Settings, TableInfo, Unavailable
@@ -59,6 +60,8 @@ class SqlOutput(Sink):
         self._build: Callable[[list[Any]], tuple[Any, ...]] | None = None
         self._pending_keys: list[str] | None = None
         self._schema_file = ""
+        self._schema_text: str | OSError | None = None
+        self._writer_started = False
 
     # -- what subclasses provide
     def make_backend(self) -> Backend:
@@ -88,8 +91,13 @@ class SqlOutput(Sink):
         self.spool_dir = str(cfg.get("spool_dir") or "") or self.default_spool()
         self.spool_max = parse_size(str(cfg.get("spool_max") or "1G"))
         self.stop_timeout = parse_seconds(str(cfg.get("stop_timeout") or "5"))
+        self._check_local_files()
+        self._schema_text = self._read_schema()
         try:
-            info = self.open_table()
+            # With -u, as the user: what the database creates is the user's, and no root
+            # access follows a link planted in a directory the user can write.
+            with safefile.as_user(self.ctx.run_as):
+                info = self.open_table()
         except Unavailable as e:
             self.backend.close()
             # A table that is not there is a configuration error; a server that is down is not.
@@ -108,7 +116,43 @@ class SqlOutput(Sink):
         finally:
             self.backend.close()
         self.keys = map_columns(self._column_keys(info), list(self._types), self.table_name(), self.label)
-        self._save_cache(info)
+        with safefile.as_user(self.ctx.run_as):
+            self._save_cache(info)
+
+    def _check_local_files(self) -> None:
+        """Refuse to start unless every local path this output writes later can be written
+        (with -u, by the user it writes as). A database that cannot be reached is an outage
+        (the spool keeps the records); a spool or SQLite file that cannot be written is not."""
+        run_as = self.ctx.run_as
+        try:
+            safefile.make_dir(self.spool_dir, run_as, 0o700)
+        except OSError as e:
+            raise ConfigError(f"{self.label}: cannot use spool_dir '{self.spool_dir}': {e.strerror}") from None
+        assert self.backend is not None
+        db = self.backend.local_file
+        if db is None:
+            return
+        folder = os.path.dirname(os.path.abspath(db))
+        try:
+            os.close(safefile.open_dir(folder, run_as))
+            # SQLite creates (and removes) its -wal, -shm and -journal files next to the database.
+            safefile.require_writable(folder, run_as, "creates the database's -wal and -shm files there",
+                                      os.W_OK | os.X_OK)
+            if os.path.lexists(db):
+                safefile.require_writable(db, run_as, "writes the database")
+        except OSError as e:
+            raise ConfigError(f"{self.label}: cannot use db '{db}': {e.strerror}") from None
+
+    def _read_schema(self) -> str | OSError | None:
+        """The text of ``schema_file``, read now (as root, before -u) but needed only if the
+        table is missing: a file that cannot be read is an error only then."""
+        if not self._schema_file:
+            return None
+        try:
+            with open(self._schema_file, encoding="utf-8") as f:
+                return f.read()
+        except OSError as err:
+            return err
 
     def open_table(self) -> TableInfo:
         """Connect and read the columns; create the table from ``schema_file`` if missing."""
@@ -119,13 +163,11 @@ class SqlOutput(Sink):
         except MissingTable as e:
             if not self._schema_file:
                 raise
-            # Read only now: a schema file that is not there matters only if the table is not.
-            try:
-                with open(self._schema_file, encoding="utf-8") as f:
-                    text = f.read()
-            except OSError as err:
-                why = f"schema_file '{self._schema_file}' cannot be read: {err.strerror}"
-                raise MissingTable(f"{e}, and {why}") from err
+            # A schema file that is not there matters only if the table is not.
+            text = self._schema_text
+            if isinstance(text, OSError) or text is None:
+                why = f"schema_file '{self._schema_file}' cannot be read: {getattr(text, 'strerror', '?')}"
+                raise MissingTable(f"{e}, and {why}") from text
             self.ctx.log.notice(f"{self.label}: creating the tables from {self._schema_file}")
             self.backend.run_script(text)
             return self.backend.discover()
@@ -169,7 +211,6 @@ class SqlOutput(Sink):
                         return
             except (OSError, ValueError):
                 pass
-            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
             tmp = self._cache_path() + ".tmp"
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(data, f)
@@ -193,13 +234,14 @@ class SqlOutput(Sink):
         if self.backend is None:
             raise PluginError(f"{self.label} was not configured")
         self._compile(self.keys)
-        spool: Spool | None = Spool(self.spool_dir, self.spool_max)
+        spool = Spool(self.spool_dir, self.spool_max)
         try:
-            spool.open()  # type: ignore[union-attr]
+            # As the -u user: the spool is written by the user's threads from now on.
+            with safefile.as_user(self.ctx.run_as):
+                spool.open()
         except SpoolError as e:
-            self.ctx.log.error(f"{self.label}: {e}; records beyond the memory queue will be dropped")
-            spool = None
-        if spool is not None and not spool.empty:
+            raise PluginError(f"{self.label}: {e}") from None
+        if not spool.empty:
             self.ctx.log.notice(f"{self.label}: {spool.bytes} bytes of records from before are in {spool.path}")
         self.writer = Writer(
             self.ctx,
@@ -212,7 +254,18 @@ class SqlOutput(Sink):
             self._on_table,
             self.open_table,
         )
-        self.writer.start()
+        if self.ctx.run_as is None:
+            self._start_writer()
+        # else running() starts it once -u has dropped root: its threads then connect, and
+        # create the spool's segments, as the user, never as root (that was a race).
+
+    def running(self) -> None:
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self.writer is not None and not self._writer_started:
+            self._writer_started = True
+            self.writer.start()
 
     def _compile(self, keys: list[str]) -> None:
         slot_of: dict[str, int] = {}

@@ -17,10 +17,12 @@ appended at the tail is safe: appends never touch what is before them.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import marshal
 import os
 import re
+import stat
 import struct
 import threading
 import zlib
@@ -54,6 +56,7 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self.lock = threading.Lock()
+        self._dir_fd = -1
         self._lock_fd = -1
         self._ack_fd = -1
         self._segments: list[int] = []  # numbers, oldest first
@@ -67,29 +70,44 @@ class Spool:
 
     # -- life
     def open(self) -> None:
+        """Lock the directory and read where the last run stopped.
+
+        Everything below is opened relative to one descriptor of the directory, and no
+        file through a symbolic link: the directory is the -u user's, and whoever can write
+        it must not be able to point the spool's writes at another file. (The daemon opens
+        it as that user, docs/privileges.md; ``make_dir`` in core/safefile.py created it.)
+        """
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
-            self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self._lock_fd = self._open("LOCK", os.O_RDWR | os.O_CREAT)
         except OSError as e:
+            self.close()
             raise SpoolError(f"cannot use spool directory {self.path!r}: {e.strerror}") from e
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+            self.close()
             raise SpoolError(f"spool directory {self.path!r} is used by another running daemon") from None
-        self._ack_fd = os.open(os.path.join(self.path, "ack"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._ack_fd = self._open("ack", os.O_RDWR | os.O_CREAT)
+        except OSError as e:
+            self.close()
+            raise SpoolError(f"cannot use spool directory {self.path!r}: {e.strerror}") from e
         data = os.pread(self._ack_fd, _ACK.size, 0)
         ack_seg, ack_off = _ACK.unpack(data) if len(data) == _ACK.size else (0, 0)
-        for name in sorted(os.listdir(self.path)):
+        for name in sorted(os.listdir(self._dir_fd)):
             m = _SEG.match(name)
             if m is None:
                 continue
             num = int(m[1])
             if num < ack_seg:
-                os.unlink(os.path.join(self.path, name))
+                os.unlink(name, dir_fd=self._dir_fd)
                 continue
-            size = os.path.getsize(os.path.join(self.path, name))
+            st = os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                continue  # not ours: a link or anything else is never read or written
+            size = st.st_size
             self._segments.append(num)
             self._sizes[num] = size
             self.bytes += size
@@ -100,11 +118,20 @@ class Spool:
             if self._read_seg == ack_seg and ack_off:
                 self._read_off = ack_off
 
+    def _open(self, name: str, flags: int) -> int:
+        """``name`` in the spool directory, never through a link, only a regular file."""
+        fd = os.open(name, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600, dir_fd=self._dir_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EPERM, f"{name} is not a regular file", os.path.join(self.path, name))
+        os.set_blocking(fd, True)
+        return fd
+
     def close(self) -> None:
-        for fd in (self._tail_fd, self._read_fd, self._ack_fd, self._lock_fd):
+        for fd in (self._tail_fd, self._read_fd, self._ack_fd, self._lock_fd, self._dir_fd):
             if fd >= 0:
                 os.close(fd)
-        self._tail_fd = self._read_fd = self._ack_fd = self._lock_fd = -1
+        self._tail_fd = self._read_fd = self._ack_fd = self._lock_fd = self._dir_fd = -1
 
     @property
     def empty(self) -> bool:
@@ -130,8 +157,7 @@ class Spool:
         if self._tail_fd >= 0:
             os.close(self._tail_fd)
         num = self._segments[-1] + 1 if self._segments else self._read_seg
-        path = os.path.join(self.path, f"{num:020d}.seg")
-        self._tail_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._tail_fd = self._open(f"{num:020d}.seg", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
         _write_all(self._tail_fd, _HEADER)
         if not self._segments:
             self._read_seg, self._read_off = num, len(_HEADER)
@@ -156,8 +182,12 @@ class Spool:
     def _read_frame(self, seg: int) -> Frame | None:
         if self._read_fd < 0:
             try:
-                self._read_fd = os.open(os.path.join(self.path, f"{seg:020d}.seg"), os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
+                self._read_fd = self._open(f"{seg:020d}.seg", os.O_RDONLY)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.EPERM):  # a link or not a file: not a segment of ours
+                    self.corrupt += 1
+                elif e.errno != errno.ENOENT:
+                    raise
                 return None
             if os.pread(self._read_fd, len(_HEADER), 0) != _HEADER:
                 self.corrupt += 1
@@ -200,7 +230,7 @@ class Spool:
             os.close(self._tail_fd)
             self._tail_fd = -1
         try:
-            os.unlink(os.path.join(self.path, f"{seg:020d}.seg"))
+            os.unlink(f"{seg:020d}.seg", dir_fd=self._dir_fd)
         except FileNotFoundError:
             pass
         if seg in self._segments:

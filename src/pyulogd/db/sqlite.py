@@ -31,6 +31,11 @@ class SqliteBackend(Backend):
         self.wal = False
         self._sql: dict[tuple[str, ...], str] = {}
 
+    @property
+    def local_file(self) -> str | None:
+        db = self.s.db
+        return None if db in ("", ":memory:") or db.startswith("file:") else db
+
     def connect(self) -> None:
         self.close()
         try:

@@ -26,24 +26,31 @@ records; they are counted and logged once per burst. Counters (``ctx.stats``):
 ``sql.<id>.rows`` written, ``.batches``, ``.reconnects`` (failed attempts), ``.spooled``
 (rows written to disk), ``.dropped``, ``.rejected`` (rows the database refused, e.g. a
 value out of a column's range; the batch is split to find them, the others are written).
+
+When to write a batch, reconnect or spill is decided by :class:`~pyulogd.db.policy.WriterPolicy`
+from the monotonic time alone; the threads read ``ctx.clock`` and wait through it
+(``clock.wait(cond, deadline)``), so a test with a ``FakeClock`` moves them on by advancing
+the clock instead of sleeping through batch timeouts and back-offs.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError
 from pyulogd.db.backend import Backend, Rejected, Rows, TableInfo, Unavailable
+from pyulogd.db.policy import MOVING_CHECK, WriterPolicy, WriterSettings
 from pyulogd.db.render import row_size
 from pyulogd.db.spool import Frame, Spool
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
+
+__all__ = ["Batch", "Chunk", "Writer", "WriterSettings"]
 
 FrameRef = tuple[int, int]
 # A refused batch is split in halves down to this many rows, which are then written one by
@@ -70,16 +77,6 @@ class Batch:
     written: bool = False
 
 
-@dataclass
-class WriterSettings:
-    batch_size: int = 10000
-    batch_timeout: float = 1.0
-    mem_max: int = 64 << 20
-    reconnect: float = 2.0
-    reconnect_max: float = 60.0
-    spool_delay: float = 1.0
-
-
 class Writer:
     def __init__(
         self,
@@ -97,6 +94,8 @@ class Writer:
         self.label = label
         self.backend = backend
         self.cfg = settings
+        self.clock = ctx.clock
+        self.policy = WriterPolicy(settings)
         self.spool = spool
         self.map_table = map_table
         self.on_table = on_table
@@ -121,8 +120,6 @@ class Writer:
         self.columns: list[str] = []
         self.keys: list[str] = []
         self._projections: dict[tuple[str, ...], Callable[[tuple[Any, ...]], tuple[Any, ...]] | None] = {}
-        self._failures = 0
-        self._next_attempt = 0.0
         self._outage_logged = False
         self._reject_burst = 0
         # -- counters
@@ -146,7 +143,7 @@ class Writer:
                 self._drop(len(rows), "the memory queue is full" + ("" if self.spool else " and there is no spool"))
                 return
             was_empty = not self.mem
-            self.mem.append(Chunk(names, rows, time.monotonic(), size))
+            self.mem.append(Chunk(names, rows, self.clock.monotonic(), size))
             self.mem_rows += len(rows)
             self.mem_bytes += size
             if was_empty or self.mem_rows >= self.cfg.batch_size or self.mem_bytes > self.cfg.mem_max:
@@ -161,7 +158,7 @@ class Writer:
         """Write what can be written within ``timeout`` seconds, spool the rest, end the threads."""
         with self.cond:
             self.stopping = True
-            self.deadline = time.monotonic() + timeout
+            self.deadline = self.clock.monotonic() + timeout
             self.cond.notify_all()
         if self.thread.is_alive():
             self.thread.join(timeout + 2.0)
@@ -204,14 +201,14 @@ class Writer:
                     if self.connected:
                         self.backend.close()
                         self.connected = False
-                        self._next_attempt = 0.0
+                        self.policy.reconnect_now()
                 stopping = self.stopping
-                if stopping and time.monotonic() >= self.deadline:
+                if stopping and self.clock.monotonic() >= self.deadline:
                     return
             if not self.connected and not self._connect():
                 if stopping:
                     return
-                self._wait(min(self._next_attempt - time.monotonic(), 1.0))
+                self._wait_down()
                 continue
             batch = self._next_batch()
             if batch is None:
@@ -223,18 +220,17 @@ class Writer:
                 continue
             self._write(batch)
 
-    def _wait(self, timeout: float) -> None:
+    def _wait_down(self) -> None:
+        """The database is down: sleep until the next attempt is due (or something happens)."""
         with self.cond:
-            if self._reconnect_requested or timeout <= 0:
-                return
-            if self.stopping:
-                timeout = min(timeout, max(0.0, self.deadline - time.monotonic()))
-            self.cond.wait(timeout)
+            if self._reconnect_requested or self.stopping:
+                return  # checked under the lock: a wake-up sent before this wait is not lost
+            now = self.clock.monotonic()
+            self.clock.wait(self.cond, self.policy.idle_until(now, self.deadline if self.stopping else None))
 
     # -- connection
     def _connect(self) -> bool:
-        now = time.monotonic()
-        if now < self._next_attempt:
+        if not self.policy.connect_due(self.clock.monotonic()):
             return False
         try:
             if self.open_table is not None:
@@ -263,14 +259,12 @@ class Writer:
                 f"({self.mem_rows} records in memory, {spooled} bytes spooled)"
             )
         self._outage_logged = False
-        self._failures = 0
+        self.policy.connected()
         return True
 
     def _failed(self, what: str) -> None:
         """A connection attempt or a write failed: back off, tell once per outage."""
-        self._failures += 1
-        delay = min(self.cfg.reconnect * (2 ** min(self._failures - 1, 16)), self.cfg.reconnect_max)
-        self._next_attempt = time.monotonic() + delay
+        self.policy.failed(self.clock.monotonic())
         self._count("reconnects")
         with self.cond:
             self.connected = False
@@ -288,7 +282,7 @@ class Writer:
                 self._current = batch
                 return batch
             if self._moving:  # records on their way to the spool are older than memory
-                self.cond.wait(0.05)
+                self.clock.wait(self.cond, self.clock.monotonic() + MOVING_CHECK)
                 return None
             from_spool = self.spool is not None and not self.spool.empty
             if not from_spool:
@@ -313,9 +307,9 @@ class Writer:
             if not self.stopping and not self._reconnect_requested:
                 self.cond.wait()
             return None
-        age = time.monotonic() - self.mem[0].t
-        if self.mem_rows < self.cfg.batch_size and age < self.cfg.batch_timeout and not self.stopping:
-            self.cond.wait(self.cfg.batch_timeout - age)
+        due = self.policy.batch_due(self.mem[0].t, self.mem_rows, self.stopping)
+        if self.clock.monotonic() < due:
+            self.clock.wait(self.cond, due)
             return None
         first = self.mem[0]
         names = first.names
@@ -432,7 +426,9 @@ class Writer:
                         self._flush_all and not self.mem and self._retry is None
                     ):
                         break
-                    self.cond.wait(self._poll())
+                    oldest = self.mem[0].t if self.mem else None
+                    now = self.clock.monotonic()
+                    self.clock.wait(self.cond, self.policy.spill_check_at(now, oldest, self.connected))
                     items = self._due()
                 if items is None:
                     return
@@ -447,18 +443,11 @@ class Writer:
                     self._moving -= 1
                     self.cond.notify_all()
 
-    def _poll(self) -> float:
-        return min(self.cfg.spool_delay, 0.5) if self.mem and not self.connected else 1.0
-
     def _due(self) -> list[tuple[Batch | None, tuple[str, ...], Rows]] | None:
         """(cond held) What to move to disk now, oldest first; None: nothing."""
-        if self._flush_all:
-            keep = 0
-        elif self.mem_bytes > self.cfg.mem_max:
-            keep = self.cfg.mem_max // 2
-        elif self.mem and not self.connected and time.monotonic() - self.mem[0].t >= self.cfg.spool_delay:
-            keep = 0
-        else:
+        oldest = self.mem[0].t if self.mem else None
+        keep = self.policy.spill_keep(self.clock.monotonic(), oldest, self.mem_bytes, self.connected, self._flush_all)
+        if keep is None:
             return None
         items: list[tuple[Batch | None, tuple[str, ...], Rows]] = []
         # The batch being written or retried from memory is older than anything in memory.

@@ -1,7 +1,9 @@
 """The single event loop: file descriptors, timers and signals, like ulogd's select() loop.
 
 Signals arrive through ``signal.set_wakeup_fd`` (a self-pipe), so handlers run in the
-loop, never inside a signal frame.
+loop, never inside a signal frame. Timers run on the loop's :class:`~pyulogd.core.clock.Clock`
+(the context's): with a ``FakeClock``, a test advances the clock and calls
+``run_once(0)`` to fire what became due.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import itertools
 import os
 import selectors
 import signal
-import time
 from collections.abc import Callable
 from typing import Any
+
+from pyulogd.core.clock import Clock, SystemClock
 
 
 class Timer:
@@ -30,7 +33,8 @@ class Timer:
 
 
 class Loop:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.selector = selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
@@ -54,7 +58,7 @@ class Loop:
 
     # -- timers
     def call_later(self, delay: float, callback: Callable[[], None], repeat: bool = False) -> Timer:
-        t = Timer(time.monotonic() + delay, callback, delay if repeat else None)
+        t = Timer(self.clock.monotonic() + delay, callback, delay if repeat else None)
         heapq.heappush(self._timers, (t.when, next(self._seq), t))
         return t
 
@@ -96,13 +100,13 @@ class Loop:
     def run_once(self, max_wait: float | None = None) -> None:
         timeout = max_wait
         if self._timers:
-            delay = max(0.0, self._timers[0][0] - time.monotonic())
+            delay = max(0.0, self._timers[0][0] - self.clock.monotonic())
             timeout = delay if timeout is None else min(timeout, delay)
         events = self.selector.select(timeout)
         for key, _mask in events:
             key.data()
         fired = False
-        now = time.monotonic()
+        now = self.clock.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, t = heapq.heappop(self._timers)
             if t.cancelled:
@@ -118,7 +122,7 @@ class Loop:
                 cb()
         if self._linger:
             pause, self._linger = self._linger, 0.0
-            time.sleep(pause)
+            self.clock.sleep(pause)
 
     def run(self) -> None:
         self.running = True

@@ -118,10 +118,9 @@ _shared_failed = False
 
 
 def shared() -> Receiver | None:
-    """The process's receiver (None where recvmmsg is not available, or when
-    ``PYULOGD_NO_RECVMMSG`` is set)."""
+    """The process's receiver (None where recvmmsg is not available)."""
     global _shared, _shared_failed
     if _shared is None and not _shared_failed:
-        _shared = None if os.environ.get("PYULOGD_NO_RECVMMSG") else receiver(SHARED_SLOTS, SHARED_SLOT_SIZE)
+        _shared = receiver(SHARED_SLOTS, SHARED_SLOT_SIZE)
         _shared_failed = _shared is None
     return _shared

@@ -13,14 +13,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import selectors
 import socket
 import struct
-import time
 from collections import deque
 from collections.abc import Callable
 
 from pyulogd.codec import netlink as nl
+from pyulogd.core.clock import Clock, SystemClock
 from pyulogd.io import mmsg
 from pyulogd.io.netns import NetnsHandle, in_netns
 
@@ -36,7 +35,12 @@ MSG_TRUNC = int(socket.MSG_TRUNC)
 class NetlinkSocket:
     """One AF_NETLINK socket with a reusable receive buffer of ``bufsize`` bytes, created in
     the network namespace ``netns`` (None: the calling thread's; a socket stays in the
-    namespace it was created in, whatever the thread does afterwards)."""
+    namespace it was created in, whatever the thread does afterwards). ``clock`` bounds
+    :meth:`request`'s wait for the kernel (the daemon passes ``ctx.clock``). ``recvmmsg=False``:
+    :meth:`read_many` reads one datagram per system call even where recvmmsg works (the
+    daemon's ``recvmmsg=0`` setting, to measure it or rule it out)."""
+
+    recvmmsg = True
 
     def __init__(
         self,
@@ -44,7 +48,10 @@ class NetlinkSocket:
         groups: int = 0,
         bufsize: int = 150000,
         netns: NetnsHandle | None = None,
+        recvmmsg: bool = True,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
         with in_netns(netns):
             self.sock = socket.socket(
                 socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, protocol
@@ -60,6 +67,7 @@ class NetlinkSocket:
         self._view = memoryview(self._buf)
         self._many: memoryview | None = None  # read_many()'s buffer without recvmmsg, made at first use
         self.more = False  # read_many() stopped at a limit: more may be waiting
+        self.recvmmsg = recvmmsg
         self._seq = 0
         # Buffers that arrived while request() waited for an ack; recv() returns them first.
         self.pending: deque[bytes] = deque()
@@ -119,27 +127,25 @@ class NetlinkSocket:
         ``TimeoutError`` if no answer came within ``timeout`` seconds."""
         seq = nl.HDR.unpack_from(msg, 0)[3]
         self.sock.send(msg)
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.sock, selectors.EVENT_READ)
-            while True:
-                n = self._recv_raw()
-                if n is None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(errno.ETIMEDOUT, f"no netlink answer to request {seq}")
-                    sel.select(left)
-                    continue
-                if n < 0:
-                    continue  # ENOBUFS: events were lost; the ack may still come
-                data = bytes(self._view[:n])
-                err = _find_ack(data, seq, self.portid)
-                if err is None:
-                    self.pending.append(data)
-                elif err:
-                    raise OSError(err, os.strerror(err))
-                else:
-                    return
+        clock = self.clock
+        deadline = clock.monotonic() + timeout
+        while True:
+            n = self._recv_raw()
+            if n is None:
+                if clock.monotonic() >= deadline:
+                    raise TimeoutError(errno.ETIMEDOUT, f"no netlink answer to request {seq}")
+                clock.wait_readable(self.sock.fileno(), deadline)
+                continue
+            if n < 0:
+                continue  # ENOBUFS: events were lost; the ack may still come
+            data = bytes(self._view[:n])
+            err = _find_ack(data, seq, self.portid)
+            if err is None:
+                self.pending.append(data)
+            elif err:
+                raise OSError(err, os.strerror(err))
+            else:
+                return
 
     # -- reading
 
@@ -183,7 +189,7 @@ class NetlinkSocket:
         not empty. A socket error other than ENOBUFS raises ``OSError``, unless datagrams were
         read before it: they are returned, and the error shows next time.
         """
-        rx = mmsg.shared()
+        rx = mmsg.shared() if self.recvmmsg else None
         if rx is not None:
             return self._read_mmsg(rx, limit)
         # Without recvmmsg: one _recv_raw() per datagram, each copied after the previous one.

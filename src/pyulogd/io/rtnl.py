@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -65,7 +64,7 @@ class LinkCache:
         self._users = 0
         self._mon: socket.socket | None = None
         self._req: socket.socket | None = None
-        self._seq = int(time.time()) & 0xFFFF  # distinguishes our replies from stale ones
+        self._seq = int(ctx.clock.wall()) & 0xFFFF  # distinguishes our replies from stale ones
 
     # -- life cycle
     def acquire(self) -> None:
@@ -132,7 +131,7 @@ class LinkCache:
         return self.lookup_miss(index)
 
     def lookup_miss(self, index: int) -> str:
-        now = time.monotonic()
+        now = self.ctx.clock.monotonic()
         last = self._unknown.get(index)
         if last is None or now - last >= _RETRY_UNKNOWN:
             self._drain()  # a pending RTM_NEWLINK is cheaper than a question
@@ -216,11 +215,11 @@ class LinkCache:
         seq = self._next_seq()
         before = set(self.names) - set(self._deleted)
         seen: set[int] = set()
-        deadline = time.monotonic() + self.dump_timeout
+        deadline = self.ctx.clock.monotonic() + self.dump_timeout
         try:
             req.send(rtnl.getlink_request(seq))
             while True:
-                left = deadline - time.monotonic()
+                left = deadline - self.ctx.clock.monotonic()
                 if left <= 0:
                     self.ctx.stats.incr("ifindex.rtnl.timeouts")
                     return False
@@ -246,11 +245,11 @@ class LinkCache:
             return None
         self.ctx.stats.incr("ifindex.rtnl.queries")
         seq = self._next_seq()
-        deadline = time.monotonic() + self.query_timeout
+        deadline = self.ctx.clock.monotonic() + self.query_timeout
         try:
             req.send(rtnl.getlink_request(seq, index))
             while True:
-                left = deadline - time.monotonic()
+                left = deadline - self.ctx.clock.monotonic()
                 if left <= 0:
                     raise TimeoutError
                 req.settimeout(left)

@@ -28,6 +28,11 @@ never blocks the event loop and never fails the stack because of the peer:
 
 ``on_connect`` (optional) returns items that must open every new connection (IPFIX
 templates); they bypass the queue limit.
+
+The rules above that depend on time or on what the peer already has (queue bounds, the
+back-off, the probe, what to resend) are the pure :class:`~pyulogd.io.sendstate.SendState`;
+this module is its I/O shell: the socket, the loop's reader and timer, counters and logs.
+Time comes from ``ctx.clock``, so tests move a ``FakeClock`` instead of waiting a back-off.
 """
 
 from __future__ import annotations
@@ -35,27 +40,25 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.backoff import Backoff
+from pyulogd.core.context import TimerHandle
 from pyulogd.core.plugin import Option, OptionType
-from pyulogd.io.loop import Timer
+from pyulogd.io.sendstate import FLUSH_AT, PROBE_WAIT, SLACK, SendQueue, SendState
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
+__all__ = ["FLUSH_AT", "PROBE_WAIT", "SLACK", "ReliableSender", "Target", "resolve", "sender_options", "unix_target"]
+
 # (family, type, proto, address) as socket.getaddrinfo gives them.
 Target = tuple[int, int, int, Any]
 
-FLUSH_AT = 64 * 1024
-# Bytes a live (or connecting) socket may always hold back, whatever queue_bytes says.
-SLACK = 4 * FLUSH_AT
 # Largest single send on a stream.
 _SEND_MAX = 256 * 1024
-PROBE_WAIT = 0.2
-_POLL = 0.05
 _PEER_GONE = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EDESTADDRREQ, errno.ECONNRESET,
                         errno.EHOSTUNREACH, errno.ENETUNREACH})
 
@@ -71,7 +74,11 @@ def unix_target(path: str, kind: int) -> list[Target]:
 
 
 class ReliableSender:
-    """Bounded queue + non-blocking socket + reconnect with backoff. See the module docstring."""
+    """Bounded queue + non-blocking socket + reconnect with backoff. See the module docstring.
+
+    ``jitter`` (a fraction) shortens each back-off wait by a random part of up to that much,
+    drawn from ``rand`` (default: a generator of the sender's own); 0 keeps the exact waits.
+    """
 
     def __init__(
         self,
@@ -84,6 +91,8 @@ class ReliableSender:
         queue_bytes: int = 1 << 20,
         backoff_min: float = 1.0,
         backoff_max: float = 60.0,
+        jitter: float = 0.0,
+        rand: Callable[[], float] | None = None,
         lines: bool = False,
         on_connect: Callable[[], list[tuple[bytes, int]]] | None = None,
     ) -> None:
@@ -91,24 +100,13 @@ class ReliableSender:
         self.label = label
         self.peer = peer
         self.targets = targets
-        self.queue_bytes = max(0, queue_bytes)
-        self.backoff_min = backoff_min
-        self.backoff_max = max(backoff_min, backoff_max)
-        self.lines = lines
         self.on_connect = on_connect
-        self.datagram = bool(targets) and targets[0][1] == socket.SOCK_DGRAM
-        # Items waiting: [data, records]; the head may be partly sent (``_head_off`` bytes).
-        self.queue: deque[list[Any]] = deque()
-        self.queued = 0  # bytes in the queue
-        self._head_off = 0
+        backoff = Backoff(backoff_min, max(backoff_min, backoff_max), jitter=jitter, rand=rand)
+        self.state = SendState(SendQueue(queue_bytes, lines), backoff,
+                               datagram=bool(targets) and targets[0][1] == socket.SOCK_DGRAM)
         self.sock: socket.socket | None = None
         self.connected = False
-        self._last_attempt = -1e9
-        self._backoff = backoff_min
-        self._failures_in_row = 0
-        self._timer: Timer | None = None
-        self._probe_until = 0.0  # datagram: after a refusal, one probe until this time
-        self._probing = False
+        self._timer: TimerHandle | None = None
         self._failing = False
         self._lost_in_burst = 0
         self._closed = False
@@ -117,6 +115,34 @@ class ReliableSender:
         self._n_overflow = p + ".queue_overflow"
         self._n_reconnects = p + ".reconnects"
         self._n_sent = p + ".sent"
+
+    # -- what plugins and tests look at
+    @property
+    def queue(self) -> deque[list[Any]]:
+        """Items waiting, oldest first: ``[data, records]``."""
+        return self.state.queue.items
+
+    @property
+    def queued(self) -> int:
+        """Bytes in the queue."""
+        return self.state.queue.bytes
+
+    @property
+    def queue_bytes(self) -> int:
+        return self.state.queue.queue_bytes
+
+    @property
+    def datagram(self) -> bool:
+        return self.state.datagram
+
+    @datagram.setter
+    def datagram(self, value: bool) -> None:
+        self.state.datagram = value
+
+    @property
+    def backlog(self) -> int:
+        """Records waiting in the queue."""
+        return self.state.queue.records
 
     # -- life cycle
     def open(self) -> None:
@@ -133,8 +159,7 @@ class ReliableSender:
         """SIGHUP: a fresh connection (queued records are kept and go to it)."""
         self.flush()
         self._disconnect(requeue=True)
-        self._failures_in_row = 0
-        self._backoff = self.backoff_min
+        self.state.restart()
         if not self._connect():
             self._arm_retry()
 
@@ -148,33 +173,36 @@ class ReliableSender:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        lost = sum(item[1] for item in self.queue)
-        self.queue.clear()
-        self.queued = 0
-        self._head_off = 0
+        lost = self.state.queue.clear()
         if lost:
             self._lost(lost, "shutting down with the peer unreachable")
         self._disconnect()
+
+    def disconnect(self) -> None:
+        """Close the connection now, keeping the queue (what fits in ``queue_bytes``); the
+        usual back-off then reconnects. For tests and operators that want the peer to see the
+        connection end (it reads to EOF what was sent)."""
+        self._disconnect(requeue=True)
 
     # -- queueing
     def enqueue(self, data: bytes, records: int = 1) -> bool:
         """Queue one item; False (and counted) if it does not fit."""
         if self.sock is None and not self._closed:
             self.poll()
-        limit = self.queue_bytes if self.sock is None else max(self.queue_bytes, SLACK)
+        q = self.state.queue
         n = len(data)
-        if self.queued + n > limit and self.connected:
+        live = self.sock is not None  # the bound as it was when the record came
+        if not q.fits(n, live) and self.connected:
             self.flush()  # make room if the peer takes it
-        if self.queued + n > limit:
+        if not q.fits(n, live):
             self.ctx.stats.incr(self._n_overflow, records)
             self._lost(records, "queue full" if self.queue_bytes else "not connected")
             return False
-        self.queue.append([data, records])
-        self.queued += n
+        q.push(data, records)
         return True
 
     def flush(self) -> None:
-        if not self.queue or self._closed:
+        if not self.state.queue or self._closed:
             return
         if not self._ready():
             return
@@ -190,20 +218,14 @@ class ReliableSender:
         return self._ready()
 
     def _trim(self) -> None:
-        """Without a socket only ``queue_bytes`` may wait: drop the newest items beyond it."""
-        queue = self.queue
-        dropped = 0
-        while queue and self.queued > self.queue_bytes:
-            data, records = queue.pop()
-            self.queued -= len(data)
-            dropped += records
+        dropped = self.state.queue.trim()
         if dropped:
             self.ctx.stats.incr(self._n_overflow, dropped)
             self._lost(dropped, "queue full" if self.queue_bytes else "not connected")
 
     # -- connection
     def _connect(self) -> bool:
-        self._last_attempt = time.monotonic()
+        self.state.attempt(self.ctx.clock.monotonic())
         self._disconnect(requeue=False)
         err_text = "no address"
         for fam, typ, proto, addr in self.targets:
@@ -229,35 +251,25 @@ class ReliableSender:
         return False
 
     def _on_established(self) -> None:
-        if not self._probing:  # a datagram peer counts as back once the probe got through
+        if self.state.established():
             self._back_again()
         if self.on_connect is not None:
-            for data, records in reversed(self.on_connect()):
-                self.queue.appendleft([data, records])
-                self.queued += len(data)
+            self.state.queue.push_front(self.on_connect())
 
     def _back_again(self) -> None:
-        if self._failures_in_row:
-            self.ctx.stats.incr(self._n_reconnects)
-            self.ctx.log.notice(f"{self.label}: connected to {self.peer} again")
-        self._failures_in_row = 0
-        self._backoff = self.backoff_min
+        self.ctx.stats.incr(self._n_reconnects)
+        self.ctx.log.notice(f"{self.label}: connected to {self.peer} again")
 
     def _attempt_failed(self, reason: str) -> None:
-        self._failures_in_row += 1
-        if self._failures_in_row > 1:
-            self._backoff = min(self.backoff_max, self._backoff * 2)
+        first, wait = self.state.attempt_failed()
         # The first failure of a run is an error an operator must see; retries are debug noise.
-        log = self.ctx.log.error if self._failures_in_row == 1 else self.ctx.log.debug
-        log(f"{self.label}: connecting to {self.peer} failed ({reason}); next attempt in {self._backoff:g} s")
+        log = self.ctx.log.error if first else self.ctx.log.debug
+        log(f"{self.label}: connecting to {self.peer} failed ({reason}); next attempt in {wait:g} s")
 
     def _arm_retry(self) -> None:
         if self._closed or (self._timer is not None and not self._timer.cancelled):
             return
-        if self.sock is None:
-            delay = max(0.0, self._last_attempt + self._backoff - time.monotonic())
-        else:
-            delay = _POLL  # connecting, or the peer's buffers are full: look again soon
+        delay = self.state.retry_in(self.ctx.clock.monotonic(), self.sock is not None)
         self._timer = self.ctx.loop.call_later(delay, self._retry)
 
     def _retry(self) -> None:
@@ -269,25 +281,16 @@ class ReliableSender:
                 self._arm_retry()
                 return
         self.flush()
-        if self.sock is None or self.queue:
+        if self.sock is None or self.state.queue:
             self._arm_retry()
 
     def _disconnect(self, requeue: bool = True) -> None:
         """Close the socket; ``requeue``: then keep only what fits in ``queue_bytes``."""
         sock, self.sock = self.sock, None
         self.connected = False
-        if self._head_off and self.queue:
-            if self.lines:
-                # The peer has the lines before the last newline of the sent part.
-                head = self.queue[0]
-                cut = head[0].rfind(b"\n", 0, self._head_off) + 1
-                if cut:
-                    done = head[0].count(b"\n", 0, cut)
-                    head[0] = head[0][cut:]
-                    head[1] = max(1, head[1] - done)
-                    self.queued -= cut
-                    self.ctx.stats.incr(self._n_sent, done)
-            self._head_off = 0  # a binary item goes again whole
+        done = self.state.queue.rewind()
+        if done:
+            self.ctx.stats.incr(self._n_sent, done)
         if sock is not None:
             if sock.type == socket.SOCK_STREAM:
                 self.ctx.loop.remove_reader(sock.fileno())
@@ -313,15 +316,14 @@ class ReliableSender:
         self.ctx.log.error(f"{self.label}: connection to {self.peer} lost: {reason}; "
                            + ("queueing records" if self.queue_bytes else "dropping records") + ", reconnecting")
         self._disconnect(requeue=True)
-        self._last_attempt = time.monotonic()
-        self._failures_in_row = max(self._failures_in_row, 1)
+        self.state.broken(self.ctx.clock.monotonic())
         self._arm_retry()
 
     def _ready(self) -> bool:
         """True when a send may be tried now; reconnects when an attempt is due."""
         sock = self.sock
         if sock is None:
-            if time.monotonic() - self._last_attempt < self._backoff or not self._connect():
+            if not self.state.connect_due(self.ctx.clock.monotonic()) or not self._connect():
                 self._arm_retry()
                 return False
             sock = self.sock
@@ -340,18 +342,17 @@ class ReliableSender:
                 return False
             self.connected = True
             self._on_established()
-        if self._probing and self._probe_until and time.monotonic() < self._probe_until:
-            return False
-        return True
+        return self.state.may_send(self.ctx.clock.monotonic())
 
     # -- sending
     def _send_datagrams(self) -> None:
         sock = self.sock
         assert sock is not None
-        queue = self.queue
+        state = self.state
+        queue = state.queue
         sent = 0
         while queue:
-            data, records = queue[0]
+            data, records = queue.items[0]
             try:
                 sock.send(data, socket.MSG_NOSIGNAL)
             except (BlockingIOError, InterruptedError):
@@ -362,22 +363,17 @@ class ReliableSender:
                     self._refused(sock, e)
                     break
                 # Not the peer's state (EMSGSIZE, ...): this datagram can never go.
-                queue.popleft()
-                self.queued -= len(data)
-                self._lost(records, e.strerror)
+                self._lost(queue.pop(), e.strerror)
                 continue
-            queue.popleft()
-            self.queued -= len(data)
-            sent += records
-            if self._probing:
-                if not self._probe_until:
-                    # The probe is out: the rest after PROBE_WAIT if no refusal comes back.
-                    self._probe_until = time.monotonic() + PROBE_WAIT
-                    self.ctx.loop.call_later(PROBE_WAIT, self.flush)
+            sent += queue.pop()
+            if state.probing:
+                hold, back = state.datagram_sent(self.ctx.clock.monotonic())
+                if hold is not None:
+                    # The probe is out: the rest after the wait if no refusal comes back.
+                    self.ctx.loop.call_later(hold, self.flush)
                     break
-                self._probing = False  # the probe went through: the peer is back
-                self._probe_until = 0.0
-                self._back_again()
+                if back:
+                    self._back_again()
         if sent:
             self.ctx.stats.incr(self._n_sent, sent)
             self._ok()
@@ -389,8 +385,7 @@ class ReliableSender:
             self._lost(1, e.strerror)
         else:
             self._note_failure(e.strerror)
-        self._probing = True
-        self._probe_until = 0.0
+        self.state.refused()
         self._disconnect()
         self._attempt_failed(e.strerror or str(e))
         self._arm_retry()
@@ -398,46 +393,22 @@ class ReliableSender:
     def _send_stream(self) -> None:
         sock = self.sock
         assert sock is not None
-        queue = self.queue
+        queue = self.state.queue
         while queue:
-            if len(queue) > 1 and len(queue[0][0]) - self._head_off < FLUSH_AT:
-                self._merge_head()
-            data, records = queue[0]
-            off = self._head_off
             try:
-                n = sock.send(memoryview(data)[off : off + _SEND_MAX], socket.MSG_NOSIGNAL)
+                n = sock.send(queue.head_view(_SEND_MAX), socket.MSG_NOSIGNAL)
             except (BlockingIOError, InterruptedError):
                 self._arm_retry()
                 return
             except OSError as e:
                 self._broken(e.strerror or str(e))
                 return
-            off += n
-            if off < len(data):
-                self._head_off = off
+            records = queue.took(n)
+            if records is None:
                 self._arm_retry()  # the socket buffer is full: the rest a little later
                 return
-            queue.popleft()
-            self.queued -= len(data)
-            self._head_off = 0
             self.ctx.stats.incr(self._n_sent, records)
             self._ok()
-
-    def _merge_head(self) -> None:
-        """Join small items after the head into it (fewer send calls), keeping line/record counts."""
-        queue = self.queue
-        if not self.lines:
-            return  # binary items keep their boundaries (a broken connection resends whole items)
-        head = queue.popleft()
-        parts = [head[0]]
-        records = head[1]
-        size = len(head[0])
-        while queue and size < _SEND_MAX:
-            data, n = queue.popleft()
-            parts.append(data)
-            records += n
-            size += len(data)
-        queue.appendleft([b"".join(parts), records])
 
     # -- accounting
     def _ok(self) -> None:
@@ -459,12 +430,6 @@ class ReliableSender:
         self.ctx.stats.incr(self._n_failures, records)
         self._lost_in_burst += records
         self._note_failure(reason)
-
-    # -- introspection (tests, stats)
-    @property
-    def backlog(self) -> int:
-        """Records waiting in the queue."""
-        return sum(item[1] for item in self.queue)
 
 
 def sender_options(queue_default: int) -> tuple[Option, ...]:

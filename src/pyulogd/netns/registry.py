@@ -93,6 +93,13 @@ class Namespaces:
 def get_namespaces(ctx: Context) -> Namespaces:
     """The context's registry, created on first use."""
     reg = ctx.namespaces
-    if reg is None:
+    if not isinstance(reg, Namespaces):
         reg = ctx.namespaces = Namespaces(ctx)
     return reg
+
+
+def find_namespaces(ctx: Context) -> Namespaces | None:
+    """The context's registry if something created it, else None (nothing works in another
+    namespace)."""
+    reg = ctx.namespaces
+    return reg if isinstance(reg, Namespaces) else None

@@ -30,7 +30,6 @@ and creates every socket with ``netns=self.netns_handle`` (sysctls inside
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError, PluginError
@@ -229,7 +228,7 @@ class NetnsSource(Source):
     def _attach(self, name: str, path: str) -> None:
         assert self.children is not None
         reg = get_namespaces(self.ctx)
-        t0 = time.monotonic()
+        t0 = self.ctx.clock.monotonic()
         try:
             handle = reg.open(path, name)
         except OSError as e:
@@ -252,7 +251,7 @@ class NetnsSource(Source):
         failures = self._failures.pop(name, 0)
         after = f" after {failures} failed attempt(s)" if failures else ""
         self.ctx.log.notice(f"{self.name} '{self.id}': attached network namespace {name}{after} in "
-                            f"{(time.monotonic() - t0) * 1000:.1f} ms ({len(self.children)} attached)")
+                            f"{(self.ctx.clock.monotonic() - t0) * 1000:.1f} ms ({len(self.children)} attached)")
 
     def make_child(self, name: str, handle: NetnsHandle) -> NetnsSource:
         """A fresh instance of this plugin for one namespace, feeding this instance's stacks."""

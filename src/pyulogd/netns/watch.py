@@ -23,8 +23,8 @@ import errno
 import os
 from typing import TYPE_CHECKING, Protocol
 
+from pyulogd.core.context import TimerHandle
 from pyulogd.io import inotify
-from pyulogd.io.loop import Timer
 from pyulogd.io.netns import is_netns_file
 
 if TYPE_CHECKING:
@@ -57,9 +57,9 @@ class DirWatcher:
         self._ino: inotify.Inotify | None = None
         self._dir_wd = -1
         self._parent_wd = -1
-        self._rescan_timer: Timer | None = None
+        self._rescan_timer: TimerHandle | None = None
         self._interval = 0.0
-        self._retries: dict[str, Timer] = {}
+        self._retries: dict[str, TimerHandle] = {}
         self._told_missing = False
 
     # -- subscribers

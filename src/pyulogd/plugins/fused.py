@@ -11,7 +11,13 @@ The contract is the unfused stack's output, byte for byte, and the same state le
 (IP2STR's cache, LOGEMU's head and pending lines): a record the fused code is not sure of
 (another protocol, an invalid key, an address not in the cache yet, a value of an odd type)
 goes to the stack's own ``run()``. ``tests/unit/test_fused.py`` compares both on random
-records; the golden flow cases run through it. ``PYULOGD_NO_FUSION=1`` turns fusion off.
+records; the golden flow cases run through it.
+
+PRINTFLOW declares the fusion (``PrintflowFilter.fusions``); the daemon offers each stack
+to it after wiring (``Stack.fuse``), unless ``[global] fusion=0`` or ``--no-fusion``. It
+reads the plugins through what they make public for it: IP2STR's ``address_pairs()`` and
+``texts``, LOGEMU's ``head``/``head_sec``/``new_second()`` and its ``out`` file, the stack's
+``on_exception()``.
 
 Slots written by the plugins the fused path skips (the ``*.str`` texts, ``print``) stay
 empty; in a linear stack nothing downstream of LOGEMU reads them.
@@ -19,23 +25,12 @@ empty; in a linear stack nothing downstream of LOGEMU reads them.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from pyulogd.core.plugin import Fusion, Run
 
 if TYPE_CHECKING:
     from pyulogd.core.stack import Stack
-
-Run = Callable[[list[Any]], None]
-
-
-def fuse(stack: Stack) -> Run | None:
-    """A fused ``run()`` for this stack, or None when no fusion applies."""
-    if os.environ.get("PYULOGD_NO_FUSION"):
-        return None
-    if [inst.name for inst in stack.instances] == ["NFCT", "IP2STR", "PRINTFLOW", "LOGEMU"]:
-        return flow_line(stack)
-    return None
 
 
 def flow_line(stack: Stack) -> Run | None:
@@ -49,7 +44,7 @@ def flow_line(stack: Stack) -> Run | None:
             and isinstance(emu, LogemuOutput)):  # fmt: skip
         return None
     # PRINTFLOW's address inputs are IP2STR outputs: find the address each one is made from.
-    made_from = {dst: src for src, dst in ip2str._prepare()}
+    made_from = {dst: src for src, dst in ip2str.address_pairs()}
     slot = dict(zip((k.name for k in printflow.input_keys), printflow.in_slots, strict=True))
     raw: dict[str, int] = {}
     for side in ("orig.", "reply."):
@@ -72,11 +67,12 @@ def flow_line(stack: Stack) -> Run | None:
         slot[d + n] for d in ("orig.", "reply.") for n in ("l4.sport", "l4.dport", "raw.pktcount", "raw.pktlen")
     )
     general = stack.run
-    raised = stack._raised
-    texts = ip2str._cache
+    raised = stack.on_exception
+    texts = ip2str.texts
     formats = FAST_FORMATS
     ctx = stack.ctx
     add = emu.out.add
+    ns_text = emu.ns_text
 
     def run(rec: list[Any]) -> None:
         proto = rec[s_oproto]
@@ -97,11 +93,11 @@ def flow_line(stack: Stack) -> Run | None:
                         return
                     sec = rec[s_sec]
                     if sec is None:
-                        sec = int(ctx.now())
-                    if sec != emu._sec:
+                        sec = int(ctx.clock.wall())
+                    if sec != emu.head_sec:
                         emu.new_second(sec)
                     ns = rec[s_netns]
-                    add(emu._head + text if ns is None else f"{emu._head}[{ns}] {text}")
+                    add(emu.head + text if ns is None else f"{emu.head}[{ns_text(ns)}] {text}")
                     return
             except Exception as e:  # as the stack's own run: a bug must not take the daemon down
                 raised(e)
@@ -109,3 +105,6 @@ def flow_line(stack: Stack) -> Run | None:
         general(rec)
 
     return run
+
+
+FLOW_LINE = Fusion(("NFCT", "IP2STR", "PRINTFLOW", "LOGEMU"), flow_line)

@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
 
-from pyulogd.codec import netlink as nl
-from pyulogd.codec import nfacct, nflog
 from pyulogd.codec import unixsock as us
 from pyulogd.ctl.unixsock import udp_packet
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run as a script: the message builders are in tests/builders
+
+from tests.builders.netlink import done_msg  # noqa: E402
+from tests.builders.nfacct import counter_msg  # noqa: E402
+from tests.builders.nflog import build_packet  # noqa: E402
+
 GOLDEN = REPO.parent / "shared" / "golden" / "ulogd2-2.0.8" / "pkt-json" / "raw-daemon"
 ETH = bytes.fromhex("020000c90002" "020000c90001" "0800")
 TS = (1800000000, 123456)
@@ -42,9 +48,9 @@ def tcp4(src: bytes, dst: bytes, dport: int, data: bytes) -> bytes:
 
 def pkt(payload: bytes, *, mark: int | None = None, prefix: bytes = b"case ", indev: int | None = 2,
         outdev: int | None = None, family: int = 2) -> bytes:  # fmt: skip
-    return nflog.build_packet(family=family, hw_protocol=0x0800 if family == 2 else 0x86DD, hook=1, mark=mark,
-                              timestamp=TS, indev=indev, outdev=outdev, hwaddr=ETH[6:12], hwheader=ETH,
-                              payload=payload, prefix=prefix)  # fmt: skip
+    return build_packet(family=family, hw_protocol=0x0800 if family == 2 else 0x86DD, hook=1, mark=mark,
+                        timestamp=TS, indev=indev, outdev=outdev, hwaddr=ETH[6:12], hwheader=ETH,
+                        payload=payload, prefix=prefix)  # fmt: skip
 
 
 def main() -> None:
@@ -55,7 +61,7 @@ def main() -> None:
     a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
     v4 = udp_packet("10.0.0.1", "10.0.0.2", 5000, 53, b"q")
     marks = [pkt(v4, mark=m, prefix=f"mark {m} ".encode()) for m in (0, 1, 2, 0x101)]
-    write("nflog-marks.hex", [b"".join(marks) + nl.done_msg()], "UDP packets with marks 0, 1, 2, 0x101")
+    write("nflog-marks.hex", [b"".join(marks) + done_msg()], "UDP packets with marks 0, 1, 2, 0x101")
     sniff = [
         pkt(tcp4(a, b, 110, b"USER alice\r\n"), prefix=b"pop3 "),
         pkt(tcp4(a, b, 110, b"PASS s3cret\r\n"), prefix=b"pop3 "),
@@ -64,10 +70,10 @@ def main() -> None:
         pkt(tcp4(a, b, 80, b"USER not-pop3\r\n"), prefix=b"http "),
         pkt(v4, prefix=b"udp "),
     ]
-    write("nflog-pwsniff.hex", [b"".join(sniff) + nl.done_msg()], "POP3/FTP logins and other packets")
+    write("nflog-pwsniff.hex", [b"".join(sniff) + done_msg()], "POP3/FTP logins and other packets")
     lines = (REPO / "tests" / "vectors" / "nfct" / "flow-json.buffers.hex").read_text().split()
     write("nfct-flows.hex", [bytes.fromhex(x) for x in lines], "ulogd2 2.0.8 golden flow-json ctnetlink buffers")
-    dump = nfacct.counter_msg("http", 10, 1500) + nfacct.counter_msg("dns", 3, 210) + nl.done_msg()
+    dump = counter_msg("http", 10, 1500) + counter_msg("dns", 3, 210) + done_msg()
     write("nfacct-dump.hex", [dump], "nfacct dump answer: http 10/1500, dns 3/210")
     v6 = udp_packet("2001:db8::1", "2001:db8::2", 5000, 53, b"q6")
     stream = (

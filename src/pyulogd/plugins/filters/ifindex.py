@@ -17,14 +17,13 @@ ulogd2 HEAD resolves them in its own namespace (wrong or missing names).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import OK, DataType, Filter, Key, KeyType
 from pyulogd.io.netns import NetnsHandle
 from pyulogd.io.rtnl import LinkCache, get_link_cache
-from pyulogd.netns.registry import get_namespaces
+from pyulogd.netns.registry import find_namespaces, get_namespaces
 
 # A namespace whose link table cannot be read is not tried again within this many seconds.
 _RETRY_NETNS = 1.0
@@ -65,7 +64,7 @@ class IfindexFilter(Filter):
         if self._cache is not None:
             self._cache.release()
             self._cache = None
-        reg = self.ctx.namespaces
+        reg = find_namespaces(self.ctx)
         if reg is not None and self._netns_closed in reg.on_close:
             reg.on_close.remove(self._netns_closed)
         for cache in getattr(self, "_ns_caches", {}).values():
@@ -113,9 +112,9 @@ class IfindexFilter(Filter):
         """The link cache of namespace ``ns``, opened inside it; None (indexes are logged as
         numbers, counted in ``ifindex.netns_unresolved``) when no input works there any more
         or its table cannot be read."""
-        now = time.monotonic()
+        now = self.ctx.clock.monotonic()
         failed = self._ns_failed.get(ns)
-        reg = self.ctx.namespaces
+        reg = find_namespaces(self.ctx)
         handle = reg.lookup(ns) if reg is not None else None
         if handle is None or (failed is not None and now - failed < _RETRY_NETNS):
             self.ctx.stats.incr("ifindex.netns_unresolved")

@@ -53,12 +53,20 @@ class Ip2strFilter(Filter):
         self._cache: dict[bytes, str] = {}
         self._bad_name = f"ip2str.{instance_id}.bad_address"
 
+    @property
+    def texts(self) -> dict[bytes, str]:
+        """The text of recently seen addresses, by address bytes: what ``interp`` writes for
+        an address found here. The same dict for the instance's life (emptied when full,
+        never replaced), so a fused stack (plugins/fused.py) may keep it and read it."""
+        return self._cache
+
+    def address_pairs(self) -> tuple[tuple[int, int], ...]:
+        """``(address slot, text slot)`` for each address input bound upstream (slot 0 is
+        "unbound"): where ``interp`` reads an address and where it writes its text."""
+        return tuple((slot, self.out_base + i) for i, slot in enumerate(self.in_slots[2:]) if slot != 0)
+
     def _prepare(self) -> tuple[tuple[int, int], ...]:
-        # Only address inputs that something upstream produces (slot 0 is "unbound").
-        pairs = tuple(
-            (slot, self.out_base + i) for i, slot in enumerate(self.in_slots[2:]) if slot != 0
-        )
-        self._pairs = pairs
+        pairs = self._pairs = self.address_pairs()
         return pairs
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pyulogd.core.plugin import DataType, Key, KeyType
 from pyulogd.plugins.filters.printer import Printer, PrinterFilter
+from pyulogd.plugins.fused import FLOW_LINE
 
 T = KeyType
 # The address texts are declared IPADDR, as 2.0.8 does, so that ``-i PRINTFLOW`` prints
@@ -166,3 +167,5 @@ class PrintflowFilter(PrinterFilter):
     output_type = DataType.FLOW
     input_keys = INPUT_KEYS
     make_printer = staticmethod(make_printer)
+    # ulogd's flow-logging stack as one function (plugins/fused.py).
+    fusions = (FLOW_LINE,)

@@ -3,7 +3,9 @@
 The line is byte-identical to ulogd2 2.0.8 (``util/printpkt.c``), trailing blank and all,
 except where docs/compat.md says otherwise: the ICMP detail is chosen by the ICMP
 type (2.0.8 switches on the code), GATEWAY= prints the gateway in the right byte order,
-and IPv6 ESP is called ESP.
+IPv6 ESP is called ESP, and the prefix and interface names are escaped
+(pyulogd.core.escape: a control character, ``\\`` or a byte that is not UTF-8 in them
+can neither end the line nor reach the reader's terminal; ordinary ones are unchanged).
 
 Like the C code, fields printed without a validity check print 0 when their key is not
 valid (``rec[slot] or 0``). The formatter is a closure over the slot numbers, built once
@@ -18,6 +20,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.escape import EscapeCache
 from pyulogd.core.plugin import DataType, Key
 from pyulogd.plugins.filters.printer import Printer, PrinterFilter
 
@@ -95,6 +98,8 @@ def make_printer(slot: dict[str, int]) -> Printer:
     ip_flags = _IP_FLAGS
     marks = _MARKS
     macs: dict[bytes, str] = {}
+    texts = EscapeCache()
+    escaped, escape = texts.known, texts.miss
 
     def mac_text(mac: Any, n: int) -> str:
         key = mac if n == len(mac) and type(mac) is bytes else bytes(mac[:n])
@@ -258,6 +263,10 @@ def make_printer(slot: dict[str, int]) -> Printer:
         out = rec[s_out]
         if value is not None and out is not None:
             prefix = f"{prefix}IN={value} OUT={out} "
+        # The outside strings (prefix, interface names) escaped, all at once: the rule works
+        # character by character, so escaping the joined text is escaping each part.
+        value = escaped.get(prefix)
+        prefix = value if value is not None else escape(prefix)
         value = rec[s_mac]
         if value is None:
             mac = "MAC= "

@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
-import time
 from typing import Any
 
 from pyulogd.codec import nfacct as codec
-from pyulogd.core.context import Context
+from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
 from pyulogd.core.ratelimit import Burst
-from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
@@ -92,7 +89,7 @@ class NfacctInput(NetnsSource):
         self.interval: int = config["pollinterval"]
         self.zero = bool(config["zerocounter"])
         self.timestamp = bool(config["timestamp"])
-        self._timer: Timer | None = None
+        self._timer: TimerHandle | None = None
         # The dump in progress: its sequence number, when it was sent (monotonic clock;
         # wall clock for the oob.time keys) and the counters received so far.
         self._seq: int | None = None
@@ -116,7 +113,7 @@ class NfacctInput(NetnsSource):
     def start_input(self) -> None:
         try:
             with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
-                self.sock = NetlinkSocket(bufsize=BUFSIZE)
+                self.sock = NetlinkSocket(bufsize=BUFSIZE, clock=self.ctx.clock)
         except OSError as e:
             raise PluginError(f"unable to open nfnetlink socket: {e.strerror or e}") from None
         loop = self.ctx.loop
@@ -146,27 +143,22 @@ class NfacctInput(NetnsSource):
             return
         if self._seq is None:
             self.request()
-        deadline = time.monotonic() + FINAL_DUMP_WAIT
+        deadline = self.ctx.clock.monotonic() + FINAL_DUMP_WAIT
         while self._seq is not None and self.sock is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if self.ctx.clock.monotonic() >= deadline:
                 self.ctx.stats.incr(self.stat["dumps_incomplete"])
                 self._again = False
                 self._finish()
                 return
-            self._wait_readable(left)
+            self.ctx.clock.wait_readable(self.sock.fileno(), deadline)
             self._readable()
-
-    def _wait_readable(self, timeout: float) -> None:
-        if self.sock is not None:
-            select.select([self.sock.fileno()], [], [], timeout)
 
     # -- polling
 
     def poll(self) -> None:
         """The timer's work: dump now, or right after the dump that is still running."""
         if self._seq is not None:
-            if time.monotonic() - self._sent_mono < self.interval / 2:
+            if self.ctx.clock.monotonic() - self._sent_mono < self.interval / 2:
                 # A SIGUSR2 dump sent just before: the kernel would answer EBUSY.
                 self._again = True
                 return
@@ -183,7 +175,7 @@ class NfacctInput(NetnsSource):
         if sock is None:
             return
         seq = sock.next_seq()
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         try:
             sock.sock.send(codec.dump_request(seq, self.zero, sock.portid))
         except OSError as e:
@@ -191,7 +183,7 @@ class NfacctInput(NetnsSource):
             self._report("io", f"NFACCT '{self.id}': sending the dump request failed: {_why(e)}")
             return
         self._seq = seq
-        self._sent_mono = time.monotonic()
+        self._sent_mono = self.ctx.clock.monotonic()
         self._time = divmod(round(now * 1_000_000), 1_000_000) if self.timestamp else None
         self._counters = []
         self._again = False
@@ -217,7 +209,7 @@ class NfacctInput(NetnsSource):
             self._counters.extend(batch.counters)
         if batch.malformed:
             stats.incr(self.stat["malformed"], batch.malformed)
-            n = self._limits["malformed"].due(self.ctx.now(), batch.malformed)
+            n = self._limits["malformed"].due(self.ctx.clock.wall(), batch.malformed)
             if n:
                 self.ctx.log.notice(f"NFACCT '{self.id}': skipped {n} malformed netlink message(s) "
                                     f"({stats.get(self.stat['malformed'])} in total), e.g.: {batch.problem}")
@@ -254,7 +246,7 @@ class NfacctInput(NetnsSource):
         self._report("io", f"NFACCT '{self.id}': the kernel dropped answers (ENOBUFS)")
 
     def _report(self, kind: str, msg: str) -> None:
-        n = self._limits[kind].due(self.ctx.now())
+        n = self._limits[kind].due(self.ctx.clock.wall())
         if n:
             self.ctx.log.error(msg if n == 1 else f"{msg} ({n} times since the last report)")
 

@@ -42,19 +42,17 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyulogd.codec import ctbpf
 from pyulogd.codec import nfct as codec
-from pyulogd.core.context import Context
+from pyulogd.codec.nfct_filter import FlowFilter
+from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
+from pyulogd.core.plugin import DataType, Option, OptionType
 from pyulogd.core.ratelimit import Burst
-from pyulogd.io.loop import Timer
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
@@ -117,40 +115,6 @@ OPTIONS = (
            "(packet/byte counters) and nf_conntrack_timestamp (kernel start/end times) at start"),
 )
 
-T = KeyType
-_KEY_HELP: dict[str, tuple[KeyType, str]] = {
-    "orig.ip.saddr": (T.IPADDR, "original-direction source address"),
-    "orig.ip.daddr": (T.IPADDR, "original-direction destination address"),
-    "orig.ip.protocol": (T.UINT8, "layer 4 protocol number"),
-    "orig.l4.sport": (T.UINT16, "original-direction source port (TCP, UDP, UDP-Lite, SCTP, DCCP)"),
-    "orig.l4.dport": (T.UINT16, "original-direction destination port"),
-    "orig.raw.pktlen": (T.UINT64, "original-direction bytes (needs nf_conntrack_acct)"),
-    "orig.raw.pktcount": (T.UINT64, "original-direction packets (needs nf_conntrack_acct)"),
-    "reply.ip.saddr": (T.IPADDR, "reply-direction source address (differs from orig.ip.daddr under DNAT)"),
-    "reply.ip.daddr": (T.IPADDR, "reply-direction destination address (differs from orig.ip.saddr "
-                       "under SNAT)"),
-    "reply.ip.protocol": (T.UINT8, "layer 4 protocol number of the reply tuple"),
-    "reply.l4.sport": (T.UINT16, "reply-direction source port"),
-    "reply.l4.dport": (T.UINT16, "reply-direction destination port"),
-    "reply.raw.pktlen": (T.UINT64, "reply-direction bytes (needs nf_conntrack_acct)"),
-    "reply.raw.pktcount": (T.UINT64, "reply-direction packets (needs nf_conntrack_acct)"),
-    "icmp.code": (T.UINT8, "ICMP code of an ICMP flow"),
-    "icmp.type": (T.UINT8, "ICMP type of an ICMP flow"),
-    "icmpv6.code": (T.UINT8, "ICMPv6 code of an ICMPv6 flow (as ulogd2 2.0.9)"),
-    "icmpv6.type": (T.UINT8, "ICMPv6 type of an ICMPv6 flow (as ulogd2 2.0.9)"),
-    "ct.mark": (T.UINT32, "conntrack mark"),
-    "ct.id": (T.UINT32, "kernel conntrack id"),
-    "ct.event": (T.UINT32, "1 NEW, 2 UPDATE, 4 DESTROY"),
-    "flow.start.sec": (T.UINT32, "flow start (kernel timestamp, else the time the NEW event was read)"),
-    "flow.start.usec": (T.UINT32, "microseconds of flow.start.sec"),
-    "flow.end.sec": (T.UINT32, "flow end (kernel timestamp, else the time the DESTROY was read)"),
-    "flow.end.usec": (T.UINT32, "microseconds of flow.end.sec"),
-    "oob.family": (T.UINT8, "protocol family (2 IPv4, 10 IPv6)"),
-    "oob.protocol": (T.UINT16, "layer 3 protocol as ethertype (2048 IPv4, 34525 IPv6); ulogd2: always 0"),
-    "ct": (T.RAW, "the conntrack entry's ctnetlink attributes"),
-}
-OUTPUT_KEYS = tuple(Key(name, _KEY_HELP[name][0], help=_KEY_HELP[name][1]) for name in codec.KEYS)
-
 # Counters in ctx.stats, as nfct.<instance id>.<name>.
 STAT_NAMES = (
     "events", "malformed", "enobufs", "netlink_errors", "unexpected", "truncated", "recv_errors",
@@ -167,7 +131,7 @@ class NfctInput(NetnsSource):
     so_name = "ulogd_inpflow_NFCT.so"
     output_type = DataType.FLOW
     options = OPTIONS + NETNS_OPTIONS
-    output_keys = OUTPUT_KEYS + NETNS_KEYS
+    output_keys = codec.OUTPUT_KEYS + NETNS_KEYS
     description = "connection tracking events and table dumps (flows, with NAT tuples)"
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -178,10 +142,10 @@ class NfctInput(NetnsSource):
         self.use_hash = bool(config["hash_enable"])
         self.max_entries: int = config["hash_max_entries"]
         self.flows: dict[tuple[Any, ...], Entry] = {}
-        self.accept: codec.FlowFilter | None = None
-        self._resync_timer: Timer | None = None
-        self._poll_timer: Timer | None = None
-        self._sweep_timer: Timer | None = None
+        self.accept: FlowFilter | None = None
+        self._resync_timer: TimerHandle | None = None
+        self._poll_timer: TimerHandle | None = None
+        self._sweep_timer: TimerHandle | None = None
         # Flows of the initial dump that the kernel may never send events for (see _initial_dump).
         self._silent: set[tuple[Any, ...]] = set()
         self._rcvbuf_asked = 0
@@ -207,7 +171,7 @@ class NfctInput(NetnsSource):
         if c["accounting"] not in (0, 1):
             raise ConfigError("accounting must be 0 or 1")
         try:
-            self.accept = codec.FlowFilter.parse(
+            self.accept = FlowFilter.parse(
                 c["accept_src_filter"], c["accept_dst_filter"], c["accept_proto_filter"])
         except ValueError as e:
             raise ConfigError(str(e)) from None
@@ -246,7 +210,8 @@ class NfctInput(NetnsSource):
             log.notice(f"NFCT '{self.id}': event_mask selects no events; only SIGUSR2 dumps will log")
         try:
             with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
-                self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE)
+                self.evsock = NetlinkSocket(groups=groups, bufsize=EVENT_BUFSIZE, recvmmsg=self.ctx.recvmmsg,
+                                            clock=self.ctx.clock)
         except OSError as e:
             raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
         sock = self.evsock
@@ -296,7 +261,7 @@ class NfctInput(NetnsSource):
         if self.dsock is None:
             try:
                 with in_netns(self.netns_handle):  # also for the resyncs and polls later on
-                    self.dsock = NetlinkSocket(bufsize=DUMP_BUFSIZE)
+                    self.dsock = NetlinkSocket(bufsize=DUMP_BUFSIZE, clock=self.ctx.clock)
             except OSError as e:
                 raise PluginError(f"error opening ctnetlink: {e.strerror or e}") from None
         return self.dsock
@@ -371,7 +336,7 @@ class NfctInput(NetnsSource):
         if sock.pending:  # answers that came while a request waited: the old way, in order
             self._drain(sock)
             return
-        began = time.monotonic()
+        began = self.ctx.clock.monotonic()
         try:
             buf, spans, overruns = sock.read_many(READ_MANY)
         except OSError as e:
@@ -392,7 +357,7 @@ class NfctInput(NetnsSource):
         before it waits again, so that the next round finds a batch rather than one event,
         if events come fast enough for that to matter. Reading, handling and pausing stay
         within the time a fifth of the receive buffer takes to fill at the current rate."""
-        t = time.monotonic()
+        t = self.ctx.clock.monotonic()
         dt = began - self._last_read
         self._last_read = began
         if more or n >= READ_MANY or dt <= 0 or self._capacity < PACE_MIN_CAPACITY:
@@ -412,7 +377,7 @@ class NfctInput(NetnsSource):
 
     def _recv_failed(self, e: OSError) -> None:
         self.ctx.stats.incr(self.stat["recv_errors"])
-        n = self._burst["recv"].due(self.ctx.now())
+        n = self._burst["recv"].due(self.ctx.clock.wall())
         if n:
             self.ctx.log.error(f"NFCT '{self.id}': receive failed: {e.strerror or e} ({n} since last report)")
 
@@ -420,7 +385,7 @@ class NfctInput(NetnsSource):
         """The datagrams of one :meth:`NetlinkSocket.read_many`: the hot path. An event of a
         known layout is decoded in place and handed on here; anything else goes to
         :meth:`feed`, in order."""
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         decoder = self.decoder
         parse_at = decoder.parse_at
         key, templates = decoder.lookup()
@@ -468,7 +433,7 @@ class NfctInput(NetnsSource):
     def feed(self, buf: bytes, now: float | None = None) -> None:
         """Handle one datagram from the event socket (replay tools and tests call this too)."""
         if now is None:
-            now = self.ctx.now()
+            now = self.ctx.clock.wall()
         one = self.decoder.parse_one(buf, now)
         if one is not None:
             recs = [one]
@@ -572,7 +537,7 @@ class NfctInput(NetnsSource):
             self._at_max = ask >= maxsize
             log.notice(f"We are losing events, increasing buffer size to {granted} ({total} ENOBUFS so far)")
         else:
-            n = self._burst["enobufs"].due(self.ctx.now())
+            n = self._burst["enobufs"].due(self.ctx.clock.wall())
             if n:
                 hint = ("Maximum buffer size in NFCT has been reached. Please, consider rising "
                         "`netlink_socket_buffer_size` and `netlink_socket_buffer_maxsize` clauses."
@@ -596,7 +561,7 @@ class NfctInput(NetnsSource):
         def on(values: list[Any]) -> None:
             self._cache(codec.flow_key(values), values, now)
 
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         try:
             self.run_dump(False, on)
         except (OSError, TimeoutError) as e:
@@ -631,7 +596,7 @@ class NfctInput(NetnsSource):
     def _sync(self, why: str) -> None:
         before = set(self.flows)
         seen: set[tuple[Any, ...]] = set()
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
 
         def on(values: list[Any]) -> None:
             key = codec.flow_key(values)
@@ -655,7 +620,7 @@ class NfctInput(NetnsSource):
 
     def _emit_ended(self, keys: list[tuple[Any, ...]]) -> None:
         """Take these flows out of the table and emit each as DESTROY, ending now."""
-        end_sec, end_usec = codec.split_now(self.ctx.now())
+        end_sec, end_usec = codec.split_now(self.ctx.clock.wall())
         for key in keys:
             ent = self.flows.pop(key)
             values = list(ent[2])
@@ -676,7 +641,7 @@ class NfctInput(NetnsSource):
 
     def dump_and_zero(self) -> None:
         """SIGUSR2: dump the table resetting its counters; emit each entry as UPDATE."""
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
 
         def on(values: list[Any]) -> None:
             if self.use_hash:
@@ -692,7 +657,7 @@ class NfctInput(NetnsSource):
 
     def _dump_failed(self, what: str, e: BaseException) -> None:
         self.ctx.stats.incr(self.stat["dump_errors"])
-        n = self._burst["dump"].due(self.ctx.now())
+        n = self._burst["dump"].due(self.ctx.clock.wall())
         if n:
             self.ctx.log.error(f"NFCT '{self.id}': cannot {what}: {_why(e)} ({n} since last report)")
 
@@ -713,7 +678,7 @@ class NfctInput(NetnsSource):
         finished = False
         try:
             for buf in self.dump_buffers(zero):
-                batch = self.decoder.parse_buffer(buf, self.ctx.now())
+                batch = self.decoder.parse_buffer(buf, self.ctx.clock.wall())
                 consistent = consistent and not batch.interrupted and not batch.malformed
                 for values in batch.records:
                     if accept is not None and not accept(values):
@@ -721,7 +686,7 @@ class NfctInput(NetnsSource):
                         continue
                     on_entry(values)
                 if batch.malformed or batch.other:
-                    self._batch_problems(batch, self.ctx.now())
+                    self._batch_problems(batch, self.ctx.clock.wall())
                 if batch.errors:
                     finished = True
                     raise OSError(batch.errors[0], os.strerror(batch.errors[0]))
@@ -739,18 +704,18 @@ class NfctInput(NetnsSource):
         """The datagrams answering one dump request, up to the one with NLMSG_DONE or an error."""
         sock = self._open_dump_socket()
         sock.sock.send(codec.dump_request(sock.next_seq(), zero=zero))
-        deadline = time.monotonic() + DUMP_TIMEOUT
+        clock = self.ctx.clock
+        deadline = clock.monotonic() + DUMP_TIMEOUT
         while True:
             r = sock.recv()
             if r is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if clock.monotonic() >= deadline:
                     raise TimeoutError(errno.ETIMEDOUT, "no answer from ctnetlink")
-                select.select([sock.fileno()], [], [], left)
+                clock.wait_readable(sock.fileno(), deadline)
                 continue
             if isinstance(r, int):
                 raise OSError(r, "dump answers lost (ENOBUFS)")
-            deadline = time.monotonic() + DUMP_TIMEOUT
+            deadline = clock.monotonic() + DUMP_TIMEOUT
             yield r
 
     def _exists(self, values: list[Any]) -> bool:

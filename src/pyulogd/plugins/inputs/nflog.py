@@ -29,7 +29,7 @@ from typing import Any
 from pyulogd.codec import nflog as codec
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
+from pyulogd.core.plugin import DataType, Option, OptionType
 from pyulogd.core.ratelimit import Burst
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
@@ -93,35 +93,6 @@ OPTIONS = (
            check=_nlbufsiz),
 )
 
-T = KeyType
-OUTPUT_KEYS = (
-    Key("raw.mac", T.RAW, help="hardware (L2) header, when the packet has one (input path)"),
-    Key("raw.pkt", T.RAW, help="the packet from the network header on (as copied by the kernel)"),
-    Key("raw.pktlen", T.UINT32, help="length of raw.pkt"),
-    Key("raw.pktcount", T.UINT32, help="number of packets (always 1)"),
-    Key("oob.prefix", T.STRING, help="log prefix of the rule"),
-    Key("oob.time.sec", T.UINT32, help="time the packet was logged (kernel timestamp or reception), seconds"),
-    Key("oob.time.usec", T.UINT32, help="microseconds of oob.time.sec"),
-    Key("oob.mark", T.UINT32, help="packet mark (0 when none)"),
-    Key("oob.ifindex_in", T.UINT32, help="index of the input interface"),
-    Key("oob.ifindex_out", T.UINT32, help="index of the output interface"),
-    Key("oob.hook", T.UINT8,
-        help="netfilter hook (0 prerouting, 1 input, 2 forward, 3 output, 4 postrouting)"),
-    Key("raw.mac_len", T.UINT16, help="length of raw.mac"),
-    Key("oob.seq.local", T.UINT32, help="per-group sequence number (seq_local=1)"),
-    Key("oob.seq.global", T.UINT32, help="global sequence number (seq_global=1)"),
-    Key("oob.family", T.UINT8, help="protocol family (2 IPv4, 10 IPv6, 7 bridge, 3 ARP)"),
-    Key("oob.protocol", T.UINT16, help="layer 3 protocol (ethertype: 2048 IPv4, 34525 IPv6, 2054 ARP)"),
-    Key("oob.uid", T.UINT32, help="user id of the local socket the packet belongs to"),
-    Key("oob.gid", T.UINT32, help="group id of the local socket the packet belongs to"),
-    Key("raw.label", T.UINT8, help="numeric_label of this instance"),
-    Key("raw.type", T.UINT16, help="hardware type (ARPHRD_*: 1 Ethernet, 772 loopback)"),
-    Key("raw.mac.saddr", T.RAW, help="hardware source address"),
-    Key("raw.mac.addrlen", T.UINT16, help="length of raw.mac.saddr"),
-    Key("raw", T.RAW, help="the whole NFLOG netlink message"),
-    Key("ct", T.RAW, help="attached conntrack entry (ctnetlink attributes; attach_conntrack=1)"),
-)
-assert tuple(k.name for k in OUTPUT_KEYS) == codec.KEYS
 
 
 # Counters in ctx.stats, as nflog.<instance id>.<name>.
@@ -137,7 +108,7 @@ class NflogInput(NetnsSource):
     so_name = "ulogd_inppkt_NFLOG.so"
     output_type = DataType.RAW
     options = OPTIONS + NETNS_OPTIONS
-    output_keys = OUTPUT_KEYS + NETNS_KEYS
+    output_keys = codec.OUTPUT_KEYS + NETNS_KEYS
     description = "packets from the kernel's nfnetlink_log (nft 'log group N', iptables -j NFLOG)"
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -174,7 +145,7 @@ class NflogInput(NetnsSource):
         log.debug("opening nfnetlink socket")
         try:
             with in_netns(self.netns_handle):  # the socket stays in the namespace it is made in
-                self.sock = NetlinkSocket(bufsize=c["bufsize"])
+                self.sock = NetlinkSocket(bufsize=c["bufsize"], clock=self.ctx.clock)
         except OSError as e:
             raise PluginError(f"unable to open nfnetlink socket: {e.strerror or e}") from None
         try:
@@ -306,7 +277,7 @@ class NflogInput(NetnsSource):
             sock.drain(self.feed, self._overrun, MAX_READS)
         except OSError as e:
             self.ctx.stats.incr(self.stat["recv_errors"])
-            n = self._burst["recv"].due(self.ctx.now())
+            n = self._burst["recv"].due(self.ctx.clock.wall())
             if n:
                 self.ctx.log.error(f"NFLOG '{self.id}': receive failed: {_why(e)} ({n} since last report)")
         if sock.truncated != self._truncated:
@@ -315,7 +286,7 @@ class NflogInput(NetnsSource):
 
     def feed(self, buf: bytes) -> None:
         """Handle one datagram as read from the socket (replay tools and tests call this too)."""
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         batch = self.decoder.parse_buffer(buf, now, self.label)
         recs = batch.records
         if self._check_seq and recs:
@@ -357,7 +328,7 @@ class NflogInput(NetnsSource):
                 self._at_max = True
             log.notice(f"We are losing events, increasing buffer size to {granted} ({total} ENOBUFS so far)")
             return
-        n = self._burst["enobufs"].due(self.ctx.now())
+        n = self._burst["enobufs"].due(self.ctx.clock.wall())
         if not n:
             return
         if maxsize:
@@ -407,7 +378,7 @@ class NflogInput(NetnsSource):
 
     def _report_truncated(self, n: int) -> None:
         self.ctx.stats.incr(self.stat["truncated"], n)
-        k = self._burst["truncated"].due(self.ctx.now(), n)
+        k = self._burst["truncated"].due(self.ctx.clock.wall(), n)
         if k:
             self.ctx.log.notice(f"NFLOG '{self.id}': {k} datagram(s) longer than bufsize="
                                 f"{self.config['bufsize']} were cut; raise bufsize")

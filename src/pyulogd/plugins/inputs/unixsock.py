@@ -33,43 +33,10 @@ import stat
 from typing import Any
 
 from pyulogd.codec import unixsock as codec
+from pyulogd.core import safefile
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, DecodeError, PluginError
-from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
-
-T = KeyType
-OUTPUT_KEYS = (
-    Key("raw.mac", T.RAW, help="never set"),
-    Key("raw.pkt", T.RAW, help="the packet (IPv4 or IPv6 header first) as the client sent it"),
-    Key("raw.pktlen", T.UINT32, help="length of raw.pkt"),
-    Key("raw.pktcount", T.UINT32, help="number of packets (always 1)"),
-    Key("oob.prefix", T.STRING, help="log prefix (option 1)"),
-    Key("oob.time.sec", T.UINT32, help="time of the packet, seconds (option 4)"),
-    Key("oob.time.usec", T.UINT32, help="never set"),
-    Key("oob.mark", T.UINT32, help="never set"),
-    Key("oob.in", T.STRING, help="name of the input interface (option 2)"),
-    Key("oob.out", T.STRING, help="name of the output interface (option 3)"),
-    Key("oob.hook", T.UINT8, help="never set"),
-    Key("raw.mac_len", T.UINT16, help="never set"),
-    Key("oob.seq.local", T.UINT32, help="never set"),
-    Key("oob.seq.global", T.UINT32, help="never set"),
-    Key("oob.family", T.UINT8, help="2 (IPv4) or 10 (IPv6) from the packet's version field, else 0"),
-    Key("oob.protocol", T.UINT16, help="never set"),
-    Key("oob.uid", T.UINT32, help="never set"),
-    Key("oob.gid", T.UINT32, help="never set"),
-    Key("raw.label", T.UINT8,
-        help="connection state (option 206: 0 drop, 1 open, 2 established, 3 close, 4 unknown)"),
-    Key("raw.type", T.UINT16, help="never set"),
-    Key("raw.mac.saddr", T.RAW, help="never set"),
-    Key("raw.mac.addrlen", T.UINT16, help="never set"),
-    Key("nufw.user.name", T.STRING, help="user name (option 200)"),
-    Key("nufw.user.id", T.UINT32, help="user id (option 201)"),
-    Key("nufw.os.name", T.STRING, help="operating system name (option 202)"),
-    Key("nufw.os.rel", T.STRING, help="operating system release (option 203)"),
-    Key("nufw.os.vers", T.STRING, help="operating system version (option 204)"),
-    Key("nufw.app.name", T.STRING, help="application name (option 205)"),
-)  # fmt: skip
-assert tuple(k.name for k in OUTPUT_KEYS) == codec.KEYS
+from pyulogd.core.plugin import DataType, Option, OptionType, Source
 
 DEFAULT_PATH = "/var/run/ulogd/ulogd2.sock"
 # Bytes read per recv, and reads per readable event before the loop serves others.
@@ -112,7 +79,7 @@ class UnixsockInput(Source):
         Option("owner", OptionType.STRING, "", help="user owning the socket (empty: unchanged)"),
         Option("group", OptionType.STRING, "", help="group owning the socket (empty: unchanged)"),
     )  # fmt: skip
-    output_keys = OUTPUT_KEYS
+    output_keys = codec.OUTPUT_KEYS
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
@@ -153,23 +120,19 @@ class UnixsockInput(Source):
                 gid = grp.getgrnam(c["group"]).gr_gid
             except KeyError:
                 raise PluginError(f"Invalid group specified for unix socket ({c['group']})") from None
+        try:  # a directory others can write is refused before anything in it is touched
+            os.close(safefile.open_dir(os.path.dirname(self.path) or ".", self.ctx.run_as))
+        except OSError as e:
+            raise PluginError(f"cannot use socket_path '{self.path}': {e.strerror or e}") from None
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             try:
-                sock.bind(self.path)
+                # Mode and owner are set before the socket gets its name (core/safefile.py):
+                # nothing is chmod'ed or chown'ed through a path another user could swap.
+                self._ino = safefile.bind_unix(sock, self.path, self.ctx.run_as, c["perms"], uid, gid)
             except OSError as e:
                 raise PluginError(f"could not bind to unix socket '{self.path}': {e.strerror or e}") from None
-            st = os.stat(self.path)
-            self._ino = (st.st_dev, st.st_ino)
-            try:
-                os.chmod(self.path, c["perms"])
-                if uid != -1 or gid != -1:
-                    os.chown(self.path, uid, gid)
-            except OSError as e:
-                raise PluginError(
-                    f"could not set permissions/owner of unix socket '{self.path}': {e.strerror or e}"
-                ) from None
             sock.listen(64)
             sock.setblocking(False)
             if not c["bufsize"]:

@@ -3,10 +3,11 @@
 The line: with ``timestamp=1``, ``timestamp=YYYY/MM/DD-HH:MM:SS,`` (local time of writing),
 then ``name=value,`` for each valid upstream key in stack order (spec 2.8; a name produced
 twice appears twice, with its nearest producer's value) of a type GPRINT knows: STRING
-(as it is, nothing escaped), BOOL and the integer types up to 32 bits signed / 64 bits
-unsigned, IPADDR. Other types (RAW, INT64, ...) are left out. The last character (the final
-comma) is removed and ``\\n`` added; a record ending in PRINTPKT's ``print`` (which ends in
-``\\n``) is therefore followed by an empty line, as in 2.0.8.
+(escaped as every outside string, pyulogd.core.escape; PRINTPKT's ``print`` as it is),
+BOOL and the integer types up to 32 bits signed / 64 bits unsigned, IPADDR. Other types
+(RAW, INT64, ...) are left out. The last character (the final comma) is removed and
+``\\n`` added; a record ending in PRINTPKT's ``print`` (which ends in ``\\n``) is
+therefore followed by an empty line, as in 2.0.8.
 
 Corrections (docs/compat.md): 2.0.8 prints an IPv6 address as a bogus IPv4 one (its first
 4 bytes: ``253.0.2.1`` for fd00:201::1); pyulogd prints ``fd00:201::1``. 2.0.8 writes into
@@ -21,8 +22,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.plugin import OK, DataType, Option, OptionType
-from pyulogd.plugins.outputs.keytext import KINDS, fields, producers
-from pyulogd.plugins.outputs.logemu import LineFile, LineFileSink
+from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
+from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -32,7 +33,7 @@ def plan(keys: Any, slots: Any) -> list[tuple[int, str, str]]:
     """``(slot, "name=", kind)`` per bound wildcard key of a type GPRINT writes."""
     out = []
     for key, slot in producers(keys, slots):
-        kind = KINDS.get(key.type)
+        kind = kind_of(key)
         if kind is not None:
             out.append((slot, key.name + "=", kind))
     return out
@@ -80,7 +81,7 @@ class GprintOutput(LineFileSink):
     def interp(self, rec: list[Any]) -> int:
         head = ""
         if self._timestamp:
-            sec = int(self.ctx.now())
+            sec = int(self.ctx.clock.wall())
             if sec != self._sec:
                 self._head = stamp(sec)
                 self._sec = sec

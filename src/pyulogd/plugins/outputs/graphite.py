@@ -7,6 +7,8 @@ Per record (one nfacct counter) two lines, as 2.0.8 writes them::
 
 ``ts`` is ``oob.time.sec`` when it is valid and not zero (NFACCT ``timestamp=1``), else
 the time of writing. Options ``host``, ``port`` (both required) and ``prefix``, as in 2.0.8.
+The counter's name comes from outside and is escaped (pyulogd.core.escape): a newline in
+it cannot start a metric line of its own (2.0.8 writes it raw).
 
 2.0.8 connects once at start (a Carbon that is down fails the stack), sends with a
 blocking socket, and on a failed send tries one reconnect and loses the data. Here the
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.checks import check_port
 from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.escape import escape_text
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.io.sender import FLUSH_AT, ReliableSender, resolve, sender_options
 
@@ -88,10 +91,10 @@ class GraphiteOutput(Sink):
 
     def lines(self, rec: list[Any]) -> str:
         """The two metric lines of one record, as 2.0.8's snprintf makes them."""
-        name = rec[self._s_name] or ""
+        name = escape_text(rec[self._s_name] or "")
         ts = rec[self._s_sec]
         if not ts:
-            ts = int(self.ctx.now())
+            ts = int(self.ctx.clock.wall())
         pkts = rec[self._s_pkts] or 0
         nbytes = rec[self._s_bytes] or 0
         p = f"{self.prefix}.{name}"

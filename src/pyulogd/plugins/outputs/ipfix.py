@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.codec import ipfix as codec
 from pyulogd.core.checks import check_port
+from pyulogd.core.context import TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
-from pyulogd.io.loop import Timer
 from pyulogd.io.sender import ReliableSender, resolve, sender_options
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class IpfixOutput(Sink):
         self._msg_templates: set[int] = set()
         self._msg_len = codec.HEADER.size
         self._msg_records = 0
-        self._timer: Timer | None = None
+        self._timer: TimerHandle | None = None
         self._sessions = 0
 
     def configure(self) -> None:
@@ -168,7 +168,7 @@ class IpfixOutput(Sink):
         out = self.out
         if out is not None and out.queue:
             seq = codec.HEADER.unpack_from(out.queue[0][0])[3]
-        msg = codec.message([codec.template_set(t) for t in tids], int(self.ctx.now()), seq, self.oid)
+        msg = codec.message([codec.template_set(t) for t in tids], int(self.ctx.clock.wall()), seq, self.oid)
         return [(msg, 0)]
 
     def _needs_template(self, tid: int) -> bool:
@@ -190,7 +190,7 @@ class IpfixOutput(Sink):
         self._close_set()
         if not self._msg_records:
             return
-        msg = codec.message(self._sets, int(self.ctx.now()), self.seq, self.oid)
+        msg = codec.message(self._sets, int(self.ctx.clock.wall()), self.seq, self.oid)
         self.seq += self._msg_records
         records = self._msg_records
         self._sets = []

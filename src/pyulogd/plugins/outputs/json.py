@@ -38,7 +38,7 @@ from pyulogd.core.checks import check_port
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
-from pyulogd.plugins.outputs.logemu import FLUSH_AT, LineFile
+from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -319,7 +319,7 @@ class JsonOutput(Sink):
     def _stamp(self, sec: Any, usec: Any) -> str:
         """``{"timestamp": "<local time>[.usec][offset]", "dvc": "..."``, cached per second."""
         if sec is None:
-            sec = int(self.ctx.now())
+            sec = int(self.ctx.clock.wall())
         if sec != self._ts_sec:
             tm = time.localtime(sec)
             self._ts_head = (
@@ -404,17 +404,6 @@ class SocketSender:
     @property
     def sock(self) -> socket.socket | None:
         return self.out.sock
-
-    @property
-    def _last_attempt(self) -> float:
-        return self.out._last_attempt
-
-    @_last_attempt.setter
-    def _last_attempt(self, value: float) -> None:
-        self.out._last_attempt = value
-
-    def _disconnect(self) -> None:
-        self.out._disconnect()
 
     def open(self) -> None:
         if self.mode == "unix":

@@ -7,6 +7,10 @@ declaration (type) decides the rendering (spec 3).
 Addresses (``IPADDR``) are written the way 2.0.9 does and 2.0.8 should have: IPv4 as a
 dotted quad in the right order, IPv6 as ``inet_ntop`` writes it. A value given as an integer
 (host byte order, as IP2HBIN produces) is written most significant byte first.
+
+Strings come from outside (prefixes, interface and namespace names, PWSNIFF's user and
+password) and are escaped (pyulogd.core.escape), so that none can start a line of its own;
+ordinary ones are written as 2.0.8 writes them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from pyulogd.core.escape import escape_text
 from pyulogd.core.plugin import Key, KeyType
 
 _V4 = tuple(str(i) for i in range(256))
@@ -60,6 +65,20 @@ KINDS: dict[KeyType, str] = {
 }
 
 
+# PRINTPKT's and PRINTFLOW's ``print``: a line of their own making, its outside parts escaped
+# already and its final newline kept (GPRINT then writes an empty line after it, as 2.0.8).
+LINE_KEYS = frozenset({"print"})
+
+
+def kind_of(key: Key) -> str | None:
+    """How a producer's key is written: ``str`` (escaped), ``line`` (as it is), ``int``,
+    ``addr``; None for types without a text."""
+    kind = KINDS.get(key.type)
+    if kind == "str" and key.name in LINE_KEYS:
+        return "line"
+    return kind
+
+
 def fields(entries: list[tuple[int, str, str]], rec: list[Any]) -> list[str]:
     """``name=value`` of each valid entry (``(slot, "name=", kind)``; a kind ``=text`` is that
     fixed text), in order."""
@@ -72,6 +91,8 @@ def fields(entries: list[tuple[int, str, str]], rec: list[Any]) -> list[str]:
         if kind == "int":
             append(f"{prefix}{int(v)}")
         elif kind == "str":
+            append(f"{prefix}{escape_text(v)}")
+        elif kind == "line":
             append(f"{prefix}{v}")
         elif kind == "addr":
             append(f"{prefix}{address(v)}")

@@ -11,131 +11,27 @@ it waits for the next event), or as soon as 64 KiB are pending. That already giv
 more), so ``sync=1`` does not add a ``write()`` per record: at high rates that syscall
 costs more than the rest of the record. Every write holds whole lines, so several stacks
 appending to one file never interleave inside a line.
-:class:`LineFile` is shared with the JSON output's file mode.
+:class:`LineFile` (``linefile.py``) is shared with the other file outputs and JSON's file mode.
 
 ``netns_prefix=1`` (pyulogd extra) writes the record's network namespace (``oob.netns``,
 from an input with ``netns=`` or ``network_namespace_path=``) as ``[<name>] `` between the
 host name and the print string: ``Nov 27 09:14:05 host [qrouter-<id>] IN=qr-1 OUT=...``.
 Records without a namespace, and every record with the default 0, keep ulogd2's format.
+The name is escaped as every outside string is (pyulogd.core.escape), and so is the host
+name: the ``print`` string comes escaped from PRINTPKT, so no name can start a line.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.errors import PluginError
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.core.escape import EscapeCache, escape_text
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType
+from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
-
-# Pending text that forces a write before the batch ends.
-FLUSH_AT = 64 * 1024
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-
-
-class LineFile:
-    """An append-only text file written in whole-line batches."""
-
-    def __init__(self, ctx: Context, path: str, sync: bool, stat_prefix: str, label: str) -> None:
-        self.ctx = ctx
-        self.path = path
-        self.fd = -1
-        # Interp code appends here directly; it is cleared in place, never replaced.
-        self.pending: list[str] = []
-        self.size = 0
-        # sync is accepted for compatibility; see the module docstring for why it changes nothing.
-        self.sync = sync
-        self.limit = FLUSH_AT
-        self.label = label
-        self._errors_name = stat_prefix + ".write_errors"
-        self._lost_name = stat_prefix + ".lines_lost"
-        self._failing = False
-
-    def open(self) -> None:
-        try:
-            self.fd = os.open(self.path, _OPEN_FLAGS, 0o666)
-        except OSError as e:
-            raise PluginError(f"{self.label}: can't open log file {self.path!r}: {e.strerror}") from e
-
-    def add(self, line: str) -> None:
-        self.pending.append(line)
-        self.size += len(line)
-        if self.size >= self.limit:
-            self.flush()
-
-    def flush(self) -> None:
-        pending = self.pending
-        if not pending:
-            return
-        # Prefix bytes that were not UTF-8 go out exactly as the kernel gave them.
-        data = "".join(pending).encode("utf-8", "surrogateescape")
-        lines = len(pending)
-        pending.clear()
-        self.size = 0
-        if self.fd < 0:
-            self._lost(lines, "file is not open")
-            return
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as e:
-            # Lines already written stay written; the rest of this batch is lost.
-            self._lost(lines if len(view) == len(data) else data[-len(view) :].count(b"\n"), e.strerror)
-            return
-        if self._failing:
-            self._failing = False
-            self.ctx.log.notice(f"{self.label}: writing to {self.path!r} works again")
-
-    def _lost(self, lines: int, reason: str | None) -> None:
-        self.ctx.stats.incr(self._errors_name)
-        self.ctx.stats.incr(self._lost_name, lines)
-        if not self._failing:  # once per burst of failures
-            self._failing = True
-            self.ctx.log.error(f"{self.label}: can't write to {self.path!r}: {reason}; dropping lines")
-
-    def reopen(self) -> None:
-        """SIGHUP (log rotation): new lines go to a freshly opened file of the same name."""
-        self.flush()
-        try:
-            fd = os.open(self.path, _OPEN_FLAGS, 0o666)
-        except OSError as e:
-            self.ctx.log.error(f"{self.label}: can't reopen {self.path!r}: {e.strerror}; keeping old file")
-            return
-        old, self.fd = self.fd, fd
-        if old >= 0:
-            os.close(old)
-
-    def close(self) -> None:
-        self.flush()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-
-class LineFileSink(Sink):
-    """An output writing whole lines to one file: LOGEMU, GPRINT, OPRINT. SIGHUP reopens it."""
-
-    out: LineFile
-    # How ulogd2 names the plugin in its "reopening logfile" notice.
-    reopen_label = ""
-
-    def stop(self) -> None:
-        self.out.close()
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self.ctx.log.notice(f"{self.reopen_label}: reopening logfile")
-            self.out.reopen()
-
 
 class LogemuOutput(LineFileSink):
     name = "LOGEMU"
@@ -160,8 +56,12 @@ class LogemuOutput(LineFileSink):
         self.out = LineFile(
             ctx, str(config["file"]), bool(config["sync"]), f"logemu.{instance_id}", "LOGEMU"
         )
-        self._sec = -1
-        self._head = ""
+        # The line head (``Mmm dd hh:mm:ss hostname ``) of second ``head_sec``, made once per
+        # second (new_second); public, read only, for a fused stack (plugins/fused.py).
+        self.head_sec = -1
+        self.head = ""
+        # Namespace names are outside strings: escaped (pyulogd.core.escape), cached by name.
+        self.ns_text = EscapeCache(256)
 
     def start(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
@@ -172,8 +72,8 @@ class LogemuOutput(LineFileSink):
     def new_second(self, sec: int) -> None:
         """The line head for a new second: ``Mmm dd hh:mm:ss hostname ``."""
         # ctime() is English whatever the locale, as in C; cached for the second.
-        self._head = f"{time.ctime(sec)[4:19]} {self.ctx.hostname} "
-        self._sec = sec
+        self.head = f"{time.ctime(sec)[4:19]} {escape_text(self.ctx.hostname)} "
+        self.head_sec = sec
 
     def interp(self, rec: list[Any]) -> int:
         text = rec[self._s_print]
@@ -181,12 +81,12 @@ class LogemuOutput(LineFileSink):
             return OK
         sec = rec[self._s_sec]
         if sec is None:
-            sec = int(self.ctx.now())
-        if sec != self._sec:
+            sec = int(self.ctx.clock.wall())
+        if sec != self.head_sec:
             self.new_second(sec)
         out = self.out
         ns = rec[self._s_netns]
-        line = self._head + text if ns is None else f"{self._head}[{ns}] {text}"
+        line = self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:

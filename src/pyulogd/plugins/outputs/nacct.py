@@ -7,7 +7,7 @@ One TAB-separated line per flow, as 2.0.8's ``"%u\\t%u\\t%s\\t%u\\t%s\\t%u\\t%lu
 
 For ICMP (protocol 1) the port columns carry ``icmp.type`` and ``icmp.code``. Invalid
 numbers print as 0 and invalid strings as nothing; a line is cut at 255 characters
-(2.0.8's buffer). Written in whole-line batches like LOGEMU (pyulogd.plugins.outputs.logemu
+(2.0.8's buffer). Written in whole-line batches like LOGEMU (pyulogd.plugins.outputs.linefile
 LineFile); SIGHUP reopens the file (``NACCT: reopening logfile``).
 """
 
@@ -17,7 +17,7 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
-from pyulogd.plugins.outputs.logemu import LineFile
+from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context

@@ -2,7 +2,8 @@
 
 Per event: ``===>PACKET BOUNDARY``, then one ``name=value`` line for each valid upstream key
 in stack order (spec 2.8: a name produced twice appears twice, both times with its nearest
-producer's value). Values by the producer's key type (spec 3): strings as they are, BOOL and
+producer's value). Values by the producer's key type (spec 3): strings escaped
+(pyulogd.core.escape; PRINTPKT's ``print`` line as it is), BOOL and
 signed integers with ``%d``, unsigned ones with ``%u``, ``NONE`` as ``<none>``, everything
 else (RAW, INT64, ...) as ``default``.
 
@@ -18,8 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType
-from pyulogd.plugins.outputs.keytext import KINDS, fields, producers
-from pyulogd.plugins.outputs.logemu import LineFile, LineFileSink
+from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
+from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -34,7 +35,7 @@ def plan(keys: Any, slots: Any) -> list[tuple[int, str, str]]:
     """``(slot, "name=", kind)`` per bound wildcard key; kind ``=text`` means a fixed value."""
     out = []
     for key, slot in producers(keys, slots):
-        kind = KINDS.get(key.type)
+        kind = kind_of(key)
         if kind is None:
             kind = "=" + _FIXED.get(key.type, "default")
         out.append((slot, key.name + "=", kind))

@@ -12,17 +12,22 @@ Records are collected and written with one ``os.write`` per batch (after each ro
 events, or at 64 KiB), like LOGEMU, so ``sync=1`` costs no extra system call; a reader
 never sees half a record once a batch is written. SIGHUP closes and reopens the file
 (log rotation), writing a header only if the file is new or empty. A write error is
-logged once per burst and counted (``pcap.<id>.write_errors``, ``pcap.<id>.records_lost``).
+logged once per burst and counted (``pcap.<id>.write_errors``, ``pcap.<id>.records_lost``);
+what a short write (disk full) left of a record is cut off again (pyulogd.core.append), so
+the file stays readable to its end.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core import safefile
+from pyulogd.core.append import AppendError, append
 from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
 
@@ -35,7 +40,6 @@ SNAPLEN = 65536
 FLUSH_AT = 64 * 1024
 _GLOBAL = struct.Struct("=IHHiIII")
 _RECORD = struct.Struct("=IIII")
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 AF_INET, AF_INET6 = 2, 10
 
 
@@ -77,12 +81,15 @@ class PcapOutput(Sink):
 
     # -- file
     def _open(self) -> int:
-        fd = os.open(self.path, _OPEN_FLAGS, 0o666)
+        fd = safefile.open_append(self.path, self.ctx.run_as)
         try:
             if os.fstat(fd).st_size == 0:
                 header = global_header()
-                if os.write(fd, header) != len(header):
-                    raise OSError(0, "short write of the pcap header")
+                try:
+                    append(fd, header)
+                except AppendError as e:
+                    e.settle(fd, header, (len(header),))  # half a header is cut off again
+                    raise
         except OSError:
             os.close(fd)
             raise
@@ -122,18 +129,20 @@ class PcapOutput(Sink):
             return
         data = b"".join(pending)
         records = self.records
-        pending.clear()
+        self.pending = []  # the old list gives the record boundaries if the write fails
         self.size = 0
         self.records = 0
         if self.fd < 0:
             self._lost(records, "file is not open")
             return
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as e:
-            self._lost(records, e.strerror)
+            # A record the filesystem only half took is cut off again: the file stays readable.
+            append(self.fd, data)
+        except AppendError as e:
+            kept, torn = e.settle(self.fd, data, itertools.accumulate(len(r) for r in pending))
+            if torn:
+                self.ctx.log.error(f"PCAP: {self.path!r} ends in a partial record that could not be cut off")
+            self._lost(records - kept, e.strerror)
             return
         if self._failing:
             self._failing = False
@@ -167,7 +176,7 @@ class PcapOutput(Sink):
         sec = rec[self._s_sec]
         usec = rec[self._s_usec]
         if sec is None or usec is None:
-            now = self.ctx.now()
+            now = self.ctx.clock.wall()
             sec = int(now)
             usec = int((now - sec) * 1_000_000)
         data = bytes(pkt[:caplen])

@@ -159,7 +159,7 @@ class SyslogOutput(Sink):
         text = rec[self._s_print]
         if text is None:
             return OK
-        msg = self.header(self.ctx.now()) + text.encode("utf-8", "surrogateescape")
+        msg = self.header(self.ctx.clock.wall()) + text.encode("utf-8", "surrogateescape")
         if self._tcp:
             msg = b"%d %s" % (len(msg), msg)
         out = self.out

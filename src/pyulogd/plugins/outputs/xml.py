@@ -26,15 +26,17 @@ infix from the stack's input: ``pkt`` when ``raw`` comes from upstream, else ``f
 closing tag at stop. SIGHUP: closing tag, close, then a new timestamped file with a new
 header. ``stdout=1`` writes to standard output instead.
 
-Differences from 2.0.8 (docs/compat.md): a record longer than 4095 bytes (a packet of more
-than about 1950 bytes) is written, where 2.0.8 drops it with "error during
-propagate_results"; when the new file cannot be opened on SIGHUP, the old one is kept
+Differences from 2.0.8 (docs/compat.md): texts from outside (``<prefix>``, ``<secctx>``,
+``<name>``) are escaped (pyulogd.core.escape, then ``&<>`` as entities); a record longer
+than 4095 bytes (a packet of more than about 1950 bytes) is written, where 2.0.8 drops it
+with "error during propagate_results"; when the new file cannot be opened on SIGHUP, the old one is kept
 (2.0.8 goes on writing to a closed stream); with ``stdout=1`` SIGHUP writes the closing tag
 and a new header to standard output (2.0.8 switches to a file in ``directory``).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import struct
@@ -43,10 +45,12 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfct
+from pyulogd.core import safefile
 from pyulogd.core.errors import PluginError
+from pyulogd.core.escape import escape_bytes
 from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option, OptionType, Sink
 from pyulogd.core.ratelimit import Burst
-from pyulogd.plugins.outputs.logemu import LineFile
+from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -78,6 +82,17 @@ def file_name(infix: str, sec: float) -> str:
         f"ulogd-{infix}-{tm.tm_mday:02d}{tm.tm_mon:02d}{tm.tm_year:04d}-"
         f"{tm.tm_hour:02d}{tm.tm_min:02d}{tm.tm_sec:02d}.xml"
     )
+
+
+def xml_text(raw: bytes) -> str:
+    """Outside bytes (a prefix, a security context, a counter's name) as element text: escaped
+    as every outside string (pyulogd.core.escape: XML 1.0 cannot carry C0 controls, and a
+    newline would split the record's line), and ``&``, ``<``, ``>`` as entities, so that a
+    name cannot close the element and forge others (the libraries write them raw)."""
+    text = escape_bytes(raw)
+    if "&" in text or "<" in text or ">" in text:
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
 
 
 # -- packets: nflog_snprintf_xml
@@ -123,8 +138,7 @@ def packet_xml(msg: Any, when: str, problems: list[str] | None = None) -> str:
     if span is not None:
         p, q = span
         n = bytes(msg[p:q]).find(b"\0")
-        raw = bytes(msg[p : q if n < 0 else p + n])
-        out.append(f"<prefix>{raw.decode('utf-8', 'surrogateescape')}</prefix>")
+        out.append(f"<prefix>{xml_text(bytes(msg[p : q if n < 0 else p + n]))}</prefix>")
     span = tb.get(NFULA_PACKET_HDR)
     if span is not None and span[1] - span[0] >= 3:
         proto, hook = struct.unpack_from("!HB", msg, span[0])
@@ -319,8 +333,7 @@ def flow_xml(ct: Any, now: float, when: str, problems: list[str] | None = None) 
             assert isinstance(policy, dict)
             for a2, p2, q2 in r.nest(p, q, policy):
                 if a2 == nfct.CTA_SECCTX_NAME:
-                    raw = bytes(ct[p2:q2])
-                    secctx = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                    secctx = xml_text(bytes(ct[p2:q2]).split(b"\0", 1)[0])
     # libnetfilter_conntrack takes the layer 3 protocol of both tuples from the message's
     # family; the attributes carry it as the kind of address.
     v6 = orig.v6 if orig.v6 is not None else reply.v6
@@ -376,7 +389,7 @@ def sum_xml(msg: Any, when: str, problems: list[str] | None = None) -> str:
     name = ""
     span = tb.get(1)  # NFACCT_NAME
     if span is not None:
-        name = bytes(msg[span[0] : span[1]]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        name = xml_text(bytes(msg[span[0] : span[1]]).split(b"\0", 1)[0])
     pkts = _U64(msg, tb[2][0])[0] if 2 in tb and tb[2][1] - tb[2][0] >= 8 else 0
     nbytes = _U64(msg, tb[3][0])[0] if 3 in tb and tb[3][1] - tb[3][0] >= 8 else 0
     return f"<obj><name>{name}</name><pkts>{pkts:020d}</pkts><bytes>{nbytes:020d}</bytes>{when}</obj>"
@@ -425,7 +438,7 @@ class XmlOutput(Sink):
         self._burst = Burst()
 
     def _path(self) -> str:
-        return f"{self.config['directory']}/{file_name(self.infix, self.ctx.now())}"
+        return f"{self.config['directory']}/{file_name(self.infix, self.ctx.clock.wall())}"
 
     def _new_file(self, path: str) -> LineFile:
         return LineFile(self.ctx, path, bool(self.config["sync"]), f"xml.{self.id}", "XML")
@@ -436,6 +449,11 @@ class XmlOutput(Sink):
         if self.config["stdout"]:
             out: LineFile = _Stdout(self.ctx, "<stdout>", bool(self.config["sync"]), f"xml.{self.id}", "XML")
         else:
+            try:  # every SIGHUP creates a file: after -u, the user does (docs/privileges.md)
+                safefile.require_writable(str(self.config["directory"]), self.ctx.run_as,
+                                          "creates a new XML file in it on every SIGHUP", os.W_OK | os.X_OK)
+            except OSError as e:
+                raise PluginError(f"XML: can't use directory: {e.strerror}") from None
             out = self._new_file(self._path())
         out.open()  # PluginError "XML: can't open log file '<path>': <reason>" stops the daemon
         self.out = out
@@ -480,7 +498,7 @@ class XmlOutput(Sink):
         self._header()
 
     def _when(self) -> tuple[float, str]:
-        now = self.ctx.now()
+        now = self.ctx.clock.wall()
         sec = int(now)
         if sec != self._sec:
             self._tm = time_fields(sec)
@@ -518,6 +536,6 @@ class XmlOutput(Sink):
         ``xml.<id>.<what>_malformed``, logged once per burst (the text comes from the bytes'
         lengths and types, numbers only)."""
         self.ctx.stats.incr(f"xml.{self.id}.{what}_malformed")
-        n = self._burst.due(self.ctx.now())
+        n = self._burst.due(self.ctx.clock.monotonic())
         if n:
             self.ctx.log.notice(f"XML: {n} record(s) written in part, malformed '{what}' key: {why}")

@@ -1,0 +1,221 @@
+"""The decisions of a network sender, without sockets or clocks (sans-IO, as the codecs).
+
+:class:`~pyulogd.io.sender.ReliableSender` is the I/O shell: it owns the socket and the
+loop's timer, and reports what happened here (an attempt began, failed, the connection
+broke, a datagram went out, so many bytes were taken) with the current monotonic time.
+:class:`SendState` answers what to do next: connect now or in how long, whether sending may
+go on, what the peer already has. Nothing here blocks, reads a clock or logs, so every
+timing rule is tested by passing numbers (``tests/unit/test_sendstate.py``).
+
+* :class:`SendQueue`: the bounded queue of *items* (a datagram, a chunk of whole lines, one
+  binary message), the head possibly partly sent; what the peer has when a stream breaks.
+* :class:`SendState`: the queue, a :class:`~pyulogd.core.backoff.Backoff` for reconnects,
+  and the probe a datagram peer gets after a refusal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from pyulogd.core.backoff import Backoff
+
+FLUSH_AT = 64 * 1024
+# Bytes a live (or connecting) socket may always hold back, whatever queue_bytes says.
+SLACK = 4 * FLUSH_AT
+# After a refused datagram: the first one sent is a probe, the rest wait this long for a
+# refusal to come back.
+PROBE_WAIT = 0.2
+# Connecting, or the peer's buffers are full: look again this soon.
+POLL = 0.05
+
+
+class SendQueue:
+    """Items waiting to be sent, oldest first: ``[data, records]``, the head possibly sent up
+    to ``head_off`` bytes. ``queue_bytes`` bounds it while there is no socket; a socket that
+    exists may hold :data:`SLACK` bytes more."""
+
+    def __init__(self, queue_bytes: int, lines: bool) -> None:
+        self.queue_bytes = max(0, queue_bytes)
+        self.lines = lines  # items are whole text lines (a broken stream resends from a line)
+        self.items: deque[list[Any]] = deque()
+        self.bytes = 0
+        self.head_off = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    @property
+    def records(self) -> int:
+        return sum(item[1] for item in self.items)
+
+    def limit(self, live: bool) -> int:
+        return max(self.queue_bytes, SLACK) if live else self.queue_bytes
+
+    def fits(self, size: int, live: bool) -> bool:
+        return self.bytes + size <= self.limit(live)
+
+    def push(self, data: bytes, records: int) -> None:
+        self.items.append([data, records])
+        self.bytes += len(data)
+
+    def push_front(self, items: list[tuple[bytes, int]]) -> None:
+        """Items that must open a connection (IPFIX templates): first, beyond the limit."""
+        for data, records in reversed(items):
+            self.items.appendleft([data, records])
+            self.bytes += len(data)
+
+    def trim(self) -> int:
+        """Without a socket only ``queue_bytes`` may wait: drop the newest items beyond it.
+        Returns the records dropped."""
+        items = self.items
+        dropped = 0
+        while items and self.bytes > self.queue_bytes:
+            data, records = items.pop()
+            self.bytes -= len(data)
+            dropped += records
+        return dropped
+
+    def clear(self) -> int:
+        """Empty the queue; returns the records it held."""
+        lost = self.records
+        self.items.clear()
+        self.bytes = 0
+        self.head_off = 0
+        return lost
+
+    def rewind(self) -> int:
+        """The connection is gone with the head partly sent. Lines: the peer has those before
+        the last newline of the sent part, cut from the head (their count is returned);
+        binary: the head goes again whole (0)."""
+        done = 0
+        if self.head_off and self.items:
+            if self.lines:
+                head = self.items[0]
+                cut = head[0].rfind(b"\n", 0, self.head_off) + 1
+                if cut:
+                    done = head[0].count(b"\n", 0, cut)
+                    head[0] = head[0][cut:]
+                    head[1] = max(1, head[1] - done)
+                    self.bytes -= cut
+        self.head_off = 0
+        return done
+
+    # -- streams
+    def head_view(self, max_send: int) -> memoryview:
+        """The unsent bytes of the head (at most ``max_send``); small line items after it are
+        joined to it first, so a batch of lines costs one send."""
+        items = self.items
+        if len(items) > 1 and len(items[0][0]) - self.head_off < FLUSH_AT and self.lines:
+            self._merge_head(max_send)
+        off = self.head_off
+        return memoryview(items[0][0])[off : off + max_send]
+
+    def _merge_head(self, max_send: int) -> None:
+        """Join items after the head into it, keeping the record counts. Binary items keep
+        their boundaries (a broken connection resends whole items)."""
+        items = self.items
+        head = items.popleft()
+        parts = [head[0]]
+        records = head[1]
+        size = len(head[0])
+        while items and size < max_send:
+            data, n = items.popleft()
+            parts.append(data)
+            records += n
+            size += len(data)
+        items.appendleft([b"".join(parts), records])
+
+    def took(self, n: int) -> int | None:
+        """The socket took ``n`` more bytes of the head: the head's records when it is now
+        sent whole (and dropped from the queue), None while part of it is left."""
+        off = self.head_off + n
+        data, records = self.items[0]
+        if off < len(data):
+            self.head_off = off
+            return None
+        self.items.popleft()
+        self.bytes -= len(data)
+        self.head_off = 0
+        return int(records)
+
+    # -- datagrams
+    def pop(self) -> int:
+        """Drop the head (sent, or never sendable); returns its records."""
+        data, records = self.items.popleft()
+        self.bytes -= len(data)
+        return int(records)
+
+
+class SendState:
+    """Queue, reconnect back-off and datagram probing of one sender; every method that
+    depends on time takes ``now`` (monotonic seconds)."""
+
+    def __init__(
+        self, queue: SendQueue, backoff: Backoff, *, datagram: bool = False, probe_wait: float = PROBE_WAIT
+    ) -> None:
+        self.queue = queue
+        self.backoff = backoff
+        self.datagram = datagram
+        self.probe_wait = probe_wait
+        # Datagrams: after a refusal the next datagram is a probe; the rest wait until
+        # ``probe_until`` (0.0: the probe has not gone yet) for a refusal to come back.
+        self.probing = False
+        self.probe_until = 0.0
+
+    # -- connecting
+    def connect_due(self, now: float) -> bool:
+        """No socket: whether an attempt may be made now."""
+        return self.backoff.due(now)
+
+    def attempt(self, now: float) -> None:
+        """A connection attempt begins (the back-off counts from here)."""
+        self.backoff.begin(now)
+
+    def attempt_failed(self) -> tuple[bool, float]:
+        """The attempt failed: (first failure of a run, wait until the next attempt)."""
+        wait = self.backoff.failed()
+        return self.backoff.failures == 1, wait
+
+    def established(self) -> bool:
+        """The connection is up. True if the peer is back after failures (worth a notice);
+        a datagram peer under probation is back only once its probe went through."""
+        if self.probing:
+            return False
+        return self.backoff.reset() > 0
+
+    def broken(self, now: float) -> None:
+        """A working connection broke: reconnect after the first wait."""
+        self.backoff.broke(now)
+
+    def refused(self) -> None:
+        """The datagram peer refused (or its socket is gone): probe before sending the rest."""
+        self.probing = True
+        self.probe_until = 0.0
+
+    def restart(self) -> None:
+        """SIGHUP: a fresh connection is tried at once, with the first wait after it."""
+        self.backoff.reset()
+
+    def retry_in(self, now: float, have_socket: bool) -> float:
+        """When the shell's timer should look again: the back-off without a socket, soon
+        with one (a connect in progress, or the peer's buffers full)."""
+        return POLL if have_socket else self.backoff.remaining(now)
+
+    # -- sending datagrams
+    def may_send(self, now: float) -> bool:
+        """False while a probe waits for a refusal that may come back."""
+        return not (self.probing and self.probe_until and now < self.probe_until)
+
+    def datagram_sent(self, now: float) -> tuple[float | None, bool]:
+        """A datagram went out. Returns (hold, back): ``hold`` seconds to wait before the
+        rest when it was the probe (None: go on); ``back`` when it shows the peer is back
+        (the first datagram after a probe window with no refusal)."""
+        if not self.probing:
+            return None, False
+        if not self.probe_until:
+            self.probe_until = now + self.probe_wait
+            return self.probe_wait, False
+        self.probing = False
+        self.probe_until = 0.0
+        return None, self.backoff.reset() > 0

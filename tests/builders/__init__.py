@@ -1,0 +1,1 @@
+"""Builders of kernel messages for tests and benchmarks (what the daemon only decodes)."""
