@@ -24,8 +24,9 @@ values follow ulogd2's ``propagate_ct()``:
   as for packets (ulogd2 always writes 0 here); ``ct`` = the message's ``CTA_*`` attributes
   (``bytes``), the same form as NFLOG's ``ct`` key.
 
-Malformed messages raise :class:`DecodeError`; the buffer-level :meth:`Decoder.parse_buffer`
-counts and skips them. Speed: every message of one kind (say, IPv4 TCP DESTROY with
+Malformed messages (a length outside its nest, or any attribute shorter than
+:data:`CT_POLICY` says, read for a key or not) raise :class:`DecodeError`; the buffer-level
+:meth:`Decoder.parse_buffer` counts and skips them. Speed: every message of one kind (say, IPv4 TCP DESTROY with
 timestamps) has the same attribute layout. After the walker (:func:`walk`) has decoded a
 message, the decoder keeps its layout as a *template*: one masked big-integer comparison
 checks every attribute header the walk visited, one ``struct`` call reads every value, and
@@ -226,7 +227,8 @@ def _fields(policy: Policy, where: dict[int, tuple[int, str]]) -> dict[int, tupl
     read must fit the minimum length the policy guarantees."""
     for at, (_field, code) in where.items():
         need = policy[at]
-        assert isinstance(need, int) and need >= _SIZE[code], (at, code)
+        if not isinstance(need, int) or need < _SIZE[code]:  # the read would run past the attribute
+            raise ValueError(f"attribute {at}: policy {need!r} does not cover a {code!r} read")
     return where
 
 
