@@ -414,10 +414,12 @@ def packet_bytes(nh: bytes | None, th: bytes | None) -> bytes | None:
     """``raw.pkt``: the network header followed by the transport header, when the two join up.
 
     The kernel copies at most 40 bytes of network header (IPv4 options beyond 20 bytes and
-    IPv6 extension headers may be cut) and 20 of transport header (TCP options and payload
-    cut). The transport header is appended only where it starts right after the network
-    header's copy: IPv4 whose whole header was copied, IPv6 without extension headers.
-    Otherwise ``raw.pkt`` is the network header alone, and BASE decodes the IP keys only.
+    IPv6 extension headers may be cut) and 20 of transport header (TCP options cut; for
+    shorter headers, the first payload bytes, which are left out here: UDP and ICMP keep
+    their 8 header bytes, so no payload ever reaches a record). The transport header is
+    appended only where it starts right after the network header's copy: IPv4 whose whole
+    header was copied, IPv6 without extension headers. Otherwise ``raw.pkt`` is the network
+    header alone, and BASE decodes the IP keys only.
     """
     if nh is None:
         return None
@@ -426,8 +428,13 @@ def packet_bytes(nh: bytes | None, th: bytes | None) -> bytes | None:
     v = nh[0] >> 4
     if v == 4:
         if (nh[0] & 0x0F) * 4 == len(nh):
-            return nh + th
+            return nh + th[: _L4_HEADER.get(nh[9], len(th))]
         return nh
     if v == 6 and len(nh) == 40 and nh[6] not in _IPV6_EXT:
-        return nh + th
+        return nh + th[: _L4_HEADER.get(nh[6], len(th))]
     return nh
+
+
+# The kernel copies 20 bytes from the transport header on, payload included where the header is
+# shorter: keep only the header (TCP's fixed part, UDP's, ICMP's first 8 bytes, SCTP's common header).
+_L4_HEADER = {6: 20, 17: 8, 136: 8, 1: 8, 58: 8, 132: 12}
