@@ -57,7 +57,7 @@ OUTPUT_KEYS: tuple[Key, ...] = (
         "header (at most 20 bytes); no payload"),
     Key("raw.pktlen", T.UINT32, help="length of raw.pkt"),
     Key("raw.pktcount", T.UINT32, help="number of packets (always 1)"),
-    Key("oob.prefix", T.STRING, help="'<ACTION> <family> <table> <chain>: ' (so PRINTPKT lines say the verdict)"),
+    Key("oob.prefix", T.STRING, help="'<ACTION> <family> <table> <chain>:' (so PRINTPKT and LOGEMU lines say the verdict)"),
     Key("oob.time.sec", T.UINT32, help="time the packet's first trace event was received, seconds"),
     Key("oob.time.usec", T.UINT32, help="microseconds of oob.time.sec"),
     Key("oob.mark", T.UINT32, help="packet mark when the verdict was given (0 when none)"),
@@ -294,12 +294,12 @@ class Tracker:
                 arule = f"{fam} {table} {chain} handle {handle}: {text}"
             else:
                 arule = f"{fam} {table} {chain} handle {handle}"
-            prefix = f"{action} {fam} {table} {chain}: "
+            prefix = f"{action} {fam} {table} {chain}:"
             hook = None
             if tr.base is not None and self.ruleset is not None:
                 hook = self.ruleset.hook_number(*tr.base)
         if prefix is None:
-            prefix = f"{action}: "
+            prefix = f"{action}:"
         if pkt is None:
             mac = data = pktlen = mark = ifin = ifout = maclen = ofam = proto = rtype = saddr = addrlen = None
         else:
