@@ -57,7 +57,7 @@ OUTPUT_KEYS: tuple[Key, ...] = (
         "header (at most 20 bytes); no payload"),
     Key("raw.pktlen", T.UINT32, help="length of raw.pkt"),
     Key("raw.pktcount", T.UINT32, help="number of packets (always 1)"),
-    Key("oob.prefix", T.STRING, help="'<ACTION> <family> <table> <chain>:' (so PRINTPKT and LOGEMU lines say the verdict)"),
+    Key("oob.prefix", T.STRING, help="'<ACTION> <family> <table> <chain>:' (PRINTPKT lines say the verdict)"),
     Key("oob.time.sec", T.UINT32, help="time the packet's first trace event was received, seconds"),
     Key("oob.time.usec", T.UINT32, help="microseconds of oob.time.sec"),
     Key("oob.mark", T.UINT32, help="packet mark when the verdict was given (0 when none)"),
