@@ -17,7 +17,8 @@ tables iptables-nft manages as iptables writes them.
 A libnftables context keeps the netlink socket of the namespace it was created in; every call
 is still made inside the namespace (:func:`~pyulogd.io.netns.in_netns`), for library versions
 that reopen it, and so that a subprocess (which inherits the calling thread's namespace) runs
-there too.
+there too. After ``-u``, CAP_NET_ADMIN is raised around each library call (its netlink socket
+is opened and its requests sent there, core/caps.py); a subprocess does not inherit it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from pyulogd.core import caps
 from pyulogd.io.netns import NetnsHandle, in_netns
 
 DEBIAN_MODULE_DIR = "/usr/lib/python3/dist-packages/nftables"
@@ -121,7 +123,7 @@ class Nft:
         mod = load_module() if api in ("auto", "libnftables") else None
         if mod is not None:
             try:
-                with in_netns(netns):
+                with in_netns(netns), caps.raised("CAP_NET_ADMIN"):  # its socket is opened here
                     ctx = mod.Nftables()
                 ctx.set_json_output(True)
                 ctx.set_handle_output(True)
@@ -141,7 +143,7 @@ class Nft:
     def list_json(self, what: str = "ruleset") -> dict[str, Any]:
         """``list <what>`` as decoded JSON (``what`` is ours: ``ruleset``, ``table inet NAME``)."""
         if self._ctx is not None:
-            with in_netns(self.netns):
+            with in_netns(self.netns), caps.raised("CAP_NET_ADMIN"):
                 rc, out, err = self._ctx.cmd(f"list {what}")
         else:
             rc, out, err = self._run(["-j", "-s", "list", *what.split()])
@@ -161,7 +163,7 @@ class Nft:
             ctx = self._ctx
             ctx.set_json_output(False)
             try:
-                with in_netns(self.netns):
+                with in_netns(self.netns), caps.raised("CAP_NET_ADMIN"):
                     rc, out, err = ctx.cmd("list ruleset")
             finally:
                 ctx.set_json_output(True)
@@ -177,7 +179,7 @@ class Nft:
         """Apply JSON commands (``{"add": {...}}``...) as one transaction: all or nothing."""
         doc = {"nftables": commands}
         if self._ctx is not None:
-            with in_netns(self.netns):
+            with in_netns(self.netns), caps.raised("CAP_NET_ADMIN"):
                 rc, _out, err = self._ctx.json_cmd(doc)
         else:
             rc, _out, err = self._run(["-j", "-f", "-"], json.dumps(doc))
@@ -194,7 +196,7 @@ class Nft:
         if self._ctx is not None:
             self._ctx.set_json_output(False)
             try:
-                with in_netns(self.netns):
+                with in_netns(self.netns), caps.raised("CAP_NET_ADMIN"):
                     rc, _out, err = self._ctx.cmd(line)
             finally:
                 self._ctx.set_json_output(True)
