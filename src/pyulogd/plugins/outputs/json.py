@@ -22,6 +22,11 @@ records wait in a bounded queue (``queue`` bytes, 1 MiB by default; 0 drops them
 does) and go out in order after the reconnect. Records that do not fit are counted in
 ``json.<id>.queue_overflow``; every lost record in ``json.<id>.send_failures`` (one log line
 per burst).
+
+``split_by=neutron.project_id`` (pyulogd extra, file mode): one file per project, ``file``
+being the template (``/var/log/pyulogd/{project}.json``); a record goes to its project's
+file, a flow between two projects to both, an unresolved one to ``unresolved.json``
+(pyulogd.io.tenants, plugins/outputs/splitfile.py).
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
+from pyulogd.io.tenants import SPLIT_KEYS, Splitter, check_template
 from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
+from pyulogd.plugins.outputs.splitfile import SplitFiles
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -230,6 +237,12 @@ def compile_renderer(
     return render
 
 
+def _check_split(value: str) -> str | None:
+    if value and value not in SPLIT_KEYS:
+        return f"can only split by {', '.join(SPLIT_KEYS)} (or empty: one destination)"
+    return None
+
+
 class JsonOutput(Sink):
     name = "JSON"
     so_name = "ulogd_output_JSON.so"
@@ -247,6 +260,10 @@ class JsonOutput(Sink):
         Option("host", Address(), "127.0.0.1", help="tcp/udp peer"),
         Option("port", Port(services=True), "12345", help="tcp/udp port or service name"),
         *sender_options(1 << 20),
+        Option("split_by", Str(), "", extra=True, check=_check_split,
+               help="pyulogd extra: neutron.project_id writes one file per project (mode file; 'file' is the "
+               "template, e.g. /var/log/pyulogd/{project}.json): a flow between two projects goes to both, "
+               "a record without a project to {project}=unresolved"),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -257,11 +274,20 @@ class JsonOutput(Sink):
         self._ts_head = self._ts_zone = ""
         self._strings = StringCache()
         self.out: LineFile | SocketSender | None = None
+        # split_by: the per-project files and who decides which (None: one destination).
+        self.split: SplitFiles | None = None
+        self.splitter: Splitter | None = None
 
     # -- set-up
     def configure(self) -> None:
         self.mode = mode = self.config["mode"]
         path = self.config["file"]
+        if self.config["split_by"]:
+            if mode != "file":
+                raise ConfigError("split_by needs mode file (one file per project)")
+            why = check_template(path)
+            if why:
+                raise ConfigError(f"option 'file' with split_by: {why}")
         if mode == "unix":
             if not path:
                 raise ConfigError("missing unix socket path (option 'file')")
@@ -269,7 +295,9 @@ class JsonOutput(Sink):
                 raise ConfigError(f"unix socket path '{path}' is longer than {_UNIX_PATH_MAX - 1} bytes")
         prefix = f"json.{self.id}"
         sync = self.config["sync"]
-        if mode == "file":
+        if self.config["split_by"]:
+            self.split = SplitFiles(self.ctx, path, sync, prefix, "JSON")
+        elif mode == "file":
             self.out = LineFile(self.ctx, path, sync, prefix, "JSON")
         else:
             self.out = SocketSender(self.ctx, mode, self.config, sync, prefix)
@@ -326,21 +354,44 @@ class JsonOutput(Sink):
         return f"{self._ts_head}.{usec:06d}{self._ts_zone}"
 
     def start(self) -> None:
-        if self.out is None:
+        if self.out is None and self.split is None:
             raise PluginError(f"JSON instance '{self.id}' was not configured")
         self._prepare()
+        if self.split is not None:
+            self.splitter = Splitter(self._split_slots())
+            self.split.open()
+            return
+        assert self.out is not None
         self.out.open()
 
+    def _split_slots(self) -> list[int]:
+        by_name = {key.name: slot for key, slot in zip(self.wildcard_keys, self.in_slots, strict=True)}
+        slots = [by_name.get(name, 0) for name in SPLIT_KEYS[self.config["split_by"]]]
+        if not slots[0]:
+            raise PluginError(f"JSON '{self.id}': split_by={self.config['split_by']} but nothing before it in "
+                              "the stack produces that key (add NEUTRON to the stack)")  # fmt: skip
+        return slots
+
     def stop(self) -> None:
-        if self.out is not None:
+        if self.split is not None:
+            self.split.close()
+        elif self.out is not None:
             self.out.close()
 
     def flush(self) -> None:
-        if self.out is not None:
+        if self.split is not None:
+            self.split.flush()
+        elif self.out is not None:
             self.out.flush()
 
     def signal(self, signum: int) -> None:
-        if signum != signal.SIGHUP or self.out is None:
+        if signum != signal.SIGHUP:
+            return
+        if self.split is not None:
+            self.ctx.log.notice("JSON: reopening logfiles")
+            self.split.reopen()
+            return
+        if self.out is None:
             return
         if isinstance(self.out, LineFile):
             self.ctx.log.notice("JSON: reopening logfile")
@@ -354,6 +405,11 @@ class JsonOutput(Sink):
         if render is None:
             render = self._prepare()
         line = render(rec)
+        split = self.split
+        if split is not None:
+            assert self.splitter is not None
+            split.add(self.splitter.destinations(rec), line)
+            return OK
         out = self.out
         assert out is not None
         out.pending.append(line)

@@ -19,20 +19,36 @@ host name and the print string: ``Nov 27 09:14:05 host [qrouter-<id>] IN=qr-1 OU
 Records without a namespace, and every record with the default 0, keep ulogd2's format.
 The name is escaped as every outside string is (pyulogd.core.escape), and so is the host
 name: the ``print`` string comes escaped from PRINTPKT, so no name can start a line.
+
+``split_by=neutron.project_id`` (pyulogd extra): one file per project, ``file`` being the
+template (``/var/log/pyulogd/{project}.log``); a record goes to its project's file, a flow
+between two projects to both, an unresolved one to ``unresolved.log`` (pyulogd.io.tenants,
+plugins/outputs/splitfile.py).
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.escape import EscapeCache, escape_text
-from pyulogd.core.options import Bool, Path
+from pyulogd.core.options import Bool, Path, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
+from pyulogd.io.tenants import SPLIT_KEYS, Splitter, check_template
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
+from pyulogd.plugins.outputs.splitfile import SplitFiles
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
+
+
+def _check_split(value: str) -> str | None:
+    if value and value not in SPLIT_KEYS:
+        return f"can only split by {', '.join(SPLIT_KEYS)} (or empty: one file)"
+    return None
+
 
 class LogemuOutput(LineFileSink):
     name = "LOGEMU"
@@ -45,11 +61,17 @@ class LogemuOutput(LineFileSink):
         Option("sync", Bool(), 0, help="accepted; lines are written before the daemon waits"),
         Option("netns_prefix", Bool(), 0, extra=True, help="pyulogd extra: 1 puts '[<namespace>] ' before the "
                "print string of records from another network namespace (oob.netns)"),
+        Option("split_by", Str(), "", extra=True, check=_check_split,
+               help="pyulogd extra: neutron.project_id writes one file per project ('file' is the template, "
+               "e.g. /var/log/pyulogd/{project}.log): a flow between two projects goes to both, a record "
+               "without a project to {project}=unresolved"),
     )
     input_keys = (
         Key("print", KeyType.STRING),
         Key("oob.time.sec", KeyType.UINT32, optional=True),
         Key("oob.netns", KeyType.STRING, optional=True),
+        Key("neutron.project_id", KeyType.STRING, optional=True),
+        Key("neutron.peer_project_id", KeyType.STRING, optional=True),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -63,12 +85,47 @@ class LogemuOutput(LineFileSink):
         self.head = ""
         # Namespace names are outside strings: escaped (pyulogd.core.escape), cached by name.
         self.ns_text = EscapeCache(256)
+        # split_by: the per-project files and who decides which (None: one file).
+        self.split: SplitFiles | None = None
+        self.splitter: Splitter | None = None
+
+    def configure(self) -> None:
+        if self.config["split_by"]:
+            why = check_template(self.config["file"])
+            if why:
+                raise ConfigError(f"option 'file' with split_by: {why}")
+            self.split = SplitFiles(self.ctx, self.config["file"], self.config["sync"], f"logemu.{self.id}", "LOGEMU")
 
     def start(self) -> None:
-        self._s_print, self._s_sec, s_netns = self.in_slots
+        self._s_print, self._s_sec, s_netns, s_project, s_peer = self.in_slots
         # Slot 0 always reads None: without the option the namespace is never looked at.
         self._s_netns = s_netns if self.config["netns_prefix"] else 0
+        if self.split is not None:
+            if not s_project:
+                raise PluginError(f"LOGEMU '{self.id}': split_by={self.config['split_by']} but nothing before it "
+                                  "in the stack produces that key (add NEUTRON to the stack)")  # fmt: skip
+            self.splitter = Splitter((s_project, s_peer))
+            self.split.open()
+            return
         self.out.open()
+
+    def stop(self) -> None:
+        if self.split is not None:
+            self.split.close()
+        super().stop()
+
+    def flush(self) -> None:
+        if self.split is not None:
+            self.split.flush()
+            return
+        self.out.flush()
+
+    def signal(self, signum: int) -> None:
+        if self.split is not None and signum == signal.SIGHUP:
+            self.ctx.log.notice(f"{self.reopen_label}: reopening logfiles")
+            self.split.reopen()
+            return
+        super().signal(signum)
 
     def new_second(self, sec: int) -> None:
         """The line head for a new second: ``Mmm dd hh:mm:ss hostname ``."""
@@ -85,9 +142,14 @@ class LogemuOutput(LineFileSink):
             sec = int(self.ctx.clock.wall())
         if sec != self.head_sec:
             self.new_second(sec)
-        out = self.out
         ns = rec[self._s_netns]
         line = self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
+        split = self.split
+        if split is not None:
+            assert self.splitter is not None
+            split.add(self.splitter.destinations(rec), line)
+            return OK
+        out = self.out
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:
