@@ -233,7 +233,7 @@ def _from_json(text: str, path: str) -> tuple[list[tuple[int, dict[str, Any]]], 
 
 
 def _from_csv(text: str, path: str) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         if header is None:
