@@ -25,7 +25,8 @@ import pytest
 from pyulogd.codec import ovsdb
 from pyulogd.core.errors import DecodeError
 from pyulogd.io.ovsdb import MONITOR_ID, OvsdbMonitor, socket_path
-from tests.clocked import fake_clock, fake_context, loop_until
+from tests.clocked import fake_context, loop_until
+from tests.ovsdb_helpers import FakeServer
 
 SESSION = Path(__file__).resolve().parents[1] / "vectors" / "ovsdb" / "session.jsonl"
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
@@ -123,39 +124,6 @@ def test_socket_path() -> None:
 
 
 # -- the client against the recorded server
-
-
-class FakeServer:
-    """A unix socket in the test's directory that plays the recorded server side."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(path))
-        self.listener.listen(4)
-        self.conn: socket.socket | None = None
-
-    def accept(self) -> socket.socket:
-        self.listener.settimeout(5)
-        self.conn, _ = self.listener.accept()
-        self.conn.settimeout(5)
-        return self.conn
-
-    def read_request(self) -> bytes:
-        assert self.conn is not None
-        data = b""
-        f = ovsdb.Framer()
-        while True:
-            chunk = self.conn.recv(65536)
-            assert chunk, "client closed"
-            data += chunk
-            if f.feed(chunk):
-                return data
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.listener.close()
 
 
 @pytest.fixture

@@ -240,8 +240,10 @@ class Resolver:
             direction = EGRESS if init is not None else INGRESS
         elif zone is not None:
             idx = self.rules.get(ns)
-            devs = idx.zones.get(zone, ()) if idx is not None else ()
-            dev = parse_device(devs[0], ns) if len(devs) == 1 else None
+            # A zone per port (older Neutron) or per network: only a zone whose devices are
+            # all one port's (its tap and its qvb) names the port.
+            devs = [d for d in (parse_device(n, ns) for n in (idx.zones.get(zone, ()) if idx else ())) if d]
+            dev = devs[0] if devs and len({d.ident for d in devs}) == 1 else None
             if dev is not None and not dev.router:
                 pid, info, _ = self.port_of(dev)
                 v[AT["neutron.device"]] = dev.name
