@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyulogd.netns.devices import Device, namespace_ids, parse_chain, parse_device
+from pyulogd.netns.devices import Device, parse_chain, parse_device
 
 R = "0b1c2d3e-4f50-4a61-8b72-93a4b5c6d7e8"  # a router
 N = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"  # a network
@@ -67,13 +67,3 @@ def test_hybrid_chains() -> None:
     for other in (None, "", "neutron-openvswi-sg-chain", "neutron-openvswi-sg-fallback", "neutron-l3-agent-accepted",
                   "neutron-openvswi-i2fc5a3b4-77", "FORWARD"):
         assert parse_chain(other) is None
-
-
-def test_namespace_ids_only_take_uuids() -> None:
-    assert namespace_ids(f"qrouter-{R}") == (R, None)
-    assert namespace_ids(f"snat-{R}") == (R, None)
-    assert namespace_ids(f"qdhcp-{N}") == (None, N)
-    assert namespace_ids(f"fip-{N}") == (None, N)
-    assert namespace_ids(f"ovnmeta-{N}") == (None, N)
-    for other in (None, "", "qrouter-", "qrouter-../../etc", f"qlbaas-{R}", "qrouter-1", f"qrouter-{R.upper()}"):
-        assert namespace_ids(other) == (None, None)

@@ -88,7 +88,8 @@ def test_csv(tmp_path: Path) -> None:
         "id,network_id,project_id,device_owner,mac_address,fixed_ips,security_groups,floating_ips\n"
         f"{VM_A},{NET_A},{PROJ_A},compute:nova,fa:16:3e:50:aa:b5,10.0.0.4;fd00::4,sg-1;sg-2,172.24.4.10\n"
         "\n"
-        f'{QR},{NET_A},{PROJ_A},network:router_interface,,"[{{\'subnet_id\': \'s1\', \'ip_address\': \'10.0.0.1\'}}]",,\n'
+        f'{QR},{NET_A},{PROJ_A},network:router_interface,,'
+        '"[{\'subnet_id\': \'s1\', \'ip_address\': \'10.0.0.1\'}]",,\n'
     )
     m = neutronmap.load(write(tmp_path, text, "ports.csv"))
     a = m.ports[VM_A]

@@ -61,7 +61,8 @@ def test_fwaas_drop_prefix_is_in_dropped_and_rejected() -> None:
 
 @pytest.mark.parametrize(("prefix", "action", "rule_end"), [
     ("pyu-deny ", "DROP", "handle 4: ip saddr 192.0.2.0/24 log prefix \"pyu-deny \" group 5 drop"),  # its own verdict
-    ("pyu-web ", "ACCEPT", "handle 5: tcp dport 80 log prefix \"pyu-web \" group 5"),  # the unconditional accept after it
+    # the unconditional accept after it
+    ("pyu-web ", "ACCEPT", "handle 5: tcp dport 80 log prefix \"pyu-web \" group 5"),
     ("pyu-never ", "DROP", "handle 7: log prefix \"pyu-never \" group 5"),  # end of a base chain: its policy
     ("pyu-cond ", None, "handle 8: log prefix \"pyu-cond \" group 5"),  # a conditional accept follows: unknown
     ("pyu-tail ", "DROP", "handle 12: log prefix \"pyu-tail \" group 6"),  # policy drop

@@ -146,20 +146,3 @@ def parse_chain(chain: str | None) -> tuple[str, str] | None:
     if m is None:
         return None
     return m[2], (INGRESS if m[1] == "i" else EGRESS)
-
-
-def namespace_ids(netns: str | None) -> tuple[str | None, str | None]:
-    """(router id, network id) a namespace name carries: ``qrouter-``/``snat-`` a router's,
-    ``qdhcp-``/``fip-``/``ovnmeta-`` a network's (``fip-``: the external network). Only a
-    well-formed UUID counts here: the name is an outside string, and these ids end up in
-    file names (ha_confs) and in per-project routing."""
-    if not netns:
-        return None, None
-    prefix, sep, rest = netns.partition("-")
-    if not sep or not UUID.match(rest):
-        return None, None
-    if prefix in ("qrouter", "snat"):
-        return rest, None
-    if prefix in ("qdhcp", "fip", "ovnmeta"):
-        return None, rest
-    return None, None

@@ -49,10 +49,10 @@ from pyulogd.netns.devices import (
     UUID,
     VM_PORT,
     Device,
-    namespace_ids,
     parse_chain,
     parse_device,
 )
+from pyulogd.netns.names import neutron_ids
 from pyulogd.netns.neutronmap import Mapping, PortInfo
 
 # The keys a cache entry holds, in the filter's declaration order (one slice assignment).
@@ -74,6 +74,11 @@ class Attribution:
     values: list[Any]
     mac: bytes | None = None
     verdict_ambiguous: bool = False
+
+
+def namespace_ids(netns: str | None) -> tuple[str | None, str | None]:
+    """(router id, network id) of a namespace name, as the inputs' trailer keys have them."""
+    return neutron_ids(netns) if netns else (None, None)
 
 
 def compile_patterns(pairs: tuple[tuple[str, str], ...]) -> list[tuple[re.Pattern[str], str]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 QR = "qr-1a2b3c4d-5e"
 QR2 = "qr-2b3c4d5e-6f"
+LIM = "-m limit --limit 100/sec --limit-burst 25"
 IPTABLES = f"""*filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
@@ -29,15 +30,15 @@ IPTABLES = f"""*filter
 -A FORWARD -j neutron-l3-agent-FORWARD
 -A neutron-l3-agent-FORWARD -o {QR} -j neutron-l3-agent-iv4aaaaaaaa
 -A neutron-l3-agent-FORWARD -i {QR} -j neutron-l3-agent-ov4aaaaaaaa
--A neutron-l3-agent-accepted -i {QR} -m limit --limit 100/sec --limit-burst 25 -j NFLOG --nflog-prefix 12823226497704342389
--A neutron-l3-agent-accepted -o {QR} -m limit --limit 100/sec --limit-burst 25 -j NFLOG --nflog-prefix 12823226497704342389
--A neutron-l3-agent-accepted -i {QR2} -m limit --limit 100/sec --limit-burst 25 -j NFLOG --nflog-prefix 5557
+-A neutron-l3-agent-accepted -i {QR} {LIM} -j NFLOG --nflog-prefix 12823226497704342389
+-A neutron-l3-agent-accepted -o {QR} {LIM} -j NFLOG --nflog-prefix 12823226497704342389
+-A neutron-l3-agent-accepted -i {QR2} {LIM} -j NFLOG --nflog-prefix 5557
 -A neutron-l3-agent-accepted -j ACCEPT
--A neutron-l3-agent-dropped -i {QR} -m limit --limit 100/sec --limit-burst 25 -j NFLOG --nflog-prefix 777001
--A neutron-l3-agent-dropped -o {QR} -m limit --limit 100/sec --limit-burst 25 -j NFLOG --nflog-prefix 777001
+-A neutron-l3-agent-dropped -i {QR} {LIM} -j NFLOG --nflog-prefix 777001
+-A neutron-l3-agent-dropped -o {QR} {LIM} -j NFLOG --nflog-prefix 777001
 -A neutron-l3-agent-dropped -j DROP
--A neutron-l3-agent-rejected -i {QR} -m limit --limit 100/sec --limit-burst 25 -j NFLOG --nflog-prefix 777001
--A neutron-l3-agent-rejected -o {QR} -m limit --limit 100/sec --limit-burst 25 -j NFLOG --nflog-prefix 777001
+-A neutron-l3-agent-rejected -i {QR} {LIM} -j NFLOG --nflog-prefix 777001
+-A neutron-l3-agent-rejected -o {QR} {LIM} -j NFLOG --nflog-prefix 777001
 -A neutron-l3-agent-rejected -p tcp -j REJECT --reject-with tcp-reset
 -A neutron-l3-agent-rejected -j REJECT --reject-with icmp-port-unreachable
 -A neutron-l3-agent-iv4aaaaaaaa -m state --state INVALID -j neutron-l3-agent-dropped
