@@ -64,6 +64,7 @@ AT = {name: i for i, name in enumerate(CACHED_KEYS)}
 I_DIRECTION, I_ACTION, I_RULE = AT["neutron.direction"], AT["audit.action"], AT["audit.rule"]
 HA_STATES = {"master": "master", "primary": "master", "backup": "backup", "fault": "fault"}
 _HA_READ = 64  # a state file holds one word
+_ROUTER_DIR = re.compile(r"[0-9A-Za-z][0-9A-Za-z_.-]{0,127}\Z")
 
 
 @dataclass(slots=True)
@@ -295,8 +296,8 @@ def _mac(info: PortInfo | None, iface: Iface | None) -> bytes | None:
 def read_ha_states(directory: str) -> tuple[dict[str, str], int]:
     """The keepalived states of the HA routers under ``directory``
     (``<directory>/<router id>/state``, what neutron-keepalived-state-change writes), and how
-    many state files could not be read or hold no known state. Names that are not router
-    UUIDs are passed over; files are opened without following links, non-blocking (a FIFO
+    many state files could not be read or hold no known state. Names that cannot be router ids
+    (hidden, blanks, controls) are passed over; files are opened without following links, non-blocking (a FIFO
     cannot hang the daemon) and read only if regular, at most a few bytes."""
     states: dict[str, str] = {}
     bad = 0
@@ -305,7 +306,7 @@ def read_ha_states(directory: str) -> tuple[dict[str, str], int]:
     except OSError:
         return states, 0
     for name in names:
-        if not UUID.match(name):
+        if name.startswith(".") or not _ROUTER_DIR.match(name):
             continue
         try:
             fd = os.open(os.path.join(directory, name, "state"),

@@ -257,9 +257,16 @@ class NeutronFilter(Filter):
         if c["ha_confs"]:
             self._read_ha()
         if c["ruleset"]:
+            # Rulesets are read before records need them: the own namespace's and those the
+            # inputs already work in now (start-up may take the time), every namespace an
+            # input attaches later as soon as it does (from the loop).
+            self._seen(None, at_once=True)
+            for name in self._known():
+                self._seen(name, at_once=True)
             reg = find_namespaces(self.ctx)
             if reg is not None:
                 reg.on_close.append(self._netns_closed)
+                reg.on_open.append(self._netns_opened)
             self._refresh_timer = self.ctx.loop.call_later(self._refresh_step(), self._refresh_tick)
         log.info(f"NEUTRON '{self.id}': {len(self.resolver.mapping)} port(s) from the mapping file, OVSDB "
                  f"{socket_path(c['ovsdb']) if c['ovsdb'] else 'off'}, rulesets {'on' if c['ruleset'] else 'off'}")
@@ -277,8 +284,11 @@ class NeutronFilter(Filter):
             self._drop(ns)
         self.namespaces.clear()
         reg = find_namespaces(self.ctx)
-        if reg is not None and self._netns_closed in reg.on_close:
-            reg.on_close.remove(self._netns_closed)
+        if reg is not None:
+            if self._netns_closed in reg.on_close:
+                reg.on_close.remove(self._netns_closed)
+            if self._netns_opened in reg.on_open:
+                reg.on_open.remove(self._netns_opened)
 
     def signal(self, signum: int) -> None:
         """SIGHUP: the mapping file again (kept as it was if the new one is bad), OVSDB at once if
@@ -439,8 +449,17 @@ class NeutronFilter(Filter):
 
     # -- rulesets
 
-    def _seen(self, ns: str | None) -> _Namespace | None:
-        """The namespace's entry; a new one is read from the loop at once (never here)."""
+    def _known(self) -> list[str]:
+        reg = find_namespaces(self.ctx)
+        return reg.names() if reg is not None else []
+
+    def _netns_opened(self, handle: NetnsHandle) -> None:
+        if self._started:
+            self._seen(handle.name)
+
+    def _seen(self, ns: str | None, at_once: bool = False) -> _Namespace | None:
+        """The namespace's entry; a new one is read from the loop as soon as it can (never on
+        the packet path), or here and now with ``at_once`` (at start)."""
         entry = self.namespaces.get(ns)
         if entry is not None:
             return entry
@@ -466,7 +485,10 @@ class NeutronFilter(Filter):
         else:
             sock = entry.sock
             self.ctx.loop.add_reader(sock.fileno(), lambda: self._notified(entry))
-        self._read_soon(entry, 0.0)
+        if at_once:
+            self._read_rules(entry)
+        else:
+            self._read_soon(entry, 0.0)
         return entry
 
     def _notified(self, entry: _Namespace) -> None:
