@@ -286,7 +286,7 @@ def test_router_records_say_who_what_and_which_rule(lab: NeutronLab, tmp_path: P
 
     pkts = records(out / "packets.json")
     common = {"neutron.router_id": lab.router_id, "neutron.network_id": lab.net, "neutron.port_id": lab.qr_port,
-              "neutron.device": lab.qr, "neutron.device_role": "router_interface", "neutron.project_id": lab.project,
+              "neutron.device_role": "router_interface", "neutron.project_id": lab.project,
               "neutron.peer_port_id": lab.qg_port, "neutron.peer_project_id": lab.admin,
               "neutron.ha_state": "master", "neutron.resolved": 1, "oob.netns": lab.router}  # fmt: skip
     for r in (one(pkts, dest_port=22),):

@@ -12,8 +12,8 @@ users):
   device, when it is another port, is the **peer** (a flow between two projects goes to both);
 * the **port id**: OVSDB ``external_ids:iface-id`` of the device (or of its ``qvo`` sibling),
   else the mapping file's port whose id starts with the device name's 11 characters;
-  unresolved, the record keeps the device name (``neutron.device``) and says
-  ``neutron.resolved=0``;
+  unresolved, the record keeps the device name (``neutron.device``, whose 11 characters
+  start the port id) and says ``neutron.resolved=0``;
 * the **router**: the ``qrouter-``/``snat-`` namespace, an ``rfp-``/``fpr-`` device, or the
   port's device_id for router ports; the **network**: the port's (mapping file), else the
   namespace's (``qdhcp-``, ``fip-``: the external network); the **project**, **device id**
@@ -199,6 +199,8 @@ class Resolver:
                 v[AT["neutron.peer_port_id"]] = ppid
                 if pinfo is not None:
                     v[AT["neutron.peer_project_id"]] = pinfo.project_id
+        if pid is not None:
+            v[AT["neutron.device"]] = None  # resolved: the port id says it (the name is in oob.in/oob.out)
         router = v[AT["neutron.router_id"]]
         if router is not None:
             v[AT["neutron.ha_state"]] = self.ha.get(router)
@@ -221,7 +223,8 @@ class Resolver:
         if v[AT["neutron.router_id"]] is None and info.router_id is not None:
             v[AT["neutron.router_id"]] = info.router_id
         v[AT["neutron.project_id"]] = info.project_id
-        v[AT["neutron.device_id"]] = info.device_id
+        if info.router_id is None:  # a router's port: its device is the router (neutron.router_id)
+            v[AT["neutron.device_id"]] = info.device_id
         if info.security_groups:
             v[AT["neutron.security_groups"]] = ",".join(info.security_groups)
 
@@ -252,11 +255,12 @@ class Resolver:
             dev = devs[0] if devs and len({d.ident for d in devs}) == 1 else None
             if dev is not None and not dev.router:
                 pid, info, _ = self.port_of(dev)
-                v[AT["neutron.device"]] = dev.name
                 v[AT["neutron.device_role"]] = dev.role
                 if pid is not None:
                     v[AT["neutron.port_id"]] = pid
                     v[AT["neutron.resolved"]] = 1
+                else:
+                    v[AT["neutron.device"]] = dev.name
                 if info is not None:
                     self._port_values(v, info)
         if primary is not None:

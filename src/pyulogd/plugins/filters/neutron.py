@@ -127,8 +127,8 @@ OUTPUT_KEYS = (
         "else the id a qdhcp-/fip-/ovnmeta- namespace name carries (fip-: the external network)"),
     Key("neutron.port_id", T.STRING, help="full UUID of the port the record is attributed to (OVSDB iface-id, "
         "or the mapping file's port whose id the device name starts); invalid when unresolved"),
-    Key("neutron.device", T.STRING, help="the device the record is attributed to (qr-1a2b3c4d-5e: its 11 "
-        "characters are the start of the port id, kept when the port is not resolved)"),
+    Key("neutron.device", T.STRING, help="when the port is not resolved: the device the record is attributed "
+        "to (qr-1a2b3c4d-5e: its 11 characters start the port id)"),
     Key("neutron.device_role", T.STRING, help="router_interface, router_gateway, snat, floating_ip_gateway, "
         "dhcp, vm_port, ha or unknown"),
     Key("neutron.direction", T.STRING, help="ingress (towards the tenant side of the port: instance, project "
@@ -213,11 +213,22 @@ class NeutronFilter(Filter):
     options = OPTIONS
     input_keys = INPUT_KEYS
     output_keys = OUTPUT_KEYS
+    # Keys never valid without the first of their group: JSON skips a group with one test.
+    key_blocks = (
+        ("neutron.peer_port_id", "neutron.peer_project_id"),
+        ("nat.fixed_ip", "nat.floating_ip", "nat.snat_ip", "nat.snat_port"),
+        ("flow.bytes", "flow.packets"),
+    )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self.resolver = Resolver(config["action_prefixes"])
-        self.cache: dict[tuple[Any, ...], Attribution] = {}
+        # Answers by (namespace, in, out, prefix): the values of CACHED_KEYS; those that need a
+        # look at each record (the MAC) apart; conntrack records' by (namespace, addresses, zone).
+        self.cache: dict[tuple[Any, ...], list[Any]] = {}
+        self.per_record: dict[tuple[Any, ...], Attribution] = {}
+        self.flows: dict[tuple[Any, ...], list[Any]] = {}
+        self._span = slice(0)
         self.ovsdb: OvsdbMonitor | None = None
         self.namespaces: dict[str | None, _Namespace] = {}
         self._ha_timer: TimerHandle | None = None
@@ -246,6 +257,9 @@ class NeutronFilter(Filter):
          self._s_mac, self._s_ct, self._s_event, self._s_osrc, self._s_odst, self._s_rsrc, self._s_rdst,
          self._s_rdport, self._s_ssec, self._s_susec, self._s_esec, self._s_eusec, self._s_obytes,
          self._s_opkts, self._s_rbytes, self._s_rpkts) = self.in_slots  # fmt: skip
+        self._span = slice(self.out_base, self.out_base + N_CACHED)
+        # The slots every record reads, in one attribute.
+        self._hot = (self._s_ns, self._s_in, self._s_out, self._s_prefix, self._s_event, self._s_action)
         c = self.config
         log = self.ctx.log
         self._started = True
@@ -307,7 +321,7 @@ class NeutronFilter(Filter):
                 self.resolver.mapping = mapping
                 self.ctx.stats.incr(self.stat["mapping_reloads"])
                 self.ctx.log.notice(f"NEUTRON '{self.id}': mapping file read again: {len(mapping)} port(s)")
-                self.cache.clear()
+                self._forget()
         if self.ovsdb is not None:
             self.ovsdb.reconnect_now()
         if c["ha_confs"]:
@@ -318,26 +332,44 @@ class NeutronFilter(Filter):
     # -- the packet path
 
     def interp(self, rec: list[Any]) -> int:
-        if rec[self._s_event] is not None:
+        s_ns, s_in, s_out, s_prefix, s_event, s_action = self._hot
+        if rec[s_event] is not None:
             return self._flow(rec)
+        values = self.cache.get((rec[s_ns], rec[s_in], rec[s_out], rec[s_prefix]))
+        if values is None:
+            return self._interp_slow(rec)
+        rec[self._span] = values
+        if rec[s_action] is not None:  # NFTRACE's verdict, passed through
+            self._pass_verdict(rec)
+        return OK
+
+    def _interp_slow(self, rec: list[Any]) -> int:
+        """A cache miss, or an answer that needs a look at the record itself (the MAC)."""
         key = (rec[self._s_ns], rec[self._s_in], rec[self._s_out], rec[self._s_prefix])
-        att = self.cache.get(key)
+        att = self.per_record.get(key)
         if att is None:
             att = self._miss(key, rec)
-        base = self.out_base
-        rec[base:base + N_CACHED] = att.values
+        rec[self._span] = att.values
         if att.mac is not None:
-            mac = rec[self._s_mac]
-            if mac is not None and len(mac) >= 12:
-                if mac[6:12] == att.mac:
-                    rec[base + I_DIRECTION] = "egress"
-                elif mac[0:6] == att.mac:
-                    rec[base + I_DIRECTION] = "ingress"
-        action = rec[self._s_action]
-        if action is not None:  # NFTRACE's verdict, passed through
-            rec[base + I_ACTION] = action
-            rec[base + I_ACTION + 1] = rec[self._s_rule]
+            self._mac_direction(rec, att.mac)
+        if rec[self._s_action] is not None:
+            self._pass_verdict(rec)
         return OK
+
+    def _pass_verdict(self, rec: list[Any]) -> None:
+        base = self.out_base
+        rec[base + I_ACTION] = rec[self._s_action]
+        rec[base + I_ACTION + 1] = rec[self._s_rule]
+
+    def _mac_direction(self, rec: list[Any], port_mac: bytes) -> None:
+        """Direction by the port's MAC where the device cannot tell (a qbr bridge): sent by
+        the port (source MAC) is egress, sent to it is ingress."""
+        mac = rec[self._s_mac]
+        if mac is not None and len(mac) >= 12:
+            if mac[6:12] == port_mac:
+                rec[self.out_base + I_DIRECTION] = "egress"
+            elif mac[0:6] == port_mac:
+                rec[self.out_base + I_DIRECTION] = "ingress"
 
     def _miss(self, key: tuple[Any, ...], rec: list[Any]) -> Attribution:
         ns, in_name, out_name, prefix = key
@@ -356,10 +388,19 @@ class NeutronFilter(Filter):
                 # A prefix no rule has: the ruleset may have changed since it was read.
                 stats.incr(self.stat["verdict_unknown_prefix"])
                 self._read_soon(entry, max(0.0, entry.last_read + REREAD_MIN - self.ctx.clock.monotonic()))
-        if len(self.cache) >= CACHE_MAX:
-            self.cache.clear()
-        self.cache[key] = att
+        if len(self.cache) + len(self.per_record) >= CACHE_MAX:
+            self._forget()
+        if att.mac is None:
+            self.cache[key] = att.values
+        else:
+            self.per_record[key] = att
         return att
+
+    def _forget(self) -> None:
+        """Every cached answer is stale (OVSDB, the mapping, a ruleset or an HA state changed)."""
+        self.cache.clear()
+        self.per_record.clear()
+        self.flows.clear()
 
     def _flow(self, rec: list[Any]) -> int:
         """A conntrack record: who (by its addresses, or its zone), ACCEPT, NAT, totals."""
@@ -367,23 +408,21 @@ class NeutronFilter(Filter):
         osrc, rsrc = rec[self._s_osrc], rec[self._s_rsrc]
         ct = rec[self._s_ct]
         zone = zone_of(ct) if ct is not None else None
-        key = ("ct", ns, osrc, rsrc, zone)
-        att = self.cache.get(key)
-        if att is None:
+        key = (ns, osrc, rsrc, zone)
+        values = self.flows.get(key)
+        if values is None:
             self.ctx.stats.incr(self.stat["cache_misses"])
-            att = self.resolver.flow(ns, osrc, rsrc, zone)
-            att.values[I_ACTION] = ACCEPT  # conntrack confirms only what the rules let through
+            values = self.resolver.flow(ns, osrc, rsrc, zone).values
+            values[I_ACTION] = ACCEPT  # conntrack confirms only what the rules let through
             if self.config["ruleset"] and self._started:
                 self._seen(ns)
-            if len(self.cache) >= CACHE_MAX:
-                self.cache.clear()
-            self.cache[key] = att
+            if len(self.flows) >= CACHE_MAX:
+                self.flows.clear()
+            self.flows[key] = values
         base = self.out_base
-        rec[base:base + N_CACHED] = att.values
-        action = rec[self._s_action]
-        if action is not None:
-            rec[base + I_ACTION] = action
-            rec[base + I_ACTION + 1] = rec[self._s_rule]
+        rec[self._span] = values
+        if rec[self._s_action] is not None:
+            self._pass_verdict(rec)
         odst, rdst = rec[self._s_odst], rec[self._s_rdst]
         ntop = self._text
         if odst is not None and rsrc is not None and odst != rsrc:  # DNAT: floating IP -> fixed
@@ -430,7 +469,7 @@ class NeutronFilter(Filter):
     def _ovsdb_changed(self, names: set[str]) -> None:
         self.ctx.stats.incr(self.stat["ovsdb_changes"])
         self.resolver.ovsdb_changed()
-        self.cache.clear()
+        self._forget()
 
     def _read_ha(self, reschedule: bool = True) -> None:
         states, bad = read_ha_states(self.config["ha_confs"])
@@ -443,7 +482,7 @@ class NeutronFilter(Filter):
         if states != self.resolver.ha:
             self.resolver.ha = states
             self.ctx.stats.incr(self.stat["ha_changes"])
-            self.cache.clear()
+            self._forget()
         if reschedule and self._started:
             self._ha_timer = self.ctx.loop.call_later(self.config["ha_poll"], self._read_ha)
 
@@ -537,7 +576,7 @@ class NeutronFilter(Filter):
             return
         entry.failed = False
         self.resolver.rules[entry.name] = index
-        self.cache.clear()
+        self._forget()
 
     def _refresh_step(self) -> float:
         return max(0.5, float(self.config["ruleset_refresh"]) / max(1, len(self.namespaces)))
@@ -560,7 +599,7 @@ class NeutronFilter(Filter):
             self._drop(entry)
             del self.namespaces[handle.name]
             self.resolver.rules.pop(handle.name, None)
-            self.cache.clear()
+            self._forget()
 
     def _drop(self, entry: _Namespace) -> None:
         if entry.timer is not None:

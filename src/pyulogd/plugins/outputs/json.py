@@ -144,14 +144,37 @@ def _emit(out: list[str], ind: str, prefix: str, var: str, kind: str, ns: dict[s
         out.append(f"{ind}p.append({table}[{var}])")
         return
     if kind == "str":
-        # escaped strings are never empty, so "or" only falls through on a cache miss
-        out.append(f"{ind}{var} = JD.get({var}) or J({var})")
-        out.append(f"{ind}if {var} is not None:")
-        out.append(f"{ind}    p.append({prefix!r})")
-        out.append(f"{ind}    p.append({var})")
+        # prefix and escaped value in one piece, cached per field (prefixes, interface names,
+        # addresses and ids repeat): one lookup and one append per string; a string jansson
+        # drops (not UTF-8) is the piece "", which joins to nothing
+        n = len(ns)
+        pieces: dict[str, str] = {}
+        ns[f"F{n}"] = pieces
+        ns[f"M{n}"] = _piece_maker(prefix, pieces, ns)
+        out.append(f"{ind}x = F{n}.get({var})")
+        out.append(f"{ind}p.append(x if x is not None else M{n}({var}))")
     else:
         out.append(f"{ind}p.append({prefix!r})")
         out.append(f"{ind}p.append({_EXPR[kind].format(v=var)})")
+
+
+_PIECES_MAX = 1024  # pieces kept per field; the cache of a field starts over when full
+
+
+def _piece_maker(prefix: str, pieces: dict[str, str], ns: dict[str, Any]) -> Callable[[str], str]:
+    """The miss function of one string field's cache: ``prefix`` + the value as jansson writes
+    it, through the renderer's shared escape cache (``JD``/``J`` in ``ns``, set after the code
+    is generated)."""
+
+    def miss(text: str) -> str:
+        escaped = ns["JD"].get(text) or ns["J"](text)
+        piece = "" if escaped is None else prefix + escaped
+        if len(pieces) >= _PIECES_MAX:
+            pieces.clear()
+        pieces[text] = piece
+        return piece
+
+    return miss
 
 
 def _choose(out: list[str], ind: str, f: _Field, j: int, k: int, ns: dict[str, Any]) -> None:
