@@ -241,6 +241,15 @@ class NeutronFilter(Filter):
 
     # -- configuration and life cycle
 
+    def needed_capabilities(self) -> dict[str, str]:
+        """Reading rulesets after -u: libnftables' netlink requests and the change notifications
+        (CAP_NET_ADMIN), in other namespaces (setns: CAP_SYS_ADMIN)."""
+        if not self.config["ruleset"]:
+            return {}
+        who = f"NEUTRON '{self.id}'"
+        return {"CAP_NET_ADMIN": f"{who} reads rulesets and follows their changes",
+                "CAP_SYS_ADMIN": f"{who} reads the rulesets of other network namespaces"}
+
     def configure(self) -> None:
         c = self.config
         for opt in ("mapping", "ha_confs"):
