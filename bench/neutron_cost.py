@@ -194,7 +194,7 @@ def sh(*args: str, ns: str | None = None, input: str | None = None) -> str:
 def live_trial(which: str, ns_b: str, ns_a: str, rate: int, secs: float, tmp: Path) -> tuple[int, int, bool]:
     out = tmp / f"{which}-{rate}.json"
     conf = tmp / f"{which}.conf"
-    conf.write_text(f"[global]\nlogfile=\"{tmp}/{which}.log\"\nstack={STACKS[which]}\n[log1]\ngroup=7\n"
+    conf.write_text(f"[global]\nloglevel=3\nlogfile=\"{tmp}/{which}.log\"\nstack={STACKS[which]}\n[log1]\ngroup=7\n"
                     f"[json1]\nfile=\"{out}\"\n[neutron1]\novsdb=\"\"\nmapping=\"{tmp}/ports.json\"\n"
                     f"ha_confs=\"\"\n")  # fmt: skip
     log = tmp / f"{which}.log"
@@ -234,8 +234,8 @@ def live(rates: list[int], secs: float) -> dict[str, Any]:
                 sh("ip", "addr", "add", addr, "dev", dev, ns=ns)
                 sh("ip", "link", "set", dev, "up", ns=ns)
                 sh("ip", "link", "set", "lo", "up", ns=ns)
-            sh("nft", "-f", "-", ns=b, input="table inet nfb { chain in { type filter hook input priority 0; "
-               'udp dport 5001 log prefix "777001" group 7 drop; } }')  # fmt: skip
+            sh("nft", "-f", "-", ns=b, input="table inet nfb {\n chain input_log {\n type filter hook input priority 0;\n"
+               ' udp dport 5001 log prefix "777001" group 7 drop\n }\n}\n')  # fmt: skip
             for which in ("without", "with"):
                 best = 0
                 for rate in rates:

@@ -50,8 +50,8 @@ def test_fwaas_drop_prefix_is_in_dropped_and_rejected() -> None:
     """FWaaS logs DROP and REJECT with one prefix: NFLOG alone cannot tell them apart."""
     v = index().verdict("777001", "qg-9f8e7d6c-5b", QR)
     assert v is not None and v.action == "DROP" and v.ambiguous
-    assert v.rule.startswith("ip filter neutron-l3-agent-dropped handle 18: -o qr-1a2b3c4d-5e")
-    assert " | ip filter neutron-l3-agent-rejected handle 21: -o qr-1a2b3c4d-5e" in v.rule
+    assert v.rule == ("ip filter neutron-l3-agent-dropped handle 18 | ip filter neutron-l3-agent-rejected handle 21: "
+                      "-o qr-1a2b3c4d-5e -m limit --limit 100/sec --limit-burst 25 -j NFLOG --nflog-prefix 777001")
     # The rejected chain alone: its first deciding rule is conditional (-p tcp -j REJECT), so
     # the scan gives up and the chain's name tells.
     rules = index().by_prefix["777001"]

@@ -21,7 +21,9 @@ A prefix may be in several rules: FWaaS puts the same one in a ``-i <dev>`` and 
 <dev>`` rule (both directions of a port), and its DROP prefix in both ``-dropped`` and
 ``-rejected``. :meth:`RuleIndex.verdict` keeps the rules whose interface matches the record's
 and, when they still disagree, gives the verdict only if they all discard the packet
-(DROP and REJECT: ``DROP``, marked ambiguous) and none otherwise.
+(DROP and REJECT: ``DROP``, marked ambiguous) and none otherwise; the rule then names every
+place (``ip filter neutron-l3-agent-dropped handle 18 | ip filter neutron-l3-agent-rejected
+handle 21: <the text they share>``).
 
 Pure functions of the listings; nothing reads the kernel here.
 """
@@ -104,7 +106,15 @@ class RuleIndex:
         device, out = (first.iif, False) if first.iif is not None else (first.oif, True)
         if len(actions) == 1:
             return Verdict(first.action, first.text, device, out, False)
-        text = " | ".join(dict.fromkeys(r.text for r in cands))
+        # Rules alike but for their place (FWaaS's in -dropped and -rejected) are named once:
+        # "<place> | <place>: <text>"; different ones each with its text.
+        places = [r.text.partition(": ")[0] for r in cands]
+        bodies = {r.text.partition(": ")[2] for r in cands}
+        if len(bodies) == 1:
+            body = bodies.pop()
+            text = " | ".join(dict.fromkeys(places)) + (f": {body}" if body else "")
+        else:
+            text = " | ".join(dict.fromkeys(r.text for r in cands))
         action = DROP if actions == {DROP, REJECT} else None
         return Verdict(action, text, device, out, True)
 
