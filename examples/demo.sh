@@ -10,14 +10,14 @@ PY=${PYTHON:-python3}
 if [ -z "${PYULOGD:-}" ]; then
     PYULOGD=$(command -v pyulogd || echo "$PY -m pyulogd")
 fi
-for tool in ip nft; do
+for tool in ip nft ping; do
     command -v "$tool" >/dev/null && continue
     if [ -x "$here/../scripts/install-deps.sh" ]; then
-        echo "== the demo needs iproute2 and nftables: scripts/install-deps.sh demo"
+        echo "== the demo needs iproute2, nftables and ping: scripts/install-deps.sh demo"
         "$here/../scripts/install-deps.sh" demo
         break
     fi
-    echo "demo: needs $tool (apt-get install iproute2 nftables)" >&2; exit 1
+    echo "demo: needs $tool (apt-get install iproute2 nftables iputils-ping)" >&2; exit 1
 done
 tag=$$
 CLI=pyu-demo-cli-$tag SRV=pyu-demo-srv-$tag

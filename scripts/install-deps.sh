@@ -5,7 +5,7 @@
 #                                     (the optional extras are Debian packages or pip: docs/operations.md)
 #   scripts/install-deps.sh install   run + what scripts/install.sh needs to install from this tree
 #                                     (venv, and Debian's hatchling as build backend: no PyPI needed)
-#   scripts/install-deps.sh demo      what examples/demo.sh needs besides pyulogd (iproute2, nftables)
+#   scripts/install-deps.sh demo      what examples/demo.sh needs besides pyulogd (iproute2, nftables, ping)
 #   scripts/install-deps.sh package   what building the Debian package needs (dpkg-buildpackage, lintian)
 #   scripts/install-deps.sh test      everything the tests use (the default): ulogd2 to compare with,
 #                                     database servers and clients, rsyslog, carbon, tshark, nfdump,
@@ -16,7 +16,7 @@ set -euo pipefail
 
 RUN=(python3)
 INSTALL=("${RUN[@]}" python3-venv python3-pip python3-hatchling)
-DEMO=(iproute2 nftables)
+DEMO=(iproute2 nftables iputils-ping)
 PACKAGE=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling fakeroot lintian git)
 # ulogd2 and its plugins (side-by-side tests), the servers behind the SQL, syslog and carbon
 # tests, the tools the real-kernel tests drive, and what the install/package tests run:
