@@ -11,6 +11,8 @@
 #     --keep         keep the overlay's upper directory (printed) instead of removing it
 #     --with FILE    copy FILE (e.g. a built .deb) into /root/in/ inside
 #     --no-clone     no clone of the repository inside
+#     --shared DIR   bind DIR read-only at /root/shared inside (the golden outputs, which the
+#                    tests look for at ../shared beside the clone)
 #
 # How it is isolated: everything runs in a private mount namespace (unshare --mount), so the
 # overlay, /proc, /sys, /dev, /run and whatever the command mounts (`ip netns add` mounts
@@ -25,7 +27,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${PYULOGD_CHROOT_CACHE:-/var/cache/pyulogd-chroot}
 mirror=${PYULOGD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-keep=0 clone=1 with=()
+keep=0 clone=1 with=() shared=
 
 die() { echo "debian-chroot: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root"
@@ -34,6 +36,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --keep) keep=1; shift ;;
         --no-clone) clone=0; shift ;;
+        --shared) [ $# -ge 2 ] || die "--shared needs a directory"; shared=$(realpath -e "$2"); shift 2 ;;
         --with) [ $# -ge 2 ] || die "--with needs a file"; with+=("$(realpath -e "$2")"); shift 2 ;;
         *) break ;;
     esac
@@ -101,7 +104,7 @@ trap cleanup EXIT
 # The inner part runs in the private mount namespace; its arguments carry every path.
 rc=0
 unshare --mount --propagation private -- bash -euo pipefail -c '
-base=$1 run=$2 archives=$3 script=$4
+base=$1 run=$2 archives=$3 script=$4 shared=$5
 root=$run/root
 mount -t overlay overlay -o "lowerdir=$base,upperdir=$run/upper,workdir=$run/work" "$root"
 mount -t proc proc "$root/proc"
@@ -113,10 +116,14 @@ mount --bind "$archives" "$root/var/cache/apt/archives"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 if [ -d "$run/clone" ]; then mkdir -p "$root/root/pyulogd"; mount --bind "$run/clone" "$root/root/pyulogd"; fi
 if [ -d "$run/in" ]; then mkdir -p "$root/root/in"; mount --bind "$run/in" "$root/root/in"; fi
+if [ -n "$shared" ]; then
+    mkdir -p "$root/root/shared"; mount --bind "$shared" "$root/root/shared"
+    mount -o remount,bind,ro "$root/root/shared"
+fi
 # Services must not start inside (policy-rc.d), as in any chroot.
 printf "#!/bin/sh\nexit 101\n" > "$root/usr/sbin/policy-rc.d"; chmod 0755 "$root/usr/sbin/policy-rc.d"
 exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
     /bin/bash -euo pipefail -c "$script"
-' inner "$cache/bookworm" "$run" "$cache/archives" "$script" || rc=$?
+' inner "$cache/bookworm" "$run" "$cache/archives" "$script" "$shared" || rc=$?
 exit $rc
