@@ -283,7 +283,9 @@ def test_the_main_unit_alone_cannot_follow_and_says_so(out: Path, namespaces: li
     log = d.log()
     assert rc == 0, log  # a namespace that cannot be attached never stops the daemon
     assert f"attached network namespace {name}" not in log, log
-    assert "Operation not permitted" in log, log
+    assert f"cannot attach network namespace {name}: unable to open nfnetlink socket: setns: Operation not permitted" \
+        in log, log
+    assert "nflog.log1.netns_attach_failed=1" in log, log
     assert lines(out / "pkt.json") == []
 
 
