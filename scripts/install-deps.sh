@@ -58,3 +58,8 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet ulogd2 2>/dev/null; then
     systemctl stop ulogd2 || true
 fi
+# prometheus is here for promtool (the metrics tests); a server it started just now on :9090
+# is not wanted. One that was installed before is left alone.
+if [ ${#missing[@]} -gt 0 ] && [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
