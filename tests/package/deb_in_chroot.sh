@@ -21,10 +21,17 @@ for d in /var/log/pyulogd /var/lib/pyulogd /etc/pyulogd/pyulogd.conf; do
     say "stat:$d" "$(stat -c '%U:%G:%a' "$d")"
 done
 say conffile "$(dpkg-query -W -f='${Conffiles}' pyulogd | awk '{print $1}' | tr '\n' ' ')"
-for c in pyulogd pyulogd-netns-wrapper pyulogd-unixsock-send; do
-    say "cmd:$c" "$(command -v "$c")"
+for c in pyulogd pyulogd-netns-wrapper pyulogd-unixsock-send pyulogdctl; do
+    say "cmd:$c" "$(command -v "$c" || echo none)"
 done
 say version "$(pyulogd -V | head -n 1)"
+# The unit's ExecStartPre, as the unit's user (the daemon side of issue 13 adds --check-config).
+if setpriv --reuid=pyulogd --regid=pyulogd --init-groups --no-new-privs \
+        /usr/bin/pyulogd --check-config /etc/pyulogd/pyulogd.conf >/root/check.out 2>&1; then
+    say check_config ok
+else
+    say check_config "failed: $(head -c 300 /root/check.out | tr '\n' ' ')"
+fi
 say logrotate_conf "$(logrotate -d /etc/logrotate.d/pyulogd >/dev/null 2>&1 && echo ok || echo bad)"
 
 # The installed configuration, run as the unit runs it: user pyulogd, CAP_NET_ADMIN as
