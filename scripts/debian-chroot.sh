@@ -114,6 +114,9 @@ mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$root/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
 mount --bind "$archives" "$root/var/cache/apt/archives"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# The machine'"'"'s own trust for outside connections (where it reaches PyPI through a proxy
+# with a CA of its own), as resolv.conf: pip inside uses it through PIP_CERT.
+cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl-host-ca.crt" 2>/dev/null || true
 if [ -d "$run/clone" ]; then mkdir -p "$root/root/pyulogd"; mount --bind "$run/clone" "$root/root/pyulogd"; fi
 if [ -d "$run/in" ]; then mkdir -p "$root/root/in"; mount --bind "$run/in" "$root/root/in"; fi
 if [ -n "$shared" ]; then
@@ -124,6 +127,7 @@ fi
 printf "#!/bin/sh\nexit 101\n" > "$root/usr/sbin/policy-rc.d"; chmod 0755 "$root/usr/sbin/policy-rc.d"
 exec chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    $( [ -s /etc/ssl/certs/ca-certificates.crt ] && echo PIP_CERT=/etc/ssl-host-ca.crt ) \
     /bin/bash -euo pipefail -c "$script"
 ' inner "$cache/bookworm" "$run" "$cache/archives" "$script" "$shared" || rc=$?
 exit $rc
