@@ -21,7 +21,7 @@
 # and the tests make their own namespaces inside, in the chroot's own /run/netns.
 #
 # Cache: PYULOGD_CHROOT_CACHE (default /var/cache/pyulogd-chroot): bookworm/ (the base),
-# archives/ (downloaded .debs, shared by every run so a rerun downloads nothing), run.*/
+# archives/ (downloaded .debs, linked into every run so a rerun downloads nothing), run.*/
 # (overlays of runs in progress or kept). Mirror: PYULOGD_DEBIAN_MIRROR.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -84,6 +84,11 @@ esac
 run=$(mktemp -d "$cache/run.XXXXXX")
 chmod 0755 "$run"
 mkdir -p "$run/upper" "$run/work" "$run/root"
+# The downloaded .debs, hard-linked into this run's own apt cache (same file system, no
+# copy) rather than shared: apt locks its cache, and runs may go on side by side. What the
+# run downloads is linked back into the cache afterwards.
+mkdir -p "$run/upper/var/cache/apt/archives"
+find "$cache/archives" -maxdepth 1 -name '*.deb' -exec ln -t "$run/upper/var/cache/apt/archives/" {} + 2>/dev/null || true
 if [ "$clone" = 1 ]; then
     # A fresh clone of what is committed (what a user would clone), not the work tree.
     git clone -q --no-hardlinks "$here" "$run/clone"
@@ -93,6 +98,8 @@ if [ ${#with[@]} -gt 0 ]; then
     cp -- "${with[@]}" "$run/in/"
 fi
 cleanup() {
+    find "$run/upper/var/cache/apt/archives" -maxdepth 1 -name '*.deb' -links 1 \
+        -exec ln -t "$cache/archives/" {} + 2>/dev/null || true
     if [ "$keep" = 1 ]; then
         echo "debian-chroot: kept $run/upper" >&2
     else
@@ -112,7 +119,6 @@ mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$root/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
-mount --bind "$archives" "$root/var/cache/apt/archives"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 # The machine'"'"'s own trust for outside connections (where it reaches PyPI through a proxy
 # with a CA of its own), as resolv.conf: pip inside uses it through PIP_CERT.
