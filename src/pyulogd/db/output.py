@@ -91,6 +91,11 @@ class SqlOutput(Sink):
         self.spool_dir = str(cfg.get("spool_dir") or "") or self.default_spool()
         self.spool_max = parse_size(str(cfg.get("spool_max") or "1G"))
         self.stop_timeout = parse_seconds(str(cfg.get("stop_timeout") or "5"))
+        if self.ctx.checking:
+            # --check-config: the options are checked; nothing is created or connected to
+            # (its path checks are daemon/check.py's), and the columns stay unknown.
+            self.keys = self._all_keys()
+            return
         self._check_local_files()
         self._schema_text = self._read_schema()
         try:
