@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(iproute2 iputils-ping nftables iptables nfacct conntrack ulogd2 ulogd2-json ulogd2-sqlite3 ulogd2-pcap procps
       ulogd2-pgsql ulogd2-mysql postgresql postgresql-client mariadb-server mariadb-client gcc
-      rsyslog graphite-carbon python3-whisper nfdump tshark)
+      rsyslog graphite-carbon python3-whisper nfdump tshark prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,4 +17,9 @@ fi
 # tests use their own namespaces, so it does not get in the way, but it is not needed either.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet ulogd2 2>/dev/null; then
     systemctl stop ulogd2 || true
+fi
+# prometheus is here for promtool (the metrics tests); a server it started just now on :9090
+# is not wanted. One that was installed before is left alone.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
