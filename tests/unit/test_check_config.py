@@ -299,3 +299,37 @@ def test_checking_opens_binds_connects_and_creates_nothing(as_nobody: bool) -> N
         probe.write_text(f'[global]\nlogfile="{d}/daemon.log"\nloglevel=x\n')
         r = _audited(probe, as_nobody, check=False)
         assert r.returncode == 1 and "daemon.log" in r.stderr.rpartition("\nEVENTS ")[2]  # opened by dir_fd
+
+
+def test_files_the_daemon_would_refuse_are_errors(tmp_path: Path) -> None:
+    """The rules of core/safefile.py, applied without opening: a link in the file's place,
+    a file with a second hard link, a directory where the file should be."""
+    (tmp_path / "target").write_text("")
+    (tmp_path / "link.log").symlink_to(tmp_path / "target")
+    (tmp_path / "hard.log").write_text("")
+    os.link(tmp_path / "hard.log", tmp_path / "hard2")
+    (tmp_path / "dir.log").mkdir()
+    conf = tmp_path / "f.conf"
+    stack = "base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT"
+    conf.write_text(f"""[global]
+logfile="{tmp_path}/link.log"
+stack=log1:NFLOG,{stack},e1:LOGEMU
+stack=log1:NFLOG,{stack},e2:LOGEMU
+stack=log1:NFLOG,{stack},e3:LOGEMU
+
+[e1]
+file="{tmp_path}/hard.log"
+
+[e2]
+file="{tmp_path}/dir.log"
+
+[e3]
+file="{tmp_path}/fine.log"
+""")
+    code, lines, _ = run_check(conf)
+    assert code == 1
+    t = tmp_path
+    assert lines[0] == f"{conf}:2: can't open logfile '{t}/link.log': refused: '{t}/link.log' is a symbolic link"
+    assert lines[1].startswith(f"{conf}:8: LOGEMU 'e1': file '{t}/hard.log': refused: '{t}/hard.log' has 2 hard")
+    assert lines[2] == f"{conf}:11: LOGEMU 'e2': file '{t}/dir.log': refused: '{t}/dir.log' is not a regular file"
+    assert lines[3] == f"{conf}: 3 error(s)"

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         ctl = ["status"]
         if any(a in ("-c", "--configfile") or a.startswith("--configfile=") for a in given):
-            ctl += ["-c", args.configfile]
+            ctl = ["-c", args.configfile, *ctl]
         return status.main(ctl)
     if args.help is not None:
         sys.stdout.write(USAGE)
