@@ -192,9 +192,11 @@ class Operations:
             ep.start()
 
     def ready(self) -> None:
-        """Everything started: arm the timers, tell systemd."""
-        self.collector.start()
+        """Everything started: arm the timers, tell systemd. A daemon that serves nothing of
+        this (no endpoint, no NOTIFY_SOCKET) gets no timer either."""
         self.notifier = Notifier.from_environ(self.ctx, self.environ)
+        if self.endpoints or self.notifier is not None:
+            self.collector.start()
         if self.notifier is not None:
             self.notifier.ready(self.status_line())
             self.notifier.start_timers(self.status_line)
