@@ -19,6 +19,7 @@ from typing import Any
 
 from pyulogd.codec import nflog as nflog_codec
 from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import OK, DataType, Filter, Key, Plugin, Sink, Source
 from pyulogd.core.plugin import KeyType as T
 from pyulogd.core.stack import Stack, wire
@@ -38,14 +39,28 @@ def make_stack(
             instances.append(p)
             continue
         cls, opts = p if isinstance(p, tuple) else (p, {})
-        values: dict[str, Any] = {o.name: o.default for o in cls.options}
-        values.update(opts)
-        instances.append(cls(ctx, f"{cls.name.lower() or 'p'}{n}", values))
+        inst_id = f"{cls.name.lower() or 'p'}{n}"
+        instances.append(cls(ctx, inst_id, typed_options(cls, opts, inst_id)))
     stack = wire(ctx, instances, spec=spec, path="<test>")
     if start:
         for inst in instances:
             inst.start()
     return stack
+
+
+def typed_options(cls: type[Plugin], opts: dict[str, Any], inst_id: str = "test") -> dict[str, Any]:
+    """The config a ulogd.conf section giving ``opts`` yields: defaults for the rest, each given
+    value written as text (``str(v)``) and parsed by its option's kind, as from a file.
+    Options the plugin does not declare are passed as they are (test plugins' own settings)."""
+    by_name = {o.name: o for o in cls.options}
+    values: dict[str, Any] = {o.name: o.default for o in cls.options}
+    for name, v in opts.items():
+        opt = by_name.get(name)
+        try:
+            values[name] = v if opt is None else opt.parse(str(v))
+        except ValueError as e:
+            raise ConfigError(f"option '{name}' of '{inst_id}': {e}") from None
+    return values
 
 
 def stop_stack(stack: Stack) -> None:

@@ -232,11 +232,14 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", int(sys.argv[1])))
 print("ready", flush=True)
 with open(sys.argv[2], "a") as f:
-    while True:
-        data = s.recv(65535)
+    while (data := s.recv(65535)) != b"END":  # END: sent once the daemons are gone
         f.write(data.hex() + "\\n")
         f.flush()
 """
+# Sent to a collector after the daemons stopped: the socket's queue is read in order, so the
+# collector has written every datagram of the daemons when it exits.
+COLLECTOR_END = "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'END', " \
+    "('127.0.0.1', int(sys.argv[1])))"
 
 
 NOTRACK_LO = """table inet notrack_lo {
@@ -300,10 +303,13 @@ def flow_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, l
             time.sleep(1.2)  # IPFIX partial messages (pyulogd: every second)
         finally:
             check_stopped(daemons)
-            time.sleep(0.3)
-            for c in collectors:
-                c.send_signal(signal.SIGTERM)
-                c.wait(5)
+            for c, port in zip(collectors, (4739, 4740), strict=True):
+                sh(sys.executable, "-c", COLLECTOR_END, str(port), ns=lab.router)
+                try:
+                    c.wait(5)
+                except subprocess.TimeoutExpired:
+                    c.kill()
+                    c.wait(5)
         yield d, flows
 
 

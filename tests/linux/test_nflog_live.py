@@ -34,6 +34,7 @@ from pyulogd.plugins.inputs import nflog as plugin_mod
 from pyulogd.plugins.inputs.nflog import NflogInput
 from tests.builders.netlink import done_msg, error_msg
 from tests.builders.nflog import build_packet
+from tests.helpers import typed_options
 
 CLONE_NEWNET = 0x40000000
 NS = f"pyu-{os.getpid()}-nflog"
@@ -60,9 +61,7 @@ def make(group: int = 0, ctx: Context | None = None, **options: Any) -> tuple[Nf
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
-    cfg = {o.name: o.default for o in NflogInput.options}
-    cfg.update(group=group, **options)
-    p = NflogInput(ctx, "log1", cfg)
+    p = NflogInput(ctx, "log1", typed_options(NflogInput, {"group": group, **options}))
     p.configure()
     cap = Capture()
     p.stacks = [cap]
@@ -494,5 +493,7 @@ def test_declarations_match_ulogd_2_0_8() -> None:
     assert all(k.help for k in NflogInput.output_keys) and all(o.help for o in NflogInput.options)
     assert NflogInput.name == "NFLOG" and NflogInput.so_name == "ulogd_inppkt_NFLOG.so"
     group = next(o for o in NflogInput.options if o.name == "group")
-    assert group.check is not None and group.check(70000) and group.check(65535) is None
+    assert group.parse("65535") == 65535
+    with pytest.raises(ValueError, match="between 0 and 65535"):
+        group.parse("70000")
     assert plugin_mod.MAX_READS == 64

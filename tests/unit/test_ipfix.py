@@ -56,8 +56,9 @@ def out(stack: Any) -> ReliableSender:
 @pytest.mark.parametrize(("opts", "msg"), [
     ({"oid": 0}, "invalid Observation ID"),
     ({"host": ""}, "no destination host specified"),
-    ({"proto": "sctp"}, "unsupported protocol"),
-    ({"mtu": 100}, "mtu must be between"),
+    ({"proto": "sctp"}, "unknown protocol 'sctp' \\(valid: tcp, udp\\)"),
+    ({"mtu": 100}, "'mtu'.* must be between 125 and 65535"),
+    ({"port": 99999}, "'port'.* must be between 1 and 65535"),
 ])  # fmt: skip
 def test_config_errors(opts: dict[str, Any], msg: str) -> None:
     conf = {"oid": 7, "host": "127.0.0.1", **opts}

@@ -33,6 +33,7 @@ from tests.helpers import (
     goldentool,
     make_stack,
     stop_stack,
+    typed_options,
 )
 
 T = KeyType
@@ -110,7 +111,7 @@ def test_declarations() -> None:
     assert JsonOutput.wildcard_inputs
     assert {o.name: o.default for o in JsonOutput.options} == {
         "file": "/var/log/ulogd.json", "sync": 0, "timestamp": 1, "eventv1": 0, "device": "Netfilter",
-        "boolean_label": 0, "mode": "file", "host": "127.0.0.1", "port": "12345",
+        "boolean_label": 0, "mode": "file", "host": "127.0.0.1", "port": 12345,
         "queue": 1 << 20, "reconnect_max": 60,  # pyulogd extras, as SYSLOG/GRAPHITE/IPFIX
     }  # fmt: skip
 
@@ -300,7 +301,7 @@ def test_unknown_mode_is_a_config_error(tmp_path: Path, mode: str) -> None:
 
 def test_mode_is_case_insensitive() -> None:
     for mode in ("FILE", "Tcp", "uDP", "UNIX"):
-        out = JsonOutput(Context(loop=Loop()), "j", {**{o.name: o.default for o in JsonOutput.options}, "mode": mode})
+        out = JsonOutput(Context(loop=Loop()), "j", typed_options(JsonOutput, {"mode": mode}))
         out.configure()
         assert out.mode == mode.lower()
 

@@ -32,6 +32,7 @@ from pyulogd.plugins.inputs import nfacct as nfacct_mod
 from pyulogd.plugins.inputs.nfacct import NfacctInput
 from tests.builders.netlink import done_msg, error_msg
 from tests.builders.nfacct import counter_msg
+from tests.helpers import typed_options
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -270,11 +271,12 @@ def test_declarations() -> None:
 
 @pytest.mark.parametrize("value", [0, -1])
 def test_pollinterval_must_be_positive(value: int) -> None:
-    p = NfacctInput(Context(loop=Loop()), "acct1", {"pollinterval": value, "zerocounter": 1, "timestamp": 0})
+    with pytest.raises(ConfigError, match="'pollinterval'.*greater than 0"):
+        typed_options(NfacctInput, {"pollinterval": value})
+    p = NfacctInput(Context(loop=Loop()), "acct1", typed_options(NfacctInput, {}))  # left out: the default, 0
     with pytest.raises(ConfigError, match="'pollinterval'"):
         p.configure()
-    check = NfacctInput.options[0].check
-    assert check is not None and check(value) and check(1) is None
+    assert typed_options(NfacctInput, {"pollinterval": "1"})["pollinterval"] == 1
 
 
 def _load(text: str, tmp: Path) -> Service:
@@ -414,14 +416,14 @@ def test_stop_is_safe_any_time() -> None:
     p.stop()
     p.poll()  # no socket: nothing sent, nothing raised
     p.signal(signal.SIGUSR2)
-    q = NfacctInput(Context(loop=Loop()), "x", {"pollinterval": 1, "zerocounter": 1, "timestamp": 0})
+    q = NfacctInput(Context(loop=Loop()), "x", typed_options(NfacctInput, {"pollinterval": 1}))
     q.stop()  # never started
 
 
 def test_start_arms_the_timer_and_reads_from_the_loop() -> None:
     """start() with a real (unprivileged) netlink socket: reader and repeating timer."""
     ctx = Context(loop=Loop(FakeClock()))
-    p = NfacctInput(ctx, "acct1", {"pollinterval": 30, "zerocounter": 1, "timestamp": 0})
+    p = NfacctInput(ctx, "acct1", typed_options(NfacctInput, {"pollinterval": 30}))
     p.configure()
     p.start()
     try:

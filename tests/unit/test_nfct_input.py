@@ -28,6 +28,7 @@ from pyulogd.plugins.inputs import nfct as plugin_mod
 from pyulogd.plugins.inputs.nfct import NfctInput
 from tests.builders.netlink import done_msg, error_msg
 from tests.builders.nfct import Tuple, build_ct
+from tests.helpers import typed_options
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests/vectors/nfct"
 T0 = 1795764190.0
@@ -55,9 +56,7 @@ def make(nstacks: int = 1, **options: Any) -> tuple[NfctInput, list[Capture], Co
     ctx.log.stream = io.StringIO()
     ctx.log.path = "test"
     ctx.log.level = 1
-    cfg = {o.name: o.default for o in NfctInput.options}
-    cfg.update(options)
-    p = NfctInput(ctx, "ct1", cfg)
+    p = NfctInput(ctx, "ct1", typed_options(NfctInput, options))
     p.configure()
     caps = [Capture() for _ in range(nstacks)]
     p.stacks = caps

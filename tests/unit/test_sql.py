@@ -18,7 +18,7 @@ from pyulogd.core.plugin import KeyType as T
 from pyulogd.db import sqlite as sqlite_backend
 from pyulogd.db.backend import Backend, Rejected, Settings, TableInfo, Unavailable
 from pyulogd.db.columns import map_columns, match_key, skip_first
-from pyulogd.db.options import parse_seconds, parse_size, password
+from pyulogd.db.options import PYULOGD, password
 from pyulogd.db.policy import AT_ONCE, WriterPolicy
 from pyulogd.db.render import compile_builder, fix_string
 from pyulogd.db.spool import Spool
@@ -60,10 +60,13 @@ def test_procedure_forms() -> None:
 
 
 def test_options() -> None:
-    assert parse_size("1G") == 1 << 30 and parse_size("512M") == 512 << 20 and parse_size("1000") == 1000
-    assert parse_seconds("1") == 1.0 and parse_seconds("250ms") == 0.25
+    opt = {o.name: o for o in PYULOGD}
+    spool_max, batch_timeout = opt["spool_max"], opt["batch_timeout"]
+    assert spool_max.parse("1G") == 1 << 30 and spool_max.parse("512M") == 512 << 20
+    assert spool_max.parse("1000") == 1000 and spool_max.default == 1 << 30
+    assert batch_timeout.parse("1") == 1.0 and batch_timeout.parse("250ms") == 0.25 and batch_timeout.default == 1.0
     with pytest.raises(ValueError):
-        parse_size("lots")
+        spool_max.parse("lots")
 
 
 def test_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

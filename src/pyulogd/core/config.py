@@ -1,7 +1,8 @@
 """The ulogd.conf grammar (ulogd2 ``conffile.c``), read once into sections of (key, value, line).
 
 Lexical rules kept from ulogd2: a line is a comment only if its first character is ``#``;
-a section header is a line whose first word starts with ``[``; inside a section the first
+a section header is a line whose first word starts with ``[`` (here it must be ``[name]``,
+blanks allowed inside the brackets, a ``#`` comment after them); inside a section the first
 word is the key and the second the value, separated by blanks and/or ``=``; a word that
 starts with ``"`` runs to the next ``"``; anything after the second word is ignored.
 Differences, on purpose: no 255-byte line limit, the last line need not end in a newline,
@@ -18,11 +19,15 @@ from typing import Any
 
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.escape import escape_text
-from pyulogd.core.plugin import Option, OptionType
+from pyulogd.core.options import parse_int as parse_int  # ulogd's integers; re-exported
+from pyulogd.core.plugin import Option
 
 _DELIMS = " \t\r\n="
-_INT_MIN, _UINT_MAX = -(2**31), 2**32 - 1
-_OCTAL = re.compile(r"[+-]?0[0-7]+\Z")
+# A section header: one word between brackets, blanks allowed around it, then at most a comment.
+# ulogd2 only looks at the first word and so also takes '[global' or '[a b]' (as 'a'); those
+# are typos, refused here rather than read as something the writer did not mean.
+_EMPTY_HEADER = re.compile(r"\[[ \t]*\]?(?:[ \t]*#.*)?\Z")
+_HEADER = re.compile(r"\[[ \t]*([^\s\[\]]+)[ \t]*\](?:[ \t]*#.*)?\Z")
 
 
 @dataclass
@@ -111,10 +116,13 @@ def parse_text(text: str, path: str = "<config>") -> ConfigFile:
         if not stripped:
             continue
         if stripped[0] == "[":
-            parts = [p for p in re.split(r"[\s\[\]]+", stripped) if p]
-            name = parts[0] if parts else ""
-            if not name:
-                raise ConfigError("empty section name", path, lineno)
+            m = _HEADER.match(stripped)
+            if m is None:
+                if _EMPTY_HEADER.match(stripped):
+                    raise ConfigError("empty section name", path, lineno)
+                raise ConfigError(f"malformed section header '{stripped}': write '[name]' (one word "
+                                  "between the brackets, nothing after them but a # comment)", path, lineno)
+            name = m.group(1)
             current = Section(name, lineno)
             if name in cfg.sections:
                 cfg.duplicates.append(current)
@@ -143,18 +151,6 @@ def parse_file(path: str) -> ConfigFile:
     return parse_text(text, path)
 
 
-def parse_int(text: str) -> int:
-    """ulogd's integer syntax: decimal, 0x hex, leading-0 octal; the whole word must be a number."""
-    t = text.strip()
-    if _OCTAL.match(t):
-        value = int(t, 8)
-    else:
-        value = int(t, 0)  # raises ValueError on garbage
-    if not _INT_MIN <= value <= _UINT_MAX:
-        raise ValueError(f"{text!r} is out of range")
-    return value
-
-
 def option_values(
     options: tuple[Option, ...],
     section: Section | None,
@@ -163,7 +159,8 @@ def option_values(
     plugin_name: str,
     warn: Any = None,
 ) -> dict[str, Any]:
-    """Validate a plugin's section against its declared options; return name -> value."""
+    """Validate a plugin's section against its declared options; return name -> typed value
+    (each option's kind parses its value, see core/options.py; defaults for the rest)."""
     by_name = {o.name: o for o in options}
     values: dict[str, Any] = {o.name: o.default for o in options}
     seen: dict[str, int] = {}
@@ -189,21 +186,10 @@ def option_values(
                 if warn is not None:
                     warn(f"{cfg.path}:{e.line}: ignoring malformed config directive '{e.key}' (no value)")
                 continue
-            if opt.type is OptionType.INT:
-                try:
-                    v: Any = parse_int(e.value)
-                except ValueError:
-                    raise ConfigError(
-                        f"option '{e.key}' of '{instance_id}' needs an integer, not '{e.value}'",
-                        cfg.path,
-                        e.line,
-                    ) from None
-            else:
-                v = e.value
-            if opt.check is not None:
-                problem = opt.check(v)
-                if problem:
-                    raise ConfigError(f"option '{e.key}' of '{instance_id}': {problem}", cfg.path, e.line)
+            try:
+                v = opt.parse(e.value)
+            except ValueError as err:
+                raise ConfigError(f"option '{e.key}' of '{instance_id}': {err}", cfg.path, e.line) from None
             values[e.key] = v
     for opt in options:
         if opt.required and opt.name not in seen:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyulogd.core.plugin import TYPE_WORDS, OptionType, Plugin, Sink, Source
+from pyulogd.core.plugin import TYPE_WORDS, Plugin, Sink, Source
 
 
 def describe(cls: type[Plugin]) -> str:
@@ -10,8 +10,7 @@ def describe(cls: type[Plugin]) -> str:
     if cls.options:
         out.append("Config options:")
         for o in cls.options:
-            default = o.default if o.type is OptionType.STRING else int(o.default)
-            line = f"\tVar: {o.name} ({o.type.value}, Default: {default}"
+            line = f"\tVar: {o.name} ({o.info_word()}, Default: {o.default_text}"
             if o.required:
                 line += ", Mandatory"
             out.append(line + ")")
@@ -41,7 +40,7 @@ def describe_markdown(cls: type[Plugin]) -> str:
         out += ["| option | type | default | meaning |", "|---|---|---|---|"]
         for o in cls.options:
             req = " (required)" if o.required else ""
-            out.append(f"| `{o.name}` | {o.type.value.lower()} | `{o.default}` | {o.help}{req} |")
+            out.append(f"| `{o.name}` | {o.type.describe()} | `{o.default_text}` | {o.help}{req} |")
         out.append("")
     if cls.input_keys:
         out += ["Input keys: " + ", ".join(f"`{k.name}`" + (" (optional)" if k.optional else "")

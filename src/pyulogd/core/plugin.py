@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 # Defined in core/keys.py (the codecs declare their keys with them, see there); re-exported so
 # that a plugin finds every declaration here.
 from pyulogd.core.keys import Key as Key
 from pyulogd.core.keys import KeyType as KeyType
+from pyulogd.core.options import Int, OptionKind, Str
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -81,22 +82,55 @@ ERR = -1
 STOP = -2
 
 
-class OptionType(enum.Enum):
-    INT = "Integer"
-    STRING = "String"
+class OptionType:
+    """ulogd2's two option types, as kinds: declarations that need no more than ulogd2's
+    ``Integer`` or ``String`` may still name them so."""
+
+    INT: ClassVar[OptionKind[Any]] = Int()
+    STRING: ClassVar[OptionKind[Any]] = Str()
 
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """A config option of a plugin's ``[instance]`` section."""
+    """A config option of a plugin's ``[instance]`` section.
+
+    ``default`` is declared once, as the typed value or as the text one would write in
+    ulogd.conf (``"1G"``, ``"250ms"``); either way the plugin finds the typed value in its
+    config when the option is not given, and ``-i`` shows :attr:`default_text`. ``None``
+    means "not set" (shown empty). A default is not held to the kind's bounds: 0 often
+    stands for "not set" where a given value must be positive.
+    """
 
     name: str
-    type: OptionType
-    default: int | str
+    type: OptionKind[Any]
+    default: Any
     required: bool = False
     help: str = ""
-    # Extra validation beyond the type: returns an error text or None.
+    # Extra validation of the typed value beyond its kind: returns an error text or None.
     check: Callable[[Any], str | None] | None = None
+    # pyulogd's own option (not ulogd2's): ``-i`` shows its kind's name instead of ulogd2's word.
+    extra: bool = False
+    default_text: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        text = self.default if isinstance(self.default, str) else ("" if self.default is None else
+                                                                   self.type.show(self.default))
+        object.__setattr__(self, "default_text", text)
+        if self.default is not None:
+            object.__setattr__(self, "default", self.type.convert(text))
+
+    def parse(self, text: str) -> Any:
+        """The typed value of ``text`` given for this option; ValueError with the reason."""
+        value = self.type.parse(text)
+        if self.check is not None:
+            why = self.check(value)
+            if why:
+                raise ValueError(why)
+        return value
+
+    def info_word(self) -> str:
+        """The type ``-i`` prints: ulogd2's word for ulogd2's options, the kind's name for ours."""
+        return self.type.name if self.extra else self.type.ulogd_word
 
 
 # A stack's ``run(rec)``: one record through every plugin after the input.

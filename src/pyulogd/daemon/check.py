@@ -41,14 +41,14 @@ class PathOption:
     """An option that names something the daemon opens, and how it opens it."""
 
     how: str  # "append": a file appended to; "dir": a directory files are made in;
-    # "parent": something made in an existing directory; "read": a file read;
-    # "netns": a network namespace file that should exist
+    # "parent": something made in an existing directory; "read": a file read at start;
+    # "read_if_needed": read only in some cases (a warning); "netns": a namespace file
     applies: Callable[[dict[str, object]], bool] = lambda config: True
 
 
 _APPEND = PathOption("append")
-# Options naming paths, by plugin (any plugin: "*"). The option kinds of issue 11 will say
-# this by themselves (a Path kind); until then, this table.
+# How the daemon uses each path option (the option kinds say which options are paths: a
+# test checks that every Path option of every plugin is here or in NOT_CHECKED). "*": any plugin.
 PATH_OPTIONS: dict[tuple[str, str], PathOption] = {
     ("LOGEMU", "file"): _APPEND,
     ("GPRINT", "file"): _APPEND,
@@ -60,8 +60,16 @@ PATH_OPTIONS: dict[tuple[str, str], PathOption] = {
     ("SQLITE3", "db"): PathOption("parent"),
     ("DBI", "db"): PathOption("parent", lambda c: str(c.get("dbtype", "")).lower() == "sqlite3"),
     ("UNIXSOCK", "socket_path"): PathOption("parent"),
-    ("*", "schema_file"): PathOption("read"),
+    ("*", "pass_file"): PathOption("read"),
+    ("*", "schema_file"): PathOption("read_if_needed"),
     ("*", "network_namespace_path"): PathOption("netns"),
+}
+# Path options the check leaves alone, and why.
+NOT_CHECKED: dict[tuple[str, str], str] = {
+    ("SYSLOG", "socket"): "connected at run time, and again after every failure: a missing socket is an outage",
+    ("JSON", "file"): "in mode unix, a socket connected at run time (mode file is checked)",
+    ("*", "spool_dir"): "created at start, with its parents",
+    ("*", "netns_dir"): "may appear later (ip netns creates it); watched for",
 }
 
 
@@ -212,9 +220,9 @@ def _check_path(how: str, path: str, run_as: safefile.RunAs | None) -> tuple[str
             os.close(safefile.open_dir(path, run_as))
         elif how == "parent":
             os.close(safefile.open_dir(os.path.dirname(os.path.abspath(path)), run_as))
-        elif how == "read":
-            if not os.access(path, os.R_OK):
-                return "cannot be read (needed only if the table is missing)", True
+        elif how in ("read", "read_if_needed"):
+            with open(path, "rb"):  # read-only: nothing is created
+                pass
         elif how == "netns":
             st = os.stat(path)
             if stat.S_ISDIR(st.st_mode):
@@ -222,9 +230,13 @@ def _check_path(how: str, path: str, run_as: safefile.RunAs | None) -> tuple[str
     except FileNotFoundError:
         if how in ("append", "parent"):
             return f"directory '{os.path.dirname(os.path.abspath(path))}' does not exist", False
+        if how == "read_if_needed":
+            return "does not exist; needed only if the table is missing", True
         # A namespace may be created after the config is checked: the start will tell.
         return "does not exist" + (" (yet)" if how == "netns" else ""), how == "netns"
     except OSError as e:
+        if how == "read_if_needed":
+            return f"cannot be read ({e.strerror or e}); needed only if the table is missing", True
         return str(e.strerror or e), False
     return None, False
 

@@ -12,92 +12,61 @@ means 1 second here: records are never given up on).
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.options import Address, Duration, Int, Path, Size, Str
 from pyulogd.core.plugin import Option
-from pyulogd.core.plugin import OptionType as T
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
-_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$", re.I)
-
-
-def parse_size(text: str) -> int:
-    m = _SIZE.match(str(text))
-    if m is None:
-        raise ValueError(f"'{text}' is not a size (e.g. 1073741824, 512M, 1G)")
-    return int(float(m[1]) * 1024 ** " kmgt".index(m[2].lower() or " "))
-
-
-def parse_seconds(text: str) -> float:
-    m = _TIME.match(str(text))
-    if m is None:
-        raise ValueError(f"'{text}' is not a duration (e.g. 1, 0.5, 250ms)")
-    return float(m[1]) / (1000 if (m[2] or "").lower() == "ms" else 1)
-
-
-def _check(parse: Any) -> Any:
-    def check(value: Any) -> str | None:
-        try:
-            parse(value)
-        except ValueError as e:
-            return str(e)
-        return None
-
-    return check
-
-
-def _positive(value: Any) -> str | None:
-    return None if int(value) > 0 else "must be greater than 0"
-
 
 # The first seven options of every ulogd2 SQL output (util/db.c), in ulogd's order.
 ULOGD_DB = (
-    Option("table", T.STRING, "", required=True, help="table or view whose columns say what to write"),
-    Option("reconnect", T.INT, 2, help="seconds before the first reconnection attempt (doubles, capped)"),
-    Option("connect_timeout", T.INT, 0, help="seconds a connection attempt may take (0: 10)"),
-    Option("procedure", T.STRING, "", required=True, help="INSERT, INSERT INTO <name>, CALL <name> or a function"),
-    Option("backlog_memcap", T.INT, 0, help="bytes of records kept in memory before spooling (0: 64 MiB)"),
-    Option("backlog_oneshot_requests", T.INT, 10, help="accepted; batches replace it"),
-    Option("ring_buffer_size", T.INT, 0, help="accepted; the writer thread replaces it"),
+    Option("table", Str(), "", required=True, help="table or view whose columns say what to write"),
+    Option("reconnect", Duration(), 2, help="seconds before the first reconnection attempt (doubles, capped)"),
+    Option("connect_timeout", Duration(), 0, help="seconds a connection attempt may take (0: 10)"),
+    Option("procedure", Str(), "", required=True, help="INSERT, INSERT INTO <name>, CALL <name> or a function"),
+    Option("backlog_memcap", Size(), 0, help="bytes of records kept in memory before spooling (0: 64 MiB)"),
+    Option("backlog_oneshot_requests", Int(), 10, help="accepted; batches replace it"),
+    Option("ring_buffer_size", Int(), 0, help="accepted; the writer thread replaces it"),
 )
 
 # pyulogd's own: batching, spool, secrets.
 PYULOGD = (
-    Option("batch_size", T.INT, 10000, help="rows per transaction at most", check=_positive),
-    Option("batch_timeout", T.STRING, "1", help="longest a record waits for its batch (s, or 250ms)",
-           check=_check(parse_seconds)),
-    Option("reconnect_max", T.INT, 60, help="longest delay between reconnection attempts, seconds"),
-    Option("spool_dir", T.STRING, "", help="where records wait while the database is unavailable"),
-    Option("spool_max", T.STRING, "1G", help="size of the spool; records beyond it are dropped",
-           check=_check(parse_size)),
-    Option("stop_timeout", T.STRING, "5", help="at exit, how long to write before spooling the rest",
-           check=_check(parse_seconds)),
-    Option("schema_file", T.STRING, "", help="SQL file run at start when the table does not exist"),
+    Option("batch_size", Int(1), 10000, extra=True, help="rows per transaction at most"),
+    Option("batch_timeout", Duration(), "1", extra=True, help="longest a record waits for its batch (s, or 250ms)"),
+    Option("reconnect_max", Duration(), 60, extra=True,
+           help="longest delay between reconnection attempts, seconds"),
+    Option("spool_dir", Path(), "", extra=True, help="where records wait while the database is unavailable"),
+    Option("spool_max", Size(), "1G", extra=True, help="size of the spool; records beyond it are dropped"),
+    Option("stop_timeout", Duration(), "5", extra=True,
+           help="at exit, how long to write before spooling the rest"),
+    Option("schema_file", Path(), "", extra=True, help="SQL file run at start when the table does not exist"),
 )
 
 SECRETS = (
-    Option("pass_file", T.STRING, "", help="read the password from this file (first line)"),
-    Option("pass_env", T.STRING, "", help="read the password from this environment variable"),
+    Option("pass_file", Path(), "", extra=True, help="read the password from this file (first line)"),
+    Option("pass_env", Str(), "", extra=True, help="read the password from this environment variable"),
 )
+
+# ``host`` of the server outputs: a name or address, or the path of the server's local socket.
+HOST = Address(paths=True)
 
 
 def password(config: dict[str, Any], label: str) -> str:
     """``pass``, ``pass_file`` or ``pass_env``; more than one of them is an error."""
-    given = [n for n in ("pass", "pass_file", "pass_env") if str(config.get(n) or "")]
+    given = [n for n in ("pass", "pass_file", "pass_env") if config.get(n)]
     if len(given) > 1:
         raise ConfigError(f"{label}: give only one of {', '.join(given)}")
     if config.get("pass_file"):
-        path = str(config["pass_file"])
+        path = config["pass_file"]
         try:
             with open(path, encoding="utf-8") as f:
                 return f.readline().rstrip("\r\n")
         except OSError as e:
             raise ConfigError(f"{label}: cannot read pass_file '{path}': {e.strerror}") from e
     if config.get("pass_env"):
-        name = str(config["pass_env"])
+        name = config["pass_env"]
         if name not in os.environ:
             raise ConfigError(f"{label}: pass_env: environment variable '{name}' is not set")
         return os.environ[name]
-    return str(config.get("pass") or "")
+    pw: str = config.get("pass") or ""
+    return pw

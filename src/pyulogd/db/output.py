@@ -25,7 +25,6 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import OK, DataType, KeyType, Sink
 from pyulogd.db.backend import Backend, MissingTable, Settings, TableInfo, Unavailable
 from pyulogd.db.columns import map_columns
-from pyulogd.db.options import parse_seconds, parse_size
 from pyulogd.db.render import compile_builder
 from pyulogd.db.spool import Spool, SpoolError
 from pyulogd.db.writer import Writer, WriterSettings
@@ -76,21 +75,20 @@ class SqlOutput(Sink):
             self._types[key.name] = key.type  # the nearest producer is declared last
         self.backend = self.make_backend()
         cfg = self.config
-        self._schema_file = str(cfg.get("schema_file") or "")
-        mem = int(cfg.get("backlog_memcap") or 0)
+        self._schema_file = cfg["schema_file"]
         self.wsettings = WriterSettings(
-            batch_size=int(cfg.get("batch_size") or 10000),
-            batch_timeout=parse_seconds(str(cfg.get("batch_timeout") or "1")),
-            mem_max=mem if mem > 0 else DEFAULT_MEM,
-            reconnect=max(float(cfg.get("reconnect") or 0), 0.0) or 1.0,
-            reconnect_max=float(cfg.get("reconnect_max") or 60),
+            batch_size=cfg["batch_size"],
+            batch_timeout=cfg["batch_timeout"],
+            mem_max=cfg.get("backlog_memcap") or DEFAULT_MEM,  # SQLITE3 has no backlog_memcap
+            reconnect=cfg["reconnect"] or 1.0,
+            reconnect_max=cfg["reconnect_max"],
         )
         # While the database is unavailable, records go to disk after waiting as long as they
         # would have waited for their batch.
         self.wsettings.spool_delay = max(self.wsettings.batch_timeout, 0.05)
-        self.spool_dir = str(cfg.get("spool_dir") or "") or self.default_spool()
-        self.spool_max = parse_size(str(cfg.get("spool_max") or "1G"))
-        self.stop_timeout = parse_seconds(str(cfg.get("stop_timeout") or "5"))
+        self.spool_dir: str = cfg["spool_dir"] or self.default_spool()
+        self.spool_max: int = cfg["spool_max"]
+        self.stop_timeout: float = cfg["stop_timeout"]
         if self.ctx.checking:
             # --check-config: the options are checked; nothing is created or connected to
             # (its path checks are daemon/check.py's), and the columns stay unknown.
@@ -178,7 +176,8 @@ class SqlOutput(Sink):
             return self.backend.discover()
 
     def table_name(self) -> str:
-        return str(self.config.get("table") or "")
+        name: str = self.config["table"]
+        return name
 
     def _column_keys(self, info: TableInfo) -> list[str]:
         lower = self.backend is not None and self.backend.s.lower_case
@@ -319,10 +318,9 @@ class SqlOutput(Sink):
         from pyulogd.db.statement import parse_procedure, split_name
 
         cfg = self.config
-        timeout = int(cfg.get("connect_timeout") or 0)
         return Settings(
             table=split_name(self.table_name()),
-            connect_timeout=float(timeout) if timeout > 0 else 10.0,
-            target=parse_procedure(str(cfg.get("procedure") or "INSERT")),
+            connect_timeout=cfg["connect_timeout"] or 10.0,
+            target=parse_procedure(cfg["procedure"] or "INSERT"),
             **kw,
         )

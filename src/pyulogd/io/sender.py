@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.backoff import Backoff
 from pyulogd.core.context import TimerHandle
-from pyulogd.core.plugin import Option, OptionType
+from pyulogd.core.options import Duration, Size
+from pyulogd.core.plugin import Option
 from pyulogd.io.sendstate import FLUSH_AT, PROBE_WAIT, SLACK, SendQueue, SendState
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ _PEER_GONE = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.
                         errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
-def resolve(host: str, port: str, kind: int) -> list[Target]:
+def resolve(host: str, port: int, kind: int) -> list[Target]:
     """getaddrinfo for ``kind`` (SOCK_STREAM/SOCK_DGRAM); raises OSError (gaierror)."""
     infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, kind)
     return [(fam, typ, proto, addr) for fam, typ, proto, _cn, addr in infos]
@@ -435,18 +436,10 @@ class ReliableSender:
 def sender_options(queue_default: int) -> tuple[Option, ...]:
     """The options every output using a ReliableSender takes (pyulogd extras)."""
     return (
-        Option("queue", OptionType.INT, queue_default,
+        Option("queue", Size(), queue_default, extra=True,
                help="pyulogd extra: bytes of records kept while the peer is down or slow (0: drop them); "
-                    "overflow is counted in <output>.<id>.queue_overflow", check=_not_negative),
-        Option("reconnect_max", OptionType.INT, 60,
+                    "overflow is counted in <output>.<id>.queue_overflow"),
+        Option("reconnect_max", Duration(positive=True), 60, extra=True,
                help="pyulogd extra: longest wait in seconds between two connection attempts "
-                    "(the wait starts at 1 s and doubles)", check=_positive),
+                    "(the wait starts at 1 s and doubles)"),
     )
-
-
-def _not_negative(v: Any) -> str | None:
-    return None if v >= 0 else "must be 0 or more"
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 else "must be greater than 0"

@@ -33,7 +33,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import Key, KeyType, Option, OptionType, Source
+from pyulogd.core.options import Duration, Path, Str
+from pyulogd.core.plugin import Key, KeyType, Option, Source
 from pyulogd.io.netns import NetnsHandle, home_fd
 from pyulogd.netns.names import NameMatcher, tag_values
 from pyulogd.netns.registry import get_namespaces
@@ -46,21 +47,17 @@ DEFAULT_DIR = "/run/netns"
 DELETED = "namespace deleted"
 
 
-def _at_least_one(v: Any) -> str | None:
-    return None if v >= 1 else "must be at least 1 (seconds)"
-
-
 NETNS_OPTIONS = (
-    Option("network_namespace_path", OptionType.STRING, "",
+    Option("network_namespace_path", Path(), "",
            help="work in the network namespace at this path (as ulogd2 2.0.9+), e.g. "
            "/run/netns/qrouter-<id>; records carry its file name in oob.netns"),
-    Option("netns", OptionType.STRING, "",
+    Option("netns", Str(), "", extra=True,
            help="pyulogd extra: follow every network namespace in netns_dir whose name matches this comma "
            "list of names or globs (qrouter-*,snat-*), including those created later; records carry the "
            "name in oob.netns"),
-    Option("netns_dir", OptionType.STRING, DEFAULT_DIR,
+    Option("netns_dir", Path(), DEFAULT_DIR, extra=True,
            help="pyulogd extra: where netns= looks for namespaces (ip netns uses /run/netns)"),
-    Option("netns_rescan", OptionType.INT, 5, check=_at_least_one,
+    Option("netns_rescan", Duration(1), 5, extra=True,
            help="pyulogd extra: seconds between two rescans of netns_dir (inotify reports changes at once; "
            "the rescan is the safety net and retries namespaces whose attach failed)"),
 )  # fmt: skip
@@ -108,7 +105,7 @@ class NetnsSource(Source):
     # -- configuration
     def configure(self) -> None:
         c = self.config
-        path, spec = str(c.get("network_namespace_path", "")), str(c.get("netns", ""))
+        path, spec = c["network_namespace_path"], c["netns"]
         if path and spec:
             raise ConfigError(f"{self.name} '{self.id}': network_namespace_path and netns exclude each other "
                               "(one fixed namespace, or every namespace matching netns)")  # fmt: skip
@@ -120,7 +117,7 @@ class NetnsSource(Source):
                 self.matcher = NameMatcher(spec)
             except ValueError as e:
                 raise ConfigError(f"{self.name} '{self.id}': option 'netns': {e}") from None
-            c["netns_dir"] = os.path.abspath(str(c.get("netns_dir", DEFAULT_DIR)))
+            c["netns_dir"] = os.path.abspath(c["netns_dir"])
 
     @property
     def follows(self) -> bool:
@@ -146,7 +143,7 @@ class NetnsSource(Source):
         if self.follows:
             self._follow()
             return
-        path = str(self.config.get("network_namespace_path", ""))
+        path = self.config["network_namespace_path"]
         if path and self.netns_handle is None:
             home_fd()
             name = os.path.basename(path.rstrip("/"))
@@ -196,7 +193,7 @@ class NetnsSource(Source):
         home_fd()  # pin the daemon's own namespace before the first switch (and before -u)
         self.ctx.log.notice(f"{self.name} '{self.id}': following network namespaces {c['netns']} "
                             f"in {c['netns_dir']}")  # fmt: skip
-        self._watcher = get_namespaces(self.ctx).watch(c["netns_dir"], self, float(c["netns_rescan"]))
+        self._watcher = get_namespaces(self.ctx).watch(c["netns_dir"], self, c["netns_rescan"])
         self.ctx.log.notice(f"{self.name} '{self.id}': {len(self.children)} network namespace(s) attached at start")
 
     def _unfollow(self) -> None:
@@ -270,7 +267,7 @@ class NetnsSource(Source):
         n = self._failures[name] = self._failures.get(name, 0) + 1
         self._failed[name] = path
         msg = (f"{self.name} '{self.id}': cannot attach network namespace {name}: {why}; "
-               f"trying again every {self.config['netns_rescan']} s")  # fmt: skip
+               f"trying again every {self.config['netns_rescan']:g} s")  # fmt: skip
         # The first failure is an error; the retries of the same namespace are quiet.
         (self.ctx.log.error if n == 1 else self.ctx.log.debug)(msg)
 

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import sys
 
-from pyulogd.core.escape import escape_text
-
 PROG = "pyulogd-netns-wrapper"
 
 
 def log_safe(msg: str) -> str:
-    """``msg`` as one line of printable text, by the daemon's one escaping rule
-    (pyulogd.core.escape: control characters, ``\\`` and undecodable bytes escaped).
+    """``msg`` as one line of printable text: control characters and undecodable bytes escaped.
 
     Every message passes through here on its way to stderr and syslog, so that nothing taken
     from a caller (a name, ip's or the daemon's output) can forge or split a log line.
     """
-    return escape_text(msg)
+    if msg.isprintable():
+        return msg
+    out = []
+    for c in msg:
+        o = ord(c)
+        if c.isprintable():
+            out.append(c)
+        elif c in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[c])
+        elif 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif o < 0x100:
+            out.append(f"\\x{o:02x}")
+        else:
+            out.append(f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
 
 
 class Log:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.plugin import OK, STOP, DataType, Filter, Key, KeyType, Option, OptionType
+from pyulogd.core.options import Int
+from pyulogd.core.plugin import OK, STOP, DataType, Filter, Key, KeyType, Option
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -31,8 +32,8 @@ class MarkFilter(Filter):
     input_type = DataType.PACKET | DataType.FLOW
     output_type = DataType.PACKET | DataType.FLOW
     options = (
-        Option("mark", OptionType.INT, 0, help="the value the masked mark must equal"),
-        Option("mask", OptionType.INT, -1, help="bits of the mark compared (-1: all 32)"),
+        Option("mark", Int(), 0, help="the value the masked mark must equal"),
+        Option("mask", Int(), -1, help="bits of the mark compared (-1: all 32)"),
     )
     input_keys = (
         Key("ct.mark", KeyType.UINT32, optional=True, help="conntrack mark (NFCT)"),
@@ -41,8 +42,8 @@ class MarkFilter(Filter):
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.mark = int(config["mark"]) & _U32
-        self.mask = int(config["mask"]) & _U32
+        self.mark = config["mark"] & _U32  # -1 and 0xffffffff alike, as ulogd's u_int32_t
+        self.mask = config["mask"] & _U32
         self._stopped = f"mark.{instance_id}.stopped"
 
     def interp(self, rec: list[Any]) -> int:

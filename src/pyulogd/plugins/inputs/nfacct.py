@@ -30,7 +30,8 @@ from typing import Any
 from pyulogd.codec import nfacct as codec
 from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType
+from pyulogd.core.options import Bool, Duration
+from pyulogd.core.plugin import DataType, Key, KeyType, Option
 from pyulogd.core.ratelimit import Burst
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
@@ -44,17 +45,12 @@ FINAL_DUMP_WAIT = 1.0  # the last dump of a deleted namespace's counters
 CAPABILITIES = ("CAP_NET_ADMIN",)
 
 
-def _positive(v: Any) -> str | None:
-    return None if 0 < v <= 0x7FFFFFFF else "must be a number of seconds greater than 0"
-
-
-INT = OptionType.INT
 OPTIONS = (
-    Option("pollinterval", INT, 0, help="seconds between two dumps of the counters (required, > 0)",
-           check=_positive),
-    Option("zerocounter", INT, 1, help="reset the counters at each dump, so records carry the packets and "
+    Option("pollinterval", Duration(hi=0x7FFFFFFF, positive=True), 0,
+           help="seconds between two dumps of the counters (required, > 0)"),
+    Option("zerocounter", Bool(), 1, help="reset the counters at each dump, so records carry the packets and "
            "bytes since the previous dump; 0: running totals"),
-    Option("timestamp", INT, 0, help="set oob.time.sec/usec to the time the dump was requested"),
+    Option("timestamp", Bool(), 0, help="set oob.time.sec/usec to the time the dump was requested"),
 )
 
 T = KeyType
@@ -86,9 +82,9 @@ class NfacctInput(NetnsSource):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self.sock: NetlinkSocket | None = None
-        self.interval: int = config["pollinterval"]
-        self.zero = bool(config["zerocounter"])
-        self.timestamp = bool(config["timestamp"])
+        self.interval: float = config["pollinterval"]
+        self.zero: bool = config["zerocounter"]
+        self.timestamp: bool = config["timestamp"]
         self._timer: TimerHandle | None = None
         # The dump in progress: its sequence number, when it was sent (monotonic clock;
         # wall clock for the oob.time keys) and the counters received so far.
@@ -105,10 +101,10 @@ class NfacctInput(NetnsSource):
 
     def configure(self) -> None:
         super().configure()
-        problem = _positive(self.config["pollinterval"])
-        if problem:
-            raise ConfigError(f"NFACCT instance '{self.id}': option 'pollinterval' {problem} "
-                              "(ulogd2: 'You have to set pollint')")  # fmt: skip
+        # The kind refuses a given value of 0 or less; this is for the option left out.
+        if self.interval <= 0:
+            raise ConfigError(f"NFACCT instance '{self.id}': option 'pollinterval' must be set to a number of "
+                              "seconds greater than 0 (ulogd2: 'You have to set pollint')")  # fmt: skip
 
     def start_input(self) -> None:
         try:

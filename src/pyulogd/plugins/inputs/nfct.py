@@ -51,7 +51,8 @@ from pyulogd.codec import nfct as codec
 from pyulogd.codec.nfct_filter import FlowFilter
 from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Option, OptionType
+from pyulogd.core.options import Bool, Duration, Int, Size, Str
+from pyulogd.core.plugin import DataType, Option
 from pyulogd.core.ratelimit import Burst
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
@@ -80,39 +81,35 @@ DEFAULT_RCVBUF = 1 << 20
 DUMP_BUFSIZE = 1 << 17  # the kernel packs dump entries into datagrams of up to 32 KiB
 
 
-def _at_least(lo: int) -> Callable[[Any], str | None]:
-    def check(v: Any) -> str | None:
-        return None if v >= lo else f"must be at least {lo}"
-
-    return check
-
-
-INT, STR = OptionType.INT, OptionType.STRING
+# SO_RCVBUF(FORCE) takes a C int.
+INT_MAX = 0x7FFFFFFF
 OPTIONS = (
-    Option("pollinterval", INT, 0, help="0: event mode; N > 0: dump the table every N seconds and emit "
-           "flows that are gone (polling mode, needs hash_enable=1)", check=_at_least(0)),
-    Option("hash_enable", INT, 1, help="keep a table of live flows and emit one record per flow at its "
+    Option("pollinterval", Duration(), 0, help="0: event mode; N > 0: dump the table every N seconds and emit "
+           "flows that are gone (polling mode, needs hash_enable=1)"),
+    Option("hash_enable", Bool(), 1, help="keep a table of live flows and emit one record per flow at its "
            "end, with start and end time; 0: emit NEW and DESTROY events as they come"),
-    Option("hash_buckets", INT, 8192, help="accepted for compatibility; no effect", check=_at_least(1)),
-    Option("hash_max_entries", INT, 32768, help="most flows kept in the table; when full, new flows are "
-           "not cached (counted in nfct.<id>.hash_full) and end without flow.start", check=_at_least(1)),
-    Option("event_mask", INT, 5, help="conntrack events to listen to: 1 NEW, 2 UPDATE, 4 DESTROY (OR them)"),
-    Option("netlink_socket_buffer_size", INT, 0, help="initial receive buffer of the event socket, bytes; "
-           "0: 1 MiB (pyulogd's default; ulogd2 keeps the kernel's, 208 KiB)", check=_at_least(0)),
-    Option("netlink_socket_buffer_maxsize", INT, 0, help="on ENOBUFS (lost events) double the receive "
-           "buffer up to this many bytes; 0: never grow", check=_at_least(0)),
-    Option("netlink_resync_timeout", INT, 60, help="seconds after lost events before the flow table is "
-           "resynchronised with the kernel's (hash_enable=1)", check=_at_least(0)),
-    Option("reliable", INT, 0, help="1: reliable event delivery (NETLINK_BROADCAST_SEND_ERROR and "
+    Option("hash_buckets", Int(1), 8192, help="accepted for compatibility; no effect"),
+    Option("hash_max_entries", Int(1), 32768, help="most flows kept in the table; when full, new flows are "
+           "not cached (counted in nfct.<id>.hash_full) and end without flow.start"),
+    Option("event_mask", Int(0, 0xFFFFFFFF), 5, help="conntrack events to listen to: 1 NEW, 2 UPDATE, "
+           "4 DESTROY (OR them)"),
+    Option("netlink_socket_buffer_size", Size(0, INT_MAX), 0, help="initial receive buffer of the event "
+           "socket, bytes; 0: 1 MiB (pyulogd's default; ulogd2 keeps the kernel's, 208 KiB)"),
+    Option("netlink_socket_buffer_maxsize", Size(0, INT_MAX), 0, help="on ENOBUFS (lost events) double the "
+           "receive buffer up to this many bytes; 0: never grow"),
+    Option("netlink_resync_timeout", Duration(), 60, help="seconds after lost events before the flow table "
+           "is resynchronised with the kernel's (hash_enable=1)"),
+    Option("reliable", Bool(), 0, help="1: reliable event delivery (NETLINK_BROADCAST_SEND_ERROR and "
            "NETLINK_NO_ENOBUFS): the kernel rather delays conntrack than loses events"),
-    Option("accept_src_filter", STR, "", help="comma list of networks (addr/prefixlen): only flows whose "
+    Option("accept_src_filter", Str(), "", help="comma list of networks (addr/prefixlen): only flows whose "
            "original source is in one of them"),
-    Option("accept_dst_filter", STR, "", help="comma list of networks (addr/prefixlen): only flows whose "
+    Option("accept_dst_filter", Str(), "", help="comma list of networks (addr/prefixlen): only flows whose "
            "original destination is in one of them"),
-    Option("accept_proto_filter", STR, "", help="comma list of protocols (tcp,udp,sctp,icmp,... or "
+    Option("accept_proto_filter", Str(), "", help="comma list of protocols (tcp,udp,sctp,icmp,... or "
            "numbers): only flows of these layer-4 protocols"),
-    Option("accounting", INT, 0, help="pyulogd extra: 1 turns on net.netfilter.nf_conntrack_acct "
-           "(packet/byte counters) and nf_conntrack_timestamp (kernel start/end times) at start"),
+    Option("accounting", Bool(), 0, extra=True, help="pyulogd extra: 1 turns on "
+           "net.netfilter.nf_conntrack_acct (packet/byte counters) and nf_conntrack_timestamp (kernel "
+           "start/end times) at start"),
 )
 
 # Counters in ctx.stats, as nfct.<instance id>.<name>.
@@ -139,7 +136,7 @@ class NfctInput(NetnsSource):
         self.evsock: NetlinkSocket | None = None  # event groups (event mode)
         self.dsock: NetlinkSocket | None = None  # dumps and gets
         self.decoder = codec.Decoder()
-        self.use_hash = bool(config["hash_enable"])
+        self.use_hash: bool = config["hash_enable"]
         self.max_entries: int = config["hash_max_entries"]
         self.flows: dict[tuple[Any, ...], Entry] = {}
         self.accept: FlowFilter | None = None
@@ -166,10 +163,6 @@ class NfctInput(NetnsSource):
         c = self.config
         if c["pollinterval"] and not self.use_hash:
             raise ConfigError("NFCT polling mode requires the hashtable (pollinterval needs hash_enable=1)")
-        if not 0 <= c["event_mask"] <= 0xFFFFFFFF:
-            raise ConfigError("event_mask must be between 0 and 0xffffffff")
-        if c["accounting"] not in (0, 1):
-            raise ConfigError("accounting must be 0 or 1")
         try:
             self.accept = FlowFilter.parse(
                 c["accept_src_filter"], c["accept_dst_filter"], c["accept_proto_filter"])

@@ -28,8 +28,9 @@ from typing import Any
 
 from pyulogd.codec import nflog as codec
 from pyulogd.core.context import Context
-from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import DataType, Option, OptionType
+from pyulogd.core.errors import PluginError
+from pyulogd.core.options import Bool, Int, Size
+from pyulogd.core.plugin import DataType, Option
 from pyulogd.core.ratelimit import Burst
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
@@ -42,13 +43,6 @@ MAX_READS = 64
 # A problem that repeats is logged at most once per this many seconds, with the count since.
 
 
-def _range(lo: int, hi: int) -> Any:
-    def check(v: Any) -> str | None:
-        return None if lo <= v <= hi else f"must be between {lo} and {hi}"
-
-    return check
-
-
 # NFULA_CFG_NLBUFSIZ asked for by default: bigger kernel batches, fewer wake-ups and recv() calls per
 # packet. The kernel allocates it atomically in the logging softirq; 32000 bytes plus the skb's shared
 # info stay within an order-3 (32 KiB) allocation, the largest the page allocator treats as cheap,
@@ -57,40 +51,34 @@ DEFAULT_NLBUFSIZ = 32000
 MAX_NLBUFSIZ = 131072  # the kernel refuses more
 
 
-def _nlbufsiz(v: Any) -> str | None:
-    return None if 0 <= v <= MAX_NLBUFSIZ else f"must be 0 (kernel default) or at most {MAX_NLBUFSIZ}"
-
-
-INT = OptionType.INT
+# SO_RCVBUF(FORCE) takes a C int.
+INT_MAX = 0x7FFFFFFF
 OPTIONS = (
-    Option("bufsize", INT, 150000, help="size of the receive buffer for one datagram, in bytes",
-           check=_range(64, 1 << 30)),
-    Option("group", INT, 0, help="NFLOG group to bind (nft 'log group N', iptables '--nflog-group N')",
-           check=_range(0, 0xFFFF)),
-    Option("unbind", INT, 1, help="in system logging mode (group 0 or bind=1): force-unbind any existing "
+    Option("bufsize", Size(64, 1 << 30), 150000, help="size of the receive buffer for one datagram, in bytes"),
+    Option("group", Int(0, 0xFFFF), 0, help="NFLOG group to bind (nft 'log group N', iptables '--nflog-group N')"),
+    Option("unbind", Bool(), 1, help="in system logging mode (group 0 or bind=1): force-unbind any existing "
            "nf_log handler for IPv4, IPv6 and bridge before binding"),
-    Option("bind", INT, 0, help="also become the system nf_log handler for IPv4, IPv6 and bridge "
+    Option("bind", Bool(), 0, help="also become the system nf_log handler for IPv4, IPv6 and bridge "
            "although group is not 0 (only needed by kernels before 2.6.29)"),
-    Option("seq_local", INT, 0, help="ask the kernel for per-group sequence numbers (oob.seq.local); "
+    Option("seq_local", Bool(), 0, help="ask the kernel for per-group sequence numbers (oob.seq.local); "
            "gaps are counted as lost events"),
-    Option("seq_global", INT, 0, help="ask the kernel for global sequence numbers (oob.seq.global)"),
-    Option("numeric_label", INT, 0, help="number copied into raw.label for every packet (0-255)"),
-    Option("netlink_socket_buffer_size", INT, 0, help="initial socket receive buffer (SO_RCVBUFFORCE), "
-           "in bytes; pyulogd applies it even when netlink_socket_buffer_maxsize is 0"),
-    Option("netlink_socket_buffer_maxsize", INT, 0, help="on ENOBUFS (lost events) double the socket "
-           "receive buffer up to this many bytes; 0: never grow"),
-    Option("netlink_qthreshold", INT, 0, help="kernel batches up to this many packets per datagram "
-           "(NFULA_CFG_QTHRESH); 0: kernel default"),
-    Option("netlink_qtimeout", INT, 0, help="kernel flushes a batch after this many 1/100 s "
+    Option("seq_global", Bool(), 0, help="ask the kernel for global sequence numbers (oob.seq.global)"),
+    Option("numeric_label", Int(), 0, help="number copied into raw.label for every packet (0-255)"),
+    Option("netlink_socket_buffer_size", Size(0, INT_MAX), 0, help="initial socket receive buffer "
+           "(SO_RCVBUFFORCE), in bytes; pyulogd applies it even when netlink_socket_buffer_maxsize is 0"),
+    Option("netlink_socket_buffer_maxsize", Size(0, INT_MAX), 0, help="on ENOBUFS (lost events) double the "
+           "socket receive buffer up to this many bytes; 0: never grow"),
+    Option("netlink_qthreshold", Int(0, 0xFFFFFFFF), 0, help="kernel batches up to this many packets per "
+           "datagram (NFULA_CFG_QTHRESH); 0: kernel default"),
+    Option("netlink_qtimeout", Int(0, 0xFFFFFFFF), 0, help="kernel flushes a batch after this many 1/100 s "
            "(NFULA_CFG_TIMEOUT); 0: kernel default (1 s)"),
-    Option("attach_conntrack", INT, 0, help="ask the kernel to attach the conntrack entry (key ct)"),
-    Option("copy_range", INT, 0xFFFF, help="pyulogd extra: bytes of each packet to copy (ulogd2 always "
-           "uses 65535; rules can still cut with nft 'snaplen' / iptables '--nflog-size')",
-           check=_range(0, 0xFFFF)),
-    Option("netlink_nlbufsiz", INT, DEFAULT_NLBUFSIZ, help="pyulogd extra: size of the kernel's batch buffer "
-           "(NFULA_CFG_NLBUFSIZ), in bytes: the kernel sends up to netlink_qthreshold packets (default 100) "
-           "per datagram as long as they fit; 0: kernel default (one page, about 18 small packets)",
-           check=_nlbufsiz),
+    Option("attach_conntrack", Bool(), 0, help="ask the kernel to attach the conntrack entry (key ct)"),
+    Option("copy_range", Size(0, 0xFFFF), 0xFFFF, extra=True, help="pyulogd extra: bytes of each packet to "
+           "copy (ulogd2 always uses 65535; rules can still cut with nft 'snaplen' / iptables '--nflog-size')"),
+    Option("netlink_nlbufsiz", Size(0, MAX_NLBUFSIZ), DEFAULT_NLBUFSIZ, extra=True, help="pyulogd extra: size "
+           "of the kernel's batch buffer (NFULA_CFG_NLBUFSIZ), in bytes: the kernel sends up to "
+           "netlink_qthreshold packets (default 100) per datagram as long as they fit; 0: kernel default "
+           "(one page, about 18 small packets)"),
 )
 
 
@@ -116,28 +104,19 @@ class NflogInput(NetnsSource):
         self.sock: NetlinkSocket | None = None
         self.decoder = codec.Decoder()
         self.group: int = config["group"]
-        self.label: int = config["numeric_label"] & 0xFF
+        self.label: int = config["numeric_label"] & 0xFF  # as ulogd's u_int8_t: 0x105 is 5
         self._bound = False
         self._pf_bound = False
         self._rcvbuf_asked = 0  # the receive buffer size last asked for (the kernel grants twice that)
         self._at_max = False
         self._next_seq: list[int | None] = [None, None]  # local, global
-        self._check_seq = bool(config["seq_local"] or config["seq_global"])
+        self._check_seq: bool = config["seq_local"] or config["seq_global"]
         self._truncated = 0
         p = f"nflog.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
         self._burst = {n: Burst() for n in _BURSTS}
 
     # -- life cycle
-
-    def configure(self) -> None:
-        super().configure()
-        c = self.config
-        if c["netlink_socket_buffer_size"] < 0 or c["netlink_socket_buffer_maxsize"] < 0:
-            raise ConfigError("netlink_socket_buffer_size and _maxsize must not be negative")
-        for name in ("netlink_qthreshold", "netlink_qtimeout"):
-            if not 0 <= c[name] <= 0xFFFFFFFF:
-                raise ConfigError(f"{name} must be between 0 and 4294967295")
 
     def start_input(self) -> None:
         c = self.config
@@ -171,10 +150,10 @@ class NflogInput(NetnsSource):
         c, log, sock, group = self.config, self.ctx.log, self.sock, self.group
         # Settings echoed once for the configured instance, not for every namespace it follows.
         say = log.notice if self.parent is None else log.debug
-        if group == 0 or c["bind"] > 0:
+        if group == 0 or c["bind"]:
             # "System logging": nfnetlink_log becomes the nf_log backend of these families.
             for pf in _SYSTEM_FAMILIES:
-                if c["unbind"] > 0:
+                if c["unbind"]:
                     log.notice(f"forcing unbind of existing log handler for protocol {pf}")
                     try:
                         sock.request(codec.pf_unbind(pf, sock.next_seq()))

@@ -36,7 +36,8 @@ from pyulogd.codec import unixsock as codec
 from pyulogd.core import safefile
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, DecodeError, PluginError
-from pyulogd.core.plugin import DataType, Option, OptionType, Source
+from pyulogd.core.options import Int, Path, Size, Str
+from pyulogd.core.plugin import DataType, Option, Source
 
 DEFAULT_PATH = "/var/run/ulogd/ulogd2.sock"
 # Bytes read per recv, and reads per readable event before the loop serves others.
@@ -46,10 +47,6 @@ MAX_READS = 16
 MAX_CLIENTS = 256
 _SUN_PATH_MAX = 107
 STAT_NAMES = ("packets", "clients", "read_errors", "bad_marker", "malformed", "too_big", "unknown_options")
-
-
-def _perms(v: Any) -> str | None:
-    return None if 0 <= v <= 0o7777 else "must be a file mode between 0 and 07777 (write it in octal: 0660)"
 
 
 class _Client:
@@ -71,13 +68,13 @@ class UnixsockInput(Source):
         "`pyulogd-unixsock-send`), any number of clients at once."
     )
     options = (
-        Option("socket_path", OptionType.STRING, DEFAULT_PATH, help="the listening socket"),
-        Option("bufsize", OptionType.INT, 0,
+        Option("socket_path", Path(), DEFAULT_PATH, help="the listening socket"),
+        Option("bufsize", Size(), 0,
                help="largest frame accepted, in bytes (0: the socket's receive buffer size); "
                     "larger frames are skipped and counted"),
-        Option("perms", OptionType.INT, 0o600, help="file mode of the socket (in octal: 0660)", check=_perms),
-        Option("owner", OptionType.STRING, "", help="user owning the socket (empty: unchanged)"),
-        Option("group", OptionType.STRING, "", help="group owning the socket (empty: unchanged)"),
+        Option("perms", Int(0, 0o7777, octal=True), 0o600, help="file mode of the socket (in octal: 0660)"),
+        Option("owner", Str(), "", help="user owning the socket (empty: unchanged)"),
+        Option("group", Str(), "", help="group owning the socket (empty: unchanged)"),
     )  # fmt: skip
     output_keys = codec.OUTPUT_KEYS
 
@@ -102,8 +99,6 @@ class UnixsockInput(Source):
             raise ConfigError(f"UNIXSOCK '{self.id}': socket_path is empty")
         if len(os.fsencode(self.path)) > _SUN_PATH_MAX:
             raise ConfigError(f"UNIXSOCK '{self.id}': socket_path is longer than {_SUN_PATH_MAX} bytes")
-        if c["bufsize"] < 0:
-            raise ConfigError(f"UNIXSOCK '{self.id}': bufsize must not be negative")
         if c["bufsize"]:
             self.max_frame = c["bufsize"]
 

@@ -9,19 +9,15 @@ other SQL outputs (not SQLITE3's).
 from __future__ import annotations
 
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.options import Choice, Port, Str
 from pyulogd.core.plugin import Option
-from pyulogd.core.plugin import OptionType as T
 from pyulogd.db import mysql, pgsql
 from pyulogd.db.backend import Backend
-from pyulogd.db.options import PYULOGD, SECRETS, ULOGD_DB, password
+from pyulogd.db.options import HOST, PYULOGD, SECRETS, ULOGD_DB, password
 from pyulogd.db.output import SqlOutput
 from pyulogd.db.sqlite import SqliteBackend
 
 DBTYPES = ("pgsql", "mysql", "sqlite3")
-
-
-def _check_dbtype(value: object) -> str | None:
-    return None if str(value).lower() in DBTYPES else f"unknown dbtype '{value}' (pyulogd has {', '.join(DBTYPES)})"
 
 
 class DbiOutput(SqlOutput):
@@ -30,27 +26,27 @@ class DbiOutput(SqlOutput):
     description = "Rows through libdbi's drivers: pgsql, mysql or sqlite3"
     options = (
         *ULOGD_DB,
-        Option("db", T.STRING, "", required=True, help="database name (sqlite3: file)"),
-        Option("host", T.STRING, "", help="server host"),
-        Option("user", T.STRING, "", required=True, help="user name"),
-        Option("pass", T.STRING, "", help="password"),
-        Option("dbtype", T.STRING, "", required=True, help="pgsql, mysql or sqlite3", check=_check_dbtype),
-        Option("port", T.INT, 0, help="server port (unused by 2.0.8's DBI)"),
-        Option("schema", T.STRING, "public", help="PostgreSQL schema (unused by 2.0.8's DBI)"),
+        Option("db", Str(), "", required=True, help="database name (sqlite3: file)"),
+        Option("host", HOST, "", help="server host"),
+        Option("user", Str(), "", required=True, help="user name"),
+        Option("pass", Str(), "", help="password"),
+        Option("dbtype", Choice(*DBTYPES, what="dbtype"), None, required=True, help="pgsql, mysql or sqlite3"),
+        Option("port", Port(zero=True), 0, help="server port (unused by 2.0.8's DBI)"),
+        Option("schema", Str(), "public", help="PostgreSQL schema (unused by 2.0.8's DBI)"),
         *SECRETS,
         *PYULOGD,
     )
 
     def make_backend(self) -> Backend:
         cfg = self.config
-        dbtype = str(cfg["dbtype"]).lower()
+        dbtype = cfg["dbtype"]
         settings = self.settings_common(
-            db=str(cfg["db"]),
-            host=str(cfg["host"]),
-            port=int(cfg["port"] or 0),
-            user=str(cfg["user"]),
+            db=cfg["db"],
+            host=cfg["host"],
+            port=cfg["port"],
+            user=cfg["user"],
             password=password(cfg, self.label),
-            schema=str(cfg["schema"] or "public"),
+            schema=cfg["schema"] or "public",
             lower_case=True,
         )
         backend: Backend

@@ -21,7 +21,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.plugin import OK, DataType, Option, OptionType
+from pyulogd.core.options import Bool, Path
+from pyulogd.core.plugin import OK, DataType, Option
 from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
@@ -60,17 +61,17 @@ class GprintOutput(LineFileSink):
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
     options = (
-        Option("file", OptionType.STRING, "/var/log/ulogd_gprint.log", help="file to append to"),
-        Option("sync", OptionType.INT, 0, help="accepted; records are written before the daemon waits"),
-        Option("timestamp", OptionType.INT, 0, help="begin each line with timestamp=YYYY/MM/DD-HH:MM:SS "
+        Option("file", Path(), "/var/log/ulogd_gprint.log", help="file to append to"),
+        Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
+        Option("timestamp", Bool(), 0, help="begin each line with timestamp=YYYY/MM/DD-HH:MM:SS "
                "(local time of writing)"),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out = LineFile(ctx, str(config["file"]), bool(config["sync"]), f"gprint.{instance_id}", "GPRINT")
+        self.out = LineFile(ctx, config["file"], config["sync"], f"gprint.{instance_id}", "GPRINT")
         self._entries: list[tuple[int, str, str]] = []
-        self._timestamp = bool(config["timestamp"])
+        self._timestamp: bool = config["timestamp"]
         self._sec = -1
         self._head = ""
 

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.escape import escape_text
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.core.options import Address, Port, Str
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.io.sender import FLUSH_AT, ReliableSender, resolve, sender_options
 
 if TYPE_CHECKING:
@@ -39,9 +40,9 @@ class GraphiteOutput(Sink):
     description = "nfacct counters to a Graphite/Carbon plaintext receiver (tcp)"
     input_type = DataType.SUM
     options = (
-        Option("host", OptionType.STRING, "", help="Carbon host (required)"),
-        Option("port", OptionType.STRING, "", help="Carbon plaintext port, usually 2003 (required)"),
-        Option("prefix", OptionType.STRING, "", help="metric path prefix: <prefix>.<counter>.pkts|bytes"),
+        Option("host", Address(), "", help="Carbon host (required)"),
+        Option("port", Port(services=True), None, help="Carbon plaintext port, usually 2003 (required)"),
+        Option("prefix", Str(), "", help="metric path prefix: <prefix>.<counter>.pkts|bytes"),
         *sender_options(1 << 20),
     )
     input_keys = (
@@ -54,15 +55,15 @@ class GraphiteOutput(Sink):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self.out: ReliableSender | None = None
-        self.prefix = str(config["prefix"])
+        self.prefix: str = config["prefix"]
 
     def configure(self) -> None:
-        host, port = str(self.config["host"]), str(self.config["port"])
-        if not host or not port:
+        host, port = self.config["host"], self.config["port"]
+        if not host or port is None:
             raise ConfigError("GRAPHITE needs host and port (the Carbon plaintext receiver)")
         self.out = ReliableSender(
             self.ctx, "GRAPHITE", f"{host}:{port}", [], f"graphite.{self.id}",
-            queue_bytes=int(self.config["queue"]), backoff_max=float(self.config["reconnect_max"]), lines=True,
+            queue_bytes=self.config["queue"], backoff_max=self.config["reconnect_max"], lines=True,
         )
 
     def start(self) -> None:
@@ -70,7 +71,7 @@ class GraphiteOutput(Sink):
         if out is None:
             raise PluginError(f"GRAPHITE instance '{self.id}' was not configured")
         try:
-            out.targets = resolve(str(self.config["host"]), str(self.config["port"]), socket.SOCK_STREAM)
+            out.targets = resolve(self.config["host"], self.config["port"], socket.SOCK_STREAM)
         except socket.gaierror as e:
             raise PluginError(f"GRAPHITE: getaddrinfo: {e.strerror}") from e
         self._s_name, self._s_pkts, self._s_bytes, self._s_sec = self.in_slots

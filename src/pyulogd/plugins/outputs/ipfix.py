@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.codec import ipfix as codec
 from pyulogd.core.context import TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.core.options import Address, Choice, Int, Port, Size, Str
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.io.sender import ReliableSender, resolve, sender_options
 
 if TYPE_CHECKING:
@@ -63,22 +64,18 @@ INPUT_KEYS = (
 )
 
 
-def _check_proto(v: Any) -> str | None:
-    return None if v in ("tcp", "udp") else f"unsupported protocol '{v}' (tcp or udp)"
-
-
 class IpfixOutput(Sink):
     name = "IPFIX"
     so_name = "ulogd_output_IPFIX.so"
     description = "Flows to an IPFIX collector (ulogd2's template 256, plus 257 for IPv6)"
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     options = (
-        Option("oid", OptionType.INT, 0, help="observation domain ID (required, not 0)"),
-        Option("host", OptionType.STRING, "", help="collector address (required)"),
-        Option("port", OptionType.INT, 4739, help="collector port"),
-        Option("proto", OptionType.STRING, "tcp", help="tcp or udp", check=_check_proto),
-        Option("mtu", OptionType.INT, 512, help="largest IPFIX message in bytes"),
-        Option("send_template", OptionType.STRING, "once",
+        Option("oid", Int(0, 0xFFFFFFFF), 0, help="observation domain ID (required, not 0)"),
+        Option("host", Address(), "", help="collector address (required)"),
+        Option("port", Port(), 4739, help="collector port"),
+        Option("proto", Choice("tcp", "udp", fold_case=False, what="protocol"), "tcp", help="tcp or udp"),
+        Option("mtu", Size(MIN_MTU, 65535), 512, help="largest IPFIX message in bytes"),
+        Option("send_template", Str(), "once",
                help="once (first message of a session), never, or anything else: every message"),
         *sender_options(1 << 20),
     )
@@ -103,20 +100,16 @@ class IpfixOutput(Sink):
 
     def configure(self) -> None:
         c = self.config
-        self.oid = int(c["oid"])
+        self.oid = c["oid"]
         if not self.oid:
             raise ConfigError("invalid Observation ID")
-        if not str(c["host"]):
+        if not c["host"]:
             raise ConfigError("no destination host specified")
-        if c["proto"] not in ("tcp", "udp"):
-            raise ConfigError(f"unsupported protocol '{c['proto']}'")
-        self.mtu = int(c["mtu"])
-        if not MIN_MTU <= self.mtu <= 65535:
-            raise ConfigError(f"mtu must be between {MIN_MTU} and 65535 bytes")
-        self.template_mode = str(c["send_template"])
+        self.mtu = c["mtu"]
+        self.template_mode = c["send_template"]
         self.out = ReliableSender(
             self.ctx, "IPFIX", f"{c['host']}:{c['port']}", [], f"ipfix.{self.id}",
-            queue_bytes=int(c["queue"]), backoff_max=float(c["reconnect_max"]), on_connect=self._new_session,
+            queue_bytes=c["queue"], backoff_max=c["reconnect_max"], on_connect=self._new_session,
         )
 
     def start(self) -> None:
@@ -125,7 +118,7 @@ class IpfixOutput(Sink):
             raise PluginError(f"IPFIX instance '{self.id}' was not configured")
         kind = socket.SOCK_DGRAM if self.config["proto"] == "udp" else socket.SOCK_STREAM
         try:
-            out.targets = resolve(str(self.config["host"]), str(self.config["port"]), kind)
+            out.targets = resolve(self.config["host"], self.config["port"], kind)
         except socket.gaierror as e:
             raise PluginError(f"IPFIX: cannot resolve {out.peer}: {e.strerror}") from e
         out.datagram = kind == socket.SOCK_DGRAM

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
 from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
 
@@ -229,10 +230,6 @@ def compile_renderer(
     return render
 
 
-def _check_mode(value: Any) -> str | None:
-    return None if str(value).lower() in MODES else f"unknown mode '{value}' (valid: {', '.join(MODES)})"
-
-
 class JsonOutput(Sink):
     name = "JSON"
     so_name = "ulogd_output_JSON.so"
@@ -240,17 +237,15 @@ class JsonOutput(Sink):
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
     options = (
-        Option(
-            "file", OptionType.STRING, "/var/log/ulogd.json", help="output file, or socket path (mode unix)"
-        ),
-        Option("sync", OptionType.INT, 0, help="accepted; records are written before the daemon waits"),
-        Option("timestamp", OptionType.INT, 1, help="add the time field"),
-        Option("eventv1", OptionType.INT, 0, help='Logstash event v1: "@version": 1 and "@timestamp"'),
-        Option("device", OptionType.STRING, "Netfilter", help='value of the "dvc" field'),
-        Option("boolean_label", OptionType.INT, 0, help='raw.label as "action": "allowed"/"blocked"'),
-        Option("mode", OptionType.STRING, "file", help="file, tcp, udp or unix", check=_check_mode),
-        Option("host", OptionType.STRING, "127.0.0.1", help="tcp/udp peer"),
-        Option("port", OptionType.STRING, "12345", help="tcp/udp port or service name"),
+        Option("file", Path(), "/var/log/ulogd.json", help="output file, or socket path (mode unix)"),
+        Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
+        Option("timestamp", Bool(), 1, help="add the time field"),
+        Option("eventv1", Bool(), 0, help='Logstash event v1: "@version": 1 and "@timestamp"'),
+        Option("device", Str(), "Netfilter", help='value of the "dvc" field'),
+        Option("boolean_label", Bool(), 0, help='raw.label as "action": "allowed"/"blocked"'),
+        Option("mode", Choice(*MODES, what="mode"), "file", help="file, tcp, udp or unix"),
+        Option("host", Address(), "127.0.0.1", help="tcp/udp peer"),
+        Option("port", Port(services=True), "12345", help="tcp/udp port or service name"),
         *sender_options(1 << 20),
     )
 
@@ -265,24 +260,21 @@ class JsonOutput(Sink):
 
     # -- set-up
     def configure(self) -> None:
-        mode = str(self.config["mode"]).lower()
-        if mode not in MODES:
-            raise ConfigError(f"unknown mode '{self.config['mode']}' (valid modes: {', '.join(MODES)})")
-        self.mode = mode
-        path = str(self.config["file"])
+        self.mode = mode = self.config["mode"]
+        path = self.config["file"]
         if mode == "unix":
             if not path:
                 raise ConfigError("missing unix socket path (option 'file')")
             if len(path.encode("utf-8", "surrogateescape")) >= _UNIX_PATH_MAX:
                 raise ConfigError(f"unix socket path '{path}' is longer than {_UNIX_PATH_MAX - 1} bytes")
         prefix = f"json.{self.id}"
-        sync = bool(self.config["sync"])
+        sync = self.config["sync"]
         if mode == "file":
             self.out = LineFile(self.ctx, path, sync, prefix, "JSON")
         else:
             self.out = SocketSender(self.ctx, mode, self.config, sync, prefix)
-        eventv1 = bool(self.config["eventv1"])
-        dvc = jansson_string(str(self.config["device"]))
+        eventv1 = self.config["eventv1"]
+        dvc = jansson_string(self.config["device"])
         self._ts_open = ('{"@version": 1, ' if eventv1 else "{") + (
             '"@timestamp": "' if eventv1 else '"timestamp": "'
         )
@@ -301,7 +293,7 @@ class JsonOutput(Sink):
                 sec = slot
             elif key.name == "oob.time.usec":
                 usec = slot
-        fields = plan_fields(keys, slots, bool(self.config["boolean_label"]))
+        fields = plan_fields(keys, slots, self.config["boolean_label"])
         sentinels = None
         if len(self.wildcard_sentinels) == len(slots):
             sentinels = {slot: first for slot, first in zip(slots, self.wildcard_sentinels, strict=True) if first}
@@ -385,17 +377,17 @@ class SocketSender:
     def __init__(self, ctx: Context, mode: str, config: dict[str, Any], sync: bool, stat_prefix: str) -> None:
         self.ctx = ctx
         self.mode = mode
-        self.host = str(config["host"])
-        self.port = str(config["port"])
-        self.path = str(config["file"])
+        self.host: str = config["host"]
+        self.port: int = config["port"]
+        self.path: str = config["file"]
         self.pending: list[str] = []
         self.size = 0
         self.limit = 0 if sync else FLUSH_AT
         self.peer = self.path if mode == "unix" else f"{self.host}:{self.port}"
         self.out = ReliableSender(
             ctx, "JSON", self.peer, [], stat_prefix,
-            queue_bytes=int(config["queue"]),
-            backoff_max=float(config["reconnect_max"]),
+            queue_bytes=config["queue"],
+            backoff_max=config["reconnect_max"],
             lines=True,
         )
 

@@ -27,7 +27,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.escape import EscapeCache, escape_text
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType
+from pyulogd.core.options import Bool, Path
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
@@ -40,9 +41,9 @@ class LogemuOutput(LineFileSink):
     reopen_label = "syslogemu"
     input_type = DataType.PACKET | DataType.FLOW
     options = (
-        Option("file", OptionType.STRING, "/var/log/ulogd_syslogemu.log", help="file to append to"),
-        Option("sync", OptionType.INT, 0, help="accepted; lines are written before the daemon waits"),
-        Option("netns_prefix", OptionType.INT, 0, help="pyulogd extra: 1 puts '[<namespace>] ' before the "
+        Option("file", Path(), "/var/log/ulogd_syslogemu.log", help="file to append to"),
+        Option("sync", Bool(), 0, help="accepted; lines are written before the daemon waits"),
+        Option("netns_prefix", Bool(), 0, extra=True, help="pyulogd extra: 1 puts '[<namespace>] ' before the "
                "print string of records from another network namespace (oob.netns)"),
     )
     input_keys = (
@@ -54,7 +55,7 @@ class LogemuOutput(LineFileSink):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self.out = LineFile(
-            ctx, str(config["file"]), bool(config["sync"]), f"logemu.{instance_id}", "LOGEMU"
+            ctx, config["file"], config["sync"], f"logemu.{instance_id}", "LOGEMU"
         )
         # The line head (``Mmm dd hh:mm:ss hostname ``) of second ``head_sec``, made once per
         # second (new_second); public, read only, for a fused stack (plugins/fused.py).
@@ -66,7 +67,7 @@ class LogemuOutput(LineFileSink):
     def start(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
         # Slot 0 always reads None: without the option the namespace is never looked at.
-        self._s_netns = s_netns if self.config.get("netns_prefix") else 0
+        self._s_netns = s_netns if self.config["netns_prefix"] else 0
         self.out.open()
 
     def new_second(self, sec: int) -> None:

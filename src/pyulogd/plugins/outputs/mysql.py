@@ -7,11 +7,11 @@ tables; the writer thread, the spool and the reconnection backoff of ``db/writer
 from __future__ import annotations
 
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.options import Port, Str
 from pyulogd.core.plugin import Option
-from pyulogd.core.plugin import OptionType as T
 from pyulogd.db import mysql
 from pyulogd.db.backend import Backend
-from pyulogd.db.options import PYULOGD, SECRETS, ULOGD_DB, password
+from pyulogd.db.options import HOST, PYULOGD, SECRETS, ULOGD_DB, password
 from pyulogd.db.output import SqlOutput
 
 
@@ -21,11 +21,11 @@ class MysqlOutput(SqlOutput):
     description = "Rows into MySQL/MariaDB: multi-row INSERTs, or a stored function per record"
     options = (
         *ULOGD_DB,
-        Option("db", T.STRING, "", required=True, help="database name"),
-        Option("host", T.STRING, "", help="server host (empty or localhost: the local socket)"),
-        Option("user", T.STRING, "", required=True, help="user name"),
-        Option("pass", T.STRING, "", help="password"),
-        Option("port", T.INT, 0, help="server port (0: 3306)"),
+        Option("db", Str(), "", required=True, help="database name"),
+        Option("host", HOST, "", help="server host (empty or localhost: the local socket)"),
+        Option("user", Str(), "", required=True, help="user name"),
+        Option("pass", Str(), "", help="password"),
+        Option("port", Port(zero=True), 0, help="server port (0: 3306)"),
         *SECRETS,
         *PYULOGD,
     )
@@ -35,10 +35,10 @@ class MysqlOutput(SqlOutput):
             raise ConfigError(f"{self.label}: {mysql.MISSING}")
         cfg = self.config
         settings = self.settings_common(
-            db=str(cfg["db"]),
-            host=str(cfg["host"]),
-            port=int(cfg["port"] or 0),
-            user=str(cfg["user"]),
+            db=cfg["db"],
+            host=cfg["host"],
+            port=cfg["port"],
+            user=cfg["user"],
             password=password(cfg, self.label),
         )
         return mysql.MysqlBackend(settings, self.label)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.core.options import Bool, Path
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
@@ -47,14 +48,14 @@ class NacctOutput(Sink):
     description = "nacct-style accounting lines per flow (NFCT + IP2STR)"
     input_type = DataType.PACKET | DataType.FLOW
     options = (
-        Option("file", OptionType.STRING, "/var/log/ulogd_nacct.log", help="file to append to"),
-        Option("sync", OptionType.INT, 0, help="accepted; lines are written before the daemon waits"),
+        Option("file", Path(), "/var/log/ulogd_nacct.log", help="file to append to"),
+        Option("sync", Bool(), 0, help="accepted; lines are written before the daemon waits"),
     )
     input_keys = INPUT_KEYS
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out = LineFile(ctx, str(config["file"]), bool(config["sync"]), f"nacct.{instance_id}", "NACCT")
+        self.out = LineFile(ctx, config["file"], config["sync"], f"nacct.{instance_id}", "NACCT")
 
     def start(self) -> None:
         (self._s_saddr, self._s_daddr, self._s_proto, self._s_sport, self._s_dport, self._s_bytes,

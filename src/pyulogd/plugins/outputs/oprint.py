@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.plugin import OK, DataType, KeyType, Option, OptionType
+from pyulogd.core.options import Bool, Path
+from pyulogd.core.plugin import OK, DataType, KeyType, Option
 from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
@@ -54,13 +55,13 @@ class OprintOutput(LineFileSink):
     input_type = DataType.PACKET | DataType.FLOW
     wildcard_inputs = True
     options = (
-        Option("file", OptionType.STRING, "/var/log/ulogd_oprint.log", help="file to append to"),
-        Option("sync", OptionType.INT, 0, help="accepted; records are written before the daemon waits"),
+        Option("file", Path(), "/var/log/ulogd_oprint.log", help="file to append to"),
+        Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out = LineFile(ctx, str(config["file"]), bool(config["sync"]), f"oprint.{instance_id}", "OPRINT")
+        self.out = LineFile(ctx, config["file"], config["sync"], f"oprint.{instance_id}", "OPRINT")
         self._entries: list[tuple[int, str, str]] = []
 
     def start(self) -> None:

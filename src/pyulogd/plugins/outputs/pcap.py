@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core import safefile
 from pyulogd.core.append import AppendError, append
 from pyulogd.core.errors import PluginError
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.core.options import Bool, Path
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -55,8 +56,8 @@ class PcapOutput(Sink):
     description = "Packets to a pcap file (link type RAW: from the IP header), readable by tcpdump/wireshark"
     input_type = DataType.PACKET
     options = (
-        Option("file", OptionType.STRING, "/var/log/ulogd.pcap", help="pcap file to append to"),
-        Option("sync", OptionType.INT, 0, help="accepted; records are written before the daemon waits"),
+        Option("file", Path(), "/var/log/ulogd.pcap", help="pcap file to append to"),
+        Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
     )
     input_keys = (
         Key("raw.pkt", KeyType.RAW),
@@ -70,7 +71,7 @@ class PcapOutput(Sink):
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.path = str(config["file"])
+        self.path: str = config["file"]
         self.fd = -1
         self.pending: list[bytes] = []
         self.size = 0

@@ -9,11 +9,11 @@ can come from ``pass``, ``pass_file`` or ``pass_env``. ``schema_file`` (e.g. Deb
 from __future__ import annotations
 
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.options import Port, Str
 from pyulogd.core.plugin import Option
-from pyulogd.core.plugin import OptionType as T
 from pyulogd.db import pgsql
 from pyulogd.db.backend import Backend
-from pyulogd.db.options import PYULOGD, SECRETS, ULOGD_DB, password
+from pyulogd.db.options import HOST, PYULOGD, SECRETS, ULOGD_DB, password
 from pyulogd.db.output import SqlOutput
 
 
@@ -23,13 +23,13 @@ class PgsqlOutput(SqlOutput):
     description = "Rows into PostgreSQL: COPY into tables, or a stored function per record"
     options = (
         *ULOGD_DB,
-        Option("db", T.STRING, "", required=True, help="database name"),
-        Option("host", T.STRING, "", help="server host (empty: the local socket)"),
-        Option("user", T.STRING, "", required=True, help="user name"),
-        Option("pass", T.STRING, "", help="password"),
-        Option("port", T.INT, 0, help="server port (0: the default)"),
-        Option("schema", T.STRING, "public", help="schema of the table (and first in search_path)"),
-        Option("connstring", T.STRING, "", help="libpq connection string; replaces host, port, db, user, pass"),
+        Option("db", Str(), "", required=True, help="database name"),
+        Option("host", HOST, "", help="server host (empty: the local socket)"),
+        Option("user", Str(), "", required=True, help="user name"),
+        Option("pass", Str(), "", help="password"),
+        Option("port", Port(zero=True), 0, help="server port (0: the default)"),
+        Option("schema", Str(), "public", help="schema of the table (and first in search_path)"),
+        Option("connstring", Str(), "", help="libpq connection string; replaces host, port, db, user, pass"),
         *SECRETS,
         *PYULOGD,
     )
@@ -39,12 +39,12 @@ class PgsqlOutput(SqlOutput):
             raise ConfigError(f"{self.label}: {pgsql.MISSING}")
         cfg = self.config
         settings = self.settings_common(
-            db=str(cfg["db"]),
-            host=str(cfg["host"]),
-            port=int(cfg["port"] or 0),
-            user=str(cfg["user"]),
+            db=cfg["db"],
+            host=cfg["host"],
+            port=cfg["port"],
+            user=cfg["user"],
             password=password(cfg, self.label),
-            schema=str(cfg["schema"] or "public"),
-            connstring=str(cfg["connstring"] or ""),
+            schema=cfg["schema"] or "public",
+            connstring=cfg["connstring"],
         )
         return pgsql.PgsqlBackend(settings, self.label)

@@ -11,8 +11,8 @@ WAL mode, a locked database queues and spools instead of dropping, and with
 
 from __future__ import annotations
 
+from pyulogd.core.options import Duration, Int, Path, Str
 from pyulogd.core.plugin import Option
-from pyulogd.core.plugin import OptionType as T
 from pyulogd.db.backend import Backend, Settings
 from pyulogd.db.options import PYULOGD
 from pyulogd.db.output import SqlOutput
@@ -20,7 +20,8 @@ from pyulogd.db.sqlite import SqliteBackend
 from pyulogd.db.statement import Target, split_name
 
 _SQLITE_EXTRA = tuple(o for o in PYULOGD) + (
-    Option("reconnect", T.INT, 2, help="seconds before retrying a locked or failing database (doubles)"),
+    Option("reconnect", Duration(), 2, extra=True,
+           help="seconds before retrying a locked or failing database (doubles)"),
 )
 
 
@@ -30,15 +31,15 @@ class Sqlite3Output(SqlOutput):
     description = "Rows into a SQLite database file, one column per key"
     start_without_db = False
     options = (
-        Option("db", T.STRING, "", required=True, help="database file"),
-        Option("table", T.STRING, "", required=True, help="table whose columns say what to write"),
-        Option("buffer", T.INT, 10, help="accepted; batch_size and batch_timeout replace it"),
+        Option("db", Path(), "", required=True, help="database file"),
+        Option("table", Str(), "", required=True, help="table whose columns say what to write"),
+        Option("buffer", Int(), 10, help="accepted; batch_size and batch_timeout replace it"),
         *_SQLITE_EXTRA,
     )
 
     def make_backend(self) -> Backend:
-        settings = Settings(db=str(self.config["db"]), table=split_name(self.table_name()), target=Target("table"))
+        settings = Settings(db=self.config["db"], table=split_name(self.table_name()), target=Target("table"))
         return SqliteBackend(settings, self.label)
 
     def default_spool(self) -> str:
-        return str(self.config["db"]) + ".spool"
+        return f"{self.config['db']}.spool"

@@ -25,8 +25,9 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, OptionType, Sink
+from pyulogd.core.errors import PluginError
+from pyulogd.core.options import Address, Choice, Path, Port
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.io.sender import FLUSH_AT, ReliableSender, Target, resolve, sender_options, unix_target
 
 if TYPE_CHECKING:
@@ -59,26 +60,23 @@ IDENT = "ulogd"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _check_proto(v: Any) -> str | None:
-    return None if str(v).lower() in ("udp", "tcp") else f"unknown proto '{v}' (udp or tcp)"
-
-
 class SyslogOutput(Sink):
     name = "SYSLOG"
     so_name = "ulogd_output_SYSLOG.so"
     description = "The print string of each record to syslog, as ulogd's syslog() calls put it on /dev/log"
     input_type = DataType.PACKET | DataType.FLOW
     options = (
-        Option("facility", OptionType.STRING, "LOG_KERN", help="LOG_KERN, LOG_DAEMON, LOG_USER, LOG_LOCAL0..7"),
-        Option("level", OptionType.STRING, "LOG_NOTICE", help="LOG_EMERG, LOG_ALERT, LOG_CRIT, LOG_ERR, "
-               "LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG"),
-        Option("socket", OptionType.STRING, "/dev/log", help="pyulogd extra: the local syslog socket "
+        Option("facility", Choice(*FACILITIES, fold_case=False, what="facility"), "LOG_KERN",
+               help="LOG_KERN, LOG_DAEMON, LOG_USER, LOG_LOCAL0..7"),
+        Option("level", Choice(*LEVELS, fold_case=False, what="level"), "LOG_NOTICE",
+               help="LOG_EMERG, LOG_ALERT, LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG"),
+        Option("socket", Path(), "/dev/log", extra=True, help="pyulogd extra: the local syslog socket "
                "(unix datagram)"),
-        Option("host", OptionType.STRING, "", help="pyulogd extra: a remote syslog daemon instead of the "
+        Option("host", Address(), "", extra=True, help="pyulogd extra: a remote syslog daemon instead of the "
                "local socket"),
-        Option("port", OptionType.STRING, "514", help="pyulogd extra: port of host"),
-        Option("proto", OptionType.STRING, "udp", help="pyulogd extra: udp, or tcp (octet-counted frames)",
-               check=_check_proto),
+        Option("port", Port(services=True), "514", extra=True, help="pyulogd extra: port of host"),
+        Option("proto", Choice("udp", "tcp", what="proto"), "udp", extra=True,
+               help="pyulogd extra: udp, or tcp (octet-counted frames)"),
         *sender_options(1 << 20),
     )
     input_keys = (Key("print", KeyType.STRING),)
@@ -93,39 +91,34 @@ class SyslogOutput(Sink):
         self._tcp = False
 
     def configure(self) -> None:
-        facility = str(self.config["facility"])
-        level = str(self.config["level"])
-        if facility not in FACILITIES:
-            raise ConfigError(f"unknown facility '{facility}'")
-        if level not in LEVELS:
-            raise ConfigError(f"unknown level '{level}'")
+        facility, level = self.config["facility"], self.config["level"]
         self.pri = FACILITIES[facility] | LEVELS[level]
         if not FACILITIES[facility]:
             # glibc's syslog() reads facility 0 (LOG_KERN) as "the openlog() facility", and
             # ulogd opens the log with LOG_DAEMON: LOG_KERN|LOG_NOTICE goes out as <29>.
             self.pri |= FACILITIES["LOG_DAEMON"]
-        host = str(self.config["host"])
-        self._tcp = bool(host) and str(self.config["proto"]).lower() == "tcp"
-        peer = f"{host}:{self.config['port']}" if host else str(self.config["socket"])
+        host = self.config["host"]
+        self._tcp = bool(host) and self.config["proto"] == "tcp"
+        peer = f"{host}:{self.config['port']}" if host else self.config["socket"]
         self.out = ReliableSender(
             self.ctx, "SYSLOG", peer, [], f"syslog.{self.id}",
-            queue_bytes=int(self.config["queue"]), backoff_max=float(self.config["reconnect_max"]),
+            queue_bytes=self.config["queue"], backoff_max=self.config["reconnect_max"],
         )
 
     def start(self) -> None:
         out = self.out
         if out is None:
             raise PluginError(f"SYSLOG instance '{self.id}' was not configured")
-        host = str(self.config["host"])
+        host = self.config["host"]
         targets: list[Target]
         if host:
             kind = socket.SOCK_STREAM if self._tcp else socket.SOCK_DGRAM
             try:
-                targets = resolve(host, str(self.config["port"]), kind)
+                targets = resolve(host, self.config["port"], kind)
             except socket.gaierror as e:
                 raise PluginError(f"SYSLOG: cannot resolve {out.peer}: {e.strerror}") from e
         else:
-            targets = unix_target(str(self.config["socket"]), socket.SOCK_DGRAM)
+            targets = unix_target(self.config["socket"], socket.SOCK_DGRAM)
         out.targets = targets
         out.datagram = not self._tcp
         self._tag = f" {IDENT}[{os.getpid()}]: ".encode()
