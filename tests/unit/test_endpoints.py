@@ -293,3 +293,44 @@ def test_control_answers_status_and_metrics_and_nothing_else() -> None:
             ops.close()
             svc.stop()
         assert not (d / "control.sock").exists()
+
+
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning() -> None:
+    import resource
+
+    ctx, clock = fake_context()
+    ep = Endpoint(ctx, "metrics", listen_tcp("127.0.0.1", 0), answer, max_request=1024)
+    ep.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    filler: list[int] = []
+    try:
+        c = connect(ep)
+        # Use up every descriptor, so that accept() fails with EMFILE.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        try:
+            while True:
+                filler.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        listening = ep.sock.fileno()
+        assert listening in ctx.loop.selector.get_map()
+        ctx.loop.run_once(0.05)
+        # accept() failed: the listening socket is off the loop for a second (still readable,
+        # it would have the loop call accept() again and again).
+        assert listening not in ctx.loop.selector.get_map()
+        ctx.loop.run_once(0)
+        assert listening not in ctx.loop.selector.get_map()
+        for fd in filler:
+            os.close(fd)
+        filler.clear()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        clock.advance(1.0)
+        c.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        assert read_all(c, ctx).endswith(b"m 1\n")  # accepted once the second has passed
+        assert listening in ctx.loop.selector.get_map()
+        c.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        ep.close()

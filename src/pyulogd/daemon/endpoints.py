@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pyulogd.core.context import Context, TimerHandle
 
 ACCEPTS_PER_WAKEUP = 16
+ACCEPT_PAUSE = 1.0  # seconds without accepting after accept() failed (out of descriptors)
 RECV_SIZE = 4096
 # What is read and thrown away after the answer, waiting for the client to close.
 DRAIN_MAX = 64 * 1024
@@ -90,10 +91,14 @@ class Endpoint:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                # Out of descriptors (EMFILE) and the like: the client waits in the backlog.
+                # Out of descriptors (EMFILE) and the like: the client waits in the backlog,
+                # and the socket is left alone for a second (still readable, it would make
+                # the loop spin).
                 if not self._accept_failing:
                     self._accept_failing = True
-                    self.ctx.log.error(f"{self.name}: accept() failed: {e.strerror or e}")
+                    self.ctx.log.error(f"{self.name}: accept() failed: {e.strerror or e}; trying again in 1 s")
+                self.ctx.loop.remove_reader(self.sock.fileno())
+                self.ctx.loop.call_later(ACCEPT_PAUSE, self._resume)
                 return
             self._accept_failing = False
             conn.setblocking(False)
@@ -103,6 +108,10 @@ class Endpoint:
                 self._reject(conn, "refused", b"")
             else:
                 self.clients.add(_Client(self, conn))
+
+    def _resume(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.ctx.loop.add_reader(self.sock.fileno(), self._accept)
 
     def _reject(self, conn: socket.socket, why: str, reply: bytes) -> None:
         self.count(why)
