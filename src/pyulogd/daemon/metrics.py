@@ -379,15 +379,36 @@ class Collection:
 _NOT_RECORDS = ("pyulogd_kernel_overruns_total", "pyulogd_log_lines_lost_total")
 
 
-def map_counter(name: str, known: list[Prefix]) -> tuple[str, Labels]:
+class Prefixes:
+    """The counter prefixes of the running instances (:func:`prefixes`), indexed: the part of
+    an instance's counter after its prefix never holds a dot, so splitting a name at its last
+    dot finds the instance with one dict lookup, whatever the number of namespaces."""
+
+    def __init__(self, known: list[Prefix]) -> None:
+        self.known = known  # longest first
+        self.by_text = {p.text: p for p in known}
+
+    def find(self, name: str) -> tuple[Prefix, str] | None:
+        cut = name.rfind(".") + 1
+        p = self.by_text.get(name[:cut])
+        if p is not None:
+            return p, name[cut:]
+        for p in self.known:  # a name whose last part holds a dot: not one of ours, but labelled
+            if name.startswith(p.text):
+                return p, name[len(p.text):]
+        return None
+
+
+def map_counter(name: str, known: list[Prefix] | Prefixes) -> tuple[str, Labels]:
     """The family and labels of the counter ``name`` (``known``: :func:`prefixes`)."""
-    for p in known:
-        if name.startswith(p.text):
-            rest = name[len(p.text):]
-            to = INSTANCE_COUNTERS[p.role].get(rest)
-            if to is None:
-                return "pyulogd_other_total", p.labels + (("counter", rest),)
-            return to.family, p.labels + to.labels
+    index = known if isinstance(known, Prefixes) else Prefixes(known)
+    found = index.find(name)
+    if found is not None:
+        p, rest = found
+        to = INSTANCE_COUNTERS[p.role].get(rest)
+        if to is None:
+            return "pyulogd_other_total", p.labels + (("counter", rest),)
+        return to.family, p.labels + to.labels
     to = DAEMON_COUNTERS.get(name)
     if to is not None:
         return to.family, to.labels
@@ -450,7 +471,7 @@ class Collector:
 
     def collect(self) -> Collection:
         col = Collection()
-        known = prefixes(self.started)
+        known = Prefixes(prefixes(self.started))
         # Known counters of every instance at 0 first, so their series exist before they move.
         for inst, _id, _ns in instances(self.started):
             for suffix in _zero_names(inst):
