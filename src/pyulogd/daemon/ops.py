@@ -231,11 +231,16 @@ class Operations:
         return metrics.status_line(self.collector.collect(), self.namespaces())
 
     def metrics_text(self) -> bytes:
-        """The exposition text, rendered at most once per :data:`RENDER_CACHE` seconds."""
+        """The answer to ``GET /metrics``."""
+        self.ctx.stats.incr("metrics.requests")
+        return self.rendered()
+
+    def rendered(self) -> bytes:
+        """The exposition text, rendered at most once per :data:`RENDER_CACHE` seconds (about
+        30 ms of CPU for a daemon following 1000 namespaces), however many ask."""
         now = self.ctx.clock.monotonic()
         if self._rendered is None or now - self._rendered[0] >= RENDER_CACHE:
             self._rendered = (now, metrics.render(self.collector.collect()).encode("utf-8"))
-        self.ctx.stats.incr("metrics.requests")
         return self._rendered[1]
 
     def control_answer(self, request: bytes) -> bytes | None:
@@ -250,7 +255,7 @@ class Operations:
             return (json.dumps(self.status_document(), sort_keys=True) + "\n").encode("utf-8")
         if command == "metrics":
             self.ctx.stats.incr("control.requests")
-            return metrics.render(self.collector.collect()).encode("utf-8")
+            return self.rendered()
         self.ctx.stats.incr("control.bad_request")
         return (json.dumps({"error": "unknown command (valid: status, metrics)"}) + "\n").encode("utf-8")
 
