@@ -104,8 +104,11 @@ def test_warnings_alone_keep_exit_0(tmp_path: Path) -> None:
 [global]
 stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU
 
+loglevel
+
 [emu1]
 file="{tmp_path}/emu.log"
+sync
 
 [emu1]
 file="/elsewhere"
@@ -113,7 +116,9 @@ file="/elsewhere"
     code, lines, _ = run_check(conf)
     assert code == 0
     assert lines == [f"{conf}:1: warning: ignoring 'stray' outside of any [section]",
-                     f"{conf}:8: warning: section [emu1] appears again; only the first is read"]  # fmt: skip
+                     f"{conf}:5: warning: ignoring malformed config directive 'loglevel' (no value)",
+                     f"{conf}:9: warning: ignoring malformed config directive 'sync' (no value)",
+                     f"{conf}:11: warning: section [emu1] appears again; only the first is read"]  # fmt: skip
 
 
 def test_outside_text_in_a_finding_is_one_printable_line(tmp_path: Path) -> None:

@@ -88,14 +88,22 @@ class Finding:
 
 def check_config(path: str, run_as: safefile.RunAs | None = None) -> list[Finding]:
     """Every error and warning the config at ``path`` has, in line order."""
-    ctx = Context(loop=Loop(), checking=True, run_as=run_as)
+    loop = Loop()
+    try:
+        return _check(path, Context(loop=loop, checking=True, run_as=run_as))
+    finally:
+        loop.close()
+
+
+def _check(path: str, ctx: Context) -> list[Finding]:
+    run_as = ctx.run_as
     ctx.log.stream = io.StringIO()  # the daemon's notices are not findings: not shown
     errors: list[ConfigError] = []
     service = Service(os.path.abspath(path), ctx)
     try:
         service.load(errors)
-    except ConfigError as e:  # the file cannot be read, or is not text: nothing else to check
-        return [Finding(e)]
+    except ConfigError as unreadable:  # the file cannot be read, or is not text: nothing else to check
+        return [Finding(unreadable)]
     cfg = service.config
     assert cfg is not None
     findings = [Finding(e) for e in errors]
@@ -110,10 +118,18 @@ def check_config(path: str, run_as: safefile.RunAs | None = None) -> list[Findin
         add(_located(text, cfg.path), warning=True)
     for dup in cfg.duplicates:
         add(ConfigError(f"section [{dup.name}] appears again; only the first is read", cfg.path, dup.line), True)
+    glob = cfg.section("global")
+    for entry in glob.entries if glob is not None else ():
+        if entry.value is None:
+            add(ConfigError(f"ignoring malformed config directive '{entry.key}' (no value)", cfg.path, entry.line),
+                True)
     option_errors: list[ConfigError] = []
-    found = _instances(cfg, option_errors)
+    option_warnings: list[str] = []
+    found = _instances(cfg, option_errors, option_warnings)
     for err in option_errors:
         add(err)
+    for text in option_warnings:
+        add(_located(text, cfg.path), warning=True)
     for err, warning in _paths(cfg, found, run_as):
         add(err, warning)
     control = service.ops.control_socket
@@ -147,7 +163,7 @@ class _Instance:
     stack_line: int
 
 
-def _instances(cfg: ConfigFile, out: list[ConfigError]) -> list[_Instance]:
+def _instances(cfg: ConfigFile, out: list[ConfigError], warnings: list[str]) -> list[_Instance]:
     """Every plugin section a stack names, each read line by line: the errors of every bad
     line go to ``out`` (building a stack stops at the first one of a section), the values
     of the good ones are kept for the path checks."""
@@ -174,7 +190,7 @@ def _instances(cfg: ConfigFile, out: list[ConfigError]) -> list[_Instance]:
             for entry in section.entries if section is not None else ():
                 one = Section(section.name, section.line, [entry]) if section is not None else None
                 try:
-                    got = option_values(cls.options, one, cfg, inst_id, name)
+                    got = option_values(cls.options, one, cfg, inst_id, name, warn=warnings.append)
                 except ConfigError as err:
                     if "needs option" not in err.reason:  # a required option: the whole section tells
                         out.append(err)
