@@ -334,3 +334,36 @@ def test_out_of_descriptors_pauses_accepting_instead_of_spinning() -> None:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         ep.close()
+
+
+def test_a_metrics_address_in_use_refuses_the_start(tmp_path: Path) -> None:
+    taken = listen_tcp("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    ctx, _clock = fake_context()
+    svc = Service(str(tmp_path / "u.conf"), ctx)
+    svc.ops.set("metrics", f"127.0.0.1:{port}", 3)
+    ops = Operations(svc, {})
+    try:
+        with pytest.raises(PluginError, match=rf"metrics: cannot listen on 127.0.0.1:{port}: Address already in use"):
+            ops.open()
+    finally:
+        ops.close()
+        taken.close()
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="needs IPv6")
+def test_metrics_on_ipv6_loopback(tmp_path: Path) -> None:
+    ctx, _clock = fake_context()
+    svc = Service(str(tmp_path / "u.conf"), ctx)
+    svc.ops.set("metrics", "[::1]:0", 3)
+    ops = Operations(svc, {})
+    try:
+        ops.open()
+        assert ops.metrics_url is not None and ops.metrics_url.startswith("http://[::1]:")
+        port = int(ops.metrics_url.rsplit(":", 1)[1].split("/")[0])
+        with socket.create_connection(("::1", port), timeout=5) as c:
+            c.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            got = read_all(c, ctx)
+        assert got.startswith(b"HTTP/1.1 200 OK") and b"# TYPE process_start_time_seconds gauge" in got
+    finally:
+        ops.close()
