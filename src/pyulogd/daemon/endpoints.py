@@ -126,10 +126,10 @@ class Endpoint:
 class _Client:
     """One connection: read the request, send the answer, wait for the client to close."""
 
-    def __init__(self, server: Endpoint, sock: socket.socket) -> None:
+    def __init__(self, server: Endpoint, conn: socket.socket) -> None:
         self.server = server
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.conn = conn  # a client's stream socket (TCP or unix)
+        self.fd = conn.fileno()
         self.buf = bytearray()
         self.out = memoryview(b"")
         self.phase = "read"  # read, write, drain, closed
@@ -141,7 +141,7 @@ class _Client:
 
     def _readable(self) -> None:
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.conn.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -181,7 +181,7 @@ class _Client:
         """Send what the socket takes now; wait for it to be writable for the rest."""
         while self.out:
             try:
-                n = self.sock.send(self.out)
+                n = self.conn.send(self.out)
             except (BlockingIOError, InterruptedError):
                 if not self.waiting:
                     self.waiting = True
@@ -202,7 +202,7 @@ class _Client:
         if self.phase != "write":
             return
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.conn.shutdown(socket.SHUT_WR)
         except OSError:
             self.close()
             return
@@ -220,7 +220,7 @@ class _Client:
         self.phase = "closed"
         self.timer.cancel()
         self.server.ctx.loop.remove_reader(self.fd)  # reader or writer: one registration
-        self.sock.close()
+        self.conn.close()
         self.server.clients.discard(self)
 
 
