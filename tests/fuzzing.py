@@ -28,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from pyulogd.codec import netlink as nl
-from pyulogd.codec import nfacct, nfct, nfct_describe, nflog, unixsock
+from pyulogd.codec import nfacct, nfct, nfct_describe, nflog, nftrace, nfttrack, unixsock
+from pyulogd.codec.nftruleset import Ruleset
 from pyulogd.core import registry
 from pyulogd.core.clock import FakeClock
 from pyulogd.core.config import parse_text
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, DecodeError
+from pyulogd.core.keys import AUDIT_ACTIONS
 from pyulogd.core.log import FATAL, Logger
 from pyulogd.core.plugin import OptionType, Plugin
 from pyulogd.core.stats import Stats
@@ -180,6 +182,7 @@ def seeds() -> dict[str, tuple[bytes, ...]]:
             if s in by_subsys:
                 out[by_subsys[s]].append(buf)
     out["unixsock"] = _built_unixsock() + _hex_chunks(ROOT / "tests/cases/_data/unixsock-stream.hex")
+    out["nftrace"] = _hex_lines(ROOT / "tests/vectors/nftrace/loopback.hex")
     return {k: tuple(v) for k, v in out.items()}
 
 
@@ -306,14 +309,15 @@ def random_netlink(rng: random.Random, subsys: int) -> bytes:
     """A netfilter message of ``subsys`` with a random body, or plain random bytes."""
     if rng.random() < 0.2:
         return rng.randbytes(rng.randrange(200))
-    msgtype = rng.choice((0, 0, 1, 2, 3))
+    msgtype = rng.choice((0, 0, 1, 2, 3) if subsys != nftrace.NFNL_SUBSYS_NFTABLES else (17, 17, 6, 15))
     flags = rng.choice((0, 0x2, 0x200, 0x600, 0x10))
     family = rng.choice((2, 10, 0, 7))
     body = random_attrs(rng)
     return nl.nfnl_msg(subsys, msgtype, family, rng.randrange(1 << 16), [body], rng.randrange(16), flags)
 
 
-_SUBSYS = {"nfct": nl.NFNL_SUBSYS_CTNETLINK, "nflog": nl.NFNL_SUBSYS_ULOG, "nfacct": nl.NFNL_SUBSYS_ACCT}
+_SUBSYS = {"nfct": nl.NFNL_SUBSYS_CTNETLINK, "nflog": nl.NFNL_SUBSYS_ULOG, "nfacct": nl.NFNL_SUBSYS_ACCT,
+           "nftrace": nftrace.NFNL_SUBSYS_NFTABLES}
 
 
 def netlink_inputs(kind: str, seed: int) -> Iterator[bytes]:
@@ -464,6 +468,42 @@ def check_nfacct(data: bytes) -> str:
     if batch.malformed:
         return "rejected"
     return "accepted" if batch.counters else "other"
+
+
+class NftraceChecker:
+    """NFTRACE: ``parse_buffer`` never raises and every event it returns is whole (named, a
+    32-bit id); ``parse_trace`` raises only DecodeError; the events go through a Tracker (small
+    state, the captured ruleset) whose records hold one value per key and an action of the
+    closed list."""
+
+    def __init__(self) -> None:
+        vec = ROOT / "tests/vectors/nftrace"
+        rs = Ruleset.parse((vec / "ruleset.json").read_text(), ("inet", "tmark"))
+        rs.add_text((vec / "ruleset.txt").read_text())
+        self.tracker = nfttrack.Tracker(own=("inet", "tmark"), max_open=8, ruleset=rs)
+        self.n = 0
+
+    def __call__(self, data: bytes) -> str:
+        batch = nftrace.parse_buffer(data)
+        for ev in batch.events:
+            if not (isinstance(ev.table, str) and isinstance(ev.chain, str) and 0 <= ev.id < 2**32):
+                raise Defect(f"NFTRACE returned an event that is not whole: {ev!r}")
+        msgs, _ = nl.split(data)
+        for off, ln, *_rest in msgs:
+            try:
+                nftrace.parse_trace(data, off, off + ln)
+            except DecodeError:
+                pass
+        self.n += 1
+        recs = self.tracker.add(batch.events, float(self.n), float(self.n))
+        if self.n % 64 == 0:
+            recs += self.tracker.flush()
+        for r in recs:
+            if len(r) != len(nfttrack.KEYS) + 1 or r[1] not in AUDIT_ACTIONS:
+                raise Defect(f"NFTRACE made a record that is not whole: {r!r}")
+        if batch.malformed:
+            return "rejected"
+        return "accepted" if batch.events else "other"
 
 
 def check_unixsock(data: bytes, cuts: list[int]) -> str:
@@ -696,4 +736,5 @@ def decoder_checks() -> dict[str, tuple[Callable[[int], Iterator[bytes]], Check]
         "nfct": (lambda s: netlink_inputs("nfct", s), nfct_check),
         "nfacct": (lambda s: netlink_inputs("nfacct", s), check_nfacct),
         "unixsock": (unixsock_inputs, unix),
+        "nftrace": (lambda s: netlink_inputs("nftrace", s), NftraceChecker()),
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz the input decoders: NFLOG, NFCT (templates and walker), NFACCT, UNIXSOCK.
+"""Fuzz the input decoders: NFLOG, NFCT (templates and walker), NFACCT, UNIXSOCK, NFTRACE.
 
     PYTHONPATH=src python3 bench/fuzz/fuzz_decoders.py [--n 1000000] [--seed 1] [--only nfct,...]
     PYTHONPATH=src python3 bench/fuzz/fuzz_decoders.py --only nfct --replay HEX
@@ -25,7 +25,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10**6, help="inputs per decoder (default 10^6)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--only", default="nflog,nfct,nfacct,unixsock", help="comma-separated decoders")
+    ap.add_argument("--only", default="nflog,nfct,nfacct,unixsock,nftrace", help="comma-separated decoders")
     ap.add_argument("--replay", metavar="HEX", help="run one input (a reproducer) through --only's check")
     a = ap.parse_args()
     checks = fuzzing.decoder_checks()

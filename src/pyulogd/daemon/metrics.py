@@ -544,8 +544,12 @@ def _file_fd(inst: Plugin) -> int:
 def _process(col: Collection, start_wall: float) -> None:
     """The usual process_* gauges (as Prometheus' client libraries export them)."""
     col.add("process_start_time_seconds", (), round(start_wall, 3))
-    t = os.times()
-    col.add("process_cpu_seconds_total", (), round(t.user + t.system, 3))
+    # Each reading on its own: one that a sandbox refuses (a seccomp filter) leaves the others.
+    try:
+        t = os.times()
+        col.add("process_cpu_seconds_total", (), round(t.user + t.system, 3))
+    except OSError:
+        pass
     try:
         with open("/proc/self/statm", "rb") as f:
             rss_pages = int(f.read().split()[1])
@@ -556,7 +560,10 @@ def _process(col: Collection, start_wall: float) -> None:
         col.add("process_open_fds", (), len(os.listdir("/proc/self/fd")))
     except OSError:
         pass
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except OSError:
+        return
     if soft != resource.RLIM_INFINITY:
         col.add("process_max_fds", (), soft)
 
