@@ -15,7 +15,15 @@ from pyulogd.core.config import parse_text
 from pyulogd.core.escape import escape_text, unescape_text
 from pyulogd.core.plugin import Filter, Sink, Source
 from pyulogd.daemon import metrics
-from pyulogd.daemon.metrics import DAEMON_COUNTERS, FAMILIES, INSTANCE_COUNTERS, Collector, map_counter, prefixes
+from pyulogd.daemon.metrics import (
+    DAEMON_COUNTERS,
+    FAMILIES,
+    INSTANCE_COUNTERS,
+    PLUGIN_COUNTERS,
+    Collector,
+    map_counter,
+    prefixes,
+)
 from pyulogd.daemon.service import Service
 from tests.clocked import fake_context
 from tests.helpers import Capture, make_stack
@@ -195,12 +203,16 @@ def test_a_counter_without_a_family_is_exported_not_dropped(tmp_path: Path) -> N
 def _counter_names_in_the_code() -> dict[str, set[str]]:
     """Counter names as the code makes them, by role: found in the source, so that a new
     counter without a family fails here rather than ending in pyulogd_other_total."""
-    found: dict[str, set[str]] = {"input": set(), "filter": set(), "output": set(), "daemon": set()}
+    found: dict[str, set[str]] = {"input": set(), "filter": set(), "output": set(), "daemon": set(), "NFTRACE": set()}
     for path in SRC.rglob("*.py"):
         text = path.read_text()
         rel = path.relative_to(SRC).as_posix()
         for block in re.findall(r"STAT_NAMES = \((.*?)\)", text, re.S):
-            found["input"] |= set(re.findall(r'"(\w+)"', block))
+            names = set(re.findall(r'"(\w+)"', block))
+            if rel in ("plugins/inputs/nftrace.py", "codec/nfttrack.py"):
+                found["NFTRACE"] |= names
+            else:
+                found["input"] |= names
         if rel == "netns/source.py":
             found["input"] |= set(re.findall(r'self\._stat \+ "(\w+)"', text))
         if rel in ("io/sender.py", "plugins/outputs/linefile.py"):
@@ -231,9 +243,12 @@ def test_every_counter_the_code_makes_has_a_family() -> None:
     for role in ("input", "filter", "output"):
         missing = found[role] - set(INSTANCE_COUNTERS[role])
         assert not missing, f"{role} counters without a family in daemon/metrics.py: {sorted(missing)}"
+    assert {"events", "packets", "evicted", "table_reasserted"} <= found["NFTRACE"]
+    missing = found["NFTRACE"] - set(PLUGIN_COUNTERS["NFTRACE"]) - set(INSTANCE_COUNTERS["input"])
+    assert not missing, f"NFTRACE counters without a family: {sorted(missing)}"
     missing = {n for n in found["daemon"] if n not in DAEMON_COUNTERS and not n.startswith("metrics.requests")}
     assert not missing, f"daemon counters without a family: {sorted(missing)}"
-    for table in (*INSTANCE_COUNTERS.values(), DAEMON_COUNTERS):
+    for table in (*INSTANCE_COUNTERS.values(), *PLUGIN_COUNTERS.values(), DAEMON_COUNTERS):
         for to in table.values():
             fam = FAMILIES[to.family]
             assert {k for k, _ in to.labels} <= set(fam.labels), (to, fam.labels)
@@ -323,3 +338,18 @@ def test_file_outputs_report_size_and_age_of_their_file(tmp_path: Path) -> None:
     assert got["pyulogd_output_file_bytes"][emu] == 10
     assert got["pyulogd_output_last_write_age_seconds"][emu] >= 0
     stop(svc)
+
+
+def test_a_plugin_whose_counter_means_something_else_has_its_own_family() -> None:
+    """NFTRACE's ``events`` are trace events (several per packet), its ``packets`` its
+    records; NFCT's ``events`` are its records."""
+    nftrace = (("plugin", "NFTRACE"), ("id", "tr1"))
+    nfct = (("plugin", "NFCT"), ("id", "ct1"))
+    known = [metrics.Prefix("nftrace.tr1.", "input", nftrace, "NFTRACE"),
+             metrics.Prefix("nfct.ct1.", "input", nfct, "NFCT")]
+    assert map_counter("nftrace.tr1.events", known) == ("pyulogd_nftrace_events_total", nftrace)
+    assert map_counter("nftrace.tr1.packets", known) == ("pyulogd_input_records_total", nftrace)
+    evicted = nftrace + (("cause", "evicted"),)
+    assert map_counter("nftrace.tr1.evicted", known) == ("pyulogd_nftrace_partial_total", evicted)
+    assert map_counter("nftrace.tr1.enobufs", known) == ("pyulogd_kernel_overruns_total", nftrace)
+    assert map_counter("nfct.ct1.events", known) == ("pyulogd_input_records_total", nfct)

@@ -10,8 +10,9 @@ into families with labels, through declared tables:
   ``tests/unit/test_metrics.py`` checks the doc against this table).
 * A counter of a plugin instance is ``<scope>.<id>[.<namespace>].<name>``. The scopes and
   ids are not parsed out of the name (ids and namespace names may hold dots): they come
-  from the running instances (:func:`prefixes`), and the longest known prefix wins. What
-  follows it is looked up in :data:`INSTANCE_COUNTERS` by the instance's role.
+  from the running instances (:func:`prefixes`). What follows is looked up in
+  :data:`PLUGIN_COUNTERS` for the few plugins whose counter means something of its own
+  (NFTRACE's ``events``), else in :data:`INSTANCE_COUNTERS` by the instance's role.
 * Counters of the daemon itself (the log, IFINDEX's shared link cache, the namespace
   watcher, the endpoints) are looked up by name in :data:`DAEMON_COUNTERS`.
 * A counter found in neither is still exported, as ``pyulogd_other_total`` with the
@@ -90,6 +91,18 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Flows NFCT dropped from its table because the kernel no longer had them.", _I),
     Family("pyulogd_nfacct_dumps_total", "counter", "Dumps of the nfacct counters NFACCT asked for.", _I),
     Family("pyulogd_unixsock_clients_total", "counter", "Connections UNIXSOCK accepted.", _I),
+    Family("pyulogd_nftrace_events_total", "counter",
+           "nf_tables trace events NFTRACE read (several per traced packet; its records are "
+           "pyulogd_input_records_total).", _I),
+    Family("pyulogd_nftrace_rule_records_total", "counter",
+           "Extra NFTRACE records, one per verdict-giving rule on a packet's way (rule_records=1).", _I),
+    Family("pyulogd_nftrace_partial_total", "counter",
+           "Traced packets whose record NFTRACE made with what it had, by cause: evicted (too many open "
+           "traces), timed_out, reused_id, unjudged (no rule gave a verdict), incomplete (trace events "
+           "lost), rule_unknown (a rule missing from the ruleset it read).", (*_I, "cause")),
+    Family("pyulogd_nftrace_ruleset_reads_total", "counter", "Times NFTRACE read the nftables ruleset.", _I),
+    Family("pyulogd_nftrace_table_reasserted_total", "counter",
+           "Times NFTRACE added its trace table again after someone removed or flushed it.", _I),
     Family("pyulogd_netns_attached_total", "counter",
            "Network namespaces an input started working in (netns=).", _O),
     Family("pyulogd_netns_detached_total", "counter",
@@ -245,6 +258,28 @@ INSTANCE_COUNTERS: dict[str, dict[str, To]] = {
     "flush": {"flush_errors": _c("pyulogd_output_flush_errors_total")},
 }
 
+def _partial(cause: str) -> To:
+    return _c("pyulogd_nftrace_partial_total", cause=cause)
+
+
+# Where a plugin's counter means something else than the same name does for its role.
+PLUGIN_COUNTERS: dict[str, dict[str, To]] = {
+    "NFTRACE": {
+        "events": _c("pyulogd_nftrace_events_total"),  # trace events; "packets" are its records
+        "own_events": _c("pyulogd_input_skipped_total", cause="own_event"),
+        "rule_records": _c("pyulogd_nftrace_rule_records_total"),
+        "evicted": _partial("evicted"),
+        "timed_out": _partial("timed_out"),
+        "reused_ids": _partial("reused_id"),
+        "unjudged": _partial("unjudged"),
+        "incomplete": _partial("incomplete"),
+        "rules_unknown": _partial("rule_unknown"),
+        "ruleset_reads": _c("pyulogd_nftrace_ruleset_reads_total"),
+        "ruleset_errors": _input_error("ruleset_error"),
+        "table_reasserted": _c("pyulogd_nftrace_table_reasserted_total"),
+    },
+}
+
 # Counters of the daemon itself, by full name.
 DAEMON_COUNTERS: dict[str, To] = {
     "log.lines_lost": _c("pyulogd_log_lines_lost_total"),
@@ -269,6 +304,7 @@ ZERO_FILLED: dict[str, tuple[str, ...]] = {
     "NFLOG": ("packets", "enobufs", "malformed", "seq_gaps", "seq_lost", "seq_global_gaps"),
     "NFCT": ("events", "enobufs", "malformed", "hash_full"),
     "NFACCT": ("records", "enobufs", "malformed", "dumps"),
+    "NFTRACE": ("packets", "events", "enobufs", "malformed", "incomplete"),
     "UNIXSOCK": ("packets", "malformed", "too_big"),
     "BASE": ("malformed",),
     "IP2STR": ("bad_address",),
@@ -286,6 +322,7 @@ class Prefix:
     text: str  # e.g. "nflog.log1.qrouter-1."
     role: str  # a key of INSTANCE_COUNTERS
     labels: Labels
+    plugin: str = ""  # a key of PLUGIN_COUNTERS, looked up first
 
 
 def _role(inst: Plugin) -> str:
@@ -321,7 +358,7 @@ def prefixes(started: Iterable[Plugin]) -> list[Prefix]:
         labels: Labels = (("plugin", inst.name), ("id", base_id))
         if ns is not None:
             labels += (("namespace", ns),)
-        out.append(Prefix(f"{_scope(inst)}.{inst.id}.", _role(inst), labels))
+        out.append(Prefix(f"{_scope(inst)}.{inst.id}.", _role(inst), labels, inst.name))
         if isinstance(inst, Sink):
             out.append(Prefix(f"stack.{inst.id}.", "stack", labels))
             out.append(Prefix(f"output.{inst.id}.", "flush", labels))
@@ -405,7 +442,7 @@ def map_counter(name: str, known: list[Prefix] | Prefixes) -> tuple[str, Labels]
     found = index.find(name)
     if found is not None:
         p, rest = found
-        to = INSTANCE_COUNTERS[p.role].get(rest)
+        to = PLUGIN_COUNTERS.get(p.plugin, {}).get(rest) or INSTANCE_COUNTERS[p.role].get(rest)
         if to is None:
             return "pyulogd_other_total", p.labels + (("counter", rest),)
         return to.family, p.labels + to.labels
