@@ -89,6 +89,11 @@ class SqlOutput(Sink):
         self.spool_dir: str = cfg["spool_dir"] or self.default_spool()
         self.spool_max: int = cfg["spool_max"]
         self.stop_timeout: float = cfg["stop_timeout"]
+        if self.ctx.checking:
+            # --check-config: the options are checked; nothing is created or connected to
+            # (its path checks are daemon/check.py's), and the columns stay unknown.
+            self.keys = self._all_keys()
+            return
         self._check_local_files()
         self._schema_text = self._read_schema()
         try:
