@@ -50,7 +50,6 @@ from pyulogd.audit.values import (
     IsoTime,
     JsonText,
     MacMembers,
-    now_stamper,
     stamper,
 )
 from pyulogd.codec.communityid import CommunityIdCache
@@ -95,7 +94,7 @@ KEYS = (
 )  # fmt: skip
 
 # The document template (see audit/template.py for the directives). Variables: ``rec`` the
-# record, ``now`` the reception time (float seconds). The line is written from text pieces,
+# record, ``now`` the reception time as ISO text (the output makes it once per batch). The line is written from text pieces,
 # as the JSON output does: a dict encoded by orjson cost twice as much (bench/README.md).
 # Outside strings go through J (JSON string literal, cached), numbers through N (a table
 # below 65536) or str; addresses, MACs and times are ASCII we make ourselves.
@@ -161,9 +160,9 @@ def render(rec, now):
 #endif
 #endif
     if ts is None:
-        ts = NOW(now)
+        ts = now
     else:
-        ev += ',"created":"' + NOW(now) + '"'
+        ev += ',"created":"' + now + '"'
     fam = R[oob.family]
 #ifany ip.saddr orig.ip.saddr ip.saddr.str orig.ip.saddr.str
     sa = da = None
@@ -551,12 +550,9 @@ def render(rec, now):
         if not cloud:
             cloud = ',"cloud":{"provider":"openstack"}'
 #endif
-    return (
-        '{"@timestamp":"' + ts + HEAD + kind + CATEGORY + (types or '"info"') + '],"action":'
-        + (action or DEFAULT_ACTION) + outcome + DSET + ev + '},"observer":{' + obs + '}' + srcdst
-        + ("" if net is None else ',"network":{' + net + '}') + ("" if rule is None else ',"rule":{' + rule + '}')
-        + cloud + ',"' + CUSTOM + '":{' + tsrc + x + '}}\\n'
-    )
+    net = "" if net is None else ',"network":{' + net + '}'
+    rule = "" if rule is None else ',"rule":{' + rule + '}'
+    return f'{{"@timestamp":"{ts}{HEAD}{kind}{CATEGORY}{types or INFO}],"action":{action or DEFAULT_ACTION}{outcome}{DSET}{ev}}},"observer":{{{obs}}}{srcdst}{net}{rule}{cloud},"{CUSTOM}":{{{tsrc}{x}}}}}\\n'
 """
 
 SMALL = tuple(str(i) for i in range(65536))
@@ -585,9 +581,10 @@ def compile_ecs(
     dataset: str = "",
     oob_time_is_kernel: bool = True,
     seed: int = 0,
-) -> Callable[[list[Any], float], str]:
+) -> Callable[[list[Any], str], str]:
     """``render(rec, now) -> line`` (the JSON document and its newline) for a stack whose keys
-    are bound to ``slots``.
+    are bound to ``slots``; ``now`` is the reception time as :func:`~pyulogd.audit.values.now_stamper`
+    writes it.
 
     ``oob_time_is_kernel``: whether ``oob.time.*`` is the kernel's time of the event (NFLOG)
     or the daemon's (NFACCT stamps its polls itself).
@@ -610,7 +607,7 @@ def compile_ecs(
         "STAMP": stamper(),
         "STAMP0": stamper(),
         "STAMP1": stamper(),
-        "NOW": now_stamper(),
+        "INFO": '"info"',
         "TIME": IsoTime().any,
         "ATEXT": AddressText(),
         "ABYTES": AddressBytes(),
@@ -633,7 +630,7 @@ def compile_ecs(
         "DEFAULT_ACTION": '"logged"',
         "CUSTOM": CUSTOM,
     }
-    render: Callable[[list[Any], float], str] = compile_function(
+    render: Callable[[list[Any], str], str] = compile_function(
         TEMPLATE, "render", slots, namespace, label="<ecs renderer>"
     )
     return render
