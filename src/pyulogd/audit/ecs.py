@@ -38,6 +38,7 @@ of recent tuples.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,6 +51,7 @@ from pyulogd.audit.values import (
     IsoTime,
     JsonText,
     MacMembers,
+    PrefixMembers,
     stamper,
 )
 from pyulogd.codec.communityid import CommunityIdCache
@@ -114,7 +116,10 @@ def render(rec, now):
 #if oob.time.sec
     sec = R[oob.time.sec]
     if sec is not None:
-        ts = STAMP(sec, R[oob.time.usec])
+        if sec != SEC[0]:
+            SEC_NEW(sec)
+        u = R[oob.time.usec]
+        ts = SEC[1] + ("000000Z" if u is None or u >= 1000000 else str(u + 1000000)[1:] + "Z")
         tsrc = TS_OOB
 #endif
 #if ct.event
@@ -283,7 +288,8 @@ def render(rec, now):
                 else:
                     s += ',"port":' + N[sp]
                     t += ',"port":' + N[dp]
-                net += ',"community_id":"' + CID(proto, sa, da, sp, dp) + '"'
+                v = CIDS.get((proto, sa, da, sp, dp)) or CID(proto, sa, da, sp, dp)
+                net += ',"community_id":"' + v + '"'
             else:
                 net += ',"community_id":"' + CID(proto, sa, da, None, None) + '"'
 #if reply.ip.saddr
@@ -385,11 +391,9 @@ def render(rec, now):
 #if oob.prefix
     v = R[oob.prefix]
     if v is not None:
-        w = JD.get(v) or J(v)
-        x += ',"prefix":' + w
-        v = v.rstrip()
-        if v:
-            rule = '"name":' + (JD.get(v) or J(v))
+        v = PREFIXES.get(v) or PREFIX(v)
+        x += v[0]
+        rule = v[1]
 #endif
 #if audit.rule
     v = R[audit.rule]
@@ -592,6 +596,14 @@ def compile_ecs(
     flag_slots = tuple((slots[k], f'"{name}"') for k, name in TCP_FLAGS if slots.get(k))
     text = JsonText()
     macs = MacMembers()
+    cids = CommunityIdCache(seed=seed)
+    prefixes = PrefixMembers(text)
+    # The text of the second of oob.time (as stamper(), inlined in the template: the hot path)
+    oob_second: list[Any] = [-1, ""]
+
+    def new_second(sec: int) -> None:
+        oob_second[0] = sec
+        oob_second[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
     ds = dataset or dataset_for(slots)
     namespace: dict[str, Any] = {
         "HEAD": f'","ecs":{{"version":"{ECS_VERSION}"}},"event":{{"kind":',
@@ -604,7 +616,10 @@ def compile_ecs(
         "CT_TYPES": {n: ('"' + '","'.join(t) + '"', f'"{a}"') for n, (t, a) in CT_TYPES.items()},
         "CT_OTHER": ('"connection","info"', '"connection-event"'),
         "CT_WORDS": {n: f'"event":"{w}"' for n, w in CT_EVENTS.items()},
-        "STAMP": stamper(),
+        "SEC": oob_second,
+        "SEC_NEW": new_second,
+        "PREFIXES": prefixes.known,
+        "PREFIX": prefixes.miss,
         "STAMP0": stamper(),
         "STAMP1": stamper(),
         "INFO": '"info"',
@@ -615,7 +630,8 @@ def compile_ecs(
         "JD": text.known,
         "MACS": macs.known,
         "MAC_MISS": macs.miss,
-        "CID": CommunityIdCache(seed=seed).get,
+        "CID": cids.get,
+        "CIDS": cids.known,
         "N": SMALL,
         "PROTO_TEXT": PROTO_TEXT,
         "FLAG_SLOTS": flag_slots,

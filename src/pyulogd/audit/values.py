@@ -159,6 +159,25 @@ class MacMembers:
         return pair
 
 
+class PrefixMembers:
+    """An NFLOG prefix -> the ``,"prefix":...`` member of the custom namespace and the
+    ``"name":...`` member of ``rule`` (the prefix without its trailing blanks, None when
+    nothing is left), cached: ``known.get(p) or miss(p)``."""
+
+    def __init__(self, text: JsonText, size: int = 1024) -> None:
+        self.known: dict[str, tuple[str, str | None]] = {}
+        self.size = size
+        self.text = text
+
+    def miss(self, prefix: str) -> tuple[str, str | None]:
+        name = prefix.rstrip()
+        pair = (',"prefix":' + self.text.literal(prefix), '"name":' + self.text.literal(name) if name else None)
+        if len(self.known) >= self.size:
+            self.known.clear()
+        self.known[prefix] = pair
+        return pair
+
+
 def stamper() -> Callable[[int, int | None], str]:
     """``stamp(sec, usec)``: UTC ISO 8601 with microseconds, the second's text cached (one
     stamper per kind of time, or they evict each other)."""
