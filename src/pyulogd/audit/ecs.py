@@ -80,7 +80,7 @@ TCP_FLAGS = (("tcp.fin", "FIN"), ("tcp.syn", "SYN"), ("tcp.rst", "RST"), ("tcp.p
 KEYS = (
     "oob.time.sec", "oob.time.usec", "oob.family", "oob.protocol", "oob.prefix", "oob.hook", "oob.mark",
     "oob.in", "oob.out", "oob.netns", "raw.pktlen", "raw.mac", "raw.type",
-    "ip.saddr", "ip.daddr", "ip.saddr.str", "ip.daddr.str", "ip.protocol",
+    "ip.saddr", "ip.daddr", "ip.saddr.str", "ip.daddr.str", "ip.protocol", "ip6.nexthdr",
     "tcp.sport", "tcp.dport", "tcp.window", "udp.sport", "udp.dport", "sctp.sport", "sctp.dport",
     "icmp.type", "icmp.code", "icmpv6.type", "icmpv6.code", *(k for k, _ in TCP_FLAGS),
     "orig.ip.saddr", "orig.ip.daddr", "orig.ip.saddr.str", "orig.ip.daddr.str", "orig.ip.protocol",
@@ -96,8 +96,9 @@ KEYS = (
 )  # fmt: skip
 
 # The document template (see audit/template.py for the directives). Variables: ``rec`` the
-# record, ``now`` the reception time as ISO text (the output makes it once per batch). The line is written from text pieces,
-# as the JSON output does: a dict encoded by orjson cost twice as much (bench/README.md).
+# record, ``now`` the reception time as ISO text (the output makes it once per batch). The
+# line is written from text pieces, as the JSON output does: a dict encoded by orjson cost
+# twice as much.
 # Outside strings go through J (JSON string literal, cached), numbers through N (a table
 # below 65536) or str; addresses, MACs and times are ASCII we make ourselves.
 TEMPLATE = """
@@ -176,6 +177,11 @@ def render(rec, now):
     if sa is not None:
         da = R[ip.daddr]
         proto = R[ip.protocol]
+#if ip6.nexthdr
+        if proto is None:
+            # an IPv6 fragment after the first: BASE leaves ip.protocol out
+            proto = R[ip6.nexthdr]
+#endif
 #endif
 #if orig.ip.saddr
     if sa is None:
@@ -229,7 +235,11 @@ def render(rec, now):
 #ifany tcp.syn tcp.ack tcp.fin tcp.rst
                     fl = ",".join([name for slot, name in FLAG_SLOTS if rec[slot]])
 #if tcp.window
-                    x += ',"tcp":{"flags":[' + fl + '],"window":' + N[R[tcp.window]] + '}'
+                    w = R[tcp.window]
+                    if w is None:
+                        x += ',"tcp":{"flags":[' + fl + ']}'
+                    else:
+                        x += ',"tcp":{"flags":[' + fl + '],"window":' + N[w] + '}'
 #else
                     x += ',"tcp":{"flags":[' + fl + ']}'
 #endif
@@ -400,7 +410,7 @@ def render(rec, now):
     if v is not None:
         rule = '"name":' + (JD.get(v) or J(v))
 #endif
-#ifany nft.table nft.chain nft.handle nft.rule nft.family
+#ifany nft.*
     nft = []
     rs = []
 #if nft.family
@@ -504,7 +514,7 @@ def render(rec, now):
     if v is not None:
         x += ',"netns":' + (JD.get(v) or J(v))
 #endif
-#ifany neutron.router_id neutron.network_id neutron.port_id neutron.project_id neutron.device_role neutron.direction neutron.ha_state
+#ifany neutron.*
     neu = []
 #if neutron.router_id
     v = R[neutron.router_id]
@@ -556,7 +566,8 @@ def render(rec, now):
 #endif
     net = "" if net is None else ',"network":{' + net + '}'
     rule = "" if rule is None else ',"rule":{' + rule + '}'
-    return f'{{"@timestamp":"{ts}{HEAD}{kind}{CATEGORY}{types or INFO}],"action":{action or DEFAULT_ACTION}{outcome}{DSET}{ev}}},"observer":{{{obs}}}{srcdst}{net}{rule}{cloud},"{CUSTOM}":{{{tsrc}{x}}}}}\\n'
+    return (f'{{"@timestamp":"{ts}{HEAD}{kind}{CATEGORY}{types or INFO}],"action":{action or DEFAULT_ACTION}'
+            f'{outcome}{DSET}{ev}}},"observer":{{{obs}}}{srcdst}{net}{rule}{cloud},"{CUSTOM}":{{{tsrc}{x}}}}}\\n')
 """
 
 SMALL = tuple(str(i) for i in range(65536))
@@ -566,7 +577,7 @@ PROTO_TEXT = tuple(f',"iana_number":"{n}"' + (f',"transport":"{TRANSPORTS[n]}"' 
 FAMILIES = {2: "ipv4", 10: "ipv6", 7: "bridge", 3: "arp", 1: "unix", 0: "unspec"}
 # NF_INET hooks, from the host's point of view (ECS: ingress/egress for host-based context).
 HOOK_DIRECTIONS = {1: "ingress", 3: "egress"}
-DATASETS = (("nft.table", "nftrace"), ("ct.event", "nfct"), ("sum.name", "nfacct"), ("raw.pkt", "nflog"),
+DATASETS = (("ct.event", "nfct"), ("sum.name", "nfacct"), ("nft.table", "nftrace"), ("raw.pkt", "nflog"),
             ("oob.prefix", "nflog"))  # fmt: skip
 
 

@@ -5,7 +5,8 @@ from a template written as ordinary Python, so that a record pays only for the k
 stack can produce, without a test per absent key and without a loop over key names. Lines
 of the template:
 
-* ``#if KEY [KEY ...]``: the block is kept when every key is bound in this stack;
+* ``#if KEY [KEY ...]``: the block is kept when every key is bound in this stack (``name.*``
+  stands for every key whose name starts with ``name.``, in ``#ifany`` and ``#ifnot``);
   ``#ifany KEY ...`` when one of them is; ``#ifnot KEY ...`` when none is; ``#ifflag NAME``
   / ``#ifnotflag NAME`` on a flag the caller passes (an option); ``#else`` and ``#endif``
   close them; blocks nest.
@@ -25,6 +26,13 @@ from typing import Any
 _REF = re.compile(r"R\[([A-Za-z0-9_.]+)\]")
 
 
+def _bound(slots: Mapping[str, int], name: str) -> bool:
+    if name.endswith(".*"):
+        head = name[:-1]
+        return any(slot and key.startswith(head) for key, slot in slots.items())
+    return bool(slots.get(name, 0))
+
+
 def expand(template: str, slots: Mapping[str, int], flags: frozenset[str] = frozenset()) -> str:
     """The template's kept lines, with key references replaced by ``rec[slot]``."""
     out: list[str] = []
@@ -36,9 +44,9 @@ def expand(template: str, slots: Mapping[str, int], flags: frozenset[str] = froz
             if word == "#if":
                 ok = all(slots.get(n, 0) for n in names)
             elif word == "#ifany":
-                ok = any(slots.get(n, 0) for n in names)
+                ok = any(_bound(slots, n) for n in names)
             elif word == "#ifnot":
-                ok = not any(slots.get(n, 0) for n in names)
+                ok = not any(_bound(slots, n) for n in names)
             elif word == "#ifflag":
                 ok = all(n in flags for n in names)
             elif word == "#ifnotflag":

@@ -116,7 +116,7 @@ def ecs_mac(header: bytes, offset: int) -> str | None:
     return mac.hex("-").upper()
 
 
-_encode_basestring: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_basestring: Callable[[str], str] = json.encoder.encode_basestring
 
 
 class JsonText:
@@ -129,7 +129,11 @@ class JsonText:
         self._utf8 = Utf8Text()
 
     def literal(self, text: str) -> str:
-        return _encode_basestring(self._utf8(text))
+        out = _encode_basestring(self._utf8(text))
+        if not out.isascii():
+            # valid JSON as they are, but line ends to some readers (and to str.splitlines)
+            out = out.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+        return out
 
     def miss(self, text: str) -> str:
         out = self.literal(text)
