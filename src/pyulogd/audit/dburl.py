@@ -46,7 +46,8 @@ class DbUrl:
         if self.dialect == "sqlite":
             return f"sqlite:{self.path}"
         where = f"{self.host or 'local socket'}{':' + str(self.port) if self.port else ''}"
-        return f"{self.dialect}://{self.user + '@' if self.user else ''}{where}/{self.dbname}"
+        scheme = "postgresql" if self.dialect == "pgsql" else self.dialect
+        return f"{scheme}://{self.user + '@' if self.user else ''}{where}/{self.dbname}"
 
 
 def parse(url: str) -> DbUrl:
