@@ -98,7 +98,9 @@ def check(records: Iterable[Record | Finding], key: bytes) -> Report:
             continue
         rec = item
         report.records += 1
-        if rec.seq == 1 and chain.expected("", 1, rec.body) == rec.tag and 1 not in cur:
+        first = cur.get(1)
+        same_as_first = first is not None and first.tag == rec.tag and first.body == rec.body
+        if rec.seq == 1 and not same_as_first and chain.expected("", 1, rec.body) == rec.tag:
             if cur:
                 chains.append(cur)
                 report.findings.append(Finding("restart", rec.where, "a new chain starts here (the output "
