@@ -127,10 +127,10 @@ def check(records: Iterable[Record | Finding], key: bytes) -> Report:
     report.chains = len(chains)
     for n, recs in enumerate(chains):
         seqs = sorted(recs)
-        first = seqs[0]
-        if first != 1 and n == 0:
-            report.findings.append(Finding("start", recs[first].where, f"the chain begins at seq {first}: records "
-                                           f"1..{first - 1} are in an earlier file, or were deleted",
+        lowest = seqs[0]
+        if lowest != 1 and n == 0:
+            report.findings.append(Finding("start", recs[lowest].where, f"the chain begins at seq {lowest}: records "
+                                           f"1..{lowest - 1} are in an earlier file, or were deleted",
                                            error=False))
         prev_seq = None
         for seq in seqs:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import OK, DataType, Option
-from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
 from pyulogd.io.chain import chain_options, line_chain
+from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
-from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
 from pyulogd.io.chain import chain_options, line_chain
+from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
 from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
 
 if TYPE_CHECKING:
