@@ -275,9 +275,10 @@ class Store:
         div = "DIV" if self.db.dialect == "mysql" else "/"
         out["bucket"] = bucket
         series: dict[int, dict[str, int]] = {}
-        for b, a, n in q(f"SELECT ts {div} ?, COALESCE(action, '-'), COUNT(*) FROM {t}{clause} "
-                         f"GROUP BY ts {div} ?, COALESCE(action, '-') ORDER BY 1", [bucket * 1_000_000, *args,
-                                                                                      bucket * 1_000_000]):
+        width = int(bucket) * 1_000_000  # an integer we computed: written into the statement, so that
+        # PostgreSQL sees one expression in SELECT and GROUP BY (two parameters would be two)
+        for b, a, n in q(f"SELECT ts {div} {width}, COALESCE(action, '-'), COUNT(*) FROM {t}{clause} "
+                         "GROUP BY 1, 2 ORDER BY 1", args):
             series.setdefault(int(b) * bucket, {})[str(a)] = int(n)
         out["over_time"] = [{"t": k, **v} for k, v in sorted(series.items())]
         for col, name in (("router_id", "per_router"), ("port_id", "per_port"), ("netns", "per_netns"),
