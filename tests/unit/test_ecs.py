@@ -297,6 +297,7 @@ class CtSource(Source):
 EXTRA_KEYS = (
     Key("audit.action", T.STRING), Key("audit.rule", T.STRING), Key("nft.family", T.STRING),
     Key("nft.table", T.STRING), Key("nft.chain", T.STRING), Key("nft.handle", T.UINT64), Key("nft.rule", T.STRING),
+    Key("nft.verdict", T.STRING), Key("nft.policy", T.BOOL), Key("nft.trace_id", T.UINT32),
     Key("neutron.router_id", T.STRING), Key("neutron.network_id", T.STRING), Key("neutron.port_id", T.STRING),
     Key("neutron.project_id", T.STRING), Key("neutron.device_role", T.STRING),
     Key("neutron.direction", T.STRING), Key("neutron.ha_state", T.STRING),
@@ -398,13 +399,14 @@ def test_verdicts(out_dir: Path, action: str, ecs_action: str, verdict: str | No
 def test_nftrace_and_neutron_keys(out_dir: Path) -> None:
     flow = ct_flow(1, ("10.0.0.1", "10.0.0.2", 1, 2), ("10.0.0.2", "10.0.0.1", 2, 1))
     values = {"audit.action": "DROP", "nft.family": "inet", "nft.table": "filter", "nft.chain": "input",
-              "nft.handle": 12, "nft.rule": "tcp dport 22 drop", "neutron.router_id": "r-1",
+              "nft.handle": 12, "nft.rule": "tcp dport 22 drop", "nft.verdict": "drop", "nft.policy": 0,
+              "nft.trace_id": 99, "neutron.router_id": "r-1",
               "neutron.network_id": "n-1", "neutron.port_id": "p-1", "neutron.project_id": "proj-1",
               "neutron.device_role": "router_interface", "neutron.direction": "egress", "neutron.ha_state": "master"}
     (doc,) = ct_docs(out_dir / "n.json", [flow], [values])
     assert doc["rule"] == {"id": "12", "ruleset": "inet filter input"}
     assert doc["pyulogd"]["nft"] == {"family": "inet", "table": "filter", "chain": "input", "handle": 12,
-                                     "rule": "tcp dport 22 drop"}
+                                     "rule": "tcp dport 22 drop", "verdict": "drop", "policy": False, "trace_id": 99}
     assert doc["cloud"] == {"provider": "openstack", "account": {"id": "proj-1"}, "project": {"id": "proj-1"}}
     assert doc["network"]["direction"] == "egress"
     assert doc["pyulogd"]["neutron"] == {"router_id": "r-1", "network_id": "n-1", "port_id": "p-1",

@@ -88,7 +88,8 @@ KEYS = (
     "reply.ip.saddr", "reply.ip.daddr", "reply.l4.sport", "reply.l4.dport", "reply.raw.pktlen",
     "reply.raw.pktcount", "ct.id", "ct.event", "ct.mark", "flow.start.sec", "flow.start.usec",
     "flow.end.sec", "flow.end.usec", "sum.name", "sum.pkts", "sum.bytes",
-    "audit.action", "audit.rule", "nft.family", "nft.table", "nft.chain", "nft.handle", "nft.rule",
+    "audit.action", "audit.rule", "nft.family", "nft.table", "nft.chain", "nft.handle", "nft.rule", "nft.verdict",
+    "nft.policy", "nft.trace_id",
     "neutron.router_id", "neutron.network_id", "neutron.port_id", "neutron.project_id",
     "neutron.device_role", "neutron.direction", "neutron.ha_state",
     "audit.suppressed", "audit.first", "audit.last", "audit.limit_key",
@@ -441,6 +442,21 @@ def render(rec, now):
     v = R[nft.rule]
     if v is not None:
         nft.append('"rule":' + J(v))
+#endif
+#if nft.verdict
+    v = R[nft.verdict]
+    if v is not None:
+        nft.append('"verdict":' + J(v))
+#endif
+#if nft.policy
+    v = R[nft.policy]
+    if v is not None:
+        nft.append('"policy":' + ("true" if v else "false"))
+#endif
+#if nft.trace_id
+    v = R[nft.trace_id]
+    if v is not None:
+        nft.append('"trace_id":' + str(v))
 #endif
     if nft:
         x += ',"nft":{' + ",".join(nft) + '}'

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyulogd.core.escape import escape_text
+from pyulogd.core.keys import AUDIT_ACTIONS
 
 # IANA protocol keywords (lower case, as ECS's network.transport wants them).
 TRANSPORTS = {
@@ -28,8 +29,8 @@ TRANSPORTS = {
 }  # fmt: skip
 PROTO_NUMBERS = {name: num for num, name in TRANSPORTS.items()} | {"icmpv6": 58, "icmp6": 58}
 
-# Verdict words of audit.action (issue 14 defines the closed list) and what they mean in ECS.
-ACTIONS = ("ACCEPT", "DROP", "REJECT", "OTHER")
+# Verdict words of audit.action: the closed list NFTRACE defined (core/keys.py).
+ACTIONS = AUDIT_ACTIONS
 # conntrack event numbers (ct.event) -> the word pyulogd uses for them
 CT_EVENTS = {1: "new", 2: "update", 4: "destroy"}
 
