@@ -118,9 +118,8 @@ class SqlOutput(Sink):
             return
         finally:
             self.backend.close()
-        self.keys = map_columns(self._column_keys(info), list(self._types), self.table_name(), self.label)
         with safefile.as_user(self.ctx.run_as):
-            self._save_cache(info)
+            self.keys = self._map_table(info)  # map_columns, and the column cache saved
 
     def _check_local_files(self) -> None:
         """Refuse to start unless every local path this output writes later can be written
