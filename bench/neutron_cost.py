@@ -234,7 +234,8 @@ def live(rates: list[int], secs: float) -> dict[str, Any]:
                 sh("ip", "addr", "add", addr, "dev", dev, ns=ns)
                 sh("ip", "link", "set", dev, "up", ns=ns)
                 sh("ip", "link", "set", "lo", "up", ns=ns)
-            sh("nft", "-f", "-", ns=b, input="table inet nfb {\n chain input_log {\n type filter hook input priority 0;\n"
+            sh("nft", "-f", "-", ns=b, input="table inet nfb {\n chain input_log {\n"
+               " type filter hook input priority 0;\n"
                ' udp dport 5001 log prefix "777001" group 7 drop\n }\n}\n')  # fmt: skip
             for which in ("without", "with"):
                 best = 0

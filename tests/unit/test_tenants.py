@@ -166,3 +166,29 @@ def test_split_configuration_errors(tmp_path: Path) -> None:
                 (LogemuOutput, {"file": tmp_path / "{project}.log", "split_by": "neutron.project_id"})):
         with pytest.raises(PluginError, match="nothing before it in the stack produces that key"):
             make_stack([NoProject, out], ctx)
+
+
+def test_each_project_file_is_a_chain_of_its_own(tmp_path: Path, monkeypatch: Any) -> None:
+    """With chain_key (io/chain.py) every project's file verifies alone, also after its file was
+    closed for room and opened again (the chain resumes from its last sealed line)."""
+    from tests.audit_helpers import run
+
+    monkeypatch.setattr(splitfile, "MAX_OPEN", 2)
+    work = tmp_path / "w"
+    work.mkdir(mode=0o700)
+    key = work / "chain.key"
+    key.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    key.chmod(0o600)
+    ctx = Context(loop=Loop())
+    stack = make_stack([Src, (JsonOutput, {"file": work / "{project}.json", "split_by": "neutron.project_id",
+                                           "timestamp": 0, "chain_key": key})], ctx)  # fmt: skip
+    src: Any = stack.source
+    for n in range(12):
+        src.send(n, (A, B, None)[n % 3], A if n == 4 else None)
+        stack.sink.flush()
+    stack.sink.stop()
+    assert numbers(work / f"{A}.json") == [0, 3, 4, 6, 9] and numbers(work / f"{B}.json") == [1, 4, 7, 10]
+    for name, count in ((f"{A}.json", 5), (f"{B}.json", 4), ("unresolved.json", 4)):
+        rc, out, err = run("verify", "--key", str(key), "--file", str(work / name))
+        assert rc == 0 and err == "" and out.splitlines()[-1].endswith(": OK"), out
+        assert f"{count} records in 1 chain(s), last seq {count} " in out, out

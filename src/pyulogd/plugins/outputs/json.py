@@ -42,10 +42,11 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
 from pyulogd.io.tenants import SPLIT_KEYS, Splitter, check_template
 from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
-from pyulogd.plugins.outputs.splitfile import SplitFiles
+from pyulogd.plugins.outputs.splitfile import SplitFiles, chains
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -283,6 +284,7 @@ class JsonOutput(Sink):
         Option("host", Address(), "127.0.0.1", help="tcp/udp peer"),
         Option("port", Port(services=True), "12345", help="tcp/udp port or service name"),
         *sender_options(1 << 20),
+        *chain_options(),
         Option("split_by", Str(), "", extra=True, check=_check_split,
                help="pyulogd extra: neutron.project_id writes one file per project (mode file; 'file' is the "
                "template, e.g. /var/log/pyulogd/{project}.json): a flow between two projects goes to both, "
@@ -319,9 +321,15 @@ class JsonOutput(Sink):
         prefix = f"json.{self.id}"
         sync = self.config["sync"]
         if self.config["split_by"]:
-            self.split = SplitFiles(self.ctx, path, sync, prefix, "JSON")
+            # each project's file its own chain (io/chain.py), resumed from that file
+            self.split = SplitFiles(self.ctx, path, sync, prefix, "JSON",
+                                    chains(self.config, "json", f"JSON '{self.id}'"))  # fmt: skip
         elif mode == "file":
             self.out = LineFile(self.ctx, path, sync, prefix, "JSON")
+            # tamper evidence (io/chain.py): each object ends in "pyulogd.chain": "<seq>:<tag>"
+            self.out.chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
+        elif self.config["chain_key"]:
+            raise ConfigError("chain_key (tamper evidence) needs mode=file: a peer cannot be asked what it kept")
         else:
             self.out = SocketSender(self.ctx, mode, self.config, sync, prefix)
         eventv1 = self.config["eventv1"]

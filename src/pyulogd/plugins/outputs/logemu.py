@@ -36,9 +36,10 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.escape import EscapeCache, escape_text
 from pyulogd.core.options import Bool, Path, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.tenants import SPLIT_KEYS, Splitter, check_template
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
-from pyulogd.plugins.outputs.splitfile import SplitFiles
+from pyulogd.plugins.outputs.splitfile import SplitFiles, chains
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -61,6 +62,7 @@ class LogemuOutput(LineFileSink):
         Option("sync", Bool(), 0, help="accepted; lines are written before the daemon waits"),
         Option("netns_prefix", Bool(), 0, extra=True, help="pyulogd extra: 1 puts '[<namespace>] ' before the "
                "print string of records from another network namespace (oob.netns)"),
+        *chain_options(),
         Option("split_by", Str(), "", extra=True, check=_check_split,
                help="pyulogd extra: neutron.project_id writes one file per project ('file' is the template, "
                "e.g. /var/log/pyulogd/{project}.log): a flow between two projects goes to both, a record "
@@ -94,7 +96,12 @@ class LogemuOutput(LineFileSink):
             why = check_template(self.config["file"])
             if why:
                 raise ConfigError(f"option 'file' with split_by: {why}")
-            self.split = SplitFiles(self.ctx, self.config["file"], self.config["sync"], f"logemu.{self.id}", "LOGEMU")
+            # each project's file its own chain (io/chain.py), resumed from that file
+            self.split = SplitFiles(self.ctx, self.config["file"], self.config["sync"], f"logemu.{self.id}", "LOGEMU",
+                                    chains(self.config, "text", f"LOGEMU '{self.id}'"))  # fmt: skip
+            return
+        # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>"
+        self.out.chain = line_chain(self.ctx, self.config, "text", f"LOGEMU '{self.id}'")
 
     def start(self) -> None:
         self._s_print, self._s_sec, s_netns, s_project, s_peer = self.in_slots

@@ -7,27 +7,44 @@ way (whole lines, one write per batch). At most :data:`MAX_OPEN` files are open 
 the least recently written is flushed and closed to make room, and opened again (append)
 when its project writes again, so no record is ever put into another project's file for
 want of a descriptor. The ``unresolved`` file is opened at start, so a directory that
-cannot be written is refused then, not at the first record.
+cannot be written is refused then, not at the first record. With ``chain_key`` every file has
+a chain of its own (io/chain.py), resumed from its last sealed line when it is opened again:
+``pyulogd-audit verify`` checks each project's file alone.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import PluginError
+from pyulogd.io.chain import LineChain, load_key
 from pyulogd.io.tenants import UNRESOLVED, path_for
 from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
+ChainMaker = Callable[[], LineChain]
+
+
+def chains(config: dict[str, Any], style: str, label: str) -> ChainMaker | None:
+    """A new chain for each destination's file (``chain_key``, io/chain.py), or None: the key
+    is read once, at configure time (ConfigError naming its file)."""
+    key = load_key(config, label)
+    if key is None:
+        return None
+    return lambda: LineChain(key, style, label)
+
 MAX_OPEN = 512
 
 
 class SplitFiles:
-    def __init__(self, ctx: Context, template: str, sync: bool, stat_prefix: str, label: str) -> None:
+    def __init__(self, ctx: Context, template: str, sync: bool, stat_prefix: str, label: str,
+                 chain: ChainMaker | None = None) -> None:  # fmt: skip
         self.ctx = ctx
+        self.chain = chain
         self.template = template
         self.sync = sync
         self.stat_prefix = stat_prefix
@@ -42,6 +59,8 @@ class SplitFiles:
 
     def _file(self, name: str, fatal: bool = False) -> LineFile:
         f = LineFile(self.ctx, path_for(self.template, name), self.sync, self.stat_prefix, self.label)
+        if self.chain is not None:
+            f.chain = self.chain()  # resumed from the file's last sealed line when it opens
         try:
             f.open()
         except PluginError as e:
