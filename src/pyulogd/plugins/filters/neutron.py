@@ -185,7 +185,7 @@ INPUT_KEYS = (
 )
 STAT_NAMES = ("cache_misses", "unresolved", "verdict_ambiguous", "verdict_unknown_prefix", "ruleset_reads",
               "ruleset_errors", "ruleset_unavailable", "mapping_reloads", "mapping_errors", "ha_errors",
-              "ha_changes", "ovsdb_changes")  # fmt: skip
+              "ha_changes")  # fmt: skip
 
 
 class _Namespace:
@@ -476,7 +476,6 @@ class NeutronFilter(Filter):
     # -- OVSDB and HA
 
     def _ovsdb_changed(self, names: set[str]) -> None:
-        self.ctx.stats.incr(self.stat["ovsdb_changes"])
         self.resolver.ovsdb_changed()
         self._forget()
 
