@@ -54,6 +54,7 @@ class NeutronLab:
         self.tmp = tmp
         self.router_id = f"{tag}-{uuid.uuid4()}"
         self.router = f"qrouter-{self.router_id}"
+        self.router_tmp = ""
         self.vm, self.ext = f"{tag}-vm", f"{tag}-ext"
         self.glob = f"qrouter-{tag}-*"
         n = secrets.randbelow(200) + 20
@@ -67,10 +68,30 @@ class NeutronLab:
         self.ovs_proc: subprocess.Popen[bytes] | None = None
         self.ovs_sock = str(tmp / "ovs" / "db.sock")
 
-    def up(self) -> None:
+    def up(self, late: bool = False, ovsdb: bool = True) -> None:
+        """Build the lab. ``late``: the router namespace is built under another name and shows
+        up under its own, rules and all, only at the end (``ip netns attach``), as a namespace
+        a daemon already running must pick up."""
+        final = self.router
+        if late:
+            self.router = self.router_tmp = f"{self.vm[:-3]}-rtmp"
         for ns in (self.router, self.vm, self.ext):
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "set", "lo", "up", ns=ns)
+        self._build(ovsdb)
+        if late:
+            keeper = subprocess.Popen(["ip", "netns", "exec", self.router, "sleep", "60"])
+            try:
+                wait_for(lambda: os.readlink(f"/proc/{keeper.pid}/ns/net") != os.readlink("/proc/self/ns/net"), 10,
+                         "the keeper in the namespace")  # fmt: skip
+                sh("ip", "netns", "attach", final, str(keeper.pid))
+            finally:
+                keeper.kill()
+                keeper.wait(10)
+            sh("ip", "netns", "del", self.router)
+            self.router = final
+
+    def _build(self, ovsdb: bool) -> None:
         sh("ip", "link", "add", self.qr, "netns", self.router, "type", "veth", "peer", "name", "eth0", "netns", self.vm)
         sh("ip", "link", "add", self.qg, "netns", self.router, "type", "veth", "peer", "name", "eth0", "netns",
            self.ext)  # fmt: skip
@@ -136,8 +157,9 @@ COMMIT
 -A neutron-l3-agent-snat -o {self.qg} -m conntrack ! --ctstate DNAT -j SNAT --to-source {self.gw} --random-fully
 COMMIT
 """)
-        self._ovsdb()
-        (self.tmp / "ha" / self.router_id).mkdir(parents=True)
+        if ovsdb:
+            self._ovsdb()
+        (self.tmp / "ha" / self.router_id).mkdir(parents=True, exist_ok=True)
         (self.tmp / "ha" / self.router_id / "state").write_text("master\n")
         ports = [
             {"id": self.qr_port, "network_id": self.net, "project_id": self.project,
@@ -171,8 +193,9 @@ COMMIT
                f"external_ids:iface-id={port}", f"external_ids:attached-mac={mac}")  # fmt: skip
 
     def down(self) -> None:
-        for ns in (self.router, self.vm, self.ext):
-            sh("ip", "netns", "del", ns, check=False)
+        for ns in (self.router, self.router_tmp, self.vm, self.ext):
+            if ns:
+                sh("ip", "netns", "del", ns, check=False)
         if self.ovs_proc is not None:
             self.ovs_proc.terminate()
             self.ovs_proc.wait(10)
@@ -201,11 +224,11 @@ def lab(tmp_path: Path) -> Iterator[NeutronLab]:
         lab.down()
 
 
-def config(lab: NeutronLab, out: Path) -> str:
+def config(lab: NeutronLab, out: Path, loglevel: int = 3) -> str:
     neutron = f'ovsdb="unix:{lab.ovs_sock}"\nmapping="{lab.tmp}/ports.json"\nha_confs="{lab.tmp}/ha"\n'
     return f"""[global]
 logfile="{out}/daemon.log"
-loglevel=3
+loglevel={loglevel}
 stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,neutron1:NEUTRON,json1:JSON
 stack=log1:NFLOG,base2:BASE,ifi2:IFINDEX,ip2str2:IP2STR,neutron2:NEUTRON,split1:JSON
 stack=ct1:NFCT,ip2str3:IP2STR,neutron3:NEUTRON,json3:JSON
@@ -337,3 +360,40 @@ def test_router_records_say_who_what_and_which_rule(lab: NeutronLab, tmp_path: P
     assert records(out / "unresolved.json") == []
     assert sorted(p.name for p in out.glob("*.json")) == sorted(
         [f"{lab.project}.json", f"{lab.admin}.json", "unresolved.json", "packets.json", "flows.json"])
+
+
+def test_a_router_that_comes_later_and_rules_that_change(tmp_path: Path) -> None:
+    """A router namespace appears while the daemon runs: its ruleset is read when the input
+    attaches it, before its first record; a log rule added later is learnt from the ruleset's
+    change notification. No record goes without its verdict."""
+    lab = NeutronLab(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    d: Daemon | None = None
+    try:
+        lab._ovsdb()  # the daemon's OVSDB must be there before it starts
+        (lab.tmp / "ports.json").write_text('{"ports": []}')
+        (lab.tmp / "ha").mkdir()
+        d = Daemon(out, config(lab, out, loglevel=1), out / "daemon.log")
+        lab.up(late=True, ovsdb=False)
+        read = f"NEUTRON 'neutron1': read the ruleset of {lab.router}: "
+        wait_for(lambda: read + "2 log prefix(es)" in d.text(), 10, "the new router's ruleset")
+        lab.send(lab.ext, "tcp", lab.fip, 22)
+        wait_for(lambda: len(records(out / "packets.json")) >= 1, 10, "the first record")
+        p_new = str(secrets.randbits(64))
+        sh("iptables-nft", "-I", "neutron-l3-agent-accepted", "1", "-i", lab.qr, "-p", "tcp", "--dport", "80", "-j",
+           "NFLOG", "--nflog-group", str(GROUP), "--nflog-prefix", p_new, ns=lab.router)  # fmt: skip
+        wait_for(lambda: read + "3 log prefix(es)" in d.text(), 10, "the changed ruleset")
+        lab.send(lab.vm, "tcp", lab.client, 80, src=lab.vm4)
+        wait_for(lambda: len(records(out / "packets.json")) >= 3, 10, "the records after the change")
+    finally:
+        rc = d.stop() if d is not None else 0
+        lab.down()
+    assert rc == 0
+    pkts = records(out / "packets.json")
+    assert all(r["audit.action"] == "ACCEPT" for r in pkts), pkts
+    new = one(pkts, **{"oob.prefix": p_new})
+    assert new["audit.rule"].startswith("ip filter neutron-l3-agent-accepted handle ") and p_new in new["audit.rule"]
+    assert (new["neutron.direction"], new["neutron.device_role"]) == ("egress", "router_interface")
+    counters = counters_at_exit(d.text())
+    assert "neutron.neutron1.verdict_unknown_prefix" not in counters, counters

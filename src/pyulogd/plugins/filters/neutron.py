@@ -69,6 +69,7 @@ CACHE_MAX = 65536  # cached answers; the cache starts over when full
 REREAD_MIN = 1.0  # a ruleset is read again for an unknown prefix at most this often
 NOTIFY_DELAY = 0.1  # a change notification reads the ruleset this much later (one read per transaction)
 NFT_NOTIFY_BUF = 1 << 16
+SIGHUP_SPREAD = 0.02  # on SIGHUP, one namespace's ruleset is read every this many seconds
 
 
 class ActionPrefixes(OptionKind[tuple[tuple[str, str], ...]]):
@@ -335,8 +336,13 @@ class NeutronFilter(Filter):
             self.ovsdb.reconnect_now()
         if c["ha_confs"]:
             self._read_ha(reschedule=False)
-        for ns in self.namespaces.values():
-            self._read_rules(ns)
+        # One namespace after the other from the loop, not all in this call: the records of
+        # every namespace keep flowing meanwhile.
+        for i, entry in enumerate(self.namespaces.values()):
+            if entry.timer is not None:
+                entry.timer.cancel()
+                entry.timer = None
+            self._read_soon(entry, i * SIGHUP_SPREAD)
 
     # -- the packet path
 
@@ -585,6 +591,8 @@ class NeutronFilter(Filter):
         entry.failed = False
         self.resolver.rules[entry.name] = index
         self._forget()
+        self.ctx.log.debug(f"NEUTRON '{self.id}': read the ruleset of {entry.name or 'the own namespace'}: "
+                           f"{len(index.by_prefix)} log prefix(es)")  # fmt: skip
 
     def _refresh_step(self) -> float:
         return max(0.5, float(self.config["ruleset_refresh"]) / max(1, len(self.namespaces)))
