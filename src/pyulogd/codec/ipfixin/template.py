@@ -162,12 +162,17 @@ def _boolean(v: int) -> bool | int:
 
 def _ntp(v: int, mask: int) -> tuple[int, int] | tuple[None, None]:
     """A 64-bit NTP timestamp (RFC 7011 6.1.9/6.1.10; ``mask`` drops the 11 bits micro
-    ignores) as (sec, usec) since 1970. Seconds below 2^31 are NTP era 1 (from 2036)."""
+    ignores) as (sec, usec) since 1970, rounded: exporters truncate the fraction, so
+    truncating again would turn .577862 into .577861. Seconds below 2^31 are NTP era 1
+    (from 2036)."""
     sec = v >> 32
     sec = sec - NTP_EPOCH if sec >= 0x80000000 else sec + WRAP - NTP_EPOCH
+    usec = ((v & mask) * 1000000 + (1 << 31)) >> 32  # to the nearest microsecond
+    if usec == 1000000:
+        sec, usec = sec + 1, 0
     if not 0 <= sec < WRAP:
         return None, None
-    return sec, ((v & mask) * 1000000) >> 32
+    return sec, usec
 
 
 def _up(v: int, boot: int | None, ref: int) -> tuple[int, int] | tuple[None, None]:
