@@ -324,7 +324,8 @@ class Collector:
         sess, dom, count = msg.session, msg.dom, self.count
         exp = sess.owner
         for name, n in msg.counts.items():
-            count(name, n)
+            if n:
+                count(name, n)
         if msg.boot_set:
             dom.boot = msg.boot
         for tid in msg.withdrawn:
