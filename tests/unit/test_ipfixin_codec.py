@@ -590,6 +590,9 @@ def test_sysuptime_needs_system_init_time() -> None:
     boot = struct.pack("!Q", 1_799_000_000_000)
     assert one_time(22, 4, struct.pack("!I", 5_000), boot=boot) == (1_799_000_005, 0)
     assert one_time(22, 4, struct.pack("!I", 5_000)) == (None, None)  # no systemInitTimeMilliseconds
+    c = Collector()
+    c.feed(ipfix(0, 1, tset(256, f(8, 4), f(22, 4)), (256, bytes(8) * 3)), "192.0.2.9", 1, 0.0)
+    assert c.counts["no_time_base"] == 3 and c.counts["records"] == 3
 
 
 def test_sysuptime_wraps_after_49_7_days() -> None:

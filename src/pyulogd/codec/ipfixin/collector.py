@@ -74,8 +74,9 @@ V5_FIELDS = tuple(Field(0, ie, n) for ie, n in (
 COUNTERS = (
     "messages", "records", "options_records", "malformed", "bad_version", "templates", "options_templates",
     "templates_replaced", "templates_expired", "template_limit", "withdrawals", "withdrawals_ignored",
-    "no_template", "held_decoded", "held_expired", "held_evicted", "seq_gaps", "lost_records", "seq_backwards",
-    "reserved_sets", "sessions_expired", "sessions_evicted", "exporter_limit", "domain_limit", "no_time_base",
+    "no_template", "held_decoded", "held_expired", "held_evicted", "held_malformed", "seq_gaps", "lost_records",
+    "seq_backwards", "reserved_sets", "sessions_expired", "sessions_evicted", "exporter_limit", "domain_limit",
+    "no_time_base",
 )  # fmt: skip
 # Causes of a dropped message, each counted as malformed.<cause>.
 CAUSES = ("short", "bad_length", "bad_set_length", "bad_template", "field_overrun", "bad_count")
@@ -390,6 +391,11 @@ class Collector:
                     msg.unknown = True
                 else:
                     recs = t.compiled.decode(data, off + 4, end, exporter, odid, etime, msg.boot)
+                    if msg.boot is None and t.compiled.needs_boot and recs:
+                        # sysUpTime times and no systemInitTimeMilliseconds (yet): no time
+                        msg.counts["no_time_base"] += len(recs)
+                        self.event("time", f"{exporter}: flow times relative to the exporter's uptime in domain "
+                                           f"{odid}, and no options record gave its boot time (yet)")  # fmt: skip
                     self._records(msg, t, recs)
             else:
                 msg.counts["reserved_sets"] += 1
@@ -650,8 +656,8 @@ class Collector:
             try:
                 recs = t.compiled.decode(h.body, 0, len(h.body), sess.exporter, dom.odid, h.etime, dom.boot)
             except (DecodeError, struct.error, IndexError, ValueError, OverflowError) as e:
-                self.count("malformed", 1)
-                self.count("malformed.field_overrun", 1)
+                # (its message was counted when it came; the set alone is lost)
+                self.count("held_malformed", 1)
                 self.event("malformed", f"{sess.exporter}: held data set of template {h.tid} dropped: {e}")
                 continue
             self.count("held_decoded", 1)

@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from pyulogd.codec.ipfixin import keys as K
 from pyulogd.codec.ipfixin.iana import PEN_IANA, PEN_REVERSE, PEN_VMWARE, SAFE_NAME, ie_info
 from pyulogd.core.errors import DecodeError
+from pyulogd.core.keys import KeyType
 
 VARLEN = 65535
 NTP_EPOCH = 2208988800  # seconds from 1900-01-01 (NTP) to 1970-01-01
@@ -124,6 +125,9 @@ DROPPED = {(0, 210, "paddingOctets")}  # no value to keep
 # idle timeout, end of flow, forced end and lack of resources end it (DESTROY).
 EVENTS = {1: 4, 2: 2, 3: 4, 4: 4, 5: 4}
 _INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+# Bytes each integer key holds.
+_WIDTH = {k.name: {KeyType.UINT8: 1, KeyType.BOOL: 1, KeyType.UINT16: 2, KeyType.UINT32: 4}.get(k.type, 8)
+          for k in K.OUTPUT_KEYS}  # fmt: skip
 _SINT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}
 
 
@@ -257,12 +261,16 @@ def _extra_expr(var: str, dtype: str, fc: _FieldCode, length: int) -> str:
     return f"{var}.hex()"
 
 
-def _named_expr(var: str, kind: str, fc: _FieldCode, length: int) -> str | None:
-    """The expression giving a key's value, or None when the field cannot be that key."""
+def _named_expr(var: str, kind: str, fc: _FieldCode, length: int, width: int = 8) -> str | None:
+    """The expression giving a key's value, or None when the field cannot be that key (an
+    integer wider than the key's ``width`` bytes: an exporter may send fewer bytes than an
+    element's type, never more)."""
     if kind == "int":
+        if length > width:
+            return None
         if fc.as_int:
             return var
-        return f"_uint({var})" if fc.code is not None and fc.code.endswith("s") and 0 < length <= 8 else None
+        return f"_uint({var})" if fc.code is not None and fc.code.endswith("s") and 0 < length else None
     if kind == "a4":
         return var if length == 4 else None
     if kind == "a6":
@@ -283,6 +291,7 @@ class Compiled(NamedTuple):
     min_len: int  # smallest record in bytes (a variable-length field takes at least 1)
     fixed: int  # record size when every field has a fixed length, else 0
     source: str  # the generated text (tests, debugging)
+    needs_boot: bool  # times relative to the exporter's boot (sysUpTime)
 
 
 _cache: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
@@ -334,7 +343,7 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
             continue  # an IPv6 address where an IPv4 one was found, say
         for pen, ie, _n in cands:
             for i in pos.get((pen, ie), ()):
-                expr = None if i in used else _named_expr(f"f{i}", kind, codes[i], fields[i].length)
+                expr = None if i in used else _named_expr(f"f{i}", kind, codes[i], fields[i].length, _WIDTH[key])
                 if expr is not None:
                     values[key] = expr
                     used.add(i)
@@ -348,7 +357,7 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
         if tkey in values:
             continue
         for i in pos.get((pen, ie), ()):
-            if codes[i].as_int and i not in used:
+            if codes[i].as_int and codes[i].size <= 2 and i not in used:
                 values[tkey] = f"f{i} >> 8"
                 values[ckey] = f"f{i} & 255"
                 used.add(i)
@@ -365,8 +374,10 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
                 continue
             used.add(chosen)
             v = f"f{chosen}"
-            if kind == "sec":
+            if kind == "sec" and fields[chosen].length == 4:
                 lines.append(f"{which}s = {v}; {which}u = 0")
+            elif kind == "sec":
+                lines.append(f"{which}s, {which}u = _ms({v} * 1000)")
             elif kind == "ms":
                 lines.append(f"{which}s, {which}u = _ms({v})")
             elif kind == "ntp_us":
@@ -488,4 +499,4 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
     src.append("    return out")
     text = "\n".join(src) + "\n"
     exec(compile(text, f"<ipfixin template {tid}>", "exec"), ns)  # noqa: S102 - our own text, see docstring
-    return Compiled(ns["decode"], min_len, fixed, text)
+    return Compiled(ns["decode"], min_len, fixed, text, "up" in times.values())
