@@ -48,7 +48,8 @@ class Pyulogd:
     """``python -m pyulogd`` with IPFIXIN -> IP2STR -> JSON (``records.json``); ``netns``:
     run inside that network namespace (``ip netns exec``)."""
 
-    def __init__(self, d: Path, options: str = "", netns: str | None = None, extra_stacks: str = "") -> None:
+    def __init__(self, d: Path, options: str = "", netns: str | None = None, extra_global: str = "",
+                 extra_sections: str = "") -> None:  # fmt: skip
         self.d = d
         d.mkdir(parents=True, exist_ok=True)
         self.out = d / "records.json"
@@ -58,13 +59,15 @@ class Pyulogd:
 logfile="{self.log}"
 loglevel=3
 stack=f1:IPFIXIN,ip2str1:IP2STR,json1:JSON
-{extra_stacks}
+{extra_global}
 [f1]
 port=0
 {options}
 
 [json1]
 file="{self.out}"
+
+{extra_sections}
 """)
         cmd = [sys.executable, "-m", "pyulogd", "-c", str(conf)]
         if netns is not None:
