@@ -24,7 +24,7 @@ from pyulogd.codec.ipfixin import template as T
 from pyulogd.codec.ipfixin.collector import COUNTERS, Collector
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "ipfix"
-SAMPLES = sorted(p.parent for p in VECTORS.glob("**/*.hexlog"))
+SAMPLES = sorted(p.parent for p in VECTORS.glob("**/decoded.jsonl"))
 SOFTFLOWD = [d for d in SAMPLES if "softflowd" in str(d)]
 NTP = 2208988800
 MS_WRAP = 1 << 32
@@ -90,6 +90,9 @@ NAMED: dict[str, tuple[str, Any]] = {
     "flowDirection": ("ipfix.direction", int), "flowEndReason": ("ipfix.end_reason", int),
     "vlanId": ("ipfix.vlan", int), "sourceMacAddress": ("mac.saddr.str", str),
     "destinationMacAddress": ("mac.daddr.str", str), "interfaceName": ("ipfix.in_ifname", str),
+    "interfaceName_": ("ipfix.out_ifname", str), "observationPointId": ("ipfix.obs_point_id", int),
+    "virtualObsID": ("ipfix.virtual_obs_id", str), "icmpTypeIPv4": ("icmp.type", int),
+    "icmpCodeIPv4": ("icmp.code", int), "icmpTypeIPv6": ("icmpv6.type", int), "icmpCodeIPv6": ("icmpv6.code", int),
 }  # fmt: skip
 TIMES = {"flowStart": "flow.start", "flowEnd": "flow.end"}
 TIME_UNITS = ("Seconds", "Milliseconds", "Microseconds", "Nanoseconds", "SysUpTime", "DeltaMicroseconds")
@@ -125,8 +128,14 @@ def check_record(ref: dict[str, Any], mine: dict[str, Any], export: str) -> None
             assert (mine[tkey], mine[ckey]) == divmod(want, 256), name
             continue
         xname = name if not name.startswith("pen") else name[3:].replace("_ie", ".")
-        assert xname in extra, (name, extra)
-        got = extra[xname]
+        # The reference names a repeated element with a "_" more (Open vSwitch's egress
+        # interfaceDescription); ours is a list of the values in order.
+        base = xname.rstrip("_")
+        assert base in extra, (name, extra)
+        got = extra[base]
+        if isinstance(got, list):
+            got = got[len(xname) - len(base)]
+        xname = base
         if name == "systemInitTimeMilliseconds":
             got = ms_iso(got)
         assert got == want, (name, got, want)
@@ -162,8 +171,14 @@ def test_sample_records_match_reference(d: Path) -> None:
 def test_sample_summary_and_strict_gaps_match_reference(d: Path) -> None:
     ref = reference(d)
     run = Run(d, quirks=False)
+    # After data it could not decode, the reference expects the message's sequence number plus
+    # the records it did decode (none), and reports a gap at the next message; we leave the
+    # expectation unknown instead (collector.py). So a domain with undecodable data is compared
+    # only in the other direction: none of our gaps there that the reference has not.
+    blind = {(e["exporter"], e["odid"]) for e in ref if e["kind"] == "no_template"}
     gaps = [(e["exporter"], e["odid"], e["expected"], e["got"]) for e in ref if e["kind"] == "sequence_gap"]
-    assert run.gaps == gaps
+    assert [g for g in run.gaps if g[:2] not in blind] == [g for g in gaps if g[:2] not in blind]
+    assert set(run.gaps) <= set(gaps)
     total: dict[str, int] = {}
     for e in ref:
         if e["kind"] == "summary":
@@ -177,7 +192,8 @@ def test_sample_summary_and_strict_gaps_match_reference(d: Path) -> None:
     assert run.count("options_templates") == total["options_templates"]
     assert run.count("withdrawals") == total["withdrawals"]
     assert run.count("no_template") == total["missing_template_sets"]
-    assert run.count("seq_gaps") == total["seq_gaps"] and run.count("lost_records") == total["lost_records"]
+    if not blind:
+        assert run.count("seq_gaps") == total["seq_gaps"] and run.count("lost_records") == total["lost_records"]
     errors = [e for e in ref if e["kind"] == "error"]
     assert run.count("malformed") == len(errors)
 
@@ -193,6 +209,45 @@ def test_softflowd_counting_after_the_message_is_no_gap(d: Path) -> None:
     assert [e for e in run.events if e[0] == "sequence"] == [
         ("sequence", f"{run.records[0]['ipfix.exporter']}: sequence numbers counted after the message, flow "
                      "records only (softflowd); following that from now on")]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["ovs-bridge", "ovs-flow"])
+def test_ovs_one_counter_for_all_domains_is_no_gap(name: str) -> None:
+    """Captured from Open vSwitch 3.1 (tests/linux/ovslab.py): bridge sampling (the statistics
+    record in domain 0 takes sequence number 1, domain 123 starts at 2) and flow sampling into
+    two domains (one counter for both, and templates for only one of them)."""
+    assert Run(VECTORS / name, quirks=False).count("seq_gaps") >= 1
+    run = Run(VECTORS / name)
+    assert run.gaps == [] and run.count("seq_gaps") == 0
+    assert ("sequence", f"{run.records[0]['ipfix.exporter']}: sequence numbers counted with one counter for all "
+            "observation domains (Open vSwitch); following that from now on") in run.events  # fmt: skip
+
+
+def test_ovs_records() -> None:
+    run = Run(VECTORS / "ovs-bridge")
+    assert run.count("templates") == 88 and run.count("records") == 30
+    tcp = [r for r in run.records if r.get("orig.ip.protocol") == 6]
+    assert {r["ipfix.template_id"] for r in tcp} == {280, 281}  # TCPv4 ingress, egress
+    for r in tcp:
+        assert (r["ipfix.odid"], r["ipfix.obs_point_id"], r["oob.family"]) == (123, 456, 2)
+        assert r["ipfix.virtual_obs_id"].startswith("vobs-") and r["ipfix.in_ifname"][:2] in ("pa", "pb")
+        assert ("ipfix.out_ifname" in r) == (r["ipfix.direction"] == 1)
+        assert r["orig.raw.pktcount"] < r["ipfix.extra"]["packetTotalCount"]  # delta, not the exporter's total
+        duration = (r["flow.end.sec"] - r["flow.start.sec"]) * 10**6 + r["flow.end.usec"] - r["flow.start.usec"]
+        assert 0 < duration < 10**6
+    flow = Run(VECTORS / "ovs-flow")
+    # Open vSwitch 3.1 sent templates for domain 78 only: domain 77's data waits, never decodable.
+    assert {r["ipfix.odid"] for r in flow.records if "ipfix.options" not in r} == {78}
+    assert flow.count("no_template") == 3
+
+
+def test_ovs_netflow_v5() -> None:
+    run = Run(VECTORS / "ovs-netflow")
+    assert len(run.records) == 2 and {r["ipfix.version"] for r in run.records} == {5}
+    for r in run.records:
+        assert r["orig.ip.protocol"] == 1 and r["orig.raw.pktcount"] == 3
+        assert r["orig.raw.pktlen"] == 3 * (84 + 14)  # Open vSwitch's NetFlow counts Ethernet frames
+        assert (r["icmp.type"], r["icmp.code"]) in ((8, 0), (0, 0))
 
 
 def test_synthetic_gap_is_reported_in_both_modes() -> None:
