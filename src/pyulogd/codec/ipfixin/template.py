@@ -143,13 +143,24 @@ def _mac(b: bytes) -> str:
     return b.hex(":")
 
 
+# Decoded strings by their bytes: interface names and the like repeat in every record.
+_TEXTS: dict[bytes, str] = {}
+_CACHE_MAX = 4096
+
+
 def _text(b: bytes) -> str:
-    return b.rstrip(b"\0").decode("utf-8", "surrogateescape")
+    t = _TEXTS.get(b)
+    if t is None:
+        t = b.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        if len(_TEXTS) >= _CACHE_MAX:
+            _TEXTS.clear()
+        _TEXTS[b] = t
+    return t
 
 
 def _name(b: bytes) -> str | None:
     """A named string key: empty (Open vSwitch sends empty descriptions as one 0 byte) is invalid."""
-    return b.rstrip(b"\0").decode("utf-8", "surrogateescape") or None
+    return _text(b) or None
 
 
 def _uint(b: bytes) -> int:

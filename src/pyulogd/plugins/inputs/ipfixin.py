@@ -219,6 +219,8 @@ class IpfixinInput(NetnsSource):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def stop_input(self) -> None:
+        if self.collector is not None:
+            self.collector.sync()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -275,6 +277,7 @@ class IpfixinInput(NetnsSource):
                 self.ctx.stats.incr(self.stat["denied"])
                 continue
             out.extend(self._decode(data, exporter, src[1], now))
+        collector.sync()
         if out:
             self.emit_all(out)
 
@@ -299,6 +302,7 @@ class IpfixinInput(NetnsSource):
             self.ctx.stats.incr(self.stat["denied"])
             return
         recs = self._decode(data, exporter, port, self.ctx.clock.monotonic())
+        self.collector.sync()
         if recs:
             self.emit_all(recs)
 
@@ -365,6 +369,8 @@ class IpfixinInput(NetnsSource):
             off += length
         if off and conn.fd in self.conns:
             del buf[:off]
+        if self.collector is not None:
+            self.collector.sync()
         if out:
             self.emit_all(out)
 
