@@ -96,12 +96,32 @@ def _json_value(v: Any) -> str:
     return _json_text(str(v))
 
 
+_dump_map = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": ")).encode
+
+
 def json_map(value: Any) -> str:
     """A MAP key's value (IPFIXIN's ``ipfix.extra``: names to numbers, strings, booleans,
-    lists) as a nested JSON object, with jansson's separators."""
+    lists) as a nested JSON object, with jansson's separators. The json module's encoder
+    writes the common case (a map of ~40 numbers and names for each Open vSwitch record); what
+    it would write otherwise than the rest of the line (a control character: jansson's
+    ``\\u001B``; bytes that are not UTF-8; NaN; raw bytes) is written here."""
+    try:
+        out: str = _dump_map(value)
+    except (TypeError, ValueError):
+        out = ""
+    if out and (out.isascii() or _utf8(out)) and "\\u00" not in out:
+        return out
     if not isinstance(value, dict):
         return _json_value(value)
     return "{" + ", ".join(f"{_json_text(str(k))}: {_json_value(v)}" for k, v in value.items()) + "}"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def utc_offset(gmtoff: int) -> str:
