@@ -186,7 +186,10 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def _check_file(path: str, fd: int) -> os.stat_result:
-    st = os.fstat(fd)
+    return _check_stat(path, os.fstat(fd))
+
+
+def _check_stat(path: str, st: os.stat_result) -> os.stat_result:
     if stat.S_ISCHR(st.st_mode):
         return st  # /dev/null, a console: only root can make device files (CAP_MKNOD)
     if not stat.S_ISREG(st.st_mode):
@@ -243,6 +246,23 @@ def open_append(path: str, run_as: RunAs | None = None, mode: int = 0o666) -> in
         os.close(fd)
         raise
     return fd
+
+
+def check_append(path: str, run_as: RunAs | None = None) -> None:
+    """Raise what :func:`open_append` would raise for ``path``, without opening or creating
+    the file (``--check-config``): the directory rules, then a symbolic link, something that
+    is not a regular file or a file with several links where the file would be."""
+    head, name = _split(path)
+    dfd = open_dir(head, run_as)
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(dfd)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath(path, f"'{path}' is a symbolic link")
+    _check_stat(path, st)
 
 
 def create_excl(dfd: int, path: str, name: str, mode: int) -> int:
@@ -344,14 +364,17 @@ def require_writable(path: str, run_as: RunAs | None, what: str, how: int = os.W
 
 
 def bind_unix(
-    sock: socket.socket, path: str, run_as: RunAs | None, mode: int, uid: int = -1, gid: int = -1
+    sock: socket.socket, path: str, run_as: RunAs | None, mode: int, uid: int = -1, gid: int = -1,
+    backlog: int = 64,
 ) -> tuple[int, int]:
     """Bind ``sock`` to ``path`` with ``mode`` (and owner ``uid``/``gid``) from the start, and
     return the socket file's (st_dev, st_ino).
 
     The socket is bound in a fresh directory of our own (0700, in the checked directory of
     ``path``), where nobody else can swap a name, given its mode by the umask at bind() and
-    its owner by ``chown`` relative to that directory, then renamed to ``path``. Nothing is
+    its owner by ``chown`` relative to that directory, listening (a stream socket, with
+    ``backlog``) before it is renamed to ``path``, so a client that finds the name is never
+    refused. Nothing is
     ever chmod'ed or chown'ed through a name another user could replace (ulogd2 does both on
     the path after bind(): a link swapped in makes root change the link's target).
     """
@@ -375,6 +398,8 @@ def bind_unix(
             if uid != -1 or gid != -1:
                 os.chown("s", uid, gid, dir_fd=tfd, follow_symlinks=False)
             st = os.stat("s", dir_fd=tfd, follow_symlinks=False)
+            if sock.type == socket.SOCK_STREAM:
+                sock.listen(backlog)
             os.rename("s", name, src_dir_fd=tfd, dst_dir_fd=dfd)
             return st.st_dev, st.st_ino
         finally:
