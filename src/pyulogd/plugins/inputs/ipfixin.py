@@ -40,6 +40,7 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Address, Bool, Choice, Duration, Int, OptionKind, Port, Size
 from pyulogd.core.plugin import DataType, Option
 from pyulogd.core.ratelimit import Burst
+from pyulogd.io.netlink import force_rcvbuf
 from pyulogd.io.netns import in_netns
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
 
@@ -48,7 +49,6 @@ MAX_READS = 256  # datagrams per readable event; the loop comes back while more 
 MAX_DATAGRAM = 65535
 MAX_CLIENTS = 256  # TCP exporters at once
 INT_MAX = 0x7FFFFFFF
-SO_RCVBUFFORCE = 33  # Linux; Python's socket module does not name it
 STAT_NAMES = ("denied", "recv_errors", "tcp_clients", "tcp_bad_stream", "decoder_errors")
 
 
@@ -195,7 +195,7 @@ class IpfixinInput(NetnsSource):
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if c["socket_buffer_size"]:
-                self._rcvbuf(sock, c["socket_buffer_size"])
+                force_rcvbuf(sock, c["socket_buffer_size"])
             sock.bind(addr)
             if kind == socket.SOCK_STREAM:
                 sock.listen(64)
@@ -210,13 +210,6 @@ class IpfixinInput(NetnsSource):
         allowed = ", ".join(str(n) for n in self.networks) or "loopback only"
         self.ctx.log.info(f"IPFIXIN '{self.id}': listening on {c['proto']} {host} port {sock.getsockname()[1]} "
                           f"(exporters: {allowed})")  # fmt: skip
-
-    @staticmethod
-    def _rcvbuf(sock: socket.socket, size: int) -> None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)  # beyond rmem_max, as root
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def stop_input(self) -> None:
         if self.collector is not None:
