@@ -55,6 +55,7 @@ PATH_OPTIONS: dict[tuple[str, str], PathOption] = {
     ("OPRINT", "file"): _APPEND,
     ("NACCT", "file"): _APPEND,
     ("PCAP", "file"): _APPEND,
+    ("ECS", "file"): _APPEND,
     ("JSON", "file"): PathOption("append", lambda c: str(c.get("mode", "")).lower() == "file"),
     ("XML", "directory"): PathOption("dir"),
     ("SQLITE3", "db"): PathOption("parent"),
@@ -63,6 +64,8 @@ PATH_OPTIONS: dict[tuple[str, str], PathOption] = {
     ("*", "pass_file"): PathOption("read"),
     ("*", "schema_file"): PathOption("read_if_needed"),
     ("*", "network_namespace_path"): PathOption("netns"),
+    # The HMAC key of tamper-evident chaining (io/chain.py): read at start, root-only.
+    ("*", "chain_key"): PathOption("read", lambda c: bool(c.get("chain_key"))),
 }
 # Path options the check leaves alone, and why.
 NOT_CHECKED: dict[tuple[str, str], str] = {
