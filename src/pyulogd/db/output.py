@@ -26,8 +26,8 @@ from pyulogd.core.plugin import OK, DataType, KeyType, Sink
 from pyulogd.db.backend import Backend, MissingTable, Settings, TableInfo, Unavailable
 from pyulogd.db.columns import map_columns
 from pyulogd.db.render import compile_builder
-from pyulogd.db.spool import Spool, SpoolError
 from pyulogd.db.writer import Writer, WriterSettings
+from pyulogd.io.spool import Spool, SpoolError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

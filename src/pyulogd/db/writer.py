@@ -45,7 +45,7 @@ from pyulogd.core.errors import ConfigError
 from pyulogd.db.backend import Backend, Rejected, Rows, TableInfo, Unavailable
 from pyulogd.db.policy import MOVING_CHECK, WriterPolicy, WriterSettings
 from pyulogd.db.render import row_size
-from pyulogd.db.spool import Frame, Spool
+from pyulogd.io.spool import Frame, Spool
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
