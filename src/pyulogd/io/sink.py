@@ -30,6 +30,7 @@ from typing import Protocol, TypeVar
 FLUSH_AT = 64 * 1024
 
 LineT_contra = TypeVar("LineT_contra", contravariant=True)
+LineT = TypeVar("LineT")
 
 
 class SinkCounters:
@@ -90,3 +91,19 @@ class LineSink(Protocol[LineT_contra]):
 
     def close(self) -> None:
         """At stop: flush and close. Safe when ``open`` never ran, and twice."""
+
+
+class BufferedSink(LineSink[LineT], Protocol[LineT]):
+    """A sink that collects lines in a list until ``flush``: the file sink, and the network
+    sinks in batch mode (JSON's).
+
+    Its buffer is part of the interface, for the few outputs whose whole record costs a few
+    microseconds (LOGEMU, JSON): appending a line to ``pending``, adding ``len(line)`` to
+    ``size`` and calling ``flush()`` once ``size >= limit`` is exactly ``add(line)``, without
+    the call, which is 1 % to 2 % of such a record (callgrind: ~400 instructions of ~51,000
+    per LOGEMU packet). ``pending`` is only ever cleared in place, never replaced.
+    """
+
+    pending: list[LineT]
+    size: int
+    limit: int

@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
-from pyulogd.core.plugin import DataType, Key, KeyType, Option
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
 from pyulogd.io.sender import Endpoint, sender_options
-from pyulogd.io.sink import LineSink
+from pyulogd.io.sink import BufferedSink
 from pyulogd.io.streamsink import StreamSink
 
 if TYPE_CHECKING:
@@ -239,6 +239,7 @@ class JsonOutput(Output[str]):
     description = "One JSON object per line, to a file or a tcp/udp/unix socket"
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
+    _buffer: BufferedSink[str]  # the sink, from configure() on
     options = (
         Option("file", Path(), "/var/log/ulogd.json", help="output file, or socket path (mode unix)"),
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
@@ -258,6 +259,8 @@ class JsonOutput(Output[str]):
         self._ts_sec = -1
         self._ts_head = self._ts_zone = ""
         self._strings = StringCache()
+        # The generated renderer (prepare); before start, one that generates it first.
+        self._line: Callable[[list[Any]], str] = self._first_line
 
     # -- set-up
     def configure(self) -> None:
@@ -282,16 +285,21 @@ class JsonOutput(Output[str]):
             parts = (['"@version": 1'] if eventv1 else []) + ([f'"dvc": {dvc}'] if dvc is not None else [])
             self._head_fixed = "{" + ", ".join(parts)
 
-    def make_sink(self) -> LineSink[str]:
+    def make_sink(self) -> BufferedSink[str]:
         c = self.config
         prefix = f"json.{self.id}"
+        buffer: BufferedSink[str]
         if self.mode == "file":
-            return FileSink(self.ctx, c["file"], prefix, "JSON")
-        kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"]}
-        if self.mode == "udp":
-            return DgramSink(self.ctx, "JSON", Endpoint(c["host"], c["port"]), prefix, **kw)
-        where = Endpoint(path=c["file"]) if self.mode == "unix" else Endpoint(c["host"], c["port"])
-        return StreamSink(self.ctx, "JSON", where, prefix, **kw)
+            buffer = FileSink(self.ctx, c["file"], prefix, "JSON")
+        else:
+            kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"]}
+            if self.mode == "udp":
+                buffer = DgramSink(self.ctx, "JSON", Endpoint(c["host"], c["port"]), prefix, **kw)
+            else:
+                where = Endpoint(path=c["file"]) if self.mode == "unix" else Endpoint(c["host"], c["port"])
+                buffer = StreamSink(self.ctx, "JSON", where, prefix, **kw)
+        self._buffer = buffer
+        return buffer
 
     def prepare(self) -> None:
         keys, slots = self.wildcard_keys, self.in_slots
@@ -307,16 +315,29 @@ class JsonOutput(Output[str]):
             sentinels = {slot: first for slot, first in zip(slots, self.wildcard_sentinels, strict=True) if first}
         fixed = self._head_fixed
         if fixed is None:
-            self.renderer = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
+            self._line = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
         else:
-            self.renderer = compile_renderer(
-                fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings, sentinels
-            )
+            self._line = compile_renderer(fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings, sentinels)
+        self.renderer = self._line
 
-    def render(self, rec: list[Any]) -> str | None:
+    def render(self, rec: list[Any]) -> str:
+        return self._line(rec)
+
+    def _first_line(self, rec: list[Any]) -> str:
         """Before start (the renderer is generated there): generate it now."""
         self.prepare()
-        return self.renderer(rec)
+        return self._line(rec)
+
+    def interp(self, rec: list[Any]) -> int:
+        """The generated renderer and the sink's buffered ``add`` written out (every JSON
+        sink is a BufferedSink): the call is 1 % of a record."""
+        line = self._line(rec)
+        out = self._buffer
+        out.pending.append(line)
+        out.size += len(line)
+        if out.size >= out.limit:
+            out.flush()
+        return OK
 
     def _stamp(self, sec: Any, usec: Any) -> str:
         """``{"timestamp": "<local time>[.usec][offset]", "dvc": "..."``, cached per second."""

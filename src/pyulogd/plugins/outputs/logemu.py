@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.escape import EscapeCache, escape_text
 from pyulogd.core.options import Bool, Path
-from pyulogd.core.plugin import DataType, Key, KeyType, Option
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
+from pyulogd.io.sink import BufferedSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -41,6 +42,7 @@ class LogemuOutput(Output[str]):
     so_name = "ulogd_output_LOGEMU.so"
     description = "Syslog-style text file, like the kernel's LOG target"
     reopen_notice = "syslogemu: reopening logfile"
+    _file: BufferedSink[str]  # the sink, from configure() on
     input_type = DataType.PACKET | DataType.FLOW
     options = (
         Option("file", Path(), "/var/log/ulogd_syslogemu.log", help="file to append to"),
@@ -64,7 +66,8 @@ class LogemuOutput(Output[str]):
         self.ns_text = EscapeCache(256)
 
     def make_sink(self) -> FileSink[str]:
-        return FileSink(self.ctx, self.config["file"], f"logemu.{self.id}", "LOGEMU")
+        self._file = FileSink(self.ctx, self.config["file"], f"logemu.{self.id}", "LOGEMU")
+        return self._file
 
     def prepare(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
@@ -88,3 +91,23 @@ class LogemuOutput(Output[str]):
             self.new_second(sec)
         ns = rec[self._s_netns]
         return self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
+
+    def interp(self, rec: list[Any]) -> int:
+        """``render`` and the file sink's buffered ``add``, written out: LOGEMU is the output
+        of ulogd's packet-logging example, and two calls are 2 % of its record (BufferedSink)."""
+        text = rec[self._s_print]
+        if text is None:
+            return OK
+        sec = rec[self._s_sec]
+        if sec is None:
+            sec = int(self.ctx.clock.wall())
+        if sec != self.head_sec:
+            self.new_second(sec)
+        ns = rec[self._s_netns]
+        line = self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
+        out = self._file
+        out.pending.append(line)
+        out.size += len(line)
+        if out.size >= out.limit:
+            out.flush()
+        return OK
