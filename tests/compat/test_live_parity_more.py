@@ -300,7 +300,13 @@ def flow_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, l
             lab.flush()
             wait_for(lambda: all(len(complete_lines(d / x / "nacct.log")) >= 2 * n for x in ("ulogd2", "pyulogd")),
                      10, "NACCT lines of every event from both daemons")
-            time.sleep(1.2)  # IPFIX partial messages (pyulogd: every second)
+            # IPFIX partial messages go out on a timer (pyulogd: every second; ulogd2 on its
+            # own schedule): wait until each collector has a record of every IPv4 flow, rather
+            # than a fixed time that a loaded machine can overrun.
+            # (If they never agree, the test below shows the difference.)
+            deadline = time.monotonic() + 15
+            while not _ipfix_agree(d, flows) and time.monotonic() < deadline:
+                time.sleep(0.2)
         finally:
             check_stopped(daemons)
             for c, port in zip(collectors, (4739, 4740), strict=True):
@@ -341,6 +347,37 @@ def ipfix_records(path: Path) -> tuple[list[ipfix.Message], list[tuple[int, dict
     return msgs, [r for m in msgs for r in m.records]
 
 
+def comparable(recs: list[tuple[int, dict[str, Any]]], v4: set[str]) -> list[tuple[Any, ...]]:
+    """The template-256 records of the lab's IPv4 flows, as comparable tuples."""
+    out = []
+    for tid, r in recs:
+        if tid != 256:
+            continue
+        # docs/compat.md, IPFIX: "IPv6 flows are exported with template 257 ... 2.0.8 sends
+        # garbage" in template 256: compare only records with the lab's IPv4 addresses.
+        src, dst = (".".join(map(str, r[k])) for k in ("saddr", "daddr"))
+        if src not in v4 and dst not in v4:
+            continue
+        sport, dport = r["sport"], r["dport"]
+        if r["proto"] == 1:
+            # docs/compat.md, IPFIX: "Ports of flows without ports are 0 (2.0.8: uninitialised
+            # memory)".
+            sport = dport = 0
+        out.append((src, dst, r["packets"], r["octets"], sport, dport, r["proto"], r["app_id"]))
+    return sorted(out)
+
+
+def _ipfix_agree(d: Path, flows: list[Any]) -> bool:
+    """Both collectors hold the same IPv4 flow records, and all of them: each IPv4 flow's NEW
+    and DESTROY record (a daemon stopped earlier would lose what its timer had not sent)."""
+    v4 = {f.osrc for f in flows if f.family == 2} | {f.odst for f in flows if f.family == 2}
+    try:
+        ref, cand = (comparable(ipfix_records(d / x / "ipfix.hex")[1], v4) for x in ("ulogd2", "pyulogd"))
+    except Exception:  # a file is being written: look again later
+        return False
+    return ref == cand and len(ref) >= 2 * sum(1 for f in flows if f.family == 2)
+
+
 def test_ipfix_same_ipv4_records(flow_run: tuple[Path, list[Any]]) -> None:
     """IPv4 flow records equal, times masked; pyulogd's IPv6 template 257 is documented extra."""
     d, flows = flow_run
@@ -353,25 +390,7 @@ def test_ipfix_same_ipv4_records(flow_run: tuple[Path, list[Any]]) -> None:
     assert [t for t in cand_msgs[0].templates if t[0] == 256] == [t for t in ref_msgs[0].templates if t[0] == 256]
     v4 = {f.osrc for f in flows if f.family == 2} | {f.odst for f in flows if f.family == 2}
 
-    def comparable(recs: list[tuple[int, dict[str, Any]]]) -> list[tuple[Any, ...]]:
-        out = []
-        for tid, r in recs:
-            if tid != 256:
-                continue
-            # docs/compat.md, IPFIX: "IPv6 flows are exported with template 257 ... 2.0.8 sends
-            # garbage" in template 256: compare only records with the lab's IPv4 addresses.
-            src, dst = (".".join(map(str, r[k])) for k in ("saddr", "daddr"))
-            if src not in v4 and dst not in v4:
-                continue
-            sport, dport = r["sport"], r["dport"]
-            if r["proto"] == 1:
-                # docs/compat.md, IPFIX: "Ports of flows without ports are 0 (2.0.8: uninitialised
-                # memory)".
-                sport = dport = 0
-            out.append((src, dst, r["packets"], r["octets"], sport, dport, r["proto"], r["app_id"]))
-        return sorted(out)
-
-    ref_c, cand_c = comparable(ref_recs), comparable(cand_recs)
+    ref_c, cand_c = comparable(ref_recs, v4), comparable(cand_recs, v4)
     assert len(ref_c) >= len([f for f in flows if f.family == 2]), ref_c
     assert cand_c == ref_c
     # docs/compat.md, IPFIX: IPv6 flows with template 257 (pyulogd extra).

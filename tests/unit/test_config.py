@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from pyulogd.core import registry
 from pyulogd.core.config import option_values, parse_int, parse_text
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.options import Port
 from pyulogd.core.plugin import Option, OptionType
 
 OPTS = (
@@ -148,3 +150,49 @@ def test_text_that_is_not_junk() -> None:
     assert glob is not None and [(e.key, e.value, e.line) for e in glob.entries] == [("loglevel", "3", 3)]
     emu = cfg.section("emu1")
     assert emu is not None and [(e.value, e.line) for e in emu.entries] == [("/var/log/é.log", 6)]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["[global", "[a b]", "[a]]", "[[a]]", "[a] b", "[a]b", "[a];comment", "[a[b]"],
+)
+def test_malformed_section_headers_refused_with_file_and_line(header: str) -> None:
+    """ulogd2 2.0.8 takes the first word of such a line ('[global' is [global], '[a b]' is [a]);
+    each is a typo that would silently move options to another section."""
+    with pytest.raises(ConfigError, match="malformed section header") as ei:
+        parse_text(f"[global]\nloglevel=3\n{header}\nx=1\n", "h.conf")
+    assert (ei.value.file, ei.value.line) == ("h.conf", 3)
+
+
+@pytest.mark.parametrize("header", ["[]", "[ ]", "[", "[ ] # c"])
+def test_empty_section_name_refused(header: str) -> None:
+    with pytest.raises(ConfigError, match="empty section name") as ei:
+        parse_text(f"[global]\n{header}\n", "h.conf")
+    assert ei.value.line == 2
+
+
+@pytest.mark.parametrize("header", ["[a]", "  [ a ]  ", "[a] # comment", "[a]# comment", "\t[\ta\t]"])
+def test_section_headers_ulogd_writes(header: str) -> None:
+    cfg = parse_text(f"{header}\nx=1\n")
+    sec = cfg.section("a")
+    assert sec is not None and [(e.key, e.value) for e in sec.entries] == [("x", "1")]
+
+
+@pytest.mark.parametrize(
+    ("plugin", "option", "value"),
+    [("JSON", "port", "999999"), ("GRAPHITE", "port", "70000"), ("IPFIX", "port", "999999"),
+     ("SYSLOG", "port", "0"), ("PGSQL", "port", "65536"), ("MYSQL", "port", "999999"), ("DBI", "port", "-1")],
+)
+def test_every_port_option_is_checked(plugin: str, option: str, value: str) -> None:
+    cls = registry.get(plugin)
+    cfg = parse_text(f"[x1]\n{option}={value}\n", "p.conf")
+    with pytest.raises(ConfigError, match="must be between") as ei:
+        option_values(cls.options, cfg.section("x1"), cfg, "x1", plugin)
+    assert (ei.value.file, ei.value.line) == ("p.conf", 2)
+
+
+def test_no_port_option_goes_unchecked() -> None:
+    for name in registry.names():
+        for opt in registry.get(name).options:
+            if opt.name == "port" or opt.name.endswith("_port"):
+                assert isinstance(opt.type, Port), (name, opt.name)

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyulogd.core.config import parse_text
+from pyulogd.core.errors import ConfigError
 from pyulogd.daemon import netns_wrapper as w
 
 # The name from the issue: it turned the root daemon's config into one with a world-writable
@@ -138,10 +139,15 @@ def test_the_exploit_is_refused_and_shown_escaped() -> None:
                     "perms=0666\\n[j9]\\nfile=\"pyulogd-evil.json\"\\n[zz\\n#'")
     with pytest.raises(ValueError, match="unsafe namespace name"):
         w.render(EXAMPLE_TEMPLATE, EXPLOIT, w.Settings())
-    # What the old renderer produced: the same template grows a UNIXSOCK stack (the reason for all this).
+    # What the old renderer produced. The config reader now refuses its unclosed "[zz" header
+    # (issue 10, item 9), but with "[zz]" the same template grows a UNIXSOCK stack (the reason
+    # for all this).
     naive = EXAMPLE_TEMPLATE.replace("@NETNS@", EXPLOIT)
-    assert shape(naive) != shape(EXAMPLE_TEMPLATE)
-    assert "ux9" in [sec for sec, _ in shape(naive)]
+    with pytest.raises(ConfigError, match="malformed section header '\\[zz'"):
+        shape(naive)
+    closed = EXAMPLE_TEMPLATE.replace("@NETNS@", EXPLOIT.replace("[zz", "[zz]"))
+    assert shape(closed) != shape(EXAMPLE_TEMPLATE)
+    assert "ux9" in [sec for sec, _ in shape(closed)]
 
 
 def test_shown_escapes_every_byte_outside_printable_ascii() -> None:

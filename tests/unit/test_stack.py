@@ -170,6 +170,31 @@ def test_bad_stacks(stack: str, reason: str) -> None:
         service(f"[global]\nstack={stack}\n")
 
 
+@pytest.mark.parametrize(
+    ("stack", "reason"),
+    [
+        ("s1:TSRC,,c1:TCOLLECT", "stack element 2 is empty"),
+        ("s1:TSRC,c1:TCOLLECT,", "stack element 3 is empty"),
+        (",s1:TSRC,c1:TCOLLECT", "stack element 1 is empty"),
+        ("s1:TSRC,f1:TSHADOW,f1:TSHADOW,c1:TCOLLECT", "instance id 'f1' appears twice"),
+        ("s1:TSRC,f1:TSHADOW,f1:TCOLLECT", "instance id 'f1' appears twice"),
+        ("s1:TSRC,s1:TCOLLECT", "instance id 's1' appears twice"),
+    ],
+)
+def test_empty_elements_and_repeated_ids_refused_with_file_and_line(stack: str, reason: str) -> None:
+    """ulogd2 2.0.8 skips empty elements and builds two instances of a repeated id (both read the
+    one [section]); both are typos, refused."""
+    with pytest.raises(ConfigError, match=reason) as ei:
+        service(f"[global]\nloglevel=5\nstack={stack}\n")
+    assert (ei.value.file, ei.value.line) == ("t.conf", 3)
+    assert str(ei.value).startswith("t.conf:3: ")
+
+
+def test_an_id_may_repeat_across_stacks() -> None:
+    svc = service("[global]\nstack=s1:TSRC,c1:TCOLLECT\nstack=s1:TSRC,c1:TCOLLECT\n")
+    assert len(svc.stacks) == 2 and svc.stacks[0].source is svc.stacks[1].source
+
+
 def test_global_checks() -> None:
     with pytest.raises(ConfigError, match="unknown config key 'rmem'") as ei:
         service("[global]\nrmem=1\nstack=s1:TSRC,c1:TCOLLECT\n")

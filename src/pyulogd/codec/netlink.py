@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 from pyulogd.core.errors import DecodeError
 
@@ -127,6 +127,40 @@ def attrs(buf: Buffer, start: int, end: int) -> Iterator[tuple[int, int, int]]:
             raise DecodeError(f"attribute type {at & NLA_TYPE_MASK} at offset {a}: bad length {al}")
         yield at & NLA_TYPE_MASK, a + 4, a + al
         a += (al + 3) & ~3
+
+
+# For each nest, attribute type -> the minimum payload length, or the policy of the nest the
+# attribute holds (the kernel's nla_policy, for what pyulogd reads; see codec.nfct.CT_POLICY).
+Policy: TypeAlias = "dict[int, int | Policy]"
+
+
+def well_formed(buf: Buffer, start: int, end: int, policy: Policy) -> tuple[list[tuple[int, int, int]], str | None]:
+    """For renderers, which must write what they can of a record rather than drop it:
+    ``(type, payload_start, payload_end)`` of each attribute of the nest at ``buf[start:end]``
+    that ``policy`` allows at this level (a nested attribute's content is checked when the
+    caller looks into it, with ``policy[type]``), and the first problem met (None: none).
+
+    A bad length ends the nest (nothing after it can be framed); an attribute shorter than its
+    minimum is left out. Never raises. A decoder that refuses whatever breaks the same policy
+    (codec.nfct's walker) guarantees its records a whole rendering.
+    """
+    out: list[tuple[int, int, int]] = []
+    problem = None
+    end = min(end, len(buf))
+    a = start
+    while a + 4 <= end:
+        al, at = _unpack_nla(buf, a)
+        at &= NLA_TYPE_MASK
+        if al < 4 or a + al > end:
+            return out, f"attribute type {at} at offset {a}: bad length {al}"
+        rule = policy.get(at)
+        if isinstance(rule, int) and al - 4 < rule:
+            if problem is None:
+                problem = f"attribute type {at} at offset {a}: {al - 4} bytes, needs {rule}"
+        else:
+            out.append((at, a + 4, a + al))
+        a += (al + 3) & ~3
+    return out, problem
 
 
 def attr_table(buf: Buffer, start: int, end: int) -> dict[int, tuple[int, int]]:

@@ -24,8 +24,9 @@ values follow ulogd2's ``propagate_ct()``:
   as for packets (ulogd2 always writes 0 here); ``ct`` = the message's ``CTA_*`` attributes
   (``bytes``), the same form as NFLOG's ``ct`` key.
 
-Malformed messages raise :class:`DecodeError`; the buffer-level :meth:`Decoder.parse_buffer`
-counts and skips them. Speed: every message of one kind (say, IPv4 TCP DESTROY with
+Malformed messages (a length outside its nest, or any attribute shorter than
+:data:`CT_POLICY` says, read for a key or not) raise :class:`DecodeError`; the buffer-level
+:meth:`Decoder.parse_buffer` counts and skips them. Speed: every message of one kind (say, IPv4 TCP DESTROY with
 timestamps) has the same attribute layout. After the walker (:func:`walk`) has decoded a
 message, the decoder keeps its layout as a *template*: one masked big-integer comparison
 checks every attribute header the walk visited, one ``struct`` call reads every value, and
@@ -76,7 +77,9 @@ CTA_COUNTERS_ORIG = 9
 CTA_COUNTERS_REPLY = 10
 CTA_USE = 11
 CTA_ID = 12
+CTA_SECMARK = 17
 CTA_ZONE = 18
+CTA_SECCTX = 19
 CTA_TIMESTAMP = 20
 CTA_LABELS = 22
 CTA_TIMESTAMP_EVENT = 27
@@ -109,8 +112,11 @@ CTA_TIMESTAMP_START = 1
 CTA_TIMESTAMP_STOP = 2
 
 CTA_PROTOINFO_TCP = 1
-CTA_PROTOINFO_TCP_STATE = 1
+CTA_PROTOINFO_DCCP = 2
+CTA_PROTOINFO_SCTP = 3
+CTA_PROTOINFO_TCP_STATE = 1  # also CTA_PROTOINFO_DCCP_STATE and CTA_PROTOINFO_SCTP_STATE
 CTA_HELP_NAME = 1
+CTA_SECCTX_NAME = 1
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -182,39 +188,83 @@ I_CT = IDX["ct"]
 NFIELDS = 23
 _REPLY_SHIFT = F_R_SADDR - F_O_SADDR  # a tuple's fields for the reply direction
 
-# attribute type -> (field, struct code, minimum payload length) inside each kind of nest
-_IP_FIELDS = {
-    CTA_IP_V4_SRC: (F_O_SADDR, "4s", 4),
-    CTA_IP_V4_DST: (F_O_DADDR, "4s", 4),
-    CTA_IP_V6_SRC: (F_O_SADDR, "16s", 16),
-    CTA_IP_V6_DST: (F_O_DADDR, "16s", 16),
-}
-_PROTO_FIELDS = {
-    CTA_PROTO_NUM: (F_O_PROTO, "B", 1),
-    CTA_PROTO_SRC_PORT: (F_O_SPORT, "H", 2),
-    CTA_PROTO_DST_PORT: (F_O_DPORT, "H", 2),
-    CTA_PROTO_ICMP_TYPE: (F_O_ITYPE, "B", 1),
-    CTA_PROTO_ICMP_CODE: (F_O_ICODE, "B", 1),
-    CTA_PROTO_ICMPV6_TYPE: (F_O_I6TYPE, "B", 1),
-    CTA_PROTO_ICMPV6_CODE: (F_O_I6CODE, "B", 1),
-}
+# -- the one definition of a well-formed attribute
+
+# For each nest, attribute type -> the minimum payload length, or the policy of the nest the
+# attribute holds: the kernel's ctnetlink policy for every attribute pyulogd reads, in the
+# decoder or in a renderer (XML). The walker refuses a message with any attribute that breaks
+# it and the renderers read nothing it does not allow (:func:`netlink.well_formed`), so whatever the
+# decoder accepted, every output can render whole; a ``ct`` from elsewhere (NFLOG's
+# ``attach_conntrack``) is rendered as far as it is well-formed. Attributes not named here
+# are only framed (length within the nest), never read.
+Policy = nl.Policy
+IP_POLICY: Policy = {CTA_IP_V4_SRC: 4, CTA_IP_V4_DST: 4, CTA_IP_V6_SRC: 16, CTA_IP_V6_DST: 16}
+PROTO_POLICY: Policy = {
+    CTA_PROTO_NUM: 1, CTA_PROTO_SRC_PORT: 2, CTA_PROTO_DST_PORT: 2,
+    CTA_PROTO_ICMP_ID: 2, CTA_PROTO_ICMP_TYPE: 1, CTA_PROTO_ICMP_CODE: 1,
+    CTA_PROTO_ICMPV6_ID: 2, CTA_PROTO_ICMPV6_TYPE: 1, CTA_PROTO_ICMPV6_CODE: 1,
+}  # fmt: skip
+TUPLE_POLICY: Policy = {CTA_TUPLE_IP: IP_POLICY, CTA_TUPLE_PROTO: PROTO_POLICY, CTA_TUPLE_ZONE: 2}
+COUNTERS_POLICY: Policy = {CTA_COUNTERS_PACKETS: 8, CTA_COUNTERS_BYTES: 8, CTA_COUNTERS32_PACKETS: 4,
+                           CTA_COUNTERS32_BYTES: 4}  # fmt: skip
+TIMESTAMP_POLICY: Policy = {CTA_TIMESTAMP_START: 8, CTA_TIMESTAMP_STOP: 8}
+# The state of each protocol's CTA_PROTOINFO_* nest (all three have it as attribute 1).
+PROTOINFO_POLICY: Policy = {kind: {CTA_PROTOINFO_TCP_STATE: 1}
+                            for kind in (CTA_PROTOINFO_TCP, CTA_PROTOINFO_DCCP, CTA_PROTOINFO_SCTP)}
+CT_POLICY: Policy = {
+    CTA_TUPLE_ORIG: TUPLE_POLICY, CTA_TUPLE_REPLY: TUPLE_POLICY, CTA_STATUS: 4,
+    CTA_PROTOINFO: PROTOINFO_POLICY, CTA_HELP: {CTA_HELP_NAME: 0}, CTA_TIMEOUT: 4, CTA_MARK: 4,
+    CTA_COUNTERS_ORIG: COUNTERS_POLICY, CTA_COUNTERS_REPLY: COUNTERS_POLICY, CTA_USE: 4, CTA_ID: 4,
+    CTA_SECMARK: 4, CTA_ZONE: 2, CTA_SECCTX: {CTA_SECCTX_NAME: 0}, CTA_TIMESTAMP: TIMESTAMP_POLICY,
+    CTA_TIMESTAMP_EVENT: 8,
+}  # fmt: skip
+
+_SIZE = {"4s": 4, "16s": 16, "B": 1, "H": 2, "I": 4, "Q": 8}
+
+
+def _fields(policy: Policy, where: dict[int, tuple[int, str]]) -> dict[int, tuple[int, str]]:
+    """attribute type -> (field, struct code) of the values a nest's attributes give; each
+    read must fit the minimum length the policy guarantees."""
+    for at, (_field, code) in where.items():
+        need = policy[at]
+        if not isinstance(need, int) or need < _SIZE[code]:  # the read would run past the attribute
+            raise ValueError(f"attribute {at}: policy {need!r} does not cover a {code!r} read")
+    return where
+
+
+_IP_FIELDS = _fields(IP_POLICY, {
+    CTA_IP_V4_SRC: (F_O_SADDR, "4s"),
+    CTA_IP_V4_DST: (F_O_DADDR, "4s"),
+    CTA_IP_V6_SRC: (F_O_SADDR, "16s"),
+    CTA_IP_V6_DST: (F_O_DADDR, "16s"),
+})  # fmt: skip
+_PROTO_FIELDS = _fields(PROTO_POLICY, {
+    CTA_PROTO_NUM: (F_O_PROTO, "B"),
+    CTA_PROTO_SRC_PORT: (F_O_SPORT, "H"),
+    CTA_PROTO_DST_PORT: (F_O_DPORT, "H"),
+    CTA_PROTO_ICMP_TYPE: (F_O_ITYPE, "B"),
+    CTA_PROTO_ICMP_CODE: (F_O_ICODE, "B"),
+    CTA_PROTO_ICMPV6_TYPE: (F_O_I6TYPE, "B"),
+    CTA_PROTO_ICMPV6_CODE: (F_O_I6CODE, "B"),
+})  # fmt: skip
 # Only the original tuple's ICMP values are reported (as ulogd2 does).
 _ORIG_ONLY = frozenset({F_O_ITYPE, F_O_ICODE, F_O_I6TYPE, F_O_I6CODE})
-_COUNTER_FIELDS = {
-    CTA_COUNTERS_PACKETS: (0, "Q", 8),
-    CTA_COUNTERS_BYTES: (1, "Q", 8),
-    CTA_COUNTERS32_PACKETS: (0, "I", 4),
-    CTA_COUNTERS32_BYTES: (1, "I", 4),
-}
-_TS_FIELDS = {CTA_TIMESTAMP_START: (F_TS_START, "Q", 8), CTA_TIMESTAMP_STOP: (F_TS_STOP, "Q", 8)}
-_TOP_FIELDS = {CTA_MARK: (F_MARK, "I", 4), CTA_ID: (F_ID, "I", 4), CTA_TIMESTAMP_EVENT: (F_TS_EVENT, "Q", 8)}
+_COUNTER_FIELDS = _fields(COUNTERS_POLICY, {
+    CTA_COUNTERS_PACKETS: (0, "Q"),
+    CTA_COUNTERS_BYTES: (1, "Q"),
+    CTA_COUNTERS32_PACKETS: (0, "I"),
+    CTA_COUNTERS32_BYTES: (1, "I"),
+})  # fmt: skip
+_TS_FIELDS = _fields(TIMESTAMP_POLICY, {CTA_TIMESTAMP_START: (F_TS_START, "Q"),
+                                        CTA_TIMESTAMP_STOP: (F_TS_STOP, "Q")})  # fmt: skip
+_TOP_FIELDS = _fields(CT_POLICY, {CTA_MARK: (F_MARK, "I"), CTA_ID: (F_ID, "I"),
+                                  CTA_TIMESTAMP_EVENT: (F_TS_EVENT, "Q")})  # fmt: skip
 
 _unpack_hdr2 = struct.Struct("=IHH").unpack_from
 # A template's key: nlmsg_len, type and flags as one number, and the family (the layouts of
 # IPv4 and IPv6 messages of the same length differ).
 _key = struct.Struct("=Q8xB").unpack_from
 _unpack_nla = nl.NLA.unpack_from
-_SIZE = {"4s": 4, "16s": 16, "B": 1, "H": 2, "I": 4, "Q": 8}
 _READ: dict[str, Callable[[Any, int], tuple[Any, ...]]] = {
     code: struct.Struct("!" + code).unpack_from for code in _SIZE
 }
@@ -249,23 +299,35 @@ def _nest(buf: Any, start: int, end: int, off: int, lay: Layout) -> list[tuple[i
     return out
 
 
-def _put(lay: Layout, table: dict[int, tuple[int, str, int]], at: int, p: int, q: int, off: int,
-         group: dict[int, Place], shift: int = 0) -> None:
-    spec = table.get(at)
-    if spec is None:
+def _check(buf: Any, policy: Policy, at: int, p: int, q: int, off: int, lay: Layout) -> None:
+    """Raise DecodeError unless the attribute ``at`` at ``buf[p:q]`` (its payload) is as long as
+    ``policy`` needs; a nest is checked attribute by attribute, its headers recorded."""
+    rule = policy.get(at)
+    if rule is None:
         return
-    field, code, need = spec
-    if q - p < need:
-        raise DecodeError(f"ctnetlink attribute type {at} at offset {p - 4 - off}: {q - p} bytes, "
-                          f"needs {need}")
-    group[field + shift] = (p - off, code)
+    if isinstance(rule, int):
+        if q - p < rule:
+            raise DecodeError(f"ctnetlink attribute type {at} at offset {p - 4 - off}: {q - p} bytes, "
+                              f"needs {rule}")
+        return
+    for t2, p2, q2 in _nest(buf, p, q, off, lay):
+        _check(buf, rule, t2, p2, q2, off, lay)
+
+
+def _put(table: dict[int, tuple[int, str]], at: int, p: int, off: int, group: dict[int, Place],
+         shift: int = 0) -> None:
+    """Where the value of ``at`` is, if it gives one (its length was checked by the policy)."""
+    spec = table.get(at)
+    if spec is not None:
+        group[spec[0] + shift] = (p - off, spec[1])
 
 
 def walk(buf: Any, off: int, end: int) -> Layout:
-    """The layout of the message at ``buf[off:end]`` (``end`` = off + nlmsg_len). Raises DecodeError.
+    """The layout of the message at ``buf[off:end]`` (``end`` = off + nlmsg_len). Raises DecodeError
+    for a message that breaks :data:`CT_POLICY` anywhere, read by the decoder or not.
 
     Only attribute headers decide what the walk does, never values: so any message whose
-    headers (and length, type, flags) are the same has the same layout.
+    headers (and length, type, flags) are the same has the same layout and the same verdict.
     """
     if end - off < nl.NLMSG_HDRLEN + nl.NFGEN_HDRLEN:
         raise DecodeError(f"ctnetlink message of {end - off} bytes has no nfgenmsg header")
@@ -278,10 +340,14 @@ def walk(buf: Any, off: int, end: int) -> Layout:
             for t2, p2, q2 in _nest(buf, p, q, off, lay):
                 if t2 == CTA_TUPLE_IP:
                     for t3, p3, q3 in _nest(buf, p2, q2, off, lay):
-                        _put(lay, _IP_FIELDS, t3, p3, q3, off, group)
+                        _check(buf, IP_POLICY, t3, p3, q3, off, lay)
+                        _put(_IP_FIELDS, t3, p3, off, group)
                 elif t2 == CTA_TUPLE_PROTO:
                     for t3, p3, q3 in _nest(buf, p2, q2, off, lay):
-                        _put(lay, _PROTO_FIELDS, t3, p3, q3, off, group)
+                        _check(buf, PROTO_POLICY, t3, p3, q3, off, lay)
+                        _put(_PROTO_FIELDS, t3, p3, off, group)
+                else:
+                    _check(buf, TUPLE_POLICY, t2, p2, q2, off, lay)
             # A repeated tuple attribute replaces the earlier one entirely (the kernel keeps the last).
             for f in range(F_O_SADDR, F_O_I6CODE + 1):
                 if shift and f in _ORIG_ONLY:
@@ -295,19 +361,22 @@ def walk(buf: Any, off: int, end: int) -> Layout:
             base = F_O_PKTS if at == CTA_COUNTERS_ORIG else F_R_PKTS
             group = {}
             for t2, p2, q2 in _nest(buf, p, q, off, lay):
-                _put(lay, _COUNTER_FIELDS, t2, p2, q2, off, group, base)
+                _check(buf, COUNTERS_POLICY, t2, p2, q2, off, lay)
+                _put(_COUNTER_FIELDS, t2, p2, off, group, base)
             fields.pop(base, None)
             fields.pop(base + 1, None)
             fields.update(group)
         elif at == CTA_TIMESTAMP:
             group = {}
             for t2, p2, q2 in _nest(buf, p, q, off, lay):
-                _put(lay, _TS_FIELDS, t2, p2, q2, off, group)
+                _check(buf, TIMESTAMP_POLICY, t2, p2, q2, off, lay)
+                _put(_TS_FIELDS, t2, p2, off, group)
             fields.pop(F_TS_START, None)
             fields.pop(F_TS_STOP, None)
             fields.update(group)
         else:
-            _put(lay, _TOP_FIELDS, at, p, q, off, fields)
+            _check(buf, CT_POLICY, at, p, q, off, lay)
+            _put(_TOP_FIELDS, at, p, off, fields)
     if F_O_SADDR not in fields and F_O_PROTO not in fields:
         raise DecodeError("ctnetlink message without an original tuple")
     return lay

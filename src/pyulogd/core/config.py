@@ -1,7 +1,8 @@
 """The ulogd.conf grammar (ulogd2 ``conffile.c``), read once into sections of (key, value, line).
 
 Lexical rules kept from ulogd2: a line is a comment only if its first character is ``#``;
-a section header is a line whose first word starts with ``[``; inside a section the first
+a section header is a line whose first word starts with ``[`` (here it must be ``[name]``,
+blanks allowed inside the brackets, a ``#`` comment after them); inside a section the first
 word is the key and the second the value, separated by blanks and/or ``=``; a word that
 starts with ``"`` runs to the next ``"``; anything after the second word is ignored.
 Differences, on purpose: no 255-byte line limit, the last line need not end in a newline,
@@ -22,6 +23,11 @@ from pyulogd.core.options import parse_int as parse_int  # ulogd's integers; re-
 from pyulogd.core.plugin import Option
 
 _DELIMS = " \t\r\n="
+# A section header: one word between brackets, blanks allowed around it, then at most a comment.
+# ulogd2 only looks at the first word and so also takes '[global' or '[a b]' (as 'a'); those
+# are typos, refused here rather than read as something the writer did not mean.
+_EMPTY_HEADER = re.compile(r"\[[ \t]*\]?(?:[ \t]*#.*)?\Z")
+_HEADER = re.compile(r"\[[ \t]*([^\s\[\]]+)[ \t]*\](?:[ \t]*#.*)?\Z")
 
 
 @dataclass
@@ -110,10 +116,13 @@ def parse_text(text: str, path: str = "<config>") -> ConfigFile:
         if not stripped:
             continue
         if stripped[0] == "[":
-            parts = [p for p in re.split(r"[\s\[\]]+", stripped) if p]
-            name = parts[0] if parts else ""
-            if not name:
-                raise ConfigError("empty section name", path, lineno)
+            m = _HEADER.match(stripped)
+            if m is None:
+                if _EMPTY_HEADER.match(stripped):
+                    raise ConfigError("empty section name", path, lineno)
+                raise ConfigError(f"malformed section header '{stripped}': write '[name]' (one word "
+                                  "between the brackets, nothing after them but a # comment)", path, lineno)
+            name = m.group(1)
             current = Section(name, lineno)
             if name in cfg.sections:
                 cfg.duplicates.append(current)

@@ -42,3 +42,11 @@ class Key:
     inactive: bool = False
     cim: str | None = None  # the JSON output's field name for this key (src_ip, dest_port, ...)
     help: str = ""
+
+
+# The values of ``audit.action``, a closed list every plugin that decides or reports a verdict
+# uses (NFTRACE first): declared once here, where every layer may import it, so that outputs,
+# filters and later inputs compare against the same words. ``OTHER`` is any verdict that is
+# none of the three (queued to user space, stolen, ...).
+AUDIT_ACTIONS: tuple[str, ...] = ("ACCEPT", "DROP", "REJECT", "OTHER")
+ACCEPT, DROP, REJECT, OTHER = AUDIT_ACTIONS

@@ -344,14 +344,17 @@ def require_writable(path: str, run_as: RunAs | None, what: str, how: int = os.W
 
 
 def bind_unix(
-    sock: socket.socket, path: str, run_as: RunAs | None, mode: int, uid: int = -1, gid: int = -1
+    sock: socket.socket, path: str, run_as: RunAs | None, mode: int, uid: int = -1, gid: int = -1,
+    backlog: int = 64,
 ) -> tuple[int, int]:
     """Bind ``sock`` to ``path`` with ``mode`` (and owner ``uid``/``gid``) from the start, and
     return the socket file's (st_dev, st_ino).
 
     The socket is bound in a fresh directory of our own (0700, in the checked directory of
     ``path``), where nobody else can swap a name, given its mode by the umask at bind() and
-    its owner by ``chown`` relative to that directory, then renamed to ``path``. Nothing is
+    its owner by ``chown`` relative to that directory, listening (a stream socket, with
+    ``backlog``) before it is renamed to ``path``, so a client that finds the name is never
+    refused. Nothing is
     ever chmod'ed or chown'ed through a name another user could replace (ulogd2 does both on
     the path after bind(): a link swapped in makes root change the link's target).
     """
@@ -375,6 +378,8 @@ def bind_unix(
             if uid != -1 or gid != -1:
                 os.chown("s", uid, gid, dir_fd=tfd, follow_symlinks=False)
             st = os.stat("s", dir_fd=tfd, follow_symlinks=False)
+            if sock.type == socket.SOCK_STREAM:
+                sock.listen(backlog)
             os.rename("s", name, src_dir_fd=tfd, dst_dir_fd=dfd)
             return st.st_dev, st.st_ino
         finally:

@@ -133,15 +133,24 @@ def _compile_run(
 
 
 def parse_stack_spec(spec: str, path: str, line: int | None) -> list[tuple[str, str]]:
+    """``id:PLUGIN,...`` as (id, plugin name) pairs. Refused: an empty element (``a:X,,b:Y``, a
+    comma at either end: a plugin left out by mistake) and an id twice in one stack (each id
+    names its instance's ``[section]``; two instances of one stack cannot share one)."""
     tokens: list[tuple[str, str]] = []
-    for tok in spec.replace("\n", ",").split(","):
+    seen: set[str] = set()
+    for n, tok in enumerate(spec.replace("\n", ",").split(","), start=1):
         if not tok:
-            continue
+            raise ConfigError(f"stack element {n} is empty (a comma too many, or a plugin left out)",
+                              path, line)
         if ":" not in tok:
             raise ConfigError(f"syntax error in stack element '{tok}': expected 'id:PLUGIN'", path, line)
         inst_id, name = tok.split(":", 1)
         if not inst_id or len(inst_id) >= 31:
             raise ConfigError(f"bad instance id '{inst_id}' in stack element '{tok}'", path, line)
+        if inst_id in seen:
+            raise ConfigError(f"instance id '{inst_id}' appears twice in the stack (stack element {n}); "
+                              "each instance of a stack needs an id of its own", path, line)
+        seen.add(inst_id)
         tokens.append((inst_id, name))
     if len(tokens) < 2:
         raise ConfigError("a stack needs an input and an output plugin", path, line)

@@ -1,100 +1,56 @@
-"""Keep chosen capabilities across the ``-u`` switch from root to an unprivileged user.
+"""Keep chosen capabilities across the ``-u`` switch from root to an unprivileged user,
+permitted but not effective.
 
 Every nfnetlink request is checked against CAP_NET_ADMIN of the *sender* at the time it
 is sent (``netlink_net_capable()``), not only when the socket was opened: after a plain
 setuid() an NFACCT dump on an already open socket fails with EPERM (tested; ulogd2 then
 logs nothing at all), and so does every later NFLOG/NFCT request (re-binds, dumps, resyncs)
-and SO_RCVBUFFORCE. Sockets already bound keep delivering.
+and SO_RCVBUFFORCE. Sockets already bound keep delivering. Following network namespaces
+also needs CAP_SYS_ADMIN for ``setns()``.
 
 The standard way out, as used by ntpd, chronyd and others: ``prctl(PR_SET_KEEPCAPS)``
 before setuid() keeps the permitted set through the uid change, and a ``capset()``
-right after it makes the wanted capabilities effective and throws every other one away.
-The stdlib has neither call, so both go through ctypes to libc. Capabilities are per
-thread: call this from the thread that does the netlink work (pyulogd is single-threaded).
-Nothing is made inheritable or ambient, so programs the daemon might start get none.
+right after it throws every other capability away. pyulogd then keeps the wanted ones in
+the *permitted* set only, with an empty effective set, and raises one for the moment a
+system call needs it (:mod:`pyulogd.core.caps`), so that they are not effective while the
+daemon decodes packets and writes files. Also, after the switch: the bounding set is cut
+down to what is kept and ``PR_SET_NO_NEW_PRIVS`` is set (an ``execve()``, of a setuid or
+file-capability program included, can never gain anything), and nothing is inheritable or
+ambient (a program the daemon started would get none).
+
+Capabilities are per thread: call this from the thread that does the netlink work, before
+any other thread starts (pyulogd's SQL writers start after it, and inherit the empty
+effective set).
 
 Use::
 
-    with keep_capabilities(["CAP_NET_ADMIN"]):
+    with keep_capabilities(["CAP_NET_ADMIN"]) as kc:
         os.setgid(gid)
         os.initgroups(name, gid)
         os.setuid(uid)
+    kc.kept  # ["CAP_NET_ADMIN"]
 
 On leaving the block without an exception a process that is no longer root holds exactly
-the named capabilities (those of them it had before), effective and permitted, and
-KEEPCAPS is off again; one that is still root keeps everything. OSError is raised if the
+the named capabilities (those of them it had before), permitted only, and KEEPCAPS is off
+again; one that is still root (``-u root``) keeps everything. OSError is raised if the
 kernel refuses.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from collections.abc import Iterable
 from types import TracebackType
 
-# linux/capability.h
-CAPS: dict[str, int] = {
-    "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_FOWNER": 3,
-    "CAP_FSETID": 4, "CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SETPCAP": 8,
-    "CAP_LINUX_IMMUTABLE": 9, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_BROADCAST": 11,
-    "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_IPC_LOCK": 14, "CAP_IPC_OWNER": 15,
-    "CAP_SYS_MODULE": 16, "CAP_SYS_RAWIO": 17, "CAP_SYS_CHROOT": 18, "CAP_SYS_PTRACE": 19,
-    "CAP_SYS_PACCT": 20, "CAP_SYS_ADMIN": 21, "CAP_SYS_BOOT": 22, "CAP_SYS_NICE": 23,
-    "CAP_SYS_RESOURCE": 24, "CAP_SYS_TIME": 25, "CAP_SYS_TTY_CONFIG": 26, "CAP_MKNOD": 27,
-    "CAP_LEASE": 28, "CAP_AUDIT_WRITE": 29, "CAP_AUDIT_CONTROL": 30, "CAP_SETFCAP": 31,
-    "CAP_MAC_OVERRIDE": 32, "CAP_MAC_ADMIN": 33, "CAP_SYSLOG": 34, "CAP_WAKE_ALARM": 35,
-    "CAP_BLOCK_SUSPEND": 36, "CAP_AUDIT_READ": 37, "CAP_PERFMON": 38, "CAP_BPF": 39,
-    "CAP_CHECKPOINT_RESTORE": 40,
-}  # fmt: skip
-NAMES = {v: k for k, v in CAPS.items()}
+from pyulogd.core import caps as _core
+from pyulogd.core.caps import CAPS, NAMES, Privileges, capability_mask, mask_names
 
-PR_SET_KEEPCAPS = 8
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+__all__ = [
+    "CAPS", "NAMES", "capability_mask", "mask_names", "reasons", "wanted", "get_capabilities",
+    "set_capabilities", "set_keepcaps", "keep_capabilities", "confine", "confine_unprivileged",
+]  # fmt: skip
 
-
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]  # fmt: skip
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    return _libc
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def capability_mask(names: Iterable[str]) -> int:
-    """Bit mask of capability names (``CAP_NET_ADMIN`` or ``net_admin``); ValueError if unknown."""
-    mask = 0
-    for name in names:
-        key = name.upper()
-        if not key.startswith("CAP_"):
-            key = "CAP_" + key
-        bit = CAPS.get(key)
-        if bit is None:
-            raise ValueError(f"unknown capability '{name}'")
-        mask |= 1 << bit
-    return mask
-
-
-def mask_names(mask: int) -> list[str]:
-    return [NAMES.get(b, f"CAP_{b}") for b in range(64) if mask >> b & 1]
+_SETPCAP = 1 << CAPS["CAP_SETPCAP"]
 
 
 def reasons(instances: Iterable[object]) -> dict[str, list[str]]:
@@ -123,45 +79,73 @@ def wanted(instances: Iterable[object]) -> list[str]:
 
 def get_capabilities() -> tuple[int, int, int]:
     """(effective, permitted, inheritable) masks of the calling thread."""
-    hdr = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_Data * 2)()
-    _check(_lib().capget(ctypes.byref(hdr), data), "capget")
-    lo, hi = data[0], data[1]
-    return (lo.effective | hi.effective << 32, lo.permitted | hi.permitted << 32,
-            lo.inheritable | hi.inheritable << 32)  # fmt: skip
+    return _core.privileges().kernel.get()
 
 
 def set_capabilities(effective: int, permitted: int, inheritable: int = 0) -> None:
     """capset() of the calling thread; a thread can only lower its permitted set."""
-    hdr = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_Data * 2)()
-    for i in (0, 1):
-        shift = 32 * i
-        data[i].effective = effective >> shift & 0xFFFFFFFF
-        data[i].permitted = permitted >> shift & 0xFFFFFFFF
-        data[i].inheritable = inheritable >> shift & 0xFFFFFFFF
-    _check(_lib().capset(ctypes.byref(hdr), data), "capset")
+    _core.privileges().kernel.set(effective, permitted, inheritable)
 
 
 def set_keepcaps(on: bool) -> None:
-    _check(_lib().prctl(PR_SET_KEEPCAPS, 1 if on else 0, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    _core.privileges().kernel.prctl(_core.PR_SET_KEEPCAPS, 1 if on else 0)
+
+
+def confine(keep: int, privs: Privileges | None = None) -> int:
+    """After the switch to an unprivileged uid: bounding set cut down to ``keep`` (while the
+    permitted set still has CAP_SETPCAP, which PR_CAPBSET_DROP needs), then permitted =
+    ``keep`` (what of it the thread has), effective, inheritable and ambient empty, and
+    ``PR_SET_NO_NEW_PRIVS``. Returns the mask kept."""
+    privs = privs if privs is not None else _core.privileges()
+    k = privs.kernel
+    try:
+        _eff, permitted, _inh = k.get()
+        if permitted & _SETPCAP:
+            k.set(_SETPCAP, permitted, 0)
+            for cap in range(k.last_cap() + 1):
+                if not keep >> cap & 1:
+                    k.prctl(_core.PR_CAPBSET_DROP, cap)
+    finally:
+        kept = privs.lower(keep)  # whatever happened above: nothing stays effective
+    try:
+        k.prctl(_core.PR_CAP_AMBIENT, _core.PR_CAP_AMBIENT_CLEAR_ALL)
+    except OSError:
+        pass  # Linux before 4.3 has no ambient set; the empty inheritable set empties it anyway
+    k.prctl(_core.PR_SET_NO_NEW_PRIVS, 1)
+    return kept
+
+
+def confine_unprivileged(names: Iterable[str], privs: Privileges | None = None) -> list[str] | None:
+    """For a daemon that never was root but was given capabilities (systemd's
+    ``AmbientCapabilities=``, ``setpriv``): the same as after ``-u``, at the same point.
+    Returns the names kept, or None when the process has no capability at all (nothing done)."""
+    privs = privs if privs is not None else _core.privileges()
+    _eff, permitted, _inh = privs.kernel.get()
+    if not permitted:
+        return None
+    return mask_names(confine(capability_mask(names), privs))
 
 
 class keep_capabilities:  # lower case: used like a function, as contextlib's helpers are
     """Context manager around a uid change; see the module docstring.
 
-    ``kept`` (a list of names) tells afterwards what the process holds. With no names
-    it does nothing at all, so a caller can always use it.
+    ``kept`` (a list of names) tells afterwards what the process holds (permitted, raised
+    on demand through :func:`pyulogd.core.caps.raised`). ``privs``: the :class:`Privileges`
+    to lower (tests pass their own; default: the process's).
     """
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, names: Iterable[str], privs: Privileges | None = None) -> None:
         self.mask = capability_mask(names)
+        self.privs = privs if privs is not None else _core.privileges()
         self.kept: list[str] = []
         self._armed = False
 
     def __enter__(self) -> keep_capabilities:
-        if self.mask:
-            set_keepcaps(True)
+        _eff, permitted, _inh = self.privs.kernel.get()
+        if permitted:
+            # Even when nothing is to be kept: the bounding set can only be cut down with a
+            # capability (CAP_SETPCAP) that a plain setuid() would take away first.
+            self.privs.kernel.prctl(_core.PR_SET_KEEPCAPS, 1)
             self._armed = True
         return self
 
@@ -170,20 +154,19 @@ class keep_capabilities:  # lower case: used like a function, as contextlib's he
         if not self._armed:
             return
         self._armed = False
+        k = self.privs.kernel
         try:
             if exc_type is None:
-                _effective, permitted, _inheritable = get_capabilities()
                 if os.geteuid() == 0:
                     # Still root (``-u root``): setuid() took nothing away, neither do we.
-                    self.kept = mask_names(permitted)
+                    self.kept = mask_names(k.get()[1])
                 else:
-                    keep = self.mask & permitted
-                    set_capabilities(keep, keep, 0)
-                    self.kept = mask_names(keep)
+                    self.kept = mask_names(confine(self.mask, self.privs))
         finally:
             # A later setuid() or execve() must not keep anything by accident.
             try:
-                set_keepcaps(False)
+                k.prctl(_core.PR_SET_KEEPCAPS, 0)
             except OSError:
                 if exc_type is None:
                     raise
+

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from pyulogd import __version__
 from pyulogd.core import registry, safefile
+from pyulogd.core.caps import StillPrivileged
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.escape import escape_text
@@ -163,9 +164,18 @@ def main(argv: list[str] | None = None) -> int:
                 kept = process.drop_privileges(user, list(needs))
                 ctx.log.notice(
                     f"changed to user {user.pw_name} (uid {user.pw_uid}, gid {user.pw_gid})"
-                    + (f", keeping {', '.join(kept)}" if kept else "")
+                    + (f", keeping {', '.join(kept)}{_HELD}" if kept else "")
                 )
                 _log_capabilities(ctx, needs, kept)
+            elif os.geteuid() != 0:
+                # Never root, but given capabilities (systemd AmbientCapabilities=, setpriv):
+                # hold what is needed the same way, drop the rest.
+                needs = caps.reasons(service.started)
+                held = caps.confine_unprivileged(list(needs))
+                if held is not None:
+                    ctx.log.notice(f"keeping {', '.join(held)}{_HELD}" if held else "dropping every capability "
+                                   "(no input needs one after start)")  # fmt: skip
+                    _log_capabilities(ctx, needs, held)
             # Threads (the SQL writers) start only now: they run, and open their files, as the user.
             service.running()
         except Exception as e:
@@ -187,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, signal.SIG_IGN)
         service.stop()
         return 0
-    except netns.WrongNamespace as e:
-        # Nothing more may run in this thread (no stop(): it would talk to the wrong namespace).
+    except (netns.WrongNamespace, StillPrivileged) as e:
+        # Nothing more may run in this thread (no stop(): it would talk to the wrong namespace,
+        # or with a capability it could not drop).
         ctx.log.fatal(str(e))
         sys.stderr.write(f"pyulogd: {escape_text(str(e))}\n")
         return 1
@@ -196,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         if pid_lock is not None:
             pid_lock.release()
         ctx.log.close()
+
+
+# How kept capabilities are held, as the start-up line says it (docs/security.md).
+_HELD = " (permitted only: raised for each netlink request and setns(), then dropped)"
 
 
 def _log_capabilities(ctx: Context, why: dict[str, list[str]], kept: list[str]) -> None:

@@ -190,7 +190,8 @@ def daemonize() -> Ready:
 
 def drop_privileges(user: pwd.struct_passwd, keep: Iterable[str] = ()) -> list[str]:
     """setgid, initgroups, setuid to ``user`` (after every socket and file is open), keeping
-    the capabilities ``keep`` (docs/security.md); returns the names kept."""
+    the capabilities ``keep`` permitted but not effective, raised only around the calls that
+    need them (daemon/caps.py, core/caps.py, docs/security.md); returns the names kept."""
     with caps.keep_capabilities(keep) as kept:
         os.setgid(user.pw_gid)
         os.initgroups(user.pw_name, user.pw_gid)

@@ -6,6 +6,13 @@ sends one request and waits for its ack (NLMSG_ERROR with a matching sequence nu
 is kept and handed out first by :meth:`~NetlinkSocket.recv`. Reading never raises ENOBUFS (the
 kernel dropped messages because the receive buffer was full): it is returned as an event so the
 caller can count it and carry on.
+
+After ``-u`` CAP_NET_ADMIN is permitted but not effective (:mod:`pyulogd.core.caps`); this
+module raises it for exactly the calls the kernel checks it in: ``socket()`` and ``bind()``
+(nfnetlink checks the credentials the socket was opened with at every request, and binding
+multicast groups needs it), every request sent (:meth:`NetlinkSocket.request`,
+:meth:`NetlinkSocket.send`) and ``SO_RCVBUFFORCE``. Reading never needs it. Send through
+these methods, never through ``.sock`` directly, or the request fails with EPERM after ``-u``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 
 from pyulogd.codec import netlink as nl
+from pyulogd.core import caps
 from pyulogd.core.clock import Clock, SystemClock
 from pyulogd.io import mmsg
 from pyulogd.io.netns import NetnsHandle, in_netns
@@ -52,16 +60,17 @@ class NetlinkSocket:
         clock: Clock | None = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
-        with in_netns(netns):
-            self.sock = socket.socket(
-                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, protocol
-            )
-        try:
-            self.sock.bind((0, groups))
-            self.portid: int = self.sock.getsockname()[0]
-        except OSError:
-            self.sock.close()
-            raise
+        with caps.raised("CAP_NET_ADMIN"):
+            with in_netns(netns):
+                self.sock = socket.socket(
+                    socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, protocol
+                )
+            try:
+                self.sock.bind((0, groups))
+            except OSError:
+                self.sock.close()
+                raise
+        self.portid: int = self.sock.getsockname()[0]
         self.bufsize = bufsize
         self._buf = bytearray(bufsize)
         self._view = memoryview(self._buf)
@@ -98,7 +107,8 @@ class NetlinkSocket:
         capability SO_RCVBUF is used, which the kernel caps silently.
         """
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+            with caps.raised("CAP_NET_ADMIN"):
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         return self.rcvbuf()
@@ -121,12 +131,18 @@ class NetlinkSocket:
 
     # -- requests
 
+    def send(self, msg: bytes) -> None:
+        """Send ``msg`` without waiting for an answer (dumps, whose answer the caller reads)."""
+        with caps.raised("CAP_NET_ADMIN"):
+            self.sock.send(msg)
+
     def request(self, msg: bytes, timeout: float = 5.0) -> None:
         """Send ``msg`` (built with NLM_F_ACK and a sequence number from :meth:`next_seq`) and
         wait for the kernel's answer. Raises ``OSError(errno)`` if the kernel refused it and
         ``TimeoutError`` if no answer came within ``timeout`` seconds."""
         seq = nl.HDR.unpack_from(msg, 0)[3]
-        self.sock.send(msg)
+        with caps.raised("CAP_NET_ADMIN"):
+            self.sock.send(msg)
         clock = self.clock
         deadline = clock.monotonic() + timeout
         while True:

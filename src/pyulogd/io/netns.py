@@ -12,6 +12,9 @@ asking rtnetlink in the wrong namespace: :class:`WrongNamespace` (a ``SystemExit
 ``except Exception`` swallows it) ends the daemon. ulogd2's HEAD logs and goes on.
 
 Python 3.11 has no ``os.setns`` (3.12 has), so the call goes through ctypes to libc.
+
+``setns()`` needs CAP_SYS_ADMIN: after ``-u`` it is raised for each of the two calls only
+(:func:`pyulogd.core.caps.raised`), not for what the block does in between.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import errno
 import fcntl
 import os
 from collections.abc import Iterator
+
+from pyulogd.core import caps
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11+
@@ -48,9 +53,12 @@ class NotANamespace(OSError):
 
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
-    """setns(2) on the calling thread; OSError with the kernel's errno on failure."""
-    if _lib().setns(fd, nstype) != 0:
+    """setns(2) on the calling thread, with CAP_SYS_ADMIN raised for it; OSError with the
+    kernel's errno on failure."""
+    with caps.raised("CAP_SYS_ADMIN"):
+        r = _lib().setns(fd, nstype)
         err = ctypes.get_errno()
+    if r != 0:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 

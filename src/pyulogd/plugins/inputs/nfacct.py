@@ -173,7 +173,7 @@ class NfacctInput(NetnsSource):
         seq = sock.next_seq()
         now = self.ctx.clock.wall()
         try:
-            sock.sock.send(codec.dump_request(seq, self.zero, sock.portid))
+            sock.send(codec.dump_request(seq, self.zero, sock.portid))
         except OSError as e:
             self.ctx.stats.incr(self.stat["send_errors"])
             self._report("io", f"NFACCT '{self.id}': sending the dump request failed: {_why(e)}")

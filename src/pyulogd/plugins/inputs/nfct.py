@@ -49,6 +49,7 @@ from typing import Any
 from pyulogd.codec import ctbpf
 from pyulogd.codec import nfct as codec
 from pyulogd.codec.nfct_filter import FlowFilter
+from pyulogd.core import caps
 from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Bool, Duration, Int, Size, Str
@@ -130,6 +131,11 @@ class NfctInput(NetnsSource):
     options = OPTIONS + NETNS_OPTIONS
     output_keys = codec.OUTPUT_KEYS + NETNS_KEYS
     description = "connection tracking events and table dumps (flows, with NAT tuples)"
+    # Kept after -u (permitted only, raised per request: core/caps.py): without it every dump
+    # after start fails with EPERM.
+    capabilities = ("CAP_NET_ADMIN",)
+    capability_reason = ("dumps the conntrack table after start (SIGUSR2, resync after lost events, "
+                         "pollinterval, flow checks) and grows its receive buffer (SO_RCVBUFFORCE)")
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
@@ -285,7 +291,8 @@ class NfctInput(NetnsSource):
             return _read_sysctl(name)
 
     def _write_sysctl(self, name: str, value: str) -> None:
-        with in_netns(self.netns_handle):
+        # A namespace attached after -u: writing its net sysctls needs CAP_NET_ADMIN there.
+        with in_netns(self.netns_handle), caps.raised("CAP_NET_ADMIN"):
             _write_sysctl(name, value)
 
     # -- accounting (nf_conntrack_acct, nf_conntrack_timestamp)
@@ -696,7 +703,7 @@ class NfctInput(NetnsSource):
     def dump_buffers(self, zero: bool) -> Iterator[bytes]:
         """The datagrams answering one dump request, up to the one with NLMSG_DONE or an error."""
         sock = self._open_dump_socket()
-        sock.sock.send(codec.dump_request(sock.next_seq(), zero=zero))
+        sock.send(codec.dump_request(sock.next_seq(), zero=zero))
         clock = self.ctx.clock
         deadline = clock.monotonic() + DUMP_TIMEOUT
         while True:

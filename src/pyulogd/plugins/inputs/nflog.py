@@ -116,6 +116,17 @@ class NflogInput(NetnsSource):
         self.stat = {n: p + n for n in STAT_NAMES}
         self._burst = {n: Burst() for n in _BURSTS}
 
+    def needed_capabilities(self) -> dict[str, str]:
+        """CAP_NET_ADMIN also in its own namespace when the buffer may grow after lost events:
+        SO_RCVBUFFORCE, the only way past net.core.rmem_max, needs it (without it the growth
+        stops silently at rmem_max)."""
+        needed = super().needed_capabilities()
+        if self.config["netlink_socket_buffer_maxsize"]:
+            why = (f"{self.name} '{self.id}' grows its receive buffer after lost events "
+                   "(netlink_socket_buffer_maxsize: SO_RCVBUFFORCE)")
+            needed["CAP_NET_ADMIN"] = f"{needed['CAP_NET_ADMIN']}; {why}" if "CAP_NET_ADMIN" in needed else why
+        return needed
+
     # -- life cycle
 
     def start_input(self) -> None:

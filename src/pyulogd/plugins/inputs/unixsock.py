@@ -128,7 +128,6 @@ class UnixsockInput(Source):
                 self._ino = safefile.bind_unix(sock, self.path, self.ctx.run_as, c["perms"], uid, gid)
             except OSError as e:
                 raise PluginError(f"could not bind to unix socket '{self.path}': {e.strerror or e}") from None
-            sock.listen(64)
             sock.setblocking(False)
             if not c["bufsize"]:
                 self.max_frame = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)

@@ -43,11 +43,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.codec import netlink as nl
+from pyulogd.codec import nfct
 from pyulogd.core import safefile
 from pyulogd.core.errors import PluginError
 from pyulogd.core.escape import escape_bytes
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option
+from pyulogd.core.ratelimit import Burst
 from pyulogd.io.filesink import FileSink, StdoutSink
 from pyulogd.io.output import Output
 
@@ -107,9 +109,16 @@ NFULA_PAYLOAD = 9
 NFULA_PREFIX = 10
 
 
-def _attrs(buf: Any, start: int, end: int) -> dict[int, tuple[int, int]]:
-    """Type -> (payload start, end); a repeated attribute keeps its last copy, as libnfnetlink does."""
-    return {t: (p, q) for t, p, q in nl.attrs(buf, start, end)}
+def _attrs(buf: Any, start: int, end: int, problems: list[str]) -> dict[int, tuple[int, int]]:
+    """Type -> (payload start, end); a repeated attribute keeps its last copy, as libnfnetlink does.
+    Attributes after a broken length are lost; why goes to ``problems``."""
+    items, why = nl.well_formed(buf, start, end, _NO_POLICY)
+    if why is not None:
+        problems.append(why)
+    return {t: (p, q) for t, p, q in items}
+
+
+_NO_POLICY: nl.Policy = {}  # NFLOG and NFACCT attributes: the renderers check each length themselves
 
 
 def _u32(buf: Any, span: tuple[int, int] | None) -> int:
@@ -118,12 +127,13 @@ def _u32(buf: Any, span: tuple[int, int] | None) -> int:
     return int(_U32(buf, span[0])[0])
 
 
-def packet_xml(msg: Any, when: str) -> str:
-    """The ``<log>`` element of one NFLOG message (nlmsghdr and nfgenmsg included)."""
+def packet_xml(msg: Any, when: str, problems: list[str] | None = None) -> str:
+    """The ``<log>`` element of one NFLOG message (nlmsghdr and nfgenmsg included); what cannot
+    be read of a malformed one is left out and said in ``problems``."""
     end = len(msg)
     if end >= 4:
         end = min(end, _NLMSG_LEN(msg, 0)[0])
-    tb = _attrs(msg, 20, end)
+    tb = _attrs(msg, 20, end, [] if problems is None else problems)
     out = ["<log><when>", when, "</when>"]
     span = tb.get(NFULA_PREFIX)
     if span is not None:
@@ -192,32 +202,63 @@ class _Tuple:
         self.proto = self.sport = self.dport = 0
 
 
-def _tuple(buf: Any, p: int, q: int) -> _Tuple:
-    t = _Tuple()
-    for at, p2, q2 in nl.attrs(buf, p, q):
-        if at == 1:  # CTA_TUPLE_IP
-            for a3, p3, q3 in nl.attrs(buf, p2, q2):
-                if a3 in (1, 2) and q3 - p3 >= 4:
-                    t.v6 = False
-                    addr = bytes(buf[p3 : p3 + 4])
-                elif a3 in (3, 4) and q3 - p3 >= 16:
-                    t.v6 = True
-                    addr = bytes(buf[p3 : p3 + 16])
-                else:
-                    continue
-                if a3 in (1, 3):
-                    t.src = addr
-                else:
-                    t.dst = addr
-        elif at == 2:  # CTA_TUPLE_PROTO
-            for a3, p3, q3 in nl.attrs(buf, p2, q2):
-                if a3 == 1 and q3 > p3:
-                    t.proto = buf[p3]
-                elif a3 == 2 and q3 - p3 >= 2:
-                    t.sport = _U16(buf, p3)[0]
-                elif a3 == 3 and q3 - p3 >= 2:
-                    t.dport = _U16(buf, p3)[0]
-    return t
+class _Ct:
+    """One conntrack entry's attributes, read by :data:`nfct.CT_POLICY` (the NFCT decoder's own
+    definition of a well-formed attribute): what breaks it is left out and noted in ``problems``."""
+
+    __slots__ = ("buf", "problems")
+
+    def __init__(self, buf: Any, problems: list[str]) -> None:
+        self.buf = buf
+        self.problems = problems
+
+    def nest(self, p: int, q: int, policy: nl.Policy) -> list[tuple[int, int, int]]:
+        items, why = nl.well_formed(self.buf, p, q, policy)
+        if why is not None:
+            self.problems.append(why)
+        return items
+
+    def tuple_at(self, p: int, q: int) -> _Tuple:
+        buf = self.buf
+        t = _Tuple()
+        for at, p2, q2 in self.nest(p, q, nfct.TUPLE_POLICY):
+            if at == nfct.CTA_TUPLE_IP:
+                for a3, p3, _q3 in self.nest(p2, q2, nfct.IP_POLICY):
+                    if a3 == nfct.CTA_IP_V4_SRC or a3 == nfct.CTA_IP_V4_DST:
+                        t.v6 = False
+                        addr = bytes(buf[p3 : p3 + 4])
+                    elif a3 == nfct.CTA_IP_V6_SRC or a3 == nfct.CTA_IP_V6_DST:
+                        t.v6 = True
+                        addr = bytes(buf[p3 : p3 + 16])
+                    else:
+                        continue
+                    if a3 == nfct.CTA_IP_V4_SRC or a3 == nfct.CTA_IP_V6_SRC:
+                        t.src = addr
+                    else:
+                        t.dst = addr
+            elif at == nfct.CTA_TUPLE_PROTO:
+                for a3, p3, _q3 in self.nest(p2, q2, nfct.PROTO_POLICY):
+                    if a3 == nfct.CTA_PROTO_NUM:
+                        t.proto = buf[p3]
+                    elif a3 == nfct.CTA_PROTO_SRC_PORT:
+                        t.sport = _U16(buf, p3)[0]
+                    elif a3 == nfct.CTA_PROTO_DST_PORT:
+                        t.dport = _U16(buf, p3)[0]
+        return t
+
+    def counters(self, p: int, q: int) -> tuple[int | None, int | None]:
+        buf = self.buf
+        pkts = nbytes = None
+        for at, p2, _q2 in self.nest(p, q, nfct.COUNTERS_POLICY):
+            if at == nfct.CTA_COUNTERS_PACKETS:
+                pkts = _U64(buf, p2)[0]
+            elif at == nfct.CTA_COUNTERS_BYTES:
+                nbytes = _U64(buf, p2)[0]
+            elif at == nfct.CTA_COUNTERS32_PACKETS:
+                pkts = _U32(buf, p2)[0]
+            elif at == nfct.CTA_COUNTERS32_BYTES:
+                nbytes = _U32(buf, p2)[0]
+        return pkts, nbytes
 
 
 def _addr(family: int, addr: bytes) -> str:
@@ -226,21 +267,6 @@ def _addr(family: int, addr: bytes) -> str:
     if family == socket.AF_INET6:
         return socket.inet_ntop(socket.AF_INET6, addr if len(addr) == 16 else bytes(16))
     return ""
-
-
-def _counters(buf: Any, p: int, q: int) -> tuple[int | None, int | None]:
-    pkts = nbytes = None
-    for at, p2, q2 in nl.attrs(buf, p, q):
-        n = q2 - p2
-        if at == 1 and n >= 8:
-            pkts = _U64(buf, p2)[0]
-        elif at == 2 and n >= 8:
-            nbytes = _U64(buf, p2)[0]
-        elif at == 3 and n >= 4:
-            pkts = _U32(buf, p2)[0]
-        elif at == 4 and n >= 4:
-            nbytes = _U32(buf, p2)[0]
-    return pkts, nbytes
 
 
 def _meta(direction: str, family: int, t: _Tuple, counters: tuple[int, int] | None) -> str:
@@ -261,41 +287,53 @@ def _meta(direction: str, family: int, t: _Tuple, counters: tuple[int, int] | No
     return "".join(out)
 
 
-def flow_xml(ct: Any, now: float, when: str) -> str:
+_U32_ATTRS = frozenset({CTA_STATUS, CTA_TIMEOUT, CTA_MARK, CTA_USE, CTA_ID, CTA_SECMARK})
+
+
+def flow_xml(ct: Any, now: float, when: str, problems: list[str] | None = None) -> str:
     """The ``<flow>`` element of a conntrack entry's ``CTA_*`` attributes. ``now``: the wall
-    clock (``<deltatime>`` of an entry without a stop time); ``when``: its time fields."""
+    clock (``<deltatime>`` of an entry without a stop time); ``when``: its time fields.
+
+    Attributes are read as :data:`nfct.CT_POLICY` defines them, so an entry the NFCT decoder
+    accepted is rendered whole. Of any other (NFLOG's ``ct`` is not checked by its decoder),
+    what breaks the policy is left out and the reasons appended to ``problems``.
+    """
+    r = _Ct(ct, [] if problems is None else problems)
     orig = reply = _Tuple()
     counters: dict[int, tuple[int | None, int | None]] = {}
     states: dict[int, int] = {}  # CTA_PROTOINFO_TCP/DCCP/SCTP -> state
     u32: dict[int, int] = {}
     zone = start = stop = secctx = None
-    for at, p, q in nl.attrs(ct, 0, len(ct)):
-        n = q - p
+    for at, p, q in r.nest(0, len(ct), nfct.CT_POLICY):
         if at == CTA_TUPLE_ORIG:
-            orig = _tuple(ct, p, q)
+            orig = r.tuple_at(p, q)
         elif at == CTA_TUPLE_REPLY:
-            reply = _tuple(ct, p, q)
+            reply = r.tuple_at(p, q)
         elif at in (CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY):
-            counters[at] = _counters(ct, p, q)
-        elif at in (CTA_STATUS, CTA_TIMEOUT, CTA_MARK, CTA_USE, CTA_ID, CTA_SECMARK) and n >= 4:
+            counters[at] = r.counters(p, q)
+        elif at in _U32_ATTRS:
             u32[at] = _U32(ct, p)[0]
-        elif at == CTA_ZONE and n >= 2:
+        elif at == CTA_ZONE:
             zone = _U16(ct, p)[0]
         elif at == CTA_PROTOINFO:
-            for a2, p2, q2 in nl.attrs(ct, p, q):
-                for a3, p3, q3 in nl.attrs(ct, p2, q2):
-                    if a3 == 1 and q3 > p3:  # CTA_PROTOINFO_{TCP,DCCP,SCTP}_STATE
+            for a2, p2, q2 in r.nest(p, q, nfct.PROTOINFO_POLICY):
+                sub = nfct.PROTOINFO_POLICY.get(a2)
+                if not isinstance(sub, dict):
+                    continue  # another protocol's: the policy says nothing of its content
+                for a3, p3, _q3 in r.nest(p2, q2, sub):
+                    if a3 == nfct.CTA_PROTOINFO_TCP_STATE:  # CTA_PROTOINFO_{TCP,DCCP,SCTP}_STATE
                         states[a2] = ct[p3]
         elif at == CTA_TIMESTAMP:
-            for a2, p2, q2 in nl.attrs(ct, p, q):
-                if q2 - p2 >= 8:
-                    if a2 == 1:
-                        start = _U64(ct, p2)[0]
-                    elif a2 == 2:
-                        stop = _U64(ct, p2)[0]
+            for a2, p2, _q2 in r.nest(p, q, nfct.TIMESTAMP_POLICY):
+                if a2 == nfct.CTA_TIMESTAMP_START:
+                    start = _U64(ct, p2)[0]
+                elif a2 == nfct.CTA_TIMESTAMP_STOP:
+                    stop = _U64(ct, p2)[0]
         elif at == CTA_SECCTX:
-            for a2, p2, q2 in nl.attrs(ct, p, q):
-                if a2 == 1:
+            policy = nfct.CT_POLICY[CTA_SECCTX]
+            assert isinstance(policy, dict)
+            for a2, p2, q2 in r.nest(p, q, policy):
+                if a2 == nfct.CTA_SECCTX_NAME:
                     secctx = xml_text(bytes(ct[p2:q2]).split(b"\0", 1)[0])
     # libnetfilter_conntrack takes the layer 3 protocol of both tuples from the message's
     # family; the attributes carry it as the kind of address.
@@ -345,9 +383,10 @@ def flow_xml(ct: Any, now: float, when: str) -> str:
 # -- counters: nfacct_snprintf(NFACCT_SNPRINTF_T_XML, NFACCT_SNPRINTF_F_TIME)
 
 
-def sum_xml(msg: Any, when: str) -> str:
-    """The ``<obj>`` element of one nfacct message (nlmsghdr and nfgenmsg included)."""
-    tb = _attrs(msg, 20, len(msg))
+def sum_xml(msg: Any, when: str, problems: list[str] | None = None) -> str:
+    """The ``<obj>`` element of one nfacct message (nlmsghdr and nfgenmsg included); what cannot
+    be read of a malformed one is left out and said in ``problems``."""
+    tb = _attrs(msg, 20, len(msg), [] if problems is None else problems)
     name = ""
     span = tb.get(1)  # NFACCT_NAME
     if span is not None:
@@ -385,6 +424,7 @@ class XmlOutput(Output[str]):
         self.infix = "pkt"
         self._sec = -1
         self._tm = ""
+        self._burst = Burst()
 
     def configure(self) -> None:
         """Nothing to open yet: the file's name says what the stack's input is (known at start)."""
@@ -455,24 +495,46 @@ class XmlOutput(Output[str]):
         # A record none of whose three inputs is valid is an error, as in 2.0.8.
         if self.out is None:
             return ERR
-        text = self.render(rec)
-        if text is None:
+        problems: list[str] = []
+        made = self._xml(rec, problems)
+        if made is None:
             return ERR
+        text, what = made
         self._add(text)
+        if problems:
+            self._partial(what, problems[0])
         return OK
 
     def render(self, rec: list[Any]) -> str | None:
+        made = self._xml(rec, [])
+        return None if made is None else made[0]
+
+    def _xml(self, rec: list[Any], problems: list[str]) -> tuple[str, str] | None:
+        """The line of the first valid of ``ct``, ``raw``, ``sum`` and which it was; None:
+        none is valid. What a malformed one made unreadable is said in ``problems``."""
         v = rec[self._s_ct]
         if v is not None:
             now, when = self._when()
-            text = flow_xml(v, now, when)
+            text = flow_xml(v, now, when, problems)
+            what = "ct"
         else:
             v = rec[self._s_raw]
             if v is not None:
-                text = packet_xml(v, self._when()[1])
+                text = packet_xml(v, self._when()[1], problems)
+                what = "raw"
             else:
                 v = rec[self._s_sum]
                 if v is None:
                     return None
-                text = sum_xml(v, self._when()[1])
-        return text + "\n"
+                text = sum_xml(v, self._when()[1], problems)
+                what = "sum"
+        return text + "\n", what
+
+    def _partial(self, what: str, why: str) -> None:
+        """A record written without what its malformed ``what`` key made unreadable: counted in
+        ``xml.<id>.<what>_malformed``, logged once per burst (the text comes from the bytes'
+        lengths and types, numbers only)."""
+        self.ctx.stats.incr(f"xml.{self.id}.{what}_malformed")
+        n = self._burst.due(self.ctx.clock.monotonic())
+        if n:
+            self.ctx.log.notice(f"XML: {n} record(s) written in part, malformed '{what}' key: {why}")

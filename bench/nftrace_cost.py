@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""What tracing costs: NFTRACE against an NFLOG rule logging the same packets (issue 14, item 4).
+
+    python3 bench/nftrace_cost.py [--rates 2000,5000,10000] [--seconds 3] [--rules 10] [--out FILE]
+
+Two namespaces of its own (``nftrb-<random>-a`` -> ``-b``, a veth pair; removed at the end).
+In ``b`` an inet table holds ``--rules`` rules that do not match the traffic, then
+``udp dport 5001 accept``. Per mode and rate, the daemon (``python -m pyulogd``, this
+checkout's code) runs in ``b``, a sender in ``a`` sends UDP datagrams to port 5001 at the
+rate for ``--seconds``, and the run reports:
+
+* ``records``: lines the daemon wrote (JSON), against ``sent``: lossless when equal;
+* ``daemon µs/pkt``: the daemon's CPU (utime+stime of the process) per packet;
+* ``kernel µs/pkt``: the machine's system+softirq time per packet *above the same traffic
+  with neither* (mode ``none``): the kernel's work of tracing every rule, or of NFLOG;
+* ``enobufs``: trace events / log messages the socket could not take.
+
+Modes: ``none`` (baseline), ``nflog`` (``meta l4proto udp log group 7`` at the end of the
+input chain's rules -> NFLOG -> JSON), ``nftrace`` (trace_rule ``meta l4proto udp`` -> NFTRACE ->
+JSON). Run it alone on a quiet machine: every figure is per packet, and other jobs' CPU lands
+in the kernel figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SENDER = """import socket, sys, time
+rate, secs = float(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+n, t0, payload = 0, time.monotonic(), b"x" * 64
+end = t0 + secs
+while True:
+    now = time.monotonic()
+    if now >= end:
+        break
+    due = int((now - t0) * rate)
+    while n < due:
+        s.sendto(payload, ("10.96.0.2", 5001))
+        n += 1
+    time.sleep(0.0005)
+print(n)
+"""
+
+
+def sh(*args: str, ns: str | None = None, input: str | None = None) -> str:
+    cmd = list(args) if ns is None else ["ip", "netns", "exec", ns, *args]
+    return subprocess.run(cmd, input=input, text=True, capture_output=True, check=True).stdout
+
+
+def cpu_times() -> tuple[float, float]:
+    """(system + softirq, total) seconds of the whole machine, from /proc/stat."""
+    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    v = [int(x) / os.sysconf("SC_CLK_TCK") for x in f]
+    return v[2] + v[5] + v[6], sum(v)
+
+
+def proc_cpu(pid: int) -> float:
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def config(mode: str, ns: str, out: Path, log: Path) -> str:
+    head = f'[global]\nlogfile="{log}"\nloglevel=3\n'
+    if mode == "nftrace":
+        return (head + "stack=t1:NFTRACE,base1:BASE,ip2str1:IP2STR,json1:JSON\n"
+                f'[t1]\nnetwork_namespace_path="/run/netns/{ns}"\ntrace_rule="meta l4proto udp"\n'
+                "netlink_socket_buffer_size=8388608\n"
+                f'[json1]\nfile="{out}"\nsync=0\n')  # fmt: skip
+    return (head + "stack=l1:NFLOG,base1:BASE,ip2str1:IP2STR,json1:JSON\n"
+            f'[l1]\ngroup=7\nnetwork_namespace_path="/run/netns/{ns}"\nnetlink_socket_buffer_size=8388608\n'
+            f'[json1]\nfile="{out}"\nsync=0\n')  # fmt: skip
+
+
+def ruleset(rules: int, mode: str) -> str:
+    body = "\n".join(f"    udp dport {6000 + i} counter drop" for i in range(rules))
+    log = "    meta l4proto udp log group 7\n" if mode == "nflog" else ""
+    return ("table inet bench {\n  chain input {\n    type filter hook input priority 0; policy accept;\n"
+            f"{body}\n{log}    udp dport 5001 accept\n  }}\n}}\n")  # fmt: skip
+
+
+def trial(a: str, b: str, mode: str, rate: int, secs: float, rules: int, tmp: Path) -> dict[str, object]:
+    sh("nft", "flush", "ruleset", ns=b)
+    sh("nft", "-f", "-", ns=b, input=ruleset(rules, mode))
+    out, log = tmp / f"{mode}-{rate}.json", tmp / f"{mode}-{rate}.log"
+    daemon = None
+    if mode != "none":
+        conf = tmp / f"{mode}.conf"
+        conf.write_text(config(mode, b, out, log))
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        daemon = subprocess.Popen([sys.executable, "-m", "pyulogd", "-c", str(conf)], env=env)
+        end = time.monotonic() + 20
+        word = "tracing" if mode == "nftrace" else "working in network namespace"
+        while time.monotonic() < end and not (log.exists() and word in log.read_text()):
+            time.sleep(0.1)
+        time.sleep(0.5)
+    k0, _ = cpu_times()
+    d0 = proc_cpu(daemon.pid) if daemon else 0.0
+    sent = int(sh("python3", "-c", SENDER, str(rate), str(secs), ns=a).strip())
+    time.sleep(1.0)  # the last records (NFTRACE: its 250 ms timeout for accepted packets)
+    k1, _ = cpu_times()
+    d1 = proc_cpu(daemon.pid) if daemon else 0.0
+    records = enobufs = 0
+    if daemon is not None:
+        daemon.terminate()
+        daemon.wait(30)
+        records = sum(1 for _ in out.open()) if out.exists() else 0
+        for line in log.read_text().splitlines():
+            if "enobufs" in line and "=" in line:
+                try:
+                    enobufs += int(line.rsplit("=", 1)[1])
+                except ValueError:
+                    pass
+    return {"mode": mode, "rate": rate, "sent": sent, "records": records, "kernel_s": k1 - k0,
+            "daemon_s": d1 - d0, "enobufs": enobufs}  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default="2000,5000,10000")
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rules", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=None, help="also write the rows here (JSON lines)")
+    args = ap.parse_args()
+    tag = f"nftrb-{secrets.token_hex(3)}"
+    a, b = f"{tag}-a", f"{tag}-b"
+    rows = []
+    try:
+        for ns in (a, b):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+        sh("ip", "link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b)
+        sh("ip", "addr", "add", "10.96.0.1/24", "dev", "va", ns=a)
+        sh("ip", "addr", "add", "10.96.0.2/24", "dev", "vb", ns=b)
+        sh("ip", "link", "set", "va", "up", ns=a)
+        sh("ip", "link", "set", "vb", "up", ns=b)
+        with tempfile.TemporaryDirectory(prefix="nftrb-") as d:
+            for rate in (int(r) for r in args.rates.split(",")):
+                base = None
+                for mode in ("none", "nflog", "nftrace"):
+                    row = trial(a, b, mode, rate, args.seconds, args.rules, Path(d))
+                    if mode == "none":
+                        base = row
+                    assert base is not None
+                    n = max(1, int(row["sent"]))  # type: ignore[call-overload]
+                    extra = float(row["kernel_s"]) - float(base["kernel_s"])  # type: ignore[arg-type]
+                    row["kernel_us_per_pkt"] = round(extra / n * 1e6, 2)
+                    row["daemon_us_per_pkt"] = round(float(row["daemon_s"]) / n * 1e6, 2)  # type: ignore[arg-type]
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    print("\n| rate/s | mode | sent | records | lossless | kernel µs/pkt (over none) | daemon µs/pkt |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["mode"] == "none":
+            continue
+        ok = "yes" if r["records"] == r["sent"] else f"no ({r['records']})"
+        print(f"| {r['rate']} | {r['mode']} | {r['sent']} | {r['records']} | {ok} | {r['kernel_us_per_pkt']} | "
+              f"{r['daemon_us_per_pkt']} |")
+    if args.out:
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
