@@ -387,3 +387,28 @@ def test_spool_ignores_segments_of_the_marshal_format(tmp_path: Path) -> None:
     sp.open()
     assert sp.peek() is None and sp.corrupt == 1
     sp.close()
+
+
+# -- the SQL outputs' sink
+
+
+def test_sql_rows_counted_written_and_refused_by_cause(tmp_path: Path) -> None:
+    """SQLITE3 on the output base: rows through WriterSink to the writer thread; the counters
+    say what the database took and what it refused, as ``sql.<id>.*`` do."""
+    import sqlite3
+
+    from pyulogd.plugins.outputs.sqlite3 import Sqlite3Output
+    from tests.helpers import NflogKeys
+
+    con = sqlite3.connect(tmp_path / "a.db")
+    con.execute("CREATE TABLE t (raw_pktlen integer CHECK (raw_pktlen != 3))")
+    con.close()
+    ctx = quiet(Context(loop=Loop()), tmp_path)
+    stack = make_stack([NflogKeys, (Sqlite3Output, {"db": str(tmp_path / "a.db"), "table": "t"})], ctx)
+    for n in range(1, 6):
+        stack.source.emit_dict({"raw.pktlen": n})
+    stop_stack(stack)  # writes what waits (stop_timeout), then the threads end
+    got = [r[0] for r in sqlite3.connect(tmp_path / "a.db").execute("SELECT raw_pktlen FROM t")]
+    assert got == [1, 2, 4, 5]
+    assert stack.sink.counters.snapshot() == {"received": 5, "written": 4, "dropped.rejected": 1}
+    assert ctx.stats.get("sql.sqlite31.rows") == 4 and ctx.stats.get("sql.sqlite31.rejected") == 1
