@@ -28,7 +28,8 @@ TEST=("${INSTALL[@]}" "${DEMO[@]}" "${PACKAGE[@]}"
       ulogd2 ulogd2-json ulogd2-sqlite3 ulogd2-pcap ulogd2-pgsql ulogd2-mysql
       postgresql postgresql-client mariadb-server mariadb-client
       rsyslog graphite-carbon python3-whisper nfdump tshark
-      logrotate systemd libseccomp2 util-linux debootstrap prometheus python3-nftables)
+      logrotate systemd libseccomp2 util-linux debootstrap prometheus python3-nftables
+      chromium)  # the HTML report opened in a headless browser (tests/unit/test_report.py)
 
 want=()
 [ $# -gt 0 ] || set -- test

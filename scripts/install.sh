@@ -31,7 +31,7 @@ pip=("$prefix/bin/python3" -m pip install -q --disable-pip-version-check --no-bu
 if [ -n "$extras" ]; then
     "${pip[@]}" ".[$extras]"
 fi
-for cmd in pyulogd pyulogd-netns-wrapper pyulogd-unixsock-send pyulogdctl; do
+for cmd in pyulogd pyulogd-netns-wrapper pyulogd-unixsock-send pyulogdctl pyulogd-audit; do
     if [ -x "$prefix/bin/$cmd" ]; then
         ln -sfn "$prefix/bin/$cmd" "$bindir/$cmd"
     fi

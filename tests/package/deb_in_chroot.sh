@@ -72,7 +72,8 @@ for _ in $(seq 100); do
     [ "$(grep -c 'PKG ' /var/log/pyulogd/audit.log 2>/dev/null)" = 10 ] && break
     sleep 0.1
 done
-say caps "$(grep CapEff /proc/$pid/status | awk '{print $2}')"
+say caps "$(grep CapPrm /proc/$pid/status | awk '{print $2}')"
+say capeff "$(grep CapEff /proc/$pid/status | awk '{print $2}')"
 kill -TERM "$pid"; wait "$pid" || { echo "daemon exit $?"; cat /root/daemon.stderr; exit 1; }
 pid=
 say audit_log_lines "$(grep -c 'PKG ' /var/log/pyulogd/audit.log)"

@@ -17,6 +17,11 @@ records, ``.records_lost`` per record; :attr:`FileSink.counters`), logged once p
 failures, and the next batch tries again. What a short write (a full disk) left of a record
 is cut off again (``core/append.py``), so the next record never starts inside it; a text
 file that cannot be cut (a pipe) gets a newline before the next batch instead.
+
+Tamper evidence (``chain``, an ``io/chain.py`` LineChain, from an output's ``chain_key``): the
+lines of a batch are sealed when the batch is written, whoever added them (the fused stack
+included); at open the chain resumes from the file's last sealed line, and the last seal is
+logged at SIGHUP and at stop.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pyulogd.io.sink import FLUSH_AT, SinkCounters
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
+    from pyulogd.io.chain import LineChain
 
 LineT = TypeVar("LineT", str, bytes)
 
@@ -72,7 +78,7 @@ class FileSink(Generic[LineT]):
     ``binary``: the lines are ``bytes`` records (PCAP) instead of text; ``header()`` (binary)
     is written first whenever the file opened is empty (the pcap global header), never half.
     ``stat_prefix``: ``<output>.<id>`` of the loss counters; ``label``: the output's name in
-    log lines.
+    log lines; ``chain``: seal each text line (tamper evidence, see the module docstring).
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class FileSink(Generic[LineT]):
         header: Callable[[], bytes] | None = None,
         lost_name: str = "lines_lost",
         wording: Wording = LOG_FILE,
+        chain: LineChain | None = None,
     ) -> None:
         self.ctx = ctx
         self.path = path
@@ -99,6 +106,9 @@ class FileSink(Generic[LineT]):
         self.size = 0
         self.limit = FLUSH_AT
         self.counters = SinkCounters()
+        self.chain = chain
+        # The ctx.stats counters this sink keeps (after "<output>.<id>."), for metrics.
+        self.stat_names = ("write_errors", lost_name)
         self._errors_name = stat_prefix + ".write_errors"
         self._lost_name = f"{stat_prefix}.{lost_name}"
         self._failing = False
@@ -111,6 +121,8 @@ class FileSink(Generic[LineT]):
             self.fd = self._open()
         except OSError as e:
             raise PluginError(self._say(self.wording.open_failed, e.strerror)) from e
+        if self.chain is not None and not self.chain.resume(self.path):
+            self.ctx.log.notice(f"{self.chain.label}: no sealed line in {self.path!r}: a new chain starts there")
 
     def _open(self) -> int:
         fd = safefile.open_append(self.path, self.ctx.run_as)
@@ -134,6 +146,8 @@ class FileSink(Generic[LineT]):
         opened by the same rules (after -u, as the user: docs/security.md); the old file
         stays in use when that fails."""
         self.flush()
+        if self.chain is not None:
+            self.ctx.log.notice(self.chain.anchor())
         try:
             fd = self._open()
         except OSError as e:
@@ -146,6 +160,8 @@ class FileSink(Generic[LineT]):
 
     def close(self) -> None:
         self.flush()
+        if self.chain is not None and self.chain.chain.seq:
+            self.ctx.log.notice(self.chain.anchor())
         if self.fd >= 0:
             _close(self.fd)
             self.fd = -1
@@ -163,6 +179,8 @@ class FileSink(Generic[LineT]):
             return
         lines = len(pending)
         self.counters.received += lines
+        if self.chain is not None:
+            pending[:] = self.chain.seal_all(pending)  # type: ignore[arg-type, assignment]  # text lines only
         # Outside strings were escaped by whoever made the line (pyulogd.core.escape), so text
         # is plain UTF-8; surrogateescape only keeps a bug elsewhere from raising here.
         data = b"".join(pending) if self.binary else "".join(pending).encode("utf-8", "surrogateescape")  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import DataType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
 from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
@@ -67,6 +68,7 @@ class GprintOutput(Output[str]):
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
         Option("timestamp", Bool(), 0, help="begin each line with timestamp=YYYY/MM/DD-HH:MM:SS "
                "(local time of writing)"),
+        *chain_options(),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -77,7 +79,9 @@ class GprintOutput(Output[str]):
         self._head = ""
 
     def make_sink(self) -> FileSink[str]:
-        return FileSink(self.ctx, self.config["file"], f"gprint.{self.id}", "GPRINT")
+        # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>"
+        chain = line_chain(self.ctx, self.config, "text", f"GPRINT '{self.id}'")
+        return FileSink(self.ctx, self.config["file"], f"gprint.{self.id}", "GPRINT", chain=chain)
 
     def prepare(self) -> None:
         self._entries = plan(self.wildcard_keys, self.in_slots)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
@@ -251,6 +252,7 @@ class JsonOutput(Output[str]):
         Option("host", Address(), "127.0.0.1", help="tcp/udp peer"),
         Option("port", Port(services=True), "12345", help="tcp/udp port or service name"),
         *sender_options(1 << 20),
+        *chain_options(),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -271,6 +273,8 @@ class JsonOutput(Output[str]):
                 raise ConfigError("missing unix socket path (option 'file')")
             if len(path.encode("utf-8", "surrogateescape")) >= _UNIX_PATH_MAX:
                 raise ConfigError(f"unix socket path '{path}' is longer than {_UNIX_PATH_MAX - 1} bytes")
+        if mode != "file" and self.config["chain_key"]:
+            raise ConfigError("chain_key (tamper evidence) needs mode=file: a peer cannot be asked what it kept")
         self.reopen_notice = "JSON: reopening logfile" if mode == "file" else "JSON: reopening socket"
         super().configure()
         eventv1 = self.config["eventv1"]
@@ -290,7 +294,9 @@ class JsonOutput(Output[str]):
         prefix = f"json.{self.id}"
         buffer: BufferedSink[str]
         if self.mode == "file":
-            buffer = FileSink(self.ctx, c["file"], prefix, "JSON")
+            # tamper evidence (io/chain.py): each object ends in "pyulogd.chain": "<seq>:<tag>"
+            chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
+            buffer = FileSink(self.ctx, c["file"], prefix, "JSON", chain=chain)
         else:
             kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"]}
             if self.mode == "udp":

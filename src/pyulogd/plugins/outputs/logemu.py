@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.escape import EscapeCache, escape_text
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
 from pyulogd.io.sink import BufferedSink
@@ -49,6 +50,7 @@ class LogemuOutput(Output[str]):
         Option("sync", Bool(), 0, help="accepted; lines are written before the daemon waits"),
         Option("netns_prefix", Bool(), 0, extra=True, help="pyulogd extra: 1 puts '[<namespace>] ' before the "
                "print string of records from another network namespace (oob.netns)"),
+        *chain_options(),
     )
     input_keys = (
         Key("print", KeyType.STRING),
@@ -66,7 +68,9 @@ class LogemuOutput(Output[str]):
         self.ns_text = EscapeCache(256)
 
     def make_sink(self) -> FileSink[str]:
-        self._file = FileSink(self.ctx, self.config["file"], f"logemu.{self.id}", "LOGEMU")
+        # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>"
+        chain = line_chain(self.ctx, self.config, "text", f"LOGEMU '{self.id}'")
+        self._file = FileSink(self.ctx, self.config["file"], f"logemu.{self.id}", "LOGEMU", chain=chain)
         return self._file
 
     def prepare(self) -> None:
