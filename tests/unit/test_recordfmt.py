@@ -45,6 +45,13 @@ BY_TYPE: dict[KeyType, st.SearchStrategy[Any]] = {
     T.STRING: _TEXT,
     T.RAW: _BYTES,
     T.RAWSTR: _BYTES,
+    # IPFIXIN's ipfix.extra: IE names to numbers, text, booleans, bytes and lists of them.
+    T.MAP: st.dictionaries(
+        _TEXT,
+        st.integers(-(1 << 63), (1 << 64) - 1) | _TEXT | st.booleans() | _BYTES
+        | st.lists(st.integers(0, 1 << 32) | _TEXT, max_size=4),
+        max_size=6,
+    ),
 }
 # Beyond key values: what other records (issue 12's metadata, broker batches) may carry.
 OTHER = (

@@ -32,7 +32,9 @@ I64 / U64  nulls, then records x i64 / u64 (a None reads as 0 and is marked in n
 STR/BYTES  nulls, then records x u32 lengths, then the data joined
 ANY        records x (tag u8 | value): ``N`` None, ``T``/``F`` bool, ``q`` i64,
            ``Q`` u64, ``I`` big int (u32 length, signed little-endian), ``d`` float,
-           ``s`` str / ``b`` bytes (u32 length, data), ``4``/``6`` an address (4/16 bytes)
+           ``s`` str / ``b`` bytes (u32 length, data), ``4``/``6`` an address (4/16 bytes),
+           ``m`` a map (u32 count, then key and value, each tagged), ``l`` a list (u32
+           count, tagged values): MAP keys such as IPFIXIN's ``ipfix.extra``
 =========  ============================================================================
 
 ``nulls`` is one byte, 0 when the column has no None, else 1 followed by one byte per record
@@ -191,6 +193,15 @@ def _encode_any(v: Any, out: list[bytes]) -> None:
     elif isinstance(v, bytes | bytearray | memoryview):
         raw = bytes(v)
         out.append(b"b" + _U32.pack(len(raw)) + raw)
+    elif isinstance(v, dict):  # a MAP key (IPFIXIN's ipfix.extra): names to values
+        out.append(b"m" + _U32.pack(len(v)))
+        for k, x in v.items():
+            _encode_any(str(k), out)
+            _encode_any(x, out)
+    elif isinstance(v, list | tuple):  # a list inside a MAP value, read back as a list
+        out.append(b"l" + _U32.pack(len(v)))
+        for x in v:
+            _encode_any(x, out)
     elif isinstance(v, ipaddress.IPv4Address):
         out.append(b"4" + v.packed)
     elif isinstance(v, ipaddress.IPv6Address):
@@ -340,8 +351,35 @@ _TAGS: dict[int, Callable[[bytes, int], tuple[Any, int]]] = {
 }
 
 
-def _decode_any(buf: bytes, off: int) -> tuple[Any, int]:
-    read = _TAGS.get(buf[off])
+# Nesting of maps and lists a reader follows at most (damaged input cannot recurse deeper).
+MAX_DEPTH = 8
+
+
+def _decode_any(buf: bytes, off: int, depth: int = 0) -> tuple[Any, int]:
+    if off >= len(buf):
+        raise FormatError("a value is cut short")
+    tag = buf[off]
+    if tag in (0x6D, 0x6C):  # "m" map, "l" list
+        if depth >= MAX_DEPTH:
+            raise FormatError("maps and lists nested too deep")
+        n = _U32.unpack(_take(buf, off + 1, 4))[0]
+        off += 5
+        if n > len(buf) - off:  # every entry takes a byte at least
+            raise FormatError("a map or list longer than its frame")
+        if tag == 0x6C:
+            items = []
+            for _ in range(n):
+                x, off = _decode_any(buf, off, depth + 1)
+                items.append(x)
+            return items, off
+        out: dict[str, Any] = {}
+        for _ in range(n):
+            k, off = _decode_any(buf, off, depth + 1)
+            if not isinstance(k, str):
+                raise FormatError("a map key that is not text")
+            out[k], off = _decode_any(buf, off, depth + 1)
+        return out, off
+    read = _TAGS.get(tag)
     if read is None:
-        raise FormatError(f"unknown value tag {buf[off]:#x}")
+        raise FormatError(f"unknown value tag {tag:#x}")
     return read(buf, off + 1)
