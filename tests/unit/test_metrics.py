@@ -204,7 +204,7 @@ def _counter_names_in_the_code() -> dict[str, set[str]]:
     """Counter names as the code makes them, by role: found in the source, so that a new
     counter without a family fails here rather than ending in pyulogd_other_total."""
     found: dict[str, set[str]] = {"input": set(), "filter": set(), "output": set(), "daemon": set(), "NFTRACE": set(),
-                                  "NEUTRON": set()}
+                                  "IPFIXIN": set(), "NEUTRON": set()}  # fmt: skip
     for path in SRC.rglob("*.py"):
         text = path.read_text()
         rel = path.relative_to(SRC).as_posix()
@@ -212,14 +212,18 @@ def _counter_names_in_the_code() -> dict[str, set[str]]:
             names = set(re.findall(r'"(\w+)"', block))
             if rel in ("plugins/inputs/nftrace.py", "codec/nfttrack.py"):
                 found["NFTRACE"] |= names
+            elif rel == "plugins/inputs/ipfixin.py":
+                found["IPFIXIN"] |= names
             elif rel in ("plugins/filters/neutron.py", "io/ovsdb.py"):  # NEUTRON's, and its OVSDB client's
                 found["NEUTRON"] |= names
             else:
                 found["input"] |= names
         if rel == "netns/source.py":
             found["input"] |= set(re.findall(r'self\._stat \+ "(\w+)"', text))
-        if rel in ("io/sender.py", "plugins/outputs/linefile.py"):
+        if rel in ("io/sender.py", "io/filesink.py"):
             found["output"] |= set(re.findall(r'(?:p|stat_prefix) \+ "\.(\w+)"', text))
+        # the loss counter of a file sink: "lines_lost" by default, PCAP's "records_lost"
+        found["output"] |= set(re.findall(r'lost_name(?:: str)? ?= ?"(\w+)"', text))
         if rel == "db/writer.py":
             found["output"] |= set(re.findall(r'_count\("(\w+)"', text))
         for scope, suffix in re.findall(r'f"(\w+)\.\{instance_id\}\.(\w+)"', text):
@@ -252,6 +256,12 @@ def test_every_counter_the_code_makes_has_a_family() -> None:
     assert {"cache_misses", "unresolved", "ovsdb_connect_failures"} <= found["NEUTRON"]
     missing = found["NEUTRON"] - set(PLUGIN_COUNTERS["NEUTRON"])
     assert not missing, f"NEUTRON counters without a family: {sorted(missing)}"
+    from pyulogd.codec.ipfixin.collector import CAUSES, COUNTERS
+
+    ipfixin = found["IPFIXIN"] | set(COUNTERS) | {f"malformed.{c}" for c in CAUSES}
+    missing = ipfixin - set(PLUGIN_COUNTERS["IPFIXIN"]) - set(INSTANCE_COUNTERS["input"])
+    assert {"denied", "tcp_clients"} <= found["IPFIXIN"]
+    assert not missing, f"IPFIXIN counters without a family: {sorted(missing)}"
     missing = {n for n in found["daemon"] if n not in DAEMON_COUNTERS and not n.startswith("metrics.requests")}
     assert not missing, f"daemon counters without a family: {sorted(missing)}"
     for table in (*INSTANCE_COUNTERS.values(), *PLUGIN_COUNTERS.values(), DAEMON_COUNTERS):

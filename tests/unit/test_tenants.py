@@ -1,4 +1,4 @@
-"""Tenant separation (io/tenants.py, plugins/outputs/splitfile.py): JSON and LOGEMU with
+"""Tenant separation (io/tenants.py: Splitter, SplitSink): JSON and LOGEMU with
 ``split_by=neutron.project_id`` write each record to its project's file, a flow between two
 projects to both, an unresolved one (or one whose project id cannot name a file) to its own."""
 
@@ -15,9 +15,9 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.plugin import DataType, Key, Source
 from pyulogd.core.plugin import KeyType as T
+from pyulogd.io import tenants
 from pyulogd.io.loop import Loop
 from pyulogd.io.tenants import UNRESOLVED, Splitter, check_template, destination_name
-from pyulogd.plugins.outputs import splitfile
 from pyulogd.plugins.outputs.json import JsonOutput
 from pyulogd.plugins.outputs.logemu import LogemuOutput
 from tests.helpers import make_stack
@@ -122,7 +122,7 @@ def test_logemu_per_project_files(tmp_path: Path) -> None:
 
 
 def test_many_projects_never_mix_when_files_are_closed_for_room(tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(splitfile, "MAX_OPEN", 3)
+    monkeypatch.setattr(tenants, "MAX_OPEN", 3)
     ctx = Context(loop=Loop())
     stack = make_stack([Src, (JsonOutput, {"file": tmp_path / "{project}.json", "split_by": "neutron.project_id",
                                            "timestamp": 0})], ctx)  # fmt: skip
@@ -173,7 +173,7 @@ def test_each_project_file_is_a_chain_of_its_own(tmp_path: Path, monkeypatch: An
     closed for room and opened again (the chain resumes from its last sealed line)."""
     from tests.audit_helpers import run
 
-    monkeypatch.setattr(splitfile, "MAX_OPEN", 2)
+    monkeypatch.setattr(tenants, "MAX_OPEN", 2)
     work = tmp_path / "w"
     work.mkdir(mode=0o700)
     key = work / "chain.key"

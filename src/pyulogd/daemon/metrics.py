@@ -42,9 +42,9 @@ from pyulogd.core.escape import escape_text
 from pyulogd.core.plugin import Filter, Plugin, Sink, Source
 from pyulogd.db.output import SqlOutput
 from pyulogd.db.writer import Writer
+from pyulogd.io.filesink import FileSink
 from pyulogd.io.sender import ReliableSender
 from pyulogd.netns.source import NetnsSource
-from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context, TimerHandle
@@ -96,6 +96,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "pyulogd_input_records_total).", _I),
     Family("pyulogd_nftrace_rule_records_total", "counter",
            "Extra NFTRACE records, one per verdict-giving rule on a packet's way (rule_records=1).", _I),
+    Family("pyulogd_ipfixin_events_total", "counter",
+           "What IPFIXIN's collector did besides its records, by event: messages, templates learned, "
+           "replaced, expired; withdrawals; data sets that came before their template and were decoded "
+           "later; options records; sessions expired; malformed messages by cause (malformed_<cause>); "
+           "... (docs/flows.md).", (*_I, "event")),
     Family("pyulogd_nftrace_partial_total", "counter",
            "Traced packets whose record NFTRACE made with what it had, by cause: evicted (too many open "
            "traces), timed_out, reused_id, unjudged (no rule gave a verdict), incomplete (trace events "
@@ -321,6 +326,28 @@ PLUGIN_COUNTERS: dict[str, dict[str, To]] = {
     },
 }
 
+def _ipfixin_event(event: str) -> To:
+    return _c("pyulogd_ipfixin_events_total", event=event)
+
+
+# IPFIXIN (codec/ipfixin/collector.py COUNTERS and CAUSES, plugins/inputs/ipfixin.py STAT_NAMES):
+# what loses data goes with the other inputs' errors, the rest is the collector's own.
+PLUGIN_COUNTERS["IPFIXIN"] = {
+    "seq_gaps": _c("pyulogd_sequence_gaps_total", scope="domain"),
+    "lost_records": _c("pyulogd_sequence_lost_total"),
+    "denied": _c("pyulogd_input_skipped_total", cause="denied"),
+    **{name: _input_error(name) for name in ("bad_version", "held_expired", "held_evicted", "held_malformed",
+                                             "template_limit", "domain_limit", "exporter_limit", "tcp_bad_stream",
+                                             "decoder_errors")},
+    **{name: _ipfixin_event(name) for name in ("messages", "options_records", "templates", "options_templates",
+                                               "templates_replaced", "templates_expired", "withdrawals",
+                                               "withdrawals_ignored", "no_template", "held_decoded", "reserved_sets",
+                                               "sessions_expired", "sessions_evicted", "seq_backwards", "no_time_base",
+                                               "tcp_clients")},
+    **{f"malformed.{cause}": _ipfixin_event(f"malformed_{cause}") for cause in (
+        "short", "bad_length", "bad_set_length", "bad_template", "field_overrun", "bad_count")},
+}  # fmt: skip
+
 # Counters of the daemon itself, by full name.
 DAEMON_COUNTERS: dict[str, To] = {
     "log.lines_lost": _c("pyulogd_log_lines_lost_total"),
@@ -348,11 +375,11 @@ ZERO_FILLED: dict[str, tuple[str, ...]] = {
     "NFTRACE": ("packets", "events", "enobufs", "malformed", "incomplete"),
     "NEUTRON": ("unresolved", "ovsdb_connect_failures", "ruleset_errors", "mapping_errors"),
     "UNIXSOCK": ("packets", "malformed", "too_big"),
+    "IPFIXIN": ("records", "malformed", "seq_gaps", "lost_records", "denied"),
     "BASE": ("malformed",),
     "IP2STR": ("bad_address",),
     "PCAP": ("write_errors", "records_lost"),
     "SQL": ("rows", "dropped", "rejected", "spooled"),
-    "LineFile": ("write_errors", "lines_lost"),
     "ReliableSender": ("sent", "send_failures", "queue_overflow"),
 }
 
@@ -409,12 +436,13 @@ def prefixes(started: Iterable[Plugin]) -> list[Prefix]:
 
 
 def components(inst: Plugin) -> list[Any]:
-    """The parts of an output that keep counters or hold what gauges read: its line file,
-    network sender or SQL writer (found at ``out``, ``out.out`` and ``writer``)."""
+    """The parts of an output that keep counters or hold what gauges read: its file sink,
+    network sender or SQL writer (an output's sink is ``out`` (io/output.py), a network
+    sink's sender ``out.sender``, a SQL output's writer ``writer``)."""
+    out = getattr(inst, "out", None)
     found: list[Any] = []
-    for obj in (getattr(inst, "out", None), getattr(getattr(inst, "out", None), "out", None),
-                getattr(inst, "writer", None)):  # fmt: skip
-        if isinstance(obj, (LineFile, ReliableSender, Writer)) and obj not in found:
+    for obj in (out, getattr(out, "sender", None), getattr(inst, "writer", None)):
+        if isinstance(obj, (FileSink, ReliableSender, Writer)) and obj not in found:
             found.append(obj)
     return found
 
@@ -422,7 +450,7 @@ def components(inst: Plugin) -> list[Any]:
 def _zero_names(inst: Plugin) -> tuple[str, ...]:
     names: tuple[str, ...] = ZERO_FILLED.get("SQL" if isinstance(inst, SqlOutput) else inst.name, ())
     for comp in components(inst):
-        names += ZERO_FILLED.get(type(comp).__name__, ())
+        names += comp.stat_names if isinstance(comp, FileSink) else ZERO_FILLED.get(type(comp).__name__, ())
     return names
 
 
@@ -612,12 +640,12 @@ def _written_names(inst: Plugin) -> list[str]:
 
 
 def _file_fd(inst: Plugin) -> int:
-    """The descriptor of the file an output appends to, or -1 (a LineFile's, or PCAP's own)."""
+    """The descriptor of the file an output appends to (its file sink's), or -1."""
     for comp in components(inst):
-        if isinstance(comp, LineFile):
-            return comp.fd
-    fd = getattr(inst, "fd", -1) if inst.name == "PCAP" else -1
-    return fd if isinstance(fd, int) else -1
+        if isinstance(comp, FileSink):
+            fd: int = comp.fd
+            return fd
+    return -1
 
 
 def _process(col: Collection, start_wall: float) -> None:

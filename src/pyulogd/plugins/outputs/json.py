@@ -5,7 +5,8 @@ the time field, ``"dvc"``, then every valid upstream key in stack order, named b
 alias (``src_ip``, ``dest_port``, ...) when it has one. A name set twice keeps the position
 of its first valid key and takes the value of its last valid key. STRING keys are strings
 (a string that is not valid UTF-8 drops the field, as jansson does), the integer types and
-BOOL are numbers, everything else (IPADDR, RAW, INT64, ...) is left out. Separators are
+BOOL are numbers, a MAP (pyulogd's own type: IPFIXIN's ``ipfix.extra``) is a nested object,
+everything else (IPADDR, RAW, INT64, ...) is left out. Separators are
 jansson's ``", "`` and ``": "``; control characters are escaped as ``\\u001B`` (upper case).
 The time is local, with 2.0.8's quirk of printing no UTC offset when the offset is zero.
 
@@ -13,8 +14,9 @@ Speed: the renderer is generated once per stack as straight-line Python (one ``i
 key, no loop, no dict), because a loop over ~90 keys costs more than the whole budget.
 Numbers below 65536 come from a table instead of ``str()``.
 
-Transport (``mode``): ``file`` appends whole-line batches like LOGEMU; ``tcp``/``unix``
-send each batch with one non-blocking ``send``; ``udp`` sends one datagram per record.
+Transport (``mode``), the sinks of ``pyulogd.io``: ``file`` appends whole-line batches like
+LOGEMU (``io/filesink.py``); ``tcp``/``unix`` send each batch with one non-blocking ``send``
+(``io/streamsink.py``); ``udp`` sends one datagram per record (``io/dgramsink.py``).
 Unlike 2.0.8 a peer that is down at start does not stop the daemon, and a peer that is
 down or slow never blocks the loop (pyulogd.io.sender): the connection is retried with
 backoff (1 s doubling up to ``reconnect_max``, 60 s). While the peer is down or slow,
@@ -26,27 +28,30 @@ per burst).
 ``split_by=neutron.project_id`` (pyulogd extra, file mode): one file per project, ``file``
 being the template (``/var/log/pyulogd/{project}.json``); a record goes to its project's
 file, a flow between two projects to both, an unresolved one to ``unresolved.json``
-(pyulogd.io.tenants, plugins/outputs/splitfile.py).
+(pyulogd.io.tenants).
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import socket
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.escape import escape_text
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.io.chain import chain_options, line_chain
-from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
-from pyulogd.io.tenants import SPLIT_KEYS, Splitter, check_template
-from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
-from pyulogd.plugins.outputs.splitfile import SplitFiles, chains
+from pyulogd.io.dgramsink import DgramSink
+from pyulogd.io.filesink import FileSink
+from pyulogd.io.output import Output
+from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sink import BufferedSink, LineSink
+from pyulogd.io.streamsink import StreamSink
+from pyulogd.io.tenants import SPLIT_KEYS, SplitSink, Splitter, chains, check_template
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -72,6 +77,63 @@ def jansson_string(text: str) -> str | None:
     return '"' + "".join(_JANSSON_NAMED.get(c) or (f"\\u{ord(c):04X}" if c < " " else c) for c in text) + '"'
 
 
+def _json_text(text: str) -> str:
+    out = jansson_string(text)
+    # Bytes that are not UTF-8 (kept with surrogateescape): escaped, as everywhere text is
+    # written (core/escape.py), rather than dropping the value as jansson drops a string.
+    return out if out is not None else _encode_basestring(escape_text(text))
+
+
+def _json_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else "null"
+    if isinstance(v, str):
+        return _json_text(v)
+    if isinstance(v, dict):
+        return json_map(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_json_value(x) for x in v) + "]"
+    if isinstance(v, bytes | bytearray | memoryview):
+        return '"' + bytes(v).hex() + '"'
+    return _json_text(str(v))
+
+
+_dump_map = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": ")).encode
+
+
+def json_map(value: Any) -> str:
+    """A MAP key's value (IPFIXIN's ``ipfix.extra``: names to numbers, strings, booleans,
+    lists) as a nested JSON object, with jansson's separators. The json module's encoder
+    writes the common case (a map of ~40 numbers and names for each Open vSwitch record); what
+    it would write otherwise than the rest of the line (a control character: jansson's
+    ``\\u001B``; bytes that are not UTF-8; NaN; raw bytes) is written here."""
+    try:
+        out: str = _dump_map(value)
+    except (TypeError, ValueError):
+        out = ""
+    if out and (out.isascii() or _utf8(out)) and "\\u00" not in out:
+        return out
+    if not isinstance(value, dict):
+        return _json_value(value)
+    return "{" + ", ".join(f"{_json_text(str(k))}: {_json_value(v)}" for k, v in value.items()) + "}"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def utc_offset(gmtoff: int) -> str:
     """2.0.8's ``%+03d%02d`` of the local offset, and nothing at all for a zero offset."""
     if gmtoff == 0:
@@ -91,6 +153,7 @@ _KINDS: dict[KeyType, str] = {
     KeyType.INT8: "int",
     KeyType.INT16: "int",
     KeyType.INT32: "int",
+    KeyType.MAP: "map",
 }
 _EXPR = {
     "small": "S[{v}]",
@@ -99,6 +162,7 @@ _EXPR = {
     "u64": f"(S[{{v}}] if {{v}} < 65536 else str({{v}} if {{v}} < {2**63} else {{v}} - {2**64}))",
     "int": "str({v})",
     "label": "('\"allowed\"' if {v} else '\"blocked\"')",
+    "map": "M({v})",
 }
 _SMALL = tuple(str(i) for i in range(65536))
 
@@ -255,7 +319,7 @@ def compile_renderer(
     body = "''.join(p)[2:]" if bare else "''.join(p)"
     src.append(f"    return H(rec[{sec_slot}], rec[{usec_slot}]) + {body} + '}}\\n'")
     strings = strings if strings is not None else StringCache()
-    namespace.update({"S": _SMALL, "J": strings.miss, "JD": strings.known, "H": head})
+    namespace.update({"S": _SMALL, "J": strings.miss, "JD": strings.known, "H": head, "M": json_map})
     exec(compile("\n".join(src), "<json renderer>", "exec"), namespace)  # noqa: S102 - our own text
     render: Callable[[list[Any]], str] = namespace["render"]
     return render
@@ -267,12 +331,13 @@ def _check_split(value: str) -> str | None:
     return None
 
 
-class JsonOutput(Sink):
+class JsonOutput(Output[str]):
     name = "JSON"
     so_name = "ulogd_output_JSON.so"
     description = "One JSON object per line, to a file or a tcp/udp/unix socket"
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
+    _buffer: BufferedSink[str]  # the sink, from configure() on
     options = (
         Option("file", Path(), "/var/log/ulogd.json", help="output file, or socket path (mode unix)"),
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
@@ -294,44 +359,33 @@ class JsonOutput(Sink):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self.mode = "file"
-        self._render: Callable[[list[Any]], str] | None = None
         self._ts_sec = -1
         self._ts_head = self._ts_zone = ""
         self._strings = StringCache()
-        self.out: LineFile | SocketSender | None = None
-        # split_by: the per-project files and who decides which (None: one destination).
-        self.split: SplitFiles | None = None
-        self.splitter: Splitter | None = None
+        # The generated renderer (prepare); before start, one that generates it first.
+        self._line: Callable[[list[Any]], str] = self._first_line
+        # split_by: the sink of the per-project files (None: one destination)
+        self.split: SplitSink | None = None
 
     # -- set-up
     def configure(self) -> None:
         self.mode = mode = self.config["mode"]
         path = self.config["file"]
+        if mode == "unix":
+            if not path:
+                raise ConfigError("missing unix socket path (option 'file')")
+            if len(path.encode("utf-8", "surrogateescape")) >= _UNIX_PATH_MAX:
+                raise ConfigError(f"unix socket path '{path}' is longer than {_UNIX_PATH_MAX - 1} bytes")
+        if mode != "file" and self.config["chain_key"]:
+            raise ConfigError("chain_key (tamper evidence) needs mode=file: a peer cannot be asked what it kept")
         if self.config["split_by"]:
             if mode != "file":
                 raise ConfigError("split_by needs mode file (one file per project)")
             why = check_template(path)
             if why:
                 raise ConfigError(f"option 'file' with split_by: {why}")
-        if mode == "unix":
-            if not path:
-                raise ConfigError("missing unix socket path (option 'file')")
-            if len(path.encode("utf-8", "surrogateescape")) >= _UNIX_PATH_MAX:
-                raise ConfigError(f"unix socket path '{path}' is longer than {_UNIX_PATH_MAX - 1} bytes")
-        prefix = f"json.{self.id}"
-        sync = self.config["sync"]
-        if self.config["split_by"]:
-            # each project's file its own chain (io/chain.py), resumed from that file
-            self.split = SplitFiles(self.ctx, path, sync, prefix, "JSON",
-                                    chains(self.config, "json", f"JSON '{self.id}'"))  # fmt: skip
-        elif mode == "file":
-            self.out = LineFile(self.ctx, path, sync, prefix, "JSON")
-            # tamper evidence (io/chain.py): each object ends in "pyulogd.chain": "<seq>:<tag>"
-            self.out.chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
-        elif self.config["chain_key"]:
-            raise ConfigError("chain_key (tamper evidence) needs mode=file: a peer cannot be asked what it kept")
-        else:
-            self.out = SocketSender(self.ctx, mode, self.config, sync, prefix)
+        self.reopen_notice = "JSON: reopening logfile" if mode == "file" else "JSON: reopening socket"
+        super().configure()
         eventv1 = self.config["eventv1"]
         dvc = jansson_string(self.config["device"])
         self._ts_open = ('{"@version": 1, ' if eventv1 else "{") + (
@@ -344,7 +398,30 @@ class JsonOutput(Sink):
             parts = (['"@version": 1'] if eventv1 else []) + ([f'"dvc": {dvc}'] if dvc is not None else [])
             self._head_fixed = "{" + ", ".join(parts)
 
-    def _prepare(self) -> Callable[[list[Any]], str]:
+    def make_sink(self) -> LineSink[str]:
+        c = self.config
+        prefix = f"json.{self.id}"
+        if c["split_by"]:
+            # one file per project, each with a chain of its own (io/chain.py) when chain_key is set
+            self.split = SplitSink(self.ctx, c["file"], prefix, "JSON", Splitter(()),
+                                   chains(self.config, "json", f"JSON '{self.id}'"))  # fmt: skip
+            return self.split
+        buffer: BufferedSink[str]
+        if self.mode == "file":
+            # tamper evidence (io/chain.py): each object ends in "pyulogd.chain": "<seq>:<tag>"
+            chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
+            buffer = FileSink(self.ctx, c["file"], prefix, "JSON", chain=chain)
+        else:
+            kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"]}
+            if self.mode == "udp":
+                buffer = DgramSink(self.ctx, "JSON", Endpoint(c["host"], c["port"]), prefix, **kw)
+            else:
+                where = Endpoint(path=c["file"]) if self.mode == "unix" else Endpoint(c["host"], c["port"])
+                buffer = StreamSink(self.ctx, "JSON", where, prefix, **kw)
+        self._buffer = buffer
+        return buffer
+
+    def prepare(self) -> None:
         keys, slots = self.wildcard_keys, self.in_slots
         sec = usec = 0
         for key, slot in zip(keys, slots, strict=True):
@@ -356,15 +433,41 @@ class JsonOutput(Sink):
         sentinels = None
         if len(self.wildcard_sentinels) == len(slots):
             sentinels = {slot: first for slot, first in zip(slots, self.wildcard_sentinels, strict=True) if first}
+        if self.split is not None:
+            project = [max((s for k, s in zip(keys, slots, strict=True) if k.name == name), default=0)
+                       for name in SPLIT_KEYS[self.config["split_by"]]]  # fmt: skip
+            if not project[0]:
+                raise PluginError(f"JSON '{self.id}': split_by={self.config['split_by']} but nothing before it in "
+                                  "the stack produces that key (add NEUTRON to the stack)")  # fmt: skip
+            self.split.splitter = Splitter(project)
         fixed = self._head_fixed
         if fixed is None:
-            render = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
+            self._line = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
         else:
-            render = compile_renderer(
-                fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings, sentinels
-            )
-        self._render = render
-        return render
+            self._line = compile_renderer(fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings, sentinels)
+        self.renderer = self._line
+
+    def render(self, rec: list[Any]) -> str:
+        return self._line(rec)
+
+    def _first_line(self, rec: list[Any]) -> str:
+        """Before start (the renderer is generated there): generate it now."""
+        self.prepare()
+        return self._line(rec)
+
+    def interp(self, rec: list[Any]) -> int:
+        """The generated renderer and the sink's buffered ``add`` written out (every JSON
+        sink is a BufferedSink): the call is 1 % of a record."""
+        line = self._line(rec)
+        if self.split is not None:
+            self.split.put(rec, line)
+            return OK
+        out = self._buffer
+        out.pending.append(line)
+        out.size += len(line)
+        if out.size >= out.limit:
+            out.flush()
+        return OK
 
     def _stamp(self, sec: Any, usec: Any) -> str:
         """``{"timestamp": "<local time>[.usec][offset]", "dvc": "..."``, cached per second."""
@@ -383,144 +486,3 @@ class JsonOutput(Sink):
         if 0 <= usec < 1000000:
             return f"{self._ts_head}.{str(usec + 1000000)[1:]}{self._ts_zone}"
         return f"{self._ts_head}.{usec:06d}{self._ts_zone}"
-
-    def start(self) -> None:
-        if self.out is None and self.split is None:
-            raise PluginError(f"JSON instance '{self.id}' was not configured")
-        self._prepare()
-        if self.split is not None:
-            self.splitter = Splitter(self._split_slots())
-            self.split.open()
-            return
-        assert self.out is not None
-        self.out.open()
-
-    def _split_slots(self) -> list[int]:
-        by_name = {key.name: slot for key, slot in zip(self.wildcard_keys, self.in_slots, strict=True)}
-        slots = [by_name.get(name, 0) for name in SPLIT_KEYS[self.config["split_by"]]]
-        if not slots[0]:
-            raise PluginError(f"JSON '{self.id}': split_by={self.config['split_by']} but nothing before it in "
-                              "the stack produces that key (add NEUTRON to the stack)")  # fmt: skip
-        return slots
-
-    def stop(self) -> None:
-        if self.split is not None:
-            self.split.close()
-        elif self.out is not None:
-            self.out.close()
-
-    def flush(self) -> None:
-        if self.split is not None:
-            self.split.flush()
-        elif self.out is not None:
-            self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum != signal.SIGHUP:
-            return
-        if self.split is not None:
-            self.ctx.log.notice("JSON: reopening logfiles")
-            self.split.reopen()
-            return
-        if self.out is None:
-            return
-        if isinstance(self.out, LineFile):
-            self.ctx.log.notice("JSON: reopening logfile")
-        else:
-            self.ctx.log.notice("JSON: reopening socket")
-        self.out.reopen()
-
-    # -- hot path
-    def interp(self, rec: list[Any]) -> int:
-        render = self._render
-        if render is None:
-            render = self._prepare()
-        line = render(rec)
-        split = self.split
-        if split is not None:
-            assert self.splitter is not None
-            split.add(self.splitter.destinations(rec), line)
-            return OK
-        out = self.out
-        assert out is not None
-        out.pending.append(line)
-        out.size += len(line)
-        if out.size >= out.limit:
-            out.flush()
-        return OK
-
-
-class SocketSender:
-    """JSON lines to a tcp/unix stream or udp (one datagram per line), through the shared
-    :class:`~pyulogd.io.sender.ReliableSender` (bounded queue, reconnect with backoff).
-
-    The interp code appends to ``pending``; ``flush`` hands the batch over: one queue item
-    per batch on a stream, one per line on udp. While a connect is in progress the batch
-    stays here (up to the sender's slack), so nothing is dropped for a connect that takes a
-    few milliseconds. While the peer is down, records wait in the sender's queue (option
-    ``queue``, a pyulogd extra; 0 drops them as 2.0.8 does).
-    """
-
-    def __init__(self, ctx: Context, mode: str, config: dict[str, Any], sync: bool, stat_prefix: str) -> None:
-        self.ctx = ctx
-        self.mode = mode
-        self.host: str = config["host"]
-        self.port: int = config["port"]
-        self.path: str = config["file"]
-        self.pending: list[str] = []
-        self.size = 0
-        self.limit = 0 if sync else FLUSH_AT
-        self.peer = self.path if mode == "unix" else f"{self.host}:{self.port}"
-        self.out = ReliableSender(
-            ctx, "JSON", self.peer, [], stat_prefix,
-            queue_bytes=config["queue"],
-            backoff_max=config["reconnect_max"],
-            lines=True,
-        )
-
-    # What tests and the plugin look at, kept from the time JSON had its own sender.
-    @property
-    def sock(self) -> socket.socket | None:
-        return self.out.sock
-
-    def open(self) -> None:
-        if self.mode == "unix":
-            targets = unix_target(self.path, socket.SOCK_STREAM)
-        else:
-            kind = socket.SOCK_DGRAM if self.mode == "udp" else socket.SOCK_STREAM
-            try:
-                targets = resolve(self.host, self.port, kind)
-            except socket.gaierror as e:
-                raise PluginError(f"JSON: cannot resolve {self.peer}: {e.strerror}") from e
-        self.out.targets = targets
-        self.out.datagram = self.mode == "udp"
-        self.out.open()
-
-    def flush(self) -> None:
-        out = self.out
-        pending = self.pending
-        if pending:
-            if not out.poll() and out.sock is not None and self.size < SLACK:
-                return  # connecting: the batch goes once the connection is up
-            if out.datagram:
-                for line in pending:
-                    out.enqueue(line.encode("utf-8"), 1)
-            else:
-                out.enqueue("".join(pending).encode("utf-8"), len(pending))
-            pending.clear()
-            self.size = 0
-        out.flush()
-
-    def reopen(self) -> None:
-        self.flush()
-        self.out.reopen()
-
-    def close(self) -> None:
-        self.flush()
-        if self.pending:  # still connecting at exit: whatever is queued now gets its chance
-            out = self.out
-            for line in self.pending:
-                out.enqueue(line.encode("utf-8"), 1)
-            self.pending.clear()
-            self.size = 0
-        self.out.close()
