@@ -45,6 +45,9 @@ BY_TYPE: dict[KeyType, st.SearchStrategy[Any]] = {
     T.STRING: _TEXT,
     T.RAW: _BYTES,
     T.RAWSTR: _BYTES,
+    # IPFIXIN's ipfix.extra: names to JSON-able values
+    T.MAP: st.dictionaries(st.text(max_size=12), st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+                           | st.floats(allow_nan=False), max_size=5),
 }
 # Beyond key values: what other records (issue 12's metadata, broker batches) may carry.
 OTHER = (
@@ -117,6 +120,24 @@ def test_columns_of_one_type_are_packed() -> None:
     assert decode_batch(tagged).rows == [(True,)] * 100
 
 
+def test_maps_and_lists_nest() -> None:
+    value = {"ipfix.tunnelKey": "00ff" * 100, "flags": [1, True, None, {"x": b"\x00", "y": [2.5]}], "": {}}
+    got, _ = decode_record(encode_record({"ipfix.extra": value, "t": (1, 2)}))
+    assert got == {"ipfix.extra": value, "t": [1, 2]}  # a tuple reads back as a list
+    deep: Any = 0
+    for _ in range(fmt.MAX_DEPTH):
+        deep = [deep]
+    assert decode_record(encode_record({"a": deep}))[0]["a"] == deep
+    with pytest.raises(ValueError, match="nested"):
+        encode_record({"a": [deep]})
+    with pytest.raises(TypeError, match="keys are strings"):
+        encode_record({"a": {1: 2}})
+    # written by hand one level deeper than a writer may: refused, not a RecursionError
+    too_deep = encode_record({"a": deep}).replace(b"l\x01\x00\x00\x00", b"l\x01\x00\x00\x00l\x01\x00\x00\x00", 1)
+    with pytest.raises(FormatError, match="nested"):
+        decode_batch(too_deep)
+
+
 def test_uint64_above_the_signed_range() -> None:
     rows = [(2**64 - 1,), (2**63,), (None,)]
     assert decode_batch(encode_batch(("raw.pktlen",), rows)).rows == rows
@@ -153,8 +174,9 @@ def test_what_cannot_be_encoded() -> None:
 
 
 SAMPLE = encode_batch(
-    ("i", "s", "b", "mixed", "none"),
-    [(1, "a", b"x", 2**70, None), (None, "\udcff", None, ipaddress.ip_address("10.0.0.1"), None)],
+    ("i", "s", "b", "mixed", "none", "map"),
+    [(1, "a", b"x", 2**70, None, {"k": [1, "x", {"n": None}]}),
+     (None, "\udcff", None, ipaddress.ip_address("10.0.0.1"), None, None)],
     [1, 2],
 )
 

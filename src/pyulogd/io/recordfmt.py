@@ -9,8 +9,10 @@ is neither stable across Python versions nor safe on damaged input.
 A *record* maps key names to values: ``None``, ``bool``, ``int`` (any size), ``float``,
 ``str`` (any Python string: written as UTF-8 with ``surrogatepass``, so text decoded with
 ``surrogateescape`` from bytes that are not UTF-8 comes back exactly), ``bytes`` (also from
-``bytearray``/``memoryview``, read back as ``bytes``) and ``ipaddress`` addresses (without a
-scope). A *batch* is records that share their key names, which is what outputs produce (one
+``bytearray``/``memoryview``, read back as ``bytes``), ``ipaddress`` addresses (without a
+scope), and maps (``dict`` with ``str`` keys: a ``MAP`` key's value, IPFIXIN's
+``ipfix.extra``) and lists (also from tuples) of any of these, nested up to
+:data:`MAX_DEPTH` levels. A *batch* is records that share their key names, which is what outputs produce (one
 row per record, the same columns), and carries an optional sequence number per record
 (issue 12: the daemon will number records so a consumer can see gaps and duplicates).
 
@@ -32,7 +34,9 @@ I64 / U64  nulls, then records x i64 / u64 (a None reads as 0 and is marked in n
 STR/BYTES  nulls, then records x u32 lengths, then the data joined
 ANY        records x (tag u8 | value): ``N`` None, ``T``/``F`` bool, ``q`` i64,
            ``Q`` u64, ``I`` big int (u32 length, signed little-endian), ``d`` float,
-           ``s`` str / ``b`` bytes (u32 length, data), ``4``/``6`` an address (4/16 bytes)
+           ``s`` str / ``b`` bytes (u32 length, data), ``4``/``6`` an address (4/16 bytes),
+           ``m`` map (u32 count, then count x (u32 length, UTF-8 name, value)),
+           ``l`` list (u32 count, then count x value)
 =========  ============================================================================
 
 ``nulls`` is one byte, 0 when the column has no None, else 1 followed by one byte per record
@@ -56,6 +60,8 @@ VERSION = 1
 SEQ = 0x01
 # Records in one batch at most (a reader refuses more, so damaged counts cannot exhaust memory).
 MAX_RECORDS = 1 << 24
+# Maps and lists inside one value at most (deeper is refused, so damaged data cannot recurse).
+MAX_DEPTH = 32
 
 _HEADER = struct.Struct("<2sBBII")
 _U8 = struct.Struct("<B")
@@ -168,7 +174,7 @@ def _encode_column(col: Sequence[Any], out: list[bytes]) -> None:
         _encode_any(v, out)
 
 
-def _encode_any(v: Any, out: list[bytes]) -> None:
+def _encode_any(v: Any, out: list[bytes], depth: int = 0) -> None:
     if v is None:
         out.append(b"N")
     elif v is True:
@@ -197,6 +203,21 @@ def _encode_any(v: Any, out: list[bytes]) -> None:
         if v.scope_id:
             raise TypeError("an IPv6 address with a scope cannot be serialized")
         out.append(b"6" + v.packed)
+    elif isinstance(v, dict | list | tuple):
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"maps and lists nested more than {MAX_DEPTH} deep")
+        if isinstance(v, dict):
+            out.append(b"m" + _U32.pack(len(v)))
+            for name, item in v.items():
+                if not isinstance(name, str):
+                    raise TypeError(f"a map's keys are strings, not {type(name).__name__}")
+                raw = name.encode("utf-8", "surrogatepass")
+                out.append(_U32.pack(len(raw)) + raw)
+                _encode_any(item, out, depth + 1)
+        else:
+            out.append(b"l" + _U32.pack(len(v)))
+            for item in v:
+                _encode_any(item, out, depth + 1)
     else:
         raise TypeError(f"a value of type {type(v).__name__} cannot be serialized")
 
@@ -340,8 +361,31 @@ _TAGS: dict[int, Callable[[bytes, int], tuple[Any, int]]] = {
 }
 
 
-def _decode_any(buf: bytes, off: int) -> tuple[Any, int]:
-    read = _TAGS.get(buf[off])
-    if read is None:
-        raise FormatError(f"unknown value tag {buf[off]:#x}")
-    return read(buf, off + 1)
+def _decode_any(buf: bytes, off: int, depth: int = 0) -> tuple[Any, int]:
+    tag = buf[off]
+    read = _TAGS.get(tag)
+    if read is not None:
+        return read(buf, off + 1)
+    if tag not in (_MAP, _LIST):
+        raise FormatError(f"unknown value tag {tag:#x}")
+    if depth >= MAX_DEPTH:
+        raise FormatError(f"maps and lists nested more than {MAX_DEPTH} deep")
+    (n,) = _U32.unpack_from(buf, off + 1)
+    off += 5
+    if n > len(buf) - off:  # every item takes a byte at least
+        raise FormatError("cut short")
+    if tag == _LIST:
+        items = []
+        for _ in range(n):
+            item, off = _decode_any(buf, off, depth + 1)
+            items.append(item)
+        return items, off
+    found: dict[str, Any] = {}
+    for _ in range(n):
+        (size,) = _U32.unpack_from(buf, off)
+        name = _take(buf, off + 4, size).decode("utf-8", "surrogatepass")
+        found[name], off = _decode_any(buf, off + 4 + size, depth + 1)
+    return found, off
+
+
+_MAP, _LIST = ord("m"), ord("l")
