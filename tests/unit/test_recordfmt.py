@@ -45,9 +45,13 @@ BY_TYPE: dict[KeyType, st.SearchStrategy[Any]] = {
     T.STRING: _TEXT,
     T.RAW: _BYTES,
     T.RAWSTR: _BYTES,
-    # IPFIXIN's ipfix.extra: names to JSON-able values
-    T.MAP: st.dictionaries(st.text(max_size=12), st.none() | st.booleans() | st.integers() | st.text(max_size=12)
-                           | st.floats(allow_nan=False), max_size=5),
+    # IPFIXIN's ipfix.extra: IE names to numbers, text, booleans, bytes and lists of them.
+    T.MAP: st.dictionaries(
+        _TEXT,
+        st.integers(-(1 << 63), (1 << 64) - 1) | _TEXT | st.booleans() | _BYTES
+        | st.lists(st.integers(0, 1 << 32) | _TEXT, max_size=4),
+        max_size=6,
+    ),
 }
 # Beyond key values: what other records (issue 12's metadata, broker batches) may carry.
 OTHER = (
@@ -120,7 +124,7 @@ def test_columns_of_one_type_are_packed() -> None:
     assert decode_batch(tagged).rows == [(True,)] * 100
 
 
-def test_maps_and_lists_nest() -> None:
+def test_maps_and_lists_nest_as_deep_as_a_reader_follows() -> None:
     value = {"ipfix.tunnelKey": "00ff" * 100, "flags": [1, True, None, {"x": b"\x00", "y": [2.5]}], "": {}}
     got, _ = decode_record(encode_record({"ipfix.extra": value, "t": (1, 2)}))
     assert got == {"ipfix.extra": value, "t": [1, 2]}  # a tuple reads back as a list
@@ -128,12 +132,11 @@ def test_maps_and_lists_nest() -> None:
     for _ in range(fmt.MAX_DEPTH):
         deep = [deep]
     assert decode_record(encode_record({"a": deep}))[0]["a"] == deep
-    with pytest.raises(ValueError, match="nested"):
+    with pytest.raises(ValueError, match="nested"):  # never written if it could not be read back
         encode_record({"a": [deep]})
-    with pytest.raises(TypeError, match="keys are strings"):
-        encode_record({"a": {1: 2}})
     # written by hand one level deeper than a writer may: refused, not a RecursionError
-    too_deep = encode_record({"a": deep}).replace(b"l\x01\x00\x00\x00", b"l\x01\x00\x00\x00l\x01\x00\x00\x00", 1)
+    one = b"l\x01\x00\x00\x00"
+    too_deep = encode_record({"a": deep}).replace(one, one + one, 1)
     with pytest.raises(FormatError, match="nested"):
         decode_batch(too_deep)
 

@@ -10,11 +10,11 @@ A *record* maps key names to values: ``None``, ``bool``, ``int`` (any size), ``f
 ``str`` (any Python string: written as UTF-8 with ``surrogatepass``, so text decoded with
 ``surrogateescape`` from bytes that are not UTF-8 comes back exactly), ``bytes`` (also from
 ``bytearray``/``memoryview``, read back as ``bytes``), ``ipaddress`` addresses (without a
-scope), and maps (``dict`` with ``str`` keys: a ``MAP`` key's value, IPFIXIN's
-``ipfix.extra``) and lists (also from tuples) of any of these, nested up to
-:data:`MAX_DEPTH` levels. A *batch* is records that share their key names, which is what outputs produce (one
-row per record, the same columns), and carries an optional sequence number per record
-(issue 12: the daemon will number records so a consumer can see gaps and duplicates).
+scope), and maps and lists of these (a MAP key's value: IPFIXIN's ``ipfix.extra``; tuples read
+back as lists), nested at most :data:`MAX_DEPTH` deep. A *batch* is records that share their
+key names, which is what outputs produce (one row per record, the same columns), and carries
+an optional sequence number per record (issue 12: the daemon will number records so a
+consumer can see gaps and duplicates).
 
 Layout, little-endian::
 
@@ -35,8 +35,8 @@ STR/BYTES  nulls, then records x u32 lengths, then the data joined
 ANY        records x (tag u8 | value): ``N`` None, ``T``/``F`` bool, ``q`` i64,
            ``Q`` u64, ``I`` big int (u32 length, signed little-endian), ``d`` float,
            ``s`` str / ``b`` bytes (u32 length, data), ``4``/``6`` an address (4/16 bytes),
-           ``m`` map (u32 count, then count x (u32 length, UTF-8 name, value)),
-           ``l`` list (u32 count, then count x value)
+           ``m`` a map (u32 count, then key and value, each tagged), ``l`` a list (u32
+           count, tagged values): MAP keys such as IPFIXIN's ``ipfix.extra``
 =========  ============================================================================
 
 ``nulls`` is one byte, 0 when the column has no None, else 1 followed by one byte per record
@@ -60,8 +60,6 @@ VERSION = 1
 SEQ = 0x01
 # Records in one batch at most (a reader refuses more, so damaged counts cannot exhaust memory).
 MAX_RECORDS = 1 << 24
-# Maps and lists inside one value at most (deeper is refused, so damaged data cannot recurse).
-MAX_DEPTH = 32
 
 _HEADER = struct.Struct("<2sBBII")
 _U8 = struct.Struct("<B")
@@ -197,27 +195,24 @@ def _encode_any(v: Any, out: list[bytes], depth: int = 0) -> None:
     elif isinstance(v, bytes | bytearray | memoryview):
         raw = bytes(v)
         out.append(b"b" + _U32.pack(len(raw)) + raw)
+    elif isinstance(v, dict | list | tuple) and depth >= MAX_DEPTH:
+        # what a reader would refuse is not written (a spooled frame nobody can read back)
+        raise ValueError(f"maps and lists nested more than {MAX_DEPTH} deep")
+    elif isinstance(v, dict):  # a MAP key (IPFIXIN's ipfix.extra): names to values
+        out.append(b"m" + _U32.pack(len(v)))
+        for k, x in v.items():
+            _encode_any(str(k), out, depth + 1)
+            _encode_any(x, out, depth + 1)
+    elif isinstance(v, list | tuple):  # a list inside a MAP value, read back as a list
+        out.append(b"l" + _U32.pack(len(v)))
+        for x in v:
+            _encode_any(x, out, depth + 1)
     elif isinstance(v, ipaddress.IPv4Address):
         out.append(b"4" + v.packed)
     elif isinstance(v, ipaddress.IPv6Address):
         if v.scope_id:
             raise TypeError("an IPv6 address with a scope cannot be serialized")
         out.append(b"6" + v.packed)
-    elif isinstance(v, dict | list | tuple):
-        if depth >= MAX_DEPTH:
-            raise ValueError(f"maps and lists nested more than {MAX_DEPTH} deep")
-        if isinstance(v, dict):
-            out.append(b"m" + _U32.pack(len(v)))
-            for name, item in v.items():
-                if not isinstance(name, str):
-                    raise TypeError(f"a map's keys are strings, not {type(name).__name__}")
-                raw = name.encode("utf-8", "surrogatepass")
-                out.append(_U32.pack(len(raw)) + raw)
-                _encode_any(item, out, depth + 1)
-        else:
-            out.append(b"l" + _U32.pack(len(v)))
-            for item in v:
-                _encode_any(item, out, depth + 1)
     else:
         raise TypeError(f"a value of type {type(v).__name__} cannot be serialized")
 
@@ -361,31 +356,35 @@ _TAGS: dict[int, Callable[[bytes, int], tuple[Any, int]]] = {
 }
 
 
+# Nesting of maps and lists a reader follows at most (damaged input cannot recurse deeper).
+MAX_DEPTH = 8
+
+
 def _decode_any(buf: bytes, off: int, depth: int = 0) -> tuple[Any, int]:
+    if off >= len(buf):
+        raise FormatError("a value is cut short")
     tag = buf[off]
-    read = _TAGS.get(tag)
-    if read is not None:
-        return read(buf, off + 1)
-    if tag not in (_MAP, _LIST):
-        raise FormatError(f"unknown value tag {tag:#x}")
-    if depth >= MAX_DEPTH:
-        raise FormatError(f"maps and lists nested more than {MAX_DEPTH} deep")
-    (n,) = _U32.unpack_from(buf, off + 1)
-    off += 5
-    if n > len(buf) - off:  # every item takes a byte at least
-        raise FormatError("cut short")
-    if tag == _LIST:
-        items = []
+    if tag in (0x6D, 0x6C):  # "m" map, "l" list
+        if depth >= MAX_DEPTH:
+            raise FormatError("maps and lists nested too deep")
+        n = _U32.unpack(_take(buf, off + 1, 4))[0]
+        off += 5
+        if n > len(buf) - off:  # every entry takes a byte at least
+            raise FormatError("a map or list longer than its frame")
+        if tag == 0x6C:
+            items = []
+            for _ in range(n):
+                x, off = _decode_any(buf, off, depth + 1)
+                items.append(x)
+            return items, off
+        out: dict[str, Any] = {}
         for _ in range(n):
-            item, off = _decode_any(buf, off, depth + 1)
-            items.append(item)
-        return items, off
-    found: dict[str, Any] = {}
-    for _ in range(n):
-        (size,) = _U32.unpack_from(buf, off)
-        name = _take(buf, off + 4, size).decode("utf-8", "surrogatepass")
-        found[name], off = _decode_any(buf, off + 4 + size, depth + 1)
-    return found, off
-
-
-_MAP, _LIST = ord("m"), ord("l")
+            k, off = _decode_any(buf, off, depth + 1)
+            if not isinstance(k, str):
+                raise FormatError("a map key that is not text")
+            out[k], off = _decode_any(buf, off, depth + 1)
+        return out, off
+    read = _TAGS.get(tag)
+    if read is None:
+        raise FormatError(f"unknown value tag {tag:#x}")
+    return read(buf, off + 1)
