@@ -16,9 +16,9 @@ receive buffer:
 
 * ``json``: ``python -m pyulogd`` with IPFIXIN -> IP2STR -> JSON to a file (``ipfix.extra``
   and all);
-* ``null``: IPFIXIN -> a sink that drops every record (defined and registered here: there is
-  no NULL output in pyulogd yet), so the decoding alone (``ipfix.extra`` not built, as no
-  output reads it);
+* ``null``: IPFIXIN -> NULL (pyulogd's output that discards every record; a minimal one is
+  registered here when the tree has none), so the decoding alone (``ipfix.extra`` not built,
+  as no output reads it);
 * ``nfcapd``: nfdump 1.7.1's collector, writing its binary files.
 
 Per point: records sent, records the receiver counted (pyulogd's ``records`` counter at exit;
@@ -197,8 +197,9 @@ def run_nfcapd(setup: list[bytes], data: list[bytes], rate: int) -> dict[str, An
 
 
 def daemon(conf: str) -> int:
-    """Run pyulogd with a NULL sink registered (the ``null`` receiver)."""
+    """Run pyulogd for the ``null`` receiver: with its NULL output, or one registered here."""
     from pyulogd.core import registry
+    from pyulogd.core.errors import ConfigError
     from pyulogd.core.plugin import OK, DataType, Sink
     from pyulogd.daemon.cli import main
 
@@ -210,7 +211,10 @@ def daemon(conf: str) -> int:
         def interp(self, rec: list[Any]) -> int:
             return OK
 
-    registry.register(NullSink)
+    try:
+        registry.get("NULL")
+    except ConfigError:
+        registry.register(NullSink)
     return main(["-c", conf])
 
 

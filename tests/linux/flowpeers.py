@@ -93,9 +93,10 @@ file="{self.out}"
         assert rc == 0, f"pyulogd exited with {rc}: {self.stderr()}\n{self.log.read_text()}"
 
     def records(self) -> list[dict[str, Any]]:
+        """The complete lines of the JSON file (the daemon may be writing the next ones)."""
         if not self.out.exists():
             return []
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self.out.read_text().split("\n")[:-1] if line.strip()]
 
     def counters(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
