@@ -464,6 +464,9 @@ def _unknown(buf: Data) -> tuple[Obj, Parser | None, Data | None]:
     raise _Raised
 
 
+# For a packet of a kind we do not decode: everything printed raw.
+raw_parser: Parser = _unknown
+
 _ETHER_TYPES: dict[int, Parser] = {ETH_IPV4: ipv4, ETH_ARP: arp, ETH_IPV6: ipv6}
 # os-ken has one table for Ethernet types and IP protocols: what it decodes, we decode or stop.
 _IP_PROTOS: dict[int, Parser] = {1: icmp, 6: tcp, 17: udp, 58: icmpv6}
