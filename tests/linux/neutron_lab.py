@@ -52,7 +52,7 @@ from typing import Any
 from tests.linux.lab import have_root_and_tools, sh, wait_for
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-TOOLS = ("iptables-nft-restore", "conntrack", "ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-vsctl", "ip")
+TOOLS = ("iptables-nft-restore", "ethtool", "conntrack", "ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-vsctl", "ip")
 
 
 def skip_reason() -> str | None:
@@ -61,6 +61,12 @@ def skip_reason() -> str | None:
     if why is None and not os.path.exists(SCHEMA):
         why = "needs Debian's openvswitch-common (vswitch.ovsschema)"
     return why
+
+
+def no_offload(ns: str, name: str) -> None:
+    """Checksums computed in software: a veth hands the userspace switch packets whose TCP and
+    UDP checksums are left to hardware that is not there, and the receiver would drop them."""
+    sh("ethtool", "-K", name, "tx", "off", ns=ns)
 
 
 def dev(prefix: str, port_id: str) -> str:
@@ -266,6 +272,8 @@ class NeutronLab:
         sh("ip", "addr", "add", f"{self.ext_ip}/24", "dev", "eth0", ns=self.ext)
         sh("ip", "link", "set", "eth0", "up", ns=self.ext)
         sh("ip", "link", "set", ext_side, "up", ns=self.node)
+        no_offload(self.ext, "eth0")
+        no_offload(self.node, ext_side)
         self.ovs.add_port("br-ex", ext_side)
         # Routing: the VMs through the legacy router; the router forwards.
         for ns in (self.qrouter1, self.qrouter2, self.qrouter3, self.snat3, self.fip):
@@ -290,6 +298,8 @@ class NeutronLab:
             sh("ip", "addr", "add", c, "dev", name, ns=ns)
         sh("ip", "link", "set", name, "up", ns=ns)
         sh("ip", "link", "set", port.device, "up", ns=self.node)
+        no_offload(ns, name)
+        no_offload(self.node, port.device)
         self.ovs.add_port(bridge, port.device, port.id, port.mac, vm)
 
     def _compute_node(self) -> None:
@@ -307,6 +317,8 @@ class NeutronLab:
         for d in (self.qbr2, self.tap2, self.qvb2):
             sh("ip", "link", "set", d, "up", ns=self.cmp)
         sh("ip", "link", "set", self.qvo2, "up", ns=self.node)
+        for ns, d in ((self.vm2, "eth0"), (self.cmp, self.tap2), (self.cmp, self.qvb2), (self.node, self.qvo2)):
+            no_offload(ns, d)
         self.ovs.add_port("br-int", self.qvo2, port.id, port.mac, self.vm2_id)
         sh("ip", "addr", "add", f"{self.vm2_ip}/24", "dev", "eth0", ns=self.vm2)
         sh("ip", "link", "set", "eth0", "up", ns=self.vm2)
