@@ -230,3 +230,176 @@ def _nft_counter(lab: Lab) -> int:
     m = re.search(r"counter packets (\d+)", out)
     assert m, out
     return int(m.group(1))
+
+
+# --- with the NEUTRON filter ---------------------------------------------------------------------
+
+OWN_TABLE = """table inet nllog {{
+    chain input {{ type filter hook input priority 0; policy accept;
+        meta l4proto icmp icmp type echo-request log prefix "nllog" group {group}
+    }}
+}}"""
+
+
+def neutron_config(lab: NeutronLab, out: Path) -> str:
+    follow = f"qrouter-{lab.tag}-*,snat-{lab.tag}-*,{lab.fip},{lab.qdhcp}"
+    neutron = (f'ovsdb="unix:{lab.ovs.sock}"\nmapping="{lab.mapping}"\nha_confs="{lab.ha_confs}"\nha_poll=0.2\n'
+               'ruleset_refresh=5\n')
+    sections = "".join(f"[neutron{i}]\n{neutron}\n" for i in range(1, 5))
+    return f"""[global]
+logfile="{out}/daemon.log"
+loglevel=3
+stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,neutron1:NEUTRON,json1:JSON
+stack=log1:NFLOG,base2:BASE,ifi2:IFINDEX,ip2str2:IP2STR,neutron2:NEUTRON,nl1:NEUTRONLOG
+stack=ct1:NFCT,ip2str3:IP2STR,neutron3:NEUTRON,json3:JSON
+stack=tr1:NFTRACE,ifi4:IFINDEX,ip2str4:IP2STR,neutron4:NEUTRON,json4:JSON
+
+[log1]
+group={lab.group}
+netns="{follow}"
+
+[ct1]
+netns="{follow}"
+event_mask=0x5
+hash_enable=0
+accounting=1
+
+[tr1]
+netns="{lab.cmp}"
+trace_rule="meta l4proto udp"
+
+{sections}
+[json1]
+file="{out}/packets.json"
+timestamp=0
+
+[nl1]
+file="{out}/neutron.log"
+format=fwaas
+header=none
+
+[json3]
+file="{out}/flows.json"
+timestamp=0
+
+[json4]
+file="{out}/traces.json"
+timestamp=0
+"""
+
+
+def one(recs: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+    found = [r for r in recs if all(r.get(k.replace("__", ".")) == v for k, v in match.items())]
+    assert len(found) == 1, (match, [{k: v for k, v in r.items() if k.startswith(("neutron", "audit", "oob"))}
+                                     for r in recs])
+    return found[0]
+
+
+@needs_lab
+@needs_neutron
+def test_every_node_role_resolved(lab: NeutronLab, tmp_path: Path) -> None:
+    """Legacy, HA and DVR routers, the FIP namespace, DHCP and the hybrid compute node: each
+    record says its router or network, port, role, project, direction, verdict and rule, and
+    the HA router's state as keepalived has it; conntrack records carry the NAT context; the
+    NEUTRONLOG lines name the project and the port."""
+    for ns in (lab.qrouter2, lab.qrouter3, lab.snat3, lab.fip, lab.qdhcp):
+        sh("nft", "-f", "-", ns=ns, input=OWN_TABLE.format(group=lab.group))
+    p = lab.ports
+    out = tmp_path / "out"
+    out.mkdir()
+    d = Daemon(out, neutron_config(lab, out), out / "daemon.log")
+    server = lab.listen_tcp(lab.vm1, 22)
+    try:
+        wait_for(lambda: d.text().count("NEUTRON '") >= 4, 15, "NEUTRON to start")
+        wait_for(lambda: lab.group in _groups(lab.qrouter1), 15, "NFLOG in the router")
+        lab.conntrack_flush(lab.qrouter1)
+        assert lab.tcp_connect(lab.ext, lab.fip_ip, 22)  # legacy: accepted, DNAT
+        lab.udp(lab.ext, lab.fip_ip, 9999)  # rejected
+        assert not lab.tcp_connect(lab.ext, lab.fip_ip, 23, timeout=1)  # dropped
+        assert lab.ping(lab.vm2, lab.ext_ip)  # out through the gateway's SNAT (egress accepted)
+        assert lab.ping(lab.vm1, f"10.{lab.n}.1.3")  # HA router's qr-
+        assert lab.ping(lab.vm1, f"10.{lab.n}.1.4")  # DVR router's qr-
+        assert lab.ping(lab.vm1, f"10.{lab.n}.1.5")  # DVR snat's sg-
+        assert lab.ping(lab.ext, f"172.31.{lab.n}.3")  # DVR snat's qg-
+        assert lab.ping(lab.ext, f"172.31.{lab.n}.4")  # the FIP namespace's fg-
+        assert lab.ping(lab.fip, "169.254.106.114")  # fpr- -> rfp-
+        assert lab.ping(lab.vm1, lab.dhcp_ip)  # qdhcp's tap
+        lab.udp(lab.vm1, lab.vm2_ip, 5353)  # hybrid compute node: sg-fallback drops it
+        wait_for(lambda: len(records(out / "packets.json")) >= 11, 15, "the NFLOG records")
+        wait_for(lambda: records(out / "traces.json"), 15, "the hybrid node's trace")
+        lab.set_ha_state("backup")  # failover: the next records say so
+        time_ok = _wait_ha(lab, out)
+        lab.conntrack_flush(lab.qrouter1)
+        wait_for(lambda: any(r.get("ct.event") == 4 for r in records(out / "flows.json")), 15, "DESTROY records")
+    finally:
+        server.kill()
+        server.wait()
+        rc = d.stop()
+    assert rc == 0, d.stderr()
+    assert time_ok
+    pkts = records(out / "packets.json")
+    common = {"neutron.project_id": lab.project, "neutron.resolved": 1}
+
+    def check(r: dict[str, Any], **want: Any) -> None:
+        got = {k: r.get(k) for k in {**common, **want}}
+        assert got == {**common, **want}, r
+
+    # Legacy router, FWaaS verdicts by chain (the prefixes are random numbers).
+    r = one(pkts, dest_port=22)
+    check(r, **{"neutron.router_id": lab.r1, "neutron.port_id": p["qr1"].id, "neutron.device_role": "router_interface",
+                "neutron.direction": "ingress", "audit.action": "ACCEPT", "neutron.network_id": lab.net_id})
+    assert "neutron-l3-agent-accepted" in r["audit.rule"]
+    for port in (9999, 23):
+        r = one(pkts, dest_port=port)
+        assert (r["audit.action"], r["neutron.direction"], r["neutron.port_id"]) == ("DROP", "ingress", p["qr1"].id)
+    # HA router: its qr- port, and keepalived's state.
+    ha = [r for r in pkts if r.get("dest_ip") == f"10.{lab.n}.1.3"]
+    assert ha and all(r["neutron.router_id"] == lab.r2 and r["neutron.port_id"] == p["qr2"].id for r in ha)
+    assert ha[0]["neutron.ha_state"] == "master" and ha[0]["neutron.device_role"] == "router_interface"
+    assert ha[-1]["neutron.ha_state"] == "backup"
+    # DVR: the router's qr-, the snat namespace's sg- and qg-, the FIP namespace's fg- and rfp-/fpr-.
+    check(one(pkts, dest_ip=f"10.{lab.n}.1.4"), **{"neutron.router_id": lab.r3, "neutron.port_id": p["qr3"].id,
+                                                    "neutron.device_role": "router_interface"})
+    check(one(pkts, dest_ip=f"10.{lab.n}.1.5"), **{"neutron.router_id": lab.r3, "neutron.port_id": p["sg3"].id,
+                                                    "neutron.device_role": "snat"})
+    gw = one(pkts, dest_ip=f"172.31.{lab.n}.3")
+    assert (gw["neutron.router_id"], gw["neutron.port_id"], gw["neutron.device_role"], gw["neutron.project_id"]) == (
+        lab.r3, p["qg3"].id, "router_gateway", lab.admin_project)
+    fg = one(pkts, dest_ip=f"172.31.{lab.n}.4")
+    assert (fg["neutron.port_id"], fg["neutron.device_role"], fg["neutron.network_id"]) == (
+        p["fg"].id, "floating_ip_gateway", lab.ext_net_id)
+    rfp = one(pkts, dest_ip="169.254.106.114")
+    assert (rfp["neutron.router_id"], rfp["neutron.device_role"]) == (lab.r3, "floating_ip_gateway")
+    # DHCP.
+    check(one(pkts, dest_ip=lab.dhcp_ip), **{"neutron.port_id": p["dhcp"].id, "neutron.device_role": "dhcp",
+                                             "neutron.network_id": lab.net_id, "neutron.direction": "ingress"})
+    # The hybrid compute node: vm2's port through its qvo sibling, the shared fallback chain.
+    [tr] = [r for r in records(out / "traces.json") if r.get("dest_port") == 5353]
+    check(tr, **{"neutron.port_id": p["vm2"].id, "neutron.device_role": "vm_port", "neutron.direction": "ingress",
+                 "audit.action": "DROP"})
+    assert "neutron-openvswi-sg-fallback" in tr["audit.rule"]
+    # Conntrack: floating IP in, SNAT out, with totals at DESTROY.
+    flows = records(out / "flows.json")
+    inbound = [r for r in flows if r.get("orig.l4.dport") == 22 and r.get("ct.event") == 4]
+    assert inbound and inbound[0]["nat.floating_ip"] == lab.fip_ip and inbound[0]["nat.fixed_ip"] == lab.vm1_ip
+    assert inbound[0]["neutron.port_id"] == p["vm1"].id and inbound[0]["flow.packets"] >= 2
+    snat = [r for r in flows if r.get("src_ip") == lab.vm2_ip and r.get("ct.event") == 4]
+    assert snat and snat[0]["nat.snat_ip"] == lab.qg_ip and snat[0]["neutron.port_id"] == p["vm2"].id
+    # NEUTRONLOG: FWaaS's line format, with the project and the router port.
+    nl = (out / "neutron.log").read_text().splitlines()
+    assert any(line.startswith(f"action=DROP, project_id={lab.project}, log_resource_ids=[], port={p['qr1'].id}, "
+                               "pkt=ethernet(") for line in nl), nl[:3]
+
+
+def _groups(ns: str) -> set[int]:
+    out = sh("cat", "/proc/net/netfilter/nfnetlink_log", ns=ns, check=False).stdout
+    return {int(line.split()[0]) for line in out.splitlines() if line.strip()}
+
+
+def _wait_ha(lab: NeutronLab, out: Path) -> bool:
+    """After the state file changed: ping the HA router until a record says backup."""
+    def seen() -> bool:
+        lab.ping(lab.vm1, f"10.{lab.n}.1.3")
+        return any(r.get("neutron.ha_state") == "backup" for r in records(out / "packets.json"))
+    wait_for(seen, 15, "a record saying backup")
+    return True
