@@ -2,9 +2,9 @@
 """A Neutron network node and an iptables_hybrid compute node, built from namespaces, veths
 and an Open vSwitch userspace bridge, for end-to-end tests (docs/neutron.md, "The lab").
 
-Everything is ours and unique per run (``tag`` = ``nl`` + 6 random hex digits; router ids are
-``<tag>-<uuid4>``, so no daemon that follows ``qrouter-*`` elsewhere can mistake them for its
-own routers for long, and port ids are fresh UUIDs), and :meth:`NeutronLab.down` removes it all,
+Everything is ours and unique per run (``tag`` = ``nl`` + 6 random hex digits ``hex``; router
+ids are UUIDs that start with ``hex``, so ``qrouter-<hex>*`` follows this lab's routers and no
+other, as Neutron names them; port ids are fresh UUIDs), and :meth:`NeutronLab.down` removes it all,
 also after a failure: namespaces, the ovsdb-server and ovs-vswitchd this lab started (by
 their pids, never by name) and their temporary directory. Traffic stays inside the lab.
 
@@ -164,7 +164,10 @@ class NeutronLab:
     """The lab described in the module docstring: ``up()`` builds it, ``down()`` removes it."""
 
     def __init__(self, tmp: Path, group: int = 11) -> None:
-        self.tag = f"nl{secrets.token_hex(3)}"
+        # Router ids are UUIDs (rfp-/fpr- carry 10 characters of one, which must look like one)
+        # that start with the lab's random hex digits, so ``qrouter-<hex>*`` finds this lab's.
+        self.hex = secrets.token_hex(3)
+        self.tag = f"nl{self.hex}"
         self.tmp = tmp
         self.group = group
         self.n = secrets.randbelow(200) + 20
@@ -174,7 +177,7 @@ class NeutronLab:
         self.net_id = str(uuid.uuid4())
         self.ext_net_id = str(uuid.uuid4())
         self.ha_net_id = str(uuid.uuid4())
-        self.r1, self.r2, self.r3 = (f"{self.tag}-{uuid.uuid4()}" for _ in range(3))
+        self.r1, self.r2, self.r3 = (self.hex + str(uuid.uuid4())[6:] for _ in range(3))
         self.node = f"{self.tag}-node"
         self.cmp = f"{self.tag}-cmp"
         self.vm1, self.vm2, self.ext = f"{self.tag}-vm1", f"{self.tag}-vm2", f"{self.tag}-ext"
