@@ -165,6 +165,9 @@ def test_summary_line(tmp_path: Path) -> None:
     assert line == (f"action=DROP project_id={PROJECT} log_resource_ids=[] vm_port={PORT} suppressed=1234 "
                     f"first=2027-01-15T08:00:00.000001Z last=2027-01-15T08:00:09.999999Z limit_key={PORT},DROP")
     assert not OVS_LINE.fullmatch(line)  # a parser of packet lines does not take it for one
+    src.send(audit_suppressed=3, audit_first="a", audit_last="b", audit_limit_key="")  # no verdict: still written
+    assert lines(nl, out)[-1] == ("action=None project_id=None log_resource_ids=[] vm_port=None suppressed=3 "
+                                  "first=a last=b limit_key=")
 
 
 def test_sighup_reopens(tmp_path: Path) -> None:

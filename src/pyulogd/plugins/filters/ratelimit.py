@@ -25,9 +25,9 @@ the rate says; the accounting stays exact.
 
 Counters (``ctx.stats``): ``ratelimit.<id>.received``, ``.passed``, ``.suppressed``,
 ``.summaries``, ``.keys_evicted``, and per tracked key ``ratelimit.<id>.key.<limit key>.passed``
-and ``.suppressed``; an evicted key's two counters are added to ``ratelimit.<id>.evicted.passed``
-and ``.suppressed`` and dropped, so the per-key counters stay as bounded as the table and still
-add up to the totals.
+and ``.suppressed`` (``key.-.`` for the one bucket of a limit without a key); an evicted key's
+two counters are added to ``ratelimit.<id>.evicted.passed`` and ``.suppressed`` and dropped,
+so the per-key counters stay as bounded as the table and still add up to the totals.
 
 ``audit.limit_key`` is the key's values in ``key=`` order, separated by ``,``: each written as
 text (addresses as addresses, other bytes in hex, an invalid value empty) and escaped with
@@ -35,8 +35,9 @@ the daemon's one rule (core/escape.py), ``,`` inside a value written ``\\x2c``, 
 ``unescape_text`` gives each value back after splitting at ``,``.
 
 ``preset=neutron`` is Neutron's ``[network_log]`` defaults: ``rate=100``, ``burst=25``,
-per ``neutron.port_id`` and ``audit.action`` (keys that may be missing upstream: without the
-NEUTRON filter every record of one verdict shares a bucket). Options given explicitly win.
+per ``neutron.port_id`` and ``audit.action`` (keys that may be missing upstream: one that is,
+is left out of the key, so without the NEUTRON filter every record of one verdict, or every
+record, shares a bucket). Options given explicitly win.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ class _Key(TokenBucket):
         super().__init__(burst, now)
         self.values = values
         self.text = text
-        self.n_passed = f"{prefix}.key.{text}.passed"
-        self.n_suppressed = f"{prefix}.key.{text}.suppressed"
+        name = text or "-"  # the one bucket of a limit without a key
+        self.n_passed = f"{prefix}.key.{name}.passed"
+        self.n_suppressed = f"{prefix}.key.{name}.suppressed"
         self.held = 0  # records held back in the current window
         self.first = 0.0
         self.last = 0.0
@@ -217,7 +219,10 @@ class RateLimitFilter(Filter):
         slots = self.in_slots
         self._s_sec, self._s_usec = slots[0], slots[1]
         nkey = len(self.key_names)
-        self._key_slots = slots[2:2 + nkey]
+        # A preset's key that nothing upstream produces (slot 0) is always invalid: left out.
+        bound = [(n, s) for n, s in zip(self.key_names, slots[2:2 + nkey], strict=True) if s]
+        self.key_names = [n for n, _ in bound]
+        self._key_slots = [s for _, s in bound]
         # Carried keys that are not in the stack stay out of the summary (slot 0 is never written).
         self._carry_slots = [s for s in (*self._key_slots, *slots[2 + nkey:]) if s]
         if self.stack is None:

@@ -14,7 +14,8 @@ the bare record, as syslog carries it.
 
 Values: ``action`` is ``audit.action`` (REJECT is written DROP with ``reject_as_drop=1``, as
 FWaaS does and as parsers expecting ``ACCEPT|DROP`` need; a record without a verdict takes
-``default_action``, or is skipped and counted in ``neutronlog.<id>.no_action``);
+``default_action``, or is skipped and counted in ``neutronlog.<id>.no_action``; a rate-limit
+summary without one says ``action=None``);
 ``project_id`` and the port are ``neutron.project_id`` and ``neutron.port_id`` (``None``,
 as Python prints it, when unresolved); ``log_resource_ids`` is ``neutron.log_resource_ids``
 (comma-separated) when a filter sets it, else the ``log_resource_ids`` option (Neutron's log
@@ -133,11 +134,14 @@ class NeutronLogOutput(LineFileSink):
     def render(self, rec: list[Any]) -> str | None:
         """The line of one record (with its newline), None when it has no verdict to write."""
         action = rec[self._s_action]
+        suppressed = rec[self._s_supp]
         if action is None:
             action = self.default_action
             if action is None:
-                self.ctx.stats.incr(self._no_action)
-                return None
+                if suppressed is None:
+                    self.ctx.stats.incr(self._no_action)
+                    return None
+                action = "None"  # a summary is written whatever it stands for: nothing silent
         if action == "REJECT" and self.reject_as_drop:
             action = "DROP"
         project = rec[self._s_project]
@@ -148,7 +152,6 @@ class NeutronLogOutput(LineFileSink):
         sep = ", " if self.fwaas else " "
         fields = [f"action={escape_text(action)}", f"project_id={_text(project)}", f"log_resource_ids={ids_text}",
                   f"{'port' if self.fwaas else 'vm_port'}={_text(port)}"]
-        suppressed = rec[self._s_supp]
         if suppressed is not None:
             fields += [f"suppressed={suppressed}", f"first={_text(rec[self._s_first])}",
                        f"last={_text(rec[self._s_last])}", f"limit_key={_text(rec[self._s_key])}"]
