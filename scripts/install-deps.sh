@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(iproute2 iputils-ping nftables iptables nfacct conntrack ulogd2 ulogd2-json ulogd2-sqlite3 ulogd2-pcap procps
       ulogd2-pgsql ulogd2-mysql postgresql postgresql-client mariadb-server mariadb-client gcc
-      rsyslog graphite-carbon python3-whisper nfdump tshark python3-nftables)
+      rsyslog graphite-carbon python3-whisper nfdump tshark python3-nftables openvswitch-switch ethtool)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
