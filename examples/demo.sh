@@ -2,9 +2,23 @@
 # pyulogd demo: two namespaces (a client and a firewalled server), nftables rules that log
 # accepted and dropped traffic to NFLOG group 5, pyulogd on examples/ulogd.conf inside the
 # server namespace, some traffic, then the audit trail. Cleans up after itself. Run as root.
+# Runs the `pyulogd` command found on PATH (scripts/install.sh, the Debian package), else
+# `python3 -m pyulogd` (a development tree); PYULOGD="..." chooses another.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python3}
+if [ -z "${PYULOGD:-}" ]; then
+    PYULOGD=$(command -v pyulogd || echo "$PY -m pyulogd")
+fi
+for tool in ip nft ping; do
+    command -v "$tool" >/dev/null && continue
+    if [ -x "$here/../scripts/install-deps.sh" ]; then
+        echo "== the demo needs iproute2, nftables and ping: scripts/install-deps.sh demo"
+        "$here/../scripts/install-deps.sh" demo
+        break
+    fi
+    echo "demo: needs $tool (apt-get install iproute2 nftables iputils-ping)" >&2; exit 1
+done
 tag=$$
 CLI=pyu-demo-cli-$tag SRV=pyu-demo-srv-$tag
 work=$(mktemp -d /tmp/pyulogd-demo.XXXXXX)
@@ -37,8 +51,9 @@ NFT
 
 sed -e "s#/var/log/pyulogd#$work#g" -e "s#/usr/share/doc/ulogd2/sqlite3.table#$here/sqlite3.table#" \
     "$here/ulogd.conf" > "$work/ulogd.conf"
-echo "== starting pyulogd -c $work/ulogd.conf in $SRV"
-ip netns exec "$SRV" "$PY" -m pyulogd -c "$work/ulogd.conf" &
+echo "== starting $PYULOGD -c $work/ulogd.conf in $SRV"
+# shellcheck disable=SC2086 # PYULOGD may be "python3 -m pyulogd"
+ip netns exec "$SRV" $PYULOGD -c "$work/ulogd.conf" &
 pid=$!
 for _ in $(seq 50); do
     ip netns exec "$SRV" grep -qE '^ *5 ' /proc/net/netfilter/nfnetlink_log 2>/dev/null && break

@@ -10,7 +10,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 [ "$(id -u)" = 0 ] || { echo "run as root (the lab creates network namespaces)" >&2; exit 1; }
 if [ "${1:-}" != "--no-install" ]; then
-    "$repo/scripts/install-deps.sh"
+    "$repo/scripts/install-deps.sh" neutron
     "$PY" -m pip install -q --disable-pip-version-check -e "$repo" 2>&1 | grep -v -i "warning: running pip as" || true
 fi
 work=$(mktemp -d /tmp/pyulogd-neutron-demo.XXXXXX)

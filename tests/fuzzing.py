@@ -696,7 +696,7 @@ class ConfigChecker:
     def __init__(self) -> None:
         self.loop = Loop(FakeClock(wall=NOW))
         self._restore: list[str] = []
-        for name in ("SQLITE3", "PGSQL", "MYSQL", "DBI"):
+        for name in ("SQLITE3", "PGSQL", "MYSQL", "DBI", "AUDITDB"):
             registry.register(_no_db(registry.get(name)))
             self._restore.append(name)
 

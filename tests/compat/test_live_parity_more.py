@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -391,8 +392,16 @@ def test_ipfix_same_ipv4_records(flow_run: tuple[Path, list[Any]]) -> None:
     v4 = {f.osrc for f in flows if f.family == 2} | {f.odst for f in flows if f.family == 2}
 
     ref_c, cand_c = comparable(ref_recs, v4), comparable(cand_recs, v4)
-    assert len(ref_c) >= len([f for f in flows if f.family == 2]), ref_c
-    assert cand_c == ref_c
+    nv4 = len([f for f in flows if f.family == 2])
+    assert len(ref_c) >= nv4, ref_c
+    # pyulogd sends every IPv4 flow's NEW and DESTROY record. ulogd2 2.0.8 on a loaded machine
+    # sometimes never sends its last records (seen in full-suite runs: 1-3 DESTROY records
+    # missing after 15 s); what it did send must be exactly what pyulogd sent for those flows.
+    assert len(cand_c) == 2 * nv4, cand_c
+    if len(ref_c) == 2 * nv4:
+        assert cand_c == ref_c
+    else:
+        assert not Counter(ref_c) - Counter(cand_c), (ref_c, cand_c)
     # docs/compat.md, IPFIX: IPv6 flows with template 257 (pyulogd extra).
     assert any(tid == 257 for tid, _ in cand_recs)
 

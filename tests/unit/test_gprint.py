@@ -156,5 +156,5 @@ def test_open_failure(tmp_path: Path) -> None:
 
 def test_options() -> None:
     assert [(o.name, o.default) for o in GprintOutput.options] == [
-        ("file", "/var/log/ulogd_gprint.log"), ("sync", 0), ("timestamp", 0)]
+        ("file", "/var/log/ulogd_gprint.log"), ("sync", 0), ("timestamp", 0), ("chain_key", "")]  # tamper evidence
     assert GprintOutput.wildcard_inputs

@@ -113,6 +113,7 @@ def test_declarations() -> None:
         "file": "/var/log/ulogd.json", "sync": 0, "timestamp": 1, "eventv1": 0, "device": "Netfilter",
         "boolean_label": 0, "mode": "file", "host": "127.0.0.1", "port": 12345,
         "queue": 1 << 20, "reconnect_max": 60,  # pyulogd extras, as SYSLOG/GRAPHITE/IPFIX
+        "chain_key": "",  # pyulogd extra: tamper evidence (io/chain.py)
     }  # fmt: skip
 
 

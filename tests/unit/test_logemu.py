@@ -76,6 +76,7 @@ def test_declarations() -> None:
         "file": "/var/log/ulogd_syslogemu.log",
         "sync": 0,
         "netns_prefix": 0,  # pyulogd extra
+        "chain_key": "",  # pyulogd extra: tamper evidence (io/chain.py)
     }
     keys = [(k.name, k.optional) for k in LogemuOutput.input_keys]
     assert keys == [("print", False), ("oob.time.sec", True), ("oob.netns", True)]

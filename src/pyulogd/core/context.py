@@ -40,6 +40,10 @@ class EventLoop(Protocol):
 
     def remove_reader(self, fd: int) -> None: ...
 
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None: ...
+
+    def remove_writer(self, fd: int) -> None: ...
+
     def call_later(self, delay: float, callback: Callable[[], None], repeat: bool = False) -> TimerHandle: ...
 
     def add_signal_handler(self, signum: int, callback: Callable[[int], None]) -> None: ...
@@ -73,6 +77,9 @@ class Context:
     # The user -u switches to once every plugin has started (None: no -u). Files that user
     # must write later are created for it, and checked at start (core/safefile.py).
     run_as: RunAs | None = None
+    # --check-config: build and check every stack but open nothing (no socket, no file, no
+    # database connection); plugins whose configure() would connect or create skip that.
+    checking: bool = False
 
     @property
     def clock(self) -> Clock:

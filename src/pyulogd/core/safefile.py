@@ -186,7 +186,10 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def _check_file(path: str, fd: int) -> os.stat_result:
-    st = os.fstat(fd)
+    return _check_stat(path, os.fstat(fd))
+
+
+def _check_stat(path: str, st: os.stat_result) -> os.stat_result:
     if stat.S_ISCHR(st.st_mode):
         return st  # /dev/null, a console: only root can make device files (CAP_MKNOD)
     if not stat.S_ISREG(st.st_mode):
@@ -243,6 +246,23 @@ def open_append(path: str, run_as: RunAs | None = None, mode: int = 0o666) -> in
         os.close(fd)
         raise
     return fd
+
+
+def check_append(path: str, run_as: RunAs | None = None) -> None:
+    """Raise what :func:`open_append` would raise for ``path``, without opening or creating
+    the file (``--check-config``): the directory rules, then a symbolic link, something that
+    is not a regular file or a file with several links where the file would be."""
+    head, name = _split(path)
+    dfd = open_dir(head, run_as)
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    finally:
+        os.close(dfd)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath(path, f"'{path}' is a symbolic link")
+    _check_stat(path, st)
 
 
 def create_excl(dfd: int, path: str, name: str, mode: int) -> int:

@@ -16,7 +16,9 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.escape import escape_text
 from pyulogd.core.info import describe
-from pyulogd.daemon import caps, process
+from pyulogd.ctl import status
+from pyulogd.daemon import caps, check, process
+from pyulogd.daemon.ops import Operations
 from pyulogd.daemon.service import Service
 from pyulogd.io import netns
 from pyulogd.io.loop import Loop
@@ -39,14 +41,19 @@ Parameters:
 
 
 class _Parser(argparse.ArgumentParser):
+    # ulogd exits 1 on a bad command line; --check-config is for scripts, which tell a
+    # usage error (2) from a bad config (1).
+    usage_status = 1
+
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"pyulogd: {message}\n")
         sys.stdout.write(USAGE)
-        sys.exit(1)
+        sys.exit(self.usage_status)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(usage_status: int = 1) -> argparse.ArgumentParser:
     p = _Parser(prog="pyulogd", add_help=False)
+    p.usage_status = usage_status
     p.add_argument("-h", "--help", nargs="?", const=True, default=None)
     p.add_argument("-V", "--version", action="store_true")
     p.add_argument("-d", "--daemon", action="store_true")
@@ -60,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     # pyulogd's speed-ups, off (as [global] fusion=0 / recvmmsg=0 do; docs/design.md).
     p.add_argument("--no-fusion", action="store_true")
     p.add_argument("--no-recvmmsg", action="store_true")
+    # Operations (daemon/check.py, ctl/status.py).
+    p.add_argument("--check-config", nargs="?", const=True, default=None, metavar="FILE")
+    p.add_argument("--status", action="store_true")
     return p
 
 
@@ -94,8 +104,41 @@ def info(name: str) -> int:
     return 0
 
 
+def check_config(args: argparse.Namespace, given: list[str]) -> int:
+    """--check-config [FILE]: 0 good, 1 not, 2 usage."""
+    path = args.configfile
+    if isinstance(args.check_config, str):
+        if any(a in ("-c", "--configfile") or a.startswith("--configfile=") for a in given) and (
+            os.path.abspath(args.check_config) != os.path.abspath(args.configfile)
+        ):
+            sys.stderr.write("pyulogd: --check-config FILE and -c name two different files\n")
+            return 2
+        path = args.check_config
+    if args.daemon or args.info or args.status:
+        sys.stderr.write("pyulogd: --check-config checks a config; it cannot be combined with -d, -i or --status\n")
+        return 2
+    run_as = None
+    if args.uid:
+        try:
+            user = pwd.getpwnam(args.uid)
+        except KeyError:
+            sys.stderr.write(f"pyulogd: unknown user {args.uid}\n")
+            return 2
+        run_as = safefile.RunAs.lookup(user.pw_name, user.pw_uid, user.pw_gid)
+    return check.main(path, run_as)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    checking = any(a == "--check-config" or a.startswith("--check-config=") for a in given)
+    args = _parser(2 if checking else 1).parse_args(argv)
+    if args.check_config is not None:
+        return check_config(args, given)
+    if args.status:
+        ctl = ["status"]
+        if any(a in ("-c", "--configfile") or a.startswith("--configfile=") for a in given):
+            ctl = ["-c", args.configfile, *ctl]
+        return status.main(ctl)
     if args.help is not None:
         sys.stdout.write(USAGE)
         return 0
@@ -142,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"pyulogd: {e}\n")
             return 1
     service = Service(config, ctx)
+    ops: Operations | None = None
     try:
         try:
             service.load()
@@ -157,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             # Before start: a SIGTERM during start-up is then handled by the loop (clean exit).
             service.install_signals()
             service.start()
+            # Listening sockets (metrics, control) before -u drops root.
+            ops = Operations(service, os.environ)
+            ops.open()
             if not args.no_realtime:
                 process.raise_priority(ctx.log)
             if user is not None:
@@ -178,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                     _log_capabilities(ctx, needs, held)
             # Threads (the SQL writers) start only now: they run, and open their files, as the user.
             service.running()
+            # Every input bound, every output open: systemd hears READY=1 now (and, with -d,
+            # from this child, the process that runs).
+            ops.ready()
         except Exception as e:
             why = str(e) if isinstance(e, (PluginError, ConfigError, OSError)) else f"{type(e).__name__}: {e}"
             ctx.log.fatal(f"error starting: {why}")  # the log escapes it itself
@@ -186,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 ready.fail(why)
             else:
                 sys.stderr.write(f"pyulogd: error starting: {why}\n")
+            if ops is not None:
+                ops.close()
             service.stop()
             return 1
         if ready is not None:
@@ -195,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         # default action while it exits, and an operator's retry would then end us by signal.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
+        ops.stopping()
         service.stop()
+        ops.close()
         return 0
     except (netns.WrongNamespace, StillPrivileged) as e:
         # Nothing more may run in this thread (no stop(): it would talk to the wrong namespace,

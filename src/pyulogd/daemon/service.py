@@ -7,17 +7,20 @@ import signal
 from typing import Any
 
 from pyulogd.core import registry
-from pyulogd.core.config import ConfigFile, parse_file, parse_int
+from pyulogd.core.config import ConfigFile, Entry, parse_file, parse_int
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.plugin import Plugin, Sink, Source
 from pyulogd.core.stack import Stack, build_stack
+from pyulogd.daemon.ops import OPS_KEYS, OpsSettings, check_log_destination
 from pyulogd.io.loop import Loop
 
-GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg")
+GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg", *OPS_KEYS)
 # pyulogd's switches in [global]: 1 (the default) or 0, which turns the speed-up off as the
 # command line's --no-<key> does (either one turning it off is enough).
 SWITCHES = ("fusion", "recvmmsg")
+# Keys that may appear once (plugin= and stack= lines repeat).
+SINGLE_KEYS = ("logfile", "loglevel", *SWITCHES, *OPS_KEYS)
 
 
 class Service:
@@ -29,77 +32,122 @@ class Service:
         self.started: list[Plugin] = []
         self.sinks: list[Sink] = []
         self.exit_code = 0
+        # [global] metrics=, control_socket= (daemon/ops.py)
+        self.ops = OpsSettings()
+        self.config: ConfigFile | None = None
 
     # -- configuration
-    def load(self) -> None:
-        """Read the config and build every stack; raises ConfigError with file and line."""
-        cfg = parse_file(self.config_path)
-        self.load_config(cfg)
+    def load(self, errors: list[ConfigError] | None = None) -> None:
+        """Read the config and build every stack; raises ConfigError with file and line.
 
-    def load_config(self, cfg: ConfigFile) -> None:
+        With ``errors`` (``--check-config``), errors are collected there instead, and the
+        rest of the file is checked on: every [global] line, every stack."""
+        cfg = parse_file(self.config_path)
+        self.load_config(cfg, errors)
+
+    def load_config(self, cfg: ConfigFile, errors: list[ConfigError] | None = None) -> None:
+        self.config = cfg
         log = self.ctx.log
+
+        def fail(err: ConfigError) -> None:
+            if errors is None:
+                raise err
+            if not any(str(e) == str(err) for e in errors):  # a shared input fails in each stack
+                errors.append(err)
+
         for warning in cfg.warnings:
             log.notice(warning)
         for dup in cfg.duplicates:
             log.notice(f"{cfg.path}:{dup.line}: section [{dup.name}] appears again; only the first is read")
         glob = cfg.section("global")
         if glob is None:
-            raise ConfigError("no [global] section", cfg.path)
+            fail(ConfigError("no [global] section", cfg.path))
+            return
         loaded: set[str] = set()
         stack_lines: list[tuple[str, int]] = []
         seen_single: dict[str, int] = {}
         for e in glob.entries:
-            if e.key not in GLOBAL_KEYS:
-                raise ConfigError(
-                    f"unknown config key '{e.key}' in [global] (valid: {', '.join(GLOBAL_KEYS)})",
-                    cfg.path,
-                    e.line,
-                )
-            if e.value is None:
-                log.notice(f"{cfg.path}:{e.line}: ignoring malformed config directive '{e.key}'")
-                continue
-            if e.key in ("logfile", "loglevel", *SWITCHES):
-                if e.key in seen_single:
-                    raise ConfigError(f"option '{e.key}' occurred more than once", cfg.path, e.line)
-                seen_single[e.key] = e.line
-            if e.key == "logfile":
-                try:
-                    log.set_destination(e.value)
-                except OSError as err:
-                    raise ConfigError(f"can't open logfile '{e.value}': {err.strerror}", cfg.path, e.line) from err
-            elif e.key == "loglevel":
-                try:
-                    level = parse_int(e.value)
-                except ValueError:
-                    raise ConfigError(f"loglevel needs an integer, not '{e.value}'", cfg.path, e.line) from None
-                if not log.level_forced:
-                    log.level = level
-            elif e.key in SWITCHES:
-                if e.value not in ("0", "1"):
-                    raise ConfigError(f"{e.key} needs 0 or 1, not '{e.value}'", cfg.path, e.line)
-                if e.value == "0" and e.key == "fusion":
-                    self.ctx.fusion = False
-                elif e.value == "0":
-                    self.ctx.recvmmsg = False
-            elif e.key == "plugin":
-                try:
-                    name = registry.plugin_for_so(e.value)
-                except ConfigError as err:
-                    raise ConfigError(err.reason, cfg.path, e.line) from None
-                log.notice(f"registering plugin `{name}'")
-                loaded.add(name)
-            else:
-                stack_lines.append((e.value, e.line))
+            try:
+                self._global_entry(cfg, e, seen_single, loaded, stack_lines)
+            except ConfigError as err:
+                fail(err)
+        try:
+            self.ops.check(cfg.path)
+        except ConfigError as err:
+            fail(err)
         # As in ulogd: without any plugin= line every plugin is available.
         allowed = loaded or None
         for spec, line in stack_lines:
             log.notice(f"building new pluginstance stack: '{spec}'")
-            stack = build_stack(self.ctx, cfg, spec, line, self.sources, allowed)
+            try:
+                stack = build_stack(self.ctx, cfg, spec, line, self.sources, allowed)
+            except ConfigError as err:
+                fail(err)
+                continue
             if self.ctx.fusion:
                 stack.fuse()
             self.stacks.append(stack)
-        if not self.stacks:
-            raise ConfigError("not even a single working plugin stack (no stack= line in [global])", cfg.path)
+        if not stack_lines:
+            fail(ConfigError("not even a single working plugin stack (no stack= line in [global])", cfg.path))
+
+    def _global_entry(
+        self, cfg: ConfigFile, e: Entry, seen_single: dict[str, int], loaded: set[str],
+        stack_lines: list[tuple[str, int]],
+    ) -> None:  # fmt: skip
+        """One line of [global]; raises ConfigError."""
+        log = self.ctx.log
+        if e.key not in GLOBAL_KEYS:
+            raise ConfigError(
+                f"unknown config key '{e.key}' in [global] (valid: {', '.join(GLOBAL_KEYS)})",
+                cfg.path,
+                e.line,
+            )
+        if e.value is None:
+            log.notice(f"{cfg.path}:{e.line}: ignoring malformed config directive '{e.key}'")
+            return
+        if e.key in SINGLE_KEYS:
+            if e.key in seen_single:
+                raise ConfigError(f"option '{e.key}' occurred more than once", cfg.path, e.line)
+            seen_single[e.key] = e.line
+        if e.key == "logfile":
+            if self.ctx.checking:
+                # --check-config opens nothing: the rules the open would apply, without it.
+                problem = check_log_destination(e.value, self.ctx.run_as)
+                if problem:
+                    raise ConfigError(f"can't open logfile '{e.value}': {problem}", cfg.path, e.line)
+                return
+            try:
+                log.set_destination(e.value)
+            except OSError as err:
+                raise ConfigError(f"can't open logfile '{e.value}': {err.strerror}", cfg.path, e.line) from err
+        elif e.key == "loglevel":
+            try:
+                level = parse_int(e.value)
+            except ValueError:
+                raise ConfigError(f"loglevel needs an integer, not '{e.value}'", cfg.path, e.line) from None
+            if not log.level_forced:
+                log.level = level
+        elif e.key in SWITCHES:
+            if e.value not in ("0", "1"):
+                raise ConfigError(f"{e.key} needs 0 or 1, not '{e.value}'", cfg.path, e.line)
+            if e.value == "0" and e.key == "fusion":
+                self.ctx.fusion = False
+            elif e.value == "0":
+                self.ctx.recvmmsg = False
+        elif e.key in OPS_KEYS:
+            try:
+                self.ops.set(e.key, e.value, e.line)
+            except ValueError as err:
+                raise ConfigError(f"{e.key}: {err}", cfg.path, e.line) from None
+        elif e.key == "plugin":
+            try:
+                name = registry.plugin_for_so(e.value)
+            except ConfigError as err:
+                raise ConfigError(err.reason, cfg.path, e.line) from None
+            log.notice(f"registering plugin `{name}'")
+            loaded.add(name)
+        else:
+            stack_lines.append((e.value, e.line))
 
     # -- running
     def start(self) -> None:

@@ -89,6 +89,11 @@ class SqlOutput(Sink):
         self.spool_dir: str = cfg["spool_dir"] or self.default_spool()
         self.spool_max: int = cfg["spool_max"]
         self.stop_timeout: float = cfg["stop_timeout"]
+        if self.ctx.checking:
+            # --check-config: the options are checked; nothing is created or connected to
+            # (its path checks are daemon/check.py's), and the columns stay unknown.
+            self.keys = self._all_keys()
+            return
         self._check_local_files()
         self._schema_text = self._read_schema()
         try:
@@ -113,9 +118,8 @@ class SqlOutput(Sink):
             return
         finally:
             self.backend.close()
-        self.keys = map_columns(self._column_keys(info), list(self._types), self.table_name(), self.label)
         with safefile.as_user(self.ctx.run_as):
-            self._save_cache(info)
+            self.keys = self._map_table(info)  # map_columns, and the column cache saved
 
     def _check_local_files(self) -> None:
         """Refuse to start unless every local path this output writes later can be written

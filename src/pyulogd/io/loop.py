@@ -56,6 +56,14 @@ class Loop:
         except (KeyError, ValueError):
             pass
 
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when ``fd`` can be written (a reply to a slow client, sent as the
+        client takes it); ``fd`` must not be registered as a reader at the same time."""
+        self.selector.register(fd, selectors.EVENT_WRITE, callback)
+
+    def remove_writer(self, fd: int) -> None:
+        self.remove_reader(fd)  # one registration per descriptor: the same unregister
+
     # -- timers
     def call_later(self, delay: float, callback: Callable[[], None], repeat: bool = False) -> Timer:
         t = Timer(self.clock.monotonic() + delay, callback, delay if repeat else None)

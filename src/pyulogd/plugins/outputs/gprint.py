@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import OK, DataType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
@@ -65,6 +66,7 @@ class GprintOutput(LineFileSink):
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
         Option("timestamp", Bool(), 0, help="begin each line with timestamp=YYYY/MM/DD-HH:MM:SS "
                "(local time of writing)"),
+        *chain_options(),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -74,6 +76,10 @@ class GprintOutput(LineFileSink):
         self._timestamp: bool = config["timestamp"]
         self._sec = -1
         self._head = ""
+
+    def configure(self) -> None:
+        # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>"
+        self.out.chain = line_chain(self.ctx, self.config, "text", f"GPRINT '{self.id}'")
 
     def start(self) -> None:
         self._entries = plan(self.wildcard_keys, self.in_slots)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
 from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
 
@@ -247,6 +248,7 @@ class JsonOutput(Sink):
         Option("host", Address(), "127.0.0.1", help="tcp/udp peer"),
         Option("port", Port(services=True), "12345", help="tcp/udp port or service name"),
         *sender_options(1 << 20),
+        *chain_options(),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -271,6 +273,10 @@ class JsonOutput(Sink):
         sync = self.config["sync"]
         if mode == "file":
             self.out = LineFile(self.ctx, path, sync, prefix, "JSON")
+            # tamper evidence (io/chain.py): each object ends in "pyulogd.chain": "<seq>:<tag>"
+            self.out.chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
+        elif self.config["chain_key"]:
+            raise ConfigError("chain_key (tamper evidence) needs mode=file: a peer cannot be asked what it kept")
         else:
             self.out = SocketSender(self.ctx, mode, self.config, sync, prefix)
         eventv1 = self.config["eventv1"]

@@ -23,6 +23,7 @@ from pyulogd.core.plugin import Sink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
+    from pyulogd.io.chain import LineChain
 
 # Pending text that forces a write before the batch ends.
 FLUSH_AT = 64 * 1024
@@ -47,12 +48,16 @@ class LineFile:
         self._failing = False
         self._lost_burst = 0  # lines lost in the current burst of failures
         self._torn = False  # a half line stayed at the end of the file
+        # Tamper evidence (io/chain.py, option chain_key): lines are sealed as they are written.
+        self.chain: LineChain | None = None
 
     def open(self) -> None:
         try:
             self.fd = safefile.open_append(self.path, self.ctx.run_as)
         except OSError as e:
             raise PluginError(f"{self.label}: can't open log file {self.path!r}: {e.strerror}") from e
+        if self.chain is not None and not self.chain.resume(self.path):
+            self.ctx.log.notice(f"{self.chain.label}: no sealed line in {self.path!r}: a new chain starts there")
 
     def add(self, line: str) -> None:
         self.pending.append(line)
@@ -64,6 +69,8 @@ class LineFile:
         pending = self.pending
         if not pending:
             return
+        if self.chain is not None:
+            pending[:] = self.chain.seal_all(pending)
         # Outside strings were escaped by whoever made the line (pyulogd.core.escape), so this
         # is plain UTF-8; surrogateescape only keeps a bug elsewhere from raising here.
         data = "".join(pending).encode("utf-8", "surrogateescape")
@@ -108,6 +115,8 @@ class LineFile:
         """SIGHUP (log rotation): new lines go to a freshly opened file of the same name,
         opened by the same rules (after -u, as the user: docs/security.md)."""
         self.flush()
+        if self.chain is not None:
+            self.ctx.log.notice(self.chain.anchor())
         try:
             fd = safefile.open_append(self.path, self.ctx.run_as)
         except OSError as e:
@@ -120,6 +129,8 @@ class LineFile:
 
     def close(self) -> None:
         self.flush()
+        if self.chain is not None and self.chain.chain.seq:
+            self.ctx.log.notice(self.chain.anchor())
         if self.fd >= 0:
             _close(self.fd)
             self.fd = -1

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.escape import EscapeCache, escape_text
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class LogemuOutput(LineFileSink):
         Option("sync", Bool(), 0, help="accepted; lines are written before the daemon waits"),
         Option("netns_prefix", Bool(), 0, extra=True, help="pyulogd extra: 1 puts '[<namespace>] ' before the "
                "print string of records from another network namespace (oob.netns)"),
+        *chain_options(),
     )
     input_keys = (
         Key("print", KeyType.STRING),
@@ -63,6 +65,10 @@ class LogemuOutput(LineFileSink):
         self.head = ""
         # Namespace names are outside strings: escaped (pyulogd.core.escape), cached by name.
         self.ns_text = EscapeCache(256)
+
+    def configure(self) -> None:
+        # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>"
+        self.out.chain = line_chain(self.ctx, self.config, "text", f"LOGEMU '{self.id}'")
 
     def start(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
