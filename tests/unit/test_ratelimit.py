@@ -303,3 +303,22 @@ def test_exact_accounting(events: list[tuple[float, str, str]], rate: int, burst
             n_passed = sum(1 for r in passed(cap)
                            if f"{cap.value(r, 'neutron.port_id')},{cap.value(r, 'audit.action')}" == k)
             assert n_passed <= burst + rate * elapsed + 1e-6, (k, v)
+
+
+def test_counters_have_metric_families() -> None:
+    """Every counter RATELIMIT keeps maps to a family of its own (none to pyulogd_other_total),
+    the per-key ones with the key as a label."""
+    from pyulogd.daemon.metrics import map_counter, prefixes
+
+    ctx, clock, src, cap = build({"rate": 1, "burst": 1, "key": "neutron.port_id", "max_keys": 1, "window": "1s"})
+    for port in ("a", "a", "b"):
+        src.send(neutron_port_id=port)
+    names = set(ctx.stats.counters)
+    assert {"ratelimit.ratelimit1.key.b.passed", "ratelimit.ratelimit1.evicted.suppressed"} <= names
+    known = prefixes(src.stacks[0].instances)
+    mapped = {n: map_counter(n, known) for n in names if n.startswith("ratelimit.")}
+    assert all(fam != "pyulogd_other_total" for fam, _ in mapped.values()), mapped
+    fam, labels = mapped["ratelimit.ratelimit1.key.b.passed"]
+    assert fam == "pyulogd_ratelimit_key_records_total"
+    assert dict(labels) == {"plugin": "RATELIMIT", "id": "ratelimit1", "key": "b", "outcome": "passed"}
+    assert mapped["ratelimit.ratelimit1.suppressed"][0] == "pyulogd_ratelimit_records_total"
