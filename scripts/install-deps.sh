@@ -30,7 +30,7 @@ TEST=("${INSTALL[@]}" "${DEMO[@]}" "${NEUTRON[@]}" "${PACKAGE[@]}"
       iputils-ping iptables nfacct conntrack procps gcc
       ulogd2 ulogd2-json ulogd2-sqlite3 ulogd2-pcap ulogd2-pgsql ulogd2-mysql
       postgresql postgresql-client mariadb-server mariadb-client
-      rsyslog graphite-carbon python3-whisper nfdump tshark
+      rsyslog graphite-carbon python3-whisper nfdump tshark softflowd openvswitch-switch ethtool
       logrotate systemd libseccomp2 util-linux debootstrap prometheus python3-nftables
       chromium)  # the HTML report opened in a headless browser (tests/unit/test_report.py)
 

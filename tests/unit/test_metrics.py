@@ -203,7 +203,8 @@ def test_a_counter_without_a_family_is_exported_not_dropped(tmp_path: Path) -> N
 def _counter_names_in_the_code() -> dict[str, set[str]]:
     """Counter names as the code makes them, by role: found in the source, so that a new
     counter without a family fails here rather than ending in pyulogd_other_total."""
-    found: dict[str, set[str]] = {"input": set(), "filter": set(), "output": set(), "daemon": set(), "NFTRACE": set()}
+    found: dict[str, set[str]] = {"input": set(), "filter": set(), "output": set(), "daemon": set(), "NFTRACE": set(),
+                                  "IPFIXIN": set()}  # fmt: skip
     for path in SRC.rglob("*.py"):
         text = path.read_text()
         rel = path.relative_to(SRC).as_posix()
@@ -211,6 +212,8 @@ def _counter_names_in_the_code() -> dict[str, set[str]]:
             names = set(re.findall(r'"(\w+)"', block))
             if rel in ("plugins/inputs/nftrace.py", "codec/nfttrack.py"):
                 found["NFTRACE"] |= names
+            elif rel == "plugins/inputs/ipfixin.py":
+                found["IPFIXIN"] |= names
             else:
                 found["input"] |= names
         if rel == "netns/source.py":
@@ -246,6 +249,12 @@ def test_every_counter_the_code_makes_has_a_family() -> None:
     assert {"events", "packets", "evicted", "table_reasserted"} <= found["NFTRACE"]
     missing = found["NFTRACE"] - set(PLUGIN_COUNTERS["NFTRACE"]) - set(INSTANCE_COUNTERS["input"])
     assert not missing, f"NFTRACE counters without a family: {sorted(missing)}"
+    from pyulogd.codec.ipfixin.collector import CAUSES, COUNTERS
+
+    ipfixin = found["IPFIXIN"] | set(COUNTERS) | {f"malformed.{c}" for c in CAUSES}
+    missing = ipfixin - set(PLUGIN_COUNTERS["IPFIXIN"]) - set(INSTANCE_COUNTERS["input"])
+    assert {"denied", "tcp_clients"} <= found["IPFIXIN"]
+    assert not missing, f"IPFIXIN counters without a family: {sorted(missing)}"
     missing = {n for n in found["daemon"] if n not in DAEMON_COUNTERS and not n.startswith("metrics.requests")}
     assert not missing, f"daemon counters without a family: {sorted(missing)}"
     for table in (*INSTANCE_COUNTERS.values(), *PLUGIN_COUNTERS.values(), DAEMON_COUNTERS):

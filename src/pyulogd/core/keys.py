@@ -30,6 +30,9 @@ class KeyType(enum.IntEnum):
     STRING = 0x8020
     RAW = 0x8030
     RAWSTR = 0x8040
+    # pyulogd's own, not a ulogd type: a ``dict`` of names to JSON-able values (IPFIXIN's
+    # ``ipfix.extra``). Outputs without a way to write one leave it out, as they do RAW.
+    MAP = 0x9000
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ TYPE_WORDS: dict[KeyType, str] = {
     KeyType.IPADDR: "IP addr",
     KeyType.STRING: "string",
     KeyType.RAW: "raw data",
+    KeyType.MAP: "map",
 }
 
 INTEGER_TYPES = frozenset(

@@ -96,6 +96,11 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "pyulogd_input_records_total).", _I),
     Family("pyulogd_nftrace_rule_records_total", "counter",
            "Extra NFTRACE records, one per verdict-giving rule on a packet's way (rule_records=1).", _I),
+    Family("pyulogd_ipfixin_events_total", "counter",
+           "What IPFIXIN's collector did besides its records, by event: messages, templates learned, "
+           "replaced, expired; withdrawals; data sets that came before their template and were decoded "
+           "later; options records; sessions expired; malformed messages by cause (malformed_<cause>); "
+           "... (docs/flows.md).", (*_I, "event")),
     Family("pyulogd_nftrace_partial_total", "counter",
            "Traced packets whose record NFTRACE made with what it had, by cause: evicted (too many open "
            "traces), timed_out, reused_id, unjudged (no rule gave a verdict), incomplete (trace events "
@@ -318,6 +323,28 @@ def _ratelimit_key(rest: str) -> tuple[str, Labels] | None:
     return "pyulogd_ratelimit_key_records_total", (("key", key), ("outcome", outcome))
 
 
+def _ipfixin_event(event: str) -> To:
+    return _c("pyulogd_ipfixin_events_total", event=event)
+
+
+# IPFIXIN (codec/ipfixin/collector.py COUNTERS and CAUSES, plugins/inputs/ipfixin.py STAT_NAMES):
+# what loses data goes with the other inputs' errors, the rest is the collector's own.
+PLUGIN_COUNTERS["IPFIXIN"] = {
+    "seq_gaps": _c("pyulogd_sequence_gaps_total", scope="domain"),
+    "lost_records": _c("pyulogd_sequence_lost_total"),
+    "denied": _c("pyulogd_input_skipped_total", cause="denied"),
+    **{name: _input_error(name) for name in ("bad_version", "held_expired", "held_evicted", "held_malformed",
+                                             "template_limit", "domain_limit", "exporter_limit", "tcp_bad_stream",
+                                             "decoder_errors")},
+    **{name: _ipfixin_event(name) for name in ("messages", "options_records", "templates", "options_templates",
+                                               "templates_replaced", "templates_expired", "withdrawals",
+                                               "withdrawals_ignored", "no_template", "held_decoded", "reserved_sets",
+                                               "sessions_expired", "sessions_evicted", "seq_backwards", "no_time_base",
+                                               "tcp_clients")},
+    **{f"malformed.{cause}": _ipfixin_event(f"malformed_{cause}") for cause in (
+        "short", "bad_length", "bad_set_length", "bad_template", "field_overrun", "bad_count")},
+}  # fmt: skip
+
 # Counters of the daemon itself, by full name.
 DAEMON_COUNTERS: dict[str, To] = {
     "log.lines_lost": _c("pyulogd_log_lines_lost_total"),
@@ -344,6 +371,7 @@ ZERO_FILLED: dict[str, tuple[str, ...]] = {
     "NFACCT": ("records", "enobufs", "malformed", "dumps"),
     "NFTRACE": ("packets", "events", "enobufs", "malformed", "incomplete"),
     "UNIXSOCK": ("packets", "malformed", "too_big"),
+    "IPFIXIN": ("records", "malformed", "seq_gaps", "lost_records", "denied"),
     "BASE": ("malformed",),
     "IP2STR": ("bad_address",),
     "PCAP": ("write_errors", "records_lost"),

@@ -40,6 +40,17 @@ ENOBUFS = errno.ENOBUFS
 MSG_TRUNC = int(socket.MSG_TRUNC)
 
 
+def force_rcvbuf(sock: socket.socket, size: int) -> None:
+    """Ask for a ``size``-byte receive buffer on any socket (NetlinkSocket's, IPFIXIN's UDP one):
+    SO_RCVBUFFORCE, past ``net.core.rmem_max``, with CAP_NET_ADMIN raised; SO_RCVBUF, which the
+    kernel caps silently, without the capability."""
+    try:
+        with caps.raised("CAP_NET_ADMIN"):
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 class NetlinkSocket:
     """One AF_NETLINK socket with a reusable receive buffer of ``bufsize`` bytes, created in
     the network namespace ``netns`` (None: the calling thread's; a socket stays in the
@@ -106,11 +117,7 @@ class NetlinkSocket:
         SO_RCVBUFFORCE (needs CAP_NET_ADMIN) passes ``net.core.rmem_max``; without the
         capability SO_RCVBUF is used, which the kernel caps silently.
         """
-        try:
-            with caps.raised("CAP_NET_ADMIN"):
-                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        force_rcvbuf(self.sock, size)
         return self.rcvbuf()
 
     def rcvbuf(self) -> int:

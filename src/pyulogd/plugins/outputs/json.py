@@ -5,7 +5,8 @@ the time field, ``"dvc"``, then every valid upstream key in stack order, named b
 alias (``src_ip``, ``dest_port``, ...) when it has one. A name set twice keeps the position
 of its first valid key and takes the value of its last valid key. STRING keys are strings
 (a string that is not valid UTF-8 drops the field, as jansson does), the integer types and
-BOOL are numbers, everything else (IPADDR, RAW, INT64, ...) is left out. Separators are
+BOOL are numbers, a MAP (pyulogd's own type: IPFIXIN's ``ipfix.extra``) is a nested object,
+everything else (IPADDR, RAW, INT64, ...) is left out. Separators are
 jansson's ``", "`` and ``": "``; control characters are escaped as ``\\u001B`` (upper case).
 The time is local, with 2.0.8's quirk of printing no UTC offset when the offset is zero.
 
@@ -27,6 +28,7 @@ per burst).
 from __future__ import annotations
 
 import json
+import math
 import signal
 import socket
 import time
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.escape import escape_text
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
 from pyulogd.io.chain import chain_options, line_chain
@@ -65,6 +68,63 @@ def jansson_string(text: str) -> str | None:
     return '"' + "".join(_JANSSON_NAMED.get(c) or (f"\\u{ord(c):04X}" if c < " " else c) for c in text) + '"'
 
 
+def _json_text(text: str) -> str:
+    out = jansson_string(text)
+    # Bytes that are not UTF-8 (kept with surrogateescape): escaped, as everywhere text is
+    # written (core/escape.py), rather than dropping the value as jansson drops a string.
+    return out if out is not None else _encode_basestring(escape_text(text))
+
+
+def _json_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else "null"
+    if isinstance(v, str):
+        return _json_text(v)
+    if isinstance(v, dict):
+        return json_map(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_json_value(x) for x in v) + "]"
+    if isinstance(v, bytes | bytearray | memoryview):
+        return '"' + bytes(v).hex() + '"'
+    return _json_text(str(v))
+
+
+_dump_map = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": ")).encode
+
+
+def json_map(value: Any) -> str:
+    """A MAP key's value (IPFIXIN's ``ipfix.extra``: names to numbers, strings, booleans,
+    lists) as a nested JSON object, with jansson's separators. The json module's encoder
+    writes the common case (a map of ~40 numbers and names for each Open vSwitch record); what
+    it would write otherwise than the rest of the line (a control character: jansson's
+    ``\\u001B``; bytes that are not UTF-8; NaN; raw bytes) is written here."""
+    try:
+        out: str = _dump_map(value)
+    except (TypeError, ValueError):
+        out = ""
+    if out and (out.isascii() or _utf8(out)) and "\\u00" not in out:
+        return out
+    if not isinstance(value, dict):
+        return _json_value(value)
+    return "{" + ", ".join(f"{_json_text(str(k))}: {_json_value(v)}" for k, v in value.items()) + "}"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def utc_offset(gmtoff: int) -> str:
     """2.0.8's ``%+03d%02d`` of the local offset, and nothing at all for a zero offset."""
     if gmtoff == 0:
@@ -84,6 +144,7 @@ _KINDS: dict[KeyType, str] = {
     KeyType.INT8: "int",
     KeyType.INT16: "int",
     KeyType.INT32: "int",
+    KeyType.MAP: "map",
 }
 _EXPR = {
     "small": "S[{v}]",
@@ -92,6 +153,7 @@ _EXPR = {
     "u64": f"(S[{{v}}] if {{v}} < 65536 else str({{v}} if {{v}} < {2**63} else {{v}} - {2**64}))",
     "int": "str({v})",
     "label": "('\"allowed\"' if {v} else '\"blocked\"')",
+    "map": "M({v})",
 }
 _SMALL = tuple(str(i) for i in range(65536))
 
@@ -225,7 +287,7 @@ def compile_renderer(
     body = "''.join(p)[2:]" if bare else "''.join(p)"
     src.append(f"    return H(rec[{sec_slot}], rec[{usec_slot}]) + {body} + '}}\\n'")
     strings = strings if strings is not None else StringCache()
-    namespace.update({"S": _SMALL, "J": strings.miss, "JD": strings.known, "H": head})
+    namespace.update({"S": _SMALL, "J": strings.miss, "JD": strings.known, "H": head, "M": json_map})
     exec(compile("\n".join(src), "<json renderer>", "exec"), namespace)  # noqa: S102 - our own text
     render: Callable[[list[Any]], str] = namespace["render"]
     return render
