@@ -78,7 +78,7 @@ for f, c in total.most_common(25):
 groups = [("select/epoll_wait", ["EpollSelector.select"]),
           ("JSON render", ["<json renderer>", "JsonOutput."]),
           ("PRINTPKT", ["printpkt.py", "printer.py"]), ("LOGEMU", ["LogemuOutput.interp"]),
-          ("file flush (write)", ["LineFile.flush", "LogemuOutput.flush"]),
+          ("file flush (write)", ["FileSink.flush", "Output.flush"]),
           ("BASE", ["base.py"]), ("IP2STR", ["ip2str.py"]), ("IFINDEX", ["ifindex.py"]),
           ("PRINTFLOW", ["printflow.py"]),
           ("NFCT decode", ["<nfct ", "codec/nfct.py"]),

@@ -100,10 +100,10 @@ def test_collector_starts_late(tmp_path: Path) -> None:
     stack.source.flow(sport=2)
     sink._finish_message()
     sink.flush()  # refused: the first message counts as lost, this one waits
-    assert ctx.stats.get("ipfix.ipfix1.send_failures") == 1 and sink.out.backlog == 1
+    assert ctx.stats.get("ipfix.ipfix1.send_failures") == 1 and sink.out.sender.backlog == 1
     collector = nfcapd(tmp_path, port)
     end = time.monotonic() + 8
-    while time.monotonic() < end and sink.out.queue:
+    while time.monotonic() < end and sink.out.sender.queue:
         ctx.loop.run_once(0.05)
         sink.flush()
     stop_stack(stack)

@@ -271,7 +271,11 @@ def test_flow_sampling_one_domain_and_a_second(lab: OvsLab, tmp_path: Path) -> N
         nf.stop()
         py.stop()
     new = ovs_flows(py)[before:]
-    assert {r["ipfix.odid"] for r in new} == {77} and {r["oob.family"] for r in new} == {2}
+    # Nothing of domain 78 is decoded (no template). IPv6 records that still come are the
+    # first pings' flows of domain 77 (point 89), exported when Open vSwitch expired them.
+    assert {r["ipfix.odid"] for r in new} == {77}
+    assert {r["ipfix.obs_point_id"] for r in new if r["oob.family"] == 10} <= {89}
+    assert 2 in {r["oob.family"] for r in new}
     log = py.counters()
     assert "no_template=" in log, log
 

@@ -138,7 +138,7 @@ def test_remote_udp_and_tcp(rsyslog: Rsyslog, proto: str) -> None:
 def test_down_at_start_then_restart(rsyslog: Rsyslog) -> None:
     ctx = Context(loop=Loop())
     stack = make_stack([PrintSource, (SyslogOutput, {"socket": str(rsyslog.sock)})], ctx)
-    sender = stack.sink.out
+    sender = stack.sink.out.sender
     assert isinstance(sender, ReliableSender)
     for i in range(5):  # rsyslogd not running yet: queued
         stack.source.push(f"early {i} \n")

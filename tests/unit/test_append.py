@@ -19,8 +19,8 @@ from typing import Any
 
 from pyulogd.core.append import AppendError, append
 from pyulogd.core.context import Context
+from pyulogd.io.filesink import FileSink
 from pyulogd.io.loop import Loop
-from pyulogd.plugins.outputs.linefile import LineFile
 
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, Linux
 
@@ -95,7 +95,7 @@ def test_line_file_counts_and_keeps_whole_lines(tmp_path: Path) -> None:
         ctx = Context(loop=Loop())
         ctx.log.stream = open(os.devnull, "w")  # noqa: SIM115 - the log is not under test
         ctx.log.path = "test"
-        out = LineFile(ctx, str(path), False, "logemu.emu1", "LOGEMU")
+        out: FileSink[str] = FileSink(ctx, str(path), "logemu.emu1", "LOGEMU")
         out.open()
         for n in range(5):
             out.add(f"record {n}\n")  # 9 bytes each
@@ -125,7 +125,7 @@ def test_a_half_line_that_cannot_be_cut_is_ended_before_the_next(tmp_path: Path)
         ctx = Context(loop=Loop())
         ctx.log.stream = io.StringIO()
         ctx.log.path = "test"
-        out = LineFile(ctx, "<pipe>", False, "logemu.emu1", "LOGEMU")
+        out: FileSink[str] = FileSink(ctx, "<pipe>", "logemu.emu1", "LOGEMU")
         out.fd = w
         out.add("a" * 99 + "\n")
         out.add("b" * 4999 + "\n")  # more than PIPE_BUF: the kernel may write part of it

@@ -41,7 +41,7 @@ def stack_for(port: int, ctx: Context | None = None, **opts: Any) -> Any:
 
 
 def out(stack: Any) -> ReliableSender:
-    o = stack.sink.out
+    o = stack.sink.out.sender
     assert isinstance(o, ReliableSender)
     return o
 

@@ -560,6 +560,16 @@ def test_ovs_record_keys() -> None:
     assert r["ipfix.end_reason"] == 2 and r["ct.event"] == 2
 
 
+def test_a_tunnel_key_too_long_for_its_key_stays_in_extra() -> None:
+    c = Collector()
+    tmpl = tset(256, f(8, 4), f(892, 65535, 6876))
+    short, long = bytes(4) + b"\x03\x00\x10\x92", bytes(4) + b"\x0a" + bytes(range(10))
+    recs = c.feed(ipfix(0, 1, tmpl, (256, short), (256, long)), "192.0.2.9", 1, 0.0)
+    a, b = (valid(r) for r in recs)
+    assert a["ipfix.tunnel.key"] == 4242 and a["ipfix.extra"] == {}
+    assert "ipfix.tunnel.key" not in b and b["ipfix.extra"] == {"tunnelKey": bytes(range(10)).hex()}
+
+
 def test_varlen_three_byte_prefix_and_overrun() -> None:
     c = Collector()
     tmpl = tset(256, f(8, 4), f(82, 65535))

@@ -21,9 +21,10 @@ from pyulogd.core.plugin import DataType, Filter, Key, KeyType, Source
 from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
 from pyulogd.io.sender import PROBE_WAIT
+from pyulogd.io.streamsink import SenderSink
 from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
-from pyulogd.plugins.outputs.json import JsonOutput, SocketSender, jansson_string, utc_offset
+from pyulogd.plugins.outputs.json import JsonOutput, jansson_string, utc_offset
 from tests.clocked import fake_context, loop_until, wait_for_socket_error
 from tests.helpers import (
     BaseKeys,
@@ -393,7 +394,7 @@ def test_udp_without_listener_counts_and_goes_on(tmp_path: Path) -> None:
     assert ctx.stats.get("json.json1.send_failures") == 1
     stack.source.push()
     stack.sink.flush()  # must not raise; queued (the next attempt is a second away)
-    assert sender(stack).out.backlog == 2
+    assert sender(stack).sender.backlog == 2
     stop_stack(stack)
     assert ctx.stats.get("json.json1.send_failures") == 3  # the queued ones are lost at exit
 
@@ -429,9 +430,9 @@ def test_unix_stream(tmp_path: Path) -> None:
             stop_stack(stack)
 
 
-def sender(stack: Any) -> SocketSender:
+def sender(stack: Any) -> SenderSink[str]:
     out = stack.sink.out
-    assert isinstance(out, SocketSender)
+    assert isinstance(out, SenderSink)
     return out
 
 
@@ -448,7 +449,7 @@ def test_tcp_peer_down_at_start_then_up(tmp_path: Path) -> None:
     for i in range(3):
         stack.source.push(prefix=f"down{i}")
         stack.sink.flush()  # must not raise or block
-    assert sender(stack).out.backlog == 3
+    assert sender(stack).sender.backlog == 3
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
@@ -457,10 +458,10 @@ def test_tcp_peer_down_at_start_then_up(tmp_path: Path) -> None:
         stack.source.push(prefix="early")
         stack.sink.flush()  # within the second since the last attempt: no reconnect yet, kept
         ctx.loop.run_once(0)
-        assert sender(stack).out.backlog == 4 and sender(stack).sock is None
+        assert sender(stack).sender.backlog == 4 and sender(stack).sock is None
         clock.advance(0.0625)
         stack.source.push(prefix="late")
-        pump(ctx, stack, lambda: not sender(stack).pending and not sender(stack).out.queue)
+        pump(ctx, stack, lambda: not sender(stack).pending and not sender(stack).sender.queue)
         conn, _ = server.accept()
         with conn:
             got = [json.loads(x)["oob.prefix"] for x in recv_lines(conn, 5)]
@@ -487,10 +488,10 @@ def test_tcp_peer_goes_away_and_comes_back(tmp_path: Path) -> None:
         clock.advance(0.9375)
         ctx.loop.run_once(0)
         stack.sink.flush()
-        assert sender(stack).out.backlog == 1 and sender(stack).sock is None  # 1 s after the break
+        assert sender(stack).sender.backlog == 1 and sender(stack).sock is None  # 1 s after the break
         clock.advance(0.0625)
         stack.source.push(prefix="b")
-        pump(ctx, stack, lambda: not sender(stack).pending and not sender(stack).out.queue)
+        pump(ctx, stack, lambda: not sender(stack).pending and not sender(stack).sender.queue)
         conn2, _ = server.accept()
         with conn2:
             got = [json.loads(x)["oob.prefix"] for x in recv_lines(conn2, 2)]
@@ -509,7 +510,7 @@ def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
     for i in range(50):
         stack.source.push(prefix=f"r{i:02d}")
         stack.sink.flush()
-    kept = sender(stack).out.backlog
+    kept = sender(stack).sender.backlog
     assert 0 < kept < 50
     assert ctx.stats.get("json.json1.queue_overflow") == 50 - kept
     assert ctx.stats.get("json.json1.send_failures") == 50 - kept
@@ -519,7 +520,7 @@ def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
         server.bind(("127.0.0.1", port))
         server.listen(1)
         clock.advance(1)  # the back-off after the refused connect
-        pump(ctx, stack, lambda: not sender(stack).out.queue)
+        pump(ctx, stack, lambda: not sender(stack).sender.queue)
         conn, _ = server.accept()
         with conn:
             got = [json.loads(x)["oob.prefix"] for x in recv_lines(conn, kept)]
@@ -554,15 +555,15 @@ def test_udp_peer_down_at_start_then_up(tmp_path: Path) -> None:
         stack.source.push(prefix=f"u{i}")
         stack.sink.flush()
     # The datagram UDP reports as refused is lost (it was sent); the rest wait.
-    assert ctx.stats.get("json.json1.send_failures") == 1 and sender(stack).out.backlog == 2
+    assert ctx.stats.get("json.json1.send_failures") == 1 and sender(stack).sender.backlog == 2
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", port))
         server.settimeout(5)
         clock.advance(1)  # the back-off: then one probe datagram ...
-        pump(ctx, stack, lambda: sender(stack).out.backlog == 1)
+        pump(ctx, stack, lambda: sender(stack).sender.backlog == 1)
         assert json.loads(server.recv(65536))["oob.prefix"] == "u1"
         clock.advance(PROBE_WAIT)  # ... and the rest if no refusal came back meanwhile
-        pump(ctx, stack, lambda: not sender(stack).out.queue)
+        pump(ctx, stack, lambda: not sender(stack).sender.queue)
         assert json.loads(server.recv(65536))["oob.prefix"] == "u2"
         stop_stack(stack)
     assert ctx.stats.get("json.json1.reconnects") == 1
@@ -575,7 +576,7 @@ def test_unix_peer_down_at_start_then_up(tmp_path: Path) -> None:
     for i in range(3):
         stack.source.push(prefix=f"x{i}")
         stack.sink.flush()
-    assert sender(stack).out.backlog == 3
+    assert sender(stack).sender.backlog == 3
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(path)
         server.listen(1)
@@ -628,7 +629,7 @@ def test_slow_peer_does_not_block(tmp_path: Path) -> None:
             assert time.monotonic() - start < 20
             assert ctx.stats.get("json.json1.send_failures") > 0
             # whatever arrived is whole lines, in order, possibly with a gap
-            sender(stack).out.disconnect()
+            sender(stack).sender.disconnect()
             conn.settimeout(5)
             data = b""
             while chunk := conn.recv(1 << 20):

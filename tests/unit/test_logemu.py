@@ -17,10 +17,10 @@ from pyulogd.core.errors import PluginError
 from pyulogd.core.plugin import DataType, Key, KeyType, Source
 from pyulogd.io.loop import Loop
 from pyulogd.io.rtnl import LinkCache
+from pyulogd.io.sink import FLUSH_AT
 from pyulogd.plugins.filters.ifindex import IfindexFilter
 from pyulogd.plugins.filters.ip2str import Ip2strFilter
 from pyulogd.plugins.filters.printpkt import PrintpktFilter
-from pyulogd.plugins.outputs.linefile import FLUSH_AT
 from pyulogd.plugins.outputs.logemu import LogemuOutput
 from tests.helpers import BaseKeys, NflogKeys, golden_packets, goldentool, make_stack, stop_stack
 

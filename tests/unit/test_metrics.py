@@ -218,8 +218,10 @@ def _counter_names_in_the_code() -> dict[str, set[str]]:
                 found["input"] |= names
         if rel == "netns/source.py":
             found["input"] |= set(re.findall(r'self\._stat \+ "(\w+)"', text))
-        if rel in ("io/sender.py", "plugins/outputs/linefile.py"):
+        if rel in ("io/sender.py", "io/filesink.py"):
             found["output"] |= set(re.findall(r'(?:p|stat_prefix) \+ "\.(\w+)"', text))
+        # the loss counter of a file sink: "lines_lost" by default, PCAP's "records_lost"
+        found["output"] |= set(re.findall(r'lost_name(?:: str)? ?= ?"(\w+)"', text))
         if rel == "db/writer.py":
             found["output"] |= set(re.findall(r'_count\("(\w+)"', text))
         for scope, suffix in re.findall(r'f"(\w+)\.\{instance_id\}\.(\w+)"', text):

@@ -173,11 +173,11 @@ def test_unopenable_file_is_a_plugin_error(tmp_path: Path) -> None:
 def test_write_error_counted(tmp_path: Path) -> None:
     ctx = Context(loop=Loop())
     stack = pcap_stack(tmp_path / "out.pcap", ctx)
-    sink = stack.sink
-    os.close(sink.fd)  # type: ignore[attr-defined]
+    sink = stack.sink.out
+    os.close(sink.fd)
     r, w = os.pipe()
     os.close(w)
-    sink.fd = r  # type: ignore[attr-defined]  # a read-only fd: EBADF on write
+    sink.fd = r  # a read-only fd: EBADF on write
     stack.source.push(PKT4, totlen=28)
     stack.sink.flush()
     stop_stack(stack)
@@ -215,7 +215,7 @@ def test_a_full_disk_leaves_whole_records(tmp_path: Path) -> None:
             stack.source.push(PKT4, totlen=28)  # 16 + 28 bytes each
         stack.sink.flush()
         first = ctx.stats.snapshot()
-        os.ftruncate(stack.sink.fd, 24)  # room again
+        os.ftruncate(stack.sink.out.fd, 24)  # room again
         stack.source.push(PKT4, totlen=28)
         stack.sink.flush()
         stop_stack(stack)

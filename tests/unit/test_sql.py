@@ -21,9 +21,9 @@ from pyulogd.db.columns import map_columns, match_key, skip_first
 from pyulogd.db.options import PYULOGD, password
 from pyulogd.db.policy import AT_ONCE, WriterPolicy
 from pyulogd.db.render import compile_builder, fix_string
-from pyulogd.db.spool import Spool
 from pyulogd.db.statement import Target, parse_procedure, quote_ident
 from pyulogd.db.writer import Writer, WriterSettings
+from pyulogd.io.spool import Spool
 from pyulogd.plugins.outputs.sqlite3 import Sqlite3Output
 from tests.clocked import fake_clock, fake_context
 from tests.helpers import NflogKeys, make_stack, stop_stack
@@ -148,7 +148,8 @@ def test_spool_torn_tail_and_full(tmp_path: Path) -> None:
     sp.ack(f)
     assert sp.peek() is None and sp.corrupt == 1
     assert sp.append(("a",), [(3,)])
-    assert not sp.append(("a",), [(4,) * 100])  # beyond max_bytes
+    assert not sp.append(("a",), [("4" * 200,)])  # beyond max_bytes
+    assert sp.refused == 1
     sp.close()
     with pytest.raises(Exception, match="used by another"):
         a, b = Spool(str(tmp_path), 1000), Spool(str(tmp_path), 1000)
@@ -329,7 +330,7 @@ def test_writer_full_spool_drops_and_counts(tmp_path: Path) -> None:
     b.up = False
     w, ctx = writer(tmp_path, b, spool_max=300)
     for i in range(20):
-        w.put(("k",), [(i, "x" * 20)])
+        w.put(("k", "pad"), [(i, "x" * 20)])
     fake_clock(ctx).advance(0.05)  # spool_delay: the records go to disk, until it is full
     wait(lambda: ctx.stats.get("sql.t.dropped") > 0)
     w.stop(0.1)
@@ -341,7 +342,7 @@ def test_writer_without_spool_bounds_memory() -> None:
     b.up = False
     w, ctx = writer(None, b, mem_max=2000)
     for i in range(100):
-        w.put(("k",), [(i, "y" * 40)])
+        w.put(("k", "pad"), [(i, "y" * 40)])
     assert ctx.stats.get("sql.t.dropped") > 0
     w.stop(0.1)
 
@@ -466,10 +467,10 @@ class StallingBackend(FakeBackend):
 def test_stalled_database_spills_and_writes_each_row_once(tmp_path: Path) -> None:
     b = StallingBackend()
     w, ctx = writer(tmp_path, b, mem_max=4000, batch_size=5)
-    w.put(("k",), [(i, "z" * 30) for i in range(5)])  # the batch the writer gets stuck on
+    w.put(("k", "pad"), [(i, "z" * 30) for i in range(5)])  # the batch the writer gets stuck on
     assert b.stalled.wait(5)
     for i in range(5, 200):
-        w.put(("k",), [(i, "z" * 30)])
+        w.put(("k", "pad"), [(i, "z" * 30)])
         # Between two rounds of the event loop the spiller keeps memory within its bound.
         wait(lambda: w.mem_bytes <= w.cfg.mem_max)
     # memory passed its bound while the writer was stuck: the spiller moved it to disk,

@@ -55,7 +55,7 @@ def syslog_stack(ctx: Context | None = None, **opts: Any) -> Any:
 
 
 def out(stack: Any) -> ReliableSender:
-    sender = stack.sink.out
+    sender = stack.sink.out.sender
     assert isinstance(sender, ReliableSender)
     return sender
 

@@ -138,7 +138,7 @@ def names() -> list[str]:
 
 def declared(module: ModuleType) -> list[type[Plugin]]:
     """The plugins a module defines: its own Plugin subclasses that declare a ``name``
-    themselves (so a shared base class such as LineFileSink is not one)."""
+    themselves (so a shared base class such as io/output.py's Output is not one)."""
     return [
         obj
         for obj in vars(module).values()

@@ -42,9 +42,9 @@ from pyulogd.core.escape import escape_text
 from pyulogd.core.plugin import Filter, Plugin, Sink, Source
 from pyulogd.db.output import SqlOutput
 from pyulogd.db.writer import Writer
+from pyulogd.io.filesink import FileSink
 from pyulogd.io.sender import ReliableSender
 from pyulogd.netns.source import NetnsSource
-from pyulogd.plugins.outputs.linefile import LineFile
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context, TimerHandle
@@ -376,7 +376,6 @@ ZERO_FILLED: dict[str, tuple[str, ...]] = {
     "IP2STR": ("bad_address",),
     "PCAP": ("write_errors", "records_lost"),
     "SQL": ("rows", "dropped", "rejected", "spooled"),
-    "LineFile": ("write_errors", "lines_lost"),
     "ReliableSender": ("sent", "send_failures", "queue_overflow"),
 }
 
@@ -433,12 +432,13 @@ def prefixes(started: Iterable[Plugin]) -> list[Prefix]:
 
 
 def components(inst: Plugin) -> list[Any]:
-    """The parts of an output that keep counters or hold what gauges read: its line file,
-    network sender or SQL writer (found at ``out``, ``out.out`` and ``writer``)."""
+    """The parts of an output that keep counters or hold what gauges read: its file sink,
+    network sender or SQL writer (an output's sink is ``out`` (io/output.py), a network
+    sink's sender ``out.sender``, a SQL output's writer ``writer``)."""
+    out = getattr(inst, "out", None)
     found: list[Any] = []
-    for obj in (getattr(inst, "out", None), getattr(getattr(inst, "out", None), "out", None),
-                getattr(inst, "writer", None)):  # fmt: skip
-        if isinstance(obj, (LineFile, ReliableSender, Writer)) and obj not in found:
+    for obj in (out, getattr(out, "sender", None), getattr(inst, "writer", None)):
+        if isinstance(obj, (FileSink, ReliableSender, Writer)) and obj not in found:
             found.append(obj)
     return found
 
@@ -446,7 +446,7 @@ def components(inst: Plugin) -> list[Any]:
 def _zero_names(inst: Plugin) -> tuple[str, ...]:
     names: tuple[str, ...] = ZERO_FILLED.get("SQL" if isinstance(inst, SqlOutput) else inst.name, ())
     for comp in components(inst):
-        names += ZERO_FILLED.get(type(comp).__name__, ())
+        names += comp.stat_names if isinstance(comp, FileSink) else ZERO_FILLED.get(type(comp).__name__, ())
     return names
 
 
@@ -640,12 +640,12 @@ def _written_names(inst: Plugin) -> list[str]:
 
 
 def _file_fd(inst: Plugin) -> int:
-    """The descriptor of the file an output appends to, or -1 (a LineFile's, or PCAP's own)."""
+    """The descriptor of the file an output appends to (its file sink's), or -1."""
     for comp in components(inst):
-        if isinstance(comp, LineFile):
-            return comp.fd
-    fd = getattr(inst, "fd", -1) if inst.name == "PCAP" else -1
-    return fd if isinstance(fd, int) else -1
+        if isinstance(comp, FileSink):
+            fd: int = comp.fd
+            return fd
+    return -1
 
 
 def _process(col: Collection, start_wall: float) -> None:

@@ -1,4 +1,4 @@
-"""The Sink every SQL output derives from: columns to keys, rows to the writer thread.
+"""The output every SQL output derives from: columns to keys, rows to the writer thread.
 
 At ``configure()`` (stacks are configured output first, so every upstream key is known)
 the output connects once, reads the columns of ``table`` and maps each to the key it
@@ -8,30 +8,29 @@ directory. If the server is down at start, pyulogd starts anyway (ulogd2 did not
 the cached columns, or, the first time, with every upstream key; the writer maps them to
 the table's columns once it can connect, and the output switches to the table's columns.
 
-``interp()`` builds one tuple per record with a generated function; ``flush()`` (after
-each round of the event loop) hands the rows to the writer thread. Nothing here waits for
-the database.
+An output like the others (``io/output.py``): its render function is the generated row
+builder (one tuple per record), its sink the writer's (``db/writer.py:WriterSink``), which
+hands the rows to the writer thread after each round of the event loop; SIGHUP reconnects,
+stop writes what it can and spools the rest. Nothing here waits for the database.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core import safefile
 from pyulogd.core.errors import ConfigError, PluginError
-from pyulogd.core.plugin import OK, DataType, KeyType, Sink
+from pyulogd.core.plugin import DataType, KeyType
 from pyulogd.db.backend import Backend, MissingTable, Settings, TableInfo, Unavailable
 from pyulogd.db.columns import map_columns
 from pyulogd.db.render import compile_builder
-from pyulogd.db.spool import Spool, SpoolError
-from pyulogd.db.writer import Writer, WriterSettings
+from pyulogd.db.writer import Writer, WriterSettings, WriterSink
+from pyulogd.io.output import Output
+from pyulogd.io.spool import Spool, SpoolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from pyulogd.core.context import Context
 
 SPOOL_BASE = "/var/spool/pyulogd"
@@ -41,7 +40,7 @@ DEFAULT_MEM = 64 << 20
 _POINTER_TYPES = (KeyType.RAW,)
 
 
-class SqlOutput(Sink):
+class SqlOutput(Output[tuple[Any, ...]]):
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
     # Whether the stack may start while the database is unreachable (not for a local file).
@@ -51,16 +50,12 @@ class SqlOutput(Sink):
         super().__init__(ctx, instance_id, config)
         self.label = f"{self.name} '{instance_id}'"
         self.backend: Backend | None = None
-        self.writer: Writer | None = None
+        self.writer_sink: WriterSink | None = None  # the sink, once started
         self.keys: list[str] = []  # the key of each value in a row
         self._types: dict[str, KeyType] = {}
-        self._rows: list[tuple[Any, ...]] = []
-        self._names: tuple[str, ...] = ()
-        self._build: Callable[[list[Any]], tuple[Any, ...]] | None = None
         self._pending_keys: list[str] | None = None
         self._schema_file = ""
         self._schema_text: str | OSError | None = None
-        self._writer_started = False
 
     # -- what subclasses provide
     def make_backend(self) -> Backend:
@@ -236,7 +231,6 @@ class SqlOutput(Sink):
     def start(self) -> None:
         if self.backend is None:
             raise PluginError(f"{self.label} was not configured")
-        self._compile(self.keys)
         spool = Spool(self.spool_dir, self.spool_max)
         try:
             # As the -u user: the spool is written by the user's threads from now on.
@@ -246,7 +240,7 @@ class SqlOutput(Sink):
             raise PluginError(f"{self.label}: {e}") from None
         if not spool.empty:
             self.ctx.log.notice(f"{self.label}: {spool.bytes} bytes of records from before are in {spool.path}")
-        self.writer = Writer(
+        writer = Writer(
             self.ctx,
             self.label,
             f"sql.{self.id}",
@@ -257,61 +251,47 @@ class SqlOutput(Sink):
             self._on_table,
             self.open_table,
         )
+        self.writer_sink = WriterSink(writer, (), self.wsettings.batch_size, self.stop_timeout)
+        self._compile(self.keys)
+        self.attach(self.writer_sink)
         if self.ctx.run_as is None:
-            self._start_writer()
-        # else running() starts it once -u has dropped root: its threads then connect, and
-        # create the spool's segments, as the user, never as root (that was a race).
+            self.writer_sink.open()
+        # else running() starts the writer once -u has dropped root: its threads then connect,
+        # and create the spool's segments, as the user, never as root (that was a race).
 
     def running(self) -> None:
-        self._start_writer()
+        if self.writer_sink is not None:
+            self.writer_sink.open()
 
-    def _start_writer(self) -> None:
-        if self.writer is not None and not self._writer_started:
-            self._writer_started = True
-            self.writer.start()
+    @property
+    def writer(self) -> Writer | None:
+        """The writer threads' state (queue, spool, counters), once started."""
+        return self.writer_sink.writer if self.writer_sink is not None else None
 
     def _compile(self, keys: list[str]) -> None:
         slot_of: dict[str, int] = {}
         for key, slot in zip(self.wildcard_keys, self.in_slots, strict=True):
             slot_of[key.name] = slot
         assert self.backend is not None
-        self._build = compile_builder(
+        self.renderer = compile_builder(
             [self._types[k] for k in keys], [slot_of.get(k, 0) for k in keys], self.backend.render
         )
         self.keys = keys
-        self._names = tuple(keys)
-        self._handoff_at = self.wsettings.batch_size
-
-    def interp(self, rec: list[Any]) -> int:
-        rows = self._rows
-        rows.append(self._build(rec))  # type: ignore[misc]
-        if len(rows) >= self._handoff_at:
-            self.flush()
-        return OK
+        if self.writer_sink is not None:
+            self.writer_sink.names = tuple(keys)
 
     def flush(self) -> None:
-        rows = self._rows
-        if rows:
-            self._rows = []
-            if self.writer is not None:
-                self.writer.put(self._names, rows)
+        super().flush()
         pending = self._pending_keys
         if pending is not None:
             self._pending_keys = None
             self._compile(pending)
 
     def stop(self) -> None:
-        self.flush()
-        if self.writer is not None:
-            self.writer.stop(self.stop_timeout)
-            self.writer = None
+        if self.out is not None:
+            super().stop()  # what waits is written within stop_timeout, the rest spooled
         elif self.backend is not None:
             self.backend.close()
-
-    def signal(self, signum: int) -> None:
-        # As ulogd2: SIGHUP reconnects (and here re-reads the table's columns).
-        if signum == signal.SIGHUP and self.writer is not None:
-            self.writer.request_reconnect()
 
     def settings_common(self, **kw: Any) -> Settings:
         from pyulogd.db.statement import parse_procedure, split_name

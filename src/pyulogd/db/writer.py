@@ -27,6 +27,12 @@ records; they are counted and logged once per burst. Counters (``ctx.stats``):
 (rows written to disk), ``.dropped``, ``.rejected`` (rows the database refused, e.g. a
 value out of a column's range; the batch is split to find them, the others are written).
 
+The output's side of it is :class:`WriterSink`, the :class:`~pyulogd.io.sink.LineSink` the SQL
+outputs add their rows to (``db/output.py``); the spool is the generic one of ``io/spool.py``.
+Besides the counters above, ``Writer.counters`` (the sink's) has the same events by cause:
+rows written, dropped as ``memory_full``, ``spool_full``, ``spool_failed``,
+``unsent_at_exit`` and ``rejected``.
+
 When to write a batch, reconnect or spill is decided by :class:`~pyulogd.db.policy.WriterPolicy`
 from the monotonic time alone; the threads read ``ctx.clock`` and wait through it
 (``clock.wait(cond, deadline)``), so a test with a ``FakeClock`` moves them on by advancing
@@ -45,12 +51,13 @@ from pyulogd.core.errors import ConfigError
 from pyulogd.db.backend import Backend, Rejected, Rows, TableInfo, Unavailable
 from pyulogd.db.policy import MOVING_CHECK, WriterPolicy, WriterSettings
 from pyulogd.db.render import row_size
-from pyulogd.db.spool import Frame, Spool
+from pyulogd.io.sink import SinkCounters
+from pyulogd.io.spool import Frame, Spool
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
-__all__ = ["Batch", "Chunk", "Writer", "WriterSettings"]
+__all__ = ["Batch", "Chunk", "Writer", "WriterSettings", "WriterSink"]
 
 FrameRef = tuple[int, int]
 # A refused batch is split in halves down to this many rows, which are then written one by
@@ -125,6 +132,7 @@ class Writer:
         # -- counters
         self._drop_burst = 0
         self.stats_lock = threading.Lock()
+        self.counters = SinkCounters()  # updated under stats_lock
         self._p = stat_prefix
         self.thread = threading.Thread(target=self._run_writer, name=f"pyulogd-{label}", daemon=True)
         self.spiller = threading.Thread(target=self._run_spiller, name=f"pyulogd-{label}-spool", daemon=True)
@@ -140,7 +148,8 @@ class Writer:
         size = row_size(rows[0]) * len(rows)
         with self.cond:
             if self.mem_bytes + size > self.hard_max:
-                self._drop(len(rows), "the memory queue is full" + ("" if self.spool else " and there is no spool"))
+                self._drop(len(rows), "the memory queue is full" + ("" if self.spool else " and there is no spool"),
+                           "memory_full")
                 return
             was_empty = not self.mem
             self.mem.append(Chunk(names, rows, self.clock.monotonic(), size))
@@ -399,6 +408,8 @@ class Writer:
 
     def _refused(self, reason: str) -> None:
         self._count("rejected")
+        with self.stats_lock:
+            self.counters.drop("rejected", 1)
         if not self._reject_burst:
             self.ctx.log.error(f"{self.label}: the database refused a record: {reason.strip().splitlines()[0]}")
         self._reject_burst += 1
@@ -437,7 +448,7 @@ class Writer:
                 self._to_spool(items)
             except Exception as e:  # a bug must not stop the spilling: count what it cost
                 lost = sum(len(rows) for _b, _n, rows in items)
-                self._drop(lost, f"spooling failed: {type(e).__name__}: {e}")
+                self._drop(lost, f"spooling failed: {type(e).__name__}: {e}", "spool_failed")
             finally:
                 with self.cond:
                     self._moving -= 1
@@ -475,13 +486,13 @@ class Writer:
                 try:
                     ref = self.spool.append(names, part)
                 except OSError as e:
-                    self._drop(len(part), f"writing the spool failed: {e.strerror}")
+                    self._drop(len(part), f"writing the spool failed: {e.strerror}", "spool_failed")
                     ref = None
                     continue
                 if ref is not None:
                     self._count("spooled", len(part))
                 else:
-                    self._drop(len(part), f"the spool is full ({self.spool.max_bytes} bytes)")
+                    self._drop(len(part), f"the spool is full ({self.spool.max_bytes} bytes)", "spool_full")
             if batch is not None:
                 with self.cond:
                     # Rows of this batch written by the writer meanwhile: skip the frame later.
@@ -497,11 +508,13 @@ class Writer:
             self.mem_rows = self.mem_bytes = 0
             self._retry = None
         if lost:
-            self._drop(lost, "there is no spool to keep them" if self.spool is None else "stopping")
+            self._drop(lost, "there is no spool to keep them" if self.spool is None else "stopping", "unsent_at_exit")
 
     # -- accounting
-    def _drop(self, n: int, why: str) -> None:
+    def _drop(self, n: int, why: str, cause: str) -> None:
         self._count("dropped", n)
+        with self.stats_lock:
+            self.counters.drop(cause, n)
         if not self._drop_burst:
             self.ctx.log.error(f"{self.label}: dropping records: {why}")
         self._drop_burst += n
@@ -509,6 +522,58 @@ class Writer:
     def _count(self, what: str, n: int = 1) -> None:
         with self.stats_lock:
             self.ctx.stats.incr(f"{self._p}.{what}", n)
+            if what == "rows":
+                self.counters.written += n
+
+
+class WriterSink:
+    """The SQL outputs' :class:`~pyulogd.io.sink.LineSink`: rows (tuples of column values,
+    in the order of ``names``) to the writer threads.
+
+    ``add`` only appends; every ``handoff`` rows, and after each round of the event loop,
+    ``flush`` hands the batch to :meth:`Writer.put` (a lock and an append). ``open`` starts
+    the threads (the output calls it once ``-u`` dropped root: they open the spool's
+    segments and connect as the user), ``reopen`` (SIGHUP) asks for a fresh connection, as
+    ulogd2 does, and ``close`` writes what it can within ``stop_timeout`` and spools the rest.
+    """
+
+    def __init__(self, writer: Writer, names: tuple[str, ...], handoff: int, stop_timeout: float) -> None:
+        self.writer = writer
+        self.names = names  # the key of each value of the rows added from now on
+        self.handoff = handoff
+        self.stop_timeout = stop_timeout
+        self.counters = writer.counters
+        self.pending: Rows = []
+        self._started = False
+        self._closed = False
+
+    def open(self) -> None:
+        if not self._started and not self._closed:
+            self._started = True
+            self.writer.start()
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        pending = self.pending
+        pending.append(row)
+        if len(pending) >= self.handoff:
+            self.flush()
+
+    def flush(self) -> None:
+        rows = self.pending
+        if rows:
+            self.pending = []
+            self.counters.received += len(rows)
+            self.writer.put(self.names, rows)
+
+    def reopen(self) -> None:
+        self.writer.request_reconnect()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self.writer.stop(self.stop_timeout)
 
 
 def _projector(idx: list[int | None]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:

@@ -11,7 +11,7 @@ no trace in what remains: the daemon logs the last ``seq`` and tag of each chain
 stops and on SIGHUP (``chain ...: last seq N tag T``), to compare with.
 
 Applied to whole lines (LOGEMU, GPRINT, JSON in file mode, ECS: :class:`LineChain`, sealed
-by ``linefile.LineFile`` when a batch is written, so the fused stack paths are sealed too)
+by the file sink, ``io/filesink.py``, when a batch is written, so the fused stack paths are sealed too)
 and to SQL rows (the AUDITDB output: ``seq`` and ``chain`` columns). A line carries its seal
 at its end, where nothing the record contains can imitate it:
 

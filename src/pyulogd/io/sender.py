@@ -42,6 +42,7 @@ import os
 import socket
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.backoff import Backoff
@@ -49,11 +50,13 @@ from pyulogd.core.context import TimerHandle
 from pyulogd.core.options import Duration, Size
 from pyulogd.core.plugin import Option
 from pyulogd.io.sendstate import FLUSH_AT, PROBE_WAIT, SLACK, SendQueue, SendState
+from pyulogd.io.sink import SinkCounters
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
-__all__ = ["FLUSH_AT", "PROBE_WAIT", "SLACK", "ReliableSender", "Target", "resolve", "sender_options", "unix_target"]
+__all__ = ["FLUSH_AT", "PROBE_WAIT", "SLACK", "Endpoint", "ReliableSender", "Target", "resolve", "sender_options",
+           "unix_target"]
 
 # (family, type, proto, address) as socket.getaddrinfo gives them.
 Target = tuple[int, int, int, Any]
@@ -72,6 +75,27 @@ def resolve(host: str, port: int, kind: int) -> list[Target]:
 
 def unix_target(path: str, kind: int) -> list[Target]:
     return [(socket.AF_UNIX, kind, 0, path)]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a network output sends: ``host`` and ``port``, or the ``path`` of a unix socket."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def peer(self) -> str:
+        """As log lines name it: the socket's path, or ``host:port``."""
+        return self.path or f"{self.host}:{self.port}"
+
+    def targets(self, kind: int) -> list[Target]:
+        """The addresses to try for ``kind`` (SOCK_STREAM/SOCK_DGRAM); raises OSError (a name
+        that does not resolve: socket.gaierror)."""
+        if self.path:
+            return unix_target(self.path, kind)
+        return resolve(self.host, self.port, kind)
 
 
 class ReliableSender:
@@ -96,6 +120,7 @@ class ReliableSender:
         rand: Callable[[], float] | None = None,
         lines: bool = False,
         on_connect: Callable[[], list[tuple[bytes, int]]] | None = None,
+        counters: SinkCounters | None = None,
     ) -> None:
         self.ctx = ctx
         self.label = label
@@ -116,6 +141,8 @@ class ReliableSender:
         self._n_overflow = p + ".queue_overflow"
         self._n_reconnects = p + ".reconnects"
         self._n_sent = p + ".sent"
+        # The sink's view of the same events (records written, dropped by cause).
+        self.counters = counters if counters is not None else SinkCounters()
 
     # -- what plugins and tests look at
     @property
@@ -176,7 +203,7 @@ class ReliableSender:
             self._timer = None
         lost = self.state.queue.clear()
         if lost:
-            self._lost(lost, "shutting down with the peer unreachable")
+            self._lost(lost, "shutting down with the peer unreachable", "unsent_at_exit")
         self._disconnect()
 
     def disconnect(self) -> None:
@@ -197,7 +224,7 @@ class ReliableSender:
             self.flush()  # make room if the peer takes it
         if not q.fits(n, live):
             self.ctx.stats.incr(self._n_overflow, records)
-            self._lost(records, "queue full" if self.queue_bytes else "not connected")
+            self._lost(records, "queue full" if self.queue_bytes else "not connected", "queue_full")
             return False
         q.push(data, records)
         return True
@@ -222,7 +249,7 @@ class ReliableSender:
         dropped = self.state.queue.trim()
         if dropped:
             self.ctx.stats.incr(self._n_overflow, dropped)
-            self._lost(dropped, "queue full" if self.queue_bytes else "not connected")
+            self._lost(dropped, "queue full" if self.queue_bytes else "not connected", "queue_full")
 
     # -- connection
     def _connect(self) -> bool:
@@ -291,7 +318,7 @@ class ReliableSender:
         self.connected = False
         done = self.state.queue.rewind()
         if done:
-            self.ctx.stats.incr(self._n_sent, done)
+            self._sent(done)
         if sock is not None:
             if sock.type == socket.SOCK_STREAM:
                 self.ctx.loop.remove_reader(sock.fileno())
@@ -364,7 +391,7 @@ class ReliableSender:
                     self._refused(sock, e)
                     break
                 # Not the peer's state (EMSGSIZE, ...): this datagram can never go.
-                self._lost(queue.pop(), e.strerror)
+                self._lost(queue.pop(), e.strerror, "send_failed")
                 continue
             sent += queue.pop()
             if state.probing:
@@ -376,14 +403,14 @@ class ReliableSender:
                 if back:
                     self._back_again()
         if sent:
-            self.ctx.stats.incr(self._n_sent, sent)
+            self._sent(sent)
             self._ok()
 
     def _refused(self, sock: socket.socket, e: OSError) -> None:
         """An earlier datagram was refused (UDP) or the receiver is gone (unix): count one
         lost (UDP: that earlier datagram), keep the current one, back off, then probe."""
         if e.errno == errno.ECONNREFUSED and sock.family != socket.AF_UNIX:
-            self._lost(1, e.strerror)
+            self._lost(1, e.strerror, "refused")
         else:
             self._note_failure(e.strerror)
         self.state.refused()
@@ -408,10 +435,14 @@ class ReliableSender:
             if records is None:
                 self._arm_retry()  # the socket buffer is full: the rest a little later
                 return
-            self.ctx.stats.incr(self._n_sent, records)
+            self._sent(records)
             self._ok()
 
     # -- accounting
+    def _sent(self, records: int) -> None:
+        self.ctx.stats.incr(self._n_sent, records)
+        self.counters.written += records
+
     def _ok(self) -> None:
         if self._failing:
             self._failing = False
@@ -425,10 +456,11 @@ class ReliableSender:
             self._failing = True
             self.ctx.log.error(f"{self.label}: Failure sending message to {self.peer}: {reason}; dropping records")
 
-    def _lost(self, records: int, reason: str | None) -> None:
+    def _lost(self, records: int, reason: str | None, cause: str) -> None:
         if records <= 0:
             return
         self.ctx.stats.incr(self._n_failures, records)
+        self.counters.drop(cause, records)
         self._lost_in_burst += records
         self._note_failure(reason)
 

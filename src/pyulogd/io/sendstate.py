@@ -19,8 +19,10 @@ from collections import deque
 from typing import Any
 
 from pyulogd.core.backoff import Backoff
+from pyulogd.io.sink import FLUSH_AT
 
-FLUSH_AT = 64 * 1024
+__all__ = ["FLUSH_AT", "POLL", "PROBE_WAIT", "SLACK", "SendQueue", "SendState"]
+
 # Bytes a live (or connecting) socket may always hold back, whatever queue_bytes says.
 SLACK = 4 * FLUSH_AT
 # After a refused datagram: the first one sent is a probe, the rest wait this long for a

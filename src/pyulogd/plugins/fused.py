@@ -5,7 +5,7 @@ writes record slots. For the flow-logging stack of ulogd's example configuration
 ``NFCT → IP2STR → PRINTFLOW → LOGEMU``, nearly every conntrack event is TCP or UDP with
 every key valid, and for those the log line can be made in one place: address texts from
 IP2STR's cache, PRINTFLOW's own format for the line, LOGEMU's head for the second, one
-``LineFile.add``. That halves the user-space cost of the stack per event.
+``add`` to LOGEMU's sink. That halves the user-space cost of the stack per event.
 
 The contract is the unfused stack's output, byte for byte, and the same state left behind
 (IP2STR's cache, LOGEMU's head and pending lines): a record the fused code is not sure of
@@ -16,8 +16,8 @@ records; the golden flow cases run through it.
 PRINTFLOW declares the fusion (``PrintflowFilter.fusions``); the daemon offers each stack
 to it after wiring (``Stack.fuse``), unless ``[global] fusion=0`` or ``--no-fusion``. It
 reads the plugins through what they make public for it: IP2STR's ``address_pairs()`` and
-``texts``, LOGEMU's ``head``/``head_sec``/``new_second()`` and its ``out`` file, the stack's
-``on_exception()``.
+``texts``, LOGEMU's ``head``/``head_sec``/``new_second()`` and its sink ``out`` (the
+``add`` every output's sink has, ``pyulogd.io.sink.LineSink``), the stack's ``on_exception()``.
 
 Slots written by the plugins the fused path skips (the ``*.str`` texts, ``print``) stay
 empty; in a linear stack nothing downstream of LOGEMU reads them.
@@ -54,7 +54,7 @@ def flow_line(stack: Stack) -> Run | None:
                 return None
             raw[side + name] = src
     s_print, s_sec, s_netns = emu.in_slots
-    if s_print != printflow.out_base:
+    if s_print != printflow.out_base or emu.out is None:
         return None
     if not emu.config.get("netns_prefix"):
         s_netns = 0  # slot 0 always reads None, as in LOGEMU
@@ -71,7 +71,7 @@ def flow_line(stack: Stack) -> Run | None:
     texts = ip2str.texts
     formats = FAST_FORMATS
     ctx = stack.ctx
-    add = emu.out.add
+    add = emu.out.add  # LOGEMU keeps this sink for good (SIGHUP reopens its file)
     ns_text = emu.ns_text
 
     def run(rec: list[Any]) -> None:

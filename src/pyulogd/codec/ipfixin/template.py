@@ -167,6 +167,10 @@ def _uint(b: bytes) -> int:
     return int.from_bytes(b, "big")
 
 
+def _uint64(b: bytes) -> int | None:
+    return int.from_bytes(b, "big") if len(b) <= 8 else None
+
+
 def _sint(b: bytes) -> int:
     return int.from_bytes(b, "big", signed=True)
 
@@ -219,7 +223,7 @@ def _overrun(tid: int) -> DecodeError:
 
 _NS: dict[str, Any] = {
     "_ntoa4": _ntoa4, "_ntoa6": _ntoa6, "_mac": _mac, "_text": _text, "_name": _name, "_uint": _uint,
-    "_sint": _sint, "_boolean": _boolean, "_ntp": _ntp, "_up": _up, "_ms": _ms, "_delta": _delta,
+    "_uint64": _uint64, "_sint": _sint, "_boolean": _boolean, "_ntp": _ntp, "_up": _up, "_ms": _ms, "_delta": _delta,
     "_overrun": _overrun, "_EV": EVENTS, "_MV": memoryview,
 }  # fmt: skip
 
@@ -293,7 +297,9 @@ def _named_expr(var: str, kind: str, fc: _FieldCode, length: int, width: int = 8
     if kind == "ip4s":
         return f"_ntoa4({var})" if length == 4 else None
     if kind == "bint":
-        return var if fc.as_int else (f"_uint({var})" if length == VARLEN or length <= 8 else None)
+        if length == VARLEN:
+            return f"_uint64({var})"  # longer than 8 bytes: None, and the bytes go to ipfix.extra
+        return var if fc.as_int else (f"_uint({var})" if length <= 8 else None)
     raise AssertionError(kind)
 
 
@@ -456,6 +462,15 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
         items = [f"{name!r}: {exprs[0] if len(exprs) == 1 else '[' + ', '.join(exprs) + ']'}"
                  for name, exprs in entries.items()]  # fmt: skip
         values["ipfix.extra"] = "{" + ", ".join(items) + "}"
+        # A variable-length integer key too long for its type (a 300-byte tunnelKey) keeps its
+        # bytes here instead.
+        spilled = [i for i in sorted(used) if fields[i].length == VARLEN and fields[i].pen == PEN_VMWARE
+                   and fields[i].ie == 892]  # fmt: skip
+        if spilled:
+            lines.append(f"ex_ = {values['ipfix.extra']}")
+            for i in spilled:
+                lines.append(f"if len(f{i}) > 8: ex_[{infos[i][0]!r}] = f{i}.hex()")
+            values["ipfix.extra"] = "ex_"
 
     record = "[None, " + ", ".join(values.get(k, "None") for k in K.KEYS) + "]"
     ns = dict(_NS)

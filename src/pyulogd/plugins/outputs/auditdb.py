@@ -31,7 +31,7 @@ from pyulogd.audit.rows import compile_rows
 from pyulogd.audit.verify import row_bytes
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Bool, Duration, Int, Str
-from pyulogd.core.plugin import OK, Option
+from pyulogd.core.plugin import Option
 from pyulogd.db import mysql, pgsql
 from pyulogd.db.backend import Backend, MissingTable, Settings, TableInfo
 from pyulogd.db.options import PYULOGD, SECRETS, password
@@ -193,10 +193,11 @@ class AuditDbOutput(SqlOutput):
         self._rows_build = compile_rows(slots, self.ctx.hostname, oob_time_is_kernel="sum.name" not in slots,
                                         seed=self.config["community_id_seed"])
         self.keys = list(schema.NAMES)
-        self._names = schema.NAMES
-        self._handoff_at = self.wsettings.batch_size
+        if self.writer_sink is not None:
+            self.writer_sink.names = schema.NAMES
 
-    def interp(self, rec: list[Any]) -> int:
+    def render(self, rec: list[Any]) -> tuple[Any, ...]:
+        """The audit row of a record, with its place in the chain (``seq``, ``chain``)."""
         received = self._received
         if received < 0:
             received = self._received = int(self.ctx.clock.wall() * 1_000_000)
@@ -205,15 +206,9 @@ class AuditDbOutput(SqlOutput):
         row = build(rec, received)
         chain = self.chain
         if chain is None:
-            row += (None, None)
-        else:
-            tag = chain.link(row_bytes(row))
-            row += (chain.seq, tag)
-        rows = self._rows
-        rows.append(row)
-        if len(rows) >= self._handoff_at:
-            self.flush()
-        return OK
+            return row + (None, None)
+        tag = chain.link(row_bytes(row))
+        return row + (chain.seq, tag)
 
     def flush(self) -> None:
         self._received = -1

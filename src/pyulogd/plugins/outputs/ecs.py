@@ -10,8 +10,8 @@ It takes every upstream key (like JSON) and reads those it knows: an NFLOG stack
 (``NFLOG,BASE,IFINDEX,ECS``, IP2STR and HWHDR optional: addresses and MACs are formatted
 here), an NFCT stack (``NFCT,ECS``), NFACCT, and the verdict, rule, Neutron and NFTRACE keys
 when a stack has them. Rendering (``audit/ecs.py``: record -> document, compiled per stack)
-is separate from writing (whole-line batches through ``linefile.LineFile``), so the output
-moves onto the shared transport layer as it is. The line is made from precomputed text
+is separate from writing (whole-line batches through the file sink, ``io/filesink.py``, of
+the output base, ``io/output.py``). The line is made from precomputed text
 pieces, as JSON's is, not by encoding a dict: that was twice as slow even with orjson.
 
 ``chain_key`` (tamper evidence, ``io/chain.py``): each line carries an HMAC chained to the
@@ -25,19 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.audit.ecs import compile_ecs
 from pyulogd.audit.values import now_stamper
-from pyulogd.core.errors import PluginError
 from pyulogd.core.options import Bool, Int, Path, Str
 from pyulogd.core.plugin import OK, DataType, Option
 from pyulogd.io.chain import chain_options, line_chain
-from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
+from pyulogd.io.filesink import FileSink
+from pyulogd.io.output import Output
+from pyulogd.io.sink import BufferedSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
-class EcsOutput(LineFileSink):
+
+class EcsOutput(Output[str]):
     name = "ECS"
     description = "Elastic Common Schema (ECS 9.4.0) JSON lines, with the Community ID of each flow"
-    reopen_label = "ECS"
+    reopen_notice = "ECS: reopening logfile"
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
     options = (
@@ -49,9 +51,10 @@ class EcsOutput(LineFileSink):
         *chain_options(),
     )
 
+    _file: BufferedSink[str]  # the sink, from configure() on
+
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out = LineFile(ctx, config["file"], config["sync"], f"ecs.{instance_id}", "ECS")
         self._render: Callable[[list[Any], str], str] | None = None
         # The reception time (event.created, or @timestamp when the record has no time of
         # its own): read once per batch of records, the batch the loop received together
@@ -59,8 +62,10 @@ class EcsOutput(LineFileSink):
         self._now: str | None = None
         self._stamp_now = now_stamper()
 
-    def configure(self) -> None:
-        self.out.chain = line_chain(self.ctx, self.config, "compact", f"ECS '{self.id}'")
+    def make_sink(self) -> FileSink[str]:
+        chain = line_chain(self.ctx, self.config, "compact", f"ECS '{self.id}'")
+        self._file = FileSink(self.ctx, self.config["file"], f"ecs.{self.id}", "ECS", chain=chain)
+        return self._file
 
     def _prepare(self) -> Callable[[list[Any], str], str]:
         slots: dict[str, int] = {}
@@ -78,19 +83,25 @@ class EcsOutput(LineFileSink):
         self._render = render
         return render
 
-    def start(self) -> None:
-        if self.out is None:
-            raise PluginError(f"ECS instance '{self.id}' was not configured")
+    def prepare(self) -> None:
         self._prepare()
-        self.out.open()
+
+    def render(self, rec: list[Any]) -> str:
+        render = self._render or self._prepare()
+        now = self._now
+        if now is None:
+            now = self._now = self._stamp_now(self.ctx.clock.wall())
+        return render(rec, now)
 
     def interp(self, rec: list[Any]) -> int:
+        """``render`` and the file sink's buffered ``add`` written out (as LOGEMU and JSON do),
+        with this output's flush at the limit: a new batch reads the reception time again."""
         render = self._render or self._prepare()
         now = self._now
         if now is None:
             now = self._now = self._stamp_now(self.ctx.clock.wall())
         line = render(rec, now)
-        out = self.out
+        out = self._file
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:
@@ -99,4 +110,4 @@ class EcsOutput(LineFileSink):
 
     def flush(self) -> None:
         self._now = None
-        self.out.flush()
+        super().flush()

@@ -13,7 +13,8 @@ Corrections (docs/compat.md): 2.0.8 prints an IPv6 address as a bogus IPv4 one (
 4 bytes: ``253.0.2.1`` for fd00:201::1); pyulogd prints ``fd00:201::1``. 2.0.8 writes into
 a fixed 4096-byte buffer and overruns it for longer records; pyulogd writes the whole line.
 
-Writing is LOGEMU's: whole lines batched on an ``O_APPEND`` descriptor, SIGHUP reopens.
+Writing is LOGEMU's (``pyulogd.io.filesink``): whole lines batched on an ``O_APPEND``
+descriptor, SIGHUP reopens.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.options import Bool, Path
-from pyulogd.core.plugin import OK, DataType, Option
+from pyulogd.core.plugin import DataType, Option
 from pyulogd.io.chain import chain_options, line_chain
+from pyulogd.io.filesink import FileSink
+from pyulogd.io.output import Output
 from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
-from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -54,13 +56,13 @@ def stamp(sec: float) -> str:
     )
 
 
-class GprintOutput(LineFileSink):
-    reopen_label = "GPRINT"
+class GprintOutput(Output[str]):
     name = "GPRINT"
     so_name = "ulogd_output_GPRINT.so"
     description = "One line of comma-separated key=value pairs per event"
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
+    reopen_notice = "GPRINT: reopening logfile"
     options = (
         Option("file", Path(), "/var/log/ulogd_gprint.log", help="file to append to"),
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
@@ -71,21 +73,20 @@ class GprintOutput(LineFileSink):
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out = LineFile(ctx, config["file"], config["sync"], f"gprint.{instance_id}", "GPRINT")
         self._entries: list[tuple[int, str, str]] = []
         self._timestamp: bool = config["timestamp"]
         self._sec = -1
         self._head = ""
 
-    def configure(self) -> None:
+    def make_sink(self) -> FileSink[str]:
         # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>"
-        self.out.chain = line_chain(self.ctx, self.config, "text", f"GPRINT '{self.id}'")
+        chain = line_chain(self.ctx, self.config, "text", f"GPRINT '{self.id}'")
+        return FileSink(self.ctx, self.config["file"], f"gprint.{self.id}", "GPRINT", chain=chain)
 
-    def start(self) -> None:
+    def prepare(self) -> None:
         self._entries = plan(self.wildcard_keys, self.in_slots)
-        self.out.open()
 
-    def interp(self, rec: list[Any]) -> int:
+    def render(self, rec: list[Any]) -> str:
         head = ""
         if self._timestamp:
             sec = int(self.ctx.clock.wall())
@@ -93,5 +94,4 @@ class GprintOutput(LineFileSink):
                 self._head = stamp(sec)
                 self._sec = sec
             head = self._head
-        self.out.add(render(self._entries, rec, head))
-        return OK
+        return render(self._entries, rec, head)

@@ -16,25 +16,26 @@ TCP connection goes through pyulogd.io.sender: a Carbon that is down at start or
 later costs nothing but a log line; the lines wait in a bounded queue (``queue`` bytes,
 1 MiB by default) and are sent, in order, after the reconnect (backoff 1 s doubling up to
 ``reconnect_max``). Lines that do not fit are counted in ``graphite.<id>.queue_overflow``.
+Each record's lines are queued as they come (``pyulogd.io.streamsink``, ``batch=False``).
 """
 
 from __future__ import annotations
 
-import signal
-import socket
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.errors import ConfigError
 from pyulogd.core.escape import escape_text
 from pyulogd.core.options import Address, Port, Str
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
-from pyulogd.io.sender import FLUSH_AT, ReliableSender, resolve, sender_options
+from pyulogd.core.plugin import DataType, Key, KeyType, Option
+from pyulogd.io.output import Output
+from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.streamsink import StreamSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
 
-class GraphiteOutput(Sink):
+class GraphiteOutput(Output[str]):
     name = "GRAPHITE"
     so_name = "ulogd_output_GRAPHITE.so"
     description = "nfacct counters to a Graphite/Carbon plaintext receiver (tcp)"
@@ -54,42 +55,23 @@ class GraphiteOutput(Sink):
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out: ReliableSender | None = None
         self.prefix: str = config["prefix"]
 
     def configure(self) -> None:
-        host, port = self.config["host"], self.config["port"]
-        if not host or port is None:
+        if not self.config["host"] or self.config["port"] is None:
             raise ConfigError("GRAPHITE needs host and port (the Carbon plaintext receiver)")
-        self.out = ReliableSender(
-            self.ctx, "GRAPHITE", f"{host}:{port}", [], f"graphite.{self.id}",
-            queue_bytes=self.config["queue"], backoff_max=self.config["reconnect_max"], lines=True,
-        )
+        super().configure()
 
-    def start(self) -> None:
-        out = self.out
-        if out is None:
-            raise PluginError(f"GRAPHITE instance '{self.id}' was not configured")
-        try:
-            out.targets = resolve(self.config["host"], self.config["port"], socket.SOCK_STREAM)
-        except socket.gaierror as e:
-            raise PluginError(f"GRAPHITE: getaddrinfo: {e.strerror}") from e
+    def make_sink(self) -> StreamSink[str]:
+        c = self.config
+        return StreamSink(self.ctx, "GRAPHITE", Endpoint(c["host"], c["port"]), f"graphite.{self.id}",
+                          queue_bytes=c["queue"], backoff_max=c["reconnect_max"], batch=False,
+                          resolve_failed="{label}: getaddrinfo: {reason}")  # fmt: skip
+
+    def prepare(self) -> None:
         self._s_name, self._s_pkts, self._s_bytes, self._s_sec = self.in_slots
-        out.open()
 
-    def stop(self) -> None:
-        if self.out is not None:
-            self.out.close()
-
-    def flush(self) -> None:
-        if self.out is not None:
-            self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP and self.out is not None:
-            self.out.reopen()
-
-    def lines(self, rec: list[Any]) -> str:
+    def render(self, rec: list[Any]) -> str:
         """The two metric lines of one record, as 2.0.8's snprintf makes them."""
         name = escape_text(rec[self._s_name] or "")
         ts = rec[self._s_sec]
@@ -99,11 +81,3 @@ class GraphiteOutput(Sink):
         nbytes = rec[self._s_bytes] or 0
         p = f"{self.prefix}.{name}"
         return f"{p}.pkts {pkts} {ts}\n{p}.bytes {nbytes} {ts}\n"
-
-    def interp(self, rec: list[Any]) -> int:
-        out = self.out
-        assert out is not None
-        out.enqueue(self.lines(rec).encode("utf-8", "surrogateescape"), 1)
-        if out.queued >= FLUSH_AT:
-            out.flush()
-        return OK

@@ -23,20 +23,25 @@ Differences from 2.0.8 (docs/compat.md):
 * The collector may be down at start or go away: messages wait in a bounded queue
   (``queue`` bytes, 1 MiB) and go out in order after the reconnect (pyulogd.io.sender);
   a new TCP connection (a new IPFIX session) starts with the templates again.
+
+Each finished message is queued as it is made (``pyulogd.io.streamsink`` over tcp, resent
+whole after a broken connection; ``pyulogd.io.dgramsink`` over udp), carrying its records'
+count for the counters.
 """
 
 from __future__ import annotations
 
-import signal
-import socket
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.codec import ipfix as codec
 from pyulogd.core.context import TimerHandle
-from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Address, Choice, Int, Port, Size, Str
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
-from pyulogd.io.sender import ReliableSender, resolve, sender_options
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
+from pyulogd.io.dgramsink import DgramSink
+from pyulogd.io.output import Output
+from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.streamsink import SenderSink, StreamSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -64,7 +69,7 @@ INPUT_KEYS = (
 )
 
 
-class IpfixOutput(Sink):
+class IpfixOutput(Output[bytes]):
     name = "IPFIX"
     so_name = "ulogd_output_IPFIX.so"
     description = "Flows to an IPFIX collector (ulogd2's template 256, plus 257 for IPv6)"
@@ -80,10 +85,11 @@ class IpfixOutput(Sink):
         *sender_options(1 << 20),
     )
     input_keys = INPUT_KEYS
+    reopen_notice = "IPFIX: reopening connection"
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out: ReliableSender | None = None
+        self.collector: SenderSink[bytes] | None = None
         self.oid = 0
         self.mtu = 512
         self.template_mode = "once"
@@ -107,23 +113,22 @@ class IpfixOutput(Sink):
             raise ConfigError("no destination host specified")
         self.mtu = c["mtu"]
         self.template_mode = c["send_template"]
-        self.out = ReliableSender(
-            self.ctx, "IPFIX", f"{c['host']}:{c['port']}", [], f"ipfix.{self.id}",
-            queue_bytes=c["queue"], backoff_max=c["reconnect_max"], on_connect=self._new_session,
-        )
+        super().configure()
+
+    def make_sink(self) -> SenderSink[bytes]:
+        c = self.config
+        kind = DgramSink if c["proto"] == "udp" else StreamSink
+        self.collector = kind(self.ctx, "IPFIX", Endpoint(c["host"], c["port"]), f"ipfix.{self.id}",
+                         queue_bytes=c["queue"], backoff_max=c["reconnect_max"], batch=False, lines=False,
+                         on_connect=self._new_session)  # fmt: skip
+        return self.collector
+
+    def prepare(self) -> None:
+        self.ctx.log.info(f"IPFIX: using IPFIX Collector at {self.config['host']}:{self.config['port']} "
+                          f"(MTU {self.mtu})")  # fmt: skip
 
     def start(self) -> None:
-        out = self.out
-        if out is None:
-            raise PluginError(f"IPFIX instance '{self.id}' was not configured")
-        kind = socket.SOCK_DGRAM if self.config["proto"] == "udp" else socket.SOCK_STREAM
-        try:
-            out.targets = resolve(self.config["host"], self.config["port"], kind)
-        except socket.gaierror as e:
-            raise PluginError(f"IPFIX: cannot resolve {out.peer}: {e.strerror}") from e
-        out.datagram = kind == socket.SOCK_DGRAM
-        self.ctx.log.info(f"IPFIX: using IPFIX Collector at {out.peer} (MTU {self.mtu})")
-        out.open()
+        super().start()
         self._timer = self.ctx.loop.call_later(FLUSH_INTERVAL, self._tick, repeat=True)
 
     def stop(self) -> None:
@@ -131,18 +136,11 @@ class IpfixOutput(Sink):
             self._timer.cancel()
             self._timer = None
         self._finish_message()
-        if self.out is not None:
-            self.out.close()
+        super().stop()
 
-    def flush(self) -> None:
-        if self.out is not None:
-            self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP and self.out is not None:
-            self.ctx.log.notice("IPFIX: reopening connection")
-            self._finish_message()
-            self.out.reopen()
+    def reopen(self) -> None:
+        self._finish_message()
+        super().reopen()
 
     def _tick(self) -> None:
         self._finish_message()
@@ -157,9 +155,9 @@ class IpfixOutput(Sink):
             return []  # the first message of the first session announces them itself
         tids = sorted(self._announced) or [codec.TEMPLATE_V4]
         seq = self.seq
-        out = self.out
-        if out is not None and out.queue:
-            seq = codec.HEADER.unpack_from(out.queue[0][0])[3]
+        queue = self.collector.sender.queue if self.collector is not None else None
+        if queue:
+            seq = codec.HEADER.unpack_from(queue[0][0])[3]
         msg = codec.message([codec.template_set(t) for t in tids], int(self.ctx.clock.wall()), seq, self.oid)
         return [(msg, 0)]
 
@@ -189,9 +187,8 @@ class IpfixOutput(Sink):
         self._msg_templates = set()
         self._msg_len = codec.HEADER.size
         self._msg_records = 0
-        out = self.out
-        assert out is not None
-        out.enqueue(msg, records)
+        assert self.collector is not None
+        self.collector.add(msg, records)
 
     def add(self, tid: int, record: bytes) -> None:
         for _ in range(2):

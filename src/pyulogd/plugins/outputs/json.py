@@ -14,8 +14,9 @@ Speed: the renderer is generated once per stack as straight-line Python (one ``i
 key, no loop, no dict), because a loop over ~90 keys costs more than the whole budget.
 Numbers below 65536 come from a table instead of ``str()``.
 
-Transport (``mode``): ``file`` appends whole-line batches like LOGEMU; ``tcp``/``unix``
-send each batch with one non-blocking ``send``; ``udp`` sends one datagram per record.
+Transport (``mode``), the sinks of ``pyulogd.io``: ``file`` appends whole-line batches like
+LOGEMU (``io/filesink.py``); ``tcp``/``unix`` send each batch with one non-blocking ``send``
+(``io/streamsink.py``); ``udp`` sends one datagram per record (``io/dgramsink.py``).
 Unlike 2.0.8 a peer that is down at start does not stop the daemon, and a peer that is
 down or slow never blocks the loop (pyulogd.io.sender): the connection is retried with
 backoff (1 s doubling up to ``reconnect_max``, 60 s). While the peer is down or slow,
@@ -29,20 +30,22 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.errors import ConfigError
 from pyulogd.core.escape import escape_text
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
+from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.io.chain import chain_options, line_chain
-from pyulogd.io.sender import SLACK, ReliableSender, resolve, sender_options, unix_target
-from pyulogd.plugins.outputs.linefile import FLUSH_AT, LineFile
+from pyulogd.io.dgramsink import DgramSink
+from pyulogd.io.filesink import FileSink
+from pyulogd.io.output import Output
+from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sink import BufferedSink
+from pyulogd.io.streamsink import StreamSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -293,12 +296,13 @@ def compile_renderer(
     return render
 
 
-class JsonOutput(Sink):
+class JsonOutput(Output[str]):
     name = "JSON"
     so_name = "ulogd_output_JSON.so"
     description = "One JSON object per line, to a file or a tcp/udp/unix socket"
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
+    _buffer: BufferedSink[str]  # the sink, from configure() on
     options = (
         Option("file", Path(), "/var/log/ulogd.json", help="output file, or socket path (mode unix)"),
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
@@ -316,11 +320,11 @@ class JsonOutput(Sink):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self.mode = "file"
-        self._render: Callable[[list[Any]], str] | None = None
         self._ts_sec = -1
         self._ts_head = self._ts_zone = ""
         self._strings = StringCache()
-        self.out: LineFile | SocketSender | None = None
+        # The generated renderer (prepare); before start, one that generates it first.
+        self._line: Callable[[list[Any]], str] = self._first_line
 
     # -- set-up
     def configure(self) -> None:
@@ -331,16 +335,10 @@ class JsonOutput(Sink):
                 raise ConfigError("missing unix socket path (option 'file')")
             if len(path.encode("utf-8", "surrogateescape")) >= _UNIX_PATH_MAX:
                 raise ConfigError(f"unix socket path '{path}' is longer than {_UNIX_PATH_MAX - 1} bytes")
-        prefix = f"json.{self.id}"
-        sync = self.config["sync"]
-        if mode == "file":
-            self.out = LineFile(self.ctx, path, sync, prefix, "JSON")
-            # tamper evidence (io/chain.py): each object ends in "pyulogd.chain": "<seq>:<tag>"
-            self.out.chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
-        elif self.config["chain_key"]:
+        if mode != "file" and self.config["chain_key"]:
             raise ConfigError("chain_key (tamper evidence) needs mode=file: a peer cannot be asked what it kept")
-        else:
-            self.out = SocketSender(self.ctx, mode, self.config, sync, prefix)
+        self.reopen_notice = "JSON: reopening logfile" if mode == "file" else "JSON: reopening socket"
+        super().configure()
         eventv1 = self.config["eventv1"]
         dvc = jansson_string(self.config["device"])
         self._ts_open = ('{"@version": 1, ' if eventv1 else "{") + (
@@ -353,7 +351,25 @@ class JsonOutput(Sink):
             parts = (['"@version": 1'] if eventv1 else []) + ([f'"dvc": {dvc}'] if dvc is not None else [])
             self._head_fixed = "{" + ", ".join(parts)
 
-    def _prepare(self) -> Callable[[list[Any]], str]:
+    def make_sink(self) -> BufferedSink[str]:
+        c = self.config
+        prefix = f"json.{self.id}"
+        buffer: BufferedSink[str]
+        if self.mode == "file":
+            # tamper evidence (io/chain.py): each object ends in "pyulogd.chain": "<seq>:<tag>"
+            chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
+            buffer = FileSink(self.ctx, c["file"], prefix, "JSON", chain=chain)
+        else:
+            kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"]}
+            if self.mode == "udp":
+                buffer = DgramSink(self.ctx, "JSON", Endpoint(c["host"], c["port"]), prefix, **kw)
+            else:
+                where = Endpoint(path=c["file"]) if self.mode == "unix" else Endpoint(c["host"], c["port"])
+                buffer = StreamSink(self.ctx, "JSON", where, prefix, **kw)
+        self._buffer = buffer
+        return buffer
+
+    def prepare(self) -> None:
         keys, slots = self.wildcard_keys, self.in_slots
         sec = usec = 0
         for key, slot in zip(keys, slots, strict=True):
@@ -367,13 +383,29 @@ class JsonOutput(Sink):
             sentinels = {slot: first for slot, first in zip(slots, self.wildcard_sentinels, strict=True) if first}
         fixed = self._head_fixed
         if fixed is None:
-            render = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
+            self._line = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
         else:
-            render = compile_renderer(
-                fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings, sentinels
-            )
-        self._render = render
-        return render
+            self._line = compile_renderer(fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings, sentinels)
+        self.renderer = self._line
+
+    def render(self, rec: list[Any]) -> str:
+        return self._line(rec)
+
+    def _first_line(self, rec: list[Any]) -> str:
+        """Before start (the renderer is generated there): generate it now."""
+        self.prepare()
+        return self._line(rec)
+
+    def interp(self, rec: list[Any]) -> int:
+        """The generated renderer and the sink's buffered ``add`` written out (every JSON
+        sink is a BufferedSink): the call is 1 % of a record."""
+        line = self._line(rec)
+        out = self._buffer
+        out.pending.append(line)
+        out.size += len(line)
+        if out.size >= out.limit:
+            out.flush()
+        return OK
 
     def _stamp(self, sec: Any, usec: Any) -> str:
         """``{"timestamp": "<local time>[.usec][offset]", "dvc": "..."``, cached per second."""
@@ -392,116 +424,3 @@ class JsonOutput(Sink):
         if 0 <= usec < 1000000:
             return f"{self._ts_head}.{str(usec + 1000000)[1:]}{self._ts_zone}"
         return f"{self._ts_head}.{usec:06d}{self._ts_zone}"
-
-    def start(self) -> None:
-        if self.out is None:
-            raise PluginError(f"JSON instance '{self.id}' was not configured")
-        self._prepare()
-        self.out.open()
-
-    def stop(self) -> None:
-        if self.out is not None:
-            self.out.close()
-
-    def flush(self) -> None:
-        if self.out is not None:
-            self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum != signal.SIGHUP or self.out is None:
-            return
-        if isinstance(self.out, LineFile):
-            self.ctx.log.notice("JSON: reopening logfile")
-        else:
-            self.ctx.log.notice("JSON: reopening socket")
-        self.out.reopen()
-
-    # -- hot path
-    def interp(self, rec: list[Any]) -> int:
-        render = self._render
-        if render is None:
-            render = self._prepare()
-        line = render(rec)
-        out = self.out
-        assert out is not None
-        out.pending.append(line)
-        out.size += len(line)
-        if out.size >= out.limit:
-            out.flush()
-        return OK
-
-
-class SocketSender:
-    """JSON lines to a tcp/unix stream or udp (one datagram per line), through the shared
-    :class:`~pyulogd.io.sender.ReliableSender` (bounded queue, reconnect with backoff).
-
-    The interp code appends to ``pending``; ``flush`` hands the batch over: one queue item
-    per batch on a stream, one per line on udp. While a connect is in progress the batch
-    stays here (up to the sender's slack), so nothing is dropped for a connect that takes a
-    few milliseconds. While the peer is down, records wait in the sender's queue (option
-    ``queue``, a pyulogd extra; 0 drops them as 2.0.8 does).
-    """
-
-    def __init__(self, ctx: Context, mode: str, config: dict[str, Any], sync: bool, stat_prefix: str) -> None:
-        self.ctx = ctx
-        self.mode = mode
-        self.host: str = config["host"]
-        self.port: int = config["port"]
-        self.path: str = config["file"]
-        self.pending: list[str] = []
-        self.size = 0
-        self.limit = 0 if sync else FLUSH_AT
-        self.peer = self.path if mode == "unix" else f"{self.host}:{self.port}"
-        self.out = ReliableSender(
-            ctx, "JSON", self.peer, [], stat_prefix,
-            queue_bytes=config["queue"],
-            backoff_max=config["reconnect_max"],
-            lines=True,
-        )
-
-    # What tests and the plugin look at, kept from the time JSON had its own sender.
-    @property
-    def sock(self) -> socket.socket | None:
-        return self.out.sock
-
-    def open(self) -> None:
-        if self.mode == "unix":
-            targets = unix_target(self.path, socket.SOCK_STREAM)
-        else:
-            kind = socket.SOCK_DGRAM if self.mode == "udp" else socket.SOCK_STREAM
-            try:
-                targets = resolve(self.host, self.port, kind)
-            except socket.gaierror as e:
-                raise PluginError(f"JSON: cannot resolve {self.peer}: {e.strerror}") from e
-        self.out.targets = targets
-        self.out.datagram = self.mode == "udp"
-        self.out.open()
-
-    def flush(self) -> None:
-        out = self.out
-        pending = self.pending
-        if pending:
-            if not out.poll() and out.sock is not None and self.size < SLACK:
-                return  # connecting: the batch goes once the connection is up
-            if out.datagram:
-                for line in pending:
-                    out.enqueue(line.encode("utf-8"), 1)
-            else:
-                out.enqueue("".join(pending).encode("utf-8"), len(pending))
-            pending.clear()
-            self.size = 0
-        out.flush()
-
-    def reopen(self) -> None:
-        self.flush()
-        self.out.reopen()
-
-    def close(self) -> None:
-        self.flush()
-        if self.pending:  # still connecting at exit: whatever is queued now gets its chance
-            out = self.out
-            for line in self.pending:
-                out.enqueue(line.encode("utf-8"), 1)
-            self.pending.clear()
-            self.size = 0
-        self.out.close()

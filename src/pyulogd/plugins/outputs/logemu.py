@@ -4,14 +4,14 @@ Each record is ``"%.15s %s %s"``: ``Mmm dd HH:MM:SS`` (``ctime()`` columns 5-19,
 time, packet time from ``oob.time.sec`` when valid, else now), the short host name, and
 the ``print`` string from PRINTPKT/PRINTFLOW (which ends in ``\\n``).
 
-Writing: lines are collected and written with one ``os.write`` on an ``O_APPEND`` file
-descriptor per batch (the loop calls ``flush()`` after each round of ready sockets, before
-it waits for the next event), or as soon as 64 KiB are pending. That already gives what
-``sync=1`` promises in ulogd2 (every record is in the file before the daemon waits for
-more), so ``sync=1`` does not add a ``write()`` per record: at high rates that syscall
-costs more than the rest of the record. Every write holds whole lines, so several stacks
-appending to one file never interleave inside a line.
-:class:`LineFile` (``linefile.py``) is shared with the other file outputs and JSON's file mode.
+Writing is the file sink's (``pyulogd.io.filesink``): lines are collected and written with one
+``os.write`` on an ``O_APPEND`` file descriptor per batch (the loop calls ``flush()`` after
+each round of ready sockets, before it waits for the next event), or as soon as 64 KiB are
+pending. That already gives what ``sync=1`` promises in ulogd2 (every record is in the file
+before the daemon waits for more), so ``sync=1`` does not add a ``write()`` per record: at
+high rates that syscall costs more than the rest of the record. Every write holds whole
+lines, so several stacks appending to one file never interleave inside a line. SIGHUP
+reopens the file (``syslogemu: reopening logfile``, as ulogd2).
 
 ``netns_prefix=1`` (pyulogd extra) writes the record's network namespace (``oob.netns``,
 from an input with ``netns=`` or ``network_namespace_path=``) as ``[<name>] `` between the
@@ -30,16 +30,20 @@ from pyulogd.core.escape import EscapeCache, escape_text
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.io.chain import chain_options, line_chain
-from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
+from pyulogd.io.filesink import FileSink
+from pyulogd.io.output import Output
+from pyulogd.io.sink import BufferedSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
-class LogemuOutput(LineFileSink):
+
+class LogemuOutput(Output[str]):
     name = "LOGEMU"
     so_name = "ulogd_output_LOGEMU.so"
     description = "Syslog-style text file, like the kernel's LOG target"
-    reopen_label = "syslogemu"
+    reopen_notice = "syslogemu: reopening logfile"
+    _file: BufferedSink[str]  # the sink, from configure() on
     input_type = DataType.PACKET | DataType.FLOW
     options = (
         Option("file", Path(), "/var/log/ulogd_syslogemu.log", help="file to append to"),
@@ -56,9 +60,6 @@ class LogemuOutput(LineFileSink):
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out = LineFile(
-            ctx, config["file"], config["sync"], f"logemu.{instance_id}", "LOGEMU"
-        )
         # The line head (``Mmm dd hh:mm:ss hostname ``) of second ``head_sec``, made once per
         # second (new_second); public, read only, for a fused stack (plugins/fused.py).
         self.head_sec = -1
@@ -66,15 +67,16 @@ class LogemuOutput(LineFileSink):
         # Namespace names are outside strings: escaped (pyulogd.core.escape), cached by name.
         self.ns_text = EscapeCache(256)
 
-    def configure(self) -> None:
+    def make_sink(self) -> FileSink[str]:
         # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>"
-        self.out.chain = line_chain(self.ctx, self.config, "text", f"LOGEMU '{self.id}'")
+        chain = line_chain(self.ctx, self.config, "text", f"LOGEMU '{self.id}'")
+        self._file = FileSink(self.ctx, self.config["file"], f"logemu.{self.id}", "LOGEMU", chain=chain)
+        return self._file
 
-    def start(self) -> None:
+    def prepare(self) -> None:
         self._s_print, self._s_sec, s_netns = self.in_slots
         # Slot 0 always reads None: without the option the namespace is never looked at.
         self._s_netns = s_netns if self.config["netns_prefix"] else 0
-        self.out.open()
 
     def new_second(self, sec: int) -> None:
         """The line head for a new second: ``Mmm dd hh:mm:ss hostname ``."""
@@ -82,7 +84,21 @@ class LogemuOutput(LineFileSink):
         self.head = f"{time.ctime(sec)[4:19]} {escape_text(self.ctx.hostname)} "
         self.head_sec = sec
 
+    def render(self, rec: list[Any]) -> str | None:
+        text = rec[self._s_print]
+        if text is None:
+            return None
+        sec = rec[self._s_sec]
+        if sec is None:
+            sec = int(self.ctx.clock.wall())
+        if sec != self.head_sec:
+            self.new_second(sec)
+        ns = rec[self._s_netns]
+        return self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
+
     def interp(self, rec: list[Any]) -> int:
+        """``render`` and the file sink's buffered ``add``, written out: LOGEMU is the output
+        of ulogd's packet-logging example, and two calls are 2 % of its record (BufferedSink)."""
         text = rec[self._s_print]
         if text is None:
             return OK
@@ -91,9 +107,9 @@ class LogemuOutput(LineFileSink):
             sec = int(self.ctx.clock.wall())
         if sec != self.head_sec:
             self.new_second(sec)
-        out = self.out
         ns = rec[self._s_netns]
         line = self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
+        out = self._file
         out.pending.append(line)
         out.size += len(line)
         if out.size >= out.limit:

@@ -7,21 +7,18 @@ One TAB-separated line per flow, as 2.0.8's ``"%u\\t%u\\t%s\\t%u\\t%s\\t%u\\t%lu
 
 For ICMP (protocol 1) the port columns carry ``icmp.type`` and ``icmp.code``. Invalid
 numbers print as 0 and invalid strings as nothing; a line is cut at 255 characters
-(2.0.8's buffer). Written in whole-line batches like LOGEMU (pyulogd.plugins.outputs.linefile
-LineFile); SIGHUP reopens the file (``NACCT: reopening logfile``).
+(2.0.8's buffer). Written in whole-line batches like LOGEMU (``pyulogd.io.filesink``); SIGHUP
+reopens the file (``NACCT: reopening logfile``).
 """
 
 from __future__ import annotations
 
-import signal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyulogd.core.options import Bool, Path
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
-from pyulogd.plugins.outputs.linefile import LineFile
-
-if TYPE_CHECKING:
-    from pyulogd.core.context import Context
+from pyulogd.core.plugin import DataType, Key, KeyType, Option
+from pyulogd.io.filesink import FileSink
+from pyulogd.io.output import Output
 
 IPPROTO_ICMP = 1
 _MAX_LINE = 255
@@ -42,7 +39,7 @@ INPUT_KEYS = (
 )
 
 
-class NacctOutput(Sink):
+class NacctOutput(Output[str]):
     name = "NACCT"
     so_name = "ulogd_output_NACCT.so"
     description = "nacct-style accounting lines per flow (NFCT + IP2STR)"
@@ -52,28 +49,16 @@ class NacctOutput(Sink):
         Option("sync", Bool(), 0, help="accepted; lines are written before the daemon waits"),
     )
     input_keys = INPUT_KEYS
+    reopen_notice = "NACCT: reopening logfile"
 
-    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
-        super().__init__(ctx, instance_id, config)
-        self.out = LineFile(ctx, config["file"], config["sync"], f"nacct.{instance_id}", "NACCT")
+    def make_sink(self) -> FileSink[str]:
+        return FileSink(self.ctx, self.config["file"], f"nacct.{self.id}", "NACCT")
 
-    def start(self) -> None:
+    def prepare(self) -> None:
         (self._s_saddr, self._s_daddr, self._s_proto, self._s_sport, self._s_dport, self._s_bytes,
          self._s_pkts, self._s_code, self._s_type, _start, self._s_end) = self.in_slots
-        self.out.open()
 
-    def stop(self) -> None:
-        self.out.close()
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self.ctx.log.notice("NACCT: reopening logfile")
-            self.out.reopen()
-
-    def line(self, rec: list[Any]) -> str:
+    def render(self, rec: list[Any]) -> str:
         proto = rec[self._s_proto] or 0
         if proto == IPPROTO_ICMP:
             sport, dport = rec[self._s_type], rec[self._s_code]
@@ -86,12 +71,3 @@ class NacctOutput(Sink):
         if len(text) > _MAX_LINE:
             text = text.encode("utf-8", "surrogateescape")[:_MAX_LINE].decode("utf-8", "surrogateescape")
         return text + "\n"
-
-    def interp(self, rec: list[Any]) -> int:
-        out = self.out
-        line = self.line(rec)
-        out.pending.append(line)
-        out.size += len(line)
-        if out.size >= out.limit:
-            out.flush()
-        return OK

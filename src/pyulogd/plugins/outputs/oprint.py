@@ -11,7 +11,8 @@ Correction: 2.0.8 prints IPv4 addresses byte-reversed (``ip.saddr=1.0.201.10`` f
 10.201.0.1) and IPv6 addresses as their first 4 bytes reversed; pyulogd prints
 ``10.201.0.1`` and ``fd00:201::1`` (as 2.0.9 does). See docs/compat.md.
 
-Writing is LOGEMU's: whole records batched on an ``O_APPEND`` descriptor, SIGHUP reopens.
+Writing is LOGEMU's (``pyulogd.io.filesink``): whole records batched on an ``O_APPEND``
+descriptor, SIGHUP reopens.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.options import Bool, Path
-from pyulogd.core.plugin import OK, DataType, KeyType, Option
+from pyulogd.core.plugin import DataType, KeyType, Option
+from pyulogd.io.filesink import FileSink
+from pyulogd.io.output import Output
 from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
-from pyulogd.plugins.outputs.linefile import LineFile, LineFileSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -47,13 +49,13 @@ def render(entries: list[tuple[int, str, str]], rec: list[Any]) -> str:
     return BOUNDARY + "".join(f + "\n" for f in fields(entries, rec))
 
 
-class OprintOutput(LineFileSink):
-    reopen_label = "OPRINT"
+class OprintOutput(Output[str]):
     name = "OPRINT"
     so_name = "ulogd_output_OPRINT.so"
     description = "Debugging dump: every key of every event as name=value lines"
     input_type = DataType.PACKET | DataType.FLOW
     wildcard_inputs = True
+    reopen_notice = "OPRINT: reopening logfile"
     options = (
         Option("file", Path(), "/var/log/ulogd_oprint.log", help="file to append to"),
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
@@ -61,13 +63,13 @@ class OprintOutput(LineFileSink):
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
-        self.out = LineFile(ctx, config["file"], config["sync"], f"oprint.{instance_id}", "OPRINT")
         self._entries: list[tuple[int, str, str]] = []
 
-    def start(self) -> None:
-        self._entries = plan(self.wildcard_keys, self.in_slots)
-        self.out.open()
+    def make_sink(self) -> FileSink[str]:
+        return FileSink(self.ctx, self.config["file"], f"oprint.{self.id}", "OPRINT")
 
-    def interp(self, rec: list[Any]) -> int:
-        self.out.add(render(self._entries, rec))
-        return OK
+    def prepare(self) -> None:
+        self._entries = plan(self.wildcard_keys, self.in_slots)
+
+    def render(self, rec: list[Any]) -> str:
+        return render(self._entries, rec)

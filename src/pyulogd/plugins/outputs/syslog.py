@@ -14,21 +14,23 @@ Options as in 2.0.8: ``facility`` (``LOG_KERN``, or ``LOG_DAEMON``, ``LOG_LOCAL0
 
 Unlike glibc (which drops messages silently while the syslog daemon is away) records wait
 in a bounded queue while the daemon restarts or is down, are sent when it is back, and what
-does not fit is counted (``syslog.<id>.queue_overflow``); see pyulogd.io.sender.
+does not fit is counted (``syslog.<id>.queue_overflow``); see pyulogd.io.sender. Each record
+is queued as it comes (``pyulogd.io.dgramsink``; over tcp ``pyulogd.io.streamsink``, each frame
+resent whole after a broken connection).
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.errors import PluginError
 from pyulogd.core.options import Address, Choice, Path, Port
-from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option, Sink
-from pyulogd.io.sender import FLUSH_AT, ReliableSender, Target, resolve, sender_options, unix_target
+from pyulogd.core.plugin import DataType, Key, KeyType, Option
+from pyulogd.io.dgramsink import DgramSink
+from pyulogd.io.output import Output
+from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.streamsink import SenderSink, StreamSink
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -60,7 +62,7 @@ IDENT = "ulogd"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-class SyslogOutput(Sink):
+class SyslogOutput(Output[bytes]):
     name = "SYSLOG"
     so_name = "ulogd_output_SYSLOG.so"
     description = "The print string of each record to syslog, as ulogd's syslog() calls put it on /dev/log"
@@ -84,7 +86,6 @@ class SyslogOutput(Sink):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self.pri = 0
-        self.out: ReliableSender | None = None
         self._sec = -1
         self._head = b""
         self._tag = b""
@@ -97,45 +98,19 @@ class SyslogOutput(Sink):
             # glibc's syslog() reads facility 0 (LOG_KERN) as "the openlog() facility", and
             # ulogd opens the log with LOG_DAEMON: LOG_KERN|LOG_NOTICE goes out as <29>.
             self.pri |= FACILITIES["LOG_DAEMON"]
-        host = self.config["host"]
-        self._tcp = bool(host) and self.config["proto"] == "tcp"
-        peer = f"{host}:{self.config['port']}" if host else self.config["socket"]
-        self.out = ReliableSender(
-            self.ctx, "SYSLOG", peer, [], f"syslog.{self.id}",
-            queue_bytes=self.config["queue"], backoff_max=self.config["reconnect_max"],
-        )
+        self._tcp = bool(self.config["host"]) and self.config["proto"] == "tcp"
+        super().configure()
 
-    def start(self) -> None:
-        out = self.out
-        if out is None:
-            raise PluginError(f"SYSLOG instance '{self.id}' was not configured")
-        host = self.config["host"]
-        targets: list[Target]
-        if host:
-            kind = socket.SOCK_STREAM if self._tcp else socket.SOCK_DGRAM
-            try:
-                targets = resolve(host, self.config["port"], kind)
-            except socket.gaierror as e:
-                raise PluginError(f"SYSLOG: cannot resolve {out.peer}: {e.strerror}") from e
-        else:
-            targets = unix_target(self.config["socket"], socket.SOCK_DGRAM)
-        out.targets = targets
-        out.datagram = not self._tcp
+    def make_sink(self) -> SenderSink[bytes]:
+        c = self.config
+        where = Endpoint(c["host"], c["port"]) if c["host"] else Endpoint(path=c["socket"])
+        kind = StreamSink if self._tcp else DgramSink
+        return kind(self.ctx, "SYSLOG", where, f"syslog.{self.id}", queue_bytes=c["queue"],
+                    backoff_max=c["reconnect_max"], batch=False, lines=False)  # fmt: skip
+
+    def prepare(self) -> None:
         self._tag = f" {IDENT}[{os.getpid()}]: ".encode()
         self._s_print = self.in_slots[0]
-        out.open()
-
-    def stop(self) -> None:
-        if self.out is not None:
-            self.out.close()
-
-    def flush(self) -> None:
-        if self.out is not None:
-            self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP and self.out is not None:
-            self.out.reopen()
 
     def header(self, now: float) -> bytes:
         """``<PRI>Mmm dd HH:MM:SS ulogd[PID]: `` for the current second (glibc's ``%h %e %T``)."""
@@ -147,16 +122,11 @@ class SyslogOutput(Sink):
             self._sec = sec
         return self._head
 
-    def interp(self, rec: list[Any]) -> int:
+    def render(self, rec: list[Any]) -> bytes | None:
         text = rec[self._s_print]
         if text is None:
-            return OK
-        msg = self.header(self.ctx.clock.wall()) + text.encode("utf-8", "surrogateescape")
+            return None
+        msg: bytes = self.header(self.ctx.clock.wall()) + text.encode("utf-8", "surrogateescape")
         if self._tcp:
             msg = b"%d %s" % (len(msg), msg)
-        out = self.out
-        assert out is not None
-        out.enqueue(msg)
-        if out.queued >= FLUSH_AT:
-            out.flush()
-        return OK
+        return msg

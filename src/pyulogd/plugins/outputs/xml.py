@@ -37,7 +37,6 @@ and a new header to standard output (2.0.8 switches to a file in ``directory``).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import struct
 import time
@@ -49,9 +48,10 @@ from pyulogd.core import safefile
 from pyulogd.core.errors import PluginError
 from pyulogd.core.escape import escape_bytes
 from pyulogd.core.options import Bool, Path
-from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option, Sink
+from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option
 from pyulogd.core.ratelimit import Burst
-from pyulogd.plugins.outputs.linefile import LineFile
+from pyulogd.io.filesink import FileSink, StdoutSink
+from pyulogd.io.output import Output
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -401,20 +401,7 @@ def sum_xml(msg: Any, when: str, problems: list[str] | None = None) -> str:
 _TAGS = {"pkt": "packet", "flow": "conntrack", "sum": "sum"}
 
 
-class _Stdout(LineFile):
-    """Standard output, never closed."""
-
-    def open(self) -> None:
-        self.fd = 1
-
-    def reopen(self) -> None:
-        self.flush()
-
-    def close(self) -> None:
-        self.flush()
-
-
-class XmlOutput(Sink):
+class XmlOutput(Output[str]):
     name = "XML"
     so_name = "ulogd_output_XML.so"
     description = "Packets, flows and counters as XML, one timestamped file per start and SIGHUP"
@@ -430,73 +417,71 @@ class XmlOutput(Sink):
         Key("sum", KeyType.RAW, optional=True, help="NFACCT netlink message"),
     )
 
+    reopen_notice = "XML: reopening logfile"
+
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self.infix = "pkt"
-        self.out: LineFile | None = None
         self._sec = -1
         self._tm = ""
         self._burst = Burst()
 
-    def _path(self) -> str:
-        return f"{self.config['directory']}/{file_name(self.infix, self.ctx.clock.wall())}"
+    def configure(self) -> None:
+        """Nothing to open yet: the file's name says what the stack's input is (known at start)."""
 
-    def _new_file(self, path: str) -> LineFile:
-        return LineFile(self.ctx, path, self.config["sync"], f"xml.{self.id}", "XML")
+    def make_sink(self) -> FileSink[str]:
+        """Standard output, or a new file named after the input and the time (start, SIGHUP)."""
+        if self.config["stdout"]:
+            return StdoutSink(self.ctx, f"xml.{self.id}", "XML")
+        path = f"{self.config['directory']}/{file_name(self.infix, self.ctx.clock.wall())}"
+        return FileSink(self.ctx, path, f"xml.{self.id}", "XML")
 
     def start(self) -> None:
         self._s_ct, self._s_raw, self._s_sum = self.in_slots
         self.infix = "pkt" if self._s_raw else "flow" if self._s_ct else "sum" if self._s_sum else "pkt"
-        if self.config["stdout"]:
-            out: LineFile = _Stdout(self.ctx, "<stdout>", self.config["sync"], f"xml.{self.id}", "XML")
-        else:
+        if not self.config["stdout"]:
             try:  # every SIGHUP creates a file: after -u, the user does (docs/security.md)
                 safefile.require_writable(self.config["directory"], self.ctx.run_as,
                                           "creates a new XML file in it on every SIGHUP", os.W_OK | os.X_OK)
             except OSError as e:
                 raise PluginError(f"XML: can't use directory: {e.strerror}") from None
-            out = self._new_file(self._path())
+        out = self.make_sink()
         out.open()  # PluginError "XML: can't open log file '<path>': <reason>" stops the daemon
-        self.out = out
-        self._header()
+        self.attach(out)
+        self._add(self._header())
 
-    def _header(self) -> None:
-        assert self.out is not None
-        self.out.add(f"{HEADER}<{_TAGS[self.infix]}>\n")
+    def _header(self) -> str:
+        return f"{HEADER}<{_TAGS[self.infix]}>\n"
 
-    def _footer(self) -> None:
-        assert self.out is not None
-        self.out.add(f"</{_TAGS[self.infix]}>\n")
+    def _footer(self) -> str:
+        return f"</{_TAGS[self.infix]}>\n"
 
     def stop(self) -> None:
         if self.out is not None:
-            self._footer()
+            self._add(self._footer())
             self.out.close()
             self.out = None
 
-    def flush(self) -> None:
-        if self.out is not None:
-            self.out.flush()
-
-    def signal(self, signum: int) -> None:
-        if signum != signal.SIGHUP or self.out is None:
+    def reopen(self) -> None:
+        """SIGHUP: the closing tag ends the file, a new one begins with a header; standard
+        output gets both. When the new file cannot be opened the old one stays in use."""
+        old = self.out
+        assert isinstance(old, FileSink)
+        if isinstance(old, StdoutSink):
+            self._add(self._footer())
+            self._add(self._header())
+            old.flush()
             return
-        self.ctx.log.notice("XML: reopening logfile")
-        if isinstance(self.out, _Stdout):
-            self._footer()
-            self._header()
-            self.out.flush()
-            return
-        new = self._new_file(self._path())
+        new = self.make_sink()
         try:
             new.open()
         except PluginError as e:
-            self.ctx.log.error(f"XML: can't open a new file, going on with {self.out.path!r}: {e}")
+            self.ctx.log.error(f"XML: can't open a new file, going on with {old.path!r}: {e}")
             return
-        self._footer()
-        self.out.close()
-        self.out = new
-        self._header()
+        self._add(self._footer())
+        old.close()
+        self.attach(new)
+        self._add(self._header())
 
     def _when(self) -> tuple[float, str]:
         now = self.ctx.clock.wall()
@@ -507,10 +492,26 @@ class XmlOutput(Sink):
         return now, self._tm
 
     def interp(self, rec: list[Any]) -> int:
-        out = self.out
-        if out is None:
+        # A record none of whose three inputs is valid is an error, as in 2.0.8.
+        if self.out is None:
             return ERR
         problems: list[str] = []
+        made = self._xml(rec, problems)
+        if made is None:
+            return ERR
+        text, what = made
+        self._add(text)
+        if problems:
+            self._partial(what, problems[0])
+        return OK
+
+    def render(self, rec: list[Any]) -> str | None:
+        made = self._xml(rec, [])
+        return None if made is None else made[0]
+
+    def _xml(self, rec: list[Any], problems: list[str]) -> tuple[str, str] | None:
+        """The line of the first valid of ``ct``, ``raw``, ``sum`` and which it was; None:
+        none is valid. What a malformed one made unreadable is said in ``problems``."""
         v = rec[self._s_ct]
         if v is not None:
             now, when = self._when()
@@ -524,13 +525,10 @@ class XmlOutput(Sink):
             else:
                 v = rec[self._s_sum]
                 if v is None:
-                    return ERR
+                    return None
                 text = sum_xml(v, self._when()[1], problems)
                 what = "sum"
-        out.add(text + "\n")
-        if problems:
-            self._partial(what, problems[0])
-        return OK
+        return text + "\n", what
 
     def _partial(self, what: str, why: str) -> None:
         """A record written without what its malformed ``what`` key made unreadable: counted in

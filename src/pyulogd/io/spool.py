@@ -1,17 +1,29 @@
-"""The on-disk spool: records the database could not take yet, in order, across restarts.
+"""The on-disk spool: records an output could not deliver yet, in order, across restarts.
+
+Any output can keep records here while its destination is away: today the SQL outputs
+(``db/writer.py``), whose rows wait here while the database is unavailable. A frame is one
+batch of records in the daemon's one record serialization (``io/recordfmt.py``: key names,
+rows, optional sequence numbers), so what is spooled can be read back by any output and by
+tools, independently of the Python version that wrote it.
 
 A directory of segment files ``NNNNNNNNNNNNNNNNNNNN.seg`` written in order. A segment is
-a header and frames; a frame is ``<u32 length><u32 crc32>`` and a ``marshal`` dump of
-``(key names, rows)``. Frames are appended whole with one ``write()``, so a SIGKILL leaves
-at most a torn last frame, which the reader detects (length or CRC) and skips. After a
-restart appends always go to a new segment, never after a possibly torn tail.
+a header and frames; a frame is ``<u32 length><u32 crc32>`` and a record batch. Frames are
+appended whole with one ``write()``, so a SIGKILL leaves at most a torn last frame, which the
+reader detects (length or CRC) and skips. After a restart appends always go to a new
+segment, never after a possibly torn tail.
 
-What has been written to the database is recorded in ``ack`` (segment number and offset,
-one ``pwrite`` after each committed batch); fully written segments are deleted. Delivery
-is at least once: a kill between a commit and its ack writes that batch again.
+What has been delivered is recorded in ``ack`` (segment number and offset, one ``pwrite``
+after each delivered frame); fully delivered segments are deleted. Delivery is at least
+once: a kill between a delivery and its ack delivers that frame again.
 
-Two threads use it (``db/writer.py``): the spiller appends, the writer reads the head and
-acknowledges; a lock keeps each operation whole. Reading the head while frames are
+Limits and losses are counted here: a frame that would pass ``max_bytes`` is refused
+(:meth:`Spool.append` returns None and its records are added to ``refused``; the caller
+counts them under its own name too), a damaged frame is skipped and counted in ``corrupt``
+(frames: how many records a damaged frame held cannot be known). Segments of format 1 (the
+``marshal`` frames of earlier development builds) are not read: they count as damaged.
+
+Two threads may use it (``db/writer.py``): the spiller appends, the writer reads the head
+and acknowledges; a lock keeps each operation whole. Reading the head while frames are
 appended at the tail is safe: appends never touch what is before them.
 """
 
@@ -19,17 +31,19 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import marshal
 import os
 import re
 import stat
 import struct
 import threading
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_HEADER = b"PYULOGD-SPOOL 1\n"
+from pyulogd.io.recordfmt import FormatError, decode_batch, encode_batch
+
+_HEADER = b"PYULOGD-SPOOL 2\n"
 _FRAME = struct.Struct("<II")
 _ACK = struct.Struct("<QQ")
 _SEG = re.compile(r"^(\d{20})\.seg$")
@@ -49,6 +63,7 @@ class Frame:
     rows: Rows
     seg: int
     end: int  # offset after the frame: the ack once its rows are written
+    seqs: list[int] | None = None  # the records' sequence numbers, if they have them
 
 
 class Spool:
@@ -67,6 +82,7 @@ class Spool:
         self._read_fd = -1
         self.bytes = 0  # unconsumed bytes on disk (approximate: whole segments)
         self.corrupt = 0  # frames skipped as torn or damaged
+        self.refused = 0  # records not taken because the spool was full
 
     # -- life
     def open(self) -> None:
@@ -138,12 +154,16 @@ class Spool:
         return not self._segments
 
     # -- writing
-    def append(self, names: tuple[str, ...], rows: Rows) -> tuple[int, int] | None:
-        """Add a frame at the end; its (segment, end offset), or None when the spool is full."""
-        payload = marshal.dumps((names, rows))
+    def append(
+        self, names: Sequence[str], rows: Sequence[Sequence[Any]], seqs: Sequence[int] | None = None
+    ) -> tuple[int, int] | None:
+        """Add a frame of ``rows`` (values of ``names``) at the end; its (segment, end offset),
+        or None when the spool is full. OSError when the disk refuses the write."""
+        payload = encode_batch(names, rows, seqs)
         frame = _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
         with self.lock:
             if self.bytes + len(frame) > self.max_bytes:
+                self.refused += len(rows)
                 return None
             if self._tail_fd < 0 or self._sizes[self._segments[-1]] >= _SEGMENT_SIZE:
                 self._new_segment()
@@ -205,12 +225,12 @@ class Spool:
             self._read_off = self._sizes.get(seg, off)  # skip the rest of this segment
             return None
         try:
-            names, rows = marshal.loads(payload)
-        except (EOFError, ValueError, TypeError):
+            batch = decode_batch(payload)
+        except FormatError:  # the CRC matched: written so by a bug or another version
             self.corrupt += 1
             self._read_off = off + _FRAME.size + length
             return self._read_frame(seg)
-        return Frame(tuple(names), list(rows), seg, off + _FRAME.size + length)
+        return Frame(batch.names, batch.rows, seg, off + _FRAME.size + length, batch.seqs)
 
     def ack(self, frame: Frame) -> None:
         """The frame's rows are in the database."""

@@ -1,0 +1,116 @@
+"""The base of every output: an output supplies its options, its render function and the sink
+its lines go to; this class owns the rest (start, the hot path, flush, SIGHUP, stop).
+
+An output declares (as every plugin) ``name``, ``options`` and ``input_keys``, and supplies
+
+* ``make_sink()``: where its lines go (``io/filesink.py``, ``io/streamsink.py``,
+  ``io/dgramsink.py``), called at ``configure()`` with the typed options;
+* ``render(rec)``: the line of one record, or None for a record it does not write;
+* ``prepare()`` (optional): at start, before the sink opens, read ``in_slots`` and build what
+  ``render`` needs; an output that generates its renderer assigns it to ``self.renderer``.
+
+The base then runs the life cycle the same way for every output: ``start`` prepares, opens
+the sink and binds ``sink.add`` once; ``interp`` is ``add(render(rec))``, two calls and no
+attribute lookups on the hot path; ``flush`` (after each loop round) and ``stop`` go to the
+sink; SIGHUP logs the output's ``reopen_notice`` (ulogd2's "reopening logfile" lines) and
+calls ``reopen()``, which reopens the sink. Losses are counted by the sink, by cause
+(``counters``).
+
+Here rather than in ``core/`` because it knows the sinks of ``io/`` (core imports nothing
+above it), and rather than among the plugins because the SQL outputs' base (``db/``) derives
+from it too.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pyulogd.core.errors import PluginError
+from pyulogd.core.plugin import OK, Sink
+from pyulogd.io.sink import LineSink, SinkCounters
+
+if TYPE_CHECKING:
+    from pyulogd.core.context import Context
+
+LineT = TypeVar("LineT")
+
+
+class Output(Sink, Generic[LineT]):
+    """An output plugin writing one line per record to a :class:`~pyulogd.io.sink.LineSink`."""
+
+    # Logged at notice level on SIGHUP before the sink reopens ("" for none), as ulogd2 does:
+    # "syslogemu: reopening logfile".
+    reopen_notice = ""
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        # The sink, from configure() on; public: tests, fused stacks (its bound ``add``).
+        self.out: LineSink[LineT] | None = None
+        # The render function interp calls: ``render`` unless prepare() generated one.
+        self.renderer: Callable[[list[Any]], LineT | None] = self.render
+        self._add: Callable[[LineT], None] = self._not_started
+
+    # -- what an output supplies
+    def make_sink(self) -> LineSink[LineT]:
+        """Where this output's lines go (called by ``configure``)."""
+        raise NotImplementedError
+
+    def render(self, rec: list[Any]) -> LineT | None:
+        """The line of one record; None: nothing to write for it."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """At start, before the sink opens: read ``in_slots``, build what ``render`` needs."""
+
+    # -- what the base does
+    def configure(self) -> None:
+        self.out = self.make_sink()
+
+    def start(self) -> None:
+        out = self.out
+        if out is None:
+            raise PluginError(f"{self.name} instance '{self.id}' was not configured")
+        self.prepare()
+        out.open()
+        self.attach(out)
+
+    def attach(self, out: LineSink[LineT]) -> None:
+        """Use ``out`` from now on (at start; XML's new file on SIGHUP)."""
+        self.out = out
+        self._add = out.add
+
+    def interp(self, rec: list[Any]) -> int:
+        line = self.renderer(rec)
+        if line is not None:
+            self._add(line)
+        return OK
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+
+    def stop(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+    def signal(self, signum: int) -> None:
+        if signum != signal.SIGHUP or self.out is None:
+            return
+        if self.reopen_notice:
+            self.ctx.log.notice(self.reopen_notice)
+        self.reopen()
+
+    def reopen(self) -> None:
+        """SIGHUP, after the notice: the sink reopens (an output with more to do extends it)."""
+        if self.out is not None:
+            self.out.reopen()
+
+    @property
+    def counters(self) -> SinkCounters:
+        """What the sink did with this output's records (received, written, dropped by cause)."""
+        return self.out.counters if self.out is not None else SinkCounters()
+
+    def _not_started(self, line: LineT) -> None:
+        raise PluginError(f"{self.name} instance '{self.id}' was not started")
