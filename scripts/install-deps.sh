@@ -32,6 +32,7 @@ TEST=("${INSTALL[@]}" "${DEMO[@]}" "${NEUTRON[@]}" "${PACKAGE[@]}"
       postgresql postgresql-client mariadb-server mariadb-client
       rsyslog graphite-carbon python3-whisper nfdump tshark softflowd openvswitch-switch ethtool
       logrotate systemd libseccomp2 util-linux debootstrap prometheus python3-nftables
+      openvswitch-switch  # ovsdb-server, ovsdb-tool, ovs-vsctl: NEUTRON's OVSDB client against a real server
       chromium)  # the HTML report opened in a headless browser (tests/unit/test_report.py)
 
 want=()

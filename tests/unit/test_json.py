@@ -115,6 +115,7 @@ def test_declarations() -> None:
         "boolean_label": 0, "mode": "file", "host": "127.0.0.1", "port": 12345,
         "queue": 1 << 20, "reconnect_max": 60,  # pyulogd extras, as SYSLOG/GRAPHITE/IPFIX
         "chain_key": "",  # pyulogd extra: tamper evidence (io/chain.py)
+        "split_by": "",  # pyulogd extra: one file per project
     }  # fmt: skip
 
 

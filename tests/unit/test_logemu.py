@@ -77,9 +77,11 @@ def test_declarations() -> None:
         "sync": 0,
         "netns_prefix": 0,  # pyulogd extra
         "chain_key": "",  # pyulogd extra: tamper evidence (io/chain.py)
+        "split_by": "",  # pyulogd extra
     }
     keys = [(k.name, k.optional) for k in LogemuOutput.input_keys]
-    assert keys == [("print", False), ("oob.time.sec", True), ("oob.netns", True)]
+    assert keys == [("print", False), ("oob.time.sec", True), ("oob.netns", True),
+                    ("neutron.project_id", True), ("neutron.peer_project_id", True)]  # fmt: skip
 
 
 def test_line_format(tmp_path: Path) -> None:

@@ -204,7 +204,7 @@ def _counter_names_in_the_code() -> dict[str, set[str]]:
     """Counter names as the code makes them, by role: found in the source, so that a new
     counter without a family fails here rather than ending in pyulogd_other_total."""
     found: dict[str, set[str]] = {"input": set(), "filter": set(), "output": set(), "daemon": set(), "NFTRACE": set(),
-                                  "IPFIXIN": set()}  # fmt: skip
+                                  "IPFIXIN": set(), "NEUTRON": set()}  # fmt: skip
     for path in SRC.rglob("*.py"):
         text = path.read_text()
         rel = path.relative_to(SRC).as_posix()
@@ -214,6 +214,8 @@ def _counter_names_in_the_code() -> dict[str, set[str]]:
                 found["NFTRACE"] |= names
             elif rel == "plugins/inputs/ipfixin.py":
                 found["IPFIXIN"] |= names
+            elif rel in ("plugins/filters/neutron.py", "io/ovsdb.py"):  # NEUTRON's, and its OVSDB client's
+                found["NEUTRON"] |= names
             else:
                 found["input"] |= names
         if rel == "netns/source.py":
@@ -251,6 +253,9 @@ def test_every_counter_the_code_makes_has_a_family() -> None:
     assert {"events", "packets", "evicted", "table_reasserted"} <= found["NFTRACE"]
     missing = found["NFTRACE"] - set(PLUGIN_COUNTERS["NFTRACE"]) - set(INSTANCE_COUNTERS["input"])
     assert not missing, f"NFTRACE counters without a family: {sorted(missing)}"
+    assert {"cache_misses", "unresolved", "ovsdb_connect_failures"} <= found["NEUTRON"]
+    missing = found["NEUTRON"] - set(PLUGIN_COUNTERS["NEUTRON"])
+    assert not missing, f"NEUTRON counters without a family: {sorted(missing)}"
     from pyulogd.codec.ipfixin.collector import CAUSES, COUNTERS
 
     ipfixin = found["IPFIXIN"] | set(COUNTERS) | {f"malformed.{c}" for c in CAUSES}

@@ -733,3 +733,20 @@ def get_request_for(seq: int, values: list[Any]) -> bytes:
         a += (al + 3) & ~3
     at.append(nl.nla(CTA_ID, struct.pack("!I", values[I_ID] or 0)))
     return nl.nfnl_msg(nl.NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_GET, values[I_FAMILY] or 0, 0, at, seq)
+
+
+def zone_of(ct: Any) -> int | None:
+    """The conntrack zone (``CTA_ZONE``) among the ``ct`` attributes of an NFCT record or of an
+    NFLOG packet logged with its conntrack entry; None when the entry has none (zone 0 is not
+    sent) or the attributes are cut short."""
+    if not ct:
+        return None
+    a, n = 0, len(ct)
+    while a + 4 <= n:
+        al, t = _unpack_nla(ct, a)
+        if al < 4 or a + al > n:
+            return None
+        if t & nl.NLA_TYPE_MASK == CTA_ZONE:
+            return int.from_bytes(bytes(ct[a + 4 : a + 6]), "big") if al >= 6 else None
+        a += (al + 3) & ~3
+    return None

@@ -67,6 +67,8 @@ PATH_OPTIONS: dict[tuple[str, str], PathOption] = {
     ("*", "network_namespace_path"): PathOption("netns"),
     # The HMAC key of tamper-evident chaining (io/chain.py): read at start, root-only.
     ("*", "chain_key"): PathOption("read", lambda c: bool(c.get("chain_key"))),
+    # NEUTRON's mapping file (its content is checked when the stack is built)
+    ("NEUTRON", "mapping"): PathOption("read"),
 }
 # Path options the check leaves alone, and why.
 NOT_CHECKED: dict[tuple[str, str], str] = {
@@ -74,6 +76,7 @@ NOT_CHECKED: dict[tuple[str, str], str] = {
     ("JSON", "file"): "in mode unix, a socket connected at run time (mode file is checked)",
     ("*", "spool_dir"): "created at start, with its parents",
     ("*", "netns_dir"): "may appear later (ip netns creates it); watched for",
+    ("NEUTRON", "ha_confs"): "exists on HA network nodes only; read again every ha_poll, a missing one is no HA router",
 }
 
 

@@ -108,6 +108,28 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pyulogd_nftrace_ruleset_reads_total", "counter", "Times NFTRACE read the nftables ruleset.", _I),
     Family("pyulogd_nftrace_table_reasserted_total", "counter",
            "Times NFTRACE added its trace table again after someone removed or flushed it.", _I),
+    Family("pyulogd_neutron_cache_misses_total", "counter",
+           "Answers NEUTRON worked out (a namespace, device pair and prefix, or a connection, not seen "
+           "since its sources last changed); every other record was a dictionary lookup.", _O),
+    Family("pyulogd_neutron_unresolved_total", "counter",
+           "NEUTRON answers that left a Neutron device without its port id (neither OVSDB nor the "
+           "mapping file knows it; the records say neutron.resolved=0).", _O),
+    Family("pyulogd_neutron_verdict_problems_total", "counter",
+           "NFLOG prefixes whose verdict NEUTRON could not tell exactly, by cause: ambiguous (the prefix "
+           "is in rules that end differently: FWaaS's DROP and REJECT, reported as DROP), unknown_prefix "
+           "(in no rule of the namespace's ruleset; it is read again).", (*_O, "cause")),
+    Family("pyulogd_neutron_reads_total", "counter",
+           "Times NEUTRON read a source whole, by source: ruleset, mapping (SIGHUP), ovsdb (a monitor's "
+           "first answer).", (*_O, "source")),
+    Family("pyulogd_neutron_updates_total", "counter",
+           "Changes NEUTRON was told of, by source: ovsdb (update notifications), ha (HA states that "
+           "changed).", (*_O, "source")),
+    Family("pyulogd_neutron_ovsdb_connects_total", "counter", "Connections NEUTRON made to ovsdb-server.", _O),
+    Family("pyulogd_neutron_source_errors_total", "counter",
+           "Failures of NEUTRON's sources, by source and cause: ovsdb connect, disconnect, protocol; "
+           "ruleset read_error, unavailable (no input works in that namespace); mapping invalid (a bad "
+           "file at SIGHUP: the old one stays); ha unreadable. Records go on, with what is known.",
+           (*_O, "source", "cause")),
     Family("pyulogd_netns_attached_total", "counter",
            "Network namespaces an input started working in (netns=).", _O),
     Family("pyulogd_netns_detached_total", "counter",
@@ -299,6 +321,25 @@ PLUGIN_COUNTERS: dict[str, dict[str, To]] = {
         "ruleset_errors": _input_error("ruleset_error"),
         "table_reasserted": _c("pyulogd_nftrace_table_reasserted_total"),
     },
+    "NEUTRON": {
+        "cache_misses": _c("pyulogd_neutron_cache_misses_total"),
+        "unresolved": _c("pyulogd_neutron_unresolved_total"),
+        "verdict_ambiguous": _c("pyulogd_neutron_verdict_problems_total", cause="ambiguous"),
+        "verdict_unknown_prefix": _c("pyulogd_neutron_verdict_problems_total", cause="unknown_prefix"),
+        "ruleset_reads": _c("pyulogd_neutron_reads_total", source="ruleset"),
+        "mapping_reloads": _c("pyulogd_neutron_reads_total", source="mapping"),
+        "ovsdb_resyncs": _c("pyulogd_neutron_reads_total", source="ovsdb"),
+        "ovsdb_updates": _c("pyulogd_neutron_updates_total", source="ovsdb"),
+        "ha_changes": _c("pyulogd_neutron_updates_total", source="ha"),
+        "ovsdb_connects": _c("pyulogd_neutron_ovsdb_connects_total"),
+        "ovsdb_connect_failures": _c("pyulogd_neutron_source_errors_total", source="ovsdb", cause="connect"),
+        "ovsdb_disconnects": _c("pyulogd_neutron_source_errors_total", source="ovsdb", cause="disconnect"),
+        "ovsdb_protocol_errors": _c("pyulogd_neutron_source_errors_total", source="ovsdb", cause="protocol"),
+        "ruleset_errors": _c("pyulogd_neutron_source_errors_total", source="ruleset", cause="read_error"),
+        "ruleset_unavailable": _c("pyulogd_neutron_source_errors_total", source="ruleset", cause="unavailable"),
+        "mapping_errors": _c("pyulogd_neutron_source_errors_total", source="mapping", cause="invalid"),
+        "ha_errors": _c("pyulogd_neutron_source_errors_total", source="ha", cause="unreadable"),
+    },
 }
 
 PLUGIN_COUNTERS["RATELIMIT"] = {
@@ -370,6 +411,7 @@ ZERO_FILLED: dict[str, tuple[str, ...]] = {
     "NFCT": ("events", "enobufs", "malformed", "hash_full"),
     "NFACCT": ("records", "enobufs", "malformed", "dumps"),
     "NFTRACE": ("packets", "events", "enobufs", "malformed", "incomplete"),
+    "NEUTRON": ("unresolved", "ovsdb_connect_failures", "ruleset_errors", "mapping_errors"),
     "UNIXSOCK": ("packets", "malformed", "too_big"),
     "IPFIXIN": ("records", "malformed", "seq_gaps", "lost_records", "denied"),
     "BASE": ("malformed",),

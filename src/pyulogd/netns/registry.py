@@ -8,6 +8,8 @@
   carry in ``oob.netns`` (IFINDEX opens its rtnetlink sockets there).
 * ``on_close``: told when a handle is closed, i.e. nothing works in that namespace any
   more, so per-namespace state elsewhere (IFINDEX's link caches) goes with it.
+* ``on_open``: told when a namespace gets its first handle, so a plugin can prepare what
+  it needs there before its first record (NEUTRON reads its ruleset).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Namespaces:
         # name -> uses; a list because two directories may hold the same name.
         self._open: dict[str, list[_Use]] = {}
         self.on_close: list[Callable[[NetnsHandle], None]] = []
+        self.on_open: list[Callable[[NetnsHandle], None]] = []
 
     # -- handles
     def open(self, path: str, name: str) -> NetnsHandle:
@@ -48,6 +51,11 @@ class Namespaces:
                 return use.handle
         handle = NetnsHandle.open(path, name)
         self._open.setdefault(name, []).append(_Use(handle))
+        for cb in list(self.on_open):
+            try:
+                cb(handle)
+            except Exception as e:  # a listener's bug must not fail the attach
+                self.ctx.log.error(f"netns: preparing {handle.name} failed: {e}")
         return handle
 
     def close(self, handle: NetnsHandle) -> None:

@@ -53,8 +53,8 @@ def flow_line(stack: Stack) -> Run | None:
             if not src:
                 return None
             raw[side + name] = src
-    s_print, s_sec, s_netns = emu.in_slots
-    if s_print != printflow.out_base or emu.out is None:
+    s_print, s_sec, s_netns = emu.in_slots[:3]
+    if s_print != printflow.out_base or emu.out is None or emu.config.get("split_by"):
         return None
     if not emu.config.get("netns_prefix"):
         s_netns = 0  # slot 0 always reads None, as in LOGEMU

@@ -7,6 +7,8 @@
 * ``nfct-flows.hex``: the ctnetlink buffers of tests/vectors/nfct/flow-json.buffers.hex.
 * ``nfacct-dump.hex``: an nfacct dump answer of two counters.
 * ``unixsock-stream.hex``: what a UNIXSOCK client writes (frames split across chunks).
+* ``nflog-neutron.hex``: packets forwarded by a router between its qr- (index 2) and qg-
+  (index 3) devices and one from another device (index 4), FWaaS-like prefixes (NEUTRON).
 """
 
 from __future__ import annotations
@@ -82,6 +84,14 @@ def main() -> None:
         + us.encode(tcp4(a, b, 22, b""), prefix="drop ", time_sec=1800000002, state=0)
     )
     write("unixsock-stream.hex", [stream[:30], stream[30:200], stream[200:]], "three frames in three writes")
+    fip, vm, client = bytes([172, 24, 4, 10]), bytes([10, 0, 0, 4]), bytes([198, 51, 100, 1])
+    neutron = [
+        pkt(tcp4(client, vm, 22, b""), prefix=b"FW-ACCEPT 12823226497704342389", indev=3, outdev=2),
+        pkt(tcp4(vm, client, 80, b""), prefix=b"FW-ACCEPT 12823226497704342389", indev=2, outdev=3),
+        pkt(tcp4(client, vm, 23, b""), prefix=b"FW-DROP 777001", indev=3, outdev=2),
+        pkt(tcp4(client, fip, 25, b""), prefix=b"other", indev=4, outdev=None),
+    ]
+    write("nflog-neutron.hex", [b"".join(neutron) + done_msg()], "a router's forwarded packets (NEUTRON)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ records wait in a bounded queue (``queue`` bytes, 1 MiB by default; 0 drops them
 does) and go out in order after the reconnect. Records that do not fit are counted in
 ``json.<id>.queue_overflow``; every lost record in ``json.<id>.send_failures`` (one log line
 per burst).
+
+``split_by=neutron.project_id`` (pyulogd extra, file mode): one file per project, ``file``
+being the template (``/var/log/pyulogd/{project}.json``); a record goes to its project's
+file, a flow between two projects to both, an unresolved one to ``unresolved.json``
+(pyulogd.io.tenants).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.core.errors import ConfigError
+from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.escape import escape_text
 from pyulogd.core.options import Address, Bool, Choice, Path, Port, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
@@ -44,8 +49,9 @@ from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
 from pyulogd.io.sender import Endpoint, sender_options
-from pyulogd.io.sink import BufferedSink
+from pyulogd.io.sink import BufferedSink, LineSink
 from pyulogd.io.streamsink import StreamSink
+from pyulogd.io.tenants import SPLIT_KEYS, SplitSink, Splitter, chains, check_template
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -203,14 +209,37 @@ def _emit(out: list[str], ind: str, prefix: str, var: str, kind: str, ns: dict[s
         out.append(f"{ind}p.append({table}[{var}])")
         return
     if kind == "str":
-        # escaped strings are never empty, so "or" only falls through on a cache miss
-        out.append(f"{ind}{var} = JD.get({var}) or J({var})")
-        out.append(f"{ind}if {var} is not None:")
-        out.append(f"{ind}    p.append({prefix!r})")
-        out.append(f"{ind}    p.append({var})")
+        # prefix and escaped value in one piece, cached per field (prefixes, interface names,
+        # addresses and ids repeat): one lookup and one append per string; a string jansson
+        # drops (not UTF-8) is the piece "", which joins to nothing
+        n = len(ns)
+        pieces: dict[str, str] = {}
+        ns[f"F{n}"] = pieces
+        ns[f"M{n}"] = _piece_maker(prefix, pieces, ns)
+        out.append(f"{ind}x = F{n}.get({var})")
+        out.append(f"{ind}p.append(x if x is not None else M{n}({var}))")
     else:
         out.append(f"{ind}p.append({prefix!r})")
         out.append(f"{ind}p.append({_EXPR[kind].format(v=var)})")
+
+
+_PIECES_MAX = 1024  # pieces kept per field; the cache of a field starts over when full
+
+
+def _piece_maker(prefix: str, pieces: dict[str, str], ns: dict[str, Any]) -> Callable[[str], str]:
+    """The miss function of one string field's cache: ``prefix`` + the value as jansson writes
+    it, through the renderer's shared escape cache (``JD``/``J`` in ``ns``, set after the code
+    is generated)."""
+
+    def miss(text: str) -> str:
+        escaped = ns["JD"].get(text) or ns["J"](text)
+        piece = "" if escaped is None else prefix + escaped
+        if len(pieces) >= _PIECES_MAX:
+            pieces.clear()
+        pieces[text] = piece
+        return piece
+
+    return miss
 
 
 def _choose(out: list[str], ind: str, f: _Field, j: int, k: int, ns: dict[str, Any]) -> None:
@@ -296,6 +325,12 @@ def compile_renderer(
     return render
 
 
+def _check_split(value: str) -> str | None:
+    if value and value not in SPLIT_KEYS:
+        return f"can only split by {', '.join(SPLIT_KEYS)} (or empty: one destination)"
+    return None
+
+
 class JsonOutput(Output[str]):
     name = "JSON"
     so_name = "ulogd_output_JSON.so"
@@ -315,6 +350,10 @@ class JsonOutput(Output[str]):
         Option("port", Port(services=True), "12345", help="tcp/udp port or service name"),
         *sender_options(1 << 20),
         *chain_options(),
+        Option("split_by", Str(), "", extra=True, check=_check_split,
+               help="pyulogd extra: neutron.project_id writes one file per project (mode file; 'file' is the "
+               "template, e.g. /var/log/pyulogd/{project}.json): a flow between two projects goes to both, "
+               "a record without a project to {project}=unresolved"),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -325,6 +364,8 @@ class JsonOutput(Output[str]):
         self._strings = StringCache()
         # The generated renderer (prepare); before start, one that generates it first.
         self._line: Callable[[list[Any]], str] = self._first_line
+        # split_by: the sink of the per-project files (None: one destination)
+        self.split: SplitSink | None = None
 
     # -- set-up
     def configure(self) -> None:
@@ -337,6 +378,12 @@ class JsonOutput(Output[str]):
                 raise ConfigError(f"unix socket path '{path}' is longer than {_UNIX_PATH_MAX - 1} bytes")
         if mode != "file" and self.config["chain_key"]:
             raise ConfigError("chain_key (tamper evidence) needs mode=file: a peer cannot be asked what it kept")
+        if self.config["split_by"]:
+            if mode != "file":
+                raise ConfigError("split_by needs mode file (one file per project)")
+            why = check_template(path)
+            if why:
+                raise ConfigError(f"option 'file' with split_by: {why}")
         self.reopen_notice = "JSON: reopening logfile" if mode == "file" else "JSON: reopening socket"
         super().configure()
         eventv1 = self.config["eventv1"]
@@ -351,9 +398,14 @@ class JsonOutput(Output[str]):
             parts = (['"@version": 1'] if eventv1 else []) + ([f'"dvc": {dvc}'] if dvc is not None else [])
             self._head_fixed = "{" + ", ".join(parts)
 
-    def make_sink(self) -> BufferedSink[str]:
+    def make_sink(self) -> LineSink[str]:
         c = self.config
         prefix = f"json.{self.id}"
+        if c["split_by"]:
+            # one file per project, each with a chain of its own (io/chain.py) when chain_key is set
+            self.split = SplitSink(self.ctx, c["file"], prefix, "JSON", Splitter(()),
+                                   chains(self.config, "json", f"JSON '{self.id}'"))  # fmt: skip
+            return self.split
         buffer: BufferedSink[str]
         if self.mode == "file":
             # tamper evidence (io/chain.py): each object ends in "pyulogd.chain": "<seq>:<tag>"
@@ -381,6 +433,13 @@ class JsonOutput(Output[str]):
         sentinels = None
         if len(self.wildcard_sentinels) == len(slots):
             sentinels = {slot: first for slot, first in zip(slots, self.wildcard_sentinels, strict=True) if first}
+        if self.split is not None:
+            project = [max((s for k, s in zip(keys, slots, strict=True) if k.name == name), default=0)
+                       for name in SPLIT_KEYS[self.config["split_by"]]]  # fmt: skip
+            if not project[0]:
+                raise PluginError(f"JSON '{self.id}': split_by={self.config['split_by']} but nothing before it in "
+                                  "the stack produces that key (add NEUTRON to the stack)")  # fmt: skip
+            self.split.splitter = Splitter(project)
         fixed = self._head_fixed
         if fixed is None:
             self._line = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
@@ -400,6 +459,9 @@ class JsonOutput(Output[str]):
         """The generated renderer and the sink's buffered ``add`` written out (every JSON
         sink is a BufferedSink): the call is 1 % of a record."""
         line = self._line(rec)
+        if self.split is not None:
+            self.split.put(rec, line)
+            return OK
         out = self._buffer
         out.pending.append(line)
         out.size += len(line)
