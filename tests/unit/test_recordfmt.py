@@ -124,6 +124,23 @@ def test_columns_of_one_type_are_packed() -> None:
     assert decode_batch(tagged).rows == [(True,)] * 100
 
 
+def test_maps_and_lists_nest_as_deep_as_a_reader_follows() -> None:
+    value = {"ipfix.tunnelKey": "00ff" * 100, "flags": [1, True, None, {"x": b"\x00", "y": [2.5]}], "": {}}
+    got, _ = decode_record(encode_record({"ipfix.extra": value, "t": (1, 2)}))
+    assert got == {"ipfix.extra": value, "t": [1, 2]}  # a tuple reads back as a list
+    deep: Any = 0
+    for _ in range(fmt.MAX_DEPTH):
+        deep = [deep]
+    assert decode_record(encode_record({"a": deep}))[0]["a"] == deep
+    with pytest.raises(ValueError, match="nested"):  # never written if it could not be read back
+        encode_record({"a": [deep]})
+    # written by hand one level deeper than a writer may: refused, not a RecursionError
+    one = b"l\x01\x00\x00\x00"
+    too_deep = encode_record({"a": deep}).replace(one, one + one, 1)
+    with pytest.raises(FormatError, match="nested"):
+        decode_batch(too_deep)
+
+
 def test_uint64_above_the_signed_range() -> None:
     rows = [(2**64 - 1,), (2**63,), (None,)]
     assert decode_batch(encode_batch(("raw.pktlen",), rows)).rows == rows
@@ -160,8 +177,9 @@ def test_what_cannot_be_encoded() -> None:
 
 
 SAMPLE = encode_batch(
-    ("i", "s", "b", "mixed", "none"),
-    [(1, "a", b"x", 2**70, None), (None, "\udcff", None, ipaddress.ip_address("10.0.0.1"), None)],
+    ("i", "s", "b", "mixed", "none", "map"),
+    [(1, "a", b"x", 2**70, None, {"k": [1, "x", {"n": None}]}),
+     (None, "\udcff", None, ipaddress.ip_address("10.0.0.1"), None, None)],
     [1, 2],
 )
 

@@ -9,10 +9,12 @@ is neither stable across Python versions nor safe on damaged input.
 A *record* maps key names to values: ``None``, ``bool``, ``int`` (any size), ``float``,
 ``str`` (any Python string: written as UTF-8 with ``surrogatepass``, so text decoded with
 ``surrogateescape`` from bytes that are not UTF-8 comes back exactly), ``bytes`` (also from
-``bytearray``/``memoryview``, read back as ``bytes``) and ``ipaddress`` addresses (without a
-scope). A *batch* is records that share their key names, which is what outputs produce (one
-row per record, the same columns), and carries an optional sequence number per record
-(issue 12: the daemon will number records so a consumer can see gaps and duplicates).
+``bytearray``/``memoryview``, read back as ``bytes``), ``ipaddress`` addresses (without a
+scope), and maps and lists of these (a MAP key's value: IPFIXIN's ``ipfix.extra``; tuples read
+back as lists), nested at most :data:`MAX_DEPTH` deep. A *batch* is records that share their
+key names, which is what outputs produce (one row per record, the same columns), and carries
+an optional sequence number per record (issue 12: the daemon will number records so a
+consumer can see gaps and duplicates).
 
 Layout, little-endian::
 
@@ -170,7 +172,7 @@ def _encode_column(col: Sequence[Any], out: list[bytes]) -> None:
         _encode_any(v, out)
 
 
-def _encode_any(v: Any, out: list[bytes]) -> None:
+def _encode_any(v: Any, out: list[bytes], depth: int = 0) -> None:
     if v is None:
         out.append(b"N")
     elif v is True:
@@ -193,15 +195,18 @@ def _encode_any(v: Any, out: list[bytes]) -> None:
     elif isinstance(v, bytes | bytearray | memoryview):
         raw = bytes(v)
         out.append(b"b" + _U32.pack(len(raw)) + raw)
+    elif isinstance(v, dict | list | tuple) and depth >= MAX_DEPTH:
+        # what a reader would refuse is not written (a spooled frame nobody can read back)
+        raise ValueError(f"maps and lists nested more than {MAX_DEPTH} deep")
     elif isinstance(v, dict):  # a MAP key (IPFIXIN's ipfix.extra): names to values
         out.append(b"m" + _U32.pack(len(v)))
         for k, x in v.items():
-            _encode_any(str(k), out)
-            _encode_any(x, out)
+            _encode_any(str(k), out, depth + 1)
+            _encode_any(x, out, depth + 1)
     elif isinstance(v, list | tuple):  # a list inside a MAP value, read back as a list
         out.append(b"l" + _U32.pack(len(v)))
         for x in v:
-            _encode_any(x, out)
+            _encode_any(x, out, depth + 1)
     elif isinstance(v, ipaddress.IPv4Address):
         out.append(b"4" + v.packed)
     elif isinstance(v, ipaddress.IPv6Address):
