@@ -6,6 +6,8 @@
 #   scripts/install-deps.sh install   run + what scripts/install.sh needs to install from this tree
 #                                     (venv, and Debian's hatchling as build backend: no PyPI needed)
 #   scripts/install-deps.sh demo      what examples/demo.sh needs besides pyulogd (iproute2, nftables, ping)
+#   scripts/install-deps.sh neutron   what examples/neutron-node-demo.sh and its lab need (Open vSwitch,
+#                                     iptables-nft, conntrack, ethtool)
 #   scripts/install-deps.sh package   what building the Debian package needs (dpkg-buildpackage, lintian)
 #   scripts/install-deps.sh test      everything the tests use (the default): ulogd2 to compare with,
 #                                     database servers and clients, rsyslog, carbon, tshark, nfdump,
@@ -17,13 +19,14 @@ set -euo pipefail
 RUN=(python3)
 INSTALL=("${RUN[@]}" python3-venv python3-pip python3-hatchling)
 DEMO=(iproute2 nftables iputils-ping)
+NEUTRON=("${DEMO[@]}" iptables conntrack openvswitch-switch ethtool procps)
 PACKAGE=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling fakeroot lintian git)
 # ulogd2 and its plugins (side-by-side tests), the servers behind the SQL, syslog and carbon
 # tests, the tools the real-kernel tests drive, and what the install/package tests run:
 # logrotate (rotation under a flood), systemd (systemd-analyze verify/security on the unit),
 # libseccomp2 (the unit's system call filter imposed on a daemon), debootstrap (the clean
 # Debian the README and the package are proven in), prometheus (promtool on /metrics).
-TEST=("${INSTALL[@]}" "${DEMO[@]}" "${PACKAGE[@]}"
+TEST=("${INSTALL[@]}" "${DEMO[@]}" "${NEUTRON[@]}" "${PACKAGE[@]}"
       iputils-ping iptables nfacct conntrack procps gcc
       ulogd2 ulogd2-json ulogd2-sqlite3 ulogd2-pcap ulogd2-pgsql ulogd2-mysql
       postgresql postgresql-client mariadb-server mariadb-client
@@ -39,9 +42,10 @@ for group in "$@"; do
         run) want+=("${RUN[@]}") ;;
         install) want+=("${INSTALL[@]}") ;;
         demo) want+=("${DEMO[@]}") ;;
+        neutron) want+=("${NEUTRON[@]}") ;;
         package) want+=("${PACKAGE[@]}") ;;
         test) want+=("${TEST[@]}") ;;
-        *) echo "install-deps: unknown group '$group' (run, install, demo, package, test)" >&2; exit 2 ;;
+        *) echo "install-deps: unknown group '$group' (run, install, demo, neutron, package, test)" >&2; exit 2 ;;
     esac
 done
 
@@ -64,4 +68,10 @@ fi
 # is not wanted. One that was installed before is left alone.
 if [ ${#missing[@]} -gt 0 ] && [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+# openvswitch-switch is here for the Neutron lab, which runs an Open vSwitch of its own from a
+# temporary directory; the system's switch that the package starts just now is not wanted.
+# One that was installed before is left alone.
+if [ ${#missing[@]} -gt 0 ] && [[ " ${missing[*]} " == *" openvswitch-switch "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
 fi

@@ -294,6 +294,11 @@ class Source(Plugin):
 class Filter(Plugin):
     """A filter: reads its input slots, writes its output slots."""
 
+    # The stack this filter is in, set when the stack is wired (a filter, unlike an input, is
+    # in one stack only): a filter that makes records of its own (RATELIMIT's summaries) hands
+    # them to the plugins after it with ``stack.downstream(self)``.
+    stack: Stack | None = None
+
     def interp(self, rec: list[Any]) -> int:
         raise NotImplementedError
 

@@ -54,9 +54,21 @@ class Stack:
         record (the source's values plus ``self.tail``) through the stack as straight-line code."""
         self.chain = [inst.interp for inst in self.instances[1:]]  # type: ignore[attr-defined]
         self.run = _compile_run(self.chain, self.on_return, self.on_exception)
+        for inst in self.instances[1:]:
+            if isinstance(inst, Filter):
+                inst.stack = self
         for pos, inst in enumerate(self.instances):
             if inst.wildcard_inputs:
                 inst.wildcard_sentinels = _sentinels(self.instances[:pos], inst.in_slots)
+
+    def downstream(self, inst: Plugin) -> Run:
+        """``run`` for the plugins after ``inst``: a filter that makes records of its own, in
+        this stack's layout (``[None] * nslots`` and its values), hands them on with it, and
+        they meet every later plugin as an input's record would, errors counted the same way."""
+        for pos, member in enumerate(self.instances):
+            if member is inst:
+                return _compile_run(self.chain[pos:], self.on_return, self.on_exception)
+        raise ValueError(f"{inst.name} '{inst.id}' is not in stack {self.spec!r}")
 
     def fuse(self) -> Fusion | None:
         """Replace ``run`` by the first fusion one of the plugins declares for a stack of

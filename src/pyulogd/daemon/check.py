@@ -56,6 +56,7 @@ PATH_OPTIONS: dict[tuple[str, str], PathOption] = {
     ("NACCT", "file"): _APPEND,
     ("PCAP", "file"): _APPEND,
     ("ECS", "file"): _APPEND,
+    ("NEUTRONLOG", "file"): _APPEND,
     ("JSON", "file"): PathOption("append", lambda c: str(c.get("mode", "")).lower() == "file"),
     ("XML", "directory"): PathOption("dir"),
     ("SQLITE3", "db"): PathOption("parent"),

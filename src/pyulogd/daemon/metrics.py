@@ -145,6 +145,19 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Records a filter could not decode, by cause (the keys it makes stay unset).",
            (*_O, "cause"), loss=True),
     Family("pyulogd_filter_stopped_total", "counter", "Records a filter ended on purpose (MARK).", _O),
+    Family("pyulogd_ratelimit_received_total", "counter", "Records that reached a RATELIMIT filter.", _O),
+    Family("pyulogd_ratelimit_records_total", "counter",
+           "Records RATELIMIT passed (outcome=passed) or held back and counted in a summary record "
+           "(outcome=suppressed).", (*_O, "outcome")),
+    Family("pyulogd_ratelimit_key_records_total", "counter",
+           "The same per limit key (key: the key's values, as audit.limit_key), for the keys RATELIMIT "
+           "tracks (at most max_keys).", (*_O, "key", "outcome")),
+    Family("pyulogd_ratelimit_evicted_records_total", "counter",
+           "The per-key counts of keys RATELIMIT no longer tracks (evicted), added up.", (*_O, "outcome")),
+    Family("pyulogd_ratelimit_summaries_total", "counter",
+           "Summary records RATELIMIT sent (one per key and window that held records back).", _O),
+    Family("pyulogd_ratelimit_keys_evicted_total", "counter",
+           "Keys RATELIMIT stopped tracking to stay within max_keys (their window summarised first).", _O),
     Family("pyulogd_stack_errors_total", "counter",
            "Records dropped in a stack because a plugin failed (labels: the stack's output).", _O, loss=True),
     Family("pyulogd_ifindex_unknown_total", "counter",
@@ -166,6 +179,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pyulogd_output_queue_overflows_total", "counter",
            "Records a network output dropped because its queue was full (part of "
            "pyulogd_output_lost_total{cause=\"send\"}).", _O),
+    Family("pyulogd_output_skipped_total", "counter",
+           "Records an output left out on purpose, by cause (NEUTRONLOG: no verdict to write).", (*_O, "cause")),
     Family("pyulogd_output_flush_errors_total", "counter", "Flushes of an output that raised.", _O),
     Family("pyulogd_output_spooled_total", "counter",
            "Records an SQL output moved to its on-disk spool while the database was unavailable.", _O),
@@ -278,6 +293,7 @@ INSTANCE_COUNTERS: dict[str, dict[str, To]] = {
         "spooled": _c("pyulogd_output_spooled_total"),
         "reconnects": _c("pyulogd_output_reconnects_total"),
         "batches": _c("pyulogd_output_batches_total"),
+        "no_action": _c("pyulogd_output_skipped_total", cause="no_action"),  # NEUTRONLOG
     },
     # stack.<id of the stack's output>.<name> (core/stack.py)
     "stack": {"errors": _c("pyulogd_stack_errors_total")},
@@ -325,6 +341,28 @@ PLUGIN_COUNTERS: dict[str, dict[str, To]] = {
         "ha_errors": _c("pyulogd_neutron_source_errors_total", source="ha", cause="unreadable"),
     },
 }
+
+PLUGIN_COUNTERS["RATELIMIT"] = {
+    "received": _c("pyulogd_ratelimit_received_total"),
+    "passed": _c("pyulogd_ratelimit_records_total", outcome="passed"),
+    "suppressed": _c("pyulogd_ratelimit_records_total", outcome="suppressed"),
+    "evicted.passed": _c("pyulogd_ratelimit_evicted_records_total", outcome="passed"),
+    "evicted.suppressed": _c("pyulogd_ratelimit_evicted_records_total", outcome="suppressed"),
+    "summaries": _c("pyulogd_ratelimit_summaries_total"),
+    "keys_evicted": _c("pyulogd_ratelimit_keys_evicted_total"),
+}
+
+
+def _ratelimit_key(rest: str) -> tuple[str, Labels] | None:
+    """RATELIMIT's per-key counters, ``key.<limit key>.passed|suppressed``: the key becomes a
+    label (its text is already escaped by the filter, and is escaped again as every label is)."""
+    if not rest.startswith("key."):
+        return None
+    key, _, outcome = rest[4:].rpartition(".")
+    if outcome not in ("passed", "suppressed"):
+        return None
+    return "pyulogd_ratelimit_key_records_total", (("key", key), ("outcome", outcome))
+
 
 def _ipfixin_event(event: str) -> To:
     return _c("pyulogd_ipfixin_events_total", event=event)
@@ -512,6 +550,10 @@ def map_counter(name: str, known: list[Prefix] | Prefixes) -> tuple[str, Labels]
     found = index.find(name)
     if found is not None:
         p, rest = found
+        if p.plugin == "RATELIMIT":
+            keyed = _ratelimit_key(rest)
+            if keyed is not None:
+                return keyed[0], p.labels + keyed[1]
         to = PLUGIN_COUNTERS.get(p.plugin, {}).get(rest) or INSTANCE_COUNTERS[p.role].get(rest)
         if to is None:
             return "pyulogd_other_total", p.labels + (("counter", rest),)
