@@ -59,6 +59,25 @@ def as_nobody(fn: Callable[[], object]) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, "the child acting as nobody failed"
 
 
+def nobody_can(path: Path | str, mode: int) -> bool:
+    """Whether ``nobody`` can reach ``path`` with ``mode`` (``os.R_OK``, ``os.X_OK``): asked in a
+    child that has become nobody, so every directory on the way counts (a checkout under a
+    root-only directory, as CI's, is out of its reach)."""
+    pw = pwd.getpwnam("nobody")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            code = 0 if os.access(path, mode) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
 def plant_link(target: Path, link: Path) -> None:
     """``ln -s target link`` as nobody."""
     as_nobody(lambda: os.symlink(target, link))

@@ -6,15 +6,18 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from pyulogd.daemon import check
 from pyulogd.daemon.cli import main
-from tests.privs import nobody, reachable_tmp, why_skip
+from tests.privs import nobody, nobody_can, reachable_tmp, why_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -257,17 +260,40 @@ sys.exit(code)
 """
 
 
-def _interpreter(user: bool) -> str:
+def _interpreter(user: bool) -> str | None:
     """This interpreter, or for nobody the system's when this one is out of its reach (pyenv
-    under /root)."""
-    if not user or os.stat(sys.executable).st_mode & 0o001 and not sys.executable.startswith("/root/"):
+    under /root, a checkout under a root-only directory); None when neither is."""
+    if not user:
         return sys.executable
-    return "/usr/bin/python3"
+    for candidate in (sys.executable, "/usr/bin/python3"):
+        if nobody_can(candidate, os.X_OK):
+            return candidate
+    return None
 
 
-def _audited(conf: Path, user: bool, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT / "src") + os.pathsep + str(ROOT)}
+@contextmanager
+def _source_for(user: bool) -> Iterator[Path]:
+    """The package's source where the user running the check can read it: this checkout, or
+    for nobody a copy in a world-readable temporary directory when the checkout is not."""
+    src = ROOT / "src"
+    if not user or nobody_can(src / "pyulogd" / "__init__.py", os.R_OK):
+        yield src
+        return
+    with reachable_tmp() as d:
+        shutil.copytree(src / "pyulogd", d / "pyulogd", ignore=shutil.ignore_patterns("__pycache__"))
+        for root, dirs, files in os.walk(d):
+            for name in dirs:
+                os.chmod(Path(root) / name, 0o755)
+            for name in files:
+                os.chmod(Path(root) / name, 0o644)
+        yield d
+
+
+def _audited(conf: Path, user: bool, src: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(src)}
     pw = nobody() if user else None
+    interpreter = _interpreter(user)
+    assert interpreter is not None
 
     def drop() -> None:
         if pw is not None:
@@ -276,21 +302,23 @@ def _audited(conf: Path, user: bool, check: bool = True) -> subprocess.Completed
             os.setuid(pw.pw_uid)
 
     hook = HOOK if check else HOOK.replace('"--check-config", ', '"-c", ')
-    return subprocess.run([_interpreter(user), "-c", hook, str(conf)], env=env, capture_output=True, text=True,
+    return subprocess.run([interpreter, "-c", hook, str(conf)], env=env, capture_output=True, text=True,
                           timeout=120, preexec_fn=drop, cwd="/")  # fmt: skip
 
 
 @pytest.mark.skipif(why_skip() is not None, reason=why_skip() or "")
 @pytest.mark.parametrize("as_nobody", [False, True], ids=["root", "nobody"])
 def test_checking_opens_binds_connects_and_creates_nothing(as_nobody: bool) -> None:
-    with reachable_tmp() as d:
+    if _interpreter(as_nobody) is None:
+        pytest.skip("no Python interpreter that nobody can run")
+    with _source_for(as_nobody) as src, reachable_tmp() as d:
         conf = d / "everything.conf"
         text = EVERYTHING.replace("TMP", str(d))
         if as_nobody:  # the system's Python may lack psycopg: PGSQL is checked as root
             text = text.replace("stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,pg1:PGSQL\n", "")
         conf.write_text(text)
         before = sorted(os.listdir(d))
-        r = _audited(conf, as_nobody)
+        r = _audited(conf, as_nobody, src)
         head, _, tail = r.stderr.rpartition("\nEVENTS ")
         assert tail, r.stderr
         events = json.loads(tail)
@@ -302,7 +330,7 @@ def test_checking_opens_binds_connects_and_creates_nothing(as_nobody: bool) -> N
         # opens its log file while reading [global], before a bad line stops it.
         probe = d / "probe.conf"
         probe.write_text(f'[global]\nlogfile="{d}/daemon.log"\nloglevel=x\n')
-        r = _audited(probe, as_nobody, check=False)
+        r = _audited(probe, as_nobody, src, check=False)
         assert r.returncode == 1 and "daemon.log" in r.stderr.rpartition("\nEVENTS ")[2]  # opened by dir_fd
 
 
