@@ -80,6 +80,14 @@ class Context:
     # --check-config: build and check every stack but open nothing (no socket, no file, no
     # database connection); plugins whose configure() would connect or create skip that.
     checking: bool = False
+    # The sequence number of the record being run through the stacks: set by Source.emit
+    # before a record's stacks run, so an output reads it at interp time (a NATS message id,
+    # a commit cursor). One counter per daemon (node), strictly increasing; the write-ahead
+    # log (issue 12) makes it persistent across restarts and sets it when it replays.
+    seq: int = 0
+    # This daemon's name in a fleet (records from many nodes meet in one store, told apart by
+    # (node_id, seq)); "" until the daemon sets it from its configuration.
+    node_id: str = ""
 
     @property
     def clock(self) -> Clock:

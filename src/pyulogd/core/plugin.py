@@ -252,7 +252,8 @@ class Source(Plugin):
 
     def emit(self, values: list[Any]) -> None:
         """Hand one event to every stack. ``values`` is slot 0 (None) then the output keys
-        (without the trailer keys)."""
+        (without the trailer keys). The event gets the next sequence number (``ctx.seq``)."""
+        self.ctx.seq += 1
         stacks = self.stacks
         tails = self.tails
         if len(stacks) == 1:  # the usual case
@@ -286,7 +287,11 @@ class Source(Plugin):
         stack = stacks[0]
         tail = stack.tail if self.tails is None else self.tails[0]
         run = stack.run
+        ctx = self.ctx
+        seq = ctx.seq
         for values in records:
+            seq += 1
+            ctx.seq = seq
             values.extend(tail)
             run(values)
 
