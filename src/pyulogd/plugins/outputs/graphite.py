@@ -28,7 +28,7 @@ from pyulogd.core.escape import escape_text
 from pyulogd.core.options import Address, Port, Str
 from pyulogd.core.plugin import DataType, Key, KeyType, Option
 from pyulogd.io.output import Output
-from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sender import Endpoint, sender_options, spool_settings
 from pyulogd.io.streamsink import StreamSink
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class GraphiteOutput(Output[str]):
         c = self.config
         return StreamSink(self.ctx, "GRAPHITE", Endpoint(c["host"], c["port"]), f"graphite.{self.id}",
                           queue_bytes=c["queue"], backoff_max=c["reconnect_max"], batch=False,
+                          spool=spool_settings(c, self.id),
                           resolve_failed="{label}: getaddrinfo: {reason}")  # fmt: skip
 
     def prepare(self) -> None:

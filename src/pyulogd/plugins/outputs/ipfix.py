@@ -40,7 +40,7 @@ from pyulogd.core.options import Address, Choice, Int, Port, Size, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.output import Output
-from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sender import Endpoint, sender_options, spool_settings
 from pyulogd.io.streamsink import SenderSink, StreamSink
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class IpfixOutput(Output[bytes]):
         kind = DgramSink if c["proto"] == "udp" else StreamSink
         self.collector = kind(self.ctx, "IPFIX", Endpoint(c["host"], c["port"]), f"ipfix.{self.id}",
                          queue_bytes=c["queue"], backoff_max=c["reconnect_max"], batch=False, lines=False,
-                         on_connect=self._new_session)  # fmt: skip
+                         on_connect=self._new_session, spool=spool_settings(c, self.id))  # fmt: skip
         return self.collector
 
     def prepare(self) -> None:

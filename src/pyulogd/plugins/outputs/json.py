@@ -48,10 +48,11 @@ from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
-from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sender import Endpoint, sender_options, spool_settings
 from pyulogd.io.sink import BufferedSink, LineSink
 from pyulogd.io.streamsink import StreamSink
 from pyulogd.io.tenants import SPLIT_KEYS, SplitSink, Splitter, chains, check_template
+from pyulogd.io.tls import TlsSettings, tls_options, tls_settings
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -349,6 +350,7 @@ class JsonOutput(Output[str]):
         Option("host", Address(), "127.0.0.1", help="tcp/udp peer"),
         Option("port", Port(services=True), "12345", help="tcp/udp port or service name"),
         *sender_options(1 << 20),
+        *tls_options(),
         *chain_options(),
         Option("split_by", Str(), "", extra=True, check=_check_split,
                help="pyulogd extra: neutron.project_id writes one file per project (mode file; 'file' is the "
@@ -385,6 +387,7 @@ class JsonOutput(Output[str]):
             if why:
                 raise ConfigError(f"option 'file' with split_by: {why}")
         self.reopen_notice = "JSON: reopening logfile" if mode == "file" else "JSON: reopening socket"
+        self._tls: TlsSettings | None = tls_settings(self.config, self.config["host"], stream=mode == "tcp")
         super().configure()
         eventv1 = self.config["eventv1"]
         dvc = jansson_string(self.config["device"])
@@ -412,12 +415,13 @@ class JsonOutput(Output[str]):
             chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
             buffer = FileSink(self.ctx, c["file"], prefix, "JSON", chain=chain)
         else:
-            kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"]}
+            kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"],
+                                  "spool": spool_settings(c, self.id)}
             if self.mode == "udp":
                 buffer = DgramSink(self.ctx, "JSON", Endpoint(c["host"], c["port"]), prefix, **kw)
             else:
                 where = Endpoint(path=c["file"]) if self.mode == "unix" else Endpoint(c["host"], c["port"])
-                buffer = StreamSink(self.ctx, "JSON", where, prefix, **kw)
+                buffer = StreamSink(self.ctx, "JSON", where, prefix, tls=self._tls, **kw)
         self._buffer = buffer
         return buffer
 

@@ -29,8 +29,9 @@ from pyulogd.core.options import Address, Choice, Path, Port
 from pyulogd.core.plugin import DataType, Key, KeyType, Option
 from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.output import Output
-from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sender import Endpoint, sender_options, spool_settings
 from pyulogd.io.streamsink import SenderSink, StreamSink
+from pyulogd.io.tls import TlsSettings, tls_options, tls_settings
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -78,8 +79,9 @@ class SyslogOutput(Output[bytes]):
                "local socket"),
         Option("port", Port(services=True), "514", extra=True, help="pyulogd extra: port of host"),
         Option("proto", Choice("udp", "tcp", what="proto"), "udp", extra=True,
-               help="pyulogd extra: udp, or tcp (octet-counted frames)"),
+               help="pyulogd extra: udp, or tcp (octet-counted frames; with tls=1, RFC 5425)"),
         *sender_options(1 << 20),
+        *tls_options(),
     )
     input_keys = (Key("print", KeyType.STRING),)
 
@@ -99,6 +101,7 @@ class SyslogOutput(Output[bytes]):
             # ulogd opens the log with LOG_DAEMON: LOG_KERN|LOG_NOTICE goes out as <29>.
             self.pri |= FACILITIES["LOG_DAEMON"]
         self._tcp = bool(self.config["host"]) and self.config["proto"] == "tcp"
+        self._tls: TlsSettings | None = tls_settings(self.config, self.config["host"], stream=self._tcp)
         super().configure()
 
     def make_sink(self) -> SenderSink[bytes]:
@@ -106,7 +109,8 @@ class SyslogOutput(Output[bytes]):
         where = Endpoint(c["host"], c["port"]) if c["host"] else Endpoint(path=c["socket"])
         kind = StreamSink if self._tcp else DgramSink
         return kind(self.ctx, "SYSLOG", where, f"syslog.{self.id}", queue_bytes=c["queue"],
-                    backoff_max=c["reconnect_max"], batch=False, lines=False)  # fmt: skip
+                    backoff_max=c["reconnect_max"], batch=False, lines=False, spool=spool_settings(c, self.id),
+                    tls=self._tls)  # fmt: skip
 
     def prepare(self) -> None:
         self._tag = f" {IDENT}[{os.getpid()}]: ".encode()
