@@ -564,7 +564,9 @@ class ReliableSender:
         if self._closed:
             return
         if self.sock is None:
-            if not self._connect():
+            # A timer set while a connection existed (a poll) may fire before the back-off
+            # of the failure that ended it: the back-off decides.
+            if not self.state.connect_due(self.ctx.clock.monotonic()) or not self._connect():
                 self._arm_retry()
                 return
         self.flush()
