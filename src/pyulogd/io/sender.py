@@ -402,7 +402,8 @@ class ReliableSender:
         if spill.frame_sent(q) and self._frame is not None:
             spool.ack(self._frame)
             self._frame = None
-            spill.on_disk = not spool.empty
+            if spool.empty:
+                self._drained()
         if not self.connected or not spill.wants_frame(q) or not self.state.may_send(self.ctx.clock.monotonic()):
             return False
         try:
@@ -412,8 +413,7 @@ class ReliableSender:
             self._arm_retry()
             return False
         if frame is None:
-            spill.on_disk = False
-            self.ctx.log.notice(f"{self.label}: every spooled record went to {self.peer}")
+            self._drained()
             return False
         for row in frame.rows:
             data, records = row if len(row) == 2 else (None, 0)
@@ -422,6 +422,12 @@ class ReliableSender:
         spill.frame_queued(q)
         self._frame = frame
         return True
+
+    def _drained(self) -> None:
+        """The spool is empty: new records go to memory again."""
+        if self.spill.on_disk:
+            self.spill.on_disk = False
+            self.ctx.log.notice(f"{self.label}: every spooled record went to {self.peer}")
 
     def _spool_at_exit(self) -> None:
         """Stop with records in memory: they go to the spool's end (in frames), sent after
@@ -603,6 +609,11 @@ class ReliableSender:
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError as e:
+            if not self.connected:  # a connect in progress was refused: a failed attempt, not a break
+                self._disconnect()
+                self._attempt_failed(e.strerror or str(e))
+                self._arm_retry()
+                return
             self._broken(e.strerror or str(e))
             return
         if not data:
