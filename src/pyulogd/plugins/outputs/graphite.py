@@ -14,8 +14,10 @@ it cannot start a metric line of its own (2.0.8 writes it raw).
 blocking socket, and on a failed send tries one reconnect and loses the data. Here the
 TCP connection goes through pyulogd.io.sender: a Carbon that is down at start or restarts
 later costs nothing but a log line; the lines wait in a bounded queue (``queue`` bytes,
-1 MiB by default) and are sent, in order, after the reconnect (backoff 1 s doubling up to
-``reconnect_max``). Lines that do not fit are counted in ``graphite.<id>.queue_overflow``.
+1 MiB by default), then in the on-disk spool (``spool_dir``, ``spool_max``), and are sent,
+in order, after the reconnect (backoff 0.25 s doubling up to ``reconnect_max``, 1 s). Lines
+that do not fit anywhere are counted (``spool_full``; with ``spool_max=0``
+``graphite.<id>.queue_overflow``).
 Each record's lines are queued as they come (``pyulogd.io.streamsink``, ``batch=False``).
 """
 

@@ -19,11 +19,14 @@ LOGEMU (``io/filesink.py``); ``tcp``/``unix`` send each batch with one non-block
 (``io/streamsink.py``); ``udp`` sends one datagram per record (``io/dgramsink.py``).
 Unlike 2.0.8 a peer that is down at start does not stop the daemon, and a peer that is
 down or slow never blocks the loop (pyulogd.io.sender): the connection is retried with
-backoff (1 s doubling up to ``reconnect_max``, 60 s). While the peer is down or slow,
-records wait in a bounded queue (``queue`` bytes, 1 MiB by default; 0 drops them as 2.0.8
-does) and go out in order after the reconnect. Records that do not fit are counted in
-``json.<id>.queue_overflow``; every lost record in ``json.<id>.send_failures`` (one log line
-per burst).
+capped, jittered backoff (0.25 s doubling up to ``reconnect_max``, 1 s: back within a second
+of the peer's return). While the peer is down or slow, records wait in a bounded queue
+(``queue`` bytes, 1 MiB by default), then in the on-disk spool (``spool_dir``, ``spool_max``),
+and go out in order after the reconnect. Only a full spool drops records (``spool_full``);
+with ``spool_max=0`` records that do not fit in memory are counted in
+``json.<id>.queue_overflow`` (``queue=0 spool_max=0`` drops them as 2.0.8 does); every lost
+record in ``json.<id>.send_failures`` (one log line per burst). ``tls=1`` (mode tcp) sends
+over TLS (pyulogd.io.tls).
 
 ``split_by=neutron.project_id`` (pyulogd extra, file mode): one file per project, ``file``
 being the template (``/var/log/pyulogd/{project}.json``); a record goes to its project's

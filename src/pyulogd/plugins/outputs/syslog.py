@@ -9,12 +9,15 @@ Options as in 2.0.8: ``facility`` (``LOG_KERN``, or ``LOG_DAEMON``, ``LOG_LOCAL0
 ``LOG_LOCAL7``, ``LOG_USER``; exact spelling) and ``level`` (``LOG_NOTICE``, or
 ``LOG_EMERG`` ... ``LOG_DEBUG``); anything else is a configuration error. pyulogd extras:
 ``socket`` (the local socket, ``/dev/log``), or ``host`` with ``port`` and ``proto``
-(``udp``, or ``tcp`` with RFC 6587 octet counting) for a remote syslog daemon, and
-``queue``/``reconnect_max``.
+(``udp``, or ``tcp`` with RFC 6587 octet counting; with ``tls=1`` and the ``tls_*`` options,
+RFC 5425: the same frames over TLS) for a remote syslog daemon, and
+``queue``/``reconnect_max``/``spool_dir``/``spool_max``.
 
 Unlike glibc (which drops messages silently while the syslog daemon is away) records wait
-in a bounded queue while the daemon restarts or is down, are sent when it is back, and what
-does not fit is counted (``syslog.<id>.queue_overflow``); see pyulogd.io.sender. Each record
+in a bounded queue, then in the on-disk spool, while the daemon restarts or is down, are sent
+when it is back, and what does not fit is counted (``spool_full``; with ``spool_max=0``
+``syslog.<id>.queue_overflow``); see pyulogd.io.sender. Over udp or ``/dev/log`` a receiver
+that is gone is seen only from an error on a later send (docs/security.md). Each record
 is queued as it comes (``pyulogd.io.dgramsink``; over tcp ``pyulogd.io.streamsink``, each frame
 resent whole after a broken connection).
 """
