@@ -322,3 +322,37 @@ def test_output_options_choose_the_spool(tmp_path: Path, opts: dict[str, str]) -
     else:
         assert s.spool_settings == SpoolSettings(str(tmp_path / "sp"), 1 << 30)
     stop_stack(stack)
+
+
+def test_unix_datagram_receiver_away_spills_and_drains(tmp_path: Path) -> None:
+    """A datagram output whose unix socket is gone (the local syslog daemon restarting) sees
+    it (ENOENT/ECONNREFUSED on send) and spills like a stream output."""
+    from pyulogd.io.dgramsink import DgramSink
+
+    ctx, clock = fake_context()
+    path = str(tmp_path / "log.sock")
+    sink: DgramSink[bytes] = DgramSink(ctx, "T", Endpoint(path=path), "t.t1", queue_bytes=50, backoff_max=1.0,
+                                       batch=False, spool=SpoolSettings(str(tmp_path / "spool"), 1 << 20))  # fmt: skip
+    sink.open()
+    msgs = [b"<29>datagram %03d" % i for i in range(40)]
+    for m in msgs:
+        sink.add(m)
+    sink.flush()
+    assert ctx.stats.get("t.t1.spooled") > 0 and sink.counters.lost == 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.setblocking(False)
+        got: list[bytes] = []
+
+        def drained() -> bool:
+            while True:
+                try:
+                    got.append(server.recv(100))
+                except BlockingIOError:
+                    break
+            return len(got) == len(msgs)
+
+        loop_until(ctx, drained, sink.flush, step=0.05)
+        sink.close()
+    assert got == msgs
+    assert sink.counters.snapshot() == {"received": 40, "written": 40}
