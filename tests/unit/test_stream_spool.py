@@ -356,3 +356,27 @@ def test_unix_datagram_receiver_away_spills_and_drains(tmp_path: Path) -> None:
         sink.close()
     assert got == msgs
     assert sink.counters.snapshot() == {"received": 40, "written": 40}
+
+
+def test_with_u_the_spool_directory_is_made_at_start_for_the_user() -> None:
+    """With -u the spool is written as the user at the first spill (after root was dropped):
+    its directory is made at start, while still root, and given to the user; the spool's
+    files are opened as the user. (Segments are created by whoever runs at the spill: the
+    user, after the drop; this test stays root.)"""
+    from tests.privs import reachable_tmp, run_as_nobody, why_skip
+
+    if why_skip():
+        pytest.skip(why_skip() or "")
+    with reachable_tmp() as d:
+        ctx, _ = fake_context()
+        ctx.run_as = run_as_nobody()
+        spool = d / "spool" / "json1"
+        sink = sink_for(ctx, free_port(socket.SOCK_STREAM), spool, queue=0)
+        sink.open()
+        assert spool.is_dir() and spool.stat().st_uid == ctx.run_as.uid and (spool.stat().st_mode & 0o777) == 0o700
+        down(ctx, sink)
+        sink.add("a line\n")
+        sink.flush()
+        assert ctx.stats.get("t.t1.spooled") == 1
+        assert all((spool / n).stat().st_uid == ctx.run_as.uid for n in ("LOCK", "ack"))
+        sink.close()

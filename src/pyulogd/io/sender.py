@@ -244,6 +244,13 @@ class ReliableSender:
         exists but cannot be used (another daemon holds it) refuses the start (SpoolError)."""
         self._closed = False
         cfg = self.spool_settings
+        if cfg is not None and self.ctx.run_as is not None and not self.ctx.checking:
+            # With -u the spool is opened later as the user, who may not create directories
+            # where root can: made now (still root) for the user, or the start is refused.
+            try:
+                safefile.make_dir(cfg.path, self.ctx.run_as, 0o700)
+            except OSError as e:
+                raise SpoolError(f"cannot use spool directory {cfg.path!r}: {e.strerror or e}") from None
         if cfg is not None and os.path.isdir(cfg.path) and any(n.endswith(".seg") for n in os.listdir(cfg.path)):
             spool = self._open_spool(at_start=True)
             if spool is not None and not spool.empty:
