@@ -14,8 +14,9 @@ refused meanwhile). A peer that crashes loses what its kernel had taken and it h
 yet: TCP has no acknowledgment by the application (docs/security.md).
 
 Checks: each peer received every one of the 10,000 records (by source port), each whole;
-duplicates are allowed only as at-least-once delivery (none are expected here and the count
-is reported); the daemon's counters at exit: nothing dropped, records spooled. How long the
+duplicates only as the daemon counted them (``resent``: records sent again because the peer
+went away without acknowledging them; the count is printed); the daemon's counters at exit:
+nothing dropped, records spooled. How long the
 daemon took to reconnect after the peers came back is observed with a generous margin (the
 promise itself, within 1 s of the return, is proven on the fake clock:
 tests/unit/test_stream_spool.py)."""
@@ -265,13 +266,13 @@ def test_peers_down_20s_lose_nothing(tmp_path: Path) -> None:
           f"syslog {dup_syslog}")  # fmt: skip
     assert set(got_json) == want and set(got_syslog) == want  # 10,000 of 10,000, each output
     assert json_peer.cut == 0 and syslog_peer.cut == 0  # no record cut
-    # At least once: a record is sent twice only when a frame from the spool was cut by a
-    # broken connection; the peers here never break one.
-    assert dup_json == 0 and dup_syslog == 0
-    assert reconnect < 3.0  # an observation on a busy machine; the promise (1 s) is the fake clock's
     stats = counters_at_exit((tmp_path / "daemon.log").read_text())
+    # At least once: a record arrives twice only when it was sent again after a break,
+    # because the peer had not acknowledged it (counted in resent), or cut by one.
+    assert dup_json <= stats.get("json.json1.resent", 0) and dup_syslog <= stats.get("syslog.sys1.resent", 0)
+    assert reconnect < 3.0  # an observation on a busy machine; the promise (1 s) is the fake clock's
     assert stats["nflog.log1.packets"] == N
     for out in ("json.json1", "syslog.sys1"):
         assert stats[f"{out}.spooled"] > 0  # the spool took what did not fit in memory
         assert stats.get(f"{out}.send_failures", 0) == 0 and stats.get(f"{out}.queue_overflow", 0) == 0
-        assert stats[f"{out}.sent"] == N
+        assert stats[f"{out}.sent"] == N + stats.get(f"{out}.resent", 0)

@@ -205,3 +205,54 @@ def test_datagram_probe_after_a_refusal() -> None:
     assert s.may_send(T + PROBE_WAIT)
     assert s.datagram_sent(T + PROBE_WAIT) == (None, True)  # no refusal came: back
     assert s.datagram_sent(T + 1) == (None, False) and not s.probing
+
+
+# -- what a broken stream sends again (issue 12: the peer went away without acknowledging)
+
+
+def test_unsent_puts_back_what_the_peer_never_acknowledged() -> None:
+    q = SendQueue(1 << 20, lines=True)
+    for i in range(4):
+        q.push(b"line%d\n" % i, 1)  # 6 bytes each
+        q.head_view(6)  # not merged: one item at a time
+        assert q.took(6) == 1
+    assert q.taken == 4 and [d for d, _ in q.history] == [b"line0\n", b"line1\n", b"line2\n", b"line3\n"]
+    q.push(b"line4\n", 1)
+    q.took(3)  # "lin" of the head went out
+    # 3 (the head's part) + 6 (line3) + 2 of line2 were never acknowledged
+    assert q.unsent(11) == 2
+    assert [item[0] for item in q.items] == [b"line2\n", b"line3\n", b"line4\n"] and q.head_off == 0
+    assert q.taken == 2 and q.records == 3 and not q.history and q.bytes == 18
+    assert q.rewind() == 0  # nothing of the head is with the peer
+
+
+def test_unsent_within_the_head_leaves_the_rest_to_rewind() -> None:
+    q = SendQueue(1 << 20, lines=True)
+    q.push(b"aaa\nbbb\nccc\n", 3)
+    q.head_view(100)
+    q.took(10)  # "aaa\nbbb\ncc" out, of which the peer acknowledged 6 bytes
+    assert q.unsent(4) == 0 and q.head_off == 6
+    assert q.rewind() == 1 and q.items[0] == [b"bbb\nccc\n", 2]  # from the first line not wholly acknowledged
+
+
+def test_unsent_binary_items_go_again_whole_and_templates_are_not_repeated() -> None:
+    q = SendQueue(1 << 20, lines=False)
+    q.push_front([(b"TEMPLATE", 0)])
+    q.push(b"message-one", 3)
+    q.push(b"message-two", 2)
+    for n in (8, 11, 11):
+        q.head_view(100)
+        q.took(n)
+    assert q.unsent(5) == 2 and [item[0] for item in q.items] == [b"message-two"]
+    assert q.unsent(0) == 0
+
+
+def test_history_is_bounded() -> None:
+    q = SendQueue(1 << 20, lines=True)
+    q.history_cap = 100
+    for _ in range(50):
+        q.push(b"x" * 9 + b"\n", 1)
+        q.head_view(10)
+        q.took(10)
+    assert 100 <= q.history_bytes < 110 and len(q.history) == 10
+    assert q.unsent(10_000) == 10  # at most what could still be in a socket's send queue

@@ -380,3 +380,34 @@ def test_with_u_the_spool_directory_is_made_at_start_for_the_user() -> None:
         assert ctx.stats.get("t.t1.spooled") == 1
         assert all((spool / n).stat().st_uid == ctx.run_as.uid for n in ("LOCK", "ack"))
         sink.close()
+
+
+def test_records_sent_to_a_peer_that_had_closed_go_again(tmp_path: Path) -> None:
+    """The peer closes (or dies) and the daemon sends before it sees that: the kernel took the
+    lines, the peer answered with a reset and acknowledged none of them. They are put back
+    (SIOCOUTQ), counted as ``resent``, and arrive on the next connection."""
+    ctx, clock = fake_context()
+    ctx.log.set_destination(str(tmp_path / "log"))
+    with listen() as server:
+        sink = sink_for(ctx, server.getsockname()[1], tmp_path / "spool", queue=1 << 20)
+        sink.open()
+        conn, _ = server.accept()
+        sink.add("before\n")
+        sink.flush()
+        assert recv_lines(conn, 1) == [b"before"]
+        conn.close()  # the peer goes away; the daemon has not run its loop since
+        for i in range(20):
+            sink.add(f"after {i}\n")
+        sink.flush()  # the kernel takes them: counted as written
+        assert sink.counters.written == 21
+        loop_until(ctx, lambda: sink.sender.sock is None)  # the reset (or the close) is seen
+        assert ctx.stats.get("t.t1.resent") == 20 and sink.counters.written == 1
+        come_back(ctx, clock, sink, lambda: sink.sender.connected)
+        conn2, _ = server.accept()
+        with conn2:
+            loop_until(ctx, lambda: not sink.sender.queue, sink.flush)
+            got = recv_lines(conn2, 20)
+            sink.close()
+    assert got == [f"after {i}".encode() for i in range(20)]
+    assert sink.counters.snapshot() == {"received": 21, "written": 21}
+    assert "had not acknowledged go again" in (tmp_path / "log").read_text()

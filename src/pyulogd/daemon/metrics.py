@@ -185,6 +185,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pyulogd_output_spooled_total", "counter",
            "Records an output moved to its on-disk spool while its database or peer was unavailable "
            "(or slow).", _O),
+    Family("pyulogd_output_resent_total", "counter",
+           "Records a network stream output sends again because its peer went away without "
+           "acknowledging them (they were counted in pyulogd_output_written_total already).", _O),
     Family("pyulogd_output_tls_failures_total", "counter",
            "TLS handshakes of a network output that failed (an untrusted certificate, a wrong name, a "
            "peer that does not speak TLS): each is a failed connection attempt, the records wait.", _O),
@@ -297,6 +300,7 @@ INSTANCE_COUNTERS: dict[str, dict[str, To]] = {
         "spooled": _c("pyulogd_output_spooled_total"),
         "reconnects": _c("pyulogd_output_reconnects_total"),
         "tls_failures": _c("pyulogd_output_tls_failures_total"),
+        "resent": _c("pyulogd_output_resent_total"),
         "batches": _c("pyulogd_output_batches_total"),
         "no_action": _c("pyulogd_output_skipped_total", cause="no_action"),  # NEUTRONLOG
     },

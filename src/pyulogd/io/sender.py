@@ -51,9 +51,12 @@ Time comes from ``ctx.clock``, so tests move a ``FakeClock`` instead of waiting 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import ssl
+import struct
+import termios
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,6 +203,7 @@ class ReliableSender:
         self._n_reconnects = p + ".reconnects"
         self._n_sent = p + ".sent"
         self._n_spooled = p + ".spooled"
+        self._n_resent = p + ".resent"
         self._n_tls = p + ".tls_failures"
         # The sink's view of the same events (records written, dropped by cause).
         self.counters = counters if counters is not None else SinkCounters()
@@ -550,6 +554,18 @@ class ReliableSender:
         self._attempt_failed(f"TLS: {reason}")
         self._arm_retry()
 
+    def _unacked(self) -> int:
+        """Bytes of the stream its peer has not acknowledged (SIOCOUTQ; with TLS, bytes on the
+        wire: at least the plaintext they carry, so what goes again is never too little)."""
+        sock = self.sock
+        if sock is None or self.datagram:
+            return 0
+        try:
+            out = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(struct.unpack("i", out)[0])
+
     def _on_established(self) -> None:
         if self.state.established():
             self._back_again()
@@ -596,6 +612,7 @@ class ReliableSender:
         done = self.state.queue.rewind()
         if done:
             self._sent(done)
+        self.state.queue.forget_history()
         if sock is not None:
             if sock.type == socket.SOCK_STREAM:
                 self.ctx.loop.remove_reader(sock.fileno())
@@ -629,6 +646,14 @@ class ReliableSender:
     def _broken(self, reason: str) -> None:
         self.ctx.log.error(f"{self.label}: connection to {self.peer} lost: {reason}; "
                            + ("queueing records" if self.queue_bytes else "dropping records") + ", reconnecting")
+        # What the peer never acknowledged goes again (it is still in the socket's send
+        # queue: the peer went away, or closed and answers with a reset).
+        back = self.state.queue.unsent(self._unacked())
+        if back:
+            self.counters.written -= back
+            self.ctx.stats.incr(self._n_resent, back)
+            self.ctx.log.notice(f"{self.label}: {back} records {self.peer} had not acknowledged go again "
+                                "after the reconnect")  # fmt: skip
         self._disconnect(requeue=True)
         self.state.broken(self.ctx.clock.monotonic())
         self._arm_retry()

@@ -30,7 +30,7 @@ from typing import Any
 from pyulogd.core.backoff import Backoff
 from pyulogd.io.sink import FLUSH_AT
 
-__all__ = ["CONNECT_TIMEOUT", "FLUSH_AT", "POLL", "PROBE_WAIT", "SLACK", "SendQueue", "SendState", "Spill"]
+__all__ = ["CONNECT_TIMEOUT", "FLUSH_AT", "HISTORY", "POLL", "PROBE_WAIT", "SLACK", "SendQueue", "SendState", "Spill"]
 
 # Bytes a live (or connecting) socket may always hold back, whatever queue_bytes says.
 SLACK = 4 * FLUSH_AT
@@ -39,6 +39,9 @@ SLACK = 4 * FLUSH_AT
 PROBE_WAIT = 0.2
 # Connecting, or the peer's buffers are full: look again this soon.
 POLL = 0.05
+# Bytes of items already sent that a stream remembers, in case its peer goes away before
+# acknowledging them: more than a socket's send buffer holds (tcp_wmem's default maximum).
+HISTORY = 4 << 20
 # A connect (TCP, then the TLS handshake) that takes longer is given up and retried: a peer
 # that drops SYNs would otherwise hold the sender for the kernel's two minutes of retries,
 # and its return would go unnoticed meanwhile.
@@ -59,6 +62,12 @@ class SendQueue:
         # Records that left the queue at its head (sent whole, or dropped as unsendable):
         # what tells :class:`Spill` that a frame from the spool has gone out.
         self.taken = 0
+        # Streams: the items sent whole on this connection, newest last, as long as they could
+        # still be in the socket's send queue (``history_cap`` bytes): what :meth:`unsent`
+        # puts back when the connection breaks with bytes the peer never acknowledged.
+        self.history: deque[tuple[bytes, int]] = deque()
+        self.history_bytes = 0
+        self.history_cap = HISTORY
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -157,7 +166,48 @@ class SendQueue:
         self.bytes -= len(data)
         self.head_off = 0
         self.taken += records
+        history = self.history
+        history.append((data, records))
+        self.history_bytes += len(data)
+        while self.history_bytes - len(history[0][0]) >= self.history_cap:
+            self.history_bytes -= len(history.popleft()[0])
         return int(records)
+
+    def forget_history(self) -> None:
+        """A new connection (or a clean close): nothing sent before can come back."""
+        self.history.clear()
+        self.history_bytes = 0
+
+    def unsent(self, outq: int) -> int:
+        """The connection broke with ``outq`` bytes its peer never acknowledged (SIOCOUTQ,
+        the newest bytes sent): put what they belong to back at the head, to go again on the
+        next connection (lines: from the first line not wholly acknowledged; binary: the
+        whole item). Returns the records put back (they were counted as sent). The head's
+        part sent is dealt with first (it is the newest); :meth:`rewind` then cuts what the
+        peer has of it."""
+        back = 0
+        if outq <= 0:
+            self.forget_history()
+            return 0
+        if self.head_off:
+            k = min(self.head_off, outq)
+            self.head_off -= k
+            outq -= k
+        while outq > 0 and self.history:
+            data, records = self.history.pop()
+            self.history_bytes -= len(data)
+            if len(data) > outq and self.lines:
+                cut = data.rfind(b"\n", 0, len(data) - outq) + 1
+                data = data[cut:]
+                records = min(records, data.count(b"\n"))
+            outq -= len(data) if outq >= len(data) else outq
+            if data and records:  # (items of no record, IPFIX templates, open every connection anew)
+                self.items.appendleft([data, records])
+                self.bytes += len(data)
+                self.taken -= records
+                back += records
+        self.forget_history()
+        return back
 
     # -- datagrams
     def pop(self) -> int:
