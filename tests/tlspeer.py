@@ -158,8 +158,9 @@ class TlsLineServer(threading.Thread):
                         self.data += chunk
 
     def lines(self) -> list[bytes]:
+        """The whole lines received so far (a line still arriving is not one yet)."""
         with self.lock:
-            return self.data.splitlines()
+            return self.data[: self.data.rfind(b"\n") + 1].splitlines()
 
     def close(self) -> None:
         self.stopped = True

@@ -187,3 +187,31 @@ def test_option_errors_name_file_line_and_reason(tmp_path: Path, pki: Pki) -> No
         e = error(tmp_path, body)
         assert (e.line, reason in e.reason) == (line, True), (body, str(e))
     build(tmp_path, tcp + f'tls=1\ntls_ca="{pki.ca}"\ntls_cert="{pki.client_cert}"\ntls_key="{pki.client_key}"\n')
+
+
+def test_sighup_reads_the_tls_files_again(tmp_path: Path, pki: Pki, peer: TlsLineServer) -> None:
+    """Certificate rotation: the CA file first holds a CA that did not sign the peer's
+    certificate (refused, records kept); the right one is put in its place and SIGHUP makes
+    the output use it: the kept records arrive. A file that cannot be read at SIGHUP keeps
+    the certificates in use."""
+    import shutil
+    import signal
+
+    ca = tmp_path / "ca.pem"
+    shutil.copy(pki.other_ca, ca)
+    ctx, stack, sender = tls_stack(tmp_path, peer.port, tls_ca=str(ca))
+    stack.source.push(prefix="rotated")
+    stack.sink.flush()
+    run(ctx, stack, lambda: ctx.stats.get("json.json1.tls_failures") >= 1)
+    shutil.copy(pki.ca, ca)
+    stack.sink.signal(signal.SIGHUP)
+    run(ctx, stack, lambda: peer.lines())
+    assert json.loads(peer.lines()[0])["oob.prefix"] == "rotated"
+    ca.unlink()
+    stack.sink.signal(signal.SIGHUP)  # cannot be read: the certificates in use stay
+    assert "cannot read the TLS files again" in (tmp_path / "daemon.log").read_text()
+    stack.source.push(prefix="still")
+    stack.sink.flush()
+    run(ctx, stack, lambda: len(peer.lines()) >= 2)
+    stop_stack(stack)
+    assert json.loads(peer.lines()[1])["oob.prefix"] == "still" and sender.counters.lost == 0

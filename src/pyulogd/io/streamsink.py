@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
-from pyulogd.core.errors import PluginError
+from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.io.sender import (
     FLUSH_AT,
     RECONNECT_FIRST,
@@ -109,8 +109,16 @@ class SenderSink(Generic[LineT]):
             raise PluginError(f"{self.label}: {e}") from None
 
     def reopen(self) -> None:
-        """SIGHUP: what waits is queued, then a fresh connection (the queue goes to it)."""
+        """SIGHUP: what waits is queued, then a fresh connection (the queue goes to it), with
+        the TLS files read again (certificate rotation; on failure the old ones stay)."""
         self.flush()
+        tls = self.sender.tls
+        if tls is not None:
+            try:
+                self.sender.tls = tls.reload()
+            except ConfigError as e:
+                self.ctx.log.error(f"{self.label}: cannot read the TLS files again ({e.reason}); "
+                                   "keeping the ones in use")  # fmt: skip
         self.sender.reopen()
 
     def close(self) -> None:

@@ -18,8 +18,10 @@ the loop, and only then sends. What each option means:
 * ``tls_verify`` (1): check the chain and the name. 0 encrypts without knowing who reads
   (for tests and labs only; logged as a warning at start).
 
-Files are read once, at start, as root (before ``-u``): the key can stay readable by root
-only, and a reconnect never reads a file. A failed handshake (an untrusted chain, a wrong
+Files are read at start, as root (before ``-u``): the key can stay readable by root only,
+and a reconnect never reads a file. SIGHUP reads them again (certificate rotation), as the
+daemon then runs: after ``-u`` as that user; files that cannot be read or do not fit keep
+the previous certificates in use (logged). A failed handshake (an untrusted chain, a wrong
 name, a peer that does not speak TLS) is a failed connection attempt: counted in
 ``<output>.<id>.tls_failures``, logged (the first of a run as an error), retried with the
 back-off; the records wait in the queue or the spool and nothing is lost.
@@ -79,11 +81,25 @@ def tls_options() -> tuple[Option, ...]:
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """What the sender needs for each connection: the client context and the name to check."""
+    """What the sender needs for each connection: the client context and the name to check;
+    ``config`` and ``host`` to make them again (:meth:`reload`)."""
 
     context: ssl.SSLContext
     server_name: str | None
     verify: bool
+    config: dict[str, Any]
+    host: str
+
+    def reload(self) -> TlsSettings:
+        """The same settings with the files read again (SIGHUP); ConfigError if they cannot be."""
+        for name in ("tls_ca", "tls_cert", "tls_key"):
+            opt = next(o for o in tls_options() if o.name == name)
+            why = opt.check(self.config[name]) if opt.check is not None else None
+            if why:
+                raise ConfigError(why)
+        new = tls_settings(self.config, self.host, stream=True)
+        assert new is not None
+        return new
 
 
 def tls_settings(config: dict[str, Any], host: str, *, stream: bool) -> TlsSettings | None:
@@ -117,5 +133,5 @@ def tls_settings(config: dict[str, Any], host: str, *, stream: bool) -> TlsSetti
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     name = config["tls_server_name"] or host
-    return TlsSettings(ctx, name, verify)
+    return TlsSettings(ctx, name, verify, dict(config), host)
 
