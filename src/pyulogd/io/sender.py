@@ -313,8 +313,12 @@ class ReliableSender:
         n = len(data)
         live = self.sock is not None  # the bound as it was when the record came
         spill = self.spill
-        if not spill.active and not q.fits(n, live) and self.connected:
-            self.flush()  # make room if the peer takes it
+        if not spill.on_disk and not spill.pending:  # Spill.to_memory, written out: the usual case
+            if q.fits(n, live):
+                q.push(data, records)
+                return True
+            if self.connected:
+                self.flush()  # make room if the peer takes it
         if spill.to_memory(q, n, live):
             q.push(data, records)
             return True

@@ -166,11 +166,12 @@ class SendQueue:
         self.bytes -= len(data)
         self.head_off = 0
         self.taken += records
-        history = self.history
-        history.append((data, records))
+        self.history.append((data, records))
         self.history_bytes += len(data)
-        while self.history_bytes - len(history[0][0]) >= self.history_cap:
-            self.history_bytes -= len(history.popleft()[0])
+        if self.history_bytes > self.history_cap:
+            history = self.history
+            while self.history_bytes - len(history[0][0]) >= self.history_cap:
+                self.history_bytes -= len(history.popleft()[0])
         return int(records)
 
     def forget_history(self) -> None:
