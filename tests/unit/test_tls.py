@@ -142,22 +142,26 @@ def test_peer_without_tls_is_a_failed_attempt(tmp_path: Path, pki: Pki) -> None:
 # -- option errors: file, line, reason
 
 
-def build(tmp_path: Path, body: str) -> None:
-    path = tmp_path / "t.conf"
-    cfg = parse_text("[global]\nstack=s:SRC,json1:JSON\n[json1]\n" + body, str(path))
+def build(tmp_path: Path, body: str, out: str = "JSON") -> None:
     from pyulogd.core import registry
+    from tests.unit.test_syslog import PrintSource
 
+    path = tmp_path / "t.conf"
+    src = "SRC" if out == "JSON" else "PRINTSRC"
+    cfg = parse_text(f"[global]\nstack=s:{src},json1:{out}\n[json1]\n" + body, str(path))
     registry.register(Src)
+    registry.register(PrintSource)
     try:
         build_stack(Context(loop=Loop(), checking=True), cfg, cfg.section("global").entries[0].value or "",  # type: ignore[union-attr]
                     2, {})  # fmt: skip
     finally:
         registry.unregister(Src.name)
+        registry.unregister(PrintSource.name)
 
 
-def error(tmp_path: Path, body: str) -> ConfigError:
+def error(tmp_path: Path, body: str, out: str = "JSON") -> ConfigError:
     with pytest.raises(ConfigError) as ei:
-        build(tmp_path, body)
+        build(tmp_path, body, out)
     assert ei.value.file == str(tmp_path / "t.conf")
     return ei.value
 
@@ -215,3 +219,15 @@ def test_sighup_reads_the_tls_files_again(tmp_path: Path, pki: Pki, peer: TlsLin
     run(ctx, stack, lambda: len(peer.lines()) >= 2)
     stop_stack(stack)
     assert json.loads(peer.lines()[1])["oob.prefix"] == "still" and sender.counters.lost == 0
+
+
+def test_syslog_option_errors(tmp_path: Path, pki: Pki) -> None:
+    for body, line, reason in [
+        ('host="127.0.0.1"\nproto="udp"\ntls=1\n', 2, "tls=1 needs a tcp peer"),
+        ("tls=1\n", 2, "tls=1 needs a tcp peer"),  # the local /dev/log socket
+        ('host="127.0.0.1"\nproto="tcp"\ntls_server_name="x"\n', 2, "option 'tls_server_name' needs tls=1"),
+        ('host="127.0.0.1"\nproto="tcp"\ntls=1\ntls_ca="/nonexistent.pem"\n', 7, "cannot read CA certificate"),
+    ]:
+        e = error(tmp_path, body, "SYSLOG")
+        assert (e.line, reason in e.reason) == (line, True), (body, str(e))
+    build(tmp_path, f'host="127.0.0.1"\nproto="tcp"\ntls=1\ntls_ca="{pki.ca}"\n', "SYSLOG")
