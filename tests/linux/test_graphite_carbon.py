@@ -99,6 +99,7 @@ timestamp=1
 host="127.0.0.1"
 port="{PORT}"
 prefix="pyu.fw"
+spool_dir="{tmp_path}/spool"
 """)
     daemon = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "pyulogd", "-c", str(conf)],
                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
