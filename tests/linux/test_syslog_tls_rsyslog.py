@@ -130,17 +130,21 @@ def test_records_arrive_intact(tmp_path: Path, pki: Pki, rsyslog: RsyslogTls) ->
 
 
 @pytest.mark.parametrize(("which", "why"), [("name", "Hostname mismatch"),
-                                            ("ca", "unable to get local issuer certificate")])  # fmt: skip
+                                            ("ca", "unable to get local issuer certificate"),
+                                            ("client", "refused the client certificate")])  # fmt: skip
 def test_wrong_name_or_untrusted_ca_is_refused_and_loses_nothing(tmp_path: Path, pki: Pki, which: str,
                                                                   why: str) -> None:  # fmt: skip
-    r = RsyslogTls(tmp_path, pki, "anon")
+    r = RsyslogTls(tmp_path, pki, "x509/certvalid" if which == "client" else "anon")
     r.start()
     try:
         opts = {"tls_ca": str(pki.ca), "tls_server_name": "syslog.pyulogd.test"}
         if which == "name":
             opts["tls_server_name"] = "elsewhere.pyulogd.test"
-        else:
+        elif which == "ca":
             opts["tls_ca"] = str(pki.other_ca)
+        else:  # a client certificate rsyslog does not trust
+            foreign = make_pki(tmp_path / "foreign", ["x"])
+            opts |= {"tls_cert": str(foreign.client_cert), "tls_key": str(foreign.client_key)}
         ctx, stack = tls_stack(tmp_path, r.port, **opts)
         for i in range(3):
             stack.source.push(f"secret {i} \n")
@@ -149,7 +153,7 @@ def test_wrong_name_or_untrusted_ca_is_refused_and_loses_nothing(tmp_path: Path,
         sender = stack.sink.out.sender
         assert sender.backlog == 3 and sender.counters.lost == 0 and r.lines() == []
         log = (tmp_path / "pyulogd.log").read_text()
-        assert "TLS: certificate refused" in log and why in log
+        assert why in log and ("TLS: certificate refused" in log or which == "client")
         stop_stack(stack)
         assert ctx.stats.get("syslog.syslog1.spooled") == 3  # kept for the next start
     finally:

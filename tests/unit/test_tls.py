@@ -231,3 +231,26 @@ def test_syslog_option_errors(tmp_path: Path, pki: Pki) -> None:
         e = error(tmp_path, body, "SYSLOG")
         assert (e.line, reason in e.reason) == (line, True), (body, str(e))
     build(tmp_path, f'host="127.0.0.1"\nproto="tcp"\ntls=1\ntls_ca="{pki.ca}"\n', "SYSLOG")
+
+
+def test_client_certificate_the_peer_refuses_loses_nothing(tmp_path: Path, pki: Pki) -> None:
+    """TLS 1.3 ends the client's handshake before the server checks the client certificate:
+    pyulogd sends nothing until the server has spoken, so a refusal (an alert) is a failed
+    attempt, counted, and the records wait."""
+    foreign = make_pki(tmp_path / "foreign", ["x"])  # a client certificate of another CA
+    peer = TlsLineServer(pki, client_ca=pki.ca)
+    peer.start()
+    try:
+        ctx, stack, sender = tls_stack(tmp_path, peer.port, tls_ca=str(pki.ca), tls_cert=str(foreign.client_cert),
+                                       tls_key=str(foreign.client_key))  # fmt: skip
+        for i in range(5):
+            stack.source.push(prefix=f"kept {i}")
+        stack.sink.flush()
+        run(ctx, stack, lambda: ctx.stats.get("json.json1.tls_failures") >= 2)
+        assert sender.backlog == 5 and sender.counters.written == 0 and sender.counters.lost == 0
+        assert ctx.stats.get("json.json1.resent") == 0 and peer.lines() == []
+        assert "refused the client certificate" in (tmp_path / "daemon.log").read_text()
+        stop_stack(stack)
+    finally:
+        peer.close()
+    assert ctx.stats.get("json.json1.spooled") == 5

@@ -70,7 +70,7 @@ from pyulogd.core.plugin import Option
 from pyulogd.io.sendstate import FLUSH_AT, PROBE_WAIT, SLACK, SendQueue, SendState, Spill
 from pyulogd.io.sink import SinkCounters
 from pyulogd.io.spool import Frame, Spool, SpoolError
-from pyulogd.io.tls import TLS_RECORD, TlsSettings
+from pyulogd.io.tls import TLS_PROBATION, TLS_RECORD, TlsSettings
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -196,6 +196,7 @@ class ReliableSender:
         self._spool_retry_at = float("-inf")
         self.tls = tls
         self._handshaking = False
+        self._probation = 0.0  # TLS 1.3 with a client certificate: until the server speaks (0: not)
         self._tls_len = 0  # bytes of a TLS send to retry with the same data (0: none)
         p = stat_prefix
         self._n_failures = p + ".send_failures"
@@ -547,6 +548,22 @@ class ReliableSender:
             self._tls_failed(e.strerror or str(e))
             return False
         self._handshaking = False
+        assert self.tls is not None
+        if self.tls.client_cert and sock.version() == "TLSv1.3":
+            self._probation = self.ctx.clock.monotonic() + TLS_PROBATION
+            self._arm_retry()
+            return False
+        self.connected = True
+        self._on_established()
+        return True
+
+    def _probation_over(self, refused: str | None) -> bool:
+        """The server spoke after the handshake (or did not within TLS_PROBATION): True
+        when the connection may be used; ``refused``: it refused us (an alert, a close)."""
+        self._probation = 0.0
+        if refused is not None:
+            self._tls_failed(f"the peer refused the client certificate ({refused})")
+            return False
         self.connected = True
         self._on_established()
         return True
@@ -612,6 +629,7 @@ class ReliableSender:
         sock, self.sock = self.sock, None
         self.connected = False
         self._handshaking = False
+        self._probation = 0.0
         self._tls_len = 0
         done = self.state.queue.rewind()
         if done:
@@ -630,6 +648,19 @@ class ReliableSender:
             return
         if self._handshaking:
             if self._handshake():
+                self.flush()
+            return
+        if self._probation:
+            try:
+                data = sock.recv(4096)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                data = None  # a post-handshake message (a session ticket): accepted
+            except (ssl.SSLError, OSError) as e:
+                self._probation_over(str(e.reason if isinstance(e, ssl.SSLError) and e.reason else e))
+                return
+            if data == b"":
+                self._probation_over("it closed the connection")
+            elif self._probation_over(None):
                 self.flush()
             return
         try:
@@ -678,6 +709,13 @@ class ReliableSender:
                 self._attempt_failed("no answer within the connect timeout")
                 self._arm_retry()
                 return False
+            if self._probation:
+                if self.ctx.clock.monotonic() < self._probation:
+                    self._arm_retry()
+                    return False
+                if not self._probation_over(None):  # the server said nothing: go on
+                    return False
+                return self.state.may_send(self.ctx.clock.monotonic())
             if self._handshaking:
                 if not self._handshake():
                     return False

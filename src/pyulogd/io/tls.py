@@ -37,11 +37,16 @@ from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Bool, Path, Str
 from pyulogd.core.plugin import Option
 
-__all__ = ["TLS_RECORD", "TlsSettings", "tls_options", "tls_settings"]
+__all__ = ["TLS_PROBATION", "TLS_RECORD", "TlsSettings", "tls_options", "tls_settings"]
 
 # Largest plaintext of one TLS record: a send never hands OpenSSL more, so that a send that
 # must be retried is retried with the same bytes (OpenSSL requires it).
 TLS_RECORD = 16 * 1024
+# TLS 1.3 ends the client's handshake before the server has checked the client certificate;
+# a server that refuses it says so with an alert right after. With a client certificate,
+# nothing is sent until the server has said something (its session ticket, or the alert),
+# or this long has passed.
+TLS_PROBATION = 0.5
 
 
 def _pem_file(marker: str, what: str) -> Any:
@@ -89,6 +94,7 @@ class TlsSettings:
     verify: bool
     config: dict[str, Any]
     host: str
+    client_cert: bool = False  # a client certificate is presented (see TLS_PROBATION)
 
     def reload(self) -> TlsSettings:
         """The same settings with the files read again (SIGHUP); ConfigError if they cannot be."""
@@ -133,5 +139,5 @@ def tls_settings(config: dict[str, Any], host: str, *, stream: bool) -> TlsSetti
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     name = config["tls_server_name"] or host
-    return TlsSettings(ctx, name, verify, dict(config), host)
+    return TlsSettings(ctx, name, verify, dict(config), host, bool(cert))
 
