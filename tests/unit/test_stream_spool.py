@@ -411,3 +411,26 @@ def test_records_sent_to_a_peer_that_had_closed_go_again(tmp_path: Path) -> None
     assert got == [f"after {i}".encode() for i in range(20)]
     assert sink.counters.snapshot() == {"received": 21, "written": 21}
     assert "had not acknowledged go again" in (tmp_path / "log").read_text()
+
+
+def test_a_frame_of_another_kind_is_skipped(tmp_path: Path) -> None:
+    """A spool_dir that holds an SQL output's rows (a shared directory): logged and skipped,
+    never sent as if it were lines."""
+    from pyulogd.io.spool import Spool
+
+    sp = Spool(str(tmp_path / "spool"), 1 << 20)
+    sp.open()
+    sp.append(("ip.saddr", "oob.prefix"), [("10.0.0.1", "x")])
+    sp.close()
+    ctx, _ = fake_context()
+    ctx.log.set_destination(str(tmp_path / "log"))
+    with listen() as server:
+        sink = sink_for(ctx, server.getsockname()[1], tmp_path / "spool")
+        sink.open()
+        conn, _ = server.accept()
+        with conn:
+            sink.add("mine\n")
+            loop_until(ctx, lambda: not sink.sender.spill.active and not sink.sender.queue, sink.flush)
+            assert recv_lines(conn, 1) == [b"mine"]
+            sink.close()
+    assert "holds a frame of another kind of output (1 records of ip.saddr, oob.prefix)" in (tmp_path / "log").read_text()

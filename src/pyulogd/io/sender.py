@@ -431,7 +431,11 @@ class ReliableSender:
         if frame is None:
             self._drained()
             return False
-        for row in frame.rows:
+        if tuple(frame.names) != _FRAME_NAMES:
+            # Not a network output's frame (spool_dir shared with an SQL output?): skipped.
+            self.ctx.log.error(f"{self.label}: {spool.path} holds a frame of another kind of output "
+                               f"({len(frame.rows)} records of {', '.join(frame.names)}); skipping it")  # fmt: skip
+        for row in frame.rows if tuple(frame.names) == _FRAME_NAMES else ():
             data, records = row if len(row) == 2 else (None, 0)
             if isinstance(data, bytes) and isinstance(records, int) and records >= 0:
                 q.push(data, records)

@@ -26,7 +26,9 @@ and go out in order after the reconnect. Only a full spool drops records (``spoo
 with ``spool_max=0`` records that do not fit in memory are counted in
 ``json.<id>.queue_overflow`` (``queue=0 spool_max=0`` drops them as 2.0.8 does); every lost
 record in ``json.<id>.send_failures`` (one log line per burst). ``tls=1`` (mode tcp) sends
-over TLS (pyulogd.io.tls).
+over TLS (pyulogd.io.tls). Over ``udp`` a peer that is gone is seen only from an ICMP error
+on a later send; a host that is down or a network that drops is not seen at all, and what is
+sent meanwhile is lost and counted as sent (docs/security.md): use tcp for a complete trail.
 
 ``split_by=neutron.project_id`` (pyulogd extra, file mode): one file per project, ``file``
 being the template (``/var/log/pyulogd/{project}.json``); a record goes to its project's
