@@ -433,4 +433,5 @@ def test_a_frame_of_another_kind_is_skipped(tmp_path: Path) -> None:
             loop_until(ctx, lambda: not sink.sender.spill.active and not sink.sender.queue, sink.flush)
             assert recv_lines(conn, 1) == [b"mine"]
             sink.close()
-    assert "holds a frame of another kind of output (1 records of ip.saddr, oob.prefix)" in (tmp_path / "log").read_text()
+    log = (tmp_path / "log").read_text()
+    assert "holds a frame of another kind of output (1 records of ip.saddr, oob.prefix)" in log
