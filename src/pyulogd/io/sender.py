@@ -256,7 +256,7 @@ class ReliableSender:
                 safefile.make_dir(cfg.path, self.ctx.run_as, 0o700)
             except OSError as e:
                 raise SpoolError(f"cannot use spool directory {cfg.path!r}: {e.strerror or e}") from None
-        if cfg is not None and os.path.isdir(cfg.path) and any(n.endswith(".seg") for n in os.listdir(cfg.path)):
+        if cfg is not None and _has_segments(cfg.path):
             spool = self._open_spool(at_start=True)
             if spool is not None and not spool.empty:
                 self.ctx.log.notice(f"{self.label}: {spool.bytes} bytes of records from before are in "
@@ -840,6 +840,17 @@ class ReliableSender:
         self.counters.drop(cause, records)
         self._lost_in_burst += records
         self._note_failure(reason)
+
+
+def _has_segments(path: str) -> bool:
+    """Whether a spool directory holds records from before (an unreadable one: its open at
+    start says why)."""
+    try:
+        return any(n.endswith(".seg") for n in os.listdir(path))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
 
 
 def sender_options(queue_default: int) -> tuple[Option, ...]:
