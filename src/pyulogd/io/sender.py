@@ -847,8 +847,8 @@ def _has_segments(path: str) -> bool:
     start says why)."""
     try:
         return any(n.endswith(".seg") for n in os.listdir(path))
-    except FileNotFoundError:
-        return False
+    except (FileNotFoundError, NotADirectoryError):
+        return False  # made at the first spill (and if it cannot be, that spill says why)
     except OSError:
         return True
 
