@@ -407,7 +407,7 @@ def cmd_verify(a: argparse.Namespace, out: TextIO) -> int:
         raise AuditError("give --file FILE... (chained files) or --db URL (the audit table)")
     if a.file:
         try:
-            report = verify.check(verify.file_records(a.file), key)
+            report = verify.check(verify.file_records(a.file, key), key)
         except OSError as e:
             raise AuditError(f"{e.filename}: {e.strerror}") from None
         what = ", ".join(a.file)

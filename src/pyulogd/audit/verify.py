@@ -29,7 +29,7 @@ from typing import Any
 
 from pyulogd.audit import schema
 from pyulogd.audit.dburl import Db
-from pyulogd.io.chain import Chain, unseal
+from pyulogd.io.chain import Chain, unseal_lines
 
 
 def row_bytes(values: Iterable[Any]) -> bytes:
@@ -181,18 +181,135 @@ def db_records(db: Db, batch: int = 20000) -> Iterator[Record | Finding]:
             yield Record(where, int(row[1]), str(row[2]), row_bytes(row[3:]))
 
 
-def file_records(paths: Iterable[str]) -> Iterator[Record | Finding]:
-    """The sealed lines of files, in order; an unsealed line is a Finding."""
+def file_records(paths: Iterable[str], key: bytes | None = None) -> Iterator[Record | Finding]:
+    """The sealed records of files, in order; an unsealed line is a Finding.
+
+    A record of several lines (OPRINT, XML's header) is sealed on its last line with the
+    number of its lines: the lines before it belong to it; unsealed lines left over are
+    findings. A pcap file (PCAP's) is read with its seals in ``<file>.chain``
+    (:func:`pcap_records`, which needs ``key`` to pair them up)."""
     for path in paths:
+        if key is not None and _is_pcap(path):
+            yield from pcap_records(path, key)
+            continue
         with open(path, "rb") as f:
+            loose: list[tuple[str, str]] = []  # unsealed lines since the last sealed one
             for n, raw in enumerate(f, 1):
                 line = raw.decode("utf-8", "surrogateescape").rstrip("\n")
                 if not line:
                     continue
                 where = f"{path}:{n}"
-                found = unseal(line)
+                found = unseal_lines(line)
                 if found is None:
-                    yield Finding("unsealed", where, "a line without a chain seal (added by hand?)")
+                    loose.append((where, line))
                     continue
-                body, seq, tag = found
+                body, seq, tag, lines = found
+                take = loose[max(0, len(loose) - (lines - 1)):] if lines > 1 else []
+                yield from _unsealed(loose[: len(loose) - len(take)])
+                loose.clear()
+                if take:
+                    where = take[0][0]
+                    body = "\n".join([t for _, t in take] + [body])
                 yield Record(where, seq, tag, body.encode("utf-8", "surrogateescape"))
+            yield from _unsealed(loose)
+
+
+def _unsealed(lines: list[tuple[str, str]]) -> Iterator[Finding]:
+    for where, _ in lines:
+        yield Finding("unsealed", where, "a line without a chain seal (added by hand?)")
+
+
+# -- PCAP: binary records, their seals in <file>.chain
+
+PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")
+WINDOW = 64  # how far from its place a record's seal is looked for (records moved further read as changed)
+
+
+def _is_pcap(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in PCAP_MAGICS
+    except OSError:
+        return False
+
+
+def pcap_bodies(path: str) -> Iterator[tuple[str, bytes] | Finding]:
+    """Each record of a classic pcap file as PCAP wrote it (16-byte header and data), with
+    ``file record:N``; a record cut short is a Finding."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    order = "<" if data[:4] == PCAP_MAGICS[0] else ">"
+    hdr = struct.Struct(order + "IIII")
+    off, n = 24, 0
+    while off < len(data):
+        n += 1
+        if off + 16 > len(data):
+            yield Finding("changed", f"{path} record:{n}", "a record header cut short at the end of the file")
+            return
+        caplen = hdr.unpack_from(data, off)[2]
+        end = off + 16 + caplen
+        if end > len(data):
+            yield Finding("changed", f"{path} record:{n}", "a record cut short at the end of the file")
+            return
+        yield f"{path} record:{n}", data[off:end]
+        off = end
+
+
+def pcap_records(path: str, key: bytes) -> Iterator[Record | Finding]:
+    """The records of a pcap file paired with their seals (``<path>.chain``).
+
+    The seals are a list apart, so each record is matched to the seal whose HMAC it passes,
+    looked for near its place (:data:`WINDOW`), and yields that seal's ``seq`` and tag: so
+    :func:`check` sees deletions (seals left without a record: a gap), moves (``seq`` out of
+    order) and copies (a ``seq`` twice). A record that passes no seal was changed when a seal
+    between those of its neighbours is left over (it takes it, and :func:`check` says
+    "changed"), else it was inserted (unsealed). Seals left over after the last record are
+    records cut off the end, which (unlike lines) can be seen."""
+    chain = Chain(key)
+    seals: list[tuple[int, str]] = []
+    for rec in file_records([path + ".chain"]):
+        if isinstance(rec, Finding):
+            yield rec
+        else:
+            seals.append((rec.seq, rec.tag))
+    items = list(pcap_bodies(path))
+    prevs = [seals[k - 1][1] if k > 0 and seals[k - 1][0] == seq - 1 else "" for k, (seq, _) in enumerate(seals)]
+    used = [False] * len(seals)
+    match: list[int | None] = [None] * len(items)
+    j = 0  # the seal after the last one matched
+    for i, item in enumerate(items):
+        if isinstance(item, Finding):
+            continue
+        body = item[1]
+        near = range(max(0, j - WINDOW), min(len(seals), j + WINDOW))
+        hits = [k for k in near if chain.expected(prevs[k], seals[k][0], body) == seals[k][1]]
+        if hits:
+            k = next((k for k in hits if not used[k]), hits[0])  # a used one: a copy
+            used[k] = True
+            match[i] = k
+            j = max(j, k + 1)
+    # records that pass no seal: changed (a seal between the neighbours' is free) or inserted
+    last = -1
+    for i, item in enumerate(items):
+        if isinstance(item, Finding):
+            yield item
+            continue
+        where, body = item
+        k = match[i]
+        if k is None:
+            nxt = next((m for m in match[i + 1 :] if m is not None), len(seals))
+            free = next((m for m in range(last + 1, nxt) if not used[m]), None) if nxt > last else None
+            if free is None:
+                yield Finding("unsealed", where, f"a record without a seal in {path}.chain (added?)")
+                continue
+            used[free] = True
+            k = free
+        last = max(last, k)
+        yield Record(where, seals[k][0], seals[k][1], body)
+    left = [seals[k][0] for k in range(last + 1, len(seals)) if not used[k]]
+    if left:
+        what = f"seq {left[0]}" if len(left) == 1 else f"seq {left[0]}..{left[-1]} ({len(left)} records)"
+        yield Finding("missing", f"{path} record:{len(items) + 1}",
+                      f"{what} sealed in {path}.chain but not in the file (cut off)")

@@ -15,10 +15,19 @@ by the file sink, ``io/filesink.py``, when a batch is written, so the fused stac
 and to SQL rows (the AUDITDB output: ``seq`` and ``chain`` columns). A line carries its seal
 at its end, where nothing the record contains can imitate it:
 
-* text lines: ``<line> chain=<seq>:<tag>``
+* text lines: ``<line> chain=<seq>:<tag>`` (LOGEMU, GPRINT, NACCT, OPRINT)
 * JSON lines: ``{..., "pyulogd.chain": "<seq>:<tag>"}`` (ECS: ``,"pyulogd.chain":"..."``)
+* XML lines: ``<flow>...</flow><?pyulogd-chain <seq>:<tag>?>`` (a processing instruction, so
+  the file stays well-formed XML; the header and the closing tag are records too)
 
-and the HMAC covers the line as it was before the seal (without its newline). At start an
+and the HMAC covers the line as it was before the seal (without its newline). A record of
+several lines (OPRINT's ``===>PACKET BOUNDARY`` and its ``name=value`` lines, XML's header) is
+sealed on its last line as ``<seq>/<lines>:<tag>``, the HMAC covering all its lines.
+
+PCAP's records are binary: their seals go to a file beside it, ``<file>.chain``, one line per
+record in the same order (``record chain=<seq>:<tag>``); :func:`pair_records` matches them
+up again for verify. The SQL outputs with ulogd's tables (PGSQL, MYSQL, SQLITE3) keep
+``seq`` and tag in two columns of the table the user adds (db/output.py). At start an
 output resumes the chain from the last sealed line of its file, so a restart continues
 it; a file that has none (new, or rotated away) starts a new chain, which verify reports.
 
@@ -53,8 +62,12 @@ TAG_CHARS = 22  # base64 of 16 bytes, without padding
 MIN_KEY = 16
 MAX_KEY = 4096
 _TAG = r"[A-Za-z0-9_-]{22}"
-SEAL_TEXT = re.compile(rf" chain=(\d+):({_TAG})$")
+# "<seq>:<tag>", or "<seq>/<lines>:<tag>" for a record of several lines (OPRINT, XML's header)
+SEAL_TEXT = re.compile(rf" chain=(\d+)(?:/(\d+))?:({_TAG})$")
 SEAL_JSON = re.compile(rf'(,\s?)?"pyulogd\.chain":\s?"(\d+):({_TAG})"\}}$')
+# XML: a processing instruction, valid wherever the line ends (inside the root element and
+# after it); not a comment, since a tag may hold "--"
+SEAL_XML = re.compile(rf"<\?pyulogd-chain (\d+)(?:/(\d+))?:({_TAG})\?>$")
 
 
 def tag_text(digest: bytes) -> str:
@@ -155,6 +168,8 @@ class _Style:
     def seal(self, line: str, text: str) -> str:
         if self.name == "text":
             return f"{line[:-1]} chain={text}\n"
+        if self.name == "xml":
+            return f"{line[:-1]}<?pyulogd-chain {text}?>\n"
         sep = ", " if self.name == "json" else ","
         body = line[:-2]
         if body == "{":
@@ -163,7 +178,7 @@ class _Style:
         return f'{body}{sep}"pyulogd.chain{q}{text}"}}\n'
 
 
-STYLES = ("text", "json", "compact")
+STYLES = ("text", "json", "compact", "xml")
 
 
 class LineChain:
@@ -185,7 +200,17 @@ class LineChain:
             if not line.endswith("\n"):
                 line += "\n"
             tag = link(line[:-1].encode("utf-8", "surrogateescape"))
-            out.append(seal(line, f"{self.chain.seq}:{tag}"))
+            n = line.count("\n")
+            out.append(seal(line, f"{self.chain.seq}:{tag}" if n == 1 else f"{self.chain.seq}/{n}:{tag}"))
+        return out
+
+    def seal_bytes(self, records: list[bytes]) -> list[str]:
+        """The seal lines of binary records (PCAP), for the file beside the records."""
+        link = self.chain.link
+        out = []
+        for rec in records:
+            tag = link(rec)
+            out.append(f"record chain={self.chain.seq}:{tag}\n")
         return out
 
     def resume(self, path: str) -> bool:
@@ -203,12 +228,19 @@ class LineChain:
 
 def unseal(line: str) -> tuple[str, int, str] | None:
     """(the line as it was hashed, seq, tag) of a sealed line (no newline), or None."""
+    found = unseal_lines(line)
+    return None if found is None else found[:3]
+
+
+def unseal_lines(line: str) -> tuple[str, int, str, int] | None:
+    """(the line as it was hashed, seq, tag, lines of the record) of a sealed line (no
+    newline), or None. ``lines`` > 1: the record's earlier lines come before this one."""
     m = SEAL_JSON.search(line)
     if m is not None:
-        return line[: m.start()] + "}", int(m.group(2)), m.group(3)
-    m = SEAL_TEXT.search(line)
+        return line[: m.start()] + "}", int(m.group(2)), m.group(3), 1
+    m = SEAL_TEXT.search(line) or SEAL_XML.search(line)
     if m is not None:
-        return line[: m.start()], int(m.group(1)), m.group(2)
+        return line[: m.start()], int(m.group(1)), m.group(3), int(m.group(2) or 1)
     return None
 
 

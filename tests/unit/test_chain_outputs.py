@@ -1,0 +1,283 @@
+"""Tamper evidence for the outputs issue 17 left out: OPRINT (records of several lines), NACCT,
+XML (a processing instruction per line, the chain going on across SIGHUP's files) and PCAP
+(seals in ``<file>.chain``, the capture unchanged): ``pyulogd-audit verify`` finds records
+edited, deleted, reordered and inserted, and says where; without ``chain_key`` the files are
+what they were (byte for byte the same as without the option)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyulogd.core.clock import FakeClock
+from pyulogd.core.context import Context
+from pyulogd.core.errors import ConfigError
+from pyulogd.io.loop import Loop
+from pyulogd.plugins.outputs.nacct import NacctOutput
+from pyulogd.plugins.outputs.oprint import OprintOutput
+from pyulogd.plugins.outputs.pcap import PcapOutput
+from pyulogd.plugins.outputs.xml import XmlOutput
+from tests.audit_helpers import run
+from tests.builders.nfct import Tuple, build_ct
+from tests.helpers import BaseKeys, NflogKeys, golden_packets, make_stack, stop_stack
+from tests.unit.test_nacct import TCP, FlowSource
+from tests.unit.test_pcap import PKT4, PKT6, PktSource
+
+KEY = b"0123456789abcdef0123456789abcdef"
+NOW = 1795764137.25
+Lines = list[str]
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    d = tmp_path / "w"
+    d.mkdir(mode=0o700)
+    return d
+
+
+@pytest.fixture
+def key(work: Path) -> Path:
+    path = work / "chain.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, KEY + b"\n")
+    os.close(fd)
+    return path
+
+
+def ctx() -> Context:
+    return Context(loop=Loop(FakeClock(wall=NOW)), hostname="fw1")
+
+
+def verify(key: Path, *files: Path) -> tuple[int, list[str]]:
+    rc, out, err = run("verify", "--key", str(key), *[x for f in files for x in ("--file", str(f))])
+    assert err == ""
+    return rc, out.splitlines()
+
+
+def errors(out: list[str]) -> list[str]:
+    """The findings that are errors (notes such as "duplicate" left out), without the verdict."""
+    return [line for line in out[:-1] if ": duplicate:" not in line and ": start:" not in line]
+
+
+def tampered(key: Path, path: Path, text: str | bytes, *want: str) -> list[str]:
+    """Write ``text`` to ``path``; verify must fail and report ``want`` (prefixes), in order."""
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    rc, out = verify(key, path)
+    found = errors(out)
+    assert rc == 1 and out[-1].endswith("TAMPERED"), out
+    assert [f[: len(w)] for f, w in zip(found, want, strict=False)] == list(want) and len(found) == len(want), out
+    return out
+
+
+# -- OPRINT: a record is several lines
+
+
+def oprint(path: Path, n: int, **opts: Any) -> None:
+    stack = make_stack([NflogKeys, BaseKeys, (OprintOutput, {"file": str(path), **opts})], ctx())
+    base = stack.instances[1]
+    for i, (nflog, values, _obj, _emu) in enumerate(golden_packets()[:n]):
+        base.values = values
+        stack.source.emit_dict(nflog)
+        if i % 3 == 2:
+            stack.sink.flush()
+    stop_stack(stack)
+
+
+def records_of(text: str) -> Lines:
+    """OPRINT's records, each its lines (with newlines) joined."""
+    parts = text.split("===>PACKET BOUNDARY\n")
+    return ["===>PACKET BOUNDARY\n" + p for p in parts[1:]]
+
+
+def test_oprint_records_of_several_lines(work: Path, key: Path) -> None:
+    plain, chained = work / "plain.log", work / "chained.log"
+    oprint(plain, 8)
+    oprint(chained, 8, chain_key=str(key))
+    assert " chain=" not in plain.read_text()
+    recs = records_of(chained.read_text())
+    assert len(recs) == 8
+    # the seal ends each record's last line and says how many lines it has
+    unsealed = [r.rsplit(" chain=", 1)[0] + "\n" for r in recs]
+    assert "".join(unsealed) == plain.read_text()
+    assert all(f" chain={i}/{r.count(chr(10))}:" in r for i, r in enumerate(recs, 1))
+    rc, out = verify(key, chained)
+    assert rc == 0 and "8 records in 1 chain(s)" in out[-1]
+    first = 1 + sum(r.count("\n") for r in recs[:3])  # where record 4 begins
+    lines = chained.read_text().splitlines(keepends=True)
+    middle = first + 3  # a name=value line inside record 4
+    edit = lines[: middle - 1] + [lines[middle - 1].replace("=", "=9", 1)] + lines[middle:]
+    tampered(key, chained, "".join(edit), f"{chained}:{first}: changed: seq 4")
+    tampered(key, chained, "".join(recs[:2] + recs[3:]),
+             f"{chained}:{1 + sum(r.count(chr(10)) for r in recs[:2])}: missing: seq 3 missing")
+    swapped = recs[:4] + [recs[5], recs[4]] + recs[6:]
+    tampered(key, chained, "".join(swapped),
+             f"{chained}:{1 + sum(r.count(chr(10)) for r in swapped[:5])}: moved: seq 5 comes after seq 6")
+    # a line slipped into a record: the record (as long as its seal says) changed, and the
+    # line before it that it no longer reaches is unsealed; a whole record without a seal too
+    inserted = lines[: middle - 1] + ["ip.saddr=6.6.6.6\n"] + lines[middle - 1 :]
+    tampered(key, chained, "".join(inserted), f"{chained}:{first}: unsealed", f"{chained}:{first + 1}: changed: seq 4")
+    forged = "===>PACKET BOUNDARY\noob.prefix=forged\n"
+    tampered(key, chained, "".join(recs[:2]) + forged + "".join(recs[2:]),
+             f"{chained}:{1 + sum(r.count(chr(10)) for r in recs[:2])}: unsealed",
+             f"{chained}:{2 + sum(r.count(chr(10)) for r in recs[:2])}: unsealed")
+
+
+# -- NACCT
+
+
+def nacct(path: Path, n: int, **opts: Any) -> None:
+    stack = make_stack([FlowSource, (NacctOutput, {"file": str(path), **opts})], ctx())
+    for i in range(n):
+        stack.source.push(**{**TCP, "orig_l4_sport": 40000 + i, "flow_end_sec": 1795763288 + i})
+    stop_stack(stack)
+
+
+def test_nacct_lines(work: Path, key: Path) -> None:
+    plain, chained = work / "plain.log", work / "chained.log"
+    nacct(plain, 10)
+    nacct(chained, 10, chain_key=str(key))
+    lines = chained.read_text().splitlines(keepends=True)
+    assert [ln.rsplit(" chain=", 1)[0] + "\n" for ln in lines] == plain.read_text().splitlines(keepends=True)
+    assert verify(key, chained)[0] == 0
+    tampered(key, chained, "".join(lines[:4] + [lines[4].replace("40004", "40044")] + lines[5:]),
+             f"{chained}:5: changed: seq 5")
+    tampered(key, chained, "".join(lines[:2] + lines[3:]), f"{chained}:3: missing: seq 3 missing")
+    tampered(key, chained, "".join(lines[:6] + [lines[7], lines[6]] + lines[8:]),
+             f"{chained}:8: moved: seq 7 comes after seq 8")
+
+
+# -- XML: well-formed files, the chain across SIGHUP's files
+
+
+def flow(i: int) -> bytes:
+    return build_ct(event=4, orig=Tuple(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 6, 1000 + i, 80),
+                    ct_id=i)[20:]  # fmt: skip
+
+
+def xml_run(directory: Path, clock: FakeClock, n: int, **opts: Any) -> None:
+    from tests.unit.test_xml import FlowSource as CtSource
+
+    stack = make_stack([CtSource, (XmlOutput, {"directory": f"{directory}/", **opts})],
+                       Context(loop=Loop(clock), hostname="vm"))  # fmt: skip
+    for i in range(n):
+        stack.source.emit([None, i + 1, flow(i)])
+        if i == n // 2:
+            clock.advance(61)
+            stack.sink.signal(signal.SIGHUP)  # a new file; the chain goes on in it
+    stop_stack(stack)
+
+
+def test_xml_files_stay_xml_and_the_chain_crosses_files(work: Path, key: Path) -> None:
+    plain, chained = work / "plain", work / "chained"
+    plain.mkdir()
+    chained.mkdir()
+    xml_run(plain, FakeClock(wall=NOW), 6)
+    xml_run(chained, FakeClock(wall=NOW), 6, chain_key=str(key))
+    files = sorted(chained.iterdir())
+    assert len(files) == 2
+    for f in files:
+        root = ET.parse(f).getroot()  # well-formed: the seals are processing instructions
+        assert root.tag == "conntrack" and len(root) >= 2
+        assert "<?pyulogd-chain " in f.read_text()
+    for p, c in zip(sorted(plain.iterdir()), files, strict=True):
+        import re
+
+        assert re.sub(r"<\?pyulogd-chain [^?]*\?>", "", c.read_text()) == p.read_text()
+    rc, out = verify(key, *files)
+    # header (2 lines, one record), 4 flows, closing tag; header, 2 flows, closing tag
+    assert rc == 0 and "10 records in 1 chain(s)" in out[-1], out
+    lines = files[0].read_text().splitlines(keepends=True)
+    assert lines[1].startswith("<conntrack><?pyulogd-chain 1/2:")
+    tampered(key, files[0], "".join(lines[:3] + [lines[3].replace(">1001<", ">1009<")] + lines[4:]),
+             f"{files[0]}:4: changed: seq 3")
+    tampered(key, files[0], "".join(lines[:2] + lines[3:]), f"{files[0]}:3: missing: seq 2 missing")
+    tampered(key, files[0], "".join(lines[:2] + [lines[3], lines[2]] + lines[4:]),
+             f"{files[0]}:4: moved: seq 2 comes after seq 3")
+
+
+def test_xml_chain_needs_a_file(work: Path, key: Path) -> None:
+    with pytest.raises(ConfigError, match="chain_key"):
+        make_stack([NflogKeys, (XmlOutput, {"stdout": 1, "chain_key": str(key)})], ctx())
+
+
+# -- PCAP: the capture unchanged, its seals beside it
+
+
+def pcap(path: Path, n: int, **opts: Any) -> None:
+    stack = make_stack([PktSource, (PcapOutput, {"file": str(path), **opts})], ctx())
+    src = stack.source
+    assert isinstance(src, PktSource)
+    for i in range(n):
+        if i % 2:
+            src.push(PKT6[:-1] + bytes([i]), family=10, sec=1795764153 + i, payloadlen=8)
+        else:
+            src.push(PKT4[:-1] + bytes([i]), sec=1795764153 + i, totlen=28)
+        if i % 4 == 3:
+            stack.sink.flush()
+    stop_stack(stack)
+
+
+def pcap_records(data: bytes) -> tuple[bytes, list[bytes]]:
+    head, recs, off = data[:24], [], 24
+    while off < len(data):
+        caplen = int.from_bytes(data[off + 8 : off + 12], "little")
+        recs.append(data[off : off + 16 + caplen])
+        off += 16 + caplen
+    return head, recs
+
+
+def test_pcap_capture_unchanged_and_seals_beside_it(work: Path, key: Path) -> None:
+    plain, chained = work / "plain.pcap", work / "chained.pcap"
+    pcap(plain, 12)
+    pcap(chained, 12, chain_key=str(key))
+    assert chained.read_bytes() == plain.read_bytes()  # tcpdump reads the same capture
+    assert not Path(f"{plain}.chain").exists()
+    seals = Path(f"{chained}.chain").read_text().splitlines()
+    assert len(seals) == 12 and seals[0].startswith("record chain=1:")
+    rc, out = verify(key, chained)
+    assert rc == 0 and "12 records in 1 chain(s)" in out[-1], out
+    head, recs = pcap_records(chained.read_bytes())
+
+    def write(f: Callable[[list[bytes]], list[bytes]]) -> bytes:
+        return head + b"".join(f(list(recs)))
+
+    edited = bytearray(recs[4])
+    edited[-1] ^= 0xFF
+    tampered(key, chained, write(lambda r: r[:4] + [bytes(edited)] + r[5:]), f"{chained} record:5: changed: seq 5")
+    tampered(key, chained, write(lambda r: r[:6] + r[8:]), f"{chained} record:7: missing: seq 7..8 (2 records)")
+    tampered(key, chained, write(lambda r: r[:2] + [r[3], r[2]] + r[4:]),
+             f"{chained} record:4: moved: seq 3 comes after seq 4")
+    tampered(key, chained, write(lambda r: r[:10]), f"{chained} record:11: missing: seq 11..12")
+    forged = bytearray(recs[5])
+    forged[-2] ^= 0xFF
+    tampered(key, chained, write(lambda r: r[:1] + [bytes(forged)] + r[1:]), f"{chained} record:2: unsealed")
+    chained.write_bytes(write(lambda r: r[:1] + [r[5]] + r[1:]))  # a copy: noted, as a line delivered twice
+    rc, out = verify(key, chained)
+    assert any(": duplicate: seq 6" in line for line in out), out
+
+
+def test_pcap_restart_and_sighup_continue_the_chain(work: Path, key: Path) -> None:
+    path = work / "c.pcap"
+    pcap(path, 3, chain_key=str(key))
+    pcap(path, 3, chain_key=str(key))  # a restart resumes from the last seal
+    stack = make_stack([PktSource, (PcapOutput, {"file": str(path), "chain_key": str(key)})], ctx())
+    src = stack.source
+    assert isinstance(src, PktSource)
+    src.push(PKT4, totlen=28)
+    stack.sink.flush()
+    os.rename(path, work / "c.pcap.1")
+    os.rename(f"{path}.chain", work / "c.pcap.1.chain")
+    stack.sink.signal(signal.SIGHUP)  # rotation: new capture, new seal file, the chain goes on
+    src.push(PKT4, totlen=28)
+    stop_stack(stack)
+    rc, out = verify(key, work / "c.pcap.1", path)
+    assert rc == 0 and "8 records in 1 chain(s)" in out[-1], out
