@@ -23,34 +23,13 @@ saw, to compare.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from pyulogd.audit import schema
-from pyulogd.audit.dburl import Db
-from pyulogd.io.chain import Chain, unseal_lines
-
-
-def row_bytes(values: Iterable[Any]) -> bytes:
-    """The bytes a row's tag covers: each value typed and length-prefixed, so that no two
-    different rows serialize alike (None, integers, text, bytes)."""
-    out = bytearray()
-    for v in values:
-        if v is None:
-            out += b"N"
-        elif isinstance(v, bool):
-            out += b"i1" if v else b"i0"
-        elif isinstance(v, int):
-            t = str(v).encode()
-            out += b"i" + str(len(t)).encode() + b":" + t
-        elif isinstance(v, str):
-            t = v.encode("utf-8", "surrogateescape")
-            out += b"s" + str(len(t)).encode() + b":" + t
-        else:
-            t = bytes(v)
-            out += b"b" + str(len(t)).encode() + b":" + t
-    return bytes(out)
+from pyulogd.audit.dburl import Db, DbError
+from pyulogd.io.chain import CHAIN_COLUMNS, Chain, canon_bytes, row_bytes, unseal_lines
 
 
 @dataclass
@@ -181,6 +160,53 @@ def db_records(db: Db, batch: int = 20000) -> Iterator[Record | Finding]:
             yield Record(where, int(row[1]), str(row[2]), row_bytes(row[3:]))
 
 
+# The id-column rule of the ulogd output that writes each dialect's table (db/columns.py):
+# its first column is not written by the output (an auto-increment id), so not chained.
+SKIP_RULES = {"sqlite": "never", "pgsql": "underscore", "mysql": "always"}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def table_records(db: Db, table: str, order_by: str = "", batch: int = 20000) -> Iterator[Record | Finding]:
+    """The rows of a ulogd table chained by its SQL output (PGSQL, MYSQL, SQLITE3:
+    ``pyulogd_seq`` and ``pyulogd_chain`` columns), in stored order: ``order_by`` (a column,
+    e.g. the id column), by default SQLite's ``rowid`` and the chain's ``seq`` elsewhere
+    (then rows moved are seen as changed, not as moved). The tag covers the columns the
+    output wrote, in table order: all but the two chain columns and the id column of the
+    dialect's rule (:data:`SKIP_RULES`). DbError for a table that is not chained."""
+    from pyulogd.db.columns import skip_first
+    from pyulogd.db.statement import quote_ident
+
+    for name in (table, order_by):
+        if name and not _NAME.fullmatch(name):
+            raise DbError(f"'{name}' is not a plain table or column name")
+    cols = db.columns(table)
+    if not cols:
+        raise DbError(f"no table {table} in {db.url.describe()}")
+    if any(c not in cols for c in CHAIN_COLUMNS):
+        raise DbError(f"table {table} has no {' and '.join(CHAIN_COLUMNS)} columns: not chained (chain_key)")
+    if order_by and order_by.lower() not in cols and not (order_by.lower() == "rowid" and db.dialect == "sqlite"):
+        raise DbError(f"table {table} has no column {order_by}")
+    data = [c for c in skip_first(cols, SKIP_RULES[db.dialect]) if c not in CHAIN_COLUMNS]
+    order = order_by or ("rowid" if db.dialect == "sqlite" else CHAIN_COLUMNS[0])
+    q = [quote_ident(c, db.dialect) for c in (order, *CHAIN_COLUMNS, *data)]
+    sql = f"SELECT {', '.join(q)} FROM {quote_ident(table, db.dialect)} ORDER BY {q[0]} LIMIT ? OFFSET ?"  # noqa: S608
+    offset = 0
+    chained = False
+    while True:
+        rows = db.rows(sql, (batch, offset))
+        if not rows:
+            return
+        offset += len(rows)
+        for row in rows:
+            where = f"{order} {row[0]}"
+            if row[1] is None or row[2] is None:
+                yield Finding("unsealed", where, "a row without pyulogd_seq/pyulogd_chain" + (
+                    " (written before chain_key was set)" if not chained else " (inserted by hand?)"), error=chained)
+                continue
+            chained = True
+            yield Record(where, int(row[1]), str(row[2]), canon_bytes(row[3:]))
+
+
 def file_records(paths: Iterable[str], key: bytes | None = None) -> Iterator[Record | Finding]:
     """The sealed records of files, in order; an unsealed line is a Finding.
 
@@ -297,17 +323,16 @@ def pcap_records(path: str, key: bytes) -> Iterator[Record | Finding]:
             yield item
             continue
         where, body = item
-        k = match[i]
-        if k is None:
+        got = match[i]
+        if got is None:
             nxt = next((m for m in match[i + 1 :] if m is not None), len(seals))
-            free = next((m for m in range(last + 1, nxt) if not used[m]), None) if nxt > last else None
-            if free is None:
+            got = next((m for m in range(last + 1, nxt) if not used[m]), None) if nxt > last else None
+            if got is None:
                 yield Finding("unsealed", where, f"a record without a seal in {path}.chain (added?)")
                 continue
-            used[free] = True
-            k = free
-        last = max(last, k)
-        yield Record(where, seals[k][0], seals[k][1], body)
+            used[got] = True
+        last = max(last, got)
+        yield Record(where, seals[got][0], seals[got][1], body)
     left = [seals[k][0] for k in range(last + 1, len(seals)) if not used[k]]
     if left:
         what = f"seq {left[0]}" if len(left) == 1 else f"seq {left[0]}..{left[-1]} ({len(left)} records)"

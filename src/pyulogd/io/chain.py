@@ -46,6 +46,7 @@ import hmac
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,49 @@ SEAL_JSON = re.compile(rf'(,\s?)?"pyulogd\.chain":\s?"(\d+):({_TAG})"\}}$')
 # XML: a processing instruction, valid wherever the line ends (inside the root element and
 # after it); not a comment, since a tag may hold "--"
 SEAL_XML = re.compile(rf"<\?pyulogd-chain (\d+)(?:/(\d+))?:({_TAG})\?>$")
+
+
+# The two columns a ulogd table gets for chaining (PGSQL, MYSQL, SQLITE3, DBI), and the key
+# names the column mapping reads them as (db/columns.py: "_" stands for ".").
+CHAIN_COLUMNS = ("pyulogd_seq", "pyulogd_chain")
+CHAIN_KEYS = ("pyulogd.seq", "pyulogd.chain")
+
+
+def row_bytes(values: Iterable[Any]) -> bytes:
+    """The bytes a row's tag covers: each value typed and length-prefixed, so that no two
+    different rows serialize alike (None, integers, text, bytes)."""
+    out = bytearray()
+    for v in values:
+        if v is None:
+            out += b"N"
+        elif isinstance(v, bool):
+            out += b"i1" if v else b"i0"
+        elif isinstance(v, int):
+            t = str(v).encode()
+            out += b"i" + str(len(t)).encode() + b":" + t
+        elif isinstance(v, str):
+            t = v.encode("utf-8", "surrogateescape")
+            out += b"s" + str(len(t)).encode() + b":" + t
+        else:
+            t = bytes(v)
+            out += b"b" + str(len(t)).encode() + b":" + t
+    return bytes(out)
+
+
+def canon_bytes(values: Iterable[Any]) -> bytes:
+    """The bytes a row of a ulogd table is chained by: as :func:`row_bytes`, but every value
+    but NULL and bytes as its text, so that it reads back the same whatever the column made
+    of it (ulogd's SQL outputs write a BOOL as '1' into a boolean or an integer column; a
+    server gives back True, 1 or an address object)."""
+    out: list[Any] = []
+    for v in values:
+        if v is None or isinstance(v, (bytes, bytearray, memoryview)):
+            out.append(v)
+        elif isinstance(v, bool):
+            out.append("1" if v else "0")
+        else:
+            out.append(str(v))
+    return row_bytes(out)
 
 
 def tag_text(digest: bytes) -> str:
