@@ -106,7 +106,8 @@ def test_sqlite3_rows_are_chained_and_tampering_is_found(tmp_path: Path, key: Pa
     # two rows swapped (their places in insertion order): moved
     assert tampered("UPDATE t SET rowid = 100 WHERE rowid = 2", "UPDATE t SET rowid = 2 WHERE rowid = 3",
                     "UPDATE t SET rowid = 3 WHERE rowid = 100")[0].startswith("rowid 3: moved: seq 2 comes after seq 3")
-    found = tampered("INSERT INTO t (oob_prefix, pyulogd_seq, pyulogd_chain) VALUES ('forged', 20, 'AAAAAAAAAAAAAAAAAAAAAA')")
+    found = tampered("INSERT INTO t (oob_prefix, pyulogd_seq, pyulogd_chain) "
+                     "VALUES ('forged', 20, 'AAAAAAAAAAAAAAAAAAAAAA')")
     assert any("rowid 13: missing: seq 13..19" in f for f in found)  # a forged seal cannot join the chain
     assert tampered("INSERT INTO t (oob_prefix) VALUES ('by hand')")[0].startswith("rowid 13: unsealed")
 
