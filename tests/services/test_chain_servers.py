@@ -7,7 +7,6 @@ which the chain's canonical form reads alike. Each test has its own database."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,12 @@ from pyulogd.core.context import Context
 from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.mysql import MysqlOutput
 from pyulogd.plugins.outputs.pgsql import PgsqlOutput
-from tests.audit_helpers import run
+from tests.audit_helpers import chain_key_file, run
 from tests.helpers import BaseKeys, NflogKeys, golden_packets, make_stack, stop_stack
 from tests.services.conftest import MYSQL_ADDR, PG_ADMIN, mysql_admin
 
 pytestmark = [pytest.mark.services]
 
-KEY = b"0123456789abcdef0123456789abcdef"
 PG_TABLE = ("CREATE TABLE t (_id bigserial PRIMARY KEY, oob_prefix varchar(32), oob_time_sec bigint, "
             "oob_mark bigint, ip_saddr bigint, ip_protocol smallint, tcp_syn boolean, tcp_ack integer, "
             "raw_mac bytea, pyulogd_seq bigint, pyulogd_chain varchar(32))")
@@ -35,11 +33,7 @@ MY_TABLE = ("CREATE TABLE t (_id bigint AUTO_INCREMENT PRIMARY KEY, oob_prefix v
 
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
-    path = tmp_path / "chain.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, KEY + b"\n")
-    os.close(fd)
-    return path
+    return chain_key_file(tmp_path)
 
 
 def fill(cls: Any, cfg: dict[str, Any], n: int = 12) -> None:

@@ -23,31 +23,19 @@ from pyulogd.plugins.outputs.nacct import NacctOutput
 from pyulogd.plugins.outputs.oprint import OprintOutput
 from pyulogd.plugins.outputs.pcap import PcapOutput
 from pyulogd.plugins.outputs.xml import XmlOutput
-from tests.audit_helpers import run
+from tests.audit_helpers import chain_key_file, run
 from tests.builders.nfct import Tuple, build_ct
 from tests.helpers import BaseKeys, NflogKeys, golden_packets, make_stack, stop_stack
 from tests.unit.test_nacct import TCP, FlowSource
 from tests.unit.test_pcap import PKT4, PKT6, PktSource
 
-KEY = b"0123456789abcdef0123456789abcdef"
 NOW = 1795764137.25
 Lines = list[str]
 
 
 @pytest.fixture
-def work(tmp_path: Path) -> Path:
-    d = tmp_path / "w"
-    d.mkdir(mode=0o700)
-    return d
-
-
-@pytest.fixture
-def key(work: Path) -> Path:
-    path = work / "chain.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, KEY + b"\n")
-    os.close(fd)
-    return path
+def key(tmp_path: Path) -> Path:
+    return chain_key_file(tmp_path)
 
 
 def ctx() -> Context:
@@ -98,8 +86,8 @@ def records_of(text: str) -> Lines:
     return ["===>PACKET BOUNDARY\n" + p for p in parts[1:]]
 
 
-def test_oprint_records_of_several_lines(work: Path, key: Path) -> None:
-    plain, chained = work / "plain.log", work / "chained.log"
+def test_oprint_records_of_several_lines(tmp_path: Path, key: Path) -> None:
+    plain, chained = tmp_path / "plain.log", tmp_path / "chained.log"
     oprint(plain, 8)
     oprint(chained, 8, chain_key=str(key))
     assert " chain=" not in plain.read_text()
@@ -141,8 +129,8 @@ def nacct(path: Path, n: int, **opts: Any) -> None:
     stop_stack(stack)
 
 
-def test_nacct_lines(work: Path, key: Path) -> None:
-    plain, chained = work / "plain.log", work / "chained.log"
+def test_nacct_lines(tmp_path: Path, key: Path) -> None:
+    plain, chained = tmp_path / "plain.log", tmp_path / "chained.log"
     nacct(plain, 10)
     nacct(chained, 10, chain_key=str(key))
     lines = chained.read_text().splitlines(keepends=True)
@@ -176,8 +164,8 @@ def xml_run(directory: Path, clock: FakeClock, n: int, **opts: Any) -> None:
     stop_stack(stack)
 
 
-def test_xml_files_stay_xml_and_the_chain_crosses_files(work: Path, key: Path) -> None:
-    plain, chained = work / "plain", work / "chained"
+def test_xml_files_stay_xml_and_the_chain_crosses_files(tmp_path: Path, key: Path) -> None:
+    plain, chained = tmp_path / "plain", tmp_path / "chained"
     plain.mkdir()
     chained.mkdir()
     xml_run(plain, FakeClock(wall=NOW), 6)
@@ -204,7 +192,7 @@ def test_xml_files_stay_xml_and_the_chain_crosses_files(work: Path, key: Path) -
              f"{files[0]}:4: moved: seq 2 comes after seq 3")
 
 
-def test_xml_chain_needs_a_file(work: Path, key: Path) -> None:
+def test_xml_chain_needs_a_file(tmp_path: Path, key: Path) -> None:
     with pytest.raises(ConfigError, match="chain_key"):
         make_stack([NflogKeys, (XmlOutput, {"stdout": 1, "chain_key": str(key)})], ctx())
 
@@ -235,8 +223,8 @@ def pcap_records(data: bytes) -> tuple[bytes, list[bytes]]:
     return head, recs
 
 
-def test_pcap_capture_unchanged_and_seals_beside_it(work: Path, key: Path) -> None:
-    plain, chained = work / "plain.pcap", work / "chained.pcap"
+def test_pcap_capture_unchanged_and_seals_beside_it(tmp_path: Path, key: Path) -> None:
+    plain, chained = tmp_path / "plain.pcap", tmp_path / "chained.pcap"
     pcap(plain, 12)
     pcap(chained, 12, chain_key=str(key))
     assert chained.read_bytes() == plain.read_bytes()  # tcpdump reads the same capture
@@ -265,8 +253,8 @@ def test_pcap_capture_unchanged_and_seals_beside_it(work: Path, key: Path) -> No
     assert any(": duplicate: seq 6" in line for line in out), out
 
 
-def test_pcap_restart_and_sighup_continue_the_chain(work: Path, key: Path) -> None:
-    path = work / "c.pcap"
+def test_pcap_restart_and_sighup_continue_the_chain(tmp_path: Path, key: Path) -> None:
+    path = tmp_path / "c.pcap"
     pcap(path, 3, chain_key=str(key))
     pcap(path, 3, chain_key=str(key))  # a restart resumes from the last seal
     stack = make_stack([PktSource, (PcapOutput, {"file": str(path), "chain_key": str(key)})], ctx())
@@ -274,10 +262,10 @@ def test_pcap_restart_and_sighup_continue_the_chain(work: Path, key: Path) -> No
     assert isinstance(src, PktSource)
     src.push(PKT4, totlen=28)
     stack.sink.flush()
-    os.rename(path, work / "c.pcap.1")
-    os.rename(f"{path}.chain", work / "c.pcap.1.chain")
+    os.rename(path, tmp_path / "c.pcap.1")
+    os.rename(f"{path}.chain", tmp_path / "c.pcap.1.chain")
     stack.sink.signal(signal.SIGHUP)  # rotation: new capture, new seal file, the chain goes on
     src.push(PKT4, totlen=28)
     stop_stack(stack)
-    rc, out = verify(key, work / "c.pcap.1", path)
+    rc, out = verify(key, tmp_path / "c.pcap.1", path)
     assert rc == 0 and "8 records in 1 chain(s)" in out[-1], out

@@ -17,10 +17,9 @@ from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
 from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.sqlite3 import Sqlite3Output
-from tests.audit_helpers import run
+from tests.audit_helpers import chain_key_file, run
 from tests.helpers import BaseKeys, NflogKeys, golden_packets, make_stack, stop_stack
 
-KEY = b"0123456789abcdef0123456789abcdef"
 # ulogd-style columns of several types: text, integers, an address (an integer in SQLite),
 # booleans, bytes; then the two chain columns
 COLUMNS = ("oob_prefix text, oob_time_sec integer, oob_mark integer, ip_saddr integer, ip_protocol integer, "
@@ -30,11 +29,7 @@ CHAINED = COLUMNS + ", pyulogd_seq integer, pyulogd_chain varchar(32)"
 
 @pytest.fixture
 def key(tmp_path: Path) -> Path:
-    path = tmp_path / "chain.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, KEY + b"\n")
-    os.close(fd)
-    return path
+    return chain_key_file(tmp_path)
 
 
 def table(db: Path, columns: str) -> None:

@@ -24,8 +24,9 @@ saw, to compare.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyulogd.audit import schema
 from pyulogd.audit.dburl import Db, DbError
@@ -143,21 +144,30 @@ def db_records(db: Db, batch: int = 20000) -> Iterator[Record | Finding]:
     """The rows of the audit table by id (insertion order), read in batches."""
     cols = ("id", "seq", "chain", *schema.CHAINED)
     sql = f"SELECT {', '.join(cols)} FROM {schema.TABLE} WHERE id > ? ORDER BY id LIMIT ?"
-    last = 0
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        last = 0
+        while page := db.rows(sql, (last, batch)):
+            yield from page
+            last = int(page[-1][0])
+
+    return _row_records(rows(), "id", "seq/chain", row_bytes)
+
+
+def _row_records(rows: Iterable[tuple[Any, ...]], label: str, columns: str,
+                 body: Callable[[Sequence[Any]], bytes]) -> Iterator[Record | Finding]:
+    """Rows of (position, seq, tag, the values the tag covers...) as records; a row without a
+    seal is a finding, an error once a sealed row was seen (before: written before
+    chain_key was set)."""
     chained = False
-    while True:
-        rows = db.rows(sql, (last, batch))
-        if not rows:
-            return
-        for row in rows:
-            last = int(row[0])
-            where = f"id {last}"
-            if row[1] is None or row[2] is None:
-                yield Finding("unsealed", where, "a row without seq/chain" + (
-                    " (written before chain_key was set)" if not chained else " (inserted by hand?)"), error=chained)
-                continue
-            chained = True
-            yield Record(where, int(row[1]), str(row[2]), row_bytes(row[3:]))
+    for row in rows:
+        where = f"{label} {row[0]}"
+        if row[1] is None or row[2] is None:
+            yield Finding("unsealed", where, f"a row without {columns}" + (
+                " (written before chain_key was set)" if not chained else " (inserted by hand?)"), error=chained)
+            continue
+        chained = True
+        yield Record(where, int(row[1]), str(row[2]), body(row[3:]))
 
 
 # The id-column rule of the ulogd output that writes each dialect's table (db/columns.py):
@@ -190,21 +200,14 @@ def table_records(db: Db, table: str, order_by: str = "", batch: int = 20000) ->
     order = order_by or ("rowid" if db.dialect == "sqlite" else CHAIN_COLUMNS[0])
     q = [quote_ident(c, db.dialect) for c in (order, *CHAIN_COLUMNS, *data)]
     sql = f"SELECT {', '.join(q)} FROM {quote_ident(table, db.dialect)} ORDER BY {q[0]} LIMIT ? OFFSET ?"  # noqa: S608
-    offset = 0
-    chained = False
-    while True:
-        rows = db.rows(sql, (batch, offset))
-        if not rows:
-            return
-        offset += len(rows)
-        for row in rows:
-            where = f"{order} {row[0]}"
-            if row[1] is None or row[2] is None:
-                yield Finding("unsealed", where, "a row without pyulogd_seq/pyulogd_chain" + (
-                    " (written before chain_key was set)" if not chained else " (inserted by hand?)"), error=chained)
-                continue
-            chained = True
-            yield Record(where, int(row[1]), str(row[2]), canon_bytes(row[3:]))
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        offset = 0
+        while page := db.rows(sql, (batch, offset)):
+            yield from page
+            offset += len(page)
+
+    return _row_records(rows(), order, "/".join(CHAIN_COLUMNS), canon_bytes)
 
 
 def file_records(paths: Iterable[str], key: bytes | None = None) -> Iterator[Record | Finding]:
