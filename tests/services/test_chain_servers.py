@@ -115,3 +115,19 @@ def test_mysql_rows_chained(my_db: str, key: Path) -> None:
                 cur.execute(s)
 
     check(key, f"mysql://root@{host}:{port}/{my_db}", execute)
+
+
+def test_dbi_table_with_its_id_column(pg_db: str, key: Path) -> None:
+    """DBI skips the first column whatever its name: verify is told with --output DBI."""
+    from pyulogd.plugins.outputs.dbi import DbiOutput
+
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(PG_ADMIN.replace("dbname=postgres", f"dbname={pg_db}"), autocommit=True) as con:
+        con.execute(PG_TABLE.replace("_id bigserial", "id bigserial"))
+    fill(DbiOutput, {"db": pg_db, "dbtype": "pgsql", "host": "127.0.0.1", "user": "postgres",
+                     "chain_key": str(key), "spool_dir": str(key.parent / "spool")}, n=5)  # fmt: skip
+    url = f"postgresql://postgres@127.0.0.1/{pg_db}"
+    rc, out, err = run("verify", "--key", str(key), "--db", url, "--table", "t", "--output", "DBI")
+    assert rc == 0 and "5 records in 1 chain(s)" in out.splitlines()[-1], (out, err)
+    rc, out, err = run("verify", "--key", str(key), "--db", url, "--table", "t")  # read as PGSQL's: id counts
+    assert rc == 1 and "TAMPERED" in out

@@ -118,6 +118,8 @@ def test_restart_resumes_the_chain(tmp_path: Path, key: Path) -> None:
     assert rc == 0 and "6 records in 1 chain(s)" in out[-1]
     rc, out = verify(key, db, "--order-by", "pyulogd_seq")
     assert rc == 0 and out[-1].endswith("6 records in 1 chain(s), last seq 6 tag " + out[-1][-26:-4] + ": OK")
+    rc, out, err = run("verify", "--key", str(key), "--db", f"sqlite:///{db}", "--table", "t", "--output", "JSON")
+    assert rc != 0 and "--output JSON" in err
 
 
 def test_chain_needs_the_columns_and_verify_needs_a_chained_table(tmp_path: Path, key: Path) -> None:
@@ -129,3 +131,4 @@ def test_chain_needs_the_columns_and_verify_needs_a_chained_table(tmp_path: Path
     assert rc != 0 and "not chained" in err and "Traceback" not in err
     rc, out, err = run("verify", "--key", str(key), "--db", f"sqlite:///{db}", "--table", "t; DROP TABLE t")
     assert rc != 0 and "not a plain table" in err
+

@@ -150,6 +150,8 @@ def build_parser() -> _Parser:
                    "(its pyulogd_seq and pyulogd_chain columns) instead of the audit table")
     v.add_argument("--order-by", metavar="COLUMN", default="", help="with --table: the column that gives the rows' "
                    "order of insertion (default: rowid for SQLite, else pyulogd_seq)")
+    v.add_argument("--output", metavar="PLUGIN", default="", help="with --table: the output that wrote it, "
+                   "for its id-column rule (default: SQLITE3, PGSQL or MYSQL by the database; DBI must be named)")
     return p
 
 
@@ -419,7 +421,7 @@ def cmd_verify(a: argparse.Namespace, out: TextIO) -> int:
         db = _db(a)
         try:
             if a.table:
-                report = verify.check(verify.table_records(db, a.table, a.order_by), key)
+                report = verify.check(verify.table_records(db, a.table, a.order_by, a.output), key)
                 return _verdict(report, f"{db.url.describe()} table {a.table}", out)
             store = Store(db)
             store.require_audit("verify")

@@ -170,19 +170,22 @@ def _row_records(rows: Iterable[tuple[Any, ...]], label: str, columns: str,
         yield Record(where, int(row[1]), str(row[2]), body(row[3:]))
 
 
-# The id-column rule of the ulogd output that writes each dialect's table (db/columns.py):
-# its first column is not written by the output (an auto-increment id), so not chained.
-SKIP_RULES = {"sqlite": "never", "pgsql": "underscore", "mysql": "always"}
+# The id-column rule of each ulogd SQL output (db/columns.py): a first column it does not
+# write (an auto-increment id), so not chained; by default the rule of the dialect's output.
+SKIP_RULES = {"SQLITE3": "never", "PGSQL": "underscore", "MYSQL": "always", "DBI": "always"}
+DIALECT_OUTPUT = {"sqlite": "SQLITE3", "pgsql": "PGSQL", "mysql": "MYSQL"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-def table_records(db: Db, table: str, order_by: str = "", batch: int = 20000) -> Iterator[Record | Finding]:
+def table_records(db: Db, table: str, order_by: str = "", output: str = "",
+                  batch: int = 20000) -> Iterator[Record | Finding]:
     """The rows of a ulogd table chained by its SQL output (PGSQL, MYSQL, SQLITE3:
     ``pyulogd_seq`` and ``pyulogd_chain`` columns), in stored order: ``order_by`` (a column,
     e.g. the id column), by default SQLite's ``rowid`` and the chain's ``seq`` elsewhere
     (then rows moved are seen as changed, not as moved). The tag covers the columns the
     output wrote, in table order: all but the two chain columns and the id column of the
-    dialect's rule (:data:`SKIP_RULES`). DbError for a table that is not chained."""
+    rule of ``output`` (:data:`SKIP_RULES`; by default the dialect's own output, DBI must be
+    named). DbError for a table that is not chained."""
     from pyulogd.db.columns import skip_first
     from pyulogd.db.statement import quote_ident
 
@@ -196,7 +199,10 @@ def table_records(db: Db, table: str, order_by: str = "", batch: int = 20000) ->
         raise DbError(f"table {table} has no {' and '.join(CHAIN_COLUMNS)} columns: not chained (chain_key)")
     if order_by and order_by.lower() not in cols and not (order_by.lower() == "rowid" and db.dialect == "sqlite"):
         raise DbError(f"table {table} has no column {order_by}")
-    data = [c for c in skip_first(cols, SKIP_RULES[db.dialect]) if c not in CHAIN_COLUMNS]
+    rule = SKIP_RULES.get((output or DIALECT_OUTPUT[db.dialect]).upper())
+    if rule is None:
+        raise DbError(f"--output {output}: one of {', '.join(SKIP_RULES)}")
+    data = [c for c in skip_first(cols, rule) if c not in CHAIN_COLUMNS]
     order = order_by or ("rowid" if db.dialect == "sqlite" else CHAIN_COLUMNS[0])
     q = [quote_ident(c, db.dialect) for c in (order, *CHAIN_COLUMNS, *data)]
     sql = f"SELECT {', '.join(q)} FROM {quote_ident(table, db.dialect)} ORDER BY {q[0]} LIMIT ? OFFSET ?"  # noqa: S608
