@@ -262,8 +262,8 @@ def test_pcap_restart_and_sighup_continue_the_chain(tmp_path: Path, key: Path) -
     assert isinstance(src, PktSource)
     src.push(PKT4, totlen=28)
     stack.sink.flush()
-    os.rename(path, tmp_path / "c.pcap.1")
-    os.rename(f"{path}.chain", tmp_path / "c.pcap.1.chain")
+    os.rename(path, tmp_path / "c.pcap.1")  # as logrotate names them
+    os.rename(f"{path}.chain", tmp_path / "c.pcap.chain.1")
     stack.sink.signal(signal.SIGHUP)  # rotation: new capture, new seal file, the chain goes on
     src.push(PKT4, totlen=28)
     stop_stack(stack)

@@ -23,6 +23,7 @@ saw, to compare.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -292,8 +293,21 @@ def pcap_bodies(path: str) -> Iterator[tuple[str, bytes] | Finding]:
         off = end
 
 
+def seal_file(path: str) -> str:
+    """Where the seals of a capture are: ``<path>.chain``, or for a rotated capture
+    (``ulogd.pcap.1``, ``ulogd.pcap-20261207``) the seal file rotated with it
+    (``ulogd.pcap.chain.1``, ``ulogd.pcap.chain-20261207``) when that one exists."""
+    own = path + ".chain"
+    m = re.fullmatch(r"(.+?)([.-]\d+)", path)
+    if m is not None and not os.path.exists(own):
+        rotated = m.group(1) + ".chain" + m.group(2)
+        if os.path.exists(rotated):
+            return rotated
+    return own
+
+
 def pcap_records(path: str, key: bytes) -> Iterator[Record | Finding]:
-    """The records of a pcap file paired with their seals (``<path>.chain``).
+    """The records of a pcap file paired with their seals (:func:`seal_file`).
 
     The seals are a list apart, so each record is matched to the seal whose HMAC it passes,
     looked for near its place (:data:`WINDOW`), and yields that seal's ``seq`` and tag: so
@@ -304,7 +318,7 @@ def pcap_records(path: str, key: bytes) -> Iterator[Record | Finding]:
     records cut off the end, which (unlike lines) can be seen."""
     chain = Chain(key)
     seals: list[tuple[int, str]] = []
-    for rec in file_records([path + ".chain"]):
+    for rec in file_records([seal_file(path)]):
         if isinstance(rec, Finding):
             yield rec
         else:
