@@ -25,9 +25,10 @@ several lines (OPRINT's ``===>PACKET BOUNDARY`` and its ``name=value`` lines, XM
 sealed on its last line as ``<seq>/<lines>:<tag>``, the HMAC covering all its lines.
 
 PCAP's records are binary: their seals go to a file beside it, ``<file>.chain``, one line per
-record in the same order (``record chain=<seq>:<tag>``); :func:`pair_records` matches them
-up again for verify. The SQL outputs with ulogd's tables (PGSQL, MYSQL, SQLITE3) keep
-``seq`` and tag in two columns of the table the user adds (db/output.py). At start an
+record in the same order (``record chain=<seq>:<tag>``); verify (``pcap_records``) matches
+them up again. The SQL outputs with ulogd's tables (PGSQL, MYSQL, SQLITE3, DBI) keep ``seq``
+and tag in two columns the user adds to the table (:data:`CHAIN_COLUMNS`, db/output.py),
+the tag covering the other values in their canonical form (:func:`canon_bytes`). At start an
 output resumes the chain from the last sealed line of its file, so a restart continues
 it; a file that has none (new, or rotated away) starts a new chain, which verify reports.
 
