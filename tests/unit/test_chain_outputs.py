@@ -269,3 +269,28 @@ def test_pcap_restart_and_sighup_continue_the_chain(tmp_path: Path, key: Path) -
     stop_stack(stack)
     rc, out = verify(key, tmp_path / "c.pcap.1", path)
     assert rc == 0 and "8 records in 1 chain(s)" in out[-1], out
+
+
+# -- NEUTRONLOG
+
+
+def test_neutronlog_lines(tmp_path: Path, key: Path) -> None:
+    from tests.unit.test_neutronlog import build, send_packet
+
+    plain_dir, chained_dir = tmp_path / "p", tmp_path / "c"
+    plain_dir.mkdir()
+    chained_dir.mkdir()
+    outs = []
+    for d, opts in ((plain_dir, {}), (chained_dir, {"chain_key": str(key)})):
+        src, nl, out, _ctx = build(d, **opts)
+        for i in range(6):
+            send_packet(src, oob_time_sec=1_800_000_000 + i)
+        nl.stop()
+        outs.append(out)
+    plain, chained = outs
+    lines = chained.read_text().splitlines(keepends=True)
+    assert [ln.rsplit(" chain=", 1)[0] + "\n" for ln in lines] == plain.read_text().splitlines(keepends=True)
+    assert verify(key, chained)[0] == 0
+    tampered(key, chained, "".join(lines[:1] + [lines[1].replace("ACCEPT", "DROP")] + lines[2:]),
+             f"{chained}:2: changed: seq 2")
+    tampered(key, chained, "".join(lines[:3] + lines[4:]), f"{chained}:4: missing: seq 4 missing")
