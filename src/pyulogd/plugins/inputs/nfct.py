@@ -15,6 +15,9 @@ Modes, as ulogd2 2.0.8:
   (``ct.event`` 2) and, with the flow table, cached. Works without the table and with the
   input shared by several stacks (both crash ulogd2 2.0.8).
 
+The flow table's rules are :class:`pyulogd.codec.nfct_flows.FlowTable`'s, a pure function of
+the event and ``now`` (``apply``); this module is their shell: sockets, dumps, timers, counters.
+
 Differences from 2.0.8 (see docs/compat.md):
 
 * ENOBUFS on the event socket is counted (``nfct.<id>.enobufs``); with the flow table a resync
