@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
@@ -141,6 +144,9 @@ def test_nacct_lines(tmp_path: Path, key: Path) -> None:
     tampered(key, chained, "".join(lines[:2] + lines[3:]), f"{chained}:3: missing: seq 3 missing")
     tampered(key, chained, "".join(lines[:6] + [lines[7], lines[6]] + lines[8:]),
              f"{chained}:8: moved: seq 7 comes after seq 8")
+    # the first two swapped: seq 1 after seq 2 is a move, not a new chain (verify told them
+    # apart by whether seq 2's tag goes on from it)
+    tampered(key, chained, "".join([lines[1], lines[0]] + lines[2:]), f"{chained}:2: moved: seq 1 comes after seq 2")
 
 
 # -- XML: well-formed files, the chain across SIGHUP's files
@@ -294,3 +300,41 @@ def test_neutronlog_lines(tmp_path: Path, key: Path) -> None:
     tampered(key, chained, "".join(lines[:1] + [lines[1].replace("ACCEPT", "DROP")] + lines[2:]),
              f"{chained}:2: changed: seq 2")
     tampered(key, chained, "".join(lines[:3] + lines[4:]), f"{chained}:4: missing: seq 4 missing")
+
+
+# -- PCAP pairing: any deletion, move or change is found; never an exception
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_pcap_pairing_finds_every_edit(data: st.DataObject) -> None:
+    import tempfile
+
+    from pyulogd.audit.verify import check, pcap_records
+    from pyulogd.io.chain import LineChain
+    from tests.audit_helpers import CHAIN_KEY
+
+    n = data.draw(st.integers(1, 12))
+    recs = [struct.pack("=IIII", 1800000000 + i, 0, 4, 4) + bytes([i, i % 3, 0, 1]) for i in range(n)]
+    seals = LineChain(CHAIN_KEY, "text", "t").seal_bytes(recs)
+    edited = list(recs)
+    op = data.draw(st.sampled_from(["none", "delete", "swap", "change", "insert", "truncate"]))
+    i = data.draw(st.integers(0, n - 1))
+    if op == "delete":
+        del edited[i]
+    elif op == "swap" and n > 1:
+        j = data.draw(st.integers(0, n - 1).filter(lambda j: j != i))
+        edited[i], edited[j] = edited[j], edited[i]
+    elif op == "change":
+        edited[i] = edited[i][:-1] + bytes([edited[i][-1] ^ 0x80])
+    elif op == "insert":
+        edited.insert(i, struct.pack("=IIII", 1, 2, 4, 4) + b"evil")
+    elif op == "truncate":
+        edited = edited[:i]
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "c.pcap"
+        path.write_bytes(bytes(24) + b"".join(edited))
+        path.write_bytes(b"\xd4\xc3\xb2\xa1" + path.read_bytes()[4:])
+        Path(f"{path}.chain").write_text("".join(seals))
+        report = check(pcap_records(str(path), CHAIN_KEY), CHAIN_KEY)
+    assert report.ok == (edited == recs), (op, i, [f.line() for f in report.findings])

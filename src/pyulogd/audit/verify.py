@@ -82,13 +82,17 @@ def check(records: Iterable[Record | Finding], key: bytes) -> Report:
         first = cur.get(1)
         same_as_first = first is not None and first.tag == rec.tag and first.body == rec.body
         if rec.seq == 1 and not same_as_first and chain.expected("", 1, rec.body) == rec.tag:
-            if cur:
-                chains.append(cur)
-                report.findings.append(Finding("restart", rec.where, "a new chain starts here (the output "
-                                               "restarted without its previous record: records before it "
-                                               "could have been cut off unseen)", error=False))
-            cur = {}
-            top = 0
+            # a first record after others starts a new chain, unless the chain so far goes on
+            # from it (its seq 2 is tagged after this one): then it was moved
+            second = cur.get(2)
+            if second is None or chain.expected(rec.tag, 2, second.body) != second.tag:
+                if cur:
+                    chains.append(cur)
+                    report.findings.append(Finding("restart", rec.where, "a new chain starts here (the output "
+                                                   "restarted without its previous record: records before it "
+                                                   "could have been cut off unseen)", error=False))
+                cur = {}
+                top = 0
         seen = cur.get(rec.seq)
         if seen is not None:
             if seen.tag == rec.tag and seen.body == rec.body:
@@ -314,8 +318,9 @@ def pcap_records(path: str, key: bytes) -> Iterator[Record | Finding]:
     :func:`check` sees deletions (seals left without a record: a gap), moves (``seq`` out of
     order) and copies (a ``seq`` twice). A record that passes no seal was changed when a seal
     between those of its neighbours is left over (it takes it, and :func:`check` says
-    "changed"), else it was inserted (unsealed). Seals left over after the last record are
-    records cut off the end, which (unlike lines) can be seen."""
+    "changed"), else it was inserted (unsealed). Seals left over before the first record or
+    after the last are records deleted at the start or cut off the end, which (unlike lines)
+    can be seen."""
     chain = Chain(key)
     seals: list[tuple[int, str]] = []
     for rec in file_records([seal_file(path)]):
@@ -356,8 +361,14 @@ def pcap_records(path: str, key: bytes) -> Iterator[Record | Finding]:
             used[got] = True
         last = max(last, got)
         yield Record(where, seals[got][0], seals[got][1], body)
-    left = [seals[k][0] for k in range(last + 1, len(seals)) if not used[k]]
-    if left:
-        what = f"seq {left[0]}" if len(left) == 1 else f"seq {left[0]}..{left[-1]} ({len(left)} records)"
-        yield Finding("missing", f"{path} record:{len(items) + 1}",
-                      f"{what} sealed in {path}.chain but not in the file (cut off)")
+    # seals no record took before the first one taken (records deleted at the start: a
+    # chain of lines cannot tell those from an earlier file, seals can) and after the last
+    first = next((k for k in range(len(seals)) if used[k]), len(seals))
+    for ks, at, why in (([k for k in range(first) if not used[k]], 1, "deleted"),
+                           ([k for k in range(max(last + 1, first), len(seals)) if not used[k]],
+                            len(items) + 1, "cut off")):
+        if ks:
+            a, b = seals[ks[0]][0], seals[ks[-1]][0]
+            what = f"seq {a}" if len(ks) == 1 else f"seq {a}..{b} ({len(ks)} records)"
+            yield Finding("missing", f"{path} record:{at}", f"{what} sealed in {path}.chain but not in the file "
+                          f"({why})")
