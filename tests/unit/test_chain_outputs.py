@@ -9,24 +9,27 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyulogd.audit.verify import check, file_records, pcap_records
 from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
+from pyulogd.io.chain import LineChain
 from pyulogd.io.loop import Loop
 from pyulogd.plugins.outputs.nacct import NacctOutput
 from pyulogd.plugins.outputs.oprint import OprintOutput
 from pyulogd.plugins.outputs.pcap import PcapOutput
 from pyulogd.plugins.outputs.xml import XmlOutput
-from tests.audit_helpers import chain_key_file, run
+from tests.audit_helpers import CHAIN_KEY, chain_key_file, run
 from tests.builders.nfct import Tuple, build_ct
 from tests.helpers import BaseKeys, NflogKeys, golden_packets, make_stack, stop_stack
 from tests.unit.test_nacct import TCP, FlowSource
@@ -220,7 +223,7 @@ def pcap(path: Path, n: int, **opts: Any) -> None:
     stop_stack(stack)
 
 
-def pcap_records(data: bytes) -> tuple[bytes, list[bytes]]:
+def split_capture(data: bytes) -> tuple[bytes, list[bytes]]:
     head, recs, off = data[:24], [], 24
     while off < len(data):
         caplen = int.from_bytes(data[off + 8 : off + 12], "little")
@@ -239,7 +242,7 @@ def test_pcap_capture_unchanged_and_seals_beside_it(tmp_path: Path, key: Path) -
     assert len(seals) == 12 and seals[0].startswith("record chain=1:")
     rc, out = verify(key, chained)
     assert rc == 0 and "12 records in 1 chain(s)" in out[-1], out
-    head, recs = pcap_records(chained.read_bytes())
+    head, recs = split_capture(chained.read_bytes())
 
     def write(f: Callable[[list[bytes]], list[bytes]]) -> bytes:
         return head + b"".join(f(list(recs)))
@@ -302,39 +305,44 @@ def test_neutronlog_lines(tmp_path: Path, key: Path) -> None:
     tampered(key, chained, "".join(lines[:3] + lines[4:]), f"{chained}:4: missing: seq 4 missing")
 
 
-# -- PCAP pairing: any deletion, move or change is found; never an exception
+# -- every kind of edit, by hypothesis: found, never an exception
+
+T = TypeVar("T", str, bytes)
+
+
+def edit(data: st.DataObject, records: list[T], change: Callable[[T], T], forged: T) -> tuple[list[T], str, int]:
+    """``records`` with one edit drawn (deleted, swapped, changed, inserted, cut off, none);
+    the edited list, the edit and where."""
+    out = list(records)
+    n = len(out)
+    op = data.draw(st.sampled_from(["none", "delete", "swap", "change", "insert", "truncate"]))
+    i = data.draw(st.integers(0, n - 1))
+    if op == "delete":
+        del out[i]
+    elif op == "swap" and n > 1:
+        j = data.draw(st.integers(0, n - 1).filter(lambda j: j != i))
+        out[i], out[j] = out[j], out[i]
+    elif op == "change":
+        out[i] = change(out[i])
+    elif op == "insert":
+        out.insert(i, forged)
+    elif op == "truncate":
+        out = out[:i]
+    return out, op, i
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_pcap_pairing_finds_every_edit(data: st.DataObject) -> None:
-    import tempfile
-
-    from pyulogd.audit.verify import check, pcap_records
-    from pyulogd.io.chain import LineChain
-    from tests.audit_helpers import CHAIN_KEY
-
+    """A capture's records against their seals: every edit is found, a cut end included."""
     n = data.draw(st.integers(1, 12))
     recs = [struct.pack("=IIII", 1800000000 + i, 0, 4, 4) + bytes([i, i % 3, 0, 1]) for i in range(n)]
     seals = LineChain(CHAIN_KEY, "text", "t").seal_bytes(recs)
-    edited = list(recs)
-    op = data.draw(st.sampled_from(["none", "delete", "swap", "change", "insert", "truncate"]))
-    i = data.draw(st.integers(0, n - 1))
-    if op == "delete":
-        del edited[i]
-    elif op == "swap" and n > 1:
-        j = data.draw(st.integers(0, n - 1).filter(lambda j: j != i))
-        edited[i], edited[j] = edited[j], edited[i]
-    elif op == "change":
-        edited[i] = edited[i][:-1] + bytes([edited[i][-1] ^ 0x80])
-    elif op == "insert":
-        edited.insert(i, struct.pack("=IIII", 1, 2, 4, 4) + b"evil")
-    elif op == "truncate":
-        edited = edited[:i]
+    forged = struct.pack("=IIII", 1, 2, 4, 4) + b"evil"
+    edited, op, i = edit(data, recs, lambda r: r[:-1] + bytes([r[-1] ^ 0x80]), forged)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "c.pcap"
-        path.write_bytes(bytes(24) + b"".join(edited))
-        path.write_bytes(b"\xd4\xc3\xb2\xa1" + path.read_bytes()[4:])
+        path.write_bytes(b"\xd4\xc3\xb2\xa1" + bytes(20) + b"".join(edited))
         Path(f"{path}.chain").write_text("".join(seals))
         report = check(pcap_records(str(path), CHAIN_KEY), CHAIN_KEY)
     assert report.ok == (edited == recs), (op, i, [f.line() for f in report.findings])
@@ -346,29 +354,13 @@ def test_line_chain_finds_every_edit(data: st.DataObject) -> None:
     """The same edits on sealed lines (records of one or several lines): found, except what
     a chain of lines cannot see (the first records deleted, read as a chain beginning later,
     and the last ones cut off: the daemon's logged last seal is the check for those)."""
-    import tempfile
-
-    from pyulogd.audit.verify import check, file_records
-    from pyulogd.io.chain import LineChain
-    from tests.audit_helpers import CHAIN_KEY
-
     n = data.draw(st.integers(1, 10))
     multi = data.draw(st.booleans())
     recs = [f"===>PACKET BOUNDARY\nk={i}\nv={i % 3}\n" if multi else f"line {i} v={i % 3}\n" for i in range(n)]
     sealed = LineChain(CHAIN_KEY, "text", "t").seal_all(recs)
-    edited = list(sealed)
-    op = data.draw(st.sampled_from(["none", "delete", "swap", "change", "insert"]))
-    i = data.draw(st.integers(0, n - 1))
-    if op == "delete":
-        del edited[i]
-    elif op == "swap" and n > 1:
-        j = data.draw(st.integers(0, n - 1).filter(lambda j: j != i))
-        edited[i], edited[j] = edited[j], edited[i]
-    elif op == "change":
-        edited[i] = edited[i].replace("v=", "v=9", 1)
-    elif op == "insert":
-        edited.insert(i, "===>PACKET BOUNDARY\nk=evil\n" if multi else "line evil\n")
-    unseen = op == "delete" and i in (0, n - 1)
+    edited, op, i = edit(data, sealed, lambda r: r.replace("v=", "v=9", 1),
+                         "===>PACKET BOUNDARY\nk=evil\n" if multi else "line evil\n")
+    unseen = (op == "delete" and i in (0, n - 1)) or op == "truncate"
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "f.log"
         path.write_text("".join(edited))
