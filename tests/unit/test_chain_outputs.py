@@ -128,6 +128,15 @@ def test_oprint_records_of_several_lines(tmp_path: Path, key: Path) -> None:
 # -- NACCT
 
 
+def sealed_lines(key: Path, plain: Path, chained: Path) -> Lines:
+    """The lines of a chained file, checked: the unchained file's lines, each with a seal at
+    its end, and they verify."""
+    lines = chained.read_text().splitlines(keepends=True)
+    assert [ln.rsplit(" chain=", 1)[0] + "\n" for ln in lines] == plain.read_text().splitlines(keepends=True)
+    assert verify(key, chained)[0] == 0
+    return lines
+
+
 def nacct(path: Path, n: int, **opts: Any) -> None:
     stack = make_stack([FlowSource, (NacctOutput, {"file": str(path), **opts})], ctx())
     for i in range(n):
@@ -139,9 +148,7 @@ def test_nacct_lines(tmp_path: Path, key: Path) -> None:
     plain, chained = tmp_path / "plain.log", tmp_path / "chained.log"
     nacct(plain, 10)
     nacct(chained, 10, chain_key=str(key))
-    lines = chained.read_text().splitlines(keepends=True)
-    assert [ln.rsplit(" chain=", 1)[0] + "\n" for ln in lines] == plain.read_text().splitlines(keepends=True)
-    assert verify(key, chained)[0] == 0
+    lines = sealed_lines(key, plain, chained)
     tampered(key, chained, "".join(lines[:4] + [lines[4].replace("40004", "40044")] + lines[5:]),
              f"{chained}:5: changed: seq 5")
     tampered(key, chained, "".join(lines[:2] + lines[3:]), f"{chained}:3: missing: seq 3 missing")
@@ -297,9 +304,7 @@ def test_neutronlog_lines(tmp_path: Path, key: Path) -> None:
         nl.stop()
         outs.append(out)
     plain, chained = outs
-    lines = chained.read_text().splitlines(keepends=True)
-    assert [ln.rsplit(" chain=", 1)[0] + "\n" for ln in lines] == plain.read_text().splitlines(keepends=True)
-    assert verify(key, chained)[0] == 0
+    lines = sealed_lines(key, plain, chained)
     tampered(key, chained, "".join(lines[:1] + [lines[1].replace("ACCEPT", "DROP")] + lines[2:]),
              f"{chained}:2: changed: seq 2")
     tampered(key, chained, "".join(lines[:3] + lines[4:]), f"{chained}:4: missing: seq 4 missing")
