@@ -63,14 +63,17 @@ def debian_all_stacks(tmp: Path) -> tuple[str, list[str], list[str]]:
         line = re.sub(r'^directory="/var/log/ulog/"$', f'directory="{tmp}/"', line)
         line = re.sub(r'^socket_path=".*"$', f'socket_path="{tmp}/nuauth_ulogd2.sock"', line)
         out.append(line)
-        sec = re.match(r"^\[((mysql|pgsql|dbi|sqlite3_)\w*)\]$", line)
-        if sec:  # spools in the temporary directory, not /var/spool/pyulogd
+        sec = re.match(r"^\[((mysql|pgsql|dbi|sqlite3_|sys|graphite)\w*)\]$", line)
+        if sec:  # spools (SQL, and the network outputs': issue 12) in the temporary directory, not /var/spool/pyulogd
             out.append(f'spool_dir="{tmp}/spool-{sec.group(1)}"')
     # Sections Debian's stacks use but leave commented (JSON file, PCAP file, NACCT file).
     body = "\n".join(out) + "\n"
     body = body.replace("[json1]\n", f'[json1]\nfile="{tmp}/ulogd.json"\n', 1)
     body = body.replace("[pcap1]\n", f'[pcap1]\nfile="{tmp}/ulogd.pcap"\n', 1)
     body = body.replace("[nacct1]\n", f'[nacct1]\nfile="{tmp}/nacct.log"\n', 1)
+    if "\n[sys1]\n" not in body:  # Debian's sys1 has no section: its defaults, but not its spool
+        body += f'\n[sys1]\nspool_dir="{tmp}/spool-sys1"\n'
+
     return body, kept, skipped
 
 
