@@ -33,7 +33,10 @@ never blocks the event loop and never fails the stack because of the peer:
   connection. If the connection breaks in the middle of an item, a line-based item
   (``lines=True``) is resent from the first line the peer did not get whole, a binary
   item (an IPFIX message) whole, on the next connection: records are never silently cut
-  or lost, at worst the old connection ends with a partial record.
+  or lost, at worst the old connection ends with a partial record. What the peer's TCP never
+  acknowledged when the connection broke (SIOCOUTQ: the records sent after the peer closed
+  or died, before the daemon saw it) is put back from the items recently sent and goes again
+  too, counted in ``<prefix>.resent``.
 * Datagrams (udp, unix dgram): one ``send`` per item. UDP reports a dead peer only on a
   later ``send`` (ECONNREFUSED from an ICMP error): that datagram is counted as lost,
   the current one stays queued, and after the backoff one probe datagram goes first,
