@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyulogd.core.backoff import Backoff
-from pyulogd.io.sendstate import FLUSH_AT, POLL, PROBE_WAIT, SLACK, SendQueue, SendState
+from pyulogd.io.sendstate import FLUSH_AT, POLL, PROBE_WAIT, SLACK, SendQueue, SendState, Spill
 
 T = 1000.0  # a monotonic time
 
@@ -256,3 +258,92 @@ def test_history_is_bounded() -> None:
         q.took(10)
     assert 100 <= q.history_bytes < 110 and len(q.history) == 10
     assert q.unsent(10_000) == 10  # at most what could still be in a socket's send queue
+
+
+# -- the whole stream discipline on random histories (memory, spool, breaks, resends)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "flush", "send", "ack", "break", "connect"]),
+                          st.integers(1, 40)), max_size=120),
+       st.integers(0, 60))  # fmt: skip
+def test_random_outages_deliver_every_record_in_order(actions: list[tuple[str, int]], queue_bytes: int) -> None:
+    """A model of the sender around SendQueue and Spill: records are added, spilled to a
+    spool (a list of frames), sent in pieces the peer's TCP takes (``send``) and acknowledges
+    (``ack``: only then does the peer application have them), connections break with what was
+    not acknowledged put back (``unsent``) and come back. At the end every record reached the
+    peer application whole, and the first arrival of each record is in the order they came."""
+    q = SendQueue(queue_bytes, lines=True)
+    sp = Spill()
+    frames: list[list[tuple[bytes, int]]] = []
+    connected = False
+    unacked = b""  # sent on this connection, not acknowledged yet
+    peer: list[bytes] = []  # what each connection delivered to the peer application
+    current = b""
+    n = 0
+
+    def drain() -> None:
+        if sp.frame_sent(q):
+            frames.pop(0)
+            sp.on_disk = bool(frames)
+        if connected and sp.wants_frame(q):
+            for data, records in frames[0]:
+                q.push(data, records)
+            sp.frame_queued(q)
+
+    def send(budget: int) -> None:
+        nonlocal unacked
+        while connected and budget > 0:
+            drain()
+            if not q:
+                return
+            view = q.head_view(budget)
+            budget -= len(view)
+            unacked += bytes(view)
+            q.took(len(view))
+        drain()
+
+    for what, k in [*actions, ("connect", 0), ("flush", 0), ("send", 10**6), ("ack", 10**6), ("send", 10**6),
+                    ("ack", 10**6)]:  # fmt: skip
+        if what == "add":
+            for _ in range(k % 4 + 1):
+                line = b"%d\n" % n
+                n += 1
+                if sp.to_memory(q, len(line), connected):
+                    q.push(line, 1)
+                else:
+                    sp.add(line, 1)
+        elif what == "flush":
+            if sp.pending:
+                frames.append(sp.take_pending())
+                sp.on_disk = True
+            send(10**6)
+        elif what == "send":
+            send(k)
+        elif what == "ack":
+            current += unacked[:k]
+            unacked = unacked[k:]
+        elif what == "break" and connected:
+            q.unsent(len(unacked))
+            q.rewind()
+            q.forget_history()
+            peer.append(current)
+            current, unacked, connected = b"", b"", False
+        elif what == "connect":
+            connected = True
+        if what in ("connect", "ack"):
+            send(10**6)
+    while connected and (q or sp.active or unacked):  # the last rounds: everything goes
+        if sp.pending:
+            frames.append(sp.take_pending())
+            sp.on_disk = True
+        send(10**6)
+        current += unacked
+        unacked = b""
+    peer.append(current)
+    seen: list[int] = []
+    for data in peer:
+        for line in data.split(b"\n")[:-1]:  # a connection may end with a part of a line
+            seen.append(int(line))
+    first = list(dict.fromkeys(seen))
+    assert first == list(range(n))
