@@ -78,7 +78,7 @@ PATH_OPTIONS: dict[tuple[str, str], PathOption] = {
 NOT_CHECKED: dict[tuple[str, str], str] = {
     ("SYSLOG", "socket"): "connected at run time, and again after every failure: a missing socket is an outage",
     ("JSON", "file"): "in mode unix, a socket connected at run time (mode file is checked)",
-    ("*", "spool_dir"): "created at start, with its parents",
+    ("*", "spool_dir"): "created at start, with its parents (network outputs: at the first spill, or at start with -u)",
     ("*", "netns_dir"): "may appear later (ip netns creates it); watched for",
     ("NEUTRON", "ha_confs"): "exists on HA network nodes only; read again every ha_poll, a missing one is no HA router",
 }

@@ -23,8 +23,10 @@ Differences from 2.0.8 (docs/compat.md):
 * The collector may be down at start or go away: messages wait in a bounded queue
   (``queue`` bytes, 1 MiB), then in the on-disk spool (``spool_dir``, ``spool_max``), and go
   out in order after the reconnect (pyulogd.io.sender); a new TCP connection (a new IPFIX
-  session) starts with the templates again. Over udp a collector that is gone is seen only
-  from an ICMP error (docs/security.md).
+  session) starts with the templates again; spooled messages keep the sequence numbers of
+  the session they were made for, so a collector may report a gap or a jump after an
+  outage (the records are all there). Over udp a collector that is gone is seen only from
+  an ICMP error (docs/security.md).
 
 Each finished message is queued as it is made (``pyulogd.io.streamsink`` over tcp, resent
 whole after a broken connection; ``pyulogd.io.dgramsink`` over udp), carrying its records'
