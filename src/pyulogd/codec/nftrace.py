@@ -330,13 +330,15 @@ class TraceBatch:
             self.problem = why
 
 
-def parse_buffer(buf: bytes) -> TraceBatch:
+def parse_buffer(buf: bytes, batch: TraceBatch | None = None) -> TraceBatch:
     """Every trace event and ruleset change in a ``recv()`` buffer. Never raises.
 
     A message with an impossible length ends the buffer (the framing after it cannot be
-    trusted); a bad attribute spoils only its own message.
+    trusted); a bad attribute spoils only its own message. ``batch``: add to this one (the
+    datagrams of one read, handled together) instead of a new one.
     """
-    batch = TraceBatch()
+    if batch is None:
+        batch = TraceBatch()
     end = len(buf)
     off = 0
     sub = NFNL_SUBSYS_NFTABLES << 8

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import socket
 import sys
@@ -68,7 +69,10 @@ class Receiver:
     def __init__(self, slots: int, slot_size: int, names: bool = False) -> None:
         self.slots = slots
         self.slot_size = slot_size
-        self._data = (ctypes.c_char * (slots * slot_size))()
+        # Anonymous memory: pages no datagram was written into take no RAM (a ctypes array
+        # is zeroed, so all of it would be resident).
+        self._mem = mmap.mmap(-1, slots * slot_size)
+        self._data = (ctypes.c_char * (slots * slot_size)).from_buffer(self._mem)
         self._iov = (_Iovec * slots)()
         self._hdrs = (_Mmsghdr * slots)()
         base = ctypes.addressof(self._data)
