@@ -92,10 +92,10 @@ def trial(a: str, b: str, mode: str, rate: int, secs: float, rules: int, tmp: Pa
           label: str = "") -> dict[str, object]:  # fmt: skip
     sh("nft", "flush", "ruleset", ns=b)
     sh("nft", "-f", "-", ns=b, input=ruleset(rules, mode))
-    out, log = tmp / f"{mode}-{rate}.json", tmp / f"{mode}-{rate}.log"
+    out, log = tmp / f"{mode}{label}-{rate}.json", tmp / f"{mode}{label}-{rate}.log"
     daemon = None
     if mode != "none":
-        conf = tmp / f"{mode}.conf"
+        conf = tmp / f"{mode}{label}.conf"
         conf.write_text(config(mode, b, out, log))
         env = dict(os.environ, PYTHONPATH=str(src))
         daemon = subprocess.Popen([sys.executable, "-m", "pyulogd", "-c", str(conf)], env=env)
