@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         ratio = f"{r['cpu_us_per_record'] / ref[r['rate']]:.2f}" if ref.get(r["rate"]) else "-"
         lines.append(f"| {r['target']} | {r['rate'] or 'max'} | {r['sent_rate']:,.0f} | {r['sent']} | {r['records']} | "
-                     f"{r['lost']} | {r['cpu_us_per_record']:.2f} | {ratio} | {r['records_per_cpu_second'] or 0:,.0f} | "
+                     f"{r['lost']} | {r['cpu_us_per_record']:.2f} | {ratio} | "
+                     f"{r['records_per_cpu_second'] or 0:,.0f} | "
                      f"{r['rss_kib'] / 1024:.1f} |")  # fmt: skip
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -130,7 +130,8 @@ def main() -> int:
     ap.add_argument("--callgrind", action="store_true")
     a = ap.parse_args()
     if a.callgrind:
-        print(f"NFTRACE -> BASE -> IP2STR -> JSON: {callgrind(a.batch):,.0f} instructions per traced packet (callgrind)")
+        ir = callgrind(a.batch)
+        print(f"NFTRACE -> BASE -> IP2STR -> JSON: {ir:,.0f} instructions per traced packet (callgrind)")
         return 0
     print(f"NFTRACE -> BASE -> IP2STR -> JSON: {run(a.rounds, a.batch):.2f} µs CPU per traced packet "
           f"({a.rounds} x {PACKETS} packets)")

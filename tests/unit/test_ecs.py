@@ -526,8 +526,9 @@ def _value(name: str) -> Any:
         return st.sampled_from(["ACCEPT", "DROP", "REJECT", "OTHER", "queue", None])
     if name.startswith("tcp."):
         return st.sampled_from([0, 1, None])
-    if name in ("oob.in", "oob.out", "oob.prefix", "oob.netns", "audit.rule", "sum.name", "audit.loss.reason") or \
-            name.startswith(("nft.table", "nft.chain", "nft.rule", "nft.verdict", "nft.family", "neutron.")):  # fmt: skip
+    texts = ("oob.in", "oob.out", "oob.prefix", "oob.netns", "audit.rule", "sum.name", "audit.loss.reason")
+    named = ("nft.table", "nft.chain", "nft.rule", "nft.verdict", "nft.family", "neutron.")
+    if name in texts or name.startswith(named):
         return st.sampled_from([*_STRINGS, None])
     if name == "ct.event":
         return st.sampled_from([1, 2, 4, 8, None])

@@ -70,7 +70,10 @@ def sets(draw: Any, fields: tuple[Field, ...]) -> bytes:
                 n = draw(st.sampled_from([0, 1, 4, 6, 16, 300]))
                 long = n >= 255 or draw(st.booleans())
                 out += (b"\xff" + n.to_bytes(2, "big")) if long else bytes([n])
-                out += draw(st.binary(min_size=n, max_size=n)) if n <= 16 else draw(st.binary(min_size=1, max_size=1)) * n
+                if n <= 16:
+                    out += draw(st.binary(min_size=n, max_size=n))
+                else:
+                    out += draw(st.binary(min_size=1, max_size=1)) * n
             elif f.length in EDGES and draw(st.booleans()):
                 out += draw(st.sampled_from(EDGES[f.length])).to_bytes(f.length, "big")
             else:

@@ -23,7 +23,8 @@ they mean the same (``host``, ``port``, ``proto``).
 Counters (``ipfixin.<id>.``): the collector's (``messages``, ``records``, ``malformed`` and
 ``malformed.<cause>``, ``no_template``, ``held_*``, ``seq_gaps``, ``lost_records``, ...;
 ``COUNTERS`` in the codec) and the socket's (``denied``, ``recv_errors``, ``tcp_clients``,
-``tcp_bad_stream``, ``decoder_errors``).
+``tcp_bad_stream``, ``decoder_errors``, ``truncated``: a UDP datagram longer than the 64 KiB a
+slot of ``recvmmsg`` holds).
 """
 
 from __future__ import annotations
