@@ -153,9 +153,10 @@ def _text(b: bytes) -> str:
     t = _TEXTS.get(b)
     if t is None:
         t = b.rstrip(b"\0").decode("utf-8", "surrogateescape")
-        if len(_TEXTS) >= _CACHE_MAX:
-            _TEXTS.clear()
-        _TEXTS[b] = t
+        if len(b) <= 256:  # (bounded memory: long values are converted each time)
+            if len(_TEXTS) >= _CACHE_MAX:
+                _TEXTS.clear()
+            _TEXTS[b] = t
     return t
 
 
@@ -550,6 +551,7 @@ def _emit_plain(src: list[str], ns: dict[str, Any], tid: int, codes: list[_Field
 
 # Fast decoders look values that repeat (interface names, MACs, tunnel addresses) up in
 # caches instead of calling the helper: one dict subscript instead of one or two calls.
+_MEMO_LEN = 256
 _CACHED = {"_name": "_NM", "_text": "_TX", "_mac": "_MC", "_ntoa4": "_A4", "_ntoa6": "_A6"}
 _CALL = re.compile(r"\b(" + "|".join(_CACHED) + r")\((f\d+)\)")
 _FIELD = re.compile(r"\bf(\d+)\b")
@@ -557,7 +559,9 @@ _FIELD = re.compile(r"\bf(\d+)\b")
 
 class _Memo(dict[bytes, Any]):
     """``fn(b)`` by ``b``, computed once; cleared when it holds :data:`_CACHE_MAX` values, so
-    an exporter sending a new name in every record costs memory for a bounded number."""
+    an exporter sending a new name in every record costs memory for a bounded number, and
+    only values of at most :data:`_MEMO_LEN` bytes are kept (a 64 KiB string field is
+    converted each time rather than kept 4096 times)."""
 
     def __init__(self, fn: Callable[[bytes], Any]) -> None:
         super().__init__()
@@ -565,9 +569,10 @@ class _Memo(dict[bytes, Any]):
 
     def __missing__(self, b: bytes) -> Any:
         v = self.fn(b)
-        if len(self) >= _CACHE_MAX:
-            self.clear()
-        self[b] = v
+        if len(b) <= _MEMO_LEN:
+            if len(self) >= _CACHE_MAX:
+                self.clear()
+            self[b] = v
         return v
 
 
