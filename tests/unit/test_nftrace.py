@@ -142,6 +142,27 @@ def test_mutated_messages_decode_or_count(pos: int, byte: int, cut: int) -> None
             assert not batch.events and not batch.changes
 
 
+def _outcome(data: bytes, fast: bool) -> object:
+    try:
+        return nt.parse_trace(data, 0, len(data), fast).as_dict()
+    except DecodeError as e:
+        return str(e)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 200), st.integers(0, 255), st.integers(0, 40), st.integers(0, 68))
+def test_fast_prefix_equals_the_attribute_loop(pos: int, byte: int, cut: int, which: int) -> None:
+    """The first three attributes read with one call (NFPROTO, TYPE, ID: every message the
+    kernel sends) give what the attribute loop gives, on captured messages and on copies
+    with a byte changed or the tail cut."""
+    msg = bytearray(captured()[which])
+    assert _outcome(bytes(msg), True) == _outcome(bytes(msg), False)
+    if pos < len(msg):
+        msg[pos] = byte
+    for data in (bytes(msg), bytes(msg[: len(msg) - cut])):
+        assert _outcome(data, True) == _outcome(data, False)
+
+
 def test_verdict_names() -> None:
     assert nt.verdict_name(ACCEPT) == "accept" and nt.verdict_name(DROP) == "drop"
     assert nt.verdict_name((3 << 16) | nt.NF_QUEUE) == "queue 3"

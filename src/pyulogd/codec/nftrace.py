@@ -133,6 +133,9 @@ _unpack_u32 = struct.Struct("!I").unpack_from
 _unpack_i32 = struct.Struct("!i").unpack_from
 _unpack_u16 = struct.Struct("!H").unpack_from
 _unpack_u64 = struct.Struct("!Q").unpack_from
+_head3 = struct.Struct("=HH4xHH4xHH4x").unpack_from
+_vals3 = struct.Struct("!4xI4xI4xI").unpack_from
+_HEAD3 = (8, 15, 8, 4, 8, 6)  # (length, type) of NFTA_TRACE_NFPROTO, _TYPE, _ID
 
 
 class TraceEvent:
@@ -207,10 +210,11 @@ def _cached_name(raw: bytes) -> str:
     return name
 
 
-def parse_trace(buf: bytes, off: int, end: int) -> TraceEvent:
+def parse_trace(buf: bytes, off: int, end: int, fast: bool = True) -> TraceEvent:
     """The trace message at ``buf[off:end]`` (``end`` = off + nlmsg_len). Raises :class:`DecodeError`.
 
     A trace message without an id, a table or a chain is refused: it cannot be attributed.
+    ``fast=False``: every attribute through the loop (what the fast path is tested against).
     """
     if end - off < 20:
         raise DecodeError(f"trace message of {end - off} bytes has no nfgenmsg header")
@@ -219,6 +223,12 @@ def parse_trace(buf: bytes, off: int, end: int) -> TraceEvent:
     have_id = False
     table = chain = None
     a = off + 20
+    if fast and end - a >= 24 and _head3(buf, a) == _HEAD3:
+        # Every trace message the kernel sends starts with NFPROTO, TYPE and ID (4 bytes
+        # each): read with one call; anything else goes through the loop below.
+        ev.nfproto, ev.type, ev.id = _vals3(buf, a)
+        have_id = True
+        a += 24
     while a + 4 <= end:
         al, at = _unpack_nla(buf, a)
         q = a + al
