@@ -54,7 +54,7 @@ from pyulogd.audit.values import (
     PrefixMembers,
     stamper,
 )
-from pyulogd.codec.communityid import CommunityIdCache
+from pyulogd.codec.communityid import CommunityIdCache, community_id
 
 ECS_VERSION = "9.4.0"
 # The custom namespace for what ECS has no field for (ECS's guidance: a name of our own).
@@ -274,8 +274,10 @@ def render(rec, now):
                 sp = R[orig.l4.sport]
                 dp = R[orig.l4.dport]
 #endif
-        fl = FLOWS.get((proto, sa, da, sp, dp))
+        key = (proto, sa, da, sp, dp)
+        fl = FLOWS.get(key)
         if fl is None:
+            # A new flow: its pieces made here (no call: a scan is all new flows) and kept.
             sip = None
     #if ip.saddr.str
             sip = R[ip.saddr.str]
@@ -291,8 +293,27 @@ def render(rec, now):
             if sip is None:
                 sip = ATEXT(sa)
                 dip = ATEXT(da)
-            fl = FLOW(proto, sa, da, sp, dp, sip, dip)
-        s, t, related, net, v = fl
+            s = '"ip":"' + sip + '"'
+            t = '"ip":"' + dip + '"'
+            related = '"' + sip + '"' if sip == dip else '"' + sip + '","' + dip + '"'
+            net = NET4 if len(sa) == 4 else NET6
+            v = ""
+            if proto is not None:
+                net += PROTO_TEXT[proto]
+                if sp is not None and dp is not None:
+                    if proto == 1 or proto == 58:
+                        v = ',"icmp":{"type":' + N[sp] + ',"code":' + N[dp] + '}'
+                    else:
+                        s += ',"port":' + N[sp]
+                        t += ',"port":' + N[dp]
+                    net += ',"community_id":"' + CID1(proto, sa, da, sp, dp, SEED) + '"'
+                else:
+                    net += ',"community_id":"' + CID1(proto, sa, da, None, None, SEED) + '"'
+            if len(FLOWS) >= FLOWS_MAX:
+                FLOWS.clear()
+            FLOWS[key] = (s, t, related, net, v)
+        else:
+            s, t, related, net, v = fl
         if v:
             x += v
 #else
@@ -699,13 +720,15 @@ DATASETS = (("ct.event", "nfct"), ("sum.name", "nfacct"), ("nft.table", "nftrace
 
 class _Pieces:
     """Text pieces of the fast renderer, computed once per distinct input (bounded: cleared
-    when full). Each ``miss`` writes what the plain renderer's lines write, in their order;
-    tests/unit/test_ecs.py holds the two renderers to the same bytes."""
+    when full): per flow (filled by the renderer's own code), per pair of interfaces and per
+    packet length (filled here). Each writes what the plain renderer's lines write, in their
+    order; tests/unit/test_ecs.py holds the two renderers to the same bytes."""
 
-    def __init__(self, text: JsonText, cids: CommunityIdCache, size: int = 4096) -> None:
+    def __init__(self, text: JsonText, size: int = 4096) -> None:
         self.text = text
-        self.cids = cids
         self.size = size
+        # Flows: (proto, saddr, daddr, sport, dport) -> (source, destination, related, network,
+        # extra) pieces, filled by the renderer itself (a miss costs no call).
         self.flows: dict[tuple[Any, ...], tuple[str, str, str, str, str]] = {}
         self.observers: dict[tuple[Any, Any], str] = {}
         self.one: dict[int, str] = {}
@@ -716,28 +739,6 @@ class _Pieces:
             table.clear()
         table[key] = value
         return value
-
-    def flow(self, proto: int | None, sa: bytes, da: bytes, sp: int | None, dp: int | None, sip: str,
-             dip: str) -> tuple[str, str, str, str, str]:  # fmt: skip
-        """(source, destination, related, network, extra) of a flow: addresses, ports or ICMP
-        type and code, transport and Community ID."""
-        s = '"ip":"' + sip + '"'
-        t = '"ip":"' + dip + '"'
-        related = '"' + sip + '"' if sip == dip else '"' + sip + '","' + dip + '"'
-        net = '"type":"ipv4"' if len(sa) == 4 else '"type":"ipv6"'
-        extra = ""
-        if proto is not None:
-            net += PROTO_TEXT[proto]
-            if sp is not None and dp is not None:
-                if proto == 1 or proto == 58:
-                    extra = ',"icmp":{"type":' + SMALL[sp] + ',"code":' + SMALL[dp] + "}"
-                else:
-                    s += ',"port":' + SMALL[sp]
-                    t += ',"port":' + SMALL[dp]
-                net += ',"community_id":"' + self.cids.get(proto, sa, da, sp, dp) + '"'
-            else:
-                net += ',"community_id":"' + self.cids.get(proto, sa, da, None, None) + '"'
-        return self._keep(self.flows, (proto, sa, da, sp, dp), (s, t, related, net, extra))  # type: ignore[no-any-return]
 
     def observer(self, v: Any, w: Any) -> str:
         """The observer's fields with its ingress and egress interfaces."""
@@ -832,10 +833,11 @@ def compile_ecs(
         "DEFAULT_ACTION": '"logged"',
         "CUSTOM": CUSTOM,
     }
-    pieces = _Pieces(text, cids)
+    pieces = _Pieces(text)
     pieces.obs = namespace["OBS"]
-    namespace.update({"FLOWS": pieces.flows, "FLOW": pieces.flow, "OBSES": pieces.observers,
-                      "OBS_MISS": pieces.observer, "ONE": pieces.one, "ONE_MISS": pieces.packet})  # fmt: skip
+    namespace.update({"FLOWS": pieces.flows, "FLOWS_MAX": pieces.size, "CID1": community_id, "SEED": seed,
+                      "OBSES": pieces.observers, "OBS_MISS": pieces.observer, "ONE": pieces.one,
+                      "ONE_MISS": pieces.packet})  # fmt: skip
     render: Callable[[list[Any], str], str] = compile_function(
         TEMPLATE, "render", slots, namespace, frozenset({"FAST"}) if fast else frozenset(), label="<ecs renderer>"
     )
