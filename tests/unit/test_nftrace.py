@@ -413,6 +413,38 @@ def test_plugin_stop_flushes_open_traces() -> None:
     assert [r["audit.action"] for r in cap.recs] == ["ACCEPT"]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=20))
+def test_batches_give_what_datagrams_one_by_one_give(sizes: list[int]) -> None:
+    """The reader hands the datagrams of one read to ``feed_many``: the records and counters
+    are those of the same datagrams fed one at a time (the captured traffic, with a bad
+    datagram among it, cut into random batches)."""
+    msgs = captured()
+    msgs.insert(7, b"\x07\x00\x00\x00")  # stray bytes: counted as malformed either way
+
+    def run(batches: list[list[bytes]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        p, cap, ctx, clock = make(trace_table="tmark")
+        p.tracker.ruleset = ruleset()
+        try:
+            for b in batches:
+                p.feed_many(b)
+            clock.advance(1.0)
+            ctx.loop.run_once(0)
+        finally:
+            p.stop()
+        return cap.recs, {k: v for k, v in ctx.stats.snapshot().items() if k.startswith("nftrace.")}
+
+    batches, i = [], 0
+    for n in sizes * 10:
+        if i >= len(msgs):
+            break
+        batches.append(msgs[i : i + n])
+        i += n
+    batches.append(msgs[i:])
+    one = run([[m] for m in msgs])
+    assert run(batches) == one and len(one[0]) == 14
+
+
 CONF = """[global]
 stack=t1:NFTRACE,j1:JSON
 [t1]
