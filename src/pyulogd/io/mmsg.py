@@ -119,7 +119,7 @@ class Receiver:
 
     def recv_from(self, fd: int, limit: int) -> int:
         """As :meth:`recv`, for a receiver made with ``names``: how many datagrams were read;
-        datagram ``i`` is at ``view[i * slot_size:]``, :meth:`length` long, from the address
+        datagram ``i`` is at ``view[i * slot_size:]``, :meth:`lengths` long, from the address
         at ``names[i * NAME_SIZE:]`` (``sockaddr_in`` or ``sockaddr_in6``). 0 when nothing is
         waiting; errors raise ``OSError``."""
         full = self._namelen_full

@@ -165,7 +165,8 @@ class NftraceInput(NetnsSource):
         try:
             self.sock = NetlinkSocket(
                 groups=(1 << (codec.NFNLGRP_NFTRACE - 1)) | (1 << (codec.NFNLGRP_NFTABLES - 1)),
-                bufsize=c["bufsize"], netns=self.netns_handle, clock=self.ctx.clock)  # fmt: skip
+                bufsize=c["bufsize"], netns=self.netns_handle, clock=self.ctx.clock,
+                recvmmsg=self.ctx.recvmmsg)  # fmt: skip
         except OSError as e:
             raise PluginError(f"NFTRACE '{self.id}': cannot subscribe to nf_tables trace events: "
                               f"{_why(e)}{_hint(e)}") from None  # fmt: skip
@@ -346,7 +347,9 @@ class NftraceInput(NetnsSource):
                 sock.drain(self.feed, self._overrun, MAX_READS)
             else:
                 # Every datagram waiting (one trace event each) with one recvmmsg, handled as
-                # one batch: one clock reading, one call of the tracker, one timer check.
+                # one batch: one clock reading, one call of the tracker, one timer check. (The
+                # shared receiver's 8 KiB slots hold any nf_tables message: the kernel builds
+                # trace events and ruleset notifications in NLMSG_GOODSIZE, at most 8 KiB.)
                 view, spans, overruns = sock.read_many(MAX_READS)
                 for _ in range(overruns):
                     self._overrun()
