@@ -243,6 +243,10 @@ class Source(Plugin):
         self.stacks: list[Any] = []
         # Per-stack tails replacing ``stack.tail`` (parallel to ``stacks``), or None.
         self.tails: list[list[Any]] | None = None
+        # The write-ahead log's (io/wal.py), when it is on: every record this source emits
+        # and its sequence number, until the log writes them after the loop round.
+        self.wal_rows: list[list[Any]] | None = None
+        self.wal_seqs: list[int] = []
 
     def set_trailer(self, values: list[Any]) -> None:
         """Give the trailer keys these values in every event from now on."""
@@ -252,8 +256,14 @@ class Source(Plugin):
 
     def emit(self, values: list[Any]) -> None:
         """Hand one event to every stack. ``values`` is slot 0 (None) then the output keys
-        (without the trailer keys). The event gets the next sequence number (``ctx.seq``)."""
-        self.ctx.seq += 1
+        (without the trailer keys). The event gets the next sequence number (``ctx.seq``), and
+        goes to the write-ahead log when it is on."""
+        ctx = self.ctx
+        seq = ctx.seq = ctx.seq + 1
+        rows = self.wal_rows
+        if rows is not None:
+            rows.append(values)
+            self.wal_seqs.append(seq)
         stacks = self.stacks
         tails = self.tails
         if len(stacks) == 1:  # the usual case
@@ -289,6 +299,10 @@ class Source(Plugin):
         run = stack.run
         ctx = self.ctx
         seq = ctx.seq
+        rows = self.wal_rows
+        if rows is not None:
+            rows.extend(records)
+            self.wal_seqs.extend(range(seq + 1, seq + 1 + len(records)))
         for values in records:
             seq += 1
             ctx.seq = seq
