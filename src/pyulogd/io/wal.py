@@ -71,6 +71,7 @@ HEADER = b"PYULOGD-WAL 1\n"
 _FRAME = struct.Struct("<II")
 _SRC = struct.Struct("<H")
 _SLOT_HEAD = struct.Struct("<IIQ")
+_U32 = struct.Struct("<I")
 SLOT = 1 << 20  # bytes per state slot: JSON of every output's cursor and counters
 _SEG = re.compile(r"^(\d{20})\.wal$")
 _MAX_FRAME = 256 << 20
@@ -141,17 +142,68 @@ class WalError(Exception):
 
 @dataclass
 class WalFrame:
+    """One source's records of one round: ``rows`` (values of ``names``) numbered ``seqs``,
+    or, for a source that logs what it read (``reads``), each read as ``(now, first sequence
+    number, records, bytes)``, its records made again at replay (``Source.wal_decode``)."""
+
     source: str
     names: tuple[str, ...]
     rows: list[tuple[Any, ...]]
     seqs: list[int]
     seg: int
+    reads: list[tuple[float, int, int, bytes]] | None = None
+
+    @property
+    def last(self) -> int:
+        """The highest sequence number in the frame (0: none)."""
+        if self.reads is not None:
+            return max((first + n - 1 for _t, first, n, _b in self.reads), default=0)
+        return self.seqs[-1] if self.seqs else 0
+
+
+_KIND_RECORDS = b"R"
+_KIND_READS = b"D"
+_READ = struct.Struct("<dQII")
 
 
 def encode_frame(source: str, names: Sequence[str], rows: Sequence[Sequence[Any]], seqs: Sequence[int]) -> bytes:
+    """A frame of records (recordfmt, with their sequence numbers)."""
     sid = source.encode("utf-8", "surrogatepass")
-    payload = _SRC.pack(len(sid)) + sid + encode_batch(names, rows, seqs)
+    payload = b"".join((_KIND_RECORDS, _SRC.pack(len(sid)), sid, encode_batch(names, rows, seqs)))
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_reads(source: str, reads: Sequence[tuple[float, int, int, bytes]]) -> bytes:
+    """A frame of what a source read: per read ``now``, the first sequence number, how many
+    records it made and its bytes."""
+    sid = source.encode("utf-8", "surrogatepass")
+    pack = _READ.pack
+    parts = [_KIND_READS, _SRC.pack(len(sid)), sid, _U32.pack(len(reads))]
+    for now, first, n, data in reads:
+        parts.append(pack(now, first, n, len(data)))
+        parts.append(data)
+    payload = b"".join(parts)
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _decode_reads(body: memoryview) -> list[tuple[float, int, int, bytes]]:
+    if len(body) < _U32.size:
+        raise FormatError("cut short")
+    (count,) = _U32.unpack_from(body, 0)
+    off = _U32.size
+    out: list[tuple[float, int, int, bytes]] = []
+    for _ in range(count):
+        if off + _READ.size > len(body):
+            raise FormatError("cut short")
+        now, first, n, size = _READ.unpack_from(body, off)
+        off += _READ.size
+        if off + size > len(body):
+            raise FormatError("cut short")
+        out.append((now, first, n, bytes(body[off : off + size])))
+        off += size
+    if off != len(body):
+        raise FormatError("trailing bytes")
+    return out
 
 
 def decode_frames(data: bytes, seg: int = 0) -> tuple[list[WalFrame], int]:
@@ -165,17 +217,24 @@ def decode_frames(data: bytes, seg: int = 0) -> tuple[list[WalFrame], int]:
             return frames, 1
         length, crc = _FRAME.unpack_from(data, off)
         body = data[off + _FRAME.size : off + _FRAME.size + length]
-        if length > _MAX_FRAME or len(body) != length or zlib.crc32(body) != crc or length < _SRC.size:
+        if length > _MAX_FRAME or len(body) != length or zlib.crc32(body) != crc or length < 1 + _SRC.size:
             return frames, 1
-        (n,) = _SRC.unpack_from(body, 0)
+        kind = body[:1]
+        (n,) = _SRC.unpack_from(body, 1)
+        at = 1 + _SRC.size + n
         try:
-            source = body[_SRC.size : _SRC.size + n].decode("utf-8", "surrogatepass")
-            batch = decode_batch(memoryview(body)[_SRC.size + n :])
+            source = body[1 + _SRC.size : at].decode("utf-8", "surrogatepass")
+            if kind == _KIND_READS:
+                frames.append(WalFrame(source, (), [], [], seg, _decode_reads(memoryview(body)[at:])))
+            elif kind == _KIND_RECORDS:
+                batch = decode_batch(memoryview(body)[at:])
+                if batch.seqs is None:
+                    return frames, 1
+                frames.append(WalFrame(source, batch.names, batch.rows, batch.seqs, seg))
+            else:
+                return frames, 1
         except (UnicodeDecodeError, FormatError):
             return frames, 1
-        if batch.seqs is None:
-            return frames, 1
-        frames.append(WalFrame(source, batch.names, batch.rows, batch.seqs, seg))
         off += _FRAME.size + length
     return frames, 0
 
@@ -253,7 +312,7 @@ class WalFile:
             got, bad = decode_frames(data[len(HEADER) :], num)
             self.corrupt += bad
             frames.extend(got)
-            self.last_seq[num] = max((f.seqs[-1] for f in got if f.seqs), default=0)
+            self.last_seq[num] = max((f.last for f in got), default=0)
         return frames
 
     def _load_state(self) -> dict[str, Any]:
@@ -388,7 +447,7 @@ class Journal:
             self._left, self._state = self.file.open()
         except WalError as e:
             raise ConfigError(str(e)) from None
-        last = max((f.seqs[-1] for f in self._left if f.seqs), default=0)
+        last = max((f.last for f in self._left), default=0)
         start = max(last, int(self._state.get("reserved", 0)))
         self.ctx.seq = start
         self.cursors = {k: int(v) for k, v in self._state.get("cursors", {}).items()}
@@ -399,11 +458,16 @@ class Journal:
         self._save(force=True)
 
     def register_sources(self, sources: Sequence[Source]) -> None:
-        """Log what these sources emit from now on."""
+        """Log what these sources emit from now on: what they read, for a source that can
+        decode it again (``wal_decode``), else their records."""
         for src in sources:
             names = tuple(k.name for k in src.output_keys)
-            src.wal_rows = []
-            src.wal_seqs = []
+            if type(src).wal_decode is not Source.wal_decode:
+                src.wal_raw = []
+            else:
+                src.wal_rows = []
+                src.wal_seqs = []
+            src.wal_write = self.write_round
             self.logged.append(_Logged(src, names, 1 + len(names)))
 
     def register_outputs(self, outputs: Sequence[Sink]) -> None:
@@ -423,6 +487,13 @@ class Journal:
         last = 0
         n = 0
         for lg in self.logged:
+            raw = lg.source.wal_raw
+            if raw:
+                parts.append(encode_reads(lg.source.id, raw))
+                n += sum(r[2] for r in raw)
+                last = max(last, raw[-1][1] + raw[-1][2] - 1)
+                raw.clear()
+                continue
             rows = lg.source.wal_rows
             if not rows:
                 continue
@@ -491,37 +562,28 @@ class Journal:
         got: dict[str, int] = {}
         ctx = self.ctx
         start = ctx.seq
-        saved = {lg.source.id: lg.source.wal_rows for lg in self.logged}
+        saved = {lg.source.id: (lg.source.wal_rows, lg.source.wal_raw) for lg in self.logged}
         for each in self.logged:
-            each.source.wal_rows = None  # replayed records are in the log already
+            each.source.wal_rows = each.source.wal_raw = None  # replayed records are in the log already
         try:
             for frame in self._left:
                 found = by_id.get(frame.source)
-                if found is None or found.names != frame.names:
-                    self.unknown += len(frame.rows)
+                if found is None:
+                    self.unknown += len(frame.rows) if frame.reads is None else sum(r[2] for r in frame.reads)
                     continue
                 src = found.source
-                trailers = src.trailer_keys
-                for stack in src.stacks:
-                    sink = stack.sink
-                    cursor = self.cursors.get(sink.id, 0)
-                    run = stack.run
-                    rest = stack.tail[trailers:]
-                    n = 0
-                    for seq, row in zip(frame.seqs, frame.rows, strict=True):
-                        if seq <= cursor:
-                            continue
-                        ctx.seq = seq
-                        rec = [None, *row]
-                        rec.extend(rest)
-                        run(rec)
-                        n += 1
-                    if n:
-                        got[sink.id] = got.get(sink.id, 0) + n
+                if frame.reads is not None:
+                    self._replay_reads(src, frame.reads, got)
+                    continue
+                if found.names != frame.names:
+                    self.unknown += len(frame.rows)
+                    continue
+                for i, stack in enumerate(src.stacks):
+                    self._replay_stack(src, i, stack, frame.seqs, [[None, *row] for row in frame.rows], got, True)
         finally:
             ctx.seq = start
             for each in self.logged:
-                each.source.wal_rows = saved[each.source.id]
+                each.source.wal_rows, each.source.wal_raw = saved[each.source.id]
         for out in self.outputs:
             c = _counters(out)
             if c is not None and got.get(out.id):
@@ -533,6 +595,45 @@ class Journal:
             ctx.log.notice(f"write-ahead log: replayed {n} record(s) to '{oid}' (after sequence {self.cursors[oid]})")
         self._left = []
         return got
+
+    def _replay_reads(self, src: Source, reads: list[tuple[float, int, int, bytes]], got: dict[str, int]) -> None:
+        for now, first, n, data in reads:
+            try:
+                recs = src.wal_decode(data, now)
+            except Exception:  # a decoder must not fail on what it decoded before; be sure
+                recs = None
+            if recs is None or len(recs) != n:
+                self.unknown += n
+                continue
+            seqs = list(range(first, first + n))
+            for i, stack in enumerate(src.stacks):
+                # Each stack gets its own lists (the stacks append their slots to them).
+                self._replay_stack(src, i, stack, seqs, recs if i == len(src.stacks) - 1 else
+                                   [list(r) for r in recs], got, False)
+
+    def _replay_stack(self, src: Source, i: int, stack: Any, seqs: list[int], recs: list[list[Any]],
+                      got: dict[str, int], with_trailer: bool) -> None:
+        """The records after the cursor of ``stack``'s output through ``stack``, numbered."""
+        sink = stack.sink
+        cursor = self.cursors.get(sink.id, 0)
+        if with_trailer:  # the trailer keys' values were logged with the record
+            rest = stack.tail[src.trailer_keys :]
+        else:
+            rest = stack.tail if src.tails is None else src.tails[i]
+        run = stack.run
+        ctx = self.ctx
+        n = 0
+        for seq, rec in zip(seqs, recs, strict=True):
+            if seq <= cursor:
+                continue
+            ctx.seq = seq
+            rec = rec + rest if with_trailer else rec
+            if not with_trailer:
+                rec.extend(rest)
+            run(rec)
+            n += 1
+        if n:
+            got[sink.id] = got.get(sink.id, 0) + n
 
     def close(self) -> None:
         if self.file is not None:
@@ -561,3 +662,14 @@ def _committed(out: Sink, seq: int) -> int:
     outside that base has no notion of commit: what it was handed is counted as committed)."""
     committed = getattr(out, "committed", None)
     return int(committed(seq)) if callable(committed) else seq
+
+
+def read_state(path: str) -> dict[str, Any]:
+    """The state the daemon last saved in ``path`` (tools and tests; no lock)."""
+    w = WalFile(path, 1 << 20, 1 << 30, False)
+    fd = os.open(os.path.join(path, "state"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        w._state_fd = fd
+        return w._load_state()
+    finally:
+        os.close(fd)
