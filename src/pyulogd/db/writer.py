@@ -456,7 +456,8 @@ class Writer:
         with self.cond, self.stats_lock:
             c = self.counters
             if batch.frame is not None or isinstance(batch.spooled, tuple):
-                c.unspooled += written + rejected
+                c.unspooled += written
+                c.spool_lost += rejected
             elif batch.spooled == "pending" and batch.done + written + rejected > batch.spill_from:
                 # Rows before spill_from are the writer's alone; after it, the spill's too.
                 mine = max(0, batch.spill_from - batch.done)
@@ -588,7 +589,8 @@ class Writer:
             if ref is not None:
                 batch.spooled = ref
                 c.spooled += rows
-                c.unspooled += batch.overlap + batch.overlap_rejected
+                c.unspooled += batch.overlap
+                c.spool_lost += batch.overlap_rejected
                 self.ctx.stats.incr(f"{self._p}.spooled", rows)
                 if batch.written:
                     self._skip.add(ref)

@@ -40,7 +40,8 @@ class SinkCounters:
     on, at ``flush``, so that the hot path pays nothing); ``written``: records that reached
     the destination (a file, the peer's socket, the database); ``spooled``: records that went
     to the output's on-disk spool instead (``unspooled`` counts those written from there
-    later, also from a spool an earlier run left); ``dropped``: records lost, by cause
+    later, also from a spool an earlier run left, ``spool_lost`` those the destination
+    refused from there); ``dropped``: records lost, by cause
     (``write_failed``, ``not_open``, ``queue_full``, ``send_failed``, ``refused``,
     ``unsent_at_exit``, ``spool_full``, ``rejected``, ...); ``replayed``: of ``received``,
     those that came back from the write-ahead log at start (io/wal.py).
@@ -55,13 +56,14 @@ class SinkCounters:
     never delivered, and comes back as ``replayed`` (:meth:`restore`).
     """
 
-    __slots__ = ("received", "written", "dropped", "spooled", "unspooled", "replayed")
+    __slots__ = ("received", "written", "dropped", "spooled", "unspooled", "spool_lost", "replayed")
 
     def __init__(self) -> None:
         self.received = 0
         self.written = 0
         self.spooled = 0
         self.unspooled = 0
+        self.spool_lost = 0
         self.replayed = 0
         self.dropped: dict[str, int] = {}
 
@@ -82,8 +84,8 @@ class SinkCounters:
         """``received``, ``written``, ``spooled``, ``unspooled``, ``replayed`` and
         ``dropped.<cause>``, for metrics and tests."""
         out = {"received": self.received, "written": self.written}
-        if self.spooled or self.unspooled:
-            out.update(spooled=self.spooled, unspooled=self.unspooled)
+        if self.spooled or self.unspooled or self.spool_lost:
+            out.update(spooled=self.spooled, unspooled=self.unspooled, spool_lost=self.spool_lost)
         if self.replayed:
             out["replayed"] = self.replayed
         out.update({f"dropped.{cause}": n for cause, n in sorted(self.dropped.items())})
@@ -92,7 +94,8 @@ class SinkCounters:
     def state(self) -> dict[str, object]:
         """What :meth:`restore` reads (the write-ahead log's state file)."""
         return {"received": self.received, "written": self.written, "spooled": self.spooled,
-                "unspooled": self.unspooled, "replayed": self.replayed, "dropped": dict(self.dropped)}
+                "unspooled": self.unspooled, "spool_lost": self.spool_lost, "replayed": self.replayed,
+                "dropped": dict(self.dropped)}
 
     def restore(self, saved: object) -> None:
         """Counters as a previous run saved them. What was in memory then was lost with the
@@ -103,6 +106,7 @@ class SinkCounters:
             written = int(saved.get("written", 0))
             spooled = int(saved.get("spooled", 0))
             unspooled = int(saved.get("unspooled", 0))
+            spool_lost = int(saved.get("spool_lost", 0))
             replayed = int(saved.get("replayed", 0))
             dropped = {str(k): int(v) for k, v in dict(saved.get("dropped", {})).items()}
         except (TypeError, ValueError, AttributeError):
@@ -110,6 +114,7 @@ class SinkCounters:
         self.written += written
         self.spooled += spooled
         self.unspooled += unspooled
+        self.spool_lost += spool_lost
         self.replayed += replayed
         for cause, n in dropped.items():
             self.drop(cause, n)
