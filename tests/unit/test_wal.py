@@ -20,7 +20,7 @@ from pyulogd.core.plugin import KeyType as T
 from pyulogd.io import wal
 from pyulogd.io.sink import SinkCounters
 from pyulogd.io.wal import HEADER, Journal, WalFile, WalSettings, decode_frames, encode_frame, encode_reads
-from tests.clocked import fake_context
+from tests.clocked import fake_clock, fake_context
 from tests.helpers import make_stack
 
 NAMES = ("a.n", "a.s", "a.b")
@@ -285,11 +285,12 @@ class _R:
 
 
 def test_segments_go_once_every_cursor_passed_them(tmp_path: Path) -> None:
-    _ctx, j, src, out = _run(tmp_path)
+    ctx, j, src, out = _run(tmp_path)
     assert j.file is not None
     j.file.segment_size = 200
     out.durable = 0
     for i in range(10):
+        fake_clock(ctx).advance(wal.SAVE_EVERY)
         src.send(_rows(3, i * 3))
         j.write_round()
         j.after_flush()
@@ -298,8 +299,12 @@ def test_segments_go_once_every_cursor_passed_them(tmp_path: Path) -> None:
     out.durable = None  # everything committed
     src.send(_rows(1, 99))
     j.write_round()
-    j.after_flush()
-    assert len(j.file.segments) == 1
+    j.after_flush()  # saved at most every SAVE_EVERY: not yet, a timer will
+    assert len(j.file.segments) == held + 1
+    fake_clock(ctx).advance(wal.SAVE_EVERY)
+    ctx.loop.run_once(0)  # type: ignore[attr-defined]
+    assert len(j.file.segments) == 1  # trimmed once the cursor that passed them was saved
+    assert wal.read_state(str(tmp_path))["cursors"] == {"out1": ctx.seq}
     j.close()
 
 

@@ -65,7 +65,7 @@ from pyulogd.io.recordfmt import FormatError, decode_batch, encode_batch
 from pyulogd.io.sink import SinkCounters
 
 if TYPE_CHECKING:
-    from pyulogd.core.context import Context
+    from pyulogd.core.context import Context, TimerHandle
 
 HEADER = b"PYULOGD-WAL 1\n"
 _FRAME = struct.Struct("<II")
@@ -75,6 +75,9 @@ _U32 = struct.Struct("<I")
 SLOT = 1 << 20  # bytes per state slot: JSON of every output's cursor and counters
 _SEG = re.compile(r"^(\d{20})\.wal$")
 _MAX_FRAME = 256 << 20
+# Cursors and counters are saved at most this often (seconds): one pwrite per save. After a
+# SIGKILL, what outputs committed since the last save is replayed again (duplicates only).
+SAVE_EVERY = 0.05
 # Sequence numbers reserved at a time (written to the state before any is given out).
 BLOCK = 1 << 20
 STATE_BASE = "/var/lib/pyulogd/wal"
@@ -439,6 +442,8 @@ class Journal:
     _state: dict[str, Any] = field(default_factory=dict)
     _saved: tuple[int, tuple[int, ...]] = (-1, ())
     _burst: int = 0
+    _next_save: float = float("-inf")
+    _timer: TimerHandle | None = None
 
     def open(self) -> None:
         s = self.settings
@@ -524,22 +529,34 @@ class Journal:
         self._burst += 1
 
     def after_flush(self) -> None:
-        """Every output has flushed: move the cursors, save them with the counters, trim."""
+        """Every output has flushed: move the cursors; save them with the counters (at most
+        every :data:`SAVE_EVERY` seconds) and trim the segments the saved cursors passed."""
         seq = self.ctx.seq
         cursors = self.cursors
         for out in self.outputs:
             cursors[out.id] = _committed(out, seq)
-        low = min(cursors.values(), default=seq)
         key = (seq, tuple(cursors.values()))
-        if key != self._saved:
-            self._save()
-            self._saved = key
-        if self.file is not None:
-            self.file.trim(low)
-
-    def _save(self, force: bool = False) -> None:
-        if self.file is None:
+        if key == self._saved:
             return
+        now = self.ctx.clock.monotonic()
+        if now < self._next_save:
+            if self._timer is None:  # nothing may come to save it later: a timer does
+                self._timer = self.ctx.loop.call_later(self._next_save - now, self._deferred)
+            return
+        self._next_save = now + SAVE_EVERY
+        if self._save():
+            self._saved = key
+            if self.file is not None:
+                # Only what the saved cursors passed: after a crash, those are what is read.
+                self.file.trim(min(cursors.values(), default=seq))
+
+    def _deferred(self) -> None:
+        self._timer = None
+        self.after_flush()
+
+    def _save(self, force: bool = False) -> bool:
+        if self.file is None:
+            return False
         state = {
             "node_id": self.settings.node_id,
             "reserved": self.reserved,
@@ -553,6 +570,8 @@ class Journal:
             if force:
                 raise ConfigError(f"write-ahead log: cannot save its state: {e.strerror}") from None
             self._failed(0, f"saving the cursors: {e.strerror}")
+            return False
+        return True
 
     # -- start
     def replay(self) -> dict[str, int]:
@@ -636,8 +655,12 @@ class Journal:
             got[sink.id] = got.get(sink.id, 0) + n
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.file is not None:
             self.write_round()
+            self._next_save = float("-inf")
             self.after_flush()
             self.file.close()
             self.file = None
