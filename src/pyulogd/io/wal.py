@@ -72,6 +72,7 @@ _FRAME = struct.Struct("<II")
 _SRC = struct.Struct("<H")
 _SLOT_HEAD = struct.Struct("<IIQ")
 _U32 = struct.Struct("<I")
+_IOV_MAX = 1024  # pieces one writev() takes (Linux's IOV_MAX)
 SLOT = 1 << 20  # bytes per state slot: JSON of every output's cursor and counters
 _SEG = re.compile(r"^(\d{20})\.wal$")
 _MAX_FRAME = 256 << 20
@@ -179,14 +180,25 @@ def encode_frame(source: str, names: Sequence[str], rows: Sequence[Sequence[Any]
 def encode_reads(source: str, reads: Sequence[tuple[float, int, int, bytes]]) -> bytes:
     """A frame of what a source read: per read ``now``, the first sequence number, how many
     records it made and its bytes."""
+    return b"".join(reads_parts(source, reads))
+
+
+def reads_parts(source: str, reads: Sequence[tuple[float, int, int, bytes]]) -> list[bytes]:
+    """:func:`encode_reads` as the pieces ``os.writev`` takes: the bytes read are not copied."""
     sid = source.encode("utf-8", "surrogatepass")
     pack = _READ.pack
-    parts = [_KIND_READS, _SRC.pack(len(sid)), sid, _U32.pack(len(reads))]
+    parts = [b"", _KIND_READS + _SRC.pack(len(sid)) + sid + _U32.pack(len(reads))]
+    crc = zlib.crc32(parts[1])
+    size = len(parts[1])
+    crc32 = zlib.crc32
     for now, first, n, data in reads:
-        parts.append(pack(now, first, n, len(data)))
+        head = pack(now, first, n, len(data))
+        crc = crc32(data, crc32(head, crc))
+        size += len(head) + len(data)
+        parts.append(head)
         parts.append(data)
-    payload = b"".join(parts)
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+    parts[0] = _FRAME.pack(size, crc)
+    return parts
 
 
 def _decode_reads(body: memoryview) -> list[tuple[float, int, int, bytes]]:
@@ -349,18 +361,25 @@ class WalFile:
         if self.fsync:
             os.fdatasync(self._state_fd)
 
-    def append(self, data: bytes, last_seq: int) -> None:
-        """One round's frames, with one ``write()``; OSError when the disk refuses it."""
+    def append(self, data: bytes | list[bytes], last_seq: int) -> None:
+        """One round's frames, with one ``write()`` (``writev``, given pieces); OSError when
+        the disk refuses it."""
         if self._tail_fd < 0 or self.segments[max(self.segments)] >= self.segment_size:
             self._new_segment()
         num = max(self.segments)
+        if isinstance(data, list):
+            size = sum(map(len, data))
+            done = os.writev(self._tail_fd, data)
+            data = b"" if done == size else b"".join(data)[done:]  # a short write: the rest
+        else:
+            size = len(data)
         view = memoryview(data)
         while view:
             view = view[os.write(self._tail_fd, view) :]
         if self.fsync:
             os.fdatasync(self._tail_fd)
-        self.segments[num] += len(data)
-        self.bytes += len(data)
+        self.segments[num] += size
+        self.bytes += size
         self.last_seq[num] = last_seq
 
     def _new_segment(self) -> None:
@@ -494,7 +513,7 @@ class Journal:
         for lg in self.logged:
             raw = lg.source.wal_raw
             if raw:
-                parts.append(encode_reads(lg.source.id, raw))
+                parts.extend(reads_parts(lg.source.id, raw))
                 n += sum(r[2] for r in raw)
                 last = max(last, raw[-1][1] + raw[-1][2] - 1)
                 raw.clear()
@@ -514,10 +533,14 @@ class Journal:
             seqs.clear()
         if parts and self.file is not None:
             try:
-                self.file.append(b"".join(parts), last)
+                self.file.append(parts if len(parts) <= _IOV_MAX else b"".join(parts), last)
                 self.records += n
             except OSError as e:
                 self._failed(n, e.strerror or str(e))
+            else:
+                if self._burst:
+                    self.ctx.log.notice(f"write-ahead log: writing works again ({self._burst} failed round(s))")
+                    self._burst = 0
         if self.ctx.seq >= self.reserved - BLOCK // 2:
             self._reserve()
 
