@@ -339,3 +339,28 @@ def test_global_options_are_typed_and_checked(tmp_path: Path) -> None:
     svc.load_config(parse_file(str(conf)))
     assert not svc.wal.enabled and svc.wal.path == "/var/lib/pyulogd/wal/x"
     assert svc.ctx.node_id.endswith(".x")
+
+
+def test_outputs_added_or_removed_between_runs(tmp_path: Path) -> None:
+    ctx, j, src, out = _run(tmp_path)
+    out.durable = 0
+    src.send(_rows(3))
+    j.write_round()
+    j.after_flush()
+    _crash(j)
+    # The same source, an output of another name: the old records were not meant for it, and
+    # the old output's cursor no longer holds the segments.
+    ctx2, _ = fake_context()
+    other = Out(ctx2, "out2", {})
+    stack = make_stack([Src, other], ctx2)
+    j2 = Journal(ctx2, WalSettings(enabled=True, path=str(tmp_path), node_id="n1"))
+    j2.open()
+    j2.register_sources([stack.source])
+    j2.register_outputs([other])
+    assert j2.replay() == {} and other.got == []
+    assert set(j2.cursors) == {"out2"}
+    stack.source.emit_all([[None, *r] for r in _rows(1, 50)])  # type: ignore[attr-defined]
+    j2.write_round()
+    j2.after_flush()
+    assert j2.file is not None and len(j2.file.segments) == 1  # the old segment went
+    j2.close()

@@ -495,14 +495,20 @@ class Journal:
             self.logged.append(_Logged(src, names, 1 + len(names)))
 
     def register_outputs(self, outputs: Sequence[Sink]) -> None:
-        """Keep these outputs' cursors; restore the counters the last run saved."""
+        """Keep these outputs' cursors; restore the counters the last run saved.
+
+        An output the last run did not have starts at the current sequence number: the logged
+        records were never meant for it. One the configuration no longer has is forgotten (its
+        cursor would hold every segment back for good)."""
         saved = self._state.get("counters", {})
+        old = self.cursors
+        self.cursors = {}
         for out in outputs:
             self.outputs.append(out)
             c = _counters(out)
             if c is not None and out.id in saved:
                 c.restore(saved[out.id])
-            self.cursors.setdefault(out.id, 0)
+            self.cursors[out.id] = old.get(out.id, self.ctx.seq)
 
     # -- each round
     def write_round(self) -> None:
