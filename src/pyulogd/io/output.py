@@ -51,6 +51,8 @@ class Output(Sink, Generic[LineT]):
         # The render function interp calls: ``render`` unless prepare() generated one.
         self.renderer: Callable[[list[Any]], LineT | None] = self.render
         self._add: Callable[[LineT], None] = self._not_started
+        # The sink's own commit cursor (see ``committed``), looked up once per attach.
+        self._sink_committed: Callable[[int], int] | None = None
 
     # -- what an output supplies
     def make_sink(self) -> LineSink[LineT]:
@@ -80,6 +82,7 @@ class Output(Sink, Generic[LineT]):
         """Use ``out`` from now on (at start; XML's new file on SIGHUP)."""
         self.out = out
         self._add = out.add
+        self._sink_committed = getattr(out, "committed", None)
 
     def interp(self, rec: list[Any]) -> int:
         line = self.renderer(rec)
@@ -116,12 +119,8 @@ class Output(Sink, Generic[LineT]):
         dropped), the sender's queue for the network sinks. A sink that knows better (the SQL
         writer: committed or in its spool) has a ``committed(seq)`` of its own, used instead.
         """
-        out = self.out
-        if out is not None:
-            own = getattr(out, "committed", None)
-            if own is not None:
-                return int(own(seq))
-        return seq
+        own = self._sink_committed
+        return seq if own is None else own(seq)
 
     @property
     def counters(self) -> SinkCounters:

@@ -459,7 +459,9 @@ class Journal:
     unknown: int = 0  # logged records whose source is not in this config
     _left: list[WalFrame] = field(default_factory=list)
     _state: dict[str, Any] = field(default_factory=dict)
-    _saved: tuple[int, tuple[int, ...]] = (-1, ())
+    _saved_seq: int = -1
+    _dirty: bool = False
+    _committers: list[tuple[str, Any]] = field(default_factory=list)
     _burst: int = 0
     _next_save: float = float("-inf")
     _timer: TimerHandle | None = None
@@ -505,6 +507,8 @@ class Journal:
         self.cursors = {}
         for out in outputs:
             self.outputs.append(out)
+            committed = getattr(out, "committed", None)
+            self._committers.append((out.id, committed if callable(committed) else None))
             c = _counters(out)
             if c is not None and out.id in saved:
                 c.restore(saved[out.id])
@@ -562,11 +566,23 @@ class Journal:
         every :data:`SAVE_EVERY` seconds) and trim the segments the saved cursors passed."""
         seq = self.ctx.seq
         cursors = self.cursors
-        for out in self.outputs:
-            cursors[out.id] = _committed(out, seq)
-        key = (seq, tuple(cursors.values()))
-        if key == self._saved:
+        changed = False
+        for oid, committed in self._committers:
+            cur = seq if committed is None else committed(seq)
+            if cursors[oid] != cur:
+                cursors[oid] = cur
+                changed = True
+        if not changed and seq == self._saved_seq:
             return
+        self._saved_seq = seq
+        self._dirty = True
+        self._maybe_save()
+
+    def _maybe_save(self) -> None:
+        if not self._dirty:
+            return
+        cursors = self.cursors
+        seq = self.ctx.seq
         now = self.ctx.clock.monotonic()
         if now < self._next_save:
             if self._timer is None:  # nothing may come to save it later: a timer does
@@ -574,7 +590,7 @@ class Journal:
             return
         self._next_save = now + SAVE_EVERY
         if self._save():
-            self._saved = key
+            self._dirty = False
             if self.file is not None:
                 # Only what the saved cursors passed: after a crash, those are what is read.
                 self.file.trim(min(cursors.values(), default=seq))
@@ -582,6 +598,7 @@ class Journal:
     def _deferred(self) -> None:
         self._timer = None
         self.after_flush()
+        self._maybe_save()
 
     def _save(self, force: bool = False) -> bool:
         if self.file is None:
@@ -691,6 +708,7 @@ class Journal:
             self.write_round()
             self._next_save = float("-inf")
             self.after_flush()
+            self._maybe_save()
             self.file.close()
             self.file = None
 
@@ -707,13 +725,6 @@ class Journal:
 def _counters(out: Sink) -> SinkCounters | None:
     c = getattr(out, "counters", None)
     return c if isinstance(c, SinkCounters) else None
-
-
-def _committed(out: Sink, seq: int) -> int:
-    """``out``'s cursor after a flush at ``seq`` (io/output.py's ``Output.committed``; a sink
-    outside that base has no notion of commit: what it was handed is counted as committed)."""
-    committed = getattr(out, "committed", None)
-    return int(committed(seq)) if callable(committed) else seq
 
 
 def read_state(path: str) -> dict[str, Any]:
