@@ -552,6 +552,8 @@ def test_spans_give_what_feed_gives(case: str, hash_enable: int) -> None:
     assert cap2.recs == cap1.recs and len(cap1.recs) > len(one_more)
     assert ctx2.stats.snapshot() == ctx1.stats.snapshot()
     assert ctx2.stats.get("nfct.ct1.malformed") >= 1
+    # Both paths number every event they hand on (ctx.seq: the write-ahead log's, issue 12).
+    assert ctx1.seq == ctx2.seq > 0
 
 
 def test_spans_with_filters_and_two_stacks() -> None:
