@@ -14,16 +14,18 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from pyulogd.codec import nflog
-from pyulogd.io.wal import read_dir, read_state
-from tests.linux.lab import have_root_and_tools, lines, wait_for
+from pyulogd.io.wal import HEADER, decode_frames, read_dir, read_state
+from tests.linux.lab import have_root_and_tools, lines, sh, wait_for
 from tests.linux.nsdaemon import Daemon, Namespace, unique
 
 pytestmark = pytest.mark.skipif(bool(have_root_and_tools()), reason=have_root_and_tools() or "")
@@ -164,3 +166,53 @@ def test_sigkill_mid_flood_then_replay(tmp_path: Path) -> None:
         stop.set()
         ns.delete()
         os.sync()
+
+
+def test_a_full_disk_under_the_log_costs_no_record(tmp_path: Path) -> None:
+    """The log's filesystem full (a 1 MiB tmpfs, filled once the daemon runs): every record
+    still reaches the output, the records the log could not keep are counted, and the daemon
+    runs on and exits 0."""
+    from tests.linux.test_enospc import fill
+
+    full = tmp_path / "full"
+    full.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(full))
+    ns = Namespace(unique("pyw1-"), GROUP)
+    try:
+        conf = f"""[global]
+logfile="{tmp_path}/ulogd.log"
+loglevel=1
+wal=1
+wal_dir="{full}/wal"
+stack=log1:NFLOG,base1:BASE,json1:JSON
+
+[log1]
+group={GROUP}
+seq_global=1
+
+[json1]
+file="{tmp_path}/out.json"
+"""
+        d = Daemon(tmp_path, conf, tmp_path / "ulogd.log", wrapper=["ip", "netns", "exec", ns.name])
+        try:
+            ns.send(50)
+            wait_for(lambda: len(lines(tmp_path / "out.json")) == 50, 30, "the first 50 records")
+            fill(full)
+            ns.send(300)
+            wait_for(lambda: len(lines(tmp_path / "out.json")) == 350, 30, "300 more records")
+            wait_for(lambda: "write-ahead log: cannot write" in d.text(), 10, "the log's error")
+        finally:
+            assert d.stop() == 0, d.stderr()
+        text = d.text()
+        assert sorted(_json_seqs(tmp_path / "out.json")) == list(range(1, 351))
+        unlogged = int(re.search(r"wal\.records_unlogged=(\d+)", text)[1])  # type: ignore[index]
+        assert 0 < unlogged <= 300
+        # What a full disk left of a frame was cut off again: every segment reads to its end.
+        for name in os.listdir(full / "wal"):
+            if name.endswith(".wal"):
+                data = (full / "wal" / name).read_bytes()
+                assert decode_frames(data[len(HEADER) :])[1] == 0, name
+    finally:
+        ns.delete()
+        if subprocess.run(["umount", str(full)], capture_output=True).returncode != 0:
+            sh("umount", "-l", str(full), check=False)

@@ -219,6 +219,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pyulogd_wal_replay_skipped_total", "counter",
            "Logged records not replayed at start: their input is no longer in the configuration (or reads "
            "no longer decode to what they made).", ()),
+    Family("pyulogd_wal_reserve_failures_total", "counter",
+           "Times the state file could not record the next block of sequence numbers (a full disk): "
+           "a SIGKILL before it works again may give a number out twice.", ()),
     Family("pyulogd_wal_bytes", "gauge", "Bytes of the write-ahead log on disk.", ()),
     Family("pyulogd_wal_segments", "gauge", "Segment files of the write-ahead log.", ()),
     Family("pyulogd_wal_sequence", "gauge", "The last sequence number given to a record (ctx.seq).", ()),
@@ -419,6 +422,7 @@ DAEMON_COUNTERS: dict[str, To] = {
     "log.lines_lost": _c("pyulogd_log_lines_lost_total"),
     "wal.records_unlogged": _c("pyulogd_wal_unlogged_records_total"),
     "wal.replay_unknown": _c("pyulogd_wal_replay_skipped_total"),
+    "wal.reserve_failed": _c("pyulogd_wal_reserve_failures_total"),
     "notify.send_errors": _c("pyulogd_notify_errors_total"),
     "netns.inotify_overflows": _c("pyulogd_netns_inotify_overflows_total"),
     "ifindex.unknown": _c("pyulogd_ifindex_unknown_total"),

@@ -367,20 +367,34 @@ class WalFile:
         if self._tail_fd < 0 or self.segments[max(self.segments)] >= self.segment_size:
             self._new_segment()
         num = max(self.segments)
-        if isinstance(data, list):
-            size = sum(map(len, data))
-            done = os.writev(self._tail_fd, data)
-            data = b"" if done == size else b"".join(data)[done:]  # a short write: the rest
-        else:
-            size = len(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._tail_fd, view) :]
+        try:
+            if isinstance(data, list):
+                size = sum(map(len, data))
+                done = os.writev(self._tail_fd, data)
+                data = b"" if done == size else b"".join(data)[done:]  # a short write: the rest
+            else:
+                size = len(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._tail_fd, view) :]
+        except OSError:
+            # A full disk took part of the frames: cut it off again, or every later frame of
+            # the segment would sit behind a torn one that ends the reader.
+            try:
+                os.ftruncate(self._tail_fd, self.segments[num])
+            except OSError:
+                self._tail_fd_close()  # the next append starts a new segment
+            raise
         if self.fsync:
             os.fdatasync(self._tail_fd)
         self.segments[num] += size
         self.bytes += size
         self.last_seq[num] = last_seq
+
+    def _tail_fd_close(self) -> None:
+        if self._tail_fd >= 0:
+            os.close(self._tail_fd)
+            self._tail_fd = -1
 
     def _new_segment(self) -> None:
         if self._tail_fd >= 0:
@@ -460,6 +474,7 @@ class Journal:
     _left: list[WalFrame] = field(default_factory=list)
     _state: dict[str, Any] = field(default_factory=dict)
     _saved_seq: int = -1
+    _retry_reserve: int = 0
     _dirty: bool = False
     _committers: list[tuple[str, Any]] = field(default_factory=list)
     _burst: int = 0
@@ -477,12 +492,17 @@ class Journal:
         start = max(last, int(self._state.get("reserved", 0)))
         self.ctx.seq = start
         self.cursors = {k: int(v) for k, v in self._state.get("cursors", {}).items()}
-        self._reserve()
+        self._reserve(at_start=True)
 
-    def _reserve(self) -> None:
-        self.reserved = self.ctx.seq + BLOCK
-        self._save(force=True)
-
+    def _reserve(self, at_start: bool = False) -> None:
+        """Move the mark a block ahead, saved before any number past the old one is used. At
+        start a mark that cannot be saved refuses the start; later the daemon goes on (a full
+        disk must not stop the logging), says so, and numbers stay unique unless it is
+        killed before a save works again."""
+        old, self.reserved = self.reserved, self.ctx.seq + BLOCK
+        if not self._save(force=at_start):
+            self.reserved = old  # what the file says
+            self.ctx.stats.incr("wal.reserve_failed")
     def register_sources(self, sources: Sequence[Source]) -> None:
         """Log what these sources emit from now on: what they read, for a source that can
         decode it again (``wal_decode``), else their records."""
@@ -551,8 +571,10 @@ class Journal:
                 if self._burst:
                     self.ctx.log.notice(f"write-ahead log: writing works again ({self._burst} failed round(s))")
                     self._burst = 0
-        if self.ctx.seq >= self.reserved - BLOCK // 2:
+        if self.ctx.seq >= self.reserved - BLOCK // 2 and self.ctx.seq >= self._retry_reserve:
             self._reserve()
+            if self.ctx.seq >= self.reserved - BLOCK // 2:  # not saved: not before 1000 more
+                self._retry_reserve = self.ctx.seq + 1000
 
     def _failed(self, n: int, why: str) -> None:
         self.failed_writes += 1
