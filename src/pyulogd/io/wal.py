@@ -270,8 +270,10 @@ class WalFile:
         self._gen = 0
         self.bytes = 0
 
-    def open(self) -> tuple[list[WalFrame], dict[str, Any]]:
-        """Lock the directory; return every frame left by the last run and its saved state."""
+    def open(self) -> dict[str, Any]:
+        """Lock the directory; return the state the last run saved. The segments it left are
+        :attr:`old` (read one at a time by :meth:`old_frames`, so a log of any size replays in
+        the memory of one segment)."""
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -287,11 +289,11 @@ class WalFile:
         try:
             self._state_fd = self._open("state", os.O_RDWR | os.O_CREAT)
             state = self._load_state()
-            frames = self._scan()
+            self._scan()
         except OSError as e:
             self.close()
             raise WalError(f"cannot read write-ahead log {self.path!r}: {e.strerror}") from e
-        return frames, state
+        return state
 
     def _open(self, name: str, flags: int) -> int:
         fd = os.open(name, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600, dir_fd=self._dir_fd)
@@ -301,34 +303,48 @@ class WalFile:
         os.set_blocking(fd, True)
         return fd
 
-    def _scan(self) -> list[WalFrame]:
-        frames: list[WalFrame] = []
+    def _scan(self) -> None:
+        """Every segment the last run left: its size and highest sequence number."""
+        self.old: list[int] = []
         for name in sorted(os.listdir(self._dir_fd)):
             m = _SEG.match(name)
             if m is None:
                 continue
             num = int(m[1])
-            try:
-                fd = self._open(name, os.O_RDONLY)
-            except OSError:
-                self.corrupt += 1
+            got = self._read(num, name)
+            if got is None:
                 continue
-            try:
-                size = os.fstat(fd).st_size
-                data = os.pread(fd, size, 0)
-            finally:
-                os.close(fd)
+            self.old.append(num)
+            self.last_seq[num] = max((f.last for f in got), default=0)
+
+    def _read(self, num: int, name: str | None = None, count: bool = True) -> list[WalFrame] | None:
+        try:
+            fd = self._open(name or f"{num:020d}.wal", os.O_RDONLY)
+        except OSError:
+            if count:
+                self.corrupt += 1
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+        if count:
             self.segments[num] = size
             self.bytes += size
-            if not data.startswith(HEADER):
+        if not data.startswith(HEADER):
+            if count:
                 self.corrupt += 1
-                self.last_seq[num] = 0
-                continue
-            got, bad = decode_frames(data[len(HEADER) :], num)
+            return []
+        got, bad = decode_frames(data[len(HEADER) :], num)
+        if count:
             self.corrupt += bad
-            frames.extend(got)
-            self.last_seq[num] = max((f.last for f in got), default=0)
-        return frames
+        return got
+
+    def old_frames(self) -> Iterator[WalFrame]:
+        """The frames of the segments the last run left, oldest first, a segment at a time."""
+        for num in self.old:
+            yield from self._read(num, count=False) or []
 
     def _load_state(self) -> dict[str, Any]:
         best: tuple[int, dict[str, Any]] = (0, {})
@@ -471,7 +487,6 @@ class Journal:
     failed_writes: int = 0  # rounds the disk refused (records then not in the log)
     records: int = 0  # records written to the log by this run
     unknown: int = 0  # logged records whose source is not in this config
-    _left: list[WalFrame] = field(default_factory=list)
     _state: dict[str, Any] = field(default_factory=dict)
     _saved_seq: int = -1
     _retry_reserve: int = 0
@@ -485,10 +500,10 @@ class Journal:
         s = self.settings
         self.file = WalFile(s.path, s.segment_size, s.max_bytes, s.fsync)
         try:
-            self._left, self._state = self.file.open()
+            self._state = self.file.open()
         except WalError as e:
             raise ConfigError(str(e)) from None
-        last = max((f.last for f in self._left), default=0)
+        last = max(self.file.last_seq.values(), default=0)
         start = max(last, int(self._state.get("reserved", 0)))
         self.ctx.seq = start
         self.cursors = {k: int(v) for k, v in self._state.get("cursors", {}).items()}
@@ -653,7 +668,7 @@ class Journal:
         for each in self.logged:
             each.source.wal_rows = each.source.wal_raw = None  # replayed records are in the log already
         try:
-            for frame in self._left:
+            for frame in self.file.old_frames() if self.file is not None else ():
                 found = by_id.get(frame.source)
                 if found is None:
                     self.unknown += len(frame.rows) if frame.reads is None else sum(r[2] for r in frame.reads)
@@ -680,7 +695,6 @@ class Journal:
             ctx.stats.incr("wal.replay_unknown", self.unknown)
         for oid, n in got.items():
             ctx.log.notice(f"write-ahead log: replayed {n} record(s) to '{oid}' (after sequence {self.cursors[oid]})")
-        self._left = []
         return got
 
     def _replay_reads(self, src: Source, reads: list[tuple[float, int, int, bytes]], got: dict[str, int]) -> None:
