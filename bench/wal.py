@@ -68,7 +68,7 @@ def wait_lab_free(seconds: float = 600) -> None:
     log("  ! lab namespaces gbA/gbB still exist: taking them over")
 
 
-def trial(a: argparse.Namespace, variant: str, rate: int, count: int) -> dict | None:
+def trial(a: argparse.Namespace, variant: str, rate: int | str, count: int) -> dict | None:
     wait_lab_free()
     cmd = a.ulogd_cmd if variant == "ulogd2" else a.pyulogd_cmd
     fd, tmp = tempfile.mkstemp(prefix="wal-", suffix=".json", dir=a.workdir)
@@ -76,14 +76,14 @@ def trial(a: argparse.Namespace, variant: str, rate: int, count: int) -> dict | 
     argv = [sys.executable, a.harness, "--daemon", cmd,
             "--template", template(a, TEMPLATES[a.config], variant == "pyulogd+wal"),
             "--count", str(count), "--rates", str(rate), "--repeat", "1",
-            "--max-seconds", f"{count / rate * 2 + 10:.0f}", "--drain-timeout", "60",
+            "--max-seconds", f"{_seconds(rate, count):.0f}", "--drain-timeout", "60",
             "--workdir", os.path.join(a.workdir, "trials"), "--label", f"{variant}/{a.config}/{rate}",
             "--json", tmp, "--set", "SYNC=1"]
     if a.big:
         argv += ["--set", BIG]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.join(REPO, "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=count / rate * 2 + 200)
+    p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=_seconds(rate, count) + 200)
     try:
         with open(tmp) as f:
             rows = [json.loads(x) for x in f if x.strip()]
@@ -97,8 +97,14 @@ def trial(a: argparse.Namespace, variant: str, rate: int, count: int) -> dict | 
     return row
 
 
+def _seconds(rate: int | str, count: int) -> float:
+    return 60.0 if rate == "max" else count / int(rate) * 2 + 10
+
+
 def report(rows: list[dict]) -> str:
     out = []
+    blasts = [r for r in rows if r["rate"] == "max"]
+    rows = [r for r in rows if r["rate"] != "max"]
     by: dict[tuple[str, str, int], list[dict]] = {}
     for r in rows:
         by.setdefault((r["config"], r["variant"], r["rate"]), []).append(r)
@@ -134,6 +140,21 @@ def report(rows: list[dict]) -> str:
         if lossless["pyulogd"]:
             ratio = lossless["pyulogd+wal"] / lossless["pyulogd"]
             out.append(f"\nwal/no-wal lossless rate: {ratio:.2f} (target ≥ 0.90: {'PASS' if ratio >= 0.9 else 'FAIL'})")
+    for config in sorted({r["config"] for r in blasts}):
+        out.append(f"\n### {config}: blasts (as fast as the generator sends)\n")
+        out.append("| daemon | logged/s (median) | loss % (median) | CPU µs/event (median) | trials |")
+        out.append("|---|---:|---:|---:|---:|")
+        med = {}
+        for v in VARIANTS:
+            rs = [r for r in blasts if r["config"] == config and r["variant"] == v]
+            if not rs:
+                continue
+            med[v] = statistics.median(r["logged_per_s"] or 0 for r in rs)
+            loss = statistics.median(r["loss_pct"] or 0 for r in rs)
+            cpu = statistics.median(r["cpu_us_per_event"] or 0 for r in rs)
+            out.append(f"| {v} | {med[v]:,.0f} | {loss:.2f} | {cpu:.2f} | {len(rs)} |")
+        if med.get("pyulogd") and med.get("pyulogd+wal"):
+            out.append(f"\nwal/no-wal events/s at full load: {med['pyulogd+wal'] / med['pyulogd']:.2f}")
     return "\n".join(out)
 
 
@@ -145,6 +166,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0, help="per point: max(min-count, rate * seconds) packets")
     ap.add_argument("--min-count", type=int, default=50000)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--blast", type=int, default=0, help="then this many packets as fast as can be, per trial")
     ap.add_argument("--harness", default=os.path.join(REPO, "..", "shared", "bench", "throughput.py"))
     ap.add_argument("--ulogd-cmd", default="/usr/sbin/ulogd -c {conf}")
     ap.add_argument("--pyulogd-cmd", default=f"{sys.executable} -m pyulogd -c {{conf}}")
@@ -164,7 +186,7 @@ def main() -> int:
     os.makedirs(os.path.join(a.workdir, "trials"), exist_ok=True)
     out = a.out or os.path.join(HERE, "results", f"wal-{a.run_id}.jsonl")
     rows: list[dict] = []
-    rates = [int(float(x)) for x in a.rates.split(",")]
+    rates = [int(float(x)) for x in a.rates.split(",") if x]
     for rate in rates:
         count = max(a.min_count, int(rate * a.seconds))
         for rep in range(a.repeat):
@@ -177,6 +199,15 @@ def main() -> int:
                 rows.append(r)
                 with open(out, "a") as f:
                     f.write(json.dumps(r) + "\n")
+    for rep in range(a.repeat if a.blast else 0):
+        for v in VARIANTS[rep % 3:] + VARIANTS[: rep % 3]:
+            r = trial(a, v, "max", a.blast)
+            if r is None:
+                continue
+            log(f"  {v:12} blast loss {r['loss_pct']}% {r['logged_per_s']}/s cpu {r['cpu_us_per_event']} µs/event")
+            rows.append(r)
+            with open(out, "a") as f:
+                f.write(json.dumps(r) + "\n")
     text = f"# bench/wal.py {a.run_id}\n\n`{' '.join(sys.argv[1:])}`\n" + report(rows) + "\n"
     with open(out[: -len(".jsonl")] + ".md", "w") as f:
         f.write(text)
