@@ -365,3 +365,26 @@ def test_outputs_added_or_removed_between_runs(tmp_path: Path) -> None:
     j2.after_flush()
     assert j2.file is not None and len(j2.file.segments) == 1  # the old segment went
     j2.close()
+
+
+def test_the_counters_and_the_log_in_the_metrics(tmp_path: Path) -> None:
+    from pyulogd.daemon.metrics import Collector
+
+    ctx, j, src, out = _run(tmp_path)
+    src.send(_rows(4))
+    out.counters.drop("write_failed", 1)
+    out.counters.written -= 1
+    j.write_round()
+    j.after_flush()
+    col = Collector(ctx, [src, out], j).collect()
+    labels = (("plugin", "WALOUT"), ("id", "out1"))
+    records = col.samples["pyulogd_output_records_total"]
+    assert records[(*labels, ("outcome", "received"))] == 4
+    assert records[(*labels, ("outcome", "written"))] == 3
+    assert col.samples["pyulogd_output_dropped_records_total"] == {(*labels, ("cause", "write_failed")): 1}
+    assert col.samples["pyulogd_output_in_memory_records"] == {labels: 0}
+    assert col.samples["pyulogd_output_commit_cursor"] == {labels: ctx.seq}
+    assert col.total("pyulogd_wal_records_total") == 4
+    assert col.total("pyulogd_wal_sequence") == ctx.seq
+    assert col.total("pyulogd_wal_segments") == 1
+    j.close()
