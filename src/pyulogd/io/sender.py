@@ -410,6 +410,7 @@ class ReliableSender:
             self._lost(records, f"the spool is full ({spool.max_bytes} bytes)", "spool_full")
             return
         self.spill.on_disk = True
+        self.counters.spooled += records
         self.ctx.stats.incr(self._n_spooled, records)
 
     def _drain_step(self) -> bool:
@@ -456,6 +457,8 @@ class ReliableSender:
         """Stop with records in memory: they go to the spool's end (in frames), sent after
         the next start. The frame in flight is acknowledged: its records are in the queue."""
         spill, q = self.spill, self.state.queue
+        # What is left in the queue of the frame in flight was counted as spooled already.
+        counted = max(0, spill.mark - q.taken) if spill.mark is not None else 0
         if self._frame is not None and self.spool is not None:
             self.spool.ack(self._frame)
             self._frame = None
@@ -474,6 +477,7 @@ class ReliableSender:
                 chunk, size = [], 0
         if chunk:
             self._append(chunk)
+        self.counters.spooled -= min(counted, self.counters.spooled)
         if self.spool is not None and not self.spool.empty:
             self.ctx.log.notice(f"{self.label}: {self.spool.bytes} bytes of records for {self.peer} are kept in "
                                 f"{self.spool.path} until the next start")  # fmt: skip
@@ -692,7 +696,10 @@ class ReliableSender:
         # queue: the peer went away, or closed and answers with a reset).
         back = self.state.queue.unsent(self._unacked())
         if back:
-            self.counters.written -= back
+            if self.spill.mark is not None:  # (as _sent counted them)
+                self.counters.unspooled -= back
+            else:
+                self.counters.written -= back
             self.ctx.stats.incr(self._n_resent, back)
             self.ctx.log.notice(f"{self.label}: {back} records {self.peer} had not acknowledged go again "
                                 "after the reconnect")  # fmt: skip
@@ -821,7 +828,12 @@ class ReliableSender:
     # -- accounting
     def _sent(self, records: int) -> None:
         self.ctx.stats.incr(self._n_sent, records)
-        self.counters.written += records
+        # The sink's counters (io/sink.py): records that come from the spool were counted as
+        # spooled when they went there; written from there they are unspooled, not written.
+        if self.spill.mark is not None:
+            self.counters.unspooled += records
+        else:
+            self.counters.written += records
 
     def _ok(self) -> None:
         if self._failing:
