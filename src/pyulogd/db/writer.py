@@ -23,7 +23,8 @@ can be written twice; nothing is lost unless the spool is full.
 
 Only a full spool (or, without a usable spool directory, a full memory queue) drops
 records; they are counted and logged once per burst. Counters (``ctx.stats``):
-``sql.<id>.rows`` written, ``.batches``, ``.reconnects`` (failed attempts), ``.spooled``
+``sql.<id>.rows`` written, ``.batches``, ``.reconnects`` (failed attempts), ``.spooled``,
+``.duplicates`` (rows the table already had, skipped by PGSQL's ``unique_key``; among ``rows``)
 (rows written to disk), ``.dropped``, ``.rejected`` (rows the database refused, e.g. a
 value out of a column's range; the batch is split to find them, the others are written).
 
@@ -71,6 +72,7 @@ class Chunk:
     rows: Rows
     t: float  # monotonic time it was queued
     size: int  # estimated bytes
+    seqs: list[int] | None = None  # each row's sequence number, when commits are tracked
 
 
 @dataclass
@@ -79,9 +81,14 @@ class Batch:
     rows: Rows
     frame: Frame | None  # where it came from in the spool (acked when written), or None: memory
     done: int = 0  # rows already written or rejected
+    seqs: list[int] | None = None  # each row's sequence number, when commits are tracked
     # For a batch from memory: the spiller copied it to the spool ("pending", then its frame).
     spooled: str | FrameRef | None = None
     written: bool = False
+
+
+# What the spiller moves to disk: the batch it came from (if being written), names, rows, seqs.
+SpillItem = tuple["Batch | None", tuple[str, ...], Rows, "list[int] | None"]
 
 
 class Writer:
@@ -116,6 +123,12 @@ class Writer:
         self.stopping = False
         self.deadline = 0.0
         self.connected = False
+        # Commits (Output.commit_mark): the sequence number of the last row of the last batch
+        # written, and the daemon's sequence number at the last hand-over. Rows are written
+        # in the order they came (retry, spool, memory), so every row up to ``committed`` is
+        # in the database, or was refused or dropped and counted.
+        self.committed = 0
+        self.handed = 0
         self._retry: Batch | None = None  # a batch from memory that failed: written first
         self._current: Batch | None = None  # the batch being written
         self._moving = 0  # spills on their way to disk
@@ -143,7 +156,7 @@ class Writer:
         if self.spool is not None:
             self.spiller.start()
 
-    def put(self, names: tuple[str, ...], rows: Rows) -> None:
+    def put(self, names: tuple[str, ...], rows: Rows, seqs: list[int] | None = None) -> None:
         """Queue rows (called by the event loop; never blocks on the database or the disk)."""
         size = row_size(rows[0]) * len(rows)
         with self.cond:
@@ -152,11 +165,20 @@ class Writer:
                            "memory_full")
                 return
             was_empty = not self.mem
-            self.mem.append(Chunk(names, rows, self.clock.monotonic(), size))
+            self.mem.append(Chunk(names, rows, self.clock.monotonic(), size, seqs))
             self.mem_rows += len(rows)
             self.mem_bytes += size
             if was_empty or self.mem_rows >= self.cfg.batch_size or self.mem_bytes > self.cfg.mem_max:
                 self.cond.notify_all()
+
+    def commit_mark(self) -> int:
+        """Every row numbered up to this is in the database (or refused or dropped, counted):
+        what was handed over when nothing waits anywhere, else the last row written."""
+        with self.cond:
+            if (not self.mem and self._retry is None and self._current is None and self._moving == 0
+                    and (self.spool is None or self.spool.empty)):
+                return self.handed
+            return self.committed
 
     def request_reconnect(self) -> None:
         with self.cond:
@@ -306,7 +328,9 @@ class Writer:
                 self._skip.discard(ref)
                 self.spool.ack(frame)
                 return None
-            batch = Batch(frame.names, frame.rows, frame)
+            # Sequence numbers of an earlier run's frames are not this run's: no commit mark.
+            fresh = frame.seqs is not None and frame.seg > self.spool.before
+            batch = Batch(frame.names, frame.rows, frame, seqs=frame.seqs if fresh else None)
             self._current = batch
             return batch
 
@@ -323,23 +347,31 @@ class Writer:
         first = self.mem[0]
         names = first.names
         rows: Rows = []
+        seqs: list[int] | None = [] if first.seqs is not None else None
         limit = self.cfg.batch_size
         while self.mem and self.mem[0].names == names and len(rows) < limit:
             chunk = self.mem[0]
+            if (chunk.seqs is None) != (seqs is None):
+                break  # tracking began: a batch has sequence numbers for all its rows or none
             room = limit - len(rows)
             if len(chunk.rows) <= room:
                 self.mem.popleft()
                 rows.extend(chunk.rows)
+                if seqs is not None and chunk.seqs is not None:
+                    seqs.extend(chunk.seqs)
                 self.mem_rows -= len(chunk.rows)
                 self.mem_bytes -= chunk.size
             else:
                 part, chunk.rows = chunk.rows[:room], chunk.rows[room:]
+                if seqs is not None and chunk.seqs is not None:
+                    seqs.extend(chunk.seqs[:room])
+                    chunk.seqs = chunk.seqs[room:]
                 moved = chunk.size * len(part) // (len(part) + len(chunk.rows))
                 chunk.size -= moved
                 rows.extend(part)
                 self.mem_rows -= len(part)
                 self.mem_bytes -= moved
-        batch = Batch(names, rows, None)
+        batch = Batch(names, rows, None, seqs=seqs)
         self._current = batch
         return batch
 
@@ -352,6 +384,8 @@ class Writer:
                 self._current = None
                 if batch.frame is None and batch.spooled is None:
                     batch.rows = batch.rows[batch.done :]
+                    if batch.seqs is not None:
+                        batch.seqs = batch.seqs[batch.done :]
                     batch.done = 0
                     self._retry = batch
                 # else: the spool has it (from there, or copied by the spiller): read it again
@@ -363,6 +397,8 @@ class Writer:
             batch.written = True
             if isinstance(batch.spooled, tuple):
                 self._skip.add(batch.spooled)
+            if batch.seqs:
+                self.committed = max(self.committed, batch.seqs[-1])
         if batch.frame is not None and self.spool is not None:
             self.spool.ack(batch.frame)
         self._count("batches")
@@ -376,8 +412,11 @@ class Writer:
     def _deliver(self, batch: Batch, rows: Rows) -> None:
         """Write ``rows``; split them to find rows the database refuses. Raises Unavailable."""
         project = self._projection(batch.names)
+        dups = self.backend.duplicates
         try:
             self.backend.write(self.columns, rows if project is None else [project(r) for r in rows])
+            if self.backend.duplicates != dups:
+                self._count("duplicates", self.backend.duplicates - dups)
         except Rejected as e:
             if len(rows) <= EACH_BELOW:
                 # Few rows: one transaction, one savepoint per row (not one commit per row).
@@ -447,44 +486,46 @@ class Writer:
             try:
                 self._to_spool(items)
             except Exception as e:  # a bug must not stop the spilling: count what it cost
-                lost = sum(len(rows) for _b, _n, rows in items)
+                lost = sum(len(item[2]) for item in items)
                 self._drop(lost, f"spooling failed: {type(e).__name__}: {e}", "spool_failed")
             finally:
                 with self.cond:
                     self._moving -= 1
                     self.cond.notify_all()
 
-    def _due(self) -> list[tuple[Batch | None, tuple[str, ...], Rows]] | None:
+    def _due(self) -> list[SpillItem] | None:
         """(cond held) What to move to disk now, oldest first; None: nothing."""
         oldest = self.mem[0].t if self.mem else None
         keep = self.policy.spill_keep(self.clock.monotonic(), oldest, self.mem_bytes, self.connected, self._flush_all)
         if keep is None:
             return None
-        items: list[tuple[Batch | None, tuple[str, ...], Rows]] = []
+        items: list[SpillItem] = []
         # The batch being written or retried from memory is older than anything in memory.
         cur = self._current
         if cur is not None and cur.frame is None and cur.spooled is None and not cur.written:
             cur.spooled = "pending"
-            items.append((cur, cur.names, cur.rows[cur.done :]))
-        if self._retry is not None and self._retry.frame is None:
-            items.append((None, self._retry.names, self._retry.rows[self._retry.done :]))
+            items.append((cur, cur.names, cur.rows[cur.done :], None if cur.seqs is None else cur.seqs[cur.done :]))
+        retry = self._retry
+        if retry is not None and retry.frame is None:
+            items.append((None, retry.names, retry.rows[retry.done :],
+                          None if retry.seqs is None else retry.seqs[retry.done :]))
             self._retry = None
         while self.mem and self.mem_bytes > keep:
             chunk = self.mem.popleft()
             self.mem_rows -= len(chunk.rows)
             self.mem_bytes -= chunk.size
-            items.append((None, chunk.names, chunk.rows))
+            items.append((None, chunk.names, chunk.rows, chunk.seqs))
         return items or None
 
-    def _to_spool(self, items: list[tuple[Batch | None, tuple[str, ...], Rows]]) -> None:
+    def _to_spool(self, items: list[SpillItem]) -> None:
         assert self.spool is not None
         size = self.cfg.batch_size
-        for batch, names, rows in items:
+        for batch, names, rows, seqs in items:
             ref: FrameRef | None = None
             for i in range(0, len(rows), size):
                 part = rows[i : i + size]
                 try:
-                    ref = self.spool.append(names, part)
+                    ref = self.spool.append(names, part, None if seqs is None else seqs[i : i + size])
                 except OSError as e:
                     self._drop(len(part), f"writing the spool failed: {e.strerror}", "spool_failed")
                     ref = None
@@ -543,7 +584,9 @@ class WriterSink:
         self.handoff = handoff
         self.stop_timeout = stop_timeout
         self.counters = writer.counters
+        self.ctx = writer.ctx
         self.pending: Rows = []
+        self.seqs: list[int] | None = None  # the pending rows' sequence numbers, when tracked
         self._started = False
         self._closed = False
 
@@ -558,12 +601,32 @@ class WriterSink:
         if len(pending) >= self.handoff:
             self.flush()
 
+    def track_commits(self) -> Callable[[tuple[Any, ...]], None]:
+        """From now on every row is added with its sequence number (``ctx.seq``); returns the
+        ``add`` that does it (the output binds it instead of :meth:`add`)."""
+        if self.seqs is None:
+            self.seqs = []
+        return self.add_numbered
+
+    def add_numbered(self, row: tuple[Any, ...]) -> None:
+        pending = self.pending
+        pending.append(row)
+        seqs = self.seqs
+        assert seqs is not None
+        seqs.append(self.ctx.seq)
+        if len(pending) >= self.handoff:
+            self.flush()
+
     def flush(self) -> None:
         rows = self.pending
         if rows:
             self.pending = []
+            seqs = self.seqs
+            if seqs is not None:
+                self.seqs = []
             self.counters.received += len(rows)
-            self.writer.put(self.names, rows)
+            self.writer.put(self.names, rows, seqs)
+        self.writer.handed = self.ctx.seq
 
     def reopen(self) -> None:
         self.writer.request_reconnect()

@@ -51,6 +51,7 @@ class Output(Sink, Generic[LineT]):
         # The render function interp calls: ``render`` unless prepare() generated one.
         self.renderer: Callable[[list[Any]], LineT | None] = self.render
         self._add: Callable[[LineT], None] = self._not_started
+        self._flushed = 0  # ctx.seq at the last flush (commit_mark's default)
 
     # -- what an output supplies
     def make_sink(self) -> LineSink[LineT]:
@@ -90,6 +91,25 @@ class Output(Sink, Generic[LineT]):
     def flush(self) -> None:
         if self.out is not None:
             self.out.flush()
+        self._flushed = self.ctx.seq
+
+    # -- commits: when is a record safely at its destination?
+    def track_commits(self) -> None:
+        """An input that acknowledges its own source only once records are committed (NATSIN)
+        asks for :meth:`commit_mark` from now on; an output that must track more per record
+        to answer (the SQL outputs: each row's sequence number) starts here. Called at start,
+        before any record."""
+
+    def commit_mark(self) -> int:
+        """The highest sequence number (``ctx.seq``) such that every record of this output
+        numbered up to it is committed: at its destination for good, or dropped and counted.
+        A record an output writes nowhere (filtered, nothing to render) counts as committed.
+
+        The default is what the last ``flush`` handed on, which is a commit for the outputs
+        that write at flush (files: written, or the loss counted). Outputs that hand records
+        to a thread or a peer override it (the SQL outputs: the transaction with the row
+        committed; NATS: JetStream acknowledged it). A collector's spool is not a commit."""
+        return self._flushed
 
     def stop(self) -> None:
         if self.out is not None:
