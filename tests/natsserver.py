@@ -60,8 +60,8 @@ class NatsCluster:
             store = os.path.join(self.dir, f"js{i}")
             conf = [
                 f'server_name: "{name}-n{i}"',
-                "listen: 127.0.0.1:%d" % self.client_ports[i],
-                "http: 127.0.0.1:%d" % self.http_ports[i],
+                f"listen: 127.0.0.1:{self.client_ports[i]}",
+                f"http: 127.0.0.1:{self.http_ports[i]}",
                 f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 1GB }}',
             ]
             if size > 1:

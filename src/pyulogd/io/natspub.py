@@ -196,7 +196,8 @@ class Publisher:
             now = self.clock.monotonic()
             with self.lock:
                 stopping, deadline = self.stopping, self.deadline
-            if stopping and now >= deadline:
+            if stopping and (now >= deadline or (not self.up and self.backoff.failures)):
+                # Out of time, or no broker to publish to: what waits goes to the spool.
                 self._spill_all()
                 return
             if not self._connected_once and self.backoff.due(now):
@@ -208,10 +209,6 @@ class Publisher:
                 if msg is not None:
                     await self._publish(msg)
                     continue
-            elif stopping and self._connected_once is False and self.backoff.failures:
-                # No broker and stopping: nothing more will go out before the deadline.
-                self._spill_all()
-                return
             with self.lock:
                 if stopping and not self.mem and self._retry is None and (self.spool is None or self.spool.empty):
                     return

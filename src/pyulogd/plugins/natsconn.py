@@ -10,6 +10,7 @@ NKey seed file, or a ``.creds`` file), TLS (``tls_ca_file``; ``tls_cert_file`` a
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import ssl
 from typing import Any
@@ -107,6 +108,11 @@ async def _quiet(*_args: Any) -> None:
 
 
 async def connect(kw: dict[str, Any]) -> Any:
-    """A connected nats-py client (raises what nats-py raises)."""
+    """A connected nats-py client (raises what nats-py raises, TimeoutError when no server
+    answered). With ``max_reconnect_attempts=-1`` (reconnect for ever once connected) nats-py's
+    first connection also tries for ever, so it is bounded here: one ``connect_timeout`` per
+    server, and the caller backs off and spools meanwhile."""
     nats, _api, _errors = nats_modules()
-    return await nats.connect(error_cb=_quiet, disconnected_cb=_quiet, reconnected_cb=_quiet, closed_cb=_quiet, **kw)
+    bound = kw["connect_timeout"] * len(kw["servers"]) + 1.0
+    return await asyncio.wait_for(
+        nats.connect(error_cb=_quiet, disconnected_cb=_quiet, reconnected_cb=_quiet, closed_cb=_quiet, **kw), bound)

@@ -171,23 +171,29 @@ class NatsInput(Source):
             stats.incr(f"{p}.messages")
             if getattr(getattr(msg, "metadata", None), "num_delivered", 1) > 1:
                 stats.incr(f"{p}.redelivered")
-            try:
-                batch = decode_batch(msg.data)
-            except FormatError as e:
-                stats.incr(f"{p}.corrupt")
-                self.ctx.log.error(f"{self.label}: a message on {msg.subject} is not a record batch ({e}); "
-                                   "terminated")
+            if not self.feed(msg.data, (msg.headers or {}).get(HDR_NODE, ""), msg.subject):
                 self._post(msg, "term")
                 continue
-            node = (msg.headers or {}).get(HDR_NODE, "")
-            build = self._builders.get(batch.names)
-            if build is None:
-                build = self._builders[batch.names] = self._compile(batch.names)
-            seqs = batch.seqs or [0] * len(batch.rows)
-            records = [build(row, node, seq) for row, seq in zip(batch.rows, seqs, strict=True)]
-            stats.incr(f"{p}.records", len(records))
-            self.emit_all(records)
             self._waiting.append((msg, self.ctx.seq, now))
+
+    def feed(self, body: bytes, node: str = "", subject: str = "") -> bool:
+        """One message body (a record batch): its records down the stacks, with ``node`` as
+        their ``pyulogd.node_id``. False (counted, logged) when it is not a record batch."""
+        try:
+            batch = decode_batch(body)
+        except FormatError as e:
+            self.ctx.stats.incr(f"natsin.{self.id}.corrupt")
+            self.ctx.log.error(f"{self.label}: a message on {subject or '?'} is not a record batch ({e}); "
+                               "terminated")
+            return False
+        build = self._builders.get(batch.names)
+        if build is None:
+            build = self._builders[batch.names] = self._compile(batch.names)
+        seqs = batch.seqs or [0] * len(batch.rows)
+        records = [build(row, node, seq) for row, seq in zip(batch.rows, seqs, strict=True)]
+        self.ctx.stats.incr(f"natsin.{self.id}.records", len(records))
+        self.emit_all(records)
+        return True
 
     def _compile(self, names: tuple[str, ...]) -> Any:
         """``build(row, node, seq)``: the record's value list, slot 0 first."""
