@@ -3,6 +3,9 @@ and NATSIN's decoding of message bodies (``feed``) on bytes, without a broker.""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,6 +14,7 @@ from pyulogd.core.context import Context
 from pyulogd.io.loop import Loop
 from pyulogd.io.natsmsg import Chunk, SubjectTemplate, cut, due_at, escape_token, msg_id, unescape_token
 from pyulogd.io.recordfmt import encode_batch
+from pyulogd.io.spool import Spool
 from pyulogd.plugins.inputs.natsin import NatsInput
 from tests.helpers import Capture, make_stack
 
@@ -147,3 +151,25 @@ def test_natsin_declares_every_plugins_keys_by_default() -> None:
     assert {"oob.prefix", "ip.saddr", "orig.ip.saddr", "ct.id", "neutron.project_id", "oob.netns",
             "pyulogd.node_id", "pyulogd.seq"} <= names
     assert len(names) == len(src.output_keys)
+
+
+def test_the_nats_case_spool_holds_whole_messages_with_consecutive_sequence_numbers(tmp_path: Path) -> None:
+    """What tests/cases/NATS spooled (its broker refused): one frame per message of at most
+    batch_size=3 records, numbered 1, 2, 3, ... in order; ids from those numbers."""
+    case = Path(__file__).resolve().parents[1] / "cases" / "NATS" / "expected"
+    for f in case.iterdir():
+        shutil.copyfile(f, tmp_path / f.name)
+    spool = Spool(str(tmp_path), 1 << 30)
+    spool.open()
+    seqs: list[int] = []
+    ids = []
+    try:
+        while (frame := spool.peek()) is not None:
+            assert frame.seqs is not None and 0 < len(frame.seqs) <= 3 and len(frame.rows) == len(frame.seqs)
+            seqs += frame.seqs
+            ids.append(msg_id("case-node", frame.seqs))
+            spool.ack(frame)
+    finally:
+        spool.close()
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 20
+    assert ids[0] == "case-node:1:3:3" and len(set(ids)) == len(ids)
