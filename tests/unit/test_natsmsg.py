@@ -65,10 +65,14 @@ def test_template_refused(text: str, why: str) -> None:
 
 
 def test_msg_id_comes_from_the_records_not_the_batch() -> None:
-    assert msg_id("n1", [5, 6, 9]) == "n1:5:9:3"
-    assert msg_id("n1", [5, 6, 9]) == msg_id("n1", [5, 6, 9])  # the same records: the same id
-    assert msg_id("n1", [5, 9]) != msg_id("n1", [5, 6, 9])
-    assert msg_id("n2", [5, 6, 9]) != msg_id("n1", [5, 6, 9])
+    body = encode_batch(("k",), [(1,), (2,), (3,)], [5, 6, 9])
+    assert msg_id("n1", [5, 6, 9], body).startswith("n1:5:9:3:")
+    assert msg_id("n1", [5, 6, 9], body) == msg_id("n1", [5, 6, 9], bytes(body))  # the same records: the same id
+    assert msg_id("n1", [5, 9], body) != msg_id("n1", [5, 6, 9], body)
+    assert msg_id("n2", [5, 6, 9], body) != msg_id("n1", [5, 6, 9], body)
+    # Numbers reused by other records (a node restarted without a persistent sequence): not a copy.
+    other = encode_batch(("k",), [(7,), (8,), (9,)], [5, 6, 9])
+    assert msg_id("n1", [5, 6, 9], other) != msg_id("n1", [5, 6, 9], body)
 
 
 def _chunk(subject: str, seqs: list[int], t: float = 0.0) -> Chunk:
@@ -167,9 +171,9 @@ def test_the_nats_case_spool_holds_whole_messages_with_consecutive_sequence_numb
         while (frame := spool.peek()) is not None:
             assert frame.seqs is not None and 0 < len(frame.seqs) <= 3 and len(frame.rows) == len(frame.seqs)
             seqs += frame.seqs
-            ids.append(msg_id("case-node", frame.seqs))
+            ids.append(msg_id("case-node", frame.seqs, encode_batch(frame.names, frame.rows, frame.seqs)))
             spool.ack(frame)
     finally:
         spool.close()
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 20
-    assert ids[0] == "case-node:1:3:3" and len(set(ids)) == len(ids)
+    assert ids[0].startswith("case-node:1:3:3:") and len(set(ids)) == len(ids)

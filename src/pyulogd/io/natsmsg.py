@@ -10,9 +10,9 @@ does I/O or reads a clock (the caller passes ``now``), so it is tested with plai
   is the message that would have been sent.
 * **Headers**: ``Nats-Msg-Id`` (JetStream's de-duplication within the stream's duplicate
   window) is derived from the node id and the records' own sequence numbers
-  (``<node>:<first>:<last>:<count>``), never from a batch counter: a batch that is spooled and
-  published again carries the same records and so the same id, and the server drops the
-  second copy. ``Pyulogd-Node`` names the node, so that the collector can give every record
+  (``<node>:<first>:<last>:<count>:<crc32 of the body>``), never from a batch counter: a batch
+  that is spooled and published again carries the same records and so the same id, and the
+  server drops the second copy. ``Pyulogd-Node`` names the node, so that the collector can give every record
   ``(node id, sequence)``, the key the central database de-duplicates on past the window.
 * **Subjects**: a template such as ``audit.{host}.{project}``. ``{host}`` and ``{node}`` are
   the same for every record of a daemon; ``{netns}``, ``{project}``, ``{router}`` and
@@ -25,6 +25,7 @@ does I/O or reads a clock (the caller passes ``now``), so it is tested with plai
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,12 +170,16 @@ class BoundSubject:
         return "".join(out)
 
 
-def msg_id(node: str, seqs: Sequence[int]) -> str:
-    """The message's ``Nats-Msg-Id``: node id and the first and last record sequence numbers,
-    and how many records (so a batch cut differently is never mistaken for this one)."""
+def msg_id(node: str, seqs: Sequence[int], body: bytes = b"") -> str:
+    """The message's ``Nats-Msg-Id``: node id, the first and last record sequence numbers, how
+    many records (so a batch cut differently is never mistaken for this one), and the CRC-32 of
+    the body. A message published again (a retry, a spooled frame drained later, by this process
+    or the next) is the same bytes and gets the same id; the checksum only tells apart records
+    that reuse numbers, which a node without a persistent sequence (the write-ahead log of issue
+    12) does after a restart: JetStream would otherwise drop its new records as copies."""
     if not seqs:
-        return f"{node}:empty"
-    return f"{node}:{seqs[0]}:{seqs[-1]}:{len(seqs)}"
+        return f"{node}:empty:{zlib.crc32(body):08x}"
+    return f"{node}:{seqs[0]}:{seqs[-1]}:{len(seqs)}:{zlib.crc32(body):08x}"
 
 
 @dataclass

@@ -305,7 +305,7 @@ class Publisher:
 
     async def _publish(self, msg: Message) -> None:
         payload = encode_batch(msg.names, msg.rows, msg.seqs if msg.seqs else None)
-        headers = {HDR_MSG_ID: msg_id(self.cfg.node, msg.seqs), HDR_NODE: self.cfg.node}
+        headers = {HDR_MSG_ID: msg_id(self.cfg.node, msg.seqs, payload), HDR_NODE: self.cfg.node}
         self.backoff.begin(self.clock.monotonic())
         try:
             duplicate = await self.client.publish(msg.subject, payload, headers, self.cfg.ack_timeout)

@@ -1,10 +1,11 @@
 """NATS: records to a JetStream stream, batched, acknowledged, spooled while the broker is
 away (issue 18; docs/central.md).
 
-Every upstream key goes, like JSON's: a message is a batch of the daemon's one record
-serialization (``io/recordfmt.py``) with each record's sequence number (``ctx.seq``), so the
-collector (NATSIN) gets the records back with their original keys. ``Nats-Msg-Id`` is the
-node id and the records' first and last sequence numbers (``io/natsmsg.py``), so a message
+Every upstream key goes, like JSON's (``keys`` names fewer: what the central store needs); a
+message is a batch of the daemon's one record serialization (``io/recordfmt.py``) with each
+record's sequence number (``ctx.seq``), so the collector (NATSIN) gets the records back with
+their original keys. ``Nats-Msg-Id`` is the node id, the records' first and last sequence
+numbers and a checksum of the body (``io/natsmsg.py``), so a message
 published again after a lost ack, or drained from the spool after an outage, is dropped by
 JetStream within the stream's duplicate window; past it the central database drops it by
 (node id, sequence).
@@ -60,6 +61,8 @@ class NatsOutput(Output[tuple[Any, ...]]):
         Option("subject", Str(), "pyulogd.{host}", extra=True, check=_template,
                help="subject template: {host} {node} {netns} {project} {router} {network}, tokens escaped"),
         Option("node_id", Str(), "", extra=True, help="this node's id in the central store (default: the daemon's)"),
+        Option("keys", Str(), "", extra=True,
+               help="the keys to send, comma-separated (empty: every key upstream, like JSON)"),
         Option("batch_size", Int(1, 1_000_000), 500, extra=True, help="records per message at most"),
         Option("linger", Duration(), "50ms", extra=True, help="longest a record waits for its message to fill"),
         Option("queue_max", Int(1), 100_000, extra=True,
@@ -92,6 +95,7 @@ class NatsOutput(Output[tuple[Any, ...]]):
         self._subject_slots: list[int] = []
         self._static_subject = ""
         self.node = ""
+        self.only: list[str] | None = None
 
     # -- set-up
     def configure(self) -> None:
@@ -99,6 +103,13 @@ class NatsOutput(Output[tuple[Any, ...]]):
         self.conn = natsconn.connect_options(cfg, self.label)
         natsconn.nats_modules()
         self.template = SubjectTemplate.parse(cfg["subject"])
+        self.only = [k.strip() for k in cfg["keys"].split(",") if k.strip()] or None
+        if self.only is not None:
+            have = {k.name for k in self.wildcard_keys}
+            missing = [k for k in self.only if k not in have]
+            if missing:
+                raise ConfigError(f"{self.label}: keys: no plugin before it in the stack produces "
+                                  f"{', '.join(missing)}")
         self.spool_dir: str = cfg["spool_dir"] or os.path.join(SPOOL_BASE, self.id)
         if not self.ctx.checking:
             try:
@@ -112,8 +123,9 @@ class NatsOutput(Output[tuple[Any, ...]]):
     def prepare(self) -> None:
         seen: dict[str, int] = {}
         raw: list[int] = []
+        only = set(self.only) if self.only is not None else None
         for key, slot in zip(self.wildcard_keys, self.in_slots, strict=True):
-            if key.name in seen or not slot:
+            if key.name in seen or not slot or (only is not None and key.name not in only):
                 continue
             seen[key.name] = slot
             if key.type == KeyType.RAW:
