@@ -43,6 +43,8 @@ SELECT a.attname, c.relkind, n.nspname, c.relname
 """
 # The session's staging table of the bulk path with a unique key (temporary: one per connection).
 _STAGE = "pyulogd_stage"
+# After a batch met a row already in the table, this many batches go through the staging table.
+_STAGE_RUN = 16
 # SQLSTATE classes of errors about the values of rows, not about the server or the schema:
 # 22 data exception (out of range, bad text), 23 integrity constraint violation.
 _ROW_CLASSES = ("22", "23")
@@ -64,6 +66,7 @@ class PgsqlBackend(Backend):
         self.plain = False
         self._sql: dict[tuple[str, ...], Any] = {}
         self._staged = ""  # the COPY the session's staging table was made for
+        self._stage_for = 0  # batches still to copy through the staging table (unique_key)
 
     def _params(self) -> dict[str, Any]:
         s = self.s
@@ -150,7 +153,8 @@ class PgsqlBackend(Backend):
                 stmt = ("stage", f"COPY {_STAGE} ({cols}) FROM STDIN",
                         f"INSERT INTO {rel} ({cols}) SELECT {cols} FROM {_STAGE}{skip}",
                         f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS "
-                        f"SELECT {cols} FROM {rel} WITH NO DATA")
+                        f"SELECT {cols} FROM {rel} WITH NO DATA",
+                        f"COPY {rel} ({cols}) FROM STDIN")
             elif self.plain:
                 stmt = ("copy", f"COPY {rel} ({cols}) FROM STDIN")
             else:
@@ -180,6 +184,24 @@ class PgsqlBackend(Backend):
                         for row in rows:
                             write_row(row)
                 elif how == "stage":
+                    if self._stage_for <= 0:
+                        # Copies are rare (they follow failures): COPY straight into the table
+                        # first, behind a savepoint; a batch with a row already there is copied
+                        # through the staging table instead, and so are the next few batches,
+                        # since redeliveries come in runs. Straight COPY costs about a third.
+                        cur.execute("SAVEPOINT pyulogd_copy")
+                        try:
+                            with cur.copy(stmt[4]) as copy:
+                                write_row = copy.write_row
+                                for row in rows:
+                                    write_row(row)
+                            cur.execute("RELEASE SAVEPOINT pyulogd_copy")
+                            con.commit()
+                            return
+                        except pg_errors.UniqueViolation:
+                            cur.execute("ROLLBACK TO SAVEPOINT pyulogd_copy")
+                            self._stage_for = _STAGE_RUN
+                    self._stage_for -= 1
                     if self._staged != stmt[1]:
                         # The staging table's columns are this statement's (a new one per set).
                         cur.execute(f"DROP TABLE IF EXISTS {_STAGE}")

@@ -10,9 +10,11 @@ the table, e.g. ``pyulogd_node_id,pyulogd_seq,oob_time_sec`` (the node id and it
 number, plus the partitioning time column, which PostgreSQL requires in any unique key of a
 partitioned table). A row whose key is already there is skipped and counted
 (``sql.<id>.duplicates``), so a record delivered twice (a collector killed before its ack, a
-republish past JetStream's duplicate window) is stored once. The bulk path then copies each batch
-into a temporary staging table and inserts from it with ``ON CONFLICT DO NOTHING`` (COPY itself
-has no conflict clause); a view or a statement target gets the clause on its INSERT.
+republish past JetStream's duplicate window) is stored once. The bulk path then copies into a
+temporary staging table and inserts from it with ``ON CONFLICT DO NOTHING`` (COPY itself has no
+conflict clause); since copies are rare, a batch is first copied straight into the table behind a
+savepoint, and only a batch that meets a row already there (and the 16 after it) takes the
+staging path. A view or a statement target gets the clause on its INSERT.
 """
 
 from __future__ import annotations
