@@ -44,9 +44,10 @@ def free_ports(n: int) -> list[int]:
 
 
 class NatsCluster:
-    """``size`` JetStream servers (1: a single server without clustering)."""
+    """``size`` JetStream servers (1: a single server without clustering); ``extra`` is added
+    to every server's configuration (authorization, TLS)."""
 
-    def __init__(self, size: int = 1, name: str = "pyn4") -> None:
+    def __init__(self, size: int = 1, name: str = "pyn4", extra: str = "") -> None:
         self.size = size
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="pyn4-nats-")
@@ -64,6 +65,8 @@ class NatsCluster:
                 f"http: 127.0.0.1:{self.http_ports[i]}",
                 f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 1GB }}',
             ]
+            if extra:
+                conf.append(extra)
             if size > 1:
                 conf.append(f'cluster {{ name: "{name}", listen: 127.0.0.1:{self.cluster_ports[i]}, '
                             f"routes: [{routes}] }}")

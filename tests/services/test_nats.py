@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -183,6 +185,66 @@ def test_a_message_published_again_is_dropped_by_jetstream(nats: NatsCluster, tm
     finally:
         stop(cstack)
         out2.stop()
+
+
+def test_a_full_spool_drops_and_counts_never_silently(tmp_path: Any) -> None:
+    """No broker and a spool of 4 KiB: what does not fit is dropped and counted by cause."""
+    c = NatsCluster(1)  # never started: nothing listens on its port
+    try:
+        nctx, src, out = node(c.urls, str(tmp_path / "spool"), spool_max="4K", batch_size=20)
+        emit(nctx, src, out, 1, 400)
+        pump([nctx], lambda: nctx.stats.get("nats.nats1.spooled") + nctx.stats.get("nats.nats1.dropped") == 400,
+             what="every record spooled or dropped")
+        spooled, dropped = nctx.stats.get("nats.nats1.spooled"), nctx.stats.get("nats.nats1.dropped")
+        assert 0 < spooled < 400 and dropped == 400 - spooled
+        assert out.counters.dropped == {"spool_full": dropped} and out.counters.received == 400
+    finally:
+        out.stop()
+        c.close()
+
+
+def _tls_files(d: Any) -> tuple[str, str, str]:
+    ca_key, ca, key, csr, cert = (str(d / n) for n in ("ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem"))
+    ext = d / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+        "-subj", "/CN=pyn4 test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+        "-extfile", str(ext))
+    return ca, cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_tls_and_a_password_both_ways(tmp_path: Any) -> None:
+    """A server that wants TLS and a user: the node and the collector get through with the CA
+    file and the password from a file; a wrong password is an outage (spooled), never a crash."""
+    ca, cert, key = _tls_files(tmp_path)
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "bad").write_text("nope\n")
+    c = NatsCluster(1, extra=f'tls {{ cert_file: "{cert}", key_file: "{key}" }}\n'
+                             'authorization { user: "pyn4node", password: "s3cret" }')
+    try:
+        c.start()
+        c.wait_ready()
+        urls = c.urls.replace("nats://", "tls://")
+        auth = {"user": "pyn4node", "pass_file": str(tmp_path / "pw"), "tls_ca_file": ca}
+        nctx, src, out = node(urls, str(tmp_path / "spool"), **auth)
+        cctx, cstack = collector(urls, **auth)
+        cap = cstack.instances[1]
+        assert isinstance(cap, Capture)
+        emit(nctx, src, out, 1, 100)
+        pump([nctx, cctx], lambda: len(cap.records) == 100, what="100 records over TLS")
+        stop(cstack)
+        out.stop()
+        bctx, bsrc, bout = node(urls, str(tmp_path / "spool2"), user="pyn4node", pass_file=str(tmp_path / "bad"),
+                                tls_ca_file=ca)
+        emit(bctx, bsrc, bout, 1, 10)
+        pump([bctx], lambda: bctx.stats.get("nats.nats1.spooled") == 10, what="spooled: the server refused us")
+        bout.stop()
+    finally:
+        c.close()
 
 
 # -- the collector's PGSQL: acks wait for the commit; unique_key drops what is there already
