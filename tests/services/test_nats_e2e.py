@@ -1,7 +1,8 @@
 """Many nodes, one audit store, through failures (issue 18 item 4): nothing lost, nothing doubled.
 
-Five node daemons (pyulogd processes, each with its NFLOG input in a network namespace of its
-own, where a traffic generator sends UDP that an nft rule logs), a three-server JetStream
+Five node daemons (pyulogd processes, each with its NFLOG and NFCT inputs in a network
+namespace of its own, where a traffic generator sends UDP, a new flow every 50 packets, that an
+nft rule logs), a three-server JetStream
 cluster started here on ephemeral loopback ports with a stream of 3 replicas, two collector
 daemons sharing one durable consumer (NATSIN -> AUDITDB), and a PostgreSQL started here with
 the central layout (``pyulogd-audit schema create --central``). During the traffic:
@@ -16,9 +17,9 @@ the central layout (``pyulogd-audit schema create --central``). During the traff
    ack_wait) and started again;
 5. PostgreSQL is restarted.
 
-At the end the table holds, for every node, exactly as many rows as the node's nft log rule
-counted (the records the kernel logged for it), numbered 1..N by the node's sequence, with no
-number twice and none missing.
+At the end the table holds, for every node, exactly as many rows as the node logged (packets:
+its nft log rule's counter; flows: the conntrack events its NFCT input counted), numbered 1..N
+by the node's sequence (both stacks share it), with no number twice and none missing.
 
 Marked ``nats_e2e`` so it can be run alone: ``pytest -m nats_e2e tests/services/test_nats_e2e.py``
 (about 2.5 minutes). Names, namespaces and the NATS stream carry the prefix ``pyn4``.
@@ -65,14 +66,19 @@ class Node:
         self.traffic: subprocess.Popen[bytes] | None = None
         sh("ip", "netns", "add", self.ns)
         sh("ip", "link", "set", "lo", "up", ns=self.ns)
+        # Conntrack runs in a namespace once a rule uses it; short UDP timeouts, so that flows
+        # end (DESTROY events) while the test runs.
+        sh("sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=3", ns=self.ns, check=False)
         sh("nft", "-f", "-", ns=self.ns, input=f"""table inet pyn4 {{
   chain out {{ type filter hook output priority 0; policy accept;
+    ct state new counter
     udp dport 9999 counter log prefix "pyn4 n{i} " group {GROUP}
   }}
 }}""")
         self.conf.write_text(f"""[global]
 logfile="{self.log}"
 stack=log1:NFLOG,base1:BASE,nats1:NATS
+stack=ct1:NFCT,nats2:NATS
 
 [log1]
 group={GROUP}
@@ -95,6 +101,29 @@ ack_timeout=2
 reconnect=0.2
 reconnect_max=1
 spool_delay=1
+
+[ct1]
+network_namespace_path="/run/netns/{self.ns}"
+hash_enable=0
+event_mask=5
+netlink_socket_buffer_size=8388608
+netlink_socket_buffer_maxsize=67108864
+
+[nats2]
+servers="{urls}"
+stream="{STREAM}"
+subject="pyn4.{{node}}"
+node_id="node{i}"
+create_stream=1
+replicas=3
+duplicate_window=5
+spool_dir="{tmp}/node{i}.ctspool"
+batch_size=200
+linger=100ms
+ack_timeout=2
+reconnect=0.2
+reconnect_max=1
+spool_delay=1
 """)
 
     def start(self) -> None:
@@ -105,15 +134,22 @@ spool_delay=1
     def flood(self, seconds: float) -> None:
         code = f"""
 import socket, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 t0 = time.monotonic(); i = 0
 while time.monotonic() - t0 < {seconds}:
+    if i % 50 == 0:  # a new source port: a new conntrack flow every 50 packets
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.sendto(b"x" * (1 + i % 50), ("127.0.0.1", 9999)); i += 1
     ahead = i / {RATE} - (time.monotonic() - t0)
     if ahead > 0:
         time.sleep(ahead)
 """
         self.traffic = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", code])
+
+    def flow_events(self) -> int:
+        """What the node's NFCT input read (its counters at exit, after a clean stop)."""
+        found = re.findall(r"nfct\.ct1\.events=(\d+)", self.log.read_text(errors="replace"))
+        assert found, f"no NFCT counter in {self.log}"
+        return int(found[-1])
 
     def logged(self) -> int:
         out = sh("nft", "list", "chain", "inet", "pyn4", "out", ns=self.ns).stdout
@@ -208,6 +244,23 @@ def world(tmp_path: Path) -> Iterator[tuple[NatsCluster, PgCluster, list[Node], 
         pg.close()
 
 
+def consumer_state(urls: str) -> str:
+    import asyncio
+
+    import nats as nats_py
+
+    async def ask() -> str:
+        nc = await nats_py.connect(servers=urls.split(","))
+        try:
+            info = await nc.jetstream().consumer_info(STREAM, DURABLE)
+            return (f"pending {info.num_pending}, ack pending {info.num_ack_pending}, "
+                    f"redelivered {info.num_redelivered}, delivered {info.delivered}")
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
 def rows_per_node(pg: PgCluster) -> dict[str, tuple[int, int, int, int]]:
     """node -> (rows, distinct sequence numbers, lowest, highest)."""
     out = pg.psql("SELECT node_id, count(*), count(DISTINCT node_seq), min(node_seq), max(node_seq) "
@@ -266,16 +319,28 @@ def test_nodes_to_central_store_through_failures(
     for n in nodes:
         assert n.traffic is not None
         n.traffic.wait(60)
-    logged = {f"node{n.i}": n.logged() for n in nodes}
-    assert all(v > 50 * RATE for v in logged.values()), logged
+    packets = {f"node{n.i}": n.logged() for n in nodes}
+    assert all(v > 50 * RATE for v in packets.values()), packets
 
-    def complete() -> bool:
-        found = rows_per_node(pg)
-        return all(found.get(k, (0,))[0] >= v for k, v in logged.items())
+    def packets_in() -> bool:
+        out = pg.psql("SELECT node_id, count(*) FROM pyulogd_audit WHERE kind = 'packet' GROUP BY 1", db="central")
+        found = dict(line.split("|") for line in out.split())
+        return all(int(found.get(k, 0)) >= v for k, v in packets.items())
 
-    wait_for(complete, 180, f"every logged record in PostgreSQL ({logged})")
+    wait_for(packets_in, 180, f"every logged packet in PostgreSQL ({packets})")
     for n in nodes:
-        n.stop()  # a clean stop: whatever was still queued goes out first
+        n.stop()  # a clean stop: whatever was still queued goes out first, and the counters are logged
+    # What each node logged: the packets its nft rule counted and the flow events its NFCT read.
+    logged = {f"node{n.i}": packets[f"node{n.i}"] + n.flow_events() for n in nodes}
+    assert all(v > packets[k] + 100 for k, v in logged.items()), (logged, packets)  # flows too
+    try:
+        wait_for(lambda: all(rows_per_node(pg).get(k, (0,))[0] >= v for k, v in logged.items()), 60,
+                 f"every record in PostgreSQL ({logged})")
+    except AssertionError as e:
+        kinds = pg.psql("SELECT node_id, kind, count(*), min(node_seq), max(node_seq) FROM pyulogd_audit "
+                        "GROUP BY 1, 2 ORDER BY 1, 2", db="central")
+        raise AssertionError(f"{e}\nrows: {rows_per_node(pg)}\nby kind:\n{kinds}\n"
+                             f"consumer: {consumer_state(nats.urls)}") from None
     found = rows_per_node(pg)
     want = {k: (v, v, 1, v) for k, v in logged.items()}
     assert found == want  # per node: N rows, N distinct sequence numbers, 1..N: none missing, none twice

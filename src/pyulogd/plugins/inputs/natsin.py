@@ -4,9 +4,9 @@ once every output of its stacks committed them (issue 18; docs/central.md).
 A durable pull consumer (explicit ack) that any number of collectors share: each message,
 a batch the NATS output published, is decoded (``io/recordfmt.py``) and its records emitted
 with the keys they had on the node, plus ``pyulogd.node_id`` (from the ``Pyulogd-Node``
-header) and ``pyulogd.seq`` (the node's sequence number of the record), the key the central
-database de-duplicates on. So a collector runs ordinary stacks (``NATSIN -> PGSQL``,
-``NATSIN -> AUDITDB``, ``NATSIN -> ECS``).
+header), ``pyulogd.seq`` (the node's sequence number of the record), the key the central
+database de-duplicates on, and ``pyulogd.received`` (when the node received it). So a
+collector runs ordinary stacks (``NATSIN -> PGSQL``, ``NATSIN -> AUDITDB``, ``NATSIN -> ECS``).
 
 At-least-once, end to end: a message is acked only when every output of the stacks it went
 down says its records are committed (``Output.commit_mark``: for PGSQL and AUDITDB, the
@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 NODE_KEY = Key("pyulogd.node_id", KeyType.STRING, help="the node that logged the record (its NATS output's node id)")
 SEQ_KEY = Key("pyulogd.seq", KeyType.UINT64, help="the node's sequence number of the record")
+RECEIVED_KEY = Key("pyulogd.received", KeyType.UINT64,
+                   help="when the node received the record, µs since the epoch (its NATS output adds it)")
+OWN_KEYS = (RECEIVED_KEY, NODE_KEY, SEQ_KEY)
 CHECK_EVERY = 0.05
 
 
@@ -64,7 +67,7 @@ def all_keys(only: list[str] | None) -> list[Key]:
         if cls.name == "NATSIN":
             continue
         for key in cls.output_keys:
-            if key.name not in seen and key.name not in (NODE_KEY.name, SEQ_KEY.name):
+            if key.name not in seen and key.name not in {k.name for k in OWN_KEYS}:
                 seen[key.name] = Key(key.name, key.type, cim=key.cim, help=key.help)
     return list(seen.values())
 
@@ -86,7 +89,7 @@ class NatsInput(Source):
                help="plugins whose output keys the records may have, comma-separated (empty: every plugin)"),
     )
     # The class declares the two keys of its own; an instance adds the keys of every plugin.
-    output_keys = (NODE_KEY, SEQ_KEY)
+    output_keys = OWN_KEYS
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
@@ -95,7 +98,7 @@ class NatsInput(Source):
             keys = all_keys(only)
         except ConfigError as e:
             raise ConfigError(f"NATSIN '{instance_id}': keys_from: {e.reason}") from None
-        self.__dict__["output_keys"] = (*keys, NODE_KEY, SEQ_KEY)
+        self.__dict__["output_keys"] = (*keys, *OWN_KEYS)
         self.label = f"NATSIN '{instance_id}'"
         self._index = {k.name: i + 1 for i, k in enumerate(self.output_keys)}
         self._builders: dict[tuple[str, ...], Any] = {}

@@ -72,7 +72,7 @@ class AuditDbOutput(SqlOutput):
         self.chain: Chain | None = None
         self._rows_build: Callable[[list[Any], int], tuple[Any, ...]] | None = None
         self._received = -1
-        self._node_slot = self._seq_slot = 0
+        self._node_slot = self._seq_slot = self._rx_slot = 0
 
     # -- set-up
     def _url(self) -> DbUrl:
@@ -210,6 +210,9 @@ class AuditDbOutput(SqlOutput):
         # own records are this daemon's node id and sequence number.
         self._node_slot = slots.get("pyulogd.node_id", 0)
         self._seq_slot = slots.get("pyulogd.seq", 0)
+        # A collector's records were received by their node: its time, never the collector's
+        # (a record delivered twice must be the same row twice, ts included).
+        self._rx_slot = slots.get("pyulogd.received", 0)
         self.keys = list(schema.NAMES)
         if self.writer_sink is not None:
             self.writer_sink.names = schema.NAMES
@@ -221,6 +224,8 @@ class AuditDbOutput(SqlOutput):
             received = self._received = int(self.ctx.clock.wall() * 1_000_000)
         build = self._rows_build
         assert build is not None
+        if self._rx_slot and rec[self._rx_slot] is not None:
+            received = rec[self._rx_slot]
         row = build(rec, received)
         if self._seq_slot:
             node = (rec[self._node_slot], rec[self._seq_slot])

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
 SPOOL_BASE = "/var/spool/pyulogd"
+# The key of the node's reception time (µs) in every record sent (NATSIN declares it).
+RECEIVED = "pyulogd.received"
 
 
 def _template(text: str) -> str | None:
@@ -96,6 +98,7 @@ class NatsOutput(Output[tuple[Any, ...]]):
         self._static_subject = ""
         self.node = ""
         self.only: list[str] | None = None
+        self._rx = [0]
 
     # -- set-up
     def configure(self) -> None:
@@ -130,13 +133,19 @@ class NatsOutput(Output[tuple[Any, ...]]):
             seen[key.name] = slot
             if key.type == KeyType.RAW:
                 raw.append(len(seen) - 1)
-        self.names = tuple(seen)
+        # The node's reception time goes along (µs, the same for a loop round's records, as
+        # AUDITDB's ``received``): a collector must not stamp a record with its own clock, or a
+        # record delivered twice would not be the same row twice.
+        self.names = (*seen, RECEIVED) if RECEIVED not in seen else tuple(seen)
         slots = list(seen.values())
         # One generated function: a tuple of the slots, RAW values copied out of the receive
         # buffer they may point into (the publisher encodes them later, in its thread).
         items = [f"B(rec[{s}])" if i in raw else f"rec[{s}]" for i, s in enumerate(slots)]
+        if RECEIVED not in seen:
+            items.append("RX[0]")
         src = f"def render(rec):\n    return ({', '.join(items)}{',' if len(items) == 1 else ''})\n"
-        ns: dict[str, Any] = {"B": _own}
+        self._rx = [int(self.ctx.clock.wall() * 1_000_000)]
+        ns: dict[str, Any] = {"B": _own, "RX": self._rx}
         exec(compile(src, f"<NATS '{self.id}' row>", "exec"), ns)  # noqa: S102 - our own code, slots only
         self.renderer = ns["render"]
         self.node = self.config["node_id"] or self.ctx.node_id or self.ctx.hostname
@@ -205,6 +214,8 @@ class NatsOutput(Output[tuple[Any, ...]]):
         if pub is None:
             return
         upto = self.ctx.seq
+        # The next round's records were received from now on.
+        self._rx[0] = int(self.ctx.clock.wall() * 1_000_000)
         if not rows:
             pub.handed = upto
             return
