@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.audit import central, schema
 from pyulogd.audit.dburl import DbError, DbUrl, connect, parse
 from pyulogd.audit.rows import compile_rows
-from pyulogd.audit.verify import row_bytes
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Bool, Duration, Int, Str
 from pyulogd.core.plugin import Option
@@ -43,7 +42,7 @@ from pyulogd.db.options import PYULOGD, SECRETS, password
 from pyulogd.db.output import SqlOutput
 from pyulogd.db.sqlite import SqliteBackend
 from pyulogd.db.statement import Target
-from pyulogd.io.chain import Chain, chain_options, load_key
+from pyulogd.io.chain import Chain, load_key, row_bytes
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
 
 class AuditDbOutput(SqlOutput):
     name = "AUDITDB"
+    table_chain = False  # its schema has seq and chain columns of its own (render)
     description = "Rows into pyulogd's audit table (SQLite, PostgreSQL, MySQL) for pyulogd-audit"
     options = (
         Option("db", Str(), "", required=True, extra=True,
@@ -62,7 +62,6 @@ class AuditDbOutput(SqlOutput):
         *SECRETS,
         *(o for o in PYULOGD if o.name != "schema_file"),
         Option("backlog_memcap", Int(0), 0, extra=True, help="bytes kept in memory before spooling (0: 64 MiB)"),
-        *chain_options(),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
