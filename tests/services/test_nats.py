@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
 from pyulogd.core.plugin import Plugin
 from pyulogd.core.stack import Stack
@@ -69,8 +70,9 @@ def stop(*stacks: Stack) -> None:
             inst.stop()
 
 
-def node(urls: str, spool: str, node_id: str = "node-a", **opts: Any) -> tuple[Context, NflogKeys, NatsOutput]:
-    ctx = Context(loop=Loop(), hostname="net.node")
+def node(urls: str, spool: str, node_id: str = "node-a", clock: FakeClock | None = None,
+         **opts: Any) -> tuple[Context, NflogKeys, NatsOutput]:
+    ctx = Context(loop=Loop(clock) if clock is not None else Loop(), hostname="net.node")
     ctx.node_id = node_id
     options = {"servers": urls, "create_stream": 1, "stream": STREAM, "subject": "pyn4.{host}.{node}",
                "spool_dir": spool, "linger": "10ms", "reconnect": "0.2", "reconnect_max": "1", "spool_delay": "0.2",
@@ -165,13 +167,15 @@ def test_broker_away_spools_then_drains_in_order_across_a_node_restart(tmp_path:
 
 
 def test_a_message_published_again_is_dropped_by_jetstream(nats: NatsCluster, tmp_path: Any) -> None:
-    """The same records give the same Nats-Msg-Id, whichever batch or process carries them."""
-    nctx, src, out = node(nats.urls, str(tmp_path / "a"), batch_size=100)
+    """The same records give the same Nats-Msg-Id, whichever batch or process carries them.
+    (The same records: the same values, sequence numbers and reception time, hence a clock that
+    stands still; batch_size=100 makes each message due at once, whatever the clock.)"""
+    nctx, src, out = node(nats.urls, str(tmp_path / "a"), batch_size=100, clock=FakeClock(wall=1_800_000_000.0))
     emit(nctx, src, out, 1, 100)
     pump([nctx], lambda: nctx.stats.get("nats.nats1.messages") == 1, what="published")
     out.stop()
     # A second process numbering the same records the same way (a replay after a lost ack).
-    nctx2, src2, out2 = node(nats.urls, str(tmp_path / "b"), batch_size=100)
+    nctx2, src2, out2 = node(nats.urls, str(tmp_path / "b"), batch_size=100, clock=FakeClock(wall=1_800_000_000.0))
     emit(nctx2, src2, out2, 1, 100)
     pump([nctx2], lambda: nctx2.stats.get("nats.nats1.messages") == 1, what="published again")
     assert nctx2.stats.get("nats.nats1.duplicates") == 100
