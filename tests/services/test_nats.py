@@ -125,6 +125,7 @@ def test_node_to_collector_with_original_keys_node_id_and_sequence(nats: NatsClu
         assert got == [(i, f"p{i}", i, "node-a") for i in range(1, 1201)]
         assert nctx.stats.get("nats.nats1.messages") == 3  # batch_size 500
         assert out.counters.written == 1200 and not out.counters.dropped
+        assert out.commit_mark() == 1200  # all acknowledged
         # Acked only after the output took them (Capture is not an Output: committed at once).
         pump([nctx, cctx], lambda: consumer_info(nats.urls, "pyn4c").num_ack_pending == 0, what="acks")
         subject = f"pyn4.{escape_token('net.node')}.node-a"
@@ -149,6 +150,7 @@ def test_broker_away_spools_then_drains_in_order_across_a_node_restart(tmp_path:
         nctx.seq = 300  # as the write-ahead log will: the sequence goes on across restarts
         emit(nctx, src, out, 301, 100)
         pump([nctx], lambda: nctx.stats.get("nats.nats1.spooled") == 100, what="100 more spooled")
+        assert out.commit_mark() <= 300  # what waits in the spool is not acknowledged
         c.start()
         c.wait_ready()
         cctx, cstack = collector(c.urls)
@@ -159,6 +161,7 @@ def test_broker_away_spools_then_drains_in_order_across_a_node_restart(tmp_path:
         assert seqs == list(range(1, 401))  # nothing lost, nothing doubled, in order
         assert out.publisher is not None and out.publisher.spool is not None
         pump([nctx], lambda: out.publisher is not None and out.publisher.idle(), what="spool drained")
+        assert out.commit_mark() == 400
         assert not out.counters.dropped
         stop(cstack)
     finally:

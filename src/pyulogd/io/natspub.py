@@ -110,6 +110,7 @@ class Publisher:
         self.stopping = False
         self.deadline = 0.0
         self.handed = 0  # the daemon's sequence number at the last hand-over
+        self._spool_mark = 0  # commit_mark while the spool holds messages
         # -- publisher thread only
         self._retry: Message | None = None
         self._outage_logged = False
@@ -147,6 +148,27 @@ class Publisher:
             self.handed = upto
         if wake:
             self._wake()
+
+    def commit_mark(self) -> int:
+        """Every record numbered up to this is acknowledged by JetStream (or dropped, counted):
+        one less than the oldest number still waiting in memory or being retried, what was
+        handed over when nothing waits; while the spool holds messages, the mark from before
+        they were spooled (their numbers are on disk, not here)."""
+        with self.lock:
+            if self.spool is not None and not self.spool.empty:
+                return self._spool_mark
+            return self._mark()
+
+    def _mark(self) -> int:
+        """(lock held) The mark from memory and the retry."""
+        low = None
+        retry = self._retry
+        if retry is not None and retry.seqs and retry.frame is None:
+            low = retry.seqs[0]
+        for c in self.mem:
+            if c.seqs and (low is None or c.seqs[0] < low):
+                low = c.seqs[0]
+        return self.handed if low is None else low - 1
 
     def idle(self) -> bool:
         """Nothing is waiting anywhere (memory, a retry, the spool)."""
@@ -377,6 +399,12 @@ class Publisher:
 
     def _to_spool(self, items: list[Message]) -> None:
         assert self.spool is not None or not items
+        if items and self.spool is not None and self.spool.empty:
+            # The mark stands still while the spool holds messages: below the oldest spilled.
+            low = min(m.seqs[0] for m in items if m.seqs) if any(m.seqs for m in items) else None
+            with self.lock:
+                mark = self._mark()
+                self._spool_mark = mark if low is None else min(mark, low - 1)
         for m in items:
             assert self.spool is not None
             try:

@@ -251,11 +251,13 @@ class NatsOutput(Output[tuple[Any, ...]]):
         """Nothing to reopen: the client reconnects by itself."""
 
     def commit_mark(self) -> int:
-        """Everything handed over is acknowledged by JetStream only when nothing waits."""
+        """Committed means acknowledged by JetStream (the publisher's mark); records not yet
+        handed over are below it by construction (their numbers are above ``handed``)."""
         pub = self.publisher
         if pub is None:
-            return self.ctx.seq
-        return pub.handed if pub.idle() and not self._rows else 0
+            return self._flushed
+        mark = pub.commit_mark()
+        return min(mark, self._seqs[0] - 1) if self._seqs else mark
 
     @property
     def counters(self) -> SinkCounters:
