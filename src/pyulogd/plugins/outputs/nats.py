@@ -24,13 +24,14 @@ template with every field ``*``, or ``stream_subjects``; ``replicas``, ``retenti
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core import safefile
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Bool, Choice, Duration, Int, Path, Size, Str
 from pyulogd.core.plugin import OK, DataType, KeyType, Option
-from pyulogd.io.natsmsg import Chunk, SubjectTemplate
+from pyulogd.io.natsmsg import HDR_MSG_ID, Chunk, SubjectTemplate
 from pyulogd.io.natspub import Publisher, PubSettings
 from pyulogd.io.output import Output
 from pyulogd.io.sink import SinkCounters
@@ -178,7 +179,8 @@ class NatsOutput(Output[tuple[Any, ...]]):
             spool_delay=cfg["spool_delay"], ack_timeout=cfg["ack_timeout"], reconnect=cfg["reconnect"],
             reconnect_max=cfg["reconnect_max"], node=self.node,
         )
-        client = JetStreamPublisher(self.conn, self._stream_config(), cfg["stream"])
+        client = JetStreamPublisher(self.conn, self._stream_config(), cfg["stream"],
+                                    lambda m: self.ctx.log.notice(f"{self.label}: {m}"))
         self.publisher = Publisher(self.ctx, self.label, f"nats.{self.id}", client, settings, spool, self.subject_of)
         if self.ctx.run_as is None:
             self.publisher.start()
@@ -271,12 +273,15 @@ def _own(v: Any) -> Any:
 class JetStreamPublisher:
     """nats-py as the publisher's :class:`~pyulogd.io.natspub.Client`."""
 
-    def __init__(self, conn: dict[str, Any], stream: dict[str, Any] | None, stream_name: str) -> None:
+    def __init__(self, conn: dict[str, Any], stream: dict[str, Any] | None, stream_name: str,
+                 note: Callable[[str], None]) -> None:
         self.conn = conn
+        self.note = note
         self.stream = stream
         self.stream_name = stream_name
         self.nc: Any = None
         self.js: Any = None
+        self.republished = 0  # messages the server called duplicates of something it did not hold
 
     async def connect(self) -> None:
         nc = await natsconn.connect(self.conn)
@@ -294,7 +299,25 @@ class JetStreamPublisher:
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str], timeout: float) -> bool:
         ack = await self.js.publish(subject, payload, timeout=timeout, stream=self.stream_name, headers=headers)
-        return bool(getattr(ack, "duplicate", False))
+        if not getattr(ack, "duplicate", False):
+            return False
+        # "Duplicate": the server remembers the id. Check that the stream holds the message (its
+        # sequence is in the ack): a clustered server can remember the id of a message whose
+        # proposal was lost when the cluster went down, and taking its word would lose the
+        # message (the end-to-end test saw it). If it is not there, publish it again under an
+        # id of its own; the database drops the copy, if there was one after all.
+        msg_id = headers.get(HDR_MSG_ID, "")
+        try:
+            held = await self.js.get_msg(self.stream_name, ack.seq)
+            if (held.headers or {}).get(HDR_MSG_ID) == msg_id:
+                return True
+        except Exception:  # noqa: BLE001 - not found, or no answer: publish it again to be sure
+            pass
+        again = {**headers, HDR_MSG_ID: f"{msg_id}:again"}
+        await self.js.publish(subject, payload, timeout=timeout, stream=self.stream_name, headers=again)
+        self.republished += 1
+        self.note(f"the server called message {msg_id} a duplicate but does not hold it: published it again")
+        return False
 
     async def close(self) -> None:
         nc, self.nc = self.nc, None
