@@ -339,8 +339,11 @@ def test_nodes_to_central_store_through_failures(
     except AssertionError as e:
         kinds = pg.psql("SELECT node_id, kind, count(*), min(node_seq), max(node_seq) FROM pyulogd_audit "
                         "GROUP BY 1, 2 ORDER BY 1, 2", db="central")
+        logs = "\n".join(line for x in [*nodes, *collectors] if x.log.exists()
+                         for line in x.log.read_text(errors="replace").splitlines()
+                         if "counters at exit" in line or "<7>" in line or "duplicate" in line)
         raise AssertionError(f"{e}\nrows: {rows_per_node(pg)}\nby kind:\n{kinds}\n"
-                             f"consumer: {consumer_state(nats.urls)}") from None
+                             f"consumer: {consumer_state(nats.urls)}\nlogs:\n{logs}") from None
     found = rows_per_node(pg)
     want = {k: (v, v, 1, v) for k, v in logged.items()}
     assert found == want  # per node: N rows, N distinct sequence numbers, 1..N: none missing, none twice
