@@ -61,8 +61,8 @@ COLUMNS = """_id bigserial, raw_pktlen bigint, raw_pktcount bigint, oob_prefix v
  oob_time_sec bigint, oob_time_usec bigint, oob_mark bigint, oob_hook smallint, oob_uid bigint, oob_gid bigint"""
 TABLES = {"direct": "ulog_pkt", "nats": "ulog_pkt_central"}
 SCHEMA = [f"CREATE TABLE ulog_pkt ({COLUMNS})",
-          f"CREATE TABLE ulog_pkt_central ({COLUMNS}, pyulogd_node_id text, pyulogd_seq bigint, "
-          "UNIQUE (pyulogd_node_id, pyulogd_seq, oob_time_sec))"]
+          f"CREATE TABLE ulog_pkt_central ({COLUMNS}, pyulogd_node_id text, pyulogd_node_seq bigint, "
+          "UNIQUE (pyulogd_node_id, pyulogd_node_seq, oob_time_sec))"]
 
 
 def sh(*args: str, check: bool = True, ns: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -186,7 +186,7 @@ port={pg.port}
 user="postgres"
 table="ulog_pkt_central"
 procedure="INSERT"
-unique_key="pyulogd_node_id,pyulogd_seq,oob_time_sec"
+unique_key="pyulogd_node_id,pyulogd_node_seq,oob_time_sec"
 spool_dir="{work}/collector.spool"
 """
 
@@ -279,7 +279,7 @@ def trial(path: str, gen: str, work: str, rate: str, count: int, max_seconds: fl
         stop(node)
         stop(collector)
     final = int(pg.psql(f"SELECT count(*) FROM {tbl}", db=DB).strip() or 0)
-    distinct = int(pg.psql("SELECT count(DISTINCT pyulogd_seq) FROM ulog_pkt_central", db=DB).strip() or 0)
+    distinct = int(pg.psql("SELECT count(DISTINCT pyulogd_node_seq) FROM ulog_pkt_central", db=DB).strip() or 0)
     logged = nft_counter() - counted
     lo, hi = 0.1 * final, 0.9 * final
     t_lo = next((t for t, n in samples if n >= lo), 0.0)

@@ -120,7 +120,7 @@ def test_node_to_collector_with_original_keys_node_id_and_sequence(nats: NatsClu
     try:
         emit(nctx, src, out, 1, 1200)
         pump([nctx, cctx], lambda: len(cap.records) >= 1200, what="1200 records at the collector")
-        got = [(cap.value(r, "pyulogd.seq"), cap.value(r, "oob.prefix"), cap.value(r, "raw.pktlen"),
+        got = [(cap.value(r, "pyulogd.node_seq"), cap.value(r, "oob.prefix"), cap.value(r, "raw.pktlen"),
                 cap.value(r, "pyulogd.node_id")) for r in cap.records]
         assert got == [(i, f"p{i}", i, "node-a") for i in range(1, 1201)]
         assert nctx.stats.get("nats.nats1.messages") == 3  # batch_size 500
@@ -157,7 +157,7 @@ def test_broker_away_spools_then_drains_in_order_across_a_node_restart(tmp_path:
         cap = cstack.instances[1]
         assert isinstance(cap, Capture)
         pump([nctx, cctx], lambda: len(cap.records) >= 400, what="400 records after the outage")
-        seqs = [cap.value(r, "pyulogd.seq") for r in cap.records]
+        seqs = [cap.value(r, "pyulogd.node_seq") for r in cap.records]
         assert seqs == list(range(1, 401))  # nothing lost, nothing doubled, in order
         assert out.publisher is not None and out.publisher.spool is not None
         pump([nctx], lambda: out.publisher is not None and out.publisher.idle(), what="spool drained")
@@ -257,8 +257,8 @@ def test_tls_and_a_password_both_ways(tmp_path: Any) -> None:
 # -- the collector's PGSQL: acks wait for the commit; unique_key drops what is there already
 
 TABLE = """CREATE TABLE rec (_id bigserial, oob_prefix text, raw_pktlen integer, oob_time_sec bigint,
-                             pyulogd_node_id text, pyulogd_seq bigint,
-                             UNIQUE (pyulogd_node_id, pyulogd_seq, oob_time_sec))"""
+                             pyulogd_node_id text, pyulogd_node_seq bigint,
+                             UNIQUE (pyulogd_node_id, pyulogd_node_seq, oob_time_sec))"""
 
 
 @pytest.fixture()
@@ -278,13 +278,13 @@ def pg() -> Iterator[Any]:
 
 
 def rows(pg: Any) -> list[tuple[str, int]]:
-    out = pg.psql("SELECT pyulogd_node_id, pyulogd_seq FROM rec ORDER BY pyulogd_seq", db="pyn4")
+    out = pg.psql("SELECT pyulogd_node_id, pyulogd_node_seq FROM rec ORDER BY pyulogd_node_seq", db="pyn4")
     return [(a, int(b)) for a, b in (line.split("|") for line in out.split())]
 
 
 def pgsql_out(pg: Any, tmp: str) -> tuple[type[Plugin], dict[str, Any]]:
     return (PgsqlOutput, {"db": "pyn4", "host": "127.0.0.1", "port": pg.port, "user": "postgres", "table": "rec",
-                          "procedure": "INSERT", "unique_key": "pyulogd_node_id,pyulogd_seq,oob_time_sec",
+                          "procedure": "INSERT", "unique_key": "pyulogd_node_id,pyulogd_node_seq,oob_time_sec",
                           "spool_dir": tmp, "batch_timeout": "50ms", "reconnect": "0.2", "reconnect_max": "0.5"})
 
 

@@ -130,10 +130,10 @@ def test_natsin_feed_gives_the_original_keys_node_and_sequence() -> None:
                         [("DROP ", b"\x0a\x00\x00\x01", 60), ("ACC ", None, 40)], [17, 18])
     assert src.feed(body, "node-1")
     assert [{k: cap.value(r, k) for k in ("oob.prefix", "ip.saddr", "raw.pktlen", "pyulogd.node_id",
-                                          "pyulogd.seq")} for r in cap.records] == [
+                                          "pyulogd.node_seq")} for r in cap.records] == [
         {"oob.prefix": "DROP ", "ip.saddr": b"\x0a\x00\x00\x01", "raw.pktlen": 60, "pyulogd.node_id": "node-1",
-         "pyulogd.seq": 17},
-        {"oob.prefix": "ACC ", "ip.saddr": None, "raw.pktlen": 40, "pyulogd.node_id": "node-1", "pyulogd.seq": 18},
+         "pyulogd.node_seq": 17},
+        {"oob.prefix": "ACC ", "ip.saddr": None, "raw.pktlen": 40, "pyulogd.node_id": "node-1", "pyulogd.node_seq": 18},
     ]  # fmt: skip
     assert src.ctx.seq == 2  # the collector numbers what it emits, like any input
 
@@ -153,7 +153,7 @@ def test_natsin_declares_every_plugins_keys_by_default() -> None:
     src, _cap = _natsin(keys_from="")
     names = {k.name for k in src.output_keys}
     assert {"oob.prefix", "ip.saddr", "orig.ip.saddr", "ct.id", "neutron.project_id", "oob.netns",
-            "pyulogd.node_id", "pyulogd.seq"} <= names
+            "pyulogd.node_id", "pyulogd.node_seq"} <= names
     assert len(names) == len(src.output_keys)
 
 

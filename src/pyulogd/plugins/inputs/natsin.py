@@ -4,7 +4,7 @@ once every output of its stacks committed them (issue 18; docs/central.md).
 A durable pull consumer (explicit ack) that any number of collectors share: each message,
 a batch the NATS output published, is decoded (``io/recordfmt.py``) and its records emitted
 with the keys they had on the node, plus ``pyulogd.node_id`` (from the ``Pyulogd-Node``
-header), ``pyulogd.seq`` (the node's sequence number of the record), the key the central
+header), ``pyulogd.node_seq`` (the node's sequence number of the record), the key the central
 database de-duplicates on, and ``pyulogd.received`` (when the node received it). So a
 collector runs ordinary stacks (``NATSIN -> PGSQL``, ``NATSIN -> AUDITDB``, ``NATSIN -> ECS``).
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from pyulogd.core.context import Context, TimerHandle
 
 NODE_KEY = Key("pyulogd.node_id", KeyType.STRING, help="the node that logged the record (its NATS output's node id)")
-SEQ_KEY = Key("pyulogd.seq", KeyType.UINT64, help="the node's sequence number of the record")
+SEQ_KEY = Key("pyulogd.node_seq", KeyType.UINT64, help="the node's sequence number of the record")
 RECEIVED_KEY = Key("pyulogd.received", KeyType.UINT64,
                    help="when the node received the record, µs since the epoch (its NATS output adds it)")
 OWN_KEYS = (RECEIVED_KEY, NODE_KEY, SEQ_KEY)

@@ -20,7 +20,7 @@ of its values chained to the row before); the chain resumes from the table's las
 start; ``pyulogd-audit verify --db URL --key FILE`` checks it.
 
 ``node_id``/``node_seq`` (schema version 3): the node and its sequence number of the record,
-from NATSIN's ``pyulogd.node_id``/``pyulogd.seq`` on a collector, else this daemon's own. On a
+from NATSIN's ``pyulogd.node_id``/``pyulogd.node_seq`` on a collector, else this daemon's own. On a
 central store (``pyulogd-audit schema create --central``, audit/central.py) they are the
 unique key with ``ts``: rows already there are skipped, so a redelivered record is stored once.
 """
@@ -208,7 +208,7 @@ class AuditDbOutput(SqlOutput):
         # (node_id, node_seq): a collector's records carry the node's (NATSIN's keys); a node's
         # own records are this daemon's node id and sequence number.
         self._node_slot = slots.get("pyulogd.node_id", 0)
-        self._seq_slot = slots.get("pyulogd.seq", 0)
+        self._seq_slot = slots.get("pyulogd.node_seq", 0)
         # A collector's records were received by their node: its time, never the collector's
         # (a record delivered twice must be the same row twice, ts included).
         self._rx_slot = slots.get("pyulogd.received", 0)

@@ -6,7 +6,7 @@ can come from ``pass``, ``pass_file`` or ``pass_env``. ``schema_file`` (e.g. Deb
 ``pgsql-ulogd2-flat.sql``) creates the tables when ``table`` is missing at start.
 
 ``unique_key`` (issue 18: the central store behind NATSIN) names the columns of a unique key of
-the table, e.g. ``pyulogd_node_id,pyulogd_seq,oob_time_sec`` (the node id and its record sequence
+the table, e.g. ``pyulogd_node_id,pyulogd_node_seq,oob_time_sec`` (the node id and its record sequence
 number, plus the partitioning time column, which PostgreSQL requires in any unique key of a
 partitioned table). A row whose key is already there is skipped and counted
 (``sql.<id>.duplicates``), so a record delivered twice (a collector killed before its ack, a
