@@ -115,7 +115,9 @@ def json_map(value: Any) -> str:
 
     The fast path: the maps of one exporter's template have the same keys in the same order
     record after record, so a function made once per key sequence writes a map of integers
-    and plain strings as one f-string (the key pieces precomputed); a map with anything else
+    and plain strings as one f-string (the keys written inline, integers below 65536 taken
+    from a table instead of ``str()``: 41,000 instead of 53,000 instructions for an Open
+    vSwitch map, bench/README.md "IPFIXIN"); a map with anything else
     (a float, a list, a string the plain path would write otherwise) goes the plain way.
     tests/unit/test_json.py holds the two to the same text."""
     if value.__class__ is dict:
