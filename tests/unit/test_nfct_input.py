@@ -554,6 +554,8 @@ def test_spans_give_what_feed_gives(case: str, hash_enable: int, entries: int) -
     assert ctx2.stats.snapshot() == ctx1.stats.snapshot()
     assert ctx2.stats.get("nfct.ct1.malformed") >= 1
     assert (ctx1.stats.get("nfct.ct1.hash_full") > 0) == (entries == 2)
+    # Both paths number every event they hand on (ctx.seq: the write-ahead log's, issue 12).
+    assert ctx1.seq == ctx2.seq > 0
 
 
 def test_spans_with_filters_and_two_stacks() -> None:

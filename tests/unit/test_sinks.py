@@ -66,6 +66,28 @@ def test_file_sink_batches_and_counts(tmp_path: Path) -> None:
     sink.close()  # twice is safe
 
 
+def test_file_sink_cuts_the_half_line_a_killed_daemon_left(tmp_path: Path) -> None:
+    """A write to a file stops short when SIGKILL comes: the next start cuts off the half line
+    (the write-ahead log replays that record), and never what is not a line of its own."""
+    ctx = Context(loop=Loop())
+    path = tmp_path / "f.log"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a"')
+    sink: FileSink[str] = FileSink(ctx, str(path), "t.t1", "T")
+    sink.open()
+    sink.add('{"a": 3}\n')
+    sink.flush()
+    sink.close()
+    assert path.read_bytes() == b'{"a": 1}\n{"a": 2}\n{"a": 3}\n'
+    # No newline at all: not ours to cut; the next batch starts on a line of its own.
+    path.write_bytes(b"seed")
+    sink = FileSink(ctx, str(path), "t.t1", "T")
+    sink.open()
+    sink.add("x\n")
+    sink.flush()
+    sink.close()
+    assert path.read_bytes() == b"seed\nx\n"
+
+
 def test_file_sink_writes_at_the_limit(tmp_path: Path) -> None:
     ctx = Context(loop=Loop())
     sink: FileSink[str] = FileSink(ctx, str(tmp_path / "f.log"), "t.t1", "T")

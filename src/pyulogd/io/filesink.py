@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from pyulogd.io.chain import LineChain
 
 LineT = TypeVar("LineT", str, bytes)
+# How far back from the end of a text file a torn last line is looked for.
+_TAIL = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,49 @@ class FileSink(Generic[LineT]):
             self.fd = self._open()
         except OSError as e:
             raise PluginError(self._say(self.wording.open_failed, e.strerror)) from e
+        if not self.binary:
+            self._cut_torn_tail()
         if self.chain is not None:
             self._open_chain()
+
+    def _cut_torn_tail(self) -> None:
+        """A text file that does not end with a newline: a daemon killed during a write left
+        half a line (a write to a file stops short when a fatal signal comes). It is cut off,
+        so the next line does not start inside it (with the write-ahead log on, that record
+        was beyond the output's commit cursor and comes again by replay); a tail too long to be
+        a line, or what cannot be cut (a pipe), gets a newline before the next batch instead."""
+        try:
+            st = os.fstat(self.fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                return
+            # The descriptor only writes: read through one of our own, of the same file.
+            rfd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            rst = os.fstat(rfd)
+            if (rst.st_dev, rst.st_ino) != (st.st_dev, st.st_ino):
+                return
+            start = max(0, st.st_size - _TAIL)
+            tail = os.pread(rfd, st.st_size - start, start)
+        except OSError:
+            return
+        finally:
+            os.close(rfd)
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        if cut < 0:  # not a line of ours, or too long: keep it, start on a line of our own
+            self._torn = True
+            return
+        keep = start + cut + 1
+        try:
+            os.ftruncate(self.fd, keep)
+        except OSError:
+            self._torn = True
+            return
+        self.ctx.log.notice(f"{self.label}: cut off a partial line at the end of {self.path!r} "
+                            f"({st.st_size - keep} bytes, left by a write that did not end)")
 
     def _open_chain(self) -> None:
         chain = self.chain

@@ -51,6 +51,8 @@ class Output(Sink, Generic[LineT]):
         # The render function interp calls: ``render`` unless prepare() generated one.
         self.renderer: Callable[[list[Any]], LineT | None] = self.render
         self._add: Callable[[LineT], None] = self._not_started
+        # The sink's own commit cursor (see ``committed``), looked up once per attach.
+        self._sink_committed: Callable[[int], int] | None = None
 
     # -- what an output supplies
     def make_sink(self) -> LineSink[LineT]:
@@ -80,6 +82,7 @@ class Output(Sink, Generic[LineT]):
         """Use ``out`` from now on (at start; XML's new file on SIGHUP)."""
         self.out = out
         self._add = out.add
+        self._sink_committed = getattr(out, "committed", None)
 
     def interp(self, rec: list[Any]) -> int:
         line = self.renderer(rec)
@@ -106,6 +109,18 @@ class Output(Sink, Generic[LineT]):
         """SIGHUP, after the notice: the sink reopens (an output with more to do extends it)."""
         if self.out is not None:
             self.out.reopen()
+
+    def committed(self, seq: int) -> int:
+        """The commit cursor after a flush at sequence ``seq`` (the write-ahead log's, io/wal.py):
+        the highest sequence number below which every record meant for this output is durable.
+
+        The one place that says what an output's commit is. By default what ``flush`` handed
+        on is committed: a file sink's ``write()`` (what it could not write is counted as
+        dropped), the sender's queue for the network sinks. A sink that knows better (the SQL
+        writer: committed or in its spool) has a ``committed(seq)`` of its own, used instead.
+        """
+        own = self._sink_committed
+        return seq if own is None else own(seq)
 
     @property
     def counters(self) -> SinkCounters:

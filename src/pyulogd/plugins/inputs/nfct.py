@@ -400,7 +400,8 @@ class NfctInput(NetnsSource):
         apply = self.table.apply if self.use_hash else None
         stacks = self.stacks
         run = None
-        if apply is None and len(stacks) == 1:
+        # The inlined emit below, without the write-ahead log (which emit feeds) only.
+        if apply is None and len(stacks) == 1 and self.wal_rows is None:
             run = stacks[0].run
             tail = stacks[0].tail if self.tails is None else self.tails[0]
         emit = self.emit
@@ -426,6 +427,7 @@ class NfctInput(NetnsSource):
             elif values[I_EVENT] == UPDATE:
                 updates += 1
             elif run is not None:
+                self.ctx.seq += 1  # what emit does
                 values.extend(tail)
                 run(values)
             else:
