@@ -21,11 +21,11 @@ for d in /var/log/pyulogd /var/lib/pyulogd /etc/pyulogd/pyulogd.conf; do
     say "stat:$d" "$(stat -c '%U:%G:%a' "$d")"
 done
 say conffile "$(dpkg-query -W -f='${Conffiles}' pyulogd | awk '{print $1}' | tr '\n' ' ')"
-for c in pyulogd pyulogd-netns-wrapper pyulogd-unixsock-send pyulogdctl; do
+for c in pyulogd pyulogd-netns-wrapper pyulogd-unixsock-send pyulogdctl pyulogd-audit; do
     say "cmd:$c" "$(command -v "$c" || echo none)"
 done
 say version "$(pyulogd -V | head -n 1)"
-# The unit's ExecStartPre, as the unit's user (the daemon side of issue 13 adds --check-config).
+# The unit's ExecStartPre, as the unit's user.
 if setpriv --reuid=pyulogd --regid=pyulogd --init-groups --no-new-privs \
         /usr/bin/pyulogd --check-config /etc/pyulogd/pyulogd.conf >/root/check.out 2>&1; then
     say check_config ok
