@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.compat.test_live_parity import TRAFFIC, logged, ruleset
+from tests.compat.test_live_parity import TRAFFIC, asleep_in_poll, logged, ruleset
 from tests.linux.lab import Lab, have_root_and_tools, sh, wait_for
 from tests.linux.nat_lab import ETHERTYPE, NatLab, complete_lines, stop, wait_listening
 
@@ -199,6 +199,7 @@ def test_packets_same_output(lab: Lab, tmp_path: Path) -> None:
         need = {ref: (want, want, want - 2), cand: (want, want, want)}
         wait_for(lambda: all(all(map(int.__ge__, written(d), need[d])) for d in (ref, cand)), 30,
                  f"{want} packets in the outputs of both daemons")  # fmt: skip
+        wait_for(lambda: all(asleep_in_poll(p) for p in daemons), 10, "both daemons to wait for input")
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
