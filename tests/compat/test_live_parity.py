@@ -182,12 +182,23 @@ def test_same_packets_same_output(lab: Lab, tmp_path: Path) -> None:
 
     ref_log, cand_log = lines(ref / "logemu.log"), lines(cand / "logemu.log")
     assert len(ref_log) == want >= 40, "the traffic mix logs about 44 packets"
-    assert [mask_logemu(x) for x in cand_log] == [mask_logemu(x) for x in ref_log]
+    cand_m, ref_m = [mask_logemu(x) for x in cand_log], [mask_logemu(x) for x in ref_log]
+    if cand_m != ref_m:
+        # Two packets logged at once on two CPUs can reach the two groups in opposite orders
+        # (each log statement queues to its group as it runs): the same lines, each daemon in
+        # the order its group got them. Anything else is a difference.
+        assert sorted(cand_m) == sorted(ref_m), [x for x in cand_m if x not in ref_m][:3]
     # Lines are byte-identical apart from the time: same host name, same trailing space.
     assert all(x.endswith(" ") for x in cand_log)
 
     ref_json, cand_json = lines(ref / "out.json"), lines(cand / "out.json")
     assert len(cand_json) == len(ref_json) == len(ref_log)
+    if [mask_json(c) for c in cand_json] != [mask_json(r) for r in ref_json]:  # the same reordering, if any
+
+        def canon(line: str) -> str:
+            return json.dumps(mask_json(line), sort_keys=True)
+
+        ref_json, cand_json = sorted(ref_json, key=canon), sorted(cand_json, key=canon)
     for r, c in zip(ref_json, cand_json, strict=True):
         assert mask_json(c) == mask_json(r)
         assert list(json.loads(c)) == list(json.loads(r)), "same fields in the same order"
