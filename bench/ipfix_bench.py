@@ -133,12 +133,17 @@ file="{d}/records.json"
     return conf
 
 
-def run_pyulogd(sink: str, setup: list[bytes], data: list[bytes], rate: int) -> dict[str, Any]:
+def run_pyulogd(sink: str, setup: list[bytes], data: list[bytes], rate: int, src: str | None = None) -> dict[str, Any]:
+    """One point of pyulogd; ``src``: the source tree to run (another revision's ``src``),
+    else this process's."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = src + os.pathsep + str(ROOT)
     with tempfile.TemporaryDirectory(prefix="pyu-ipfixbench-") as tmp:
         d = Path(tmp)
         conf = pyulogd_conf(d, sink)
         p = subprocess.Popen([sys.executable, __file__, "--daemon", str(conf)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)  # fmt: skip
+                             stderr=subprocess.PIPE, env=env)  # fmt: skip
         log = d / "pyulogd.log"
         port = 0
         end = time.monotonic() + 20
@@ -224,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="20000,50000,100000,0", help="messages/s, comma list; 0: as fast as it goes")
     ap.add_argument("--targets", default="json,null,nfcapd")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ipfix"))
+    ap.add_argument("--base", help="another revision's source tree (its src directory): each pyulogd target "
+                    "also runs on it, as <target>@base, in the same run (before/after)")
     ap.add_argument("--daemon", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.daemon:
@@ -234,15 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"load_before": load, "records": args.records, "capture": str(CAPTURE.relative_to(ROOT)),
-            "python": sys.version.split()[0], "cpus": os.cpu_count()}  # fmt: skip
+            "python": sys.version.split()[0], "cpus": os.cpu_count(), "base": args.base}  # fmt: skip
+    targets = []
+    for target in args.targets.split(","):
+        targets.append(target)
+        if args.base and target != "nfcapd":
+            targets.append(target + "@base")
     print(json.dumps(meta))
     with (out.with_suffix(".jsonl")).open("w") as jl:
         jl.write(json.dumps({"meta": meta}) + "\n")
         for rate in (int(r) for r in args.rates.split(",")):
             n = max(args.records, rate * 3)
             _, data = corpus(n)
-            for target in args.targets.split(","):
-                r = run_nfcapd(setup, data, rate) if target == "nfcapd" else run_pyulogd(target, setup, data, rate)
+            for target in targets:
+                sink, _, base = target.partition("@")
+                r = (run_nfcapd(setup, data, rate) if target == "nfcapd"
+                     else run_pyulogd(sink, setup, data, rate, args.base if base else None))  # fmt: skip
                 row = {"target": target, "rate": rate, "sent": n, **{k: v for k, v in r.items() if k != "counters"},
                        "lost": n - r["records"], "cpu_us_per_record": 1e6 * r["cpu"] / max(r["records"], 1),
                        "records_per_cpu_second": r["records"] / r["cpu"] if r["cpu"] else None}  # fmt: skip
@@ -254,10 +268,14 @@ def main(argv: list[str] | None = None) -> int:
                       f"peak RSS {r['rss_kib'] / 1024:.1f} MiB", flush=True)  # fmt: skip
     lines = [f"Load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs, shared)",
              "", "| receiver | rate asked (msg/s) | sent at (msg/s) | records sent | received | lost | CPU µs/record "
-             "| records per CPU second | peak RSS (MiB) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| CPU / nfcapd's | records per CPU second | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    ref = {r["rate"]: r["cpu_us_per_record"] for r in rows if r["target"] == "nfcapd"}
     for r in rows:
+        ratio = f"{r['cpu_us_per_record'] / ref[r['rate']]:.2f}" if ref.get(r["rate"]) else "-"
         lines.append(f"| {r['target']} | {r['rate'] or 'max'} | {r['sent_rate']:,.0f} | {r['sent']} | {r['records']} | "
-                     f"{r['lost']} | {r['cpu_us_per_record']:.2f} | {r['records_per_cpu_second'] or 0:,.0f} | "
+                     f"{r['lost']} | {r['cpu_us_per_record']:.2f} | {ratio} | "
+                     f"{r['records_per_cpu_second'] or 0:,.0f} | "
                      f"{r['rss_kib'] / 1024:.1f} |")  # fmt: skip
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -57,15 +57,16 @@ def ruleset(rules: int, mode: str) -> str:
             f"{body}\n{log}    udp dport 5001 accept\n  }}\n}}\n")  # fmt: skip
 
 
-def trial(a: str, b: str, mode: str, rate: int, secs: float, rules: int, tmp: Path) -> dict[str, object]:
+def trial(a: str, b: str, mode: str, rate: int, secs: float, rules: int, tmp: Path, src: Path = ROOT / "src",
+          label: str = "") -> dict[str, object]:  # fmt: skip
     sh("nft", "flush", "ruleset", ns=b)
     sh("nft", "-f", "-", ns=b, input=ruleset(rules, mode))
-    out, log = tmp / f"{mode}-{rate}.json", tmp / f"{mode}-{rate}.log"
+    out, log = tmp / f"{mode}{label}-{rate}.json", tmp / f"{mode}{label}-{rate}.log"
     daemon = None
     if mode != "none":
-        conf = tmp / f"{mode}.conf"
+        conf = tmp / f"{mode}{label}.conf"
         conf.write_text(config(mode, b, out, log))
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        env = dict(os.environ, PYTHONPATH=str(src))
         daemon = subprocess.Popen([sys.executable, "-m", "pyulogd", "-c", str(conf)], env=env)
         wait_for(log, "tracing" if mode == "nftrace" else "working in network namespace", 20)
         time.sleep(0.5)
@@ -86,7 +87,7 @@ def trial(a: str, b: str, mode: str, rate: int, secs: float, rules: int, tmp: Pa
                     enobufs += int(line.rsplit("=", 1)[1])
                 except ValueError:
                     pass
-    return {"mode": mode, "rate": rate, "sent": sent, "records": records, "kernel_s": k1 - k0,
+    return {"mode": mode + label, "rate": rate, "sent": sent, "records": records, "kernel_s": k1 - k0,
             "daemon_s": d1 - d0, "enobufs": enobufs}  # fmt: skip
 
 
@@ -96,16 +97,22 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rules", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None, help="also write the rows here (JSON lines)")
+    ap.add_argument("--base", type=Path, default=None, help="another revision's src directory: its NFTRACE "
+                    "runs too (mode nftrace@base), same run, for before/after")
+    ap.add_argument("--tag", default="nftrb", help="prefix of the namespaces' names")
     args = ap.parse_args()
-    tag = f"nftrb-{secrets.token_hex(3)}"
+    tag = f"{args.tag}-{secrets.token_hex(3)}"
     a, b = f"{tag}-a", f"{tag}-b"
     rows = []
     with veth_lab(a, b, "va", "vb", "10.96.0.1/24", "10.96.0.2/24"):
         with tempfile.TemporaryDirectory(prefix="nftrb-") as d:
             for rate in (int(r) for r in args.rates.split(",")):
                 base = None
-                for mode in ("none", "nflog", "nftrace"):
-                    row = trial(a, b, mode, rate, args.seconds, args.rules, Path(d))
+                modes = [("none", ROOT / "src", ""), ("nflog", ROOT / "src", ""), ("nftrace", ROOT / "src", "")]
+                if args.base:
+                    modes.append(("nftrace", args.base, "@base"))
+                for mode, src, label in modes:
+                    row = trial(a, b, mode, rate, args.seconds, args.rules, Path(d), src, label)
                     if mode == "none":
                         base = row
                     assert base is not None

@@ -6,6 +6,7 @@ conntrack tool; the namespaces are deleted afterwards."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -235,8 +236,13 @@ def test_flows_from_before_the_start_are_reported(lab: Lab, tmp_path: Path) -> N
         assert r["ct.event"] == 4 and "flow.end.sec" in r
         assert r["flow.start.sec"] <= started  # the kernel's start time, read by the initial dump
     # Reported either by their DESTROY events or, when the kernel gave these flows no event
-    # extension (nf_conntrack_events=2 and no listener when they were created), by the sweep.
-    assert "nfct.ct1.purged=5" in log or "nfct.ct1.events=5" in log
+    # extension (nf_conntrack_events=2 and no listener when they were created), by the sweep;
+    # which of the two is up to the kernel, flow by flow, so a mix is fine: once each.
+    def counter(name: str) -> int:
+        m = re.search(rf"nfct\.ct1\.{name}=(\d+)", log)
+        return int(m.group(1)) if m else 0
+
+    assert counter("purged") + counter("events") == n, log
 
 
 def test_lost_events_are_counted_and_resynced(lab: Lab, tmp_path: Path) -> None:

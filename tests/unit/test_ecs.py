@@ -498,3 +498,76 @@ def test_compiled_renderer_matches_for_every_slot_layout() -> None:
     partial = {n: full[n] for n in values}
     assert compile_ecs(partial, "h", dataset="d")(rec, "2026-01-01T00:00:00.000000Z") == want
     assert json.loads(want)["source"] == {"ip": "10.0.0.1", "port": 5}
+
+
+# -- the fast renderer (text pieces cached per flow, observer and packet length) against the plain one
+_ADDRS = [bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), bytes([192, 0, 2, 7]), bytes(16), bytes(range(16)),
+          socket.inet_pton(socket.AF_INET6, "fd00::1")]  # fmt: skip
+_STRINGS = ["eth0", "", "gbb0", 'we"ird\\', "é", "x y ", "r-1"]
+
+
+def _value(name: str) -> Any:
+    """A strategy for a plausible value of an ECS input key (None included: unset)."""
+    if name.endswith(("saddr", "daddr")) and "mac" not in name:
+        return st.sampled_from(_ADDRS)
+    if name.endswith(("saddr.str", "daddr.str")):
+        return st.just("STR")  # filled from the address bytes below, as IP2STR would
+    if name.endswith(("protocol", "nexthdr")):
+        return st.sampled_from([1, 6, 17, 58, 132, 47, None])
+    if name.endswith(("sport", "dport", ".type", ".code", "window", "hook")) and name != "raw.type":
+        return st.sampled_from([0, 3, 8, 53, 255, 40000, 65535, None])
+    if name == "raw.type":
+        return st.sampled_from([1, 772, None])
+    if name == "raw.mac":
+        return st.sampled_from([bytes(range(14)), bytes(14), b"\x01\x02", None])
+    if name == "oob.family":
+        return st.sampled_from([2, 10, 7, None])
+    if name == "audit.action":
+        return st.sampled_from(["ACCEPT", "DROP", "REJECT", "OTHER", "queue", None])
+    if name.startswith("tcp."):
+        return st.sampled_from([0, 1, None])
+    texts = ("oob.in", "oob.out", "oob.prefix", "oob.netns", "audit.rule", "sum.name", "audit.loss.reason")
+    named = ("nft.table", "nft.chain", "nft.rule", "nft.verdict", "nft.family", "neutron.")
+    if name in texts or name.startswith(named):
+        return st.sampled_from([*_STRINGS, None])
+    if name == "ct.event":
+        return st.sampled_from([1, 2, 4, 8, None])
+    return st.sampled_from([0, 1, 92, 1500, 1_800_000_000, None])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_fast_renderer_writes_what_the_plain_one_writes(data: Any) -> None:
+    from pyulogd.audit.ecs import KEYS
+
+    # A stack's keys (an NFLOG, NFCT or NFTRACE stack's, or any), some dropped, some added.
+    profile = data.draw(st.sampled_from([
+        ("oob.", "raw.", "ip.", "ip6.", "tcp.", "udp.", "icmp.", "icmpv6.", "sctp."),
+        ("orig.", "reply.", "ct.", "flow.", "oob.family", "oob.netns"),
+        ("audit.", "nft.", "raw.", "oob.", "ip.", "udp.", "tcp."),
+        ("neutron.", "audit.", "oob.", "ip.", "tcp.", "udp."),
+        (),
+    ]))  # fmt: skip
+    keys = [k for k in KEYS if k.startswith(profile)] if profile else []
+    dropped = set(data.draw(st.lists(st.sampled_from(KEYS), max_size=6)))
+    added = data.draw(st.lists(st.sampled_from(KEYS), min_size=0 if keys else 1, max_size=12))
+    bound = list(dict.fromkeys([k for k in keys if k not in dropped] + added)) or [KEYS[0]]
+    slots = {k: i + 1 for i, k in enumerate(bound)}
+    fast = compile_ecs(slots, "fw1", dataset="d")
+    plain = compile_ecs(slots, "fw1", dataset="d", fast=False)
+    for _ in range(data.draw(st.integers(1, 6))):
+        rec: list[Any] = [None] * (len(bound) + 1)
+        for k in bound:
+            rec[slots[k]] = data.draw(_value(k))
+        for k in bound:  # address texts as IP2STR writes them, from the bytes when there are some
+            if k.endswith(".str"):
+                raw = rec[slots[k[:-4]]] if slots.get(k[:-4]) else data.draw(st.sampled_from(_ADDRS))
+                rec[slots[k]] = None if raw is None else socket.inet_ntop(
+                    socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)  # fmt: skip
+        outs = []
+        for render in (fast, plain):
+            try:
+                outs.append(render(rec, "2027-01-15T08:00:00.250000Z"))
+            except Exception as e:  # the same records must fail the same way
+                outs.append(type(e).__name__)
+        assert outs[0] == outs[1], (bound, rec)

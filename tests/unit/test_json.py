@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyulogd.core.clock import FakeClock
 from pyulogd.core.context import Context
@@ -641,3 +643,26 @@ def test_slow_peer_does_not_block(tmp_path: Path) -> None:
             assert numbers == sorted(set(numbers))  # in order, whole, possibly with gaps
             assert numbers[0] == 0
             stop_stack(stack)
+
+
+# -- MAP values (IPFIXIN's ipfix.extra): the writer made per key sequence against the plain one
+_MAP_KEYS = ["ipVersion", "interfaceDescription", "a b", 'q"uote', "back\\slash", "\\u0041", "é", "ctl\x01", "\udcff",
+             "x" * 300]  # fmt: skip
+_MAP_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70), st.sampled_from([0, 1, 2**63, True, False, None, 1.5, float("nan"), b"\x01"]),
+    st.sampled_from(["", "eth0", "tab\there", "\x1b[31m", "\\u0000", "é", "\udcfe", "a" * 300, '"']),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.integers(0, 2**64),
+                       st.sampled_from(["", "eth0", "\x01", "é", "\udcfe", True, None, 1.5, [1]])), max_size=3),
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(_MAP_KEYS), _MAP_VALUES), max_size=8), min_size=1, max_size=4))
+def test_map_writer_writes_what_the_plain_path_writes(maps: list[list[tuple[str, Any]]]) -> None:
+    from pyulogd.plugins.outputs.json import json_map, json_map_plain
+
+    for items in maps:
+        d = dict(items)
+        for m in (d, dict.fromkeys(d, 7), d):  # the same keys again: the remembered writer
+            assert json_map(m) == json_map_plain(m), m

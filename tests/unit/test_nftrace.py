@@ -142,6 +142,27 @@ def test_mutated_messages_decode_or_count(pos: int, byte: int, cut: int) -> None
             assert not batch.events and not batch.changes
 
 
+def _outcome(data: bytes, fast: bool) -> object:
+    try:
+        return nt.parse_trace(data, 0, len(data), fast).as_dict()
+    except DecodeError as e:
+        return str(e)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 200), st.integers(0, 255), st.integers(0, 40), st.integers(0, 68))
+def test_fast_prefix_equals_the_attribute_loop(pos: int, byte: int, cut: int, which: int) -> None:
+    """The first three attributes read with one call (NFPROTO, TYPE, ID: every message the
+    kernel sends) give what the attribute loop gives, on captured messages and on copies
+    with a byte changed or the tail cut."""
+    msg = bytearray(captured()[which])
+    assert _outcome(bytes(msg), True) == _outcome(bytes(msg), False)
+    if pos < len(msg):
+        msg[pos] = byte
+    for data in (bytes(msg), bytes(msg[: len(msg) - cut])):
+        assert _outcome(data, True) == _outcome(data, False)
+
+
 def test_verdict_names() -> None:
     assert nt.verdict_name(ACCEPT) == "accept" and nt.verdict_name(DROP) == "drop"
     assert nt.verdict_name((3 << 16) | nt.NF_QUEUE) == "queue 3"
@@ -390,6 +411,38 @@ def test_plugin_stop_flushes_open_traces() -> None:
     assert cap.recs == []
     p.stop()
     assert [r["audit.action"] for r in cap.recs] == ["ACCEPT"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=20))
+def test_batches_give_what_datagrams_one_by_one_give(sizes: list[int]) -> None:
+    """The reader hands the datagrams of one read to ``feed_many``: the records and counters
+    are those of the same datagrams fed one at a time (the captured traffic, with a bad
+    datagram among it, cut into random batches)."""
+    msgs = captured()
+    msgs.insert(7, b"\x07\x00\x00\x00")  # stray bytes: counted as malformed either way
+
+    def run(batches: list[list[bytes]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        p, cap, ctx, clock = make(trace_table="tmark")
+        p.tracker.ruleset = ruleset()
+        try:
+            for b in batches:
+                p.feed_many(b)
+            clock.advance(1.0)
+            ctx.loop.run_once(0)
+        finally:
+            p.stop()
+        return cap.recs, {k: v for k, v in ctx.stats.snapshot().items() if k.startswith("nftrace.")}
+
+    batches, i = [], 0
+    for n in sizes * 10:
+        if i >= len(msgs):
+            break
+        batches.append(msgs[i : i + n])
+        i += n
+    batches.append(msgs[i:])
+    one = run([[m] for m in msgs])
+    assert run(batches) == one and len(one[0]) == 14
 
 
 CONF = """[global]

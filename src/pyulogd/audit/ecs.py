@@ -54,7 +54,7 @@ from pyulogd.audit.values import (
     PrefixMembers,
     stamper,
 )
-from pyulogd.codec.communityid import CommunityIdCache
+from pyulogd.codec.communityid import CommunityIdCache, community_id
 
 ECS_VERSION = "9.4.0"
 # The custom namespace for what ECS has no field for (ECS's guidance: a name of our own).
@@ -205,6 +205,118 @@ def render(rec, now):
             sa = ABYTES(st)
             da = ABYTES(dt)
 #endif
+#ifflag FAST
+    if sa is not None and da is not None:
+        sp = dp = None
+        if proto is not None:
+            if proto == 6:
+#if tcp.sport
+                sp = R[tcp.sport]
+                if sp is not None:
+                    dp = R[tcp.dport]
+#ifany tcp.syn tcp.ack tcp.fin tcp.rst
+                    fl = ",".join([name for slot, name in FLAG_SLOTS if rec[slot]])
+#if tcp.window
+                    w = R[tcp.window]
+                    if w is None:
+                        x += ',"tcp":{"flags":[' + fl + ']}'
+                    else:
+                        x += ',"tcp":{"flags":[' + fl + '],"window":' + N[w] + '}'
+#else
+                    x += ',"tcp":{"flags":[' + fl + ']}'
+#endif
+#endif
+#endif
+#if orig.l4.sport
+                if sp is None:
+                    sp = R[orig.l4.sport]
+                    dp = R[orig.l4.dport]
+#endif
+                pass
+            elif proto == 17:
+#if udp.sport
+                sp = R[udp.sport]
+                dp = R[udp.dport]
+#endif
+#if orig.l4.sport
+                if sp is None:
+                    sp = R[orig.l4.sport]
+                    dp = R[orig.l4.dport]
+#endif
+                pass
+            elif proto == 1:
+#if icmp.type
+                sp = R[icmp.type]
+                if sp is not None:
+                    dp = R[icmp.code]
+#endif
+                pass
+            elif proto == 58:
+#if icmpv6.type
+                sp = R[icmpv6.type]
+                if sp is not None:
+                    dp = R[icmpv6.code]
+#endif
+                pass
+            elif proto == 132:
+#if sctp.sport
+                sp = R[sctp.sport]
+                dp = R[sctp.dport]
+#endif
+#if orig.l4.sport
+                if sp is None:
+                    sp = R[orig.l4.sport]
+                    dp = R[orig.l4.dport]
+#endif
+                pass
+#if orig.l4.sport
+            elif sp is None:
+                sp = R[orig.l4.sport]
+                dp = R[orig.l4.dport]
+#endif
+        key = (proto, sa, da, sp, dp)
+        fl = FLOWS.get(key)
+        if fl is None:
+            # A new flow: its pieces made here (no call: a scan is all new flows) and kept.
+            sip = None
+    #if ip.saddr.str
+            sip = R[ip.saddr.str]
+            if sip is not None:
+                dip = R[ip.daddr.str]
+    #endif
+    #if orig.ip.saddr.str
+            if sip is None:
+                sip = R[orig.ip.saddr.str]
+                if sip is not None:
+                    dip = R[orig.ip.daddr.str]
+    #endif
+            if sip is None:
+                sip = ATEXT(sa)
+                dip = ATEXT(da)
+            s = '"ip":"' + sip + '"'
+            t = '"ip":"' + dip + '"'
+            related = '"' + sip + '"' if sip == dip else '"' + sip + '","' + dip + '"'
+            net = NET4 if len(sa) == 4 else NET6
+            v = ""
+            if proto is not None:
+                net += PROTO_TEXT[proto]
+                if sp is not None and dp is not None:
+                    if proto == 1 or proto == 58:
+                        v = ',"icmp":{"type":' + N[sp] + ',"code":' + N[dp] + '}'
+                    else:
+                        s += ',"port":' + N[sp]
+                        t += ',"port":' + N[dp]
+                    net += ',"community_id":"' + CID1(proto, sa, da, sp, dp, SEED) + '"'
+                else:
+                    net += ',"community_id":"' + CID1(proto, sa, da, None, None, SEED) + '"'
+            if len(FLOWS) >= FLOWS_MAX:
+                FLOWS.clear()
+            FLOWS[key] = (s, t, related, net, v)
+        else:
+            s, t, related, net, v = fl
+        if v:
+            x += v
+#else
     if sa is not None and da is not None:
         sip = None
 #if ip.saddr.str
@@ -303,6 +415,7 @@ def render(rec, now):
                 net += ',"community_id":"' + v + '"'
             else:
                 net += ',"community_id":"' + CID(proto, sa, da, None, None) + '"'
+#endif
 #if reply.ip.saddr
         ra = R[reply.ip.saddr]
         if ra is not None:
@@ -354,7 +467,11 @@ def render(rec, now):
 #if raw.pktlen
         v = R[raw.pktlen]
         if v is not None:
+#ifflag FAST
+            net += ONE.get(v) or ONE_MISS(v)
+#else
             net += ',"bytes":' + str(v) + ',"packets":1'
+#endif
 #endif
 #endif
 #if raw.mac
@@ -386,11 +503,15 @@ def render(rec, now):
 #ifany oob.in oob.out
     v = R[oob.in]
     w = R[oob.out]
+#ifflag FAST
+    obs = OBSES.get((v, w)) or OBS_MISS(v, w)
+#else
     obs = OBS
     if v:
         obs += ',"ingress":{"interface":{"name":' + (JD.get(v) or J(v)) + '}}'
     if w:
         obs += ',"egress":{"interface":{"name":' + (JD.get(w) or J(w)) + '}}'
+#endif
 #else
     obs = OBS
 #endif
@@ -597,6 +718,42 @@ DATASETS = (("ct.event", "nfct"), ("sum.name", "nfacct"), ("nft.table", "nftrace
             ("oob.prefix", "nflog"))  # fmt: skip
 
 
+class _Pieces:
+    """Text pieces of the fast renderer, computed once per distinct input (bounded: cleared
+    when full): per flow (filled by the renderer's own code), per pair of interfaces and per
+    packet length (filled here). Each writes what the plain renderer's lines write, in their
+    order; tests/unit/test_ecs.py holds the two renderers to the same bytes."""
+
+    def __init__(self, text: JsonText, size: int = 4096) -> None:
+        self.text = text
+        self.size = size
+        # Flows: (proto, saddr, daddr, sport, dport) -> (source, destination, related, network,
+        # extra) pieces, filled by the renderer itself (a miss costs no call).
+        self.flows: dict[tuple[Any, ...], tuple[str, str, str, str, str]] = {}
+        self.observers: dict[tuple[Any, Any], str] = {}
+        self.one: dict[int, str] = {}
+        self.obs = ""  # OBS, set by compile_ecs
+
+    def _keep(self, table: dict[Any, Any], key: Any, value: Any) -> Any:
+        if len(table) >= self.size:
+            table.clear()
+        table[key] = value
+        return value
+
+    def observer(self, v: Any, w: Any) -> str:
+        """The observer's fields with its ingress and egress interfaces."""
+        obs = self.obs
+        if v:
+            obs += ',"ingress":{"interface":{"name":' + (self.text.known.get(v) or self.text.miss(v)) + "}}"
+        if w:
+            obs += ',"egress":{"interface":{"name":' + (self.text.known.get(w) or self.text.miss(w)) + "}}"
+        return self._keep(self.observers, (v, w), obs)  # type: ignore[no-any-return]
+
+    def packet(self, v: int) -> str:
+        """The bytes of one packet."""
+        return self._keep(self.one, v, ',"bytes":' + str(v) + ',"packets":1')  # type: ignore[no-any-return]
+
+
 def dataset_for(slots: Mapping[str, int]) -> str:
     """``event.dataset`` from what the stack's input produces."""
     for key, name in DATASETS:
@@ -612,13 +769,16 @@ def compile_ecs(
     dataset: str = "",
     oob_time_is_kernel: bool = True,
     seed: int = 0,
+    fast: bool = True,
 ) -> Callable[[list[Any], str], str]:
     """``render(rec, now) -> line`` (the JSON document and its newline) for a stack whose keys
     are bound to ``slots``; ``now`` is the reception time as :func:`~pyulogd.audit.values.now_stamper`
     writes it.
 
     ``oob_time_is_kernel``: whether ``oob.time.*`` is the kernel's time of the event (NFLOG)
-    or the daemon's (NFACCT stamps its polls itself).
+    or the daemon's (NFACCT stamps its polls itself). ``fast=False``: without the caches of
+    text pieces per flow, observer and packet length (:class:`_Pieces`), the renderer the
+    fast one is tested against.
     """
     flag_slots = tuple((slots[k], f'"{name}"') for k, name in TCP_FLAGS if slots.get(k))
     text = JsonText()
@@ -673,7 +833,12 @@ def compile_ecs(
         "DEFAULT_ACTION": '"logged"',
         "CUSTOM": CUSTOM,
     }
+    pieces = _Pieces(text)
+    pieces.obs = namespace["OBS"]
+    namespace.update({"FLOWS": pieces.flows, "FLOWS_MAX": pieces.size, "CID1": community_id, "SEED": seed,
+                      "OBSES": pieces.observers, "OBS_MISS": pieces.observer, "ONE": pieces.one,
+                      "ONE_MISS": pieces.packet})  # fmt: skip
     render: Callable[[list[Any], str], str] = compile_function(
-        TEMPLATE, "render", slots, namespace, label="<ecs renderer>"
+        TEMPLATE, "render", slots, namespace, frozenset({"FAST"}) if fast else frozenset(), label="<ecs renderer>"
     )
     return render

@@ -151,8 +151,10 @@ class Tracker:
         stats = self.stats
         deadline = now + self.timeout
         stats["events"] += len(events)
+        families = nt.FAMILY_NAMES
+        own_fam, own_table = own if own is not None else (None, None)
         for ev in events:
-            fam = nt.FAMILY_NAMES.get(ev.family, str(ev.family))
+            fam = families.get(ev.family) or str(ev.family)
             tr = opened.pop(ev.id, None)
             if ev.nh is not None:  # first event of a base chain's evaluation
                 pos = None if rs is None else rs.position(fam, ev.table, ev.chain)
@@ -173,7 +175,7 @@ class Tracker:
             elif tr is None:
                 tr = Trace(ev.id, wall, deadline)
             tr.deadline = deadline
-            if own is not None and (fam, ev.table) == own:
+            if ev.table == own_table and fam == own_fam:
                 stats["own_events"] += 1
                 opened[ev.id] = tr
                 continue

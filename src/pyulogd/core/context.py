@@ -71,7 +71,8 @@ class Context:
     namespaces: object = None
     # Speed-ups that can be turned off, to measure them or to rule them out when chasing a
     # bug ([global] fusion=0 / recvmmsg=0, --no-fusion / --no-recvmmsg): stacks fused into
-    # one function (Stack.fuse), conntrack events read with recvmmsg (io/netlink.py).
+    # one function (Stack.fuse), conntrack and trace events and IPFIX datagrams read with
+    # recvmmsg (io/mmsg.py).
     fusion: bool = True
     recvmmsg: bool = True
     # The user -u switches to once every plugin has started (None: no -u). Files that user

@@ -57,6 +57,8 @@ IPFIX_HDR = struct.Struct("!HHIII")  # version, length, export time, sequence, d
 V9_HDR = struct.Struct("!HHIIII")  # version, count, sysUptime, unix secs, sequence, source id
 V5_HDR = struct.Struct("!HHIIIIBBH")  # version, count, sysUptime, secs, nsecs, flow seq, engine type/id, sampling
 SET_HDR = struct.Struct("!HH")
+_IPFIX_HDR = IPFIX_HDR.unpack_from
+_SET_HDR = SET_HDR.unpack_from
 U32 = struct.Struct("!I")
 V5_RECORD = 48
 V5_MAX = 30  # records per v5 datagram (Cisco's limit; 24 + 30 * 48 = 1464 bytes)
@@ -91,7 +93,7 @@ class Malformed(DecodeError):
 
 
 class _Template:
-    __slots__ = ("tid", "fields", "scope", "options", "compiled", "seen")
+    __slots__ = ("tid", "fields", "scope", "options", "compiled", "seen", "decode", "needs_boot")
 
     def __init__(self, tid: int, fields: tuple[Field, ...], scope: int, options: bool, compiled: Compiled,
                  seen: float) -> None:  # fmt: skip
@@ -101,6 +103,8 @@ class _Template:
         self.options = options
         self.compiled = compiled
         self.seen = seen
+        self.decode = compiled.decode  # (read per message by Collector._fast)
+        self.needs_boot = compiled.needs_boot
 
 
 class _Domain:
@@ -400,33 +404,35 @@ class Collector:
         record per message, so what a message costs besides its records matters): decoded
         without the bookkeeping of :meth:`_ipfix`, or None to take that path (anything else,
         or anything wrong: it reports it)."""
-        if len(data) < 16:
+        if len(data) < 20:
             return None
-        _ver, length, etime, seq, odid = IPFIX_HDR.unpack_from(data)
+        _ver, length, etime, seq, odid = _IPFIX_HDR(data)
         dom = sess.domains.get(odid)
         if dom is None or length < 20 or length > len(data):
             return None
         templates = dom.templates
-        out: list[list[Any]] | None = None
-        off = 16
-        while off < length:
-            if length - off < 4:
-                return None
-            sid, slen = SET_HDR.unpack_from(data, off)
-            end = off + slen
-            t = templates.get(sid)
-            if t is None or t.options or slen < 4 or end > length:
-                return None
-            if dom.boot is None and t.compiled.needs_boot:
-                return None  # counted there
-            try:
-                recs = t.compiled.decode(data, off + 4, end, sess.exporter, odid, etime, dom.boot)
-            except (DecodeError, struct.error, IndexError, ValueError, OverflowError):
-                return None  # reported there
-            out = recs if out is None else out + recs
+        boot = dom.boot
+        # The first set on its own: most messages have one.
+        sid, slen = _SET_HDR(data, 16)
+        end = 16 + slen
+        t = templates.get(sid)
+        if t is None or t.options or slen < 4 or end > length or (boot is None and t.needs_boot):
+            return None  # (options, no time base: counted there)
+        try:
+            out = t.decode(data, 20, end, sess.exporter, odid, etime, boot)
             off = end
-        if out is None:
-            return None
+            while off < length:
+                if length - off < 4:
+                    return None
+                sid, slen = _SET_HDR(data, off)
+                end = off + slen
+                t = templates.get(sid)
+                if t is None or t.options or slen < 4 or end > length or (boot is None and t.needs_boot):
+                    return None
+                out = out + t.decode(data, off + 4, end, sess.exporter, odid, etime, boot)
+                off = end
+        except (DecodeError, struct.error, IndexError, ValueError, OverflowError):
+            return None  # reported there
         n = len(out)
         mode = sess.mode
         if mode == "rfc":

@@ -33,6 +33,7 @@ How an element becomes a key is decided here, per template, not per record:
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 from collections import OrderedDict
@@ -152,9 +153,10 @@ def _text(b: bytes) -> str:
     t = _TEXTS.get(b)
     if t is None:
         t = b.rstrip(b"\0").decode("utf-8", "surrogateescape")
-        if len(_TEXTS) >= _CACHE_MAX:
-            _TEXTS.clear()
-        _TEXTS[b] = t
+        if len(b) <= 256:  # (bounded memory: long values are converted each time)
+            if len(_TEXTS) >= _CACHE_MAX:
+                _TEXTS.clear()
+            _TEXTS[b] = t
     return t
 
 
@@ -315,18 +317,20 @@ _cache: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
 
 
 def compile_template(version: int, tid: int, fields: tuple[Field, ...], *, options: bool = False,
-                     extra: bool = True, icmp_in_port: bool = False) -> Compiled:  # fmt: skip
+                     extra: bool = True, icmp_in_port: bool = False, fast: bool = True) -> Compiled:  # fmt: skip
     """The decoder of template ``tid`` (``fields`` in wire order). ``options``: an options
     template (its records get ``ipfix.options`` = 1). ``extra``: build ``ipfix.extra``.
     ``icmp_in_port``: NetFlow's convention of ICMP type * 256 + code in the destination port,
-    applied when the template has no ICMP element. Raises DecodeError for a template that
-    cannot describe a record (more than MAX_FIELDS fields, records of 0 bytes)."""
-    key = (version, tid, fields, options, extra, icmp_in_port)
+    applied when the template has no ICMP element. ``fast=False``: the plain decoder (every
+    field read and checked in turn, helpers called), which the fast one must equal
+    (tests/unit/test_ipfixin_fast.py). Raises DecodeError for a template that cannot describe
+    a record (more than MAX_FIELDS fields, records of 0 bytes)."""
+    key = (version, tid, fields, options, extra, icmp_in_port, fast)
     found = _cache.get(key)
     if found is not None:
         _cache.move_to_end(key)
         return found
-    compiled = _compile(version, tid, fields, options, extra, icmp_in_port)
+    compiled = _compile(version, tid, fields, options, extra, icmp_in_port, fast)
     _cache[key] = compiled
     if len(_cache) > CACHE_SIZE:
         _cache.popitem(last=False)
@@ -334,7 +338,7 @@ def compile_template(version: int, tid: int, fields: tuple[Field, ...], *, optio
 
 
 def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, extra: bool,
-             icmp_in_port: bool) -> Compiled:  # fmt: skip
+             icmp_in_port: bool, fast: bool = True) -> Compiled:  # fmt: skip
     if not fields:
         raise DecodeError(f"template {tid} has no fields")
     if len(fields) > MAX_FIELDS:
@@ -395,6 +399,10 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
                 lines.append(f"{which}s = {v}; {which}u = 0")
             elif kind == "sec":
                 lines.append(f"{which}s, {which}u = _ms({v} * 1000)")
+            elif kind == "ms" and fast:  # _ms inlined
+                lines.append(f"{which}s, {which}u = _dm({v}, 1000)")
+                lines.append(f"if {which}s < {WRAP}: {which}u *= 1000")
+                lines.append(f"else: {which}s = {which}u = None")
             elif kind == "ms":
                 lines.append(f"{which}s, {which}u = _ms({v})")
             elif kind == "ntp_us":
@@ -403,6 +411,10 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
                 lines.append(f"{which}s, {which}u = _ntp({v}, 0xFFFFFFFF)")
             elif kind == "up":
                 lines.append(f"{which}s, {which}u = _up({v}, boot, ems)")
+            elif fast:  # _delta inlined
+                lines.append(f"{which}u = eus - {v}")
+                lines.append(f"if {which}u >= 0: {which}s, {which}u = _dm({which}u, 1000000)")
+                lines.append(f"else: {which}s = {which}u = None")
             else:
                 lines.append(f"{which}s, {which}u = _delta({v}, eus)")
             times[which] = kind
@@ -480,6 +492,19 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
     if "delta" in times.values():
         src.append("    eus = etime * 1000000")
     names = [f"f{i}" for i in range(len(fields))]
+    if fast:
+        _emit_fast(src, ns, tid, codes, names, lines, record, fixed, min_len)
+    else:
+        _emit_plain(src, ns, tid, codes, names, lines, record, fixed, min_len)
+    src.append("    return out")
+    text = "\n".join(src) + "\n"
+    exec(compile(text, f"<ipfixin template {tid}>", "exec"), ns)  # noqa: S102 - our own text, see docstring
+    return Compiled(ns["decode"], min_len, fixed, text, "up" in times.values())
+
+
+def _emit_plain(src: list[str], ns: dict[str, Any], tid: int, codes: list[_FieldCode], names: list[str],
+                lines: list[str], record: str, fixed: int, min_len: int) -> None:  # fmt: skip
+    """The plain loop: every field unpacked, every length checked where it is read."""
     if fixed:
         st = struct.Struct("!" + "".join(c.code or "" for c in codes))
         ns["_iter"] = st.iter_unpack
@@ -522,7 +547,100 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
         flush_run()
     src.extend(body + line for line in lines)
     src.append(f"{body}ap({record})")
-    src.append("    return out")
-    text = "\n".join(src) + "\n"
-    exec(compile(text, f"<ipfixin template {tid}>", "exec"), ns)  # noqa: S102 - our own text, see docstring
-    return Compiled(ns["decode"], min_len, fixed, text, "up" in times.values())
+
+
+# Fast decoders look values that repeat (interface names, MACs, tunnel addresses) up in
+# caches instead of calling the helper: one dict subscript instead of one or two calls.
+_MEMO_LEN = 256
+_CACHED = {"_name": "_NM", "_text": "_TX", "_mac": "_MC", "_ntoa4": "_A4", "_ntoa6": "_A6"}
+_CALL = re.compile(r"\b(" + "|".join(_CACHED) + r")\((f\d+)\)")
+_FIELD = re.compile(r"\bf(\d+)\b")
+
+
+class _Memo(dict[bytes, Any]):
+    """``fn(b)`` by ``b``, computed once; cleared when it holds :data:`_CACHE_MAX` values, so
+    an exporter sending a new name in every record costs memory for a bounded number, and
+    only values of at most :data:`_MEMO_LEN` bytes are kept (a 64 KiB string field is
+    converted each time rather than kept 4096 times)."""
+
+    def __init__(self, fn: Callable[[bytes], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, b: bytes) -> Any:
+        v = self.fn(b)
+        if len(b) <= _MEMO_LEN:
+            if len(self) >= _CACHE_MAX:
+                self.clear()
+            self[b] = v
+        return v
+
+
+_NS.update({"_NM": _Memo(_name), "_TX": _Memo(_text), "_MC": _Memo(_mac), "_A4": _Memo(_ntoa4),
+            "_A6": _Memo(_ntoa6), "_dm": divmod})  # fmt: skip
+
+
+def _emit_fast(src: list[str], ns: dict[str, Any], tid: int, codes: list[_FieldCode], names: list[str],
+               lines: list[str], record: str, fixed: int, min_len: int) -> None:  # fmt: skip
+    """The fast loop, equal in results to :func:`_emit_plain`: fields no key reads are
+    skipped (pad bytes in the struct format, variable-length ones not sliced), offsets
+    within a run of fixed fields are constants, and lengths are checked once per record,
+    after its last field: a field past the end of the set but inside the message reads
+    bytes of no meaning that are then thrown away with the record (``_overrun``), one past
+    the message raises ``IndexError``/``struct.error``, which every caller treats as the
+    overrun it is. Helpers of repeating values become cache lookups (:class:`_Memo`)."""
+    lines = [_CALL.sub(lambda m: f"{_CACHED[m.group(1)]}[{m.group(2)}]", line) for line in lines]
+    record = _CALL.sub(lambda m: f"{_CACHED[m.group(1)]}[{m.group(2)}]", record)
+    used = {int(m) for text in [*lines, record] for m in _FIELD.findall(text)}
+
+    def fmt(idx: list[int]) -> str:
+        return "!" + "".join((codes[i].code or "") if i in used else f"{codes[i].size}x" for i in idx)
+
+    def target(idx: list[int]) -> str:
+        got = [names[i] for i in idx if i in used]
+        return ", ".join(got) + ("," if len(got) == 1 else "") if got else "()"
+
+    body = "        "
+    if fixed:
+        every = list(range(len(codes)))
+        ns["_iter"] = struct.Struct(fmt(every)).iter_unpack
+        src.append(f"    n = (end - off) // {fixed}")
+        src.append(f"    for {target(every)} in _iter(_MV(data)[off:off + n * {fixed}]):")
+    else:
+        src.append(f"    while end - off >= {min_len}:")
+        adv = 0  # bytes of fixed fields read since ``off`` was last set
+        run: list[int] = []
+
+        def at(k: int) -> str:
+            return f"off + {k}" if k else "off"
+
+        def flush_run() -> None:
+            nonlocal adv
+            if not run:
+                return
+            st = struct.Struct(fmt(run))
+            if any(i in used for i in run):
+                sname = f"_S{len(ns)}"
+                ns[sname] = st.unpack_from
+                src.append(f"{body}{target(run)} = {sname}(data, {at(adv)})")
+            adv += st.size
+            run.clear()
+
+        for i, c in enumerate(codes):
+            if c.code is not None:
+                run.append(i)
+                continue
+            flush_run()
+            src.append(f"{body}n = data[{at(adv)}]")
+            src.append(f"{body}if n < 255: off += {adv + 1}")
+            src.append(f"{body}else: n = data[{at(adv + 1)}] << 8 | data[{at(adv + 2)}]; off += {adv + 3}")
+            if i in used:
+                src.append(f"{body}{names[i]} = data[off:off + n]")
+            src.append(f"{body}off += n")
+            adv = 0
+        flush_run()
+        if adv:
+            src.append(f"{body}off += {adv}")
+        src.append(f"{body}if off > end: raise _overrun({tid})")
+    src.extend(body + line for line in lines)
+    src.append(f"{body}ap({record})")

@@ -111,10 +111,101 @@ _dump_map = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",
 
 def json_map(value: Any) -> str:
     """A MAP key's value (IPFIXIN's ``ipfix.extra``: names to numbers, strings, booleans,
-    lists) as a nested JSON object, with jansson's separators. The json module's encoder
-    writes the common case (a map of ~40 numbers and names for each Open vSwitch record); what
-    it would write otherwise than the rest of the line (a control character: jansson's
-    ``\\u001B``; bytes that are not UTF-8; NaN; raw bytes) is written here."""
+    lists) as a nested JSON object, with jansson's separators: :func:`json_map_plain`'s text.
+
+    The fast path: the maps of one exporter's template have the same keys in the same order
+    record after record, so a function made once per key sequence writes a map of integers
+    and plain strings as one f-string (the key pieces precomputed); a map with anything else
+    (a float, a list, a string the plain path would write otherwise) goes the plain way.
+    tests/unit/test_json.py holds the two to the same text."""
+    if value.__class__ is dict:
+        keys = tuple(value)
+        form = _MAP_FORMS.get(keys, _UNSEEN)
+        if form is _UNSEEN:
+            form = _map_form(keys)
+        if form is not None:
+            out: str | None = form(value)
+            if out is not None:
+                return out
+    return json_map_plain(value)
+
+
+class _NotPlain(Exception):
+    """A map value the fast path does not write."""
+
+
+_UNSEEN: Any = object()
+_MAP_FORMS: dict[tuple[Any, ...], Any] = {}  # key sequence -> its writer, None: none possible
+_MAP_TEXTS: dict[str, str] = {}  # a string value -> its text in a map
+_MAP_CACHE_MAX = 1024
+
+
+def _map_text(text: str) -> str | None:
+    """``text`` as :func:`json_map_plain` would write it inside a map written whole by the
+    json module's encoder, or None when that path would not (it would write the map another
+    way)."""
+    out = _encode_basestring(text)
+    if "\\u00" in out or not (out.isascii() or _utf8(out)):
+        return None
+    return out
+
+
+def _map_value(v: Any) -> str:
+    """A string value's text (cached), a list's (an element repeated in the record: Open
+    vSwitch's egress templates have two interfaceDescription), or :class:`_NotPlain` for
+    anything else."""
+    if v.__class__ is not str:
+        if v.__class__ is list:
+            return "[" + ", ".join([str(x) if x.__class__ is int else _map_value_str(x) for x in v]) + "]"
+        raise _NotPlain
+    return _map_value_str(v)
+
+
+def _map_value_str(v: Any) -> str:
+    if v.__class__ is not str:
+        raise _NotPlain
+    out = _MAP_TEXTS.get(v)
+    if out is None:
+        out = _map_text(v)
+        if out is None:
+            raise _NotPlain
+        if len(v) <= 256:
+            if len(_MAP_TEXTS) >= 4096:
+                _MAP_TEXTS.clear()
+            _MAP_TEXTS[v] = out
+    return out
+
+
+def _map_form(keys: tuple[Any, ...]) -> Any:
+    """The writer of maps with these keys in this order (None: keys the fast path cannot
+    write), made and remembered."""
+    texts = [_map_text(k) if k.__class__ is str else None for k in keys]
+    form: Any = None
+    if all(t is not None for t in texts):
+        ns: dict[str, Any] = {"V": _map_value, "NotPlain": _NotPlain}
+        parts = []
+        for i, t in enumerate(texts):
+            ns[f"K{i}"] = ("{" if i == 0 else ", ") + str(t) + ": "
+            parts.append(f"{{K{i}}}{{(str(v{i}) if v{i}.__class__ is int else V(v{i}))}}")
+        if keys:
+            src = (f"def form(d):\n    {', '.join(f'v{i}' for i in range(len(keys)))}, = d.values()\n"
+                   f"    try:\n        return f\"{''.join(parts)}}}}}\"\n    except NotPlain:\n        return None\n")
+        else:
+            src = "def form(d):\n    return '{}'\n"
+        exec(compile(src, "<json map writer>", "exec"), ns)  # noqa: S102 - our own text: names and numbers
+        form = ns["form"]
+    if len(_MAP_FORMS) >= _MAP_CACHE_MAX:
+        _MAP_FORMS.clear()
+    _MAP_FORMS[keys] = form
+    return form
+
+
+def json_map_plain(value: Any) -> str:
+    """A MAP key's value as a nested JSON object, with jansson's separators. The json
+    module's encoder writes the common case (a map of ~40 numbers and names for each Open
+    vSwitch record); what it would write otherwise than the rest of the line (a control
+    character: jansson's ``\\u001B``; bytes that are not UTF-8; NaN; raw bytes) is written
+    here."""
     try:
         out: str = _dump_map(value)
     except (TypeError, ValueError):
