@@ -14,6 +14,17 @@ apt-get install -y -qq "$deb" >/root/apt.log 2>&1 || { cat /root/apt.log; exit 1
 apt-get install -y -qq --no-install-recommends systemd iproute2 nftables >>/root/apt.log 2>&1 \
     || { cat /root/apt.log; exit 1; }
 dpkg -L pyulogd | sort >/root/files.txt
+# Beside Debian's ulogd2 (docs/operations.md, "Moving from ulogd2"): both install, and no
+# file, command, unit or configuration belongs to both.
+if apt-get install -y -qq --no-install-recommends ulogd2 >>/root/apt.log 2>&1; then
+    shared=$(comm -12 <(dpkg -L pyulogd | sort | while read -r f; do [ -d "$f" ] || echo "$f"; done) \
+                      <(dpkg -L ulogd2 | sort | while read -r f; do [ -d "$f" ] || echo "$f"; done) | tr '\n' ' ')
+    say ulogd2_beside "$(dpkg-query -W -f='${Status}' ulogd2 pyulogd | tr -s ' ')"
+    say ulogd2_shared_files "${shared:-none}"
+    say ulogd2_units "$(ls /lib/systemd/system | grep -E '^(pyulogd|ulogd)' | tr '\n' ' ')"
+else
+    say ulogd2_beside "install failed: $(tail -n 3 /root/apt.log | tr '\n' ' ')"
+fi
 
 say user "$(getent passwd pyulogd | cut -d: -f1,6,7)"
 say user_is_system "$([ "$(id -u pyulogd)" -lt 1000 ] && echo yes || echo no)"

@@ -93,6 +93,13 @@ def test_installs_user_directories_and_commands(chroot_run: dict[str, str]) -> N
     assert c["logrotate_conf"] == "ok"
 
 
+def test_installs_beside_debians_ulogd2(chroot_run: dict[str, str]) -> None:
+    c = chroot_run
+    assert c["ulogd2_beside"] == "install ok installedinstall ok installed", c["ulogd2_beside"]
+    assert c["ulogd2_shared_files"] == "none"
+    assert {"pyulogd.service", "ulogd2.service"} <= set(c["ulogd2_units"].split()), c["ulogd2_units"]
+
+
 def test_installed_config_logs_every_packet_as_the_unit_runs_it(chroot_run: dict[str, str]) -> None:
     c = chroot_run
     # The installed config's NFLOG input sends no netlink request after start: once it has
