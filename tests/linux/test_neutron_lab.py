@@ -384,7 +384,7 @@ def test_every_node_role_resolved(lab: NeutronLab, tmp_path: Path) -> None:
     assert inbound[0]["neutron.port_id"] == p["vm1"].id and inbound[0]["flow.packets"] >= 2
     snat = [r for r in flows if r.get("src_ip") == lab.vm2_ip and r.get("dest_ip") == lab.ext_ip
             and r.get("ct.event") == 4]  # fmt: skip
-    assert snat and snat[0]["nat.snat_ip"] == lab.qg_ip and snat[0]["neutron.port_id"] == p["vm2"].id
+    assert snat and snat[0].get("nat.snat_ip") == lab.qg_ip and snat[0]["neutron.port_id"] == p["vm2"].id, snat
     # NEUTRONLOG: FWaaS's line format, with the project and the router port.
     nl = (out / "neutron.log").read_text().splitlines()
     assert any(line.startswith(f"action=DROP, project_id={lab.project}, log_resource_ids=[], port={p['qr1'].id}, "
