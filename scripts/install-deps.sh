@@ -11,7 +11,7 @@
 #   scripts/install-deps.sh package   what building the Debian package needs (dpkg-buildpackage, lintian)
 #   scripts/install-deps.sh test      everything the tests use (the default): ulogd2 to compare with,
 #                                     database servers and clients, rsyslog, carbon, tshark, nfdump,
-#                                     logrotate, systemd-analyze, debootstrap, promtool, ...
+#                                     logrotate, systemd-analyze, debootstrap, promtool, nats-server, ...
 #
 # Several groups may be given at once (`install demo`).
 set -euo pipefail
@@ -33,7 +33,8 @@ TEST=("${INSTALL[@]}" "${DEMO[@]}" "${NEUTRON[@]}" "${PACKAGE[@]}"
       rsyslog graphite-carbon python3-whisper nfdump tshark softflowd openvswitch-switch ethtool
       logrotate systemd libseccomp2 util-linux debootstrap prometheus python3-nftables
       openvswitch-switch  # ovsdb-server, ovsdb-tool, ovs-vsctl: NEUTRON's OVSDB client against a real server
-      chromium)  # the HTML report opened in a headless browser (tests/unit/test_report.py)
+      chromium  # the HTML report opened in a headless browser (tests/unit/test_report.py)
+      nats-server)  # JetStream servers and clusters the NATS tests start on their own ports (tests/natsserver.py)
 
 want=()
 [ $# -gt 0 ] || set -- test

@@ -193,10 +193,11 @@ def test_schema_create_migrate_show(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="schema migrate"):
         fill(f"sqlite:///{old}", tmp_path / "sp")  # the daemon refuses an old schema, it does not ALTER it
     rc, out, _ = run("schema", "migrate", "--db", f"sqlite:///{old}")
-    assert rc == 0 and "from version 1 to 2" in out
+    assert rc == 0 and f"from version 1 to {schema.VERSION}" in out
     con = sqlite3.connect(old)
     cols = [r[1] for r in con.execute(f"PRAGMA table_info({schema.TABLE})")]
-    assert cols[-2:] == ["seq", "chain"] and con.execute(f"SELECT ts FROM {schema.TABLE}").fetchall() == [(1,)]
+    assert cols[-4:] == ["seq", "chain", "node_id", "node_seq"]
+    assert con.execute(f"SELECT ts FROM {schema.TABLE}").fetchall() == [(1,)]
     fill(f"sqlite:///{old}", tmp_path / "sp", trail()[:2])
     assert con.execute(f"SELECT COUNT(*) FROM {schema.TABLE}").fetchone()[0] == 3
 

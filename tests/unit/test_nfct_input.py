@@ -552,6 +552,8 @@ def test_spans_give_what_feed_gives(case: str, hash_enable: int, entries: int) -
     many._feed_spans(view, spans)
     assert cap2.recs == cap1.recs and len(cap1.recs) > len(one_more)
     assert ctx2.stats.snapshot() == ctx1.stats.snapshot()
+    # Both paths number every event they hand on (ctx.seq, the NATS output's message ids).
+    assert ctx2.seq == ctx1.seq == len(cap1.recs)
     assert ctx2.stats.get("nfct.ct1.malformed") >= 1
     assert (ctx1.stats.get("nfct.ct1.hash_full") > 0) == (entries == 2)
     # Both paths number every event they hand on (ctx.seq: the write-ahead log's, issue 12).

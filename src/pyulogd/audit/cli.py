@@ -1,6 +1,8 @@
 """``pyulogd-audit``: query, summarize, report and verify the audit trail (docs/audit.md).
 
-    pyulogd-audit schema create|migrate|show --db URL
+    pyulogd-audit schema create|migrate|show --db URL [--central [--retention-days N]]
+    pyulogd-audit schema maintain --db URL [--retention-days N] [--ahead DAYS]   (central layout)
+    pyulogd-audit schema grant --db URL --role ROLE --project ID                (central layout)
     pyulogd-audit query   --db URL [filters] [--format table|jsonl|csv] [--limit N]
     pyulogd-audit summary --db URL [filters] [--top N] [--bucket 1h] [--format text|json]
     pyulogd-audit who-had --db URL IP TIME [--window 1h]
@@ -29,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from pyulogd.audit import schema
+from pyulogd.audit import central, schema
 from pyulogd.audit.dburl import Db, DbError, connect, parse
 from pyulogd.audit.query import (
     LIST_COLUMNS,
@@ -108,9 +110,17 @@ def build_parser() -> _Parser:
                                                     f"(default: ${ENV_DB})")
         sp.add_argument("--password-file", metavar="FILE", help="the database password (first line)")
 
-    s = sub.add_parser("schema", help="create or migrate the audit schema")
-    s.add_argument("action", choices=["create", "migrate", "show"])
+    s = sub.add_parser("schema", help="create, migrate or maintain the audit schema")
+    s.add_argument("action", choices=["create", "migrate", "show", "maintain", "grant"])
     with_db(s)
+    s.add_argument("--central", action="store_true",
+                   help="create: the central layout of a fleet (PostgreSQL: partitioned by day, retention, "
+                        "ulogd views, row-level security by project; docs/central.md)")
+    s.add_argument("--retention-days", type=int, metavar="N",
+                   help="central layout: drop days older than N (0: keep everything)")
+    s.add_argument("--ahead", type=int, default=7, metavar="DAYS", help="central layout: partitions made ahead")
+    s.add_argument("--role", help="grant: the database role that may read --project's rows")
+    s.add_argument("--project", help="grant: the project_id the role may read")
     q = sub.add_parser("query", help="list records")
     with_db(q)
     _filters(q)
@@ -175,9 +185,11 @@ def _db(a: argparse.Namespace, create: bool = False) -> Db:
         raise AuditError(str(e)) from None
 
 
-def cmd_schema(a: argparse.Namespace, out: TextIO) -> int:
+def cmd_schema(a: argparse.Namespace, out: TextIO, clock: Clock) -> int:
     db = _db(a, create=a.action == "create")
     try:
+        if a.central or a.action in ("maintain", "grant") or (a.action == "migrate" and central.is_central(db)):
+            return _central(a, db, out, clock)
         tables = db.tables()
         have = 0
         if schema.META in tables:
@@ -210,6 +222,50 @@ def cmd_schema(a: argparse.Namespace, out: TextIO) -> int:
         raise AuditError(str(e)) from None
     finally:
         db.close()
+
+
+def _central(a: argparse.Namespace, db: Db, out: TextIO, clock: Clock) -> int:
+    """The central layout's actions (audit/central.py)."""
+    where = db.url.describe()
+    if db.dialect != "pgsql":
+        raise AuditError(f"{where}: the central layout is PostgreSQL's (partitions, row-level security)")
+    if a.retention_days is not None and a.retention_days < 0:
+        raise AuditError("--retention-days must not be negative")
+
+    def say(m: str) -> None:
+        out.write(f"{where}: {m}\n")
+    tables = db.tables()
+    if a.action == "create":
+        if schema.META in tables or schema.TABLE in tables:
+            raise AuditError(f"{where}: an audit schema is already there; use 'schema migrate'")
+        db.run(central.create(a.retention_days or 0))
+        central.maintain(db, clock.wall(), a.ahead, None, say)
+        out.write(f"{where}: central audit schema version {schema.VERSION} created "
+                  f"(retention: {a.retention_days or 'none'})\n")
+        return 0
+    if not central.is_central(db):
+        raise AuditError(f"{where}: not a central audit schema (create it with 'schema create --central')")
+    if a.action == "grant":
+        if not a.role or a.project is None:
+            raise AuditError("grant needs --role and --project")
+        try:
+            central.grant(db, a.role, a.project)
+        except ValueError as e:
+            raise AuditError(str(e)) from None
+        out.write(f"{where}: role {a.role} reads project {escape_text(a.project)}\n")
+        return 0
+    found = db.rows(f"SELECT value FROM {schema.META} WHERE name = 'schema_version'")
+    have = int(found[0][0]) if found else 0
+    if a.action == "show":
+        out.write(f"{where}: central schema version {have} (this pyulogd: {schema.VERSION}), "
+                  f"{len(central.partitions(db))} day partitions\n")
+        return 0
+    if have != schema.VERSION:
+        raise AuditError(f"{where}: central schema version {have}: no migration from it in this pyulogd "
+                         f"({schema.VERSION})")
+    _created, dropped = central.maintain(db, clock.wall(), a.ahead, a.retention_days, say)
+    out.write(f"{where}: central schema version {have}, up to date; {dropped} rows dropped by retention\n")
+    return 0
 
 
 def _printer(fmt: str, out: TextIO) -> Callable[[list[dict[str, Any]], bool], None]:
@@ -452,7 +508,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, clock: Cl
     try:
         a = build_parser().parse_args(argv)
         if a.command == "schema":
-            return cmd_schema(a, out)
+            return cmd_schema(a, out, clock)
         if a.command == "query":
             return cmd_query(a, out, clock)
         if a.command == "summary":

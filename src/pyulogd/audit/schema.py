@@ -19,7 +19,9 @@ audit table holds what an auditor asks about, one row per record, whatever its i
 * where: ``host``, ``in_if``, ``out_if``, ``netns`` and the Neutron columns (router,
   network, port, project, device role, direction, HA state), NFTRACE's table, chain, handle;
 * the trail itself: ``suppressed``/``limit_key`` (rate-limit summaries), ``loss_count``/
-  ``loss_reason`` (loss records), and from version 2 ``seq``/``chain`` (tamper evidence).
+  ``loss_reason`` (loss records), and from version 2 ``seq``/``chain`` (tamper evidence);
+* from version 3, ``node_id``/``node_seq``: which node logged the record and its number there,
+  the key a fleet's central store de-duplicates on (audit/central.py, docs/central.md).
 
 Indexes: ``ts`` (every query has a time range, or should), ``(src_ip, ts)`` and
 ``(dst_ip, ts)`` (an address over a long range: "what did 10.0.0.5 talk to"). Other filters
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 
 TABLE = "pyulogd_audit"
 META = "pyulogd_meta"
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,11 @@ COLUMNS_V2 = (
     Column("seq", "bigint", "tamper evidence: the record's number in its chain"),
     Column("chain", "short", "tamper evidence: HMAC tag chaining the row to the one before"),
 )
-COLUMNS = COLUMNS_V1 + COLUMNS_V2
+COLUMNS_V3 = (
+    Column("node_id", "short", "the node that logged the record (a fleet's central store: docs/central.md)"),
+    Column("node_seq", "bigint", "the node's sequence number of the record: (node_id, node_seq) is unique"),
+)
+COLUMNS = COLUMNS_V1 + COLUMNS_V2 + COLUMNS_V3
 NAMES = tuple(c.name for c in COLUMNS)
 # What the chain's tag covers: every column but id and the chain's own two.
 CHAINED = tuple(c.name for c in COLUMNS_V1)
@@ -150,8 +156,13 @@ def v1_to_v2(dialect: str) -> list[str]:
     return out + [_set_version(2)]
 
 
+def v2_to_v3(dialect: str) -> list[str]:
+    out = [f"ALTER TABLE {TABLE} ADD COLUMN {_column(c, dialect)}" for c in COLUMNS_V3]
+    return out + [_set_version(3)]
+
+
 # version -> the statements that take a database from it to the next one
-MIGRATIONS = {1: v1_to_v2}
+MIGRATIONS = {1: v1_to_v2, 2: v2_to_v3}
 
 
 def create(dialect: str) -> list[str]:

@@ -187,7 +187,16 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("pyulogd_output_spooled_total", "counter",
            "Records an SQL output moved to its on-disk spool while the database was unavailable.", _O),
     Family("pyulogd_output_reconnects_total", "counter", "Times an output connected to its peer again.", _O),
-    Family("pyulogd_output_batches_total", "counter", "Batches an SQL output wrote.", _O),
+    Family("pyulogd_output_batches_total", "counter", "Batches an SQL output wrote (NATS: messages acknowledged).", _O),
+    Family("pyulogd_output_duplicates_total", "counter",
+           "Records the destination had already: rows PGSQL's unique_key skipped, records of messages "
+           "JetStream de-duplicated (NATS).", _O),
+    Family("pyulogd_natsin_messages_total", "counter",
+           "Messages NATSIN received, by what became of them (state=received, acked, redelivered, corrupt).",
+           (*_O, "state")),
+    Family("pyulogd_natsin_errors_total", "counter",
+           "NATSIN's problems by cause (unknown_keys: key names no plugin declares; fetch: failed fetches).",
+           (*_O, "cause")),
     Family("pyulogd_output_queue_bytes", "gauge",
            "Bytes of records an output holds in memory, waiting for its peer.", _O),
     Family("pyulogd_output_queue_records", "gauge", "Records an SQL output holds in memory.", _O),
@@ -324,6 +333,10 @@ INSTANCE_COUNTERS: dict[str, dict[str, To]] = {
         "spooled": _c("pyulogd_output_spooled_total"),
         "reconnects": _c("pyulogd_output_reconnects_total"),
         "batches": _c("pyulogd_output_batches_total"),
+        "messages": _c("pyulogd_output_batches_total"),  # NATS
+        "records": _c("pyulogd_output_written_total"),  # NATS: acknowledged by JetStream
+        "failures": _c("pyulogd_output_reconnects_total"),  # NATS: failed connections and publishes
+        "duplicates": _c("pyulogd_output_duplicates_total"),
         "no_action": _c("pyulogd_output_skipped_total", cause="no_action"),  # NEUTRONLOG
     },
     # stack.<id of the stack's output>.<name> (core/stack.py)
@@ -338,6 +351,14 @@ def _partial(cause: str) -> To:
 
 # Where a plugin's counter means something else than the same name does for its role.
 PLUGIN_COUNTERS: dict[str, dict[str, To]] = {
+    "NATSIN": {
+        "messages": _c("pyulogd_natsin_messages_total", state="received"),
+        "acked": _c("pyulogd_natsin_messages_total", state="acked"),
+        "redelivered": _c("pyulogd_natsin_messages_total", state="redelivered"),
+        "corrupt": _c("pyulogd_natsin_messages_total", state="corrupt"),
+        "unknown_keys": _c("pyulogd_natsin_errors_total", cause="unknown_keys"),
+        "fetch_errors": _c("pyulogd_natsin_errors_total", cause="fetch"),
+    },
     "NFTRACE": {
         "events": _c("pyulogd_nftrace_events_total"),  # trace events; "packets" are its records
         "own_events": _c("pyulogd_input_skipped_total", cause="own_event"),

@@ -49,6 +49,9 @@ class Settings:
     connect_timeout: float = 10.0
     target: Target = field(default_factory=lambda: Target("table"))
     lower_case: bool = False  # DBI lower-cases column names
+    # Columns of a unique key: rows whose key is already in the table are skipped, not
+    # refused (PGSQL's unique_key: a record delivered twice is stored once).
+    unique_key: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Backend:
     def __init__(self, settings: Settings, label: str) -> None:
         self.s = settings
         self.label = label
+        self.duplicates = 0  # rows skipped as already in the table (unique_key), in total
 
     @property
     def local_file(self) -> str | None:
@@ -84,7 +88,8 @@ class Backend:
         raise NotImplementedError
 
     def write(self, columns: Sequence[str], rows: Rows) -> None:
-        """Write rows (values in ``columns`` order) in one transaction."""
+        """Write rows (values in ``columns`` order) in one transaction. Rows skipped because
+        their ``unique_key`` is already in the table are added to ``duplicates``."""
         raise NotImplementedError
 
     def write_each(self, columns: Sequence[str], rows: Rows) -> list[str | None]:

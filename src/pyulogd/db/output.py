@@ -304,6 +304,18 @@ class SqlOutput(Output[tuple[Any, ...]]):
         if self.writer_sink is not None:
             self.writer_sink.open()
 
+    def track_commits(self) -> None:
+        """Rows carry their sequence numbers from now on (into the spool too), so that
+        :meth:`commit_mark` can say which are in the database."""
+        if self.writer_sink is not None:
+            self._add = self.writer_sink.track_commits()
+
+    def commit_mark(self) -> int:
+        """Committed means the transaction with the row committed: the writer's mark. Rows in
+        this output's spool are not committed."""
+        writer = self.writer
+        return self._flushed if writer is None else writer.commit_mark()
+
     @property
     def writer(self) -> Writer | None:
         """The writer threads' state (queue, spool, counters), once started."""

@@ -23,7 +23,8 @@ can be written twice; nothing is lost unless the spool is full.
 
 Only a full spool (or, without a usable spool directory, a full memory queue) drops
 records; they are counted and logged once per burst. Counters (``ctx.stats``):
-``sql.<id>.rows`` written, ``.batches``, ``.reconnects`` (failed attempts), ``.spooled``
+``sql.<id>.rows`` written, ``.batches``, ``.reconnects`` (failed attempts), ``.spooled``,
+``.duplicates`` (rows the table already had, skipped by PGSQL's ``unique_key``; among ``rows``)
 (rows written to disk), ``.dropped``, ``.rejected`` (rows the database refused, e.g. a
 value out of a column's range; the batch is split to find them, the others are written).
 
@@ -74,6 +75,7 @@ class Chunk:
     # The commit cursor while this chunk is the oldest record not yet durable: the sequence
     # number the output was marked with at the round before it was handed over (io/wal.py).
     mark: int = 0
+    seqs: list[int] | None = None  # each row's sequence number, when commits are tracked
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Batch:
     spooled: str | FrameRef | None = None
     written: bool = False
     mark: int = 0  # as Chunk.mark
+    seqs: list[int] | None = None  # each row's sequence number, when commits are tracked
     # While the spiller copies it: the rows from here on are the spool's to count (spooled),
     # and what the writer delivers of them meanwhile waits in ``overlap`` until the spill
     # ends (then counted as unspooled if the spill worked, as written if not).
@@ -93,6 +96,11 @@ class Batch:
     overlap: int = 0
     overlap_rejected: int = 0
     gave_up: bool = False  # the writer failed while the spill was under way
+
+
+# What the spiller moves to disk: the batch it came from (if being written), names, rows, the
+# commit cursor's mark (io/wal.py), and the rows' sequence numbers (when commits are tracked).
+SpillItem = tuple["Batch | None", tuple[str, ...], Rows, int, "list[int] | None"]
 
 
 class Writer:
@@ -138,6 +146,13 @@ class Writer:
         # records the spiller is moving to disk.
         self.last_mark = 0
         self._moving_marks: list[int] = []
+        # Deliveries (Output.commit_mark, NATSIN's acks): the sequence number of the last row
+        # of the last batch written, and the daemon's sequence number at the last hand-over.
+        # Rows are written in the order they came (retry, spool, memory), so every row up to
+        # ``delivered`` is in the database, or was refused or dropped and counted. Unlike
+        # ``committed`` (the write-ahead log's cursor), the spool does not count here.
+        self.delivered = 0
+        self.handed = 0
         # -- writer thread only
         self.columns: list[str] = []
         self.keys: list[str] = []
@@ -158,7 +173,7 @@ class Writer:
         if self.spool is not None:
             self.spiller.start()
 
-    def put(self, names: tuple[str, ...], rows: Rows) -> None:
+    def put(self, names: tuple[str, ...], rows: Rows, seqs: list[int] | None = None) -> None:
         """Queue rows (called by the event loop; never blocks on the database or the disk)."""
         size = row_size(rows[0]) * len(rows)
         with self.cond:
@@ -167,7 +182,7 @@ class Writer:
                            "memory_full")
                 return
             was_empty = not self.mem
-            self.mem.append(Chunk(names, rows, self.clock.monotonic(), size, self.last_mark))
+            self.mem.append(Chunk(names, rows, self.clock.monotonic(), size, self.last_mark, seqs))
             self.mem_rows += len(rows)
             self.mem_bytes += size
             if was_empty or self.mem_rows >= self.cfg.batch_size or self.mem_bytes > self.cfg.mem_max:
@@ -190,6 +205,15 @@ class Writer:
             if self._moving_marks:
                 low = min(low, *self._moving_marks)
             return low
+
+    def commit_mark(self) -> int:
+        """Every row numbered up to this is in the database (or refused or dropped, counted):
+        what was handed over when nothing waits anywhere, else the last row written."""
+        with self.cond:
+            if (not self.mem and self._retry is None and self._current is None and self._moving == 0
+                    and (self.spool is None or self.spool.empty)):
+                return self.handed
+            return self.delivered
 
     def in_memory(self) -> int:
         """Rows received and not yet written, spooled nor dropped (counters.in_memory)."""
@@ -344,7 +368,9 @@ class Writer:
                 self._skip.discard(ref)
                 self.spool.ack(frame)
                 return None
-            batch = Batch(frame.names, frame.rows, frame)
+            # Sequence numbers of an earlier run's frames are not this run's: no commit mark.
+            fresh = frame.seqs is not None and frame.seg > self.spool.before
+            batch = Batch(frame.names, frame.rows, frame, seqs=frame.seqs if fresh else None)
             self._current = batch
             return batch
 
@@ -361,23 +387,31 @@ class Writer:
         first = self.mem[0]
         names = first.names
         rows: Rows = []
+        seqs: list[int] | None = [] if first.seqs is not None else None
         limit = self.cfg.batch_size
         while self.mem and self.mem[0].names == names and len(rows) < limit:
             chunk = self.mem[0]
+            if (chunk.seqs is None) != (seqs is None):
+                break  # tracking began: a batch has sequence numbers for all its rows or none
             room = limit - len(rows)
             if len(chunk.rows) <= room:
                 self.mem.popleft()
                 rows.extend(chunk.rows)
+                if seqs is not None and chunk.seqs is not None:
+                    seqs.extend(chunk.seqs)
                 self.mem_rows -= len(chunk.rows)
                 self.mem_bytes -= chunk.size
             else:
                 part, chunk.rows = chunk.rows[:room], chunk.rows[room:]
+                if seqs is not None and chunk.seqs is not None:
+                    seqs.extend(chunk.seqs[:room])
+                    chunk.seqs = chunk.seqs[room:]
                 moved = chunk.size * len(part) // (len(part) + len(chunk.rows))
                 chunk.size -= moved
                 rows.extend(part)
                 self.mem_rows -= len(part)
                 self.mem_bytes -= moved
-        batch = Batch(names, rows, None, mark=first.mark)
+        batch = Batch(names, rows, None, mark=first.mark, seqs=seqs)
         self._current = batch
         return batch
 
@@ -390,6 +424,8 @@ class Writer:
                 self._current = None
                 if batch.frame is None and batch.spooled is None:
                     batch.rows = batch.rows[batch.done :]
+                    if batch.seqs is not None:
+                        batch.seqs = batch.seqs[batch.done :]
                     batch.done = 0
                     self._retry = batch
                 elif batch.spooled == "pending":
@@ -403,6 +439,8 @@ class Writer:
             batch.written = True
             if isinstance(batch.spooled, tuple):
                 self._skip.add(batch.spooled)
+            if batch.seqs:
+                self.delivered = max(self.delivered, batch.seqs[-1])
         if batch.frame is not None and self.spool is not None:
             self.spool.ack(batch.frame)
         self._count("batches")
@@ -416,8 +454,11 @@ class Writer:
     def _deliver(self, batch: Batch, rows: Rows) -> None:
         """Write ``rows``; split them to find rows the database refuses. Raises Unavailable."""
         project = self._projection(batch.names)
+        dups = self.backend.duplicates
         try:
             self.backend.write(self.columns, rows if project is None else [project(r) for r in rows])
+            if self.backend.duplicates != dups:
+                self._count("duplicates", self.backend.duplicates - dups)
         except Rejected as e:
             if len(rows) <= EACH_BELOW:
                 # Few rows: one transaction, one savepoint per row (not one commit per row).
@@ -507,14 +548,15 @@ class Writer:
                 if items is None:
                     return
                 self._moving += 1
-                mark = min(m for _b, _n, _r, m in items)
+                mark = min(item[3] for item in items)
                 self._moving_marks.append(mark)
             try:
                 self._to_spool(items)
             except Exception as e:  # a bug must not stop the spilling: count what it cost
-                lost = sum(len(rows) for b, _n, rows, _m in items if b is None)
+                lost = sum(len(item[2]) for item in items if item[0] is None)
                 self._drop(lost, f"spooling failed: {type(e).__name__}: {e}", "spool_failed")
-                for b, _n, _r, _m in items:
+                for item in items:
+                    b = item[0]
                     if b is not None and b.spooled == "pending":
                         self._spilled(b, None)
             finally:
@@ -523,13 +565,13 @@ class Writer:
                     self._moving_marks.remove(mark)
                     self.cond.notify_all()
 
-    def _due(self) -> list[tuple[Batch | None, tuple[str, ...], Rows, int]] | None:
+    def _due(self) -> list[SpillItem] | None:
         """(cond held) What to move to disk now, oldest first; None: nothing."""
         oldest = self.mem[0].t if self.mem else None
         keep = self.policy.spill_keep(self.clock.monotonic(), oldest, self.mem_bytes, self.connected, self._flush_all)
         if keep is None:
             return None
-        items: list[tuple[Batch | None, tuple[str, ...], Rows, int]] = []
+        items: list[SpillItem] = []
         # The batch being written or retried from memory is older than anything in memory.
         cur = self._current
         if cur is not None and cur.frame is None and cur.spooled is None and not cur.written:
@@ -537,29 +579,30 @@ class Writer:
             cur.spill_from = cur.done
             cur.overlap = cur.overlap_rejected = 0
             cur.gave_up = False
-            items.append((cur, cur.names, cur.rows[cur.done :], cur.mark))
+            cur_seqs = None if cur.seqs is None else cur.seqs[cur.done :]
+            items.append((cur, cur.names, cur.rows[cur.done :], cur.mark, cur_seqs))
         if self._retry is not None and self._retry.frame is None:
             r = self._retry
-            items.append((None, r.names, r.rows[r.done :], r.mark))
+            items.append((None, r.names, r.rows[r.done :], r.mark, None if r.seqs is None else r.seqs[r.done :]))
             self._retry = None
         while self.mem and self.mem_bytes > keep:
             chunk = self.mem.popleft()
             self.mem_rows -= len(chunk.rows)
             self.mem_bytes -= chunk.size
-            items.append((None, chunk.names, chunk.rows, chunk.mark))
+            items.append((None, chunk.names, chunk.rows, chunk.mark, chunk.seqs))
         return items or None
 
-    def _to_spool(self, items: list[tuple[Batch | None, tuple[str, ...], Rows, int]]) -> None:
+    def _to_spool(self, items: list[SpillItem]) -> None:
         assert self.spool is not None
         size = self.cfg.batch_size
-        for batch, names, rows, _mark in items:
+        for batch, names, rows, _mark, seqs in items:
             if batch is not None:
                 # The batch the writer is writing (at most batch_size rows: one frame). Its
                 # copy failing loses nothing: the writer still has it (issue 12: such rows
                 # were counted as dropped and then written, the counts adding up to more
                 # records than there were).
                 try:
-                    ref = self.spool.append(names, rows)
+                    ref = self.spool.append(names, rows, seqs)
                     if ref is None:
                         self._tell_drop(f"the spool is full ({self.spool.max_bytes} bytes)")
                 except OSError as e:
@@ -570,7 +613,7 @@ class Writer:
             for i in range(0, len(rows), size):
                 part = rows[i : i + size]
                 try:
-                    ref = self.spool.append(names, part)
+                    ref = self.spool.append(names, part, None if seqs is None else seqs[i : i + size])
                 except OSError as e:
                     self._drop(len(part), f"writing the spool failed: {e.strerror}", "spool_failed")
                     continue
@@ -600,6 +643,8 @@ class Writer:
                 c.drop("rejected", batch.overlap_rejected)
                 if batch.gave_up and not batch.written and self._retry is None:
                     batch.rows = batch.rows[batch.done :]
+                    if batch.seqs is not None:
+                        batch.seqs = batch.seqs[batch.done :]
                     batch.done = 0
                     self._retry = batch
                     self.cond.notify_all()
@@ -651,7 +696,9 @@ class WriterSink:
         self.handoff = handoff
         self.stop_timeout = stop_timeout
         self.counters = writer.counters
+        self.ctx = writer.ctx
         self.pending: Rows = []
+        self.seqs: list[int] | None = None  # the pending rows' sequence numbers, when tracked
         self._started = False
         self._closed = False
 
@@ -666,12 +713,32 @@ class WriterSink:
         if len(pending) >= self.handoff:
             self.flush()
 
+    def track_commits(self) -> Callable[[tuple[Any, ...]], None]:
+        """From now on every row is added with its sequence number (``ctx.seq``); returns the
+        ``add`` that does it (the output binds it instead of :meth:`add`)."""
+        if self.seqs is None:
+            self.seqs = []
+        return self.add_numbered
+
+    def add_numbered(self, row: tuple[Any, ...]) -> None:
+        pending = self.pending
+        pending.append(row)
+        seqs = self.seqs
+        assert seqs is not None
+        seqs.append(self.ctx.seq)
+        if len(pending) >= self.handoff:
+            self.flush()
+
     def flush(self) -> None:
         rows = self.pending
         if rows:
             self.pending = []
+            seqs = self.seqs
+            if seqs is not None:
+                self.seqs = []
             self.counters.received += len(rows)
-            self.writer.put(self.names, rows)
+            self.writer.put(self.names, rows, seqs)
+        self.writer.handed = self.ctx.seq
 
     def reopen(self) -> None:
         self.writer.request_reconnect()

@@ -53,6 +53,7 @@ class Output(Sink, Generic[LineT]):
         self._add: Callable[[LineT], None] = self._not_started
         # The sink's own commit cursor (see ``committed``), looked up once per attach.
         self._sink_committed: Callable[[int], int] | None = None
+        self._flushed = 0  # ctx.seq at the last flush (commit_mark's default)
 
     # -- what an output supplies
     def make_sink(self) -> LineSink[LineT]:
@@ -93,6 +94,28 @@ class Output(Sink, Generic[LineT]):
     def flush(self) -> None:
         if self.out is not None:
             self.out.flush()
+        self._flushed = self.ctx.seq
+
+    # -- commits. Two questions, two answers: ``committed`` (below) is "durable here", the
+    # write-ahead log's cursor, for which an output's own spool counts; ``commit_mark`` is
+    # "at the destination", for an input that acknowledges its own source (NATSIN), for which
+    # a spool does not count (a collector's spool is not a commit).
+    def track_commits(self) -> None:
+        """An input that acknowledges its own source only once records are committed (NATSIN)
+        asks for :meth:`commit_mark` from now on; an output that must track more per record
+        to answer (the SQL outputs: each row's sequence number) starts here. Called at start,
+        before any record."""
+
+    def commit_mark(self) -> int:
+        """The highest sequence number (``ctx.seq``) such that every record of this output
+        numbered up to it is at its destination for good, or dropped and counted. A record
+        an output writes nowhere (filtered, nothing to render) counts as delivered.
+
+        The default is what the last ``flush`` handed on, which is a delivery for the outputs
+        that write at flush (files: written, or the loss counted). Outputs that hand records
+        to a thread or a peer override it (the SQL outputs: the transaction with the row
+        committed; NATS: JetStream acknowledged it)."""
+        return self._flushed
 
     def stop(self) -> None:
         if self.out is not None:

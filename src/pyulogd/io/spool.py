@@ -83,6 +83,9 @@ class Spool:
         self.bytes = 0  # unconsumed bytes on disk (approximate: whole segments)
         self.corrupt = 0  # frames skipped as torn or damaged
         self.refused = 0  # records not taken because the spool was full
+        # The last segment there was at open: frames in later ones were written by this run,
+        # so their sequence numbers are this run's (a commit cursor may trust them).
+        self.before = 0
 
     # -- life
     def open(self) -> None:
@@ -127,6 +130,7 @@ class Spool:
             self._segments.append(num)
             self._sizes[num] = size
             self.bytes += size
+        self.before = max(self._segments, default=0)
         # Segment numbers only grow, also across restarts: the ack names the next one to read.
         self._read_seg, self._read_off = max(ack_seg, 1), len(_HEADER)
         if self._segments:

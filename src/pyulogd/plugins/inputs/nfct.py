@@ -405,6 +405,7 @@ class NfctInput(NetnsSource):
             run = stacks[0].run
             tail = stacks[0].tail if self.tails is None else self.tails[0]
         emit = self.emit
+        ctx = self.ctx
         events = filtered = updates = hits = 0
         for off, n in spans:
             fs = templates.get(key(buf, off)) if n >= 20 else None
@@ -427,7 +428,7 @@ class NfctInput(NetnsSource):
             elif values[I_EVENT] == UPDATE:
                 updates += 1
             elif run is not None:
-                self.ctx.seq += 1  # what emit does
+                ctx.seq += 1  # what Source.emit does: every event gets the next sequence number
                 values.extend(tail)
                 run(values)
             else:

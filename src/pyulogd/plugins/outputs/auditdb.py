@@ -18,6 +18,11 @@ batches, COPY into PostgreSQL, the spool while the database is down, the counter
 ``chain_key`` (tamper evidence, io/chain.py): every row gets ``seq`` and ``chain`` (an HMAC
 of its values chained to the row before); the chain resumes from the table's last row at
 start; ``pyulogd-audit verify --db URL --key FILE`` checks it.
+
+``node_id``/``node_seq`` (schema version 3): the node and its sequence number of the record,
+from NATSIN's ``pyulogd.node_id``/``pyulogd.node_seq`` on a collector, else this daemon's own. On a
+central store (``pyulogd-audit schema create --central``, audit/central.py) they are the
+unique key with ``ts``: rows already there are skipped, so a redelivered record is stored once.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pyulogd.audit import schema
+from pyulogd.audit import central, schema
 from pyulogd.audit.dburl import DbError, DbUrl, connect, parse
 from pyulogd.audit.rows import compile_rows
 from pyulogd.core.errors import ConfigError
@@ -66,6 +71,7 @@ class AuditDbOutput(SqlOutput):
         self.chain: Chain | None = None
         self._rows_build: Callable[[list[Any], int], tuple[Any, ...]] | None = None
         self._received = -1
+        self._node_slot = self._seq_slot = self._rx_slot = 0
 
     # -- set-up
     def _url(self) -> DbUrl:
@@ -130,7 +136,15 @@ class AuditDbOutput(SqlOutput):
                 raise ConfigError(f"{self.label}: {url.describe()} has a table {schema.TABLE} but no "
                                   f"{schema.META}: not a pyulogd audit schema")
             found = db.rows(f"SELECT value FROM {schema.META} WHERE name = 'schema_version'")
-            return int(found[0][0]) if found else 0
+            version = int(found[0][0]) if found else 0
+            if version == schema.VERSION and central.is_central(db):
+                # A fleet's central store (docs/central.md): records delivered twice are stored
+                # once (unique key, staging table + ON CONFLICT), and the day partitions are
+                # made ahead and old ones dropped at each connection (also: schema maintain).
+                assert self.backend is not None
+                self.backend.s.unique_key = central.UNIQUE
+                central.maintain(db, self.ctx.clock.wall(), say=lambda m: self.ctx.log.notice(f"{self.label}: {m}"))
+            return version
         except DbError as e:
             raise MissingTable(str(e)) from None
         finally:
@@ -191,6 +205,13 @@ class AuditDbOutput(SqlOutput):
                 slots[key.name] = slot
         self._rows_build = compile_rows(slots, self.ctx.hostname, oob_time_is_kernel="sum.name" not in slots,
                                         seed=self.config["community_id_seed"])
+        # (node_id, node_seq): a collector's records carry the node's (NATSIN's keys); a node's
+        # own records are this daemon's node id and sequence number.
+        self._node_slot = slots.get("pyulogd.node_id", 0)
+        self._seq_slot = slots.get("pyulogd.node_seq", 0)
+        # A collector's records were received by their node: its time, never the collector's
+        # (a record delivered twice must be the same row twice, ts included).
+        self._rx_slot = slots.get("pyulogd.received", 0)
         self.keys = list(schema.NAMES)
         if self.writer_sink is not None:
             self.writer_sink.names = schema.NAMES
@@ -202,12 +223,18 @@ class AuditDbOutput(SqlOutput):
             received = self._received = int(self.ctx.clock.wall() * 1_000_000)
         build = self._rows_build
         assert build is not None
+        if self._rx_slot and rec[self._rx_slot] is not None:
+            received = rec[self._rx_slot]
         row = build(rec, received)
+        if self._seq_slot:
+            node = (rec[self._node_slot], rec[self._seq_slot])
+        else:
+            node = (self.ctx.node_id or self.ctx.hostname, self.ctx.seq or None)
         chain = self.chain
         if chain is None:
-            return row + (None, None)
+            return row + (None, None) + node
         tag = chain.link(row_bytes(row))
-        return row + (chain.seq, tag)
+        return row + (chain.seq, tag) + node
 
     def flush(self) -> None:
         self._received = -1
