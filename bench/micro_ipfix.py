@@ -52,7 +52,7 @@ def sender(port: int, batch: int) -> int:
     return 0
 
 
-def run(rounds: int, batch: int, sink: str) -> tuple[float, int]:
+def run(rounds: int, batch: int, sink: str, extra: bool = True) -> tuple[float, int]:
     from pyulogd.core.config import parse_text
     from pyulogd.core.context import Context
     from pyulogd.daemon.service import Service
@@ -60,7 +60,8 @@ def run(rounds: int, batch: int, sink: str) -> tuple[float, int]:
 
     with tempfile.TemporaryDirectory(prefix="pyu-microipfix-") as tmp:
         stack = "f1:IPFIXIN,ip2str1:IP2STR,json1:JSON" if sink == "json" else "f1:IPFIXIN,null1:NULL"
-        text = f'[global]\nstack={stack}\n[f1]\nport=0\nsocket_buffer_size=8M\n[json1]\nfile="{tmp}/out.json"\n'
+        text = (f'[global]\nstack={stack}\n[f1]\nport=0\nsocket_buffer_size=8M\nextra={int(extra)}\n'
+                f'[json1]\nfile="{tmp}/out.json"\n')
         ctx = Context(loop=Loop(), hostname="vm")
         svc = Service(f"{tmp}/u.conf", ctx)
         svc.load_config(parse_text(text))
@@ -103,11 +104,12 @@ def run(rounds: int, batch: int, sink: str) -> tuple[float, int]:
         return cpu / (rounds * batch) * 1e6, got
 
 
-def callgrind(batch: int, sink: str) -> float:
+def callgrind(batch: int, sink: str, extra: bool = True) -> float:
     irs = []
     for rounds in (5, 25):
         out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                              __file__, "--rounds", str(rounds), "--batch", str(batch), "--sink", sink],
+                              __file__, "--rounds", str(rounds), "--batch", str(batch), "--sink", sink,
+                              *([] if extra else ["--no-extra"])],
                              capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})  # fmt: skip
         m = re.search(r"Collected : (\d+)", out.stderr)
         if m is None:
@@ -122,15 +124,18 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1000, help="messages per round (they must fit the socket buffer)")
     ap.add_argument("--sink", choices=["null", "json"], default="null")
     ap.add_argument("--callgrind", action="store_true", help="instructions per record under valgrind")
+    ap.add_argument("--no-extra", action="store_true", help="IPFIXIN's extra=0: no ipfix.extra built or written")
     ap.add_argument("--sender", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.sender:
         return sender(a.sender, a.batch)
     if a.callgrind:
-        print(f"IPFIXIN -> {a.sink}: {callgrind(a.batch, a.sink):,.0f} instructions per record (callgrind)")
+        cost = callgrind(a.batch, a.sink, not a.no_extra)
+        print(f"IPFIXIN{' extra=0' if a.no_extra else ''} -> {a.sink}: {cost:,.0f} instructions per record (callgrind)")
         return 0
-    us, _got = run(a.rounds, a.batch, a.sink)
-    print(f"IPFIXIN -> {a.sink}: {us:.2f} µs CPU per record ({a.rounds} x {a.batch} records)")
+    us, _got = run(a.rounds, a.batch, a.sink, not a.no_extra)
+    print(f"IPFIXIN{' extra=0' if a.no_extra else ''} -> {a.sink}: {us:.2f} µs CPU per record "
+          f"({a.rounds} x {a.batch} records)")
     return 0
 
 

@@ -62,7 +62,7 @@ logfile="{work}/pyulogd.log"
 loglevel=3
 # packets FWaaS accepted, dropped, rejected (and our own audit rules): JSON and Neutron's line
 stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR{n1},rl1:RATELIMIT,json1:JSON
-stack=log1:NFLOG{n2},rl2:RATELIMIT,nl1:NEUTRONLOG
+stack=log1:NFLOG,ifi2:IFINDEX{n2},rl2:RATELIMIT,nl1:NEUTRONLOG
 # connections with their NAT context and totals
 stack=ct1:NFCT,ip2str3:IP2STR{n3},json3:JSON
 
@@ -104,7 +104,13 @@ file="{work}/flows.json"
              "pyulogd to start")
     if daemon.poll() is not None:
         sys.exit("pyulogd did not start:\n" + (work / "daemon.stderr").read_text())
-    time.sleep(1)  # the namespaces are attached as they are found
+    # The inputs attach to each namespace as they find it: NFLOG binds its group there, and
+    # NFCT turns conntrack accounting on (a connection made before has no totals).
+    for ns in (lab.qrouter1, lab.qrouter2, lab.qrouter3, lab.snat3, lab.fip, lab.qdhcp):
+        wait_for(lambda: str(lab.group) in sh("cat", "/proc/net/netfilter/nfnetlink_log", ns=ns).stdout.split(),
+                 15, f"NFLOG in {ns}")
+        wait_for(lambda: sh("sysctl", "-n", "net.netfilter.nf_conntrack_acct", ns=ns).stdout.strip() == "1",
+                 15, f"conntrack accounting in {ns}")
     server = lab.listen_tcp(lab.vm1, 22)
     print("== traffic: ssh to the floating IP (accepted), UDP 9999 (rejected), telnet (dropped)")
     lab.tcp_connect(lab.ext, lab.fip_ip, 22)

@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 
 from pyulogd.codec import ipfix
-from tests.compat.test_live_parity import TRAFFIC, ruleset
+from tests.compat.test_live_parity import TRAFFIC, asleep_in_poll, logged, ruleset
 from tests.linux.lab import Lab, have_root_and_tools, lines, sh, wait_for
 from tests.linux.nat_lab import NatLab, complete_lines, stop, wait_listening
 from tests.linux.test_nfacct_live import WANT, _skip_reason, ns, traffic  # noqa: F401 - ns is a fixture
@@ -160,7 +160,12 @@ def packet_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             client = sh(sys.executable, str(TRAFFIC), "client", "--addrs", addrs, ns=lab.cli, check=False,
                         timeout=60)
             assert client.returncode == 0, client.stderr
-            time.sleep(1.6)  # NFLOG flushes its batches after at most 1 s
+            # Every packet through the first stack (PCAP) of both daemons, then both daemons
+            # back in their loops, done with the later stacks: nothing sleeps a fixed time.
+            want = logged(lab)
+            wait_for(lambda: all(pcap_count(d / x / "out.pcap") >= want for x in ("ulogd2", "pyulogd")), 30,
+                     f"{want} pcap records from both daemons")  # fmt: skip
+            wait_for(lambda: all(asleep_in_poll(p) for p in daemons), 10, "both daemons to wait for input")
         finally:
             if server is not None:
                 server.send_signal(signal.SIGTERM)
@@ -168,6 +173,21 @@ def packet_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             check_stopped(daemons)
         (d / "addrs").write_text(json.dumps([lab.cli4, lab.srv4, lab.cli6, lab.srv6]))
     yield d
+
+
+def pcap_count(path: Path) -> int:
+    """Whole records in a pcap file being written (0 before its header)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    n, off = 0, 24
+    while off + 16 <= len(data):
+        caplen = struct.unpack_from("<I", data, off + 8)[0]
+        if off + 16 + caplen > len(data):
+            break
+        n, off = n + 1, off + 16 + caplen
+    return n
 
 
 def pcap_records(path: Path) -> tuple[bytes, list[tuple[int, int, bytes]]]:

@@ -21,13 +21,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.compat.test_live_parity import TRAFFIC, ruleset
+from tests.compat.test_live_parity import TRAFFIC, asleep_in_poll, logged, ruleset
 from tests.linux.lab import Lab, have_root_and_tools, sh, wait_for
 from tests.linux.nat_lab import ETHERTYPE, NatLab, complete_lines, stop, wait_listening
 
@@ -119,6 +118,14 @@ def gprint_records(path: Path, packets: bool) -> list[list[str]]:
     return [x.split(",") for x in lines]
 
 
+def written(d: Path) -> tuple[int, int, int]:
+    """Packet records so far in a daemon's OPRINT, GPRINT and XML outputs."""
+    texts = [(d / f).read_text(errors="surrogateescape") if (d / f).exists() else "" for f in ("oprint.txt",
+             "gprint.txt")]  # fmt: skip
+    xml = sum(f.read_text(errors="surrogateescape").count("</log>\n") for f in (d / "xml").iterdir())
+    return texts[0].count("===>PACKET BOUNDARY\n"), texts[1].count("\n\n"), xml
+
+
 def xml_lines(d: Path) -> list[str]:
     files = sorted(d.iterdir())
     assert len(files) == 1, files
@@ -186,7 +193,13 @@ def test_packets_same_output(lab: Lab, tmp_path: Path) -> None:
         addrs = ",".join((lab.cli4, lab.srv4, lab.cli6, lab.srv6))
         client = sh(sys.executable, str(TRAFFIC), "client", "--addrs", addrs, ns=lab.cli, check=False, timeout=60)
         assert client.returncode == 0, client.stderr
-        time.sleep(1.6)  # NFLOG flushes its batches after at most 1 s
+        # Every packet in every output of both daemons (XML: ulogd2 drops the two records of
+        # 4096 bytes or more) before SIGTERM: nothing sleeps a fixed time.
+        want = logged(lab)
+        need = {ref: (want, want, want - 2), cand: (want, want, want)}
+        wait_for(lambda: all(all(map(int.__ge__, written(d), need[d])) for d in (ref, cand)), 30,
+                 f"{want} packets in the outputs of both daemons")  # fmt: skip
+        wait_for(lambda: all(asleep_in_poll(p) for p in daemons), 10, "both daemons to wait for input")
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)

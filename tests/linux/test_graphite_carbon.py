@@ -7,6 +7,7 @@ restarted in the middle: nothing is lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.linux.test_nfacct_live import ENV, WANT, _skip_reason, ns, sh, traffic  # noqa: F401 - ns is a fixture
+from pyulogd.ctl import status
+from tests.linux.test_nfacct_live import ENV, WANT, _skip_reason, ns, sh, traffic, wait_for  # noqa: F401 - ns is a fixture
 
 CARBON = shutil.which("carbon-cache")
 FETCH = shutil.which("whisper-fetch") or shutil.which("whisper-fetch.py")
@@ -84,11 +86,33 @@ def whisper_sum(d: Path, metric: str) -> float:
     return sum(float(v) for _, v in (line.split() for line in r.stdout.splitlines()) if v != "None")
 
 
+def counters(control: Path) -> dict[str, int]:
+    """The running daemon's counters, from its control socket (pyulogdctl status --json)."""
+    doc = json.loads(status.ask(str(control), "status"))
+    return {k: int(v) for k, v in doc["counters"].items()}
+
+
+def dumps_after_now(control: Path, timeout: float = 30) -> None:
+    """Wait until a dump requested after this call has ended: what the kernel counted until
+    now is then in records, on its way to GRAPHITE (queued while Carbon is away)."""
+    first = counters(control).get("nfacct.acct1.dumps", 0) + 1
+    # Dump ``first`` is requested after now; once ``first + 1`` is requested, ``first``
+    # has ended (its answer read, or closed as incomplete: counted, and refused below).
+    wait_for(lambda: counters(control).get("nfacct.acct1.dumps", 0) > first, timeout, f"dump {first} to end")
+
+
+def whisper_totals(cdir: Path) -> dict[str, tuple[float, float]]:
+    return {name: (whisper_sum(cdir, f"pyu.fw.{name}.pkts"), whisper_sum(cdir, f"pyu.fw.{name}.bytes"))
+            for name in WANT}  # fmt: skip
+
+
 def test_nfacct_to_carbon(ns: str, tmp_path: Path) -> None:  # noqa: F811
+    control = tmp_path / "run" / "control.sock"
     conf = tmp_path / "ulogd.conf"
     conf.write_text(f"""[global]
 logfile="{tmp_path}/ulogd.log"
 loglevel=3
+control_socket="{control}"
 stack=acct1:NFACCT,g1:GRAPHITE
 
 [acct1]
@@ -101,36 +125,40 @@ port="{PORT}"
 prefix="pyu.fw"
 spool_dir="{tmp_path}/spool"
 """)
+    log = tmp_path / "ulogd.log"
     daemon = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "pyulogd", "-c", str(conf)],
                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     carbon = None
     cdir = tmp_path / "carbon"
     cdir.mkdir()
+    once = {n: (float(p), float(b)) for n, (p, b) in WANT.items()}
+    twice = {n: (2.0 * p, 2.0 * b) for n, (p, b) in WANT.items()}
     try:
-        time.sleep(1.5)  # carbon is down: pyulogd queues the first dumps
+        wait_for(lambda: daemon.poll() is not None or "initialization finished" in (log.read_text() if
+                 log.exists() else ""), 30, "pyulogd to start")  # fmt: skip
         assert daemon.poll() is None
+        # Carbon is down: pyulogd keeps the dumps of the first traffic in its queue.
         traffic(ns)
-        time.sleep(1.2)
+        dumps_after_now(control)
+        assert counters(control).get("graphite.g1.sent", 0) == 0
         carbon = start_carbon(ns, cdir)
-        time.sleep(3)
+        # Every line of the first traffic stored before Carbon goes: what it may lose in
+        # flight at its stop is then dumps of zeros, which change no sum.
+        wait_for(lambda: whisper_totals(cdir) == once, 60, f"Carbon to store {once}")
         stop_carbon(carbon)  # restart in the middle
-        traffic(ns)  # counted while carbon is away
-        time.sleep(1.5)
+        carbon = None
+        traffic(ns)  # counted while Carbon is away
+        dumps_after_now(control)
         carbon = start_carbon(ns, cdir)
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            got = {name: (whisper_sum(cdir, f"pyu.fw.{name}.pkts"), whisper_sum(cdir, f"pyu.fw.{name}.bytes"))
-                   for name in WANT}  # fmt: skip
-            if got == {n: (2 * p, 2 * b) for n, (p, b) in WANT.items()}:
-                break
-            time.sleep(0.5)
-        assert got == {n: (2 * p, 2 * b) for n, (p, b) in WANT.items()}
+        wait_for(lambda: whisper_totals(cdir) == twice, 60, f"Carbon to store {twice}")
+        got = counters(control)
+        assert got.get("nfacct.acct1.dumps_incomplete", 0) == 0, got
     finally:
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=15)
         if carbon is not None:
             stop_carbon(carbon)
-    log = (tmp_path / "ulogd.log").read_text()
+    text = log.read_text()
     assert daemon.returncode == 0, err
-    assert "graphite.g1.send_failures" not in log, log
+    assert "graphite.g1.send_failures" not in text, text
     assert os.path.exists(cdir / "whisper" / "pyu" / "fw" / "pyu_idle" / "pkts.wsp")

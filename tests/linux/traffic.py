@@ -9,7 +9,10 @@ Addresses are those of bench/netns-lab.sh (gbA 10.201.0.1 / fd00:201::1,
 gbB 10.201.0.2 / fd00:201::2).  Every client socket binds a fixed source port
 and ICMP echo uses a fixed id/sequence/payload, so that run-to-run differences
 are limited to what the kernel randomises (IP ids, TCP sequence numbers and
-timestamp options, times).  Steps run in this order, 0.15 s apart:
+timestamp options, times).  One change from the golden copy: the TCP echo server never
+lets a socket change hands while packets can reach it (TCP_DEFER_ACCEPT; shutdown, then
+close once the connection is over), so that every log statement sees the same UID=/GID=
+on a packet (serve_tcp says why).  Steps run in this order, 0.15 s apart:
 
   icmp4-echo    ICMP echo request id 0x6201 seq 1, 32-byte payload (raw socket)
   icmp6-echo    ICMPv6 echo request id 0x6201 seq 1, same payload
@@ -54,6 +57,15 @@ def serve_tcp(fam, addr, stop):
     if fam == socket.AF_INET6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind((addr, TCP_PORT))
+    # Each packet is logged by several log statements (one NFLOG group per daemon), and the
+    # kernel reads the socket's owner (UID=/GID=) anew for each. A packet that reaches the
+    # socket while accept() grafts it to its file, or while close() orphans it, can carry
+    # the owner in one copy and not in the next. So the socket never changes hands while
+    # packets can reach it: with TCP_DEFER_ACCEPT the connection is made by the client's
+    # first data, after the log statements (no owner in any copy), and accept() returns
+    # only then; the server closes only once the connection is over (shutdown, then the
+    # client's last ACK seen: state CLOSE), with the socket still its own.
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
     s.listen(16)
     s.settimeout(0.2)
     while not stop.is_set():
@@ -67,9 +79,21 @@ def serve_tcp(fam, addr, stop):
             c.sendall(data)
             while c.recv(1000):
                 pass
+            c.shutdown(socket.SHUT_WR)
+            wait_closed(c, time.monotonic() + 3)
         except OSError:
             pass
         c.close()
+
+
+TCP_CLOSE = 7  # tcp_info.tcpi_state: the peer acknowledged our FIN (LAST_ACK -> CLOSE)
+
+
+def wait_closed(c, deadline):
+    while time.monotonic() < deadline:
+        if c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE:
+            return
+        time.sleep(0.005)
 
 
 def serve_udp(fam, addr, stop):

@@ -14,6 +14,17 @@ apt-get install -y -qq "$deb" >/root/apt.log 2>&1 || { cat /root/apt.log; exit 1
 apt-get install -y -qq --no-install-recommends systemd iproute2 nftables >>/root/apt.log 2>&1 \
     || { cat /root/apt.log; exit 1; }
 dpkg -L pyulogd | sort >/root/files.txt
+# Beside Debian's ulogd2 (docs/operations.md, "Moving from ulogd2"): both install, and no
+# file, command, unit or configuration belongs to both.
+if apt-get install -y -qq --no-install-recommends ulogd2 >>/root/apt.log 2>&1; then
+    shared=$(comm -12 <(dpkg -L pyulogd | sort | while read -r f; do [ -d "$f" ] || echo "$f"; done) \
+                      <(dpkg -L ulogd2 | sort | while read -r f; do [ -d "$f" ] || echo "$f"; done) | tr '\n' ' ')
+    say ulogd2_beside "$(dpkg-query -W -f='${Status}' ulogd2 pyulogd | tr -s ' ')"
+    say ulogd2_shared_files "${shared:-none}"
+    say ulogd2_units "$(ls /lib/systemd/system | grep -E '^(pyulogd|ulogd)' | tr '\n' ' ')"
+else
+    say ulogd2_beside "install failed: $(tail -n 3 /root/apt.log | tr '\n' ' ')"
+fi
 
 say user "$(getent passwd pyulogd | cut -d: -f1,6,7)"
 say user_is_system "$([ "$(id -u pyulogd)" -lt 1000 ] && echo yes || echo no)"
@@ -21,11 +32,11 @@ for d in /var/log/pyulogd /var/lib/pyulogd /etc/pyulogd/pyulogd.conf; do
     say "stat:$d" "$(stat -c '%U:%G:%a' "$d")"
 done
 say conffile "$(dpkg-query -W -f='${Conffiles}' pyulogd | awk '{print $1}' | tr '\n' ' ')"
-for c in pyulogd pyulogd-netns-wrapper pyulogd-unixsock-send pyulogdctl; do
+for c in pyulogd pyulogd-netns-wrapper pyulogd-unixsock-send pyulogdctl pyulogd-audit; do
     say "cmd:$c" "$(command -v "$c" || echo none)"
 done
 say version "$(pyulogd -V | head -n 1)"
-# The unit's ExecStartPre, as the unit's user (the daemon side of issue 13 adds --check-config).
+# The unit's ExecStartPre, as the unit's user.
 if setpriv --reuid=pyulogd --regid=pyulogd --init-groups --no-new-privs \
         /usr/bin/pyulogd --check-config /etc/pyulogd/pyulogd.conf >/root/check.out 2>&1; then
     say check_config ok

@@ -24,10 +24,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-# The daemon side of issue 13 (pyulogd --check-config, pyulogdctl) is another branch: the
-# checks that need it run once it is in the tree.
-HAS_CHECK_CONFIG = "--check-config" in (ROOT / "src" / "pyulogd" / "daemon" / "cli.py").read_text()
-HAS_CTL = "pyulogdctl" in (ROOT / "pyproject.toml").read_text()
 
 
 def _why_skip() -> str | None:
@@ -91,11 +87,17 @@ def test_installs_user_directories_and_commands(chroot_run: dict[str, str]) -> N
     assert c["stat:/var/lib/pyulogd"] == "pyulogd:pyulogd:750"
     assert c["stat:/etc/pyulogd/pyulogd.conf"] == "root:root:644"
     assert set(c["conffile"].split()) == {"/etc/logrotate.d/pyulogd", "/etc/pyulogd/pyulogd.conf"}
-    for cmd in ("pyulogd", "pyulogd-netns-wrapper", "pyulogd-unixsock-send"):
+    for cmd in ("pyulogd", "pyulogd-netns-wrapper", "pyulogd-unixsock-send", "pyulogdctl", "pyulogd-audit"):
         assert c[f"cmd:{cmd}"] == f"/usr/bin/{cmd}"
-    assert c["cmd:pyulogdctl"] == ("/usr/bin/pyulogdctl" if HAS_CTL else "none")
     assert c["version"].startswith("pyulogd Version ")
     assert c["logrotate_conf"] == "ok"
+
+
+def test_installs_beside_debians_ulogd2(chroot_run: dict[str, str]) -> None:
+    c = chroot_run
+    assert c["ulogd2_beside"] == "install ok installedinstall ok installed", c["ulogd2_beside"]
+    assert c["ulogd2_shared_files"] == "none"
+    assert {"pyulogd.service", "ulogd2.service"} <= set(c["ulogd2_units"].split()), c["ulogd2_units"]
 
 
 def test_installed_config_logs_every_packet_as_the_unit_runs_it(chroot_run: dict[str, str]) -> None:
@@ -113,8 +115,6 @@ def test_installed_config_logs_every_packet_as_the_unit_runs_it(chroot_run: dict
     assert int(c["daemon_log"]) > 0
 
 
-@pytest.mark.skipif(not HAS_CHECK_CONFIG, reason="pyulogd --check-config (the unit's ExecStartPre) is the daemon "
-                    "side of issue 13, on its own branch: runs once merged")  # fmt: skip
 def test_unit_start_check_passes_as_the_units_user(chroot_run: dict[str, str]) -> None:
     assert chroot_run["check_config"] == "ok"
 

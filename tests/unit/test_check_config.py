@@ -378,3 +378,14 @@ def test_every_path_option_is_checked_or_says_why_not() -> None:
     known = set(check.PATH_OPTIONS) | set(check.NOT_CHECKED)
     missing = {(n, o) for n, o in paths if (n, o) not in known and ("*", o) not in known}
     assert not missing, f"path options daemon/check.py does not know: {sorted(missing)}"
+
+
+def test_what_a_plugin_refuses_when_made_is_located_at_its_stack(tmp_path: Path) -> None:
+    """A plugin's constructor that refuses an option value (NATSIN's keys_from naming no
+    plugin; the config fuzzer found it said neither file nor line) is reported at its stack."""
+    conf = tmp_path / "natsin.conf"
+    conf.write_text(f'[global]\nlogfile="{tmp_path}/d.log"\nstack=in1:NATSIN,j1:JSON\n\n'
+                    f'[in1]\nkeys_from="FILE"\n\n[j1]\nfile="{tmp_path}/o.json"\n')
+    code, errors, _ = run_check(conf)
+    assert code != 0
+    assert any(e.startswith(f"{conf}:3: ") and "keys_from" in e for e in errors), errors

@@ -215,6 +215,30 @@ def test_extra_map_is_built_only_when_a_stack_reads_it(tmp_path: Path) -> None:
         stop_stack(stack2)
 
 
+def test_extra_0_leaves_the_map_out_of_json_and_nothing_else(tmp_path: Path) -> None:
+    """extra=0: JSON reads ipfix.extra, yet no map is built and the lines lack only that key."""
+    ctx, _clock = fake_context(wall=T0)
+    texts = {}
+    for extra in (1, 0):
+        out = tmp_path / f"extra{extra}.json"
+        stack = make_stack([(IpfixinInput, {"port": 0, "extra": str(extra)}), Ip2strFilter,
+                            (JsonOutput, {"file": str(out)})], ctx)  # fmt: skip
+        src = stack.source
+        try:
+            assert isinstance(src, IpfixinInput) and src.collector is not None
+            assert src.collector.extra is bool(extra)
+            for line in (VECTORS / "softflowd-replay" / "biflow_ms" / "biflow_ms.hexlog").read_text().splitlines():
+                src.feed(bytes.fromhex(line.split()[3]))
+        finally:
+            stop_stack(stack)
+        texts[extra] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(texts[1]) == len(texts[0]) == 13
+    assert all("ipfix.extra" in obj for obj in texts[1])
+    assert [{k: v for k, v in obj.items() if k not in ("ipfix.extra", "timestamp")} for obj in texts[1]] == [
+        {k: v for k, v in obj.items() if k != "timestamp"} for obj in texts[0]
+    ]
+
+
 # -- the stacks written for NFCT
 
 

@@ -650,9 +650,11 @@ def test_slow_peer_does_not_block(tmp_path: Path) -> None:
 
 # -- MAP values (IPFIXIN's ipfix.extra): the writer made per key sequence against the plain one
 _MAP_KEYS = ["ipVersion", "interfaceDescription", "a b", 'q"uote', "back\\slash", "\\u0041", "é", "ctl\x01", "\udcff",
-             "x" * 300]  # fmt: skip
+             "x" * 300, "{brace}", "it's", "}{", "\u2028", "\x7f"]  # fmt: skip
 _MAP_VALUES = st.one_of(
     st.integers(-(2**70), 2**70), st.sampled_from([0, 1, 2**63, True, False, None, 1.5, float("nan"), b"\x01"]),
+    # the writer's table of small numbers and its edges
+    st.integers(-70000, 70000), st.sampled_from([-1, 65535, 65536, -65536, -65537]),
     st.sampled_from(["", "eth0", "tab\there", "\x1b[31m", "\\u0000", "é", "\udcfe", "a" * 300, '"']),
     st.text(max_size=8),
     st.lists(st.one_of(st.integers(0, 2**64),

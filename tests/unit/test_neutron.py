@@ -382,6 +382,22 @@ def test_sighup_reads_the_mapping_again_and_keeps_it_when_bad(mapping: Path) -> 
     rig.stop()
 
 
+class PktNoDevices(Pkt):
+    """NFLOG without IFINDEX: interface names never reach the filter."""
+
+    name = "PKTNODEV"
+    output_keys = tuple(k for k in Pkt.output_keys if k.name not in ("oob.in", "oob.out"))
+
+
+@pytest.mark.parametrize(("source", "said"), [(PktNoDevices, True), (Pkt, False), (Flow, False)])
+def test_a_packet_stack_without_device_names_is_told_at_start(source: type[Source], said: bool) -> None:
+    rig = Rig(source, {})
+    try:
+        assert ("put IFINDEX before NEUTRON" in rig.log.getvalue()) is said, rig.log.getvalue()
+    finally:
+        rig.stop()
+
+
 def test_a_bad_mapping_file_refuses_the_start(tmp_path: Path) -> None:
     bad = tmp_path / "ports.csv"
     bad.write_text(f"id,fixed_ips\n{QR},10.0.0.1\n{QG},10.0.0.1;oops\n")

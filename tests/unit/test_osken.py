@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, find, given, settings
 from hypothesis import strategies as st
 
 from pyulogd.codec import osken
@@ -312,6 +312,10 @@ def test_golden_packets() -> None:
     assert {"tcp", "udp", "icmp", "icmpv6"} <= kinds
 
 
+NAMES = {"ethernet(", "arp(", "ipv4(", "ipv6(", "tcp(", "udp(", "icmp(", "icmpv6(", "echo(", "nd_neighbor(",
+         "nd_router_advert(", "TCPOption", "hop_opts(", "fragment("}
+
+
 def test_covers_every_required_kind() -> None:
     """The generator reaches every header the issue names (so the comparisons above mean it)."""
     seen: set[str] = set()
@@ -320,13 +324,18 @@ def test_covers_every_required_kind() -> None:
     @given(frames())
     def collect(f: tuple[int, bytes]) -> None:
         text = osken_frame(MAC + struct.pack("!H", f[0]) + f[1]) or ""
-        for name in ("ethernet(", "arp(", "ipv4(", "ipv6(", "tcp(", "udp(", "icmp(", "icmpv6(", "echo(",
-                     "nd_neighbor(", "nd_router_advert(", "TCPOption", "hop_opts(", "fragment("):
+        for name in NAMES:
             if name in text:
                 seen.add(name)
 
     collect()
-    assert len(seen) == 14, " ".join(sorted(seen))
+    # A rare header (ND neighbour messages: about 1 in 250 frames) may be missed by that
+    # fixed sample; look for it on purpose (find() stops at the first frame that has it).
+    for name in NAMES - seen:
+        find(frames(), lambda f, name=name: name in (osken_frame(MAC + struct.pack("!H", f[0]) + f[1]) or ""),
+             settings=settings(max_examples=20000, database=None, deadline=None))
+        seen.add(name)
+    assert seen == NAMES
 
 
 @settings(max_examples=3000, deadline=None)

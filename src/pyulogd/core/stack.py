@@ -215,7 +215,12 @@ def build_stack(
         values = option_values(
             cls.options, cfg.section(inst_id), cfg, inst_id, name, warn=ctx.log.notice
         )
-        instances.append(cls(ctx, inst_id, values))
+        try:
+            instances.append(cls(ctx, inst_id, values))
+        except ConfigError as e:  # what a plugin refuses when it is made is located at its stack
+            if e.file is not None:
+                raise
+            raise ConfigError(e.reason, path, line) from None
 
     new_source = tokens[0][0] not in sources
     stack = wire(ctx, instances, spec=spec, path=path, line=line)

@@ -273,6 +273,12 @@ class NeutronFilter(Filter):
         c = self.config
         log = self.ctx.log
         self._started = True
+        if self._s_prefix and not (self._s_in or self._s_out):
+            # NFLOG gives interface indexes only: without IFINDEX every packet stays unresolved
+            # (and RATELIMIT's neutron preset puts every port under one key). Not refused: the
+            # namespace's router and network ids still come.
+            log.notice(f"NEUTRON '{self.id}': nothing before it gives oob.in/oob.out (put IFINDEX before "
+                       "NEUTRON in this stack): packets cannot be resolved to their port, network and project")
         if c["ovsdb"]:
             self.ovsdb = OvsdbMonitor(self.ctx, socket_path(c["ovsdb"]), self._ovsdb_changed, f"NEUTRON '{self.id}'",
                                       f"neutron.{self.id}", cap=c["reconnect_max"])  # fmt: skip

@@ -107,6 +107,9 @@ OPTIONS = tuple(Option(name, kind, default, extra=True, help=text) for name, kin
      "too, with ipfix.options=1"),
     ("strict_sequence", Bool(), 0, "1: count sequence gaps strictly as RFC 7011 (per domain, records before "
      "the message) instead of recognising Open vSwitch's and softflowd's ways"),
+    ("extra", Bool(), 1, "0: leave ipfix.extra (every element no other key takes) out of the records, by "
+     "choice: no map is built or written; through JSON an Open vSwitch record then costs about 40 % less "
+     "(bench/results/ipfix.md, run E)"),
 ))  # fmt: skip
 
 
@@ -181,8 +184,8 @@ class IpfixinInput(NetnsSource):
 
         return Collector(udp=c["proto"] == "udp", template_timeout=c["template_timeout"],
                          max_templates=c["max_templates"], hold_bytes=c["hold_buffer"],
-                         emit_options=c["emit_options"], extra=self._extra_used(), quirks=not c["strict_sequence"],
-                         count=count, event=self._event)  # fmt: skip
+                         emit_options=c["emit_options"], extra=c["extra"] and self._extra_used(),
+                         quirks=not c["strict_sequence"], count=count, event=self._event)  # fmt: skip
 
     def _extra_used(self) -> bool:
         """Whether any stack reads ``ipfix.extra`` (JSON does): building the map is most of the
