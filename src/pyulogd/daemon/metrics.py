@@ -199,6 +199,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     # -- the daemon
     Family("pyulogd_log_lines_lost_total", "counter",
            "Lines of the daemon's own log that could not be written anywhere.", (), loss=True),
+    Family("pyulogd_audit_records_total", "counter",
+           "Audit records (loss records, heartbeats: docs/loss.md) the outputs took.", ()),
+    Family("pyulogd_audit_errors_total", "counter",
+           "Audit records an output failed to render (a bug, logged).", ()),
     Family("pyulogd_notify_errors_total", "counter",
            "systemd notify messages (READY, STATUS, WATCHDOG) that could not be sent.", ()),
     Family("pyulogd_endpoint_requests_total", "counter",
@@ -390,6 +394,8 @@ PLUGIN_COUNTERS["IPFIXIN"] = {
 DAEMON_COUNTERS: dict[str, To] = {
     "log.lines_lost": _c("pyulogd_log_lines_lost_total"),
     "notify.send_errors": _c("pyulogd_notify_errors_total"),
+    "audit.records": _c("pyulogd_audit_records_total"),
+    "audit.errors": _c("pyulogd_audit_errors_total"),
     "netns.inotify_overflows": _c("pyulogd_netns_inotify_overflows_total"),
     "ifindex.unknown": _c("pyulogd_ifindex_unknown_total"),
     "ifindex.netns_unresolved": _c("pyulogd_ifindex_netns_unresolved_total"),

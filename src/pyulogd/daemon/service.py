@@ -10,17 +10,25 @@ from pyulogd.core import registry
 from pyulogd.core.config import ConfigFile, Entry, parse_file, parse_int
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.loss import LOSS_MODES, AuditTrail
+from pyulogd.core.options import Choice, Duration, OptionKind
 from pyulogd.core.plugin import Plugin, Sink, Source
 from pyulogd.core.stack import Stack, build_stack
 from pyulogd.daemon.ops import OPS_KEYS, OpsSettings, check_log_destination
 from pyulogd.io.loop import Loop
 
-GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg", *OPS_KEYS)
+# The audit trail's keys (core/loss.py): which outputs get loss records, and the heartbeat.
+AUDIT_OPTIONS: dict[str, OptionKind[Any]] = {
+    "loss_records": Choice(*LOSS_MODES, what="loss_records value (auto: pyulogd's own formats, 1: every "
+                           "output with a form for them, 0: none)"),
+    "heartbeat": Duration(0.0, 86400.0),
+}
+GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg", *AUDIT_OPTIONS, *OPS_KEYS)
 # pyulogd's switches in [global]: 1 (the default) or 0, which turns the speed-up off as the
 # command line's --no-<key> does (either one turning it off is enough).
 SWITCHES = ("fusion", "recvmmsg")
 # Keys that may appear once (plugin= and stack= lines repeat).
-SINGLE_KEYS = ("logfile", "loglevel", *SWITCHES, *OPS_KEYS)
+SINGLE_KEYS = ("logfile", "loglevel", *SWITCHES, *AUDIT_OPTIONS, *OPS_KEYS)
 
 
 class Service:
@@ -35,6 +43,10 @@ class Service:
         # [global] metrics=, control_socket= (daemon/ops.py)
         self.ops = OpsSettings()
         self.config: ConfigFile | None = None
+        # [global] loss_records= and heartbeat= (core/loss.py), and the trail once started.
+        self.loss_records = "auto"
+        self.heartbeat = 0.0
+        self.trail: AuditTrail | None = None
 
     # -- configuration
     def load(self, errors: list[ConfigError] | None = None) -> None:
@@ -134,6 +146,15 @@ class Service:
                 self.ctx.fusion = False
             elif e.value == "0":
                 self.ctx.recvmmsg = False
+        elif e.key in AUDIT_OPTIONS:
+            try:
+                value = AUDIT_OPTIONS[e.key].parse(e.value)
+            except ValueError as err:
+                raise ConfigError(f"{e.key}: {err}", cfg.path, e.line) from None
+            if e.key == "heartbeat":
+                self.heartbeat = float(value)
+            else:
+                self.loss_records = str(value)
         elif e.key in OPS_KEYS:
             try:
                 self.ops.set(e.key, e.value, e.line)
@@ -163,6 +184,8 @@ class Service:
                 if isinstance(inst, Sink):
                     self.sinks.append(inst)
         self.ctx.loop.after_batch.append(self.flush)
+        self.trail = AuditTrail(self.ctx, self.stacks, mode=self.loss_records, heartbeat=self.heartbeat)
+        self.trail.start()
         # Everything built so far (modules, plugins, caches) lives as long as the daemon: out of
         # the cyclic collector's sight, a full collection no longer walks it (a pause of several
         # milliseconds at high rates, when the socket buffer has little room to spare).
@@ -212,7 +235,15 @@ class Service:
 
     def stop(self) -> None:
         """Flush and stop every started instance, outputs last so queued records get out."""
+        trail, self.trail = self.trail, None
         for inst in sorted(self.started, key=lambda i: isinstance(i, Sink)):
+            if trail is not None and isinstance(inst, Sink):
+                # Inputs are stopped: the last losses go into the outputs before they close.
+                try:
+                    trail.stop()
+                except Exception as e:
+                    self.ctx.log.error(f"writing the last loss records failed: {e}")
+                trail = None
             try:
                 inst.stop()
             except Exception as e:

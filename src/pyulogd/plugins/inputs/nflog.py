@@ -309,6 +309,10 @@ class NflogInput(NetnsSource):
         stats, log = self.ctx.stats, self.ctx.log
         stats.incr(self.stat["enobufs"])
         total = stats.get(self.stat["enobufs"])
+        if not self.config["seq_local"]:
+            # Without sequence numbers the overrun is all there is to report (a lower bound:
+            # at least one record); with them the gap it leaves is reported, exactly, instead.
+            self.ctx.losses.report(self, 1, "enobufs", self.ctx.clock.wall())
         maxsize = self.config["netlink_socket_buffer_maxsize"]
         if maxsize and not self._at_max:
             ask = min(self._rcvbuf_asked * 2, maxsize)
@@ -361,6 +365,7 @@ class NflogInput(NetnsSource):
         if gaps:
             stats.incr(self.stat["seq_gaps"], gaps)
             stats.incr(self.stat["seq_lost"], lost)
+            self.ctx.losses.report(self, lost, "seq_gap", now)  # the loss record (core/loss.py)
             n = self._burst["seq"].due(now, lost)
             if n:
                 self.ctx.log.notice(f"NFLOG '{self.id}': {n} event(s) missing (gaps in oob.seq.local), "

@@ -30,6 +30,7 @@ from pyulogd.audit.dburl import DbError, DbUrl, connect, parse
 from pyulogd.audit.rows import compile_rows
 from pyulogd.audit.verify import row_bytes
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.loss import A_COUNT
 from pyulogd.core.options import Bool, Duration, Int, Str
 from pyulogd.core.plugin import Option
 from pyulogd.db import mysql, pgsql
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 
 class AuditDbOutput(SqlOutput):
+    audit_default = True  # pyulogd's own schema: loss records unless loss_records=0
     name = "AUDITDB"
     description = "Rows into pyulogd's audit table (SQLite, PostgreSQL, MySQL) for pyulogd-audit"
     options = (
@@ -66,6 +68,7 @@ class AuditDbOutput(SqlOutput):
         self.url: DbUrl | None = None
         self.chain: Chain | None = None
         self._rows_build: Callable[[list[Any], int], tuple[Any, ...]] | None = None
+        self._audit_build: Callable[[list[Any], int], tuple[Any, ...]] | None = None
         self._received = -1
 
     # -- set-up
@@ -192,6 +195,12 @@ class AuditDbOutput(SqlOutput):
                 slots[key.name] = slot
         self._rows_build = compile_rows(slots, self.ctx.hostname, oob_time_is_kernel="sum.name" not in slots,
                                         seed=self.config["community_id_seed"])
+        # Loss records: the same row, read with the audit keys (kind "loss", core/loss.py).
+        akeys, aslots = self.audit_keys()
+        aslots_by_name = {k.name: s for k, s in zip(akeys, aslots, strict=True) if s}
+        self._audit_build = compile_rows(aslots_by_name, self.ctx.hostname,
+                                         oob_time_is_kernel="sum.name" not in slots,
+                                         seed=self.config["community_id_seed"])
         self.keys = list(schema.NAMES)
         if self.writer_sink is not None:
             self.writer_sink.names = schema.NAMES
@@ -209,6 +218,19 @@ class AuditDbOutput(SqlOutput):
             return row + (None, None)
         tag = chain.link(row_bytes(row))
         return row + (chain.seq, tag)
+
+    def render_audit(self, rec: list[Any]) -> tuple[Any, ...] | None:
+        """A loss record as a row of kind ``loss`` (loss_count, loss_reason, start, end); the
+        schema has no kind for a heartbeat (None)."""
+        build = self._audit_build
+        if rec[self.audit_base + A_COUNT] is None or build is None:
+            return None
+        rows_build = self._rows_build
+        self._rows_build = build
+        try:
+            return self.render(rec)
+        finally:
+            self._rows_build = rows_build
 
     def flush(self) -> None:
         self._received = -1
