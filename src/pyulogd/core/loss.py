@@ -174,7 +174,8 @@ class AuditTrail:
         self._hb_timer: TimerHandle | None = None
         self._outputs: list[_OutputWatch] = []
         self.records = 0  # audit records outputs took
-        self._sent: dict[int, int] = {}  # the same per output (id of the sink)
+        self._sent: dict[int, int] = {}  # the same per output (id of the sink), since its last heartbeat
+        self._taken: dict[int, int] = {}  # the same per output, in all
         for stack in stacks:
             sink = stack.sink
             sink.audit_records = mode == "1" or (mode == "auto" and sink.audit_default)
@@ -266,11 +267,16 @@ class AuditTrail:
             if sink.audit(rec):
                 self.records += 1
                 self._sent[id(sink)] = self._sent.get(id(sink), 0) + 1
+                self._taken[id(sink)] = self._taken.get(id(sink), 0) + 1
                 self.ctx.stats.incr("audit.records")
         except Exception as e:  # an output's bug must not stop the others' audit records
             self.ctx.stats.incr("audit.errors")
             self.ctx.log.error(f"{sink.name} '{sink.id}': writing an audit record failed: "
                                f"{type(e).__name__}: {e}")
+
+    def taken(self, sink: Sink) -> int:
+        """Audit records ``sink`` took (they are in its received count, with the records)."""
+        return self._taken.get(id(sink), 0)
 
     # -- heartbeat
     def beat(self) -> None:

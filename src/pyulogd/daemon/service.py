@@ -16,6 +16,7 @@ from pyulogd.core.plugin import Plugin, Sink, Source
 from pyulogd.core.stack import Stack, build_stack
 from pyulogd.daemon.ops import OPS_KEYS, OpsSettings, check_log_destination
 from pyulogd.io.loop import Loop
+from pyulogd.io.output import Output
 
 # The audit trail's keys (core/loss.py): which outputs get loss records, and the heartbeat.
 AUDIT_OPTIONS: dict[str, OptionKind[Any]] = {
@@ -235,15 +236,15 @@ class Service:
 
     def stop(self) -> None:
         """Flush and stop every started instance, outputs last so queued records get out."""
-        trail, self.trail = self.trail, None
+        pending = self.trail
         for inst in sorted(self.started, key=lambda i: isinstance(i, Sink)):
-            if trail is not None and isinstance(inst, Sink):
+            if pending is not None and isinstance(inst, Sink):
                 # Inputs are stopped: the last losses go into the outputs before they close.
                 try:
-                    trail.stop()
+                    pending.stop()
                 except Exception as e:
                     self.ctx.log.error(f"writing the last loss records failed: {e}")
-                trail = None
+                pending = None
             try:
                 inst.stop()
             except Exception as e:
@@ -251,3 +252,12 @@ class Service:
         stats: dict[str, Any] = self.ctx.stats.snapshot()
         if stats:
             self.ctx.log.notice("counters at exit: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+        for sink in self.sinks:
+            if isinstance(sink, Output):
+                # What each output did with its records (received = written + dropped + what is
+                # still on its way), one line per output: the fault matrix reads these.
+                counts = sink.counters.snapshot()
+                if self.trail is not None:
+                    counts["audit"] = self.trail.taken(sink)
+                self.ctx.log.notice(f"output {sink.name} '{sink.id}' at exit: "
+                                    + ", ".join(f"{k}={v}" for k, v in counts.items()))
