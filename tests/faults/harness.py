@@ -323,6 +323,7 @@ class Row:
     causes: dict[str, int] = field(default_factory=dict)
     verdict: str = "?"
     notes: list[str] = field(default_factory=list)
+    saved: bool = False
 
     def table_line(self) -> str:
         return (f"| {self.fault} | {self.output} | {self.logged} | {self.kernel_lost + self.unnumbered} | "
@@ -331,6 +332,9 @@ class Row:
                 f"{self.verdict} |")
 
     def save(self) -> None:
+        if self.saved:
+            return
+        self.saved = True
         if RESULTS:
             with open(RESULTS, "a") as f:
                 f.write(json.dumps(self.__dict__, sort_keys=True) + "\n")

@@ -69,8 +69,11 @@ def ns() -> Iterator[FaultNs]:
         n.delete()
 
 
-def config(tmp: Path, ns: FaultNs, output: str, log: Path | None = None, nflog: str = "") -> str:
-    """The daemon's config: the witness stack and ``output`` (its stack= line then its section)."""
+def config(tmp: Path, ns: FaultNs, output: str, log: Path | None = None,
+           nflog: str = "netlink_socket_buffer_size=8388608") -> str:
+    """The daemon's config: the witness stack and ``output`` (its stack= line then its section).
+    ``nflog``: more of NFLOG's section; by default a receive buffer (8 MiB) that holds every
+    burst of these tests, so that only the rows about the kernel's losses have any."""
     stack, section = output.split("\n", 1)
     return f"""[global]
 logfile="{log or tmp / 'daemon.log'}"
@@ -120,9 +123,20 @@ def settled(tmp: Path, ns: FaultNs, oid: str, kernel_exact: bool = True) -> bool
     for out in doc["outputs"]:
         if out["id"] in (oid, "witness"):
             dropped = sum(v for k, v in out.items() if k.startswith("dropped."))
-            if out["received"] != out["written"] + dropped:
+            if out["received"] > out["written"] + dropped:  # (more: counters that overlap, a failure)
                 return False
     return True
+
+
+def wait_settled(tmp: Path, ns: FaultNs, oid: str, timeout: float, what: str, kernel_exact: bool = True) -> None:
+    """Until :func:`settled`; on a timeout the assertion shows the counters as they are."""
+    try:
+        wait_for(lambda: settled(tmp, ns, oid, kernel_exact), timeout, what)
+    except AssertionError:
+        doc = status(tmp)
+        nflog = {k: v for k, v in doc["counters"].items() if k.startswith("nflog.")}
+        raise AssertionError(f"timed out waiting for {what}: logged {ns.logged()}, {nflog}, "
+                             f"outputs {doc['outputs']}") from None
 
 
 def witness(tmp: Path) -> int:
@@ -132,7 +146,8 @@ def witness(tmp: Path) -> int:
 def account(row: Row, daemon: FaultDaemon, oid: str, prefix: str, ns: FaultNs, *,
             data_at_dest: int, audit_at_dest: int | None = None, losses_at_dest: int | None = None,
             audit: list[dict[str, Any]] | None = None) -> None:
-    """Fill ``row`` from the daemon's clean exits and check that it adds up (module docstring)."""
+    """Fill ``row`` from the daemon's clean exits and check that it adds up (module docstring).
+    A row that does not add up is saved with what failed as its verdict, then fails."""
     row.logged = ns.logged()
     exits = daemon.exits()
     assert exits, daemon.text()[-3000:]
@@ -140,34 +155,40 @@ def account(row: Row, daemon: FaultDaemon, oid: str, prefix: str, ns: FaultNs, *
         from_run(row, stats, outs.get(oid, {}), prefix)
     packets = sum(s.get("nflog.log1.packets", 0) for s, _ in exits)
     row.at_destination = data_at_dest
-    taken = row.audit
+    if losses_at_dest is not None:
+        row.loss_recorded = losses_at_dest
     # The kernel's losses: every record logged was read or is a counted gap, except those the
     # kernel dropped without numbering them (a reader stopped for long, kernel 6.18): for those
     # the trail must hold an "enobufs" loss record (how many is a lower bound).
     row.unnumbered = row.logged - packets - row.kernel_lost
-    assert row.unnumbered >= 0, (row, packets)
-    if row.unnumbered:
-        assert audit is not None and any("enobufs" in a.get("audit.loss.reason", "") for a in audit), row
+    if audit is not None:
         row.enobufs = sum(a["audit.loss.count"] for a in audit if a.get("audit.loss.reason") == "enobufs")
-    # Every record read reached the output (audit records are the daemon's own).
-    assert row.received - taken == packets, row
-    # The output's losses, exactly: received = written + dropped (nothing left in flight at exit).
-    assert row.received == row.written + row.dropped, row
-    # What was counted written is at the destination.
-    if audit_at_dest is not None:
-        assert data_at_dest + audit_at_dest == row.written, row
-    else:
-        assert data_at_dest <= row.written, row  # formats without loss records: data only
-    if losses_at_dest is not None:
-        row.loss_recorded = losses_at_dest
+    checks = [
+        (row.unnumbered >= 0, f"{-row.unnumbered} more read than logged"),
+        (not row.unnumbered or row.enobufs > 0, f"{row.unnumbered} lost unnumbered and not in the trail"),
+        # Every record read reached the output (audit records are the daemon's own).
+        (row.received - row.audit == packets, f"output received {row.received - row.audit} of {packets} read"),
+        # The output's losses, exactly: received = written + dropped (nothing in flight at exit).
+        (row.received == row.written + row.dropped,
+         f"counters inexact: received {row.received} != written {row.written} + dropped {row.dropped}"),
+        # What was counted written is at the destination (formats without loss records: data only).
+        (data_at_dest + (audit_at_dest or 0) == row.written if audit_at_dest is not None else
+         data_at_dest <= row.written, f"{data_at_dest} records at the destination, {row.written} counted written"),
         # The trail says what it misses: the output's drops, the kernel's gaps, the overruns.
-        assert losses_at_dest == row.dropped + row.kernel_lost + row.enobufs, row
+        (losses_at_dest is None or losses_at_dest == row.dropped + row.kernel_lost + row.enobufs,
+         f"loss records say {losses_at_dest}, counted {row.dropped + row.kernel_lost + row.enobufs}"),
+    ]
+    failed = [why for ok, why in checks if not ok]
     lost = row.dropped + row.kernel_lost
     row.verdict = ("no loss" if lost + row.unnumbered == 0 else
                    "loss counted" + (" and in the trail" if losses_at_dest is not None else " (no trail form)"))
-    if row.unnumbered:
+    if row.unnumbered > 0:
         row.verdict = (f"{row.unnumbered} dropped unnumbered by the kernel: {row.enobufs} overrun(s) in the "
                        "trail (a lower bound)" + ("; " + row.verdict if lost else ""))
+    if failed:
+        row.verdict = "FAILS: " + "; ".join(failed)
+        row.save()
+        raise AssertionError(f"{row.verdict}: {row}")
 
 
 def run_json_file_row(tmp_path: Path, ns: FaultNs, fault: str, target: Path,
@@ -181,7 +202,7 @@ def run_json_file_row(tmp_path: Path, ns: FaultNs, fault: str, target: Path,
         during(daemon)
         ns.send(20)
         wait_for(lambda: witness(tmp_path) == 220, 30, "220 records in the witness")
-        wait_for(lambda: settled(tmp_path, ns, "out1", kernel_exact), 30, "the daemon to settle")
+        wait_settled(tmp_path, ns, "out1", 30, "the daemon to settle", kernel_exact=kernel_exact)
         assert daemon.stop() == 0
     finally:
         daemon.kill()
@@ -230,7 +251,7 @@ def test_disk_full_log(tmp_path: Path, ns: FaultNs) -> None:
             ns.send(200)
             daemon.signal(signal.SIGHUP)  # the log reopened while full, logging about it
             wait_for(lambda: witness(tmp_path) == 200, 30, "200 records in the witness")
-            wait_for(lambda: settled(tmp_path, ns, "out1"), 30, "the daemon to settle")
+            wait_settled(tmp_path, ns, "out1", 30, "the daemon to settle")
             assert daemon.stop() == 0
         finally:
             daemon.kill()
@@ -282,7 +303,7 @@ def test_disk_full_sql(tmp_path: Path, ns: FaultNs) -> None:
             os.unlink(full / "filler")
             ns.send(20)
             wait_for(lambda: witness(tmp_path) == 240, 30, "240 records in the witness")
-            wait_for(lambda: settled(tmp_path, ns, "out1"), 60, "the database to take the rows")
+            wait_settled(tmp_path, ns, "out1", 60, "the database to take the rows")
             assert daemon.stop() == 0
         finally:
             daemon.kill()
@@ -325,6 +346,8 @@ def pg_output(pg: Any, spool: Path, extra: str = "") -> str:
             f"reconnect_max=1\n{extra}")
 
 
+@pytest.mark.xfail(reason="exact counters when the spool fails (issue 12 item 6, branch wal): a batch is counted "
+                   "dropped and written, or dropped twice", strict=False)
 def test_disk_full_spool(tmp_path: Path, ns: FaultNs, pg: Any) -> None:
     with tmpfs(tmp_path / "full") as full:
         fill(full)
@@ -341,7 +364,7 @@ def test_disk_full_spool(tmp_path: Path, ns: FaultNs, pg: Any) -> None:
             pg.start()
             ns.send(20)
             wait_for(lambda: witness(tmp_path) == 340, 30, "340 records in the witness")
-            wait_for(lambda: settled(tmp_path, ns, "out1"), 60, "the database to take the rows")
+            wait_settled(tmp_path, ns, "out1", 60, "the database to take the rows")
             assert daemon.stop() == 0
         finally:
             daemon.kill()
@@ -362,7 +385,7 @@ def test_database_stopped(tmp_path: Path, ns: FaultNs, pg: Any) -> None:
             pg.start()
             n = witness(tmp_path)
             wait_for(lambda: witness(tmp_path) >= n + 100, 30, "traffic after the database came back")
-        wait_for(lambda: settled(tmp_path, ns, "out1"), 60, "the spool to drain")
+        wait_settled(tmp_path, ns, "out1", 60, "the spool to drain")
         assert daemon.stop() == 0
     finally:
         daemon.kill()
@@ -387,7 +410,7 @@ def test_database_stopped_sigkill(tmp_path: Path, ns: FaultNs, pg: Any) -> None:
             pg.start()
             n = witness(tmp_path)
             wait_for(lambda: witness(tmp_path) >= n + 100, 30, "traffic after the database came back")
-        wait_for(lambda: settled(tmp_path, ns, "out1", kernel_exact=False), 60, "the spool to drain")
+        wait_settled(tmp_path, ns, "out1", 60, "the spool to drain", kernel_exact=False)
         assert daemon.stop() == 0
     finally:
         daemon.kill()
@@ -423,7 +446,7 @@ def peer_row(tmp_path: Path, ns: FaultNs, kill: bool) -> tuple[Row, Peer, FaultD
             peer.up()
             n = witness(tmp_path)
             wait_for(lambda: witness(tmp_path) >= n + 250, 30, "traffic after the peer came back")
-        wait_for(lambda: settled(tmp_path, ns, "out1", kernel_exact=not kill), 30, "the queue to drain")
+        wait_settled(tmp_path, ns, "out1", 30, "the queue to drain", kernel_exact=not kill)
         assert daemon.stop() == 0
     finally:
         daemon.kill()
@@ -486,7 +509,7 @@ def kernel_loss_row(tmp_path: Path, ns: FaultNs, fault: str, nflog: str, load: C
         n = witness(tmp_path)
         ns.send(10)
         wait_for(lambda: witness(tmp_path) >= n + 10, 30, "the packets after the loss")
-        wait_for(lambda: settled(tmp_path, ns, "out1", kernel_exact=False), 30, "the daemon to settle")
+        wait_settled(tmp_path, ns, "out1", 30, "the daemon to settle", kernel_exact=False)
         assert daemon.stop() == 0
     finally:
         daemon.kill()
@@ -509,6 +532,7 @@ def test_sigstop(tmp_path: Path, ns: FaultNs) -> None:
             daemon.signal(signal.SIGCONT)
         assert ended
 
+    # The kernel's default receive buffer (ulogd2's default config sets none).
     row = kernel_loss_row(tmp_path, ns, f"SIGSTOP {STOP_TIME:g} s", "", stopped)
     row.save()
 
