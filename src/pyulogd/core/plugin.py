@@ -243,6 +243,17 @@ class Source(Plugin):
         self.stacks: list[Any] = []
         # Per-stack tails replacing ``stack.tail`` (parallel to ``stacks``), or None.
         self.tails: list[list[Any]] | None = None
+        # The write-ahead log's (io/wal.py), when it is on: every record this source emits
+        # and its sequence number, until the log writes them after the loop round.
+        self.wal_rows: list[list[Any]] | None = None
+        self.wal_seqs: list[int] = []
+        # The same for a source that logs what it read instead (``wal_decode``): per read,
+        # ``(now, first sequence number, records, bytes)``.
+        self.wal_raw: list[tuple[float, int, int, bytes]] | None = None
+        # Records waiting for the log's write (hold/release): (first sequence number, records).
+        self.held: list[tuple[int, list[list[Any]]]] | None = None
+        # The log's write of everything pending, when the log is on.
+        self.wal_write: Callable[[], None] | None = None
 
     def set_trailer(self, values: list[Any]) -> None:
         """Give the trailer keys these values in every event from now on."""
@@ -252,8 +263,21 @@ class Source(Plugin):
 
     def emit(self, values: list[Any]) -> None:
         """Hand one event to every stack. ``values`` is slot 0 (None) then the output keys
-        (without the trailer keys). The event gets the next sequence number (``ctx.seq``)."""
-        self.ctx.seq += 1
+        (without the trailer keys). The event gets the next sequence number (``ctx.seq``), and
+        goes to the write-ahead log when it is on (held until the log has it, see :meth:`hold`)."""
+        ctx = self.ctx
+        seq = ctx.seq = ctx.seq + 1
+        rows = self.wal_rows
+        if rows is not None:
+            rows.append(values)
+            self.wal_seqs.append(seq)
+        held = self.held
+        if held is not None:
+            held.append((seq, [values]))
+            return
+        self._run_one(values)
+
+    def _run_one(self, values: list[Any]) -> None:
         stacks = self.stacks
         tails = self.tails
         if len(stacks) == 1:  # the usual case
@@ -278,22 +302,71 @@ class Source(Plugin):
 
     def emit_all(self, records: list[list[Any]]) -> None:
         """:meth:`emit` each of ``records`` in turn (the per-event lookups done once)."""
+        ctx = self.ctx
+        seq = ctx.seq
+        rows = self.wal_rows
+        if rows is not None:
+            rows.extend(records)
+            self.wal_seqs.extend(range(seq + 1, seq + 1 + len(records)))
+        held = self.held
+        if held is not None:
+            held.append((seq + 1, records))
+            ctx.seq = seq + len(records)
+            return
+        self._run_all(records)
+
+    def _run_all(self, records: list[list[Any]]) -> None:
+        """Every record through the stacks, numbered from ``ctx.seq + 1`` on."""
         stacks = self.stacks
+        ctx = self.ctx
         if len(stacks) != 1:
-            emit = self.emit
+            run_one = self._run_one
             for values in records:
-                emit(values)
+                ctx.seq += 1
+                run_one(values)
             return
         stack = stacks[0]
         tail = stack.tail if self.tails is None else self.tails[0]
         run = stack.run
-        ctx = self.ctx
         seq = ctx.seq
         for values in records:
             seq += 1
             ctx.seq = seq
             values.extend(tail)
             run(values)
+
+    # -- the write-ahead log's side (io/wal.py)
+    def hold(self) -> None:
+        """From now until :meth:`release`, what this source emits waits: the input is reading
+        a batch from the kernel, which the write-ahead log writes (one ``write()``) before
+        any of it goes down the stacks. Nothing happens without the log."""
+        if self.wal_write is not None:
+            self.held = []
+
+    def release(self) -> None:
+        """The batch read since :meth:`hold` to the log, then through the stacks, each
+        record with its own sequence number."""
+        held = self.held
+        self.held = None
+        if not held:
+            return
+        if self.wal_write is not None:
+            self.wal_write()
+        ctx = self.ctx
+        end = ctx.seq
+        try:
+            for first, records in held:
+                ctx.seq = first - 1
+                self._run_all(records)
+        finally:
+            ctx.seq = end
+
+    def wal_decode(self, data: bytes, now: float) -> list[list[Any]] | None:
+        """For a source whose records are a function of what it read and ``now`` alone (NFLOG):
+        the records of ``data`` as :meth:`emit_all` got them (the log then keeps the bytes read,
+        which costs less than the records; replay decodes them again). None: not such a source
+        (the log keeps its records)."""
+        return None
 
 
 class Filter(Plugin):

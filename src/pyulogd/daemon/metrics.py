@@ -44,10 +44,12 @@ from pyulogd.db.output import SqlOutput
 from pyulogd.db.writer import Writer
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.sender import ReliableSender
+from pyulogd.io.sink import SinkCounters
 from pyulogd.netns.source import NetnsSource
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context, TimerHandle
+    from pyulogd.io.wal import Journal
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Labels = tuple[tuple[str, str], ...]
@@ -196,6 +198,32 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Seconds since an output last wrote: a file's modification time, or the last time "
            "its written-records counter moved (sampled every second).", _O),
     Family("pyulogd_output_file_bytes", "gauge", "Size of the file an output appends to.", _O),
+    Family("pyulogd_output_records_total", "counter",
+           "What an output did with its records, exactly (received = written + spooled + dropped + in memory; "
+           "outcome: received, written, spooled, unspooled (written later from the spool), spool_lost (refused "
+           "from the spool), replayed (of received: given back by the write-ahead log at start)); saved with "
+           "the write-ahead log's cursors, so they go on across restarts.", (*_O, "outcome")),
+    Family("pyulogd_output_dropped_records_total", "counter",
+           "Records an output lost, by cause, counted the same way for every output (part of "
+           "pyulogd_output_records_total{outcome=\"received\"}).", (*_O, "cause")),
+    Family("pyulogd_output_in_memory_records", "gauge",
+           "Records an output received and has not yet written, spooled nor dropped.", _O),
+    Family("pyulogd_output_commit_cursor", "gauge",
+           "The highest sequence number below which every record meant for the output is durable "
+           "(the write-ahead log replays what is after it at start).", _O),
+    # -- the write-ahead log
+    Family("pyulogd_wal_records_total", "counter", "Records written to the write-ahead log by this run.", ()),
+    Family("pyulogd_wal_unlogged_records_total", "counter",
+           "Records the write-ahead log could not write (a full disk): they went to the outputs unprotected.",
+           (), loss=False),
+    Family("pyulogd_wal_replay_skipped_total", "counter",
+           "Logged records not replayed at start: their input is no longer in the configuration (or reads "
+           "no longer decode to what they made).", ()),
+    Family("pyulogd_wal_bytes", "gauge", "Bytes of the write-ahead log on disk.", ()),
+    Family("pyulogd_wal_segments", "gauge", "Segment files of the write-ahead log.", ()),
+    Family("pyulogd_wal_sequence", "gauge", "The last sequence number given to a record (ctx.seq).", ()),
+    Family("pyulogd_wal_corrupt_frames_total", "counter",
+           "Torn or damaged frames of the write-ahead log found at start (a torn tail after a SIGKILL).", ()),
     # -- the daemon
     Family("pyulogd_log_lines_lost_total", "counter",
            "Lines of the daemon's own log that could not be written anywhere.", (), loss=True),
@@ -393,6 +421,8 @@ PLUGIN_COUNTERS["IPFIXIN"] = {
 # Counters of the daemon itself, by full name.
 DAEMON_COUNTERS: dict[str, To] = {
     "log.lines_lost": _c("pyulogd_log_lines_lost_total"),
+    "wal.records_unlogged": _c("pyulogd_wal_unlogged_records_total"),
+    "wal.replay_unknown": _c("pyulogd_wal_replay_skipped_total"),
     "notify.send_errors": _c("pyulogd_notify_errors_total"),
     "audit.records": _c("pyulogd_audit_records_total"),
     "audit.errors": _c("pyulogd_audit_errors_total"),
@@ -581,9 +611,10 @@ class Collector:
     TICK = 1.0
     LAG_WINDOW = 30.0  # the lag gauge is the largest of this window and the one before
 
-    def __init__(self, ctx: Context, started: list[Plugin]) -> None:
+    def __init__(self, ctx: Context, started: list[Plugin], journal: Journal | None = None) -> None:
         self.ctx = ctx
         self.started = started
+        self.journal = journal
         self.start_wall = ctx.clock.wall()
         now = self._start = ctx.clock.monotonic()
         self._moved: dict[str, tuple[int, float]] = {}  # written counter -> (value, when it moved)
@@ -651,6 +682,16 @@ class Collector:
                 col.add("pyulogd_netns_followed", labels, len(inst.children or ()))
             if not isinstance(inst, Sink):
                 continue
+            c = getattr(inst, "counters", None)
+            if isinstance(c, SinkCounters):
+                for outcome in ("received", "written", "spooled", "unspooled", "spool_lost", "replayed"):
+                    col.add("pyulogd_output_records_total", (*labels, ("outcome", outcome)), getattr(c, outcome))
+                for cause, n in sorted(c.dropped.items()):
+                    col.add("pyulogd_output_dropped_records_total", (*labels, ("cause", cause)), n)
+                col.add("pyulogd_output_in_memory_records", labels, c.in_memory())
+            journal = self.journal
+            if journal is not None and inst.id in journal.cursors:
+                col.add("pyulogd_output_commit_cursor", labels, journal.cursors[inst.id])
             fd = _file_fd(inst)
             if fd >= 0:
                 try:
@@ -674,6 +715,14 @@ class Collector:
             moved = [self._moved[n][1] for n in _written_names(inst) if n in self._moved]
             if moved:
                 col.add("pyulogd_output_last_write_age_seconds", labels, max(0.0, now - max(moved)))
+        journal = self.journal
+        if journal is not None:
+            col.add("pyulogd_wal_records_total", (), journal.records)
+            col.add("pyulogd_wal_sequence", (), self.ctx.seq)
+            if journal.file is not None:
+                col.add("pyulogd_wal_bytes", (), journal.file.bytes)
+                col.add("pyulogd_wal_segments", (), len(journal.file.segments))
+                col.add("pyulogd_wal_corrupt_frames_total", (), journal.file.corrupt)
         col.add("pyulogd_loop_lag_seconds", (), round(self.loop_lag(), 6))
         col.add("pyulogd_build_info", (("version", __version__), ("python", platform.python_version())), 1)
         _process(col, self.start_wall)

@@ -151,7 +151,7 @@ class Operations:
         self.service = service
         self.ctx = service.ctx
         self.environ = environ
-        self.collector = metrics.Collector(self.ctx, service.started)
+        self.collector = metrics.Collector(self.ctx, service.started, service.journal)
         self.notifier: Notifier | None = None
         self.endpoints: list[Endpoint] = []
         self.metrics_url: str | None = None

@@ -6,7 +6,7 @@ import gc
 import signal
 from typing import Any
 
-from pyulogd.core import registry
+from pyulogd.core import registry, safefile
 from pyulogd.core.config import ConfigFile, Entry, parse_file, parse_int
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
@@ -17,6 +17,7 @@ from pyulogd.core.stack import Stack, build_stack
 from pyulogd.daemon.ops import OPS_KEYS, OpsSettings, check_log_destination
 from pyulogd.io.loop import Loop
 from pyulogd.io.output import Output
+from pyulogd.io.wal import WAL_KEYS, WAL_OPTIONS, Journal, WalSettings
 
 # The audit trail's keys (core/loss.py): which outputs get loss records, and the heartbeat.
 AUDIT_OPTIONS: dict[str, OptionKind[Any]] = {
@@ -24,12 +25,13 @@ AUDIT_OPTIONS: dict[str, OptionKind[Any]] = {
                            "output with a form for them, 0: none)"),
     "heartbeat": Duration(0.0, 86400.0),
 }
-GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg", *AUDIT_OPTIONS, *OPS_KEYS)
+GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg", *AUDIT_OPTIONS, *OPS_KEYS,
+               *WAL_KEYS)
 # pyulogd's switches in [global]: 1 (the default) or 0, which turns the speed-up off as the
 # command line's --no-<key> does (either one turning it off is enough).
 SWITCHES = ("fusion", "recvmmsg")
 # Keys that may appear once (plugin= and stack= lines repeat).
-SINGLE_KEYS = ("logfile", "loglevel", *SWITCHES, *AUDIT_OPTIONS, *OPS_KEYS)
+SINGLE_KEYS = ("logfile", "loglevel", *SWITCHES, *AUDIT_OPTIONS, *OPS_KEYS, *WAL_KEYS)
 
 
 class Service:
@@ -48,6 +50,10 @@ class Service:
         self.loss_records = "auto"
         self.heartbeat = 0.0
         self.trail: AuditTrail | None = None
+        # [global] wal=, wal_dir=, ... node_id= (io/wal.py), typed; the journal once started.
+        self.wal_values: dict[str, Any] = {o.name: o.default for o in WAL_OPTIONS}
+        self.wal = WalSettings()
+        self.journal: Journal | None = None
 
     # -- configuration
     def load(self, errors: list[ConfigError] | None = None) -> None:
@@ -88,6 +94,8 @@ class Service:
             self.ops.check(cfg.path)
         except ConfigError as err:
             fail(err)
+        self.wal = WalSettings.from_config(self.wal_values, cfg.path)
+        self.ctx.node_id = self.wal.node_id
         # As in ulogd: without any plugin= line every plugin is available.
         allowed = loaded or None
         for spec, line in stack_lines:
@@ -156,6 +164,12 @@ class Service:
                 self.heartbeat = float(value)
             else:
                 self.loss_records = str(value)
+        elif e.key in WAL_KEYS:
+            option = next(o for o in WAL_OPTIONS if o.name == e.key)
+            try:
+                self.wal_values[e.key] = option.parse(e.value)
+            except ValueError as err:
+                raise ConfigError(f"{e.key}: {err}", cfg.path, e.line) from None
         elif e.key in OPS_KEYS:
             try:
                 self.ops.set(e.key, e.value, e.line)
@@ -173,7 +187,20 @@ class Service:
 
     # -- running
     def start(self) -> None:
-        """Start every instance, inputs first within a stack; shared inputs once."""
+        """Start every instance, inputs first within a stack; shared inputs once. With the
+        write-ahead log: open it first (the sequence numbers go on from the last run's), and
+        once every output is open, replay to each what it had not committed (io/wal.py)."""
+        if self.wal.enabled and not self.ctx.checking:
+            journal = Journal(self.ctx, self.wal)
+            # As the -u user: the log is written from the loop, which runs as the user.
+            try:
+                safefile.make_dir(self.wal.path, self.ctx.run_as, 0o700)
+            except OSError as e:
+                raise ConfigError(f"wal_dir: cannot use '{self.wal.path}': {e.strerror or e}") from None
+            with safefile.as_user(self.ctx.run_as):
+                journal.open()
+            self.journal = journal
+            journal.register_sources(list(self.sources.values()))
         seen: set[int] = set()
         for stack in self.stacks:
             for inst in stack.instances:
@@ -184,6 +211,10 @@ class Service:
                 inst.start()
                 if isinstance(inst, Sink):
                     self.sinks.append(inst)
+        if self.journal is not None:
+            self.journal.register_outputs(self.sinks)
+            self.journal.replay()
+            self.flush()
         self.ctx.loop.after_batch.append(self.flush)
         self.trail = AuditTrail(self.ctx, self.stacks, mode=self.loss_records, heartbeat=self.heartbeat)
         self.trail.start()
@@ -199,12 +230,19 @@ class Service:
             inst.running()
 
     def flush(self) -> None:
+        """After each loop round: the round's records to the write-ahead log first, then every
+        output flushes, then the outputs' cursors (and counters) are saved."""
+        journal = self.journal
+        if journal is not None:
+            journal.write_round()
         for sink in self.sinks:
             try:
                 sink.flush()
             except Exception as e:  # an output failure is counted, never fatal
                 self.ctx.stats.incr(f"output.{sink.id}.flush_errors")
                 self.ctx.log.error(f"flushing {sink.name} '{sink.id}' failed: {e}")
+        if journal is not None:
+            journal.after_flush()
 
     def install_signals(self) -> None:
         loop = self.ctx.loop
@@ -237,7 +275,10 @@ class Service:
     def stop(self) -> None:
         """Flush and stop every started instance, outputs last so queued records get out."""
         pending = self.trail
+        journal = self.journal
         for inst in sorted(self.started, key=lambda i: isinstance(i, Sink)):
+            if journal is not None and isinstance(inst, Sink):
+                journal.write_round()  # what the inputs read while stopping, before outputs get it
             if pending is not None and isinstance(inst, Sink):
                 # Inputs are stopped: the last losses go into the outputs before they close.
                 try:
@@ -249,6 +290,12 @@ class Service:
                 inst.stop()
             except Exception as e:
                 self.ctx.log.error(f"stopping {inst.name} '{inst.id}' failed: {e}")
+        if journal is not None:
+            try:
+                journal.close()
+            except Exception as e:
+                self.ctx.log.error(f"closing the write-ahead log failed: {e}")
+            self.journal = None
         stats: dict[str, Any] = self.ctx.stats.snapshot()
         if stats:
             self.ctx.log.notice("counters at exit: " + ", ".join(f"{k}={v}" for k, v in stats.items()))

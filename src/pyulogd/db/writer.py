@@ -71,6 +71,9 @@ class Chunk:
     rows: Rows
     t: float  # monotonic time it was queued
     size: int  # estimated bytes
+    # The commit cursor while this chunk is the oldest record not yet durable: the sequence
+    # number the output was marked with at the round before it was handed over (io/wal.py).
+    mark: int = 0
 
 
 @dataclass
@@ -82,6 +85,14 @@ class Batch:
     # For a batch from memory: the spiller copied it to the spool ("pending", then its frame).
     spooled: str | FrameRef | None = None
     written: bool = False
+    mark: int = 0  # as Chunk.mark
+    # While the spiller copies it: the rows from here on are the spool's to count (spooled),
+    # and what the writer delivers of them meanwhile waits in ``overlap`` until the spill
+    # ends (then counted as unspooled if the spill worked, as written if not).
+    spill_from: int = 0
+    overlap: int = 0
+    overlap_rejected: int = 0
+    gave_up: bool = False  # the writer failed while the spill was under way
 
 
 class Writer:
@@ -123,6 +134,10 @@ class Writer:
         self._flush_all = False  # spiller: move everything (exit)
         self._writer_done = False
         self._reconnect_requested = False
+        # The output's commit cursor (io/wal.py): the last mark given, and the marks of the
+        # records the spiller is moving to disk.
+        self.last_mark = 0
+        self._moving_marks: list[int] = []
         # -- writer thread only
         self.columns: list[str] = []
         self.keys: list[str] = []
@@ -152,11 +167,34 @@ class Writer:
                            "memory_full")
                 return
             was_empty = not self.mem
-            self.mem.append(Chunk(names, rows, self.clock.monotonic(), size))
+            self.mem.append(Chunk(names, rows, self.clock.monotonic(), size, self.last_mark))
             self.mem_rows += len(rows)
             self.mem_bytes += size
             if was_empty or self.mem_rows >= self.cfg.batch_size or self.mem_bytes > self.cfg.mem_max:
                 self.cond.notify_all()
+
+    def committed(self, seq: int) -> int:
+        """Every row handed over so far came with records up to ``seq``: the commit cursor is
+        that, unless rows are still on their way (memory, the batch being written or retried,
+        rows moving to the spool), then the mark of the oldest of them."""
+        with self.cond:
+            self.last_mark = seq
+            low = seq
+            if self.mem:
+                low = min(low, self.mem[0].mark)
+            cur = self._current
+            if cur is not None and cur.frame is None and not cur.written and not isinstance(cur.spooled, tuple):
+                low = min(low, cur.mark)
+            if self._retry is not None and self._retry.frame is None:
+                low = min(low, self._retry.mark)
+            if self._moving_marks:
+                low = min(low, *self._moving_marks)
+            return low
+
+    def in_memory(self) -> int:
+        """Rows received and not yet written, spooled nor dropped (counters.in_memory)."""
+        with self.stats_lock:
+            return self.counters.in_memory()
 
     def request_reconnect(self) -> None:
         with self.cond:
@@ -339,7 +377,7 @@ class Writer:
                 rows.extend(part)
                 self.mem_rows -= len(part)
                 self.mem_bytes -= moved
-        batch = Batch(names, rows, None)
+        batch = Batch(names, rows, None, mark=first.mark)
         self._current = batch
         return batch
 
@@ -354,6 +392,8 @@ class Writer:
                     batch.rows = batch.rows[batch.done :]
                     batch.done = 0
                     self._retry = batch
+                elif batch.spooled == "pending":
+                    batch.gave_up = True  # the spiller takes it back if its copy fails
                 # else: the spool has it (from there, or copied by the spiller): read it again
             self.backend.close()
             self._failed(f"writing failed: {_short(e)}")
@@ -391,25 +431,48 @@ class Writer:
                         if reason is not None:
                             self._refused(reason)
                     written = sum(1 for r in results if r is None)
+                    self._settle(batch, written, len(rows) - written)
                     batch.done += len(rows)
                     if written:
                         self._count("rows", written)
                     return
                 if len(rows) == 1:
                     self._refused(_short(e))
+                    self._settle(batch, 0, 1)
                     batch.done += 1
                     return
             mid = len(rows) // 2
             self._deliver(batch, rows[:mid])
             self._deliver(batch, rows[mid:])
             return
+        self._settle(batch, len(rows), 0)
         batch.done += len(rows)
         self._count("rows", len(rows))
 
+    def _settle(self, batch: Batch, written: int, rejected: int) -> None:
+        """Count ``written`` + ``rejected`` rows of ``batch`` from ``batch.done`` on, once: a
+        batch from the spool was counted when it was spooled (unspooled now); rows the spiller
+        is copying meanwhile wait for the end of the copy (:meth:`_spilled`)."""
+        with self.cond, self.stats_lock:
+            c = self.counters
+            if batch.frame is not None or isinstance(batch.spooled, tuple):
+                c.unspooled += written
+                c.spool_lost += rejected
+            elif batch.spooled == "pending" and batch.done + written + rejected > batch.spill_from:
+                # Rows before spill_from are the writer's alone; after it, the spill's too.
+                mine = max(0, batch.spill_from - batch.done)
+                w_mine = min(written, mine)
+                r_mine = min(rejected, mine - w_mine)
+                c.written += w_mine
+                c.drop("rejected", r_mine)
+                batch.overlap += written - w_mine
+                batch.overlap_rejected += rejected - r_mine
+            else:
+                c.written += written
+                c.drop("rejected", rejected)
+
     def _refused(self, reason: str) -> None:
         self._count("rejected")
-        with self.stats_lock:
-            self.counters.drop("rejected", 1)
         if not self._reject_burst:
             self.ctx.log.error(f"{self.label}: the database refused a record: {reason.strip().splitlines()[0]}")
         self._reject_burst += 1
@@ -444,61 +507,108 @@ class Writer:
                 if items is None:
                     return
                 self._moving += 1
+                mark = min(m for _b, _n, _r, m in items)
+                self._moving_marks.append(mark)
             try:
                 self._to_spool(items)
             except Exception as e:  # a bug must not stop the spilling: count what it cost
-                lost = sum(len(rows) for _b, _n, rows in items)
+                lost = sum(len(rows) for b, _n, rows, _m in items if b is None)
                 self._drop(lost, f"spooling failed: {type(e).__name__}: {e}", "spool_failed")
+                for b, _n, _r, _m in items:
+                    if b is not None and b.spooled == "pending":
+                        self._spilled(b, None)
             finally:
                 with self.cond:
                     self._moving -= 1
+                    self._moving_marks.remove(mark)
                     self.cond.notify_all()
 
-    def _due(self) -> list[tuple[Batch | None, tuple[str, ...], Rows]] | None:
+    def _due(self) -> list[tuple[Batch | None, tuple[str, ...], Rows, int]] | None:
         """(cond held) What to move to disk now, oldest first; None: nothing."""
         oldest = self.mem[0].t if self.mem else None
         keep = self.policy.spill_keep(self.clock.monotonic(), oldest, self.mem_bytes, self.connected, self._flush_all)
         if keep is None:
             return None
-        items: list[tuple[Batch | None, tuple[str, ...], Rows]] = []
+        items: list[tuple[Batch | None, tuple[str, ...], Rows, int]] = []
         # The batch being written or retried from memory is older than anything in memory.
         cur = self._current
         if cur is not None and cur.frame is None and cur.spooled is None and not cur.written:
             cur.spooled = "pending"
-            items.append((cur, cur.names, cur.rows[cur.done :]))
+            cur.spill_from = cur.done
+            cur.overlap = cur.overlap_rejected = 0
+            cur.gave_up = False
+            items.append((cur, cur.names, cur.rows[cur.done :], cur.mark))
         if self._retry is not None and self._retry.frame is None:
-            items.append((None, self._retry.names, self._retry.rows[self._retry.done :]))
+            r = self._retry
+            items.append((None, r.names, r.rows[r.done :], r.mark))
             self._retry = None
         while self.mem and self.mem_bytes > keep:
             chunk = self.mem.popleft()
             self.mem_rows -= len(chunk.rows)
             self.mem_bytes -= chunk.size
-            items.append((None, chunk.names, chunk.rows))
+            items.append((None, chunk.names, chunk.rows, chunk.mark))
         return items or None
 
-    def _to_spool(self, items: list[tuple[Batch | None, tuple[str, ...], Rows]]) -> None:
+    def _to_spool(self, items: list[tuple[Batch | None, tuple[str, ...], Rows, int]]) -> None:
         assert self.spool is not None
         size = self.cfg.batch_size
-        for batch, names, rows in items:
-            ref: FrameRef | None = None
+        for batch, names, rows, _mark in items:
+            if batch is not None:
+                # The batch the writer is writing (at most batch_size rows: one frame). Its
+                # copy failing loses nothing: the writer still has it (issue 12: such rows
+                # were counted as dropped and then written, the counts adding up to more
+                # records than there were).
+                try:
+                    ref = self.spool.append(names, rows)
+                    if ref is None:
+                        self._tell_drop(f"the spool is full ({self.spool.max_bytes} bytes)")
+                except OSError as e:
+                    self._tell_drop(f"writing the spool failed: {e.strerror}")
+                    ref = None
+                self._spilled(batch, ref, len(rows))
+                continue
             for i in range(0, len(rows), size):
                 part = rows[i : i + size]
                 try:
                     ref = self.spool.append(names, part)
                 except OSError as e:
                     self._drop(len(part), f"writing the spool failed: {e.strerror}", "spool_failed")
-                    ref = None
                     continue
                 if ref is not None:
                     self._count("spooled", len(part))
+                    with self.stats_lock:
+                        self.counters.spooled += len(part)
                 else:
                     self._drop(len(part), f"the spool is full ({self.spool.max_bytes} bytes)", "spool_full")
-            if batch is not None:
-                with self.cond:
-                    # Rows of this batch written by the writer meanwhile: skip the frame later.
-                    batch.spooled = ref if ref is not None and len(rows) <= size else "lost"
-                    if batch.written and isinstance(batch.spooled, tuple):
-                        self._skip.add(batch.spooled)
+
+    def _spilled(self, batch: Batch, ref: FrameRef | None, rows: int = 0) -> None:
+        """The spiller's copy of the batch being written ended: ``ref`` where it went, or
+        None (failed: the writer keeps the batch, and takes back the rows it delivered)."""
+        with self.cond, self.stats_lock:
+            c = self.counters
+            if ref is not None:
+                batch.spooled = ref
+                c.spooled += rows
+                c.unspooled += batch.overlap
+                c.spool_lost += batch.overlap_rejected
+                self.ctx.stats.incr(f"{self._p}.spooled", rows)
+                if batch.written:
+                    self._skip.add(ref)
+            else:
+                batch.spooled = None
+                c.written += batch.overlap
+                c.drop("rejected", batch.overlap_rejected)
+                if batch.gave_up and not batch.written and self._retry is None:
+                    batch.rows = batch.rows[batch.done :]
+                    batch.done = 0
+                    self._retry = batch
+                    self.cond.notify_all()
+            batch.overlap = batch.overlap_rejected = 0
+            batch.gave_up = False
+
+    def _tell_drop(self, why: str) -> None:
+        if not self._drop_burst:
+            self.ctx.log.error(f"{self.label}: cannot spool the batch being written: {why}")
 
     def _lose_rest(self) -> None:
         """After the threads ended: what is still in memory (no spool) is dropped, counted."""
@@ -522,8 +632,6 @@ class Writer:
     def _count(self, what: str, n: int = 1) -> None:
         with self.stats_lock:
             self.ctx.stats.incr(f"{self._p}.{what}", n)
-            if what == "rows":
-                self.counters.written += n
 
 
 class WriterSink:
@@ -567,6 +675,11 @@ class WriterSink:
 
     def reopen(self) -> None:
         self.writer.request_reconnect()
+
+    def committed(self, seq: int) -> int:
+        """The commit cursor (io/output.py's ``Output.committed``): rows count once committed
+        by the database or in the spool."""
+        return self.writer.committed(seq)
 
     def close(self) -> None:
         if self._closed:

@@ -108,6 +108,22 @@ class Output(Sink, Generic[LineT]):
         if self.out is not None:
             self.out.reopen()
 
+    def committed(self, seq: int) -> int:
+        """The commit cursor after a flush at sequence ``seq`` (the write-ahead log's, io/wal.py):
+        the highest sequence number below which every record meant for this output is durable.
+
+        The one place that says what an output's commit is. By default what ``flush`` handed
+        on is committed: a file sink's ``write()`` (what it could not write is counted as
+        dropped), the sender's queue for the network sinks. A sink that knows better (the SQL
+        writer: committed or in its spool) has a ``committed(seq)`` of its own, used instead.
+        """
+        out = self.out
+        if out is not None:
+            own = getattr(out, "committed", None)
+            if own is not None:
+                return int(own(seq))
+        return seq
+
     @property
     def counters(self) -> SinkCounters:
         """What the sink did with this output's records (received, written, dropped by cause)."""

@@ -393,7 +393,8 @@ class NfctInput(NetnsSource):
         hashed = self._event_hash if self.use_hash else None
         stacks = self.stacks
         run = None
-        if hashed is None and len(stacks) == 1:
+        # The inlined emit below, without the write-ahead log (which emit feeds) only.
+        if hashed is None and len(stacks) == 1 and self.wal_rows is None:
             run = stacks[0].run
             tail = stacks[0].tail if self.tails is None else self.tails[0]
         emit = self.emit
@@ -417,6 +418,7 @@ class NfctInput(NetnsSource):
             elif values[I_EVENT] == UPDATE:
                 updates += 1
             elif run is not None:
+                self.ctx.seq += 1  # what emit does
                 values.extend(tail)
                 run(values)
             else:

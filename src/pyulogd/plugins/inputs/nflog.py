@@ -251,8 +251,12 @@ class NflogInput(NetnsSource):
             # right after its last packets would lose them.
             try:
                 for _ in range(16):
-                    if sock.drain(self.feed, self._overrun, MAX_READS) < MAX_READS:
-                        break
+                    self.hold()
+                    try:
+                        if sock.drain(self.feed, self._overrun, MAX_READS) < MAX_READS:
+                            break
+                    finally:
+                        self.release()
             except OSError as e:
                 self.ctx.log.debug(f"reading the last packets of log group {self.group}: {_why(e)}")
         self._close()
@@ -270,6 +274,9 @@ class NflogInput(NetnsSource):
         sock = self.sock
         if sock is None:
             return
+        # With the write-ahead log on, what one drain reads is logged (one write) before it
+        # goes down the stacks.
+        self.hold()
         try:
             if sock.drain(self.feed, self._overrun, MAX_READS) < MAX_READS and self._overrun_at is not None:
                 self._overrun_drained = True  # what comes next was logged after the drop
@@ -278,6 +285,8 @@ class NflogInput(NetnsSource):
             n = self._burst["recv"].due(self.ctx.clock.wall())
             if n:
                 self.ctx.log.error(f"NFLOG '{self.id}': receive failed: {_why(e)} ({n} since last report)")
+        finally:
+            self.release()
         if sock.truncated != self._truncated:
             self._report_truncated(sock.truncated - self._truncated)
             self._truncated = sock.truncated
@@ -291,6 +300,9 @@ class NflogInput(NetnsSource):
             self._check_sequence(recs, now)
         stats = self.ctx.stats
         if recs:
+            raw = self.wal_raw
+            if raw is not None:
+                raw.append((now, self.ctx.seq + 1, len(recs), buf))
             self.emit_all(recs)
             stats.incr(self.stat["packets"], len(recs))
         if batch.malformed:
@@ -309,6 +321,11 @@ class NflogInput(NetnsSource):
             stats.incr(self.stat["unexpected"], batch.other)
 
     _handle = feed  # the name the offline golden test uses
+
+    def wal_decode(self, data: bytes, now: float) -> list[list[Any]] | None:
+        """The write-ahead log keeps the datagrams NFLOG read: its records are a function of
+        the bytes and ``now`` (the decoder's), so replay decodes them again."""
+        return self.decoder.parse_buffer(data, now, self.label).records
 
     def _overrun(self) -> None:
         """ENOBUFS: the kernel dropped events because the socket's receive buffer was full."""
