@@ -21,8 +21,9 @@ INSTALL=("${RUN[@]}" python3-venv python3-pip python3-hatchling)
 DEMO=(iproute2 nftables iputils-ping)
 NEUTRON=("${DEMO[@]}" iptables conntrack openvswitch-switch ethtool procps)
 PACKAGE=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-hatchling fakeroot lintian git)
-# ulogd2 and its plugins (side-by-side tests), the servers behind the SQL, syslog and carbon
-# tests, the tools the real-kernel tests drive, and what the install/package tests run:
+# ulogd2 and its plugins (side-by-side tests), the servers behind the SQL, syslog (with its gtls
+# driver, for the TLS tests) and carbon tests, the tools the real-kernel tests drive, and what
+# the install/package tests run:
 # logrotate (rotation under a flood), systemd (systemd-analyze verify/security on the unit),
 # libseccomp2 (the unit's system call filter imposed on a daemon), debootstrap (the clean
 # Debian the README and the package are proven in), prometheus (promtool on /metrics).
@@ -30,7 +31,7 @@ TEST=("${INSTALL[@]}" "${DEMO[@]}" "${NEUTRON[@]}" "${PACKAGE[@]}"
       iputils-ping iptables nfacct conntrack procps gcc
       ulogd2 ulogd2-json ulogd2-sqlite3 ulogd2-pcap ulogd2-pgsql ulogd2-mysql
       postgresql postgresql-client mariadb-server mariadb-client
-      rsyslog graphite-carbon python3-whisper nfdump tshark softflowd openvswitch-switch ethtool
+      rsyslog rsyslog-gnutls graphite-carbon python3-whisper nfdump tshark softflowd openvswitch-switch ethtool
       logrotate systemd libseccomp2 util-linux debootstrap prometheus python3-nftables
       openvswitch-switch  # ovsdb-server, ovsdb-tool, ovs-vsctl: NEUTRON's OVSDB client against a real server
       chromium)  # the HTML report opened in a headless browser (tests/unit/test_report.py)

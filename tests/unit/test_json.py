@@ -113,7 +113,9 @@ def test_declarations() -> None:
     assert {o.name: o.default for o in JsonOutput.options} == {
         "file": "/var/log/ulogd.json", "sync": 0, "timestamp": 1, "eventv1": 0, "device": "Netfilter",
         "boolean_label": 0, "mode": "file", "host": "127.0.0.1", "port": 12345,
-        "queue": 1 << 20, "reconnect_max": 60,  # pyulogd extras, as SYSLOG/GRAPHITE/IPFIX
+        "queue": 1 << 20, "reconnect_max": 1,  # pyulogd extras, as SYSLOG/GRAPHITE/IPFIX
+        "spool_dir": "", "spool_max": 1 << 30,  # issue 12: spill while the peer is away
+        "tls": 0, "tls_ca": "", "tls_cert": "", "tls_key": "", "tls_server_name": "", "tls_verify": 1,
         "chain_key": "",  # pyulogd extra: tamper evidence (io/chain.py)
         "split_by": "",  # pyulogd extra: one file per project
     }  # fmt: skip
@@ -386,7 +388,7 @@ def test_udp_one_datagram_per_record(tmp_path: Path) -> None:
 
 def test_udp_without_listener_counts_and_goes_on(tmp_path: Path) -> None:
     ctx, _ = fake_context()
-    stack = json_stack(tmp_path, ctx, mode="udp", port=str(free_port(socket.SOCK_DGRAM)))
+    stack = json_stack(tmp_path, ctx, mode="udp", port=str(free_port(socket.SOCK_DGRAM)), spool_max="0")
     stack.source.push()
     stack.sink.flush()  # sent; the port unreachable comes back as ECONNREFUSED on the next send
     wait_for_socket_error(sender(stack).sock)
@@ -455,12 +457,12 @@ def test_tcp_peer_down_at_start_then_up(tmp_path: Path) -> None:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
         server.listen(1)
-        clock.advance(0.9375)
+        clock.advance(0.1)
         stack.source.push(prefix="early")
-        stack.sink.flush()  # within the second since the last attempt: no reconnect yet, kept
+        stack.sink.flush()  # within the first wait (0.125 to 0.25 s): no reconnect yet, kept
         ctx.loop.run_once(0)
         assert sender(stack).sender.backlog == 4 and sender(stack).sock is None
-        clock.advance(0.0625)
+        clock.advance(0.15)
         stack.source.push(prefix="late")
         pump(ctx, stack, lambda: not sender(stack).pending and not sender(stack).sender.queue)
         conn, _ = server.accept()
@@ -486,11 +488,11 @@ def test_tcp_peer_goes_away_and_comes_back(tmp_path: Path) -> None:
         pump(ctx, stack, lambda: sender(stack).sock is None)  # the loop sees the peer's close
         stack.source.push(prefix="during")
         stack.sink.flush()  # no raise, queued
-        clock.advance(0.9375)
+        clock.advance(0.1)
         ctx.loop.run_once(0)
         stack.sink.flush()
-        assert sender(stack).sender.backlog == 1 and sender(stack).sock is None  # 1 s after the break
-        clock.advance(0.0625)
+        assert sender(stack).sender.backlog == 1 and sender(stack).sock is None  # the first wait after the break
+        clock.advance(0.15)
         stack.source.push(prefix="b")
         pump(ctx, stack, lambda: not sender(stack).pending and not sender(stack).sender.queue)
         conn2, _ = server.accept()
@@ -506,7 +508,7 @@ def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
     ctx, clock = fake_context()
     ctx.log.set_destination(str(tmp_path / "ulogd.log"))
     port = free_port(socket.SOCK_STREAM)
-    stack = json_stack(tmp_path, ctx, mode="tcp", port=str(port), queue=2000)
+    stack = json_stack(tmp_path, ctx, mode="tcp", port=str(port), queue=2000, spool_max=0)  # memory only
     pump(ctx, stack, lambda: sender(stack).sock is None)  # the refused connect is noticed
     for i in range(50):
         stack.source.push(prefix=f"r{i:02d}")
@@ -534,7 +536,8 @@ def test_queue_overflow_counted_and_reported(tmp_path: Path) -> None:
 def test_queue_zero_drops_while_down(tmp_path: Path) -> None:
     """``queue=0``: 2.0.8's behaviour, records are dropped (and counted) while the peer is down."""
     ctx, _ = fake_context()
-    stack = json_stack(tmp_path, ctx, mode="tcp", port=str(free_port(socket.SOCK_STREAM)), queue=0)
+    stack = json_stack(tmp_path, ctx, mode="tcp", port=str(free_port(socket.SOCK_STREAM)), queue=0,
+                       spool_max=0)
     pump(ctx, stack, lambda: sender(stack).sock is None)  # the refused connect is noticed
     for _ in range(3):
         stack.source.push()
@@ -582,11 +585,11 @@ def test_unix_peer_down_at_start_then_up(tmp_path: Path) -> None:
         server.bind(path)
         server.listen(1)
         server.settimeout(5)
-        clock.advance(0.9375)
+        clock.advance(0.1)
         ctx.loop.run_once(0)
         assert sender(stack).sock is None
-        clock.advance(0.0625)
-        ctx.loop.run_once(0)  # the retry timer reconnects (1 s) and sends the queue
+        clock.advance(0.15)
+        ctx.loop.run_once(0)  # the retry timer reconnects (0.25 s at most) and sends the queue
         conn, _ = server.accept()
         with conn:
             got = [json.loads(x)["oob.prefix"] for x in recv_lines(conn, 3)]
@@ -617,7 +620,7 @@ def test_slow_peer_does_not_block(tmp_path: Path) -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        stack = json_stack(tmp_path, ctx, mode="tcp", port=str(server.getsockname()[1]))
+        stack = json_stack(tmp_path, ctx, mode="tcp", port=str(server.getsockname()[1]), spool_max=0)
         conn, _ = server.accept()
         with conn:
             start = time.monotonic()

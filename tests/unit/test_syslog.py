@@ -191,11 +191,11 @@ def test_daemon_down_at_start_then_up(tmp_path: Path) -> None:
         stack.sink.flush()  # never blocks or raises
     assert out(stack).backlog == 5
     with dgram_server(path) as server:
-        clock.advance(0.9375)
+        clock.advance(0.1)
         ctx.loop.run_once(0)
         assert out(stack).sock is None
-        clock.advance(0.0625)
-        run_until(ctx, lambda: not out(stack).queue)  # the retry timer reconnects (1 s)
+        clock.advance(0.15)
+        run_until(ctx, lambda: not out(stack).queue)  # the retry timer reconnects (0.25 s at most)
         got = [server.recv(4096) for _ in range(5)]
         stop_stack(stack)
     assert [g.split(b"]: ", 1)[1] for g in got] == [f"queued {i}\n".encode() for i in range(5)]
@@ -233,7 +233,7 @@ def test_daemon_restart_mid_run(tmp_path: Path) -> None:
 def test_overflow_counted_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
     ctx, clock = fake_context()
-    stack = syslog_stack(ctx, socket=str(path), queue=1000)
+    stack = syslog_stack(ctx, socket=str(path), queue=1000, spool_max=0)  # memory only
     for i in range(100):
         stack.source.push(f"record {i:03d}\n")
     stack.sink.flush()
@@ -265,7 +265,7 @@ def test_reader_that_never_reads_does_not_block(tmp_path: Path) -> None:
     path = tmp_path / "log.sock"
     ctx = Context(loop=Loop())
     with dgram_server(path):
-        stack = syslog_stack(ctx, socket=str(path), queue=64 * 1024)
+        stack = syslog_stack(ctx, socket=str(path), queue=64 * 1024, spool_max=0)
         start = time.monotonic()
         for i in range(20000):
             stack.source.push(f"{i:06d} " + "x" * 200 + "\n")

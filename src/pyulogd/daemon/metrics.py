@@ -185,13 +185,17 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Records an output left out on purpose, by cause (NEUTRONLOG: no verdict to write).", (*_O, "cause")),
     Family("pyulogd_output_flush_errors_total", "counter", "Flushes of an output that raised.", _O),
     Family("pyulogd_output_spooled_total", "counter",
-           "Records an SQL output moved to its on-disk spool while the database was unavailable.", _O),
+           "Records an output moved to its on-disk spool while its database or peer was unavailable "
+           "(or slow).", _O),
+    Family("pyulogd_output_tls_failures_total", "counter",
+           "TLS handshakes of a network output that failed (an untrusted certificate, a wrong name, a "
+           "peer that does not speak TLS): each is a failed connection attempt, the records wait.", _O),
     Family("pyulogd_output_reconnects_total", "counter", "Times an output connected to its peer again.", _O),
     Family("pyulogd_output_batches_total", "counter", "Batches an SQL output wrote.", _O),
     Family("pyulogd_output_queue_bytes", "gauge",
            "Bytes of records an output holds in memory, waiting for its peer.", _O),
     Family("pyulogd_output_queue_records", "gauge", "Records an SQL output holds in memory.", _O),
-    Family("pyulogd_output_spool_bytes", "gauge", "Bytes of records in an SQL output's spool.", _O),
+    Family("pyulogd_output_spool_bytes", "gauge", "Bytes of records in an output's on-disk spool.", _O),
     Family("pyulogd_output_connected", "gauge",
            "1 when a network or SQL output is connected to its peer, else 0.", _O),
     Family("pyulogd_output_last_write_age_seconds", "gauge",
@@ -324,6 +328,7 @@ INSTANCE_COUNTERS: dict[str, dict[str, To]] = {
         "queue_overflow": _c("pyulogd_output_queue_overflows_total"),
         "spooled": _c("pyulogd_output_spooled_total"),
         "reconnects": _c("pyulogd_output_reconnects_total"),
+        "tls_failures": _c("pyulogd_output_tls_failures_total"),
         "batches": _c("pyulogd_output_batches_total"),
         "no_action": _c("pyulogd_output_skipped_total", cause="no_action"),  # NEUTRONLOG
     },
@@ -454,7 +459,7 @@ ZERO_FILLED: dict[str, tuple[str, ...]] = {
     "IP2STR": ("bad_address",),
     "PCAP": ("write_errors", "records_lost"),
     "SQL": ("rows", "dropped", "rejected", "spooled"),
-    "ReliableSender": ("sent", "send_failures", "queue_overflow"),
+    "ReliableSender": ("sent", "send_failures", "queue_overflow", "spooled"),
 }
 
 
@@ -706,6 +711,8 @@ class Collector:
                 if isinstance(comp, ReliableSender):
                     col.add("pyulogd_output_queue_bytes", labels, comp.queued)
                     col.add("pyulogd_output_connected", labels, 1 if comp.connected else 0)
+                    if comp.spool_settings is not None:
+                        col.add("pyulogd_output_spool_bytes", labels, comp.spooled_bytes)
                 elif isinstance(comp, Writer):
                     col.add("pyulogd_output_queue_bytes", labels, comp.mem_bytes)
                     col.add("pyulogd_output_queue_records", labels, comp.mem_rows)

@@ -7,15 +7,28 @@ never blocks the event loop and never fails the stack because of the peer:
 * Records are queued as *items* (a datagram, a chunk of whole text lines, or one binary
   message) and written with non-blocking ``send`` calls when the plugin flushes (after each
   batch of events) or when the queue holds ``FLUSH_AT`` bytes.
-* The queue is bounded (``queue_bytes``). While the peer is down or too slow, items wait
-  there; an item that does not fit is dropped and counted (``<prefix>.queue_overflow``,
-  and in ``<prefix>.send_failures`` with every other lost record). The first loss of a
-  burst is logged as an error, the end of the burst as a notice with the number lost.
-  A socket that exists (connected, or connecting) always gets ``SLACK`` bytes even when
-  ``queue_bytes`` is 0, so a slow peer or a connect in progress loses nothing small.
-* A peer that is down at start or goes away later is reconnected with exponential backoff
-  (``backoff_min`` doubling up to ``backoff_max``) by a loop timer, so queued records go
-  out without waiting for new traffic; a flush also reconnects when an attempt is due.
+* The memory queue is bounded (``queue_bytes``). While the peer is down or too slow, items
+  wait there; with a spool (``spool``: :class:`SpoolSettings`) an item that does not fit
+  goes to the on-disk spool (``io/spool.py``) instead, and so does every item after it
+  until the spool is empty again (one order: memory, disk, new records), counted in
+  ``<prefix>.spooled``. When the peer is back the queue goes first, then the spool's frames
+  one at a time, each acknowledged on disk once the socket took its last record (at least
+  once: a frame cut by a broken connection or a SIGKILL goes again). Only a full spool
+  (``spool_full``) or one that cannot be written (``spool_failed``) drops records; without
+  a spool an item that does not fit is dropped (``<prefix>.queue_overflow``). Every lost
+  record is counted in ``<prefix>.send_failures`` too; the first loss of a burst is logged
+  as an error, the end of the burst as a notice with the number lost. A socket that exists
+  (connected, or connecting) always gets ``SLACK`` bytes even when ``queue_bytes`` is 0, so
+  a slow peer or a connect in progress loses nothing small.
+* A peer that is down at start or goes away later is reconnected with capped exponential
+  backoff (``backoff_min`` doubling up to ``backoff_max``, each wait shortened by up to
+  ``jitter``) by a loop timer, so queued records go out without waiting for new traffic; a
+  flush also reconnects when an attempt is due. The stream outputs cap it at 1 s, so they
+  are back within a second of the peer's return. A connect (or TLS handshake) that takes
+  more than ``CONNECT_TIMEOUT`` is given up and retried.
+* TLS (``tls``: :class:`~pyulogd.io.tls.TlsSettings`): each new stream connection is wrapped
+  and handshaken without blocking; records go only once the peer's certificate was checked.
+  A failed handshake is a failed attempt (``<prefix>.tls_failures``), the records wait.
 * Streams (tcp, unix stream): a partly sent item resumes where it stopped on the same
   connection. If the connection breaks in the middle of an item, a line-based item
   (``lines=True``) is resent from the first line the peer did not get whole, a binary
@@ -40,23 +53,27 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core import safefile
 from pyulogd.core.backoff import Backoff
 from pyulogd.core.context import TimerHandle
-from pyulogd.core.options import Duration, Size
+from pyulogd.core.options import Duration, Path, Size
 from pyulogd.core.plugin import Option
-from pyulogd.io.sendstate import FLUSH_AT, PROBE_WAIT, SLACK, SendQueue, SendState
+from pyulogd.io.sendstate import FLUSH_AT, PROBE_WAIT, SLACK, SendQueue, SendState, Spill
 from pyulogd.io.sink import SinkCounters
+from pyulogd.io.spool import Frame, Spool, SpoolError
+from pyulogd.io.tls import TLS_RECORD, TlsSettings
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
-__all__ = ["FLUSH_AT", "PROBE_WAIT", "SLACK", "Endpoint", "ReliableSender", "Target", "resolve", "sender_options",
-           "unix_target"]
+__all__ = ["FLUSH_AT", "PROBE_WAIT", "RECONNECT_FIRST", "RECONNECT_JITTER", "SLACK", "SPOOL_BASE", "Endpoint",
+           "ReliableSender", "SpoolSettings", "Target", "resolve", "sender_options", "spool_settings", "unix_target"]
 
 # (family, type, proto, address) as socket.getaddrinfo gives them.
 Target = tuple[int, int, int, Any]
@@ -65,6 +82,34 @@ Target = tuple[int, int, int, Any]
 _SEND_MAX = 256 * 1024
 _PEER_GONE = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.EDESTADDRREQ, errno.ECONNRESET,
                         errno.EHOSTUNREACH, errno.ENETUNREACH})
+# The network outputs' reconnect: the first wait, and the jitter that shortens each wait (up
+# to half), so that daemons restarted with their peer do not all knock at the same instant.
+RECONNECT_FIRST = 0.25
+RECONNECT_JITTER = 0.5
+# Where a network output spools by default: <SPOOL_BASE>/<instance id> (as the SQL outputs).
+SPOOL_BASE = "/var/spool/pyulogd"
+# A spool directory that could not be opened is tried again after this long (not per record).
+_SPOOL_RETRY = 10.0
+# A spool frame holds items of these two columns: the bytes as they go to the peer, and how
+# many records they carry (io/recordfmt.py).
+_FRAME_NAMES = ("data", "records")
+# At stop, what is in memory goes to the spool in frames of about this size.
+_EXIT_FRAME = 1 << 20
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """Where a network output spills (``path``) and how much (``max_bytes``)."""
+
+    path: str
+    max_bytes: int
+
+
+def spool_settings(config: dict[str, Any], instance_id: str) -> SpoolSettings | None:
+    """The spool of an output that declares :func:`sender_options` (None: ``spool_max=0``)."""
+    if not config["spool_max"]:
+        return None
+    return SpoolSettings(config["spool_dir"] or os.path.join(SPOOL_BASE, instance_id), config["spool_max"])
 
 
 def resolve(host: str, port: int, kind: int) -> list[Target]:
@@ -99,7 +144,8 @@ class Endpoint:
 
 
 class ReliableSender:
-    """Bounded queue + non-blocking socket + reconnect with backoff. See the module docstring.
+    """Bounded queue + spool + non-blocking socket (+ TLS) + reconnect with backoff. See the
+    module docstring.
 
     ``jitter`` (a fraction) shortens each back-off wait by a random part of up to that much,
     drawn from ``rand`` (default: a generator of the sender's own); 0 keeps the exact waits.
@@ -121,6 +167,8 @@ class ReliableSender:
         lines: bool = False,
         on_connect: Callable[[], list[tuple[bytes, int]]] | None = None,
         counters: SinkCounters | None = None,
+        spool: SpoolSettings | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.ctx = ctx
         self.label = label
@@ -136,11 +184,23 @@ class ReliableSender:
         self._failing = False
         self._lost_in_burst = 0
         self._closed = False
+        # The spool: settings, the open spool (opened at start if it holds records from
+        # before, else at the first spill), the order between it and memory, the frame out.
+        self.spool_settings = spool
+        self.spool: Spool | None = None
+        self.spill = Spill()
+        self._frame: Frame | None = None
+        self._spool_retry_at = float("-inf")
+        self.tls = tls
+        self._handshaking = False
+        self._tls_len = 0  # bytes of a TLS send to retry with the same data (0: none)
         p = stat_prefix
         self._n_failures = p + ".send_failures"
         self._n_overflow = p + ".queue_overflow"
         self._n_reconnects = p + ".reconnects"
         self._n_sent = p + ".sent"
+        self._n_spooled = p + ".spooled"
+        self._n_tls = p + ".tls_failures"
         # The sink's view of the same events (records written, dropped by cause).
         self.counters = counters if counters is not None else SinkCounters()
 
@@ -172,13 +232,28 @@ class ReliableSender:
         """Records waiting in the queue."""
         return self.state.queue.records
 
+    @property
+    def spooled_bytes(self) -> int:
+        """Bytes waiting on disk (0 without a spool)."""
+        return self.spool.bytes if self.spool is not None else 0
+
     # -- life cycle
     def open(self) -> None:
-        """First connection attempt; a peer that is down only schedules retries."""
+        """First connection attempt; a peer that is down only schedules retries. A spool
+        directory that holds records from before is opened now (they go first); one that
+        exists but cannot be used (another daemon holds it) refuses the start (SpoolError)."""
         self._closed = False
+        cfg = self.spool_settings
+        if cfg is not None and os.path.isdir(cfg.path) and any(n.endswith(".seg") for n in os.listdir(cfg.path)):
+            spool = self._open_spool(at_start=True)
+            if spool is not None and not spool.empty:
+                self.ctx.log.notice(f"{self.label}: {spool.bytes} bytes of records from before are in "
+                                    f"{spool.path}; they go to {self.peer} first")  # fmt: skip
         if not self._connect():
             what = (f"queueing up to {self.queue_bytes} bytes" if self.queue_bytes
                     else "dropping records until then")
+            if self.spool_settings is not None:
+                what = f"queueing up to {self.queue_bytes} bytes, then spooling to {self.spool_settings.path}"
             self.ctx.log.error(f"{self.label}: {self.peer} is not reachable; retrying with backoff, {what}")
             self._failing = not self.queue_bytes
             self._arm_retry()
@@ -192,7 +267,8 @@ class ReliableSender:
             self._arm_retry()
 
     def close(self) -> None:
-        """Last flush (nothing waits: what cannot go now is counted as lost)."""
+        """Last flush; what cannot go now goes to the spool (sent after the next start), or
+        without one is counted as lost."""
         self.flush()
         if self.sock is not None and not self.connected:
             self._ready()
@@ -201,10 +277,15 @@ class ReliableSender:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._disconnect(requeue=False)  # what the peer has of a cut head is counted sent
+        if self.spool_settings is not None:
+            self._spool_at_exit()
         lost = self.state.queue.clear()
         if lost:
             self._lost(lost, "shutting down with the peer unreachable", "unsent_at_exit")
-        self._disconnect()
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 
     def disconnect(self) -> None:
         """Close the connection now, keeping the queue (what fits in ``queue_bytes``); the
@@ -220,24 +301,159 @@ class ReliableSender:
         q = self.state.queue
         n = len(data)
         live = self.sock is not None  # the bound as it was when the record came
-        if not q.fits(n, live) and self.connected:
+        spill = self.spill
+        if not spill.active and not q.fits(n, live) and self.connected:
             self.flush()  # make room if the peer takes it
-        if not q.fits(n, live):
-            self.ctx.stats.incr(self._n_overflow, records)
-            self._lost(records, "queue full" if self.queue_bytes else "not connected", "queue_full")
-            return False
-        q.push(data, records)
-        return True
+        if spill.to_memory(q, n, live):
+            q.push(data, records)
+            return True
+        if self.spool_settings is not None:
+            if not spill.active:
+                self.ctx.log.notice(f"{self.label}: {self.peer} does not take records fast enough (or is away): "
+                                    f"spooling to {self.spool_settings.path}")  # fmt: skip
+            if spill.add(data, records):
+                self._write_pending()
+            return True
+        self.ctx.stats.incr(self._n_overflow, records)
+        self._lost(records, "queue full" if self.queue_bytes else "not connected", "queue_full")
+        return False
 
     def flush(self) -> None:
-        if not self.state.queue or self._closed:
+        if self._closed:
+            return
+        spill = self.spill
+        if spill.pending:
+            self._write_pending()
+        if not self.state.queue and not spill.on_disk:
             return
         if not self._ready():
             return
-        if self.datagram:
-            self._send_datagrams()
-        else:
-            self._send_stream()
+        self._send_all()
+
+    def _send_all(self) -> None:
+        """Send the queue; each time it is empty, the spool's next frame (in order)."""
+        while True:
+            if self.state.queue:
+                if self.datagram:
+                    self._send_datagrams()
+                else:
+                    self._send_stream()
+            if not self._drain_step():
+                return
+
+    # -- the spool
+    def _open_spool(self, at_start: bool = False) -> Spool | None:
+        """The spool, opened (and its directory made) the first time it is needed; None
+        while it cannot be used (logged, tried again after ``_SPOOL_RETRY``). At start a
+        spool that cannot be used raises SpoolError instead: the daemon does not start."""
+        if self.spool is not None:
+            return self.spool
+        cfg = self.spool_settings
+        assert cfg is not None
+        now = self.ctx.clock.monotonic()
+        if not at_start and now < self._spool_retry_at:
+            return None
+        spool = Spool(cfg.path, cfg.max_bytes)
+        try:
+            safefile.make_dir(cfg.path, self.ctx.run_as, 0o700)
+            with safefile.as_user(self.ctx.run_as):
+                spool.open()
+        except (OSError, SpoolError) as e:
+            spool.close()
+            reason = str(e) if isinstance(e, SpoolError) else f"cannot use spool directory {cfg.path!r}: {e.strerror}"
+            if at_start:
+                raise SpoolError(reason) from None
+            self._spool_retry_at = now + _SPOOL_RETRY
+            self.ctx.log.error(f"{self.label}: {reason}; records that do not fit in memory are dropped")
+            return None
+        self.spool = spool
+        self.spill.on_disk = not spool.empty
+        return spool
+
+    def _write_pending(self) -> None:
+        """Append what waits for the spool as one frame; what cannot be is counted lost."""
+        items = self.spill.take_pending()
+        if items:
+            self._append(items)
+
+    def _append(self, items: list[tuple[bytes, int]]) -> None:
+        records = sum(r for _, r in items)
+        spool = self._open_spool()
+        if spool is None:
+            self._lost(records, "the spool cannot be used", "spool_failed")
+            return
+        try:
+            where = spool.append(_FRAME_NAMES, items)
+        except OSError as e:
+            self._lost(records, f"writing the spool failed: {e.strerror}", "spool_failed")
+            return
+        if where is None:
+            self._lost(records, f"the spool is full ({spool.max_bytes} bytes)", "spool_full")
+            return
+        self.spill.on_disk = True
+        self.ctx.stats.incr(self._n_spooled, records)
+
+    def _drain_step(self) -> bool:
+        """Acknowledge the frame in flight once it is out; queue the next one when the queue
+        is empty and sending may go on. True when a frame was queued."""
+        spool, spill, q = self.spool, self.spill, self.state.queue
+        if spool is None:
+            return False
+        if spill.frame_sent(q) and self._frame is not None:
+            spool.ack(self._frame)
+            self._frame = None
+            if spool.empty:
+                self._drained()
+        if not self.connected or not spill.wants_frame(q) or not self.state.may_send(self.ctx.clock.monotonic()):
+            return False
+        try:
+            frame = spool.peek()
+        except OSError as e:
+            self.ctx.log.error(f"{self.label}: reading the spool failed ({e.strerror}); trying again later")
+            self._arm_retry()
+            return False
+        if frame is None:
+            self._drained()
+            return False
+        for row in frame.rows:
+            data, records = row if len(row) == 2 else (None, 0)
+            if isinstance(data, bytes) and isinstance(records, int) and records >= 0:
+                q.push(data, records)
+        spill.frame_queued(q)
+        self._frame = frame
+        return True
+
+    def _drained(self) -> None:
+        """The spool is empty: new records go to memory again."""
+        if self.spill.on_disk:
+            self.spill.on_disk = False
+            self.ctx.log.notice(f"{self.label}: every spooled record went to {self.peer}")
+
+    def _spool_at_exit(self) -> None:
+        """Stop with records in memory: they go to the spool's end (in frames), sent after
+        the next start. The frame in flight is acknowledged: its records are in the queue."""
+        spill, q = self.spill, self.state.queue
+        if self._frame is not None and self.spool is not None:
+            self.spool.ack(self._frame)
+            self._frame = None
+        spill.forget_frame()
+        items = [(bytes(d), int(r)) for d, r in q.items if r] + spill.take_pending()
+        if not items:
+            return
+        q.clear()
+        chunk: list[tuple[bytes, int]] = []
+        size = 0
+        for item in items:
+            chunk.append(item)
+            size += len(item[0])
+            if size >= _EXIT_FRAME:
+                self._append(chunk)
+                chunk, size = [], 0
+        if chunk:
+            self._append(chunk)
+        if self.spool is not None and not self.spool.empty:
+            self.ctx.log.notice(f"{self.label}: {self.spool.bytes} bytes of records for {self.peer} are kept in "
+                                f"{self.spool.path} until the next start")  # fmt: skip
 
     def poll(self) -> bool:
         """Reconnect if an attempt is due, finish a connect in progress; True when connected."""
@@ -246,6 +462,8 @@ class ReliableSender:
         return self._ready()
 
     def _trim(self) -> None:
+        if self.spool_settings is not None:
+            return  # older than what is on disk: kept, it goes first at the next connection
         dropped = self.state.queue.trim()
         if dropped:
             self.ctx.stats.incr(self._n_overflow, dropped)
@@ -265,18 +483,65 @@ class ReliableSender:
             err = sock.connect_ex(addr)
             if err in (0, errno.EINPROGRESS):
                 self.sock = sock
-                self.connected = err == 0
+                self.connected = False
                 if typ == socket.SOCK_STREAM:
-                    # Readable: the peer closed (or sent something we ignore).
+                    # Readable: the peer closed (or sent something we ignore), or TLS goes on.
                     self.ctx.loop.add_reader(sock.fileno(), self._on_readable)
-                if self.connected:
-                    self._on_established()
+                if err == 0:
+                    self._up()
                 return True
             err_text = os.strerror(err)
             sock.close()
         self._attempt_failed(err_text)
         self._trim()
         return False
+
+    def _up(self) -> None:
+        """The connection is made: TLS begins its handshake, anything else is established."""
+        if self.tls is None or self.datagram:
+            self.connected = True
+            self._on_established()
+            return
+        sock = self.sock
+        assert sock is not None
+        try:
+            self.sock = self.tls.context.wrap_socket(sock, server_hostname=self.tls.server_name,
+                                                     do_handshake_on_connect=False)  # fmt: skip
+        except (ssl.SSLError, OSError, ValueError) as e:
+            self._tls_failed(str(e))
+            return
+        self._handshaking = True
+        self._handshake()
+
+    def _handshake(self) -> bool:
+        """One step of the TLS handshake (non-blocking); True once it is done."""
+        sock = self.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            self._arm_retry()  # the reader wakes it when the peer answers; the timer checks the deadline
+            return False
+        except ssl.SSLCertVerificationError as e:
+            self._tls_failed(f"certificate refused: {e.verify_message or e.reason}")
+            return False
+        except ssl.SSLError as e:
+            self._tls_failed(str(e.reason or e))
+            return False
+        except OSError as e:
+            self._tls_failed(e.strerror or str(e))
+            return False
+        self._handshaking = False
+        self.connected = True
+        self._on_established()
+        return True
+
+    def _tls_failed(self, reason: str) -> None:
+        """The handshake failed: a failed attempt, counted on its own; the records wait."""
+        self.ctx.stats.incr(self._n_tls)
+        self._disconnect(requeue=True)
+        self._attempt_failed(f"TLS: {reason}")
+        self._arm_retry()
 
     def _on_established(self) -> None:
         if self.state.established():
@@ -305,17 +570,22 @@ class ReliableSender:
         if self._closed:
             return
         if self.sock is None:
-            if not self._connect():
+            # A timer set while a connection existed (a poll) may fire before the back-off
+            # of the failure that ended it: the back-off decides.
+            if not self.state.connect_due(self.ctx.clock.monotonic()) or not self._connect():
                 self._arm_retry()
                 return
         self.flush()
-        if self.sock is None or self.state.queue:
+        if self.sock is None or self.state.queue or self.spill.on_disk:
             self._arm_retry()
 
     def _disconnect(self, requeue: bool = True) -> None:
-        """Close the socket; ``requeue``: then keep only what fits in ``queue_bytes``."""
+        """Close the socket; ``requeue``: then keep only what fits in ``queue_bytes`` (all of
+        it with a spool: it is older than what is on disk)."""
         sock, self.sock = self.sock, None
         self.connected = False
+        self._handshaking = False
+        self._tls_len = 0
         done = self.state.queue.rewind()
         if done:
             self._sent(done)
@@ -330,11 +600,20 @@ class ReliableSender:
         sock = self.sock
         if sock is None:
             return
+        if self._handshaking:
+            if self._handshake():
+                self.flush()
+            return
         try:
             data = sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError as e:
+            if not self.connected:  # a connect in progress was refused: a failed attempt, not a break
+                self._disconnect()
+                self._attempt_failed(e.strerror or str(e))
+                self._arm_retry()
+                return
             self._broken(e.strerror or str(e))
             return
         if not data:
@@ -355,8 +634,18 @@ class ReliableSender:
                 self._arm_retry()
                 return False
             sock = self.sock
-            assert sock is not None
+            if sock is None:  # the TLS wrap failed at once
+                return False
         if not self.connected:
+            if self.state.connect_expired(self.ctx.clock.monotonic()):
+                self._disconnect()
+                self._attempt_failed("no answer within the connect timeout")
+                self._arm_retry()
+                return False
+            if self._handshaking:
+                if not self._handshake():
+                    return False
+                return self.state.may_send(self.ctx.clock.monotonic())
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 self._disconnect()
@@ -368,8 +657,9 @@ class ReliableSender:
             except OSError:
                 self._arm_retry()  # still connecting: look again soon
                 return False
-            self.connected = True
-            self._on_established()
+            self._up()
+            if not self.connected:
+                return False
         return self.state.may_send(self.ctx.clock.monotonic())
 
     # -- sending
@@ -422,10 +712,19 @@ class ReliableSender:
         sock = self.sock
         assert sock is not None
         queue = self.state.queue
+        tls = self.tls is not None
         while queue:
             try:
-                n = sock.send(queue.head_view(_SEND_MAX), socket.MSG_NOSIGNAL)
-            except (BlockingIOError, InterruptedError):
+                if tls:
+                    # One TLS record at a time; a send OpenSSL could not finish is retried
+                    # with the same bytes.
+                    view = queue.head_view(_SEND_MAX)[: self._tls_len or TLS_RECORD]
+                    self._tls_len = len(view)
+                    n = sock.send(view)
+                    self._tls_len = 0
+                else:
+                    n = sock.send(queue.head_view(_SEND_MAX), socket.MSG_NOSIGNAL)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 self._arm_retry()
                 return
             except OSError as e:
@@ -469,9 +768,17 @@ def sender_options(queue_default: int) -> tuple[Option, ...]:
     """The options every output using a ReliableSender takes (pyulogd extras)."""
     return (
         Option("queue", Size(), queue_default, extra=True,
-               help="pyulogd extra: bytes of records kept while the peer is down or slow (0: drop them); "
-                    "overflow is counted in <output>.<id>.queue_overflow"),
-        Option("reconnect_max", Duration(positive=True), 60, extra=True,
-               help="pyulogd extra: longest wait in seconds between two connection attempts "
-                    "(the wait starts at 1 s and doubles)"),
+               help="pyulogd extra: bytes of records kept in memory while the peer is down or slow; beyond "
+                    "them records go to the spool (without one, they are dropped and counted in "
+                    "<output>.<id>.queue_overflow)"),
+        Option("reconnect_max", Duration(positive=True), 1, extra=True,
+               help="pyulogd extra: longest wait in seconds between two connection attempts (the wait starts "
+                    "at 0.25 s and doubles, each shortened by a random part of up to a half): the output is "
+                    "back within this long of the peer's return"),
+        Option("spool_dir", Path(), "", extra=True,
+               help=f"pyulogd extra: where records wait on disk while the peer is away (empty: {SPOOL_BASE}/<id>; "
+                    "created at the first spill)"),
+        Option("spool_max", Size(), "1G", extra=True,
+               help="pyulogd extra: bytes of the spool; records beyond it are dropped and counted (spool_full); "
+                    "0: no spool"),
     )

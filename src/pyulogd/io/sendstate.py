@@ -10,7 +10,16 @@ timing rule is tested by passing numbers (``tests/unit/test_sendstate.py``).
 * :class:`SendQueue`: the bounded queue of *items* (a datagram, a chunk of whole lines, one
   binary message), the head possibly partly sent; what the peer has when a stream breaks.
 * :class:`SendState`: the queue, a :class:`~pyulogd.core.backoff.Backoff` for reconnects,
-  and the probe a datagram peer gets after a refusal.
+  the probe a datagram peer gets after a refusal, and how long a connect (or a TLS
+  handshake) may take.
+* :class:`Spill`: the order between the memory queue and the on-disk spool while the peer
+  is away: which records go to disk, when a frame comes back from it, when it is delivered.
+
+The reconnect promise of the stream outputs ("back within ``cap`` seconds of the peer's
+return") is a property of these numbers alone: an attempt fails only while the peer is
+away, and every wait is at most ``cap`` (jitter only shortens it), so the first attempt
+after the return comes at most ``cap`` later (``tests/unit/test_sendstate.py`` checks it on
+random failure histories).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from typing import Any
 from pyulogd.core.backoff import Backoff
 from pyulogd.io.sink import FLUSH_AT
 
-__all__ = ["FLUSH_AT", "POLL", "PROBE_WAIT", "SLACK", "SendQueue", "SendState"]
+__all__ = ["CONNECT_TIMEOUT", "FLUSH_AT", "POLL", "PROBE_WAIT", "SLACK", "SendQueue", "SendState", "Spill"]
 
 # Bytes a live (or connecting) socket may always hold back, whatever queue_bytes says.
 SLACK = 4 * FLUSH_AT
@@ -30,6 +39,10 @@ SLACK = 4 * FLUSH_AT
 PROBE_WAIT = 0.2
 # Connecting, or the peer's buffers are full: look again this soon.
 POLL = 0.05
+# A connect (TCP, then the TLS handshake) that takes longer is given up and retried: a peer
+# that drops SYNs would otherwise hold the sender for the kernel's two minutes of retries,
+# and its return would go unnoticed meanwhile.
+CONNECT_TIMEOUT = 10.0
 
 
 class SendQueue:
@@ -43,6 +56,9 @@ class SendQueue:
         self.items: deque[list[Any]] = deque()
         self.bytes = 0
         self.head_off = 0
+        # Records that left the queue at its head (sent whole, or dropped as unsendable):
+        # what tells :class:`Spill` that a frame from the spool has gone out.
+        self.taken = 0
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -101,6 +117,7 @@ class SendQueue:
                     head[1] = max(1, head[1] - done)
                     self.bytes -= cut
         self.head_off = 0
+        self.taken += done
         return done
 
     # -- streams
@@ -139,6 +156,7 @@ class SendQueue:
         self.items.popleft()
         self.bytes -= len(data)
         self.head_off = 0
+        self.taken += records
         return int(records)
 
     # -- datagrams
@@ -146,6 +164,7 @@ class SendQueue:
         """Drop the head (sent, or never sendable); returns its records."""
         data, records = self.items.popleft()
         self.bytes -= len(data)
+        self.taken += records
         return int(records)
 
 
@@ -154,12 +173,19 @@ class SendState:
     depends on time takes ``now`` (monotonic seconds)."""
 
     def __init__(
-        self, queue: SendQueue, backoff: Backoff, *, datagram: bool = False, probe_wait: float = PROBE_WAIT
+        self,
+        queue: SendQueue,
+        backoff: Backoff,
+        *,
+        datagram: bool = False,
+        probe_wait: float = PROBE_WAIT,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.queue = queue
         self.backoff = backoff
         self.datagram = datagram
         self.probe_wait = probe_wait
+        self.connect_timeout = connect_timeout
         # Datagrams: after a refusal the next datagram is a probe; the rest wait until
         # ``probe_until`` (0.0: the probe has not gone yet) for a refusal to come back.
         self.probing = False
@@ -178,6 +204,11 @@ class SendState:
         """The attempt failed: (first failure of a run, wait until the next attempt)."""
         wait = self.backoff.failed()
         return self.backoff.failures == 1, wait
+
+    def connect_expired(self, now: float) -> bool:
+        """A connect (or TLS handshake) in progress since the attempt began has taken too
+        long: give it up (and count a failed attempt)."""
+        return now - self.backoff.since >= self.connect_timeout
 
     def established(self) -> bool:
         """The connection is up. True if the peer is back after failures (worth a notice);
@@ -221,3 +252,68 @@ class SendState:
         self.probing = False
         self.probe_until = 0.0
         return None, self.backoff.reset() > 0
+
+
+class Spill:
+    """Where a record goes while the peer is away, and when what is on disk comes back.
+
+    One order for every record: the memory queue (oldest), then the spool, then ``pending``
+    (records on their way to the spool, appended as one frame per round). Once anything is
+    on disk or pending, new records go behind it (:meth:`to_memory` says no), so a peer that
+    comes back gets them in the order they came. Delivery takes one frame at a time: when the
+    memory queue is empty the shell reads the spool's oldest frame into it
+    (:meth:`frame_queued`), and acknowledges the frame once the queue's head has passed its
+    last record (:meth:`frame_sent`): a broken connection, a SIGKILL, leaves it on disk, sent
+    again later (at least once). The shell tells :attr:`on_disk` (the spool holds frames not
+    acknowledged yet); nothing here touches a file.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[bytes, int]] = []  # (item, records), oldest first
+        self.pending_bytes = 0
+        self.on_disk = False
+        # queue.taken at which the frame in the queue is all out (None: no frame in flight)
+        self.mark: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """Records are on disk or on their way there: new ones go behind them."""
+        return self.on_disk or bool(self.pending)
+
+    def to_memory(self, queue: SendQueue, size: int, live: bool) -> bool:
+        """A new item of ``size`` bytes: True if it goes to the memory queue, False if to the
+        spool (it does not fit, or older records are already there)."""
+        return not self.active and queue.fits(size, live)
+
+    def add(self, data: bytes, records: int) -> bool:
+        """An item for the spool; True when ``pending`` should be written now (a frame's worth)."""
+        self.pending.append((data, records))
+        self.pending_bytes += len(data)
+        return self.pending_bytes >= FLUSH_AT
+
+    def take_pending(self) -> list[tuple[bytes, int]]:
+        """The items to append as one frame (``pending`` is empty afterwards)."""
+        items, self.pending = self.pending, []
+        self.pending_bytes = 0
+        return items
+
+    def wants_frame(self, queue: SendQueue) -> bool:
+        """Read the next frame from disk: there is one, none is in flight, the queue is empty
+        (what it holds is older than anything on disk and goes first)."""
+        return self.on_disk and self.mark is None and not queue
+
+    def frame_queued(self, queue: SendQueue) -> None:
+        """The frame's items were pushed at the end of ``queue``."""
+        self.mark = queue.taken + queue.records
+
+    def frame_sent(self, queue: SendQueue) -> bool:
+        """True once (then the shell acknowledges the frame): every record of the frame in
+        flight has left the queue."""
+        if self.mark is None or queue.taken < self.mark:
+            return False
+        self.mark = None
+        return True
+
+    def forget_frame(self) -> None:
+        """The frame in flight is given up (stop: the queue goes to the spool's end as it is)."""
+        self.mark = None

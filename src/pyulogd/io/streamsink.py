@@ -1,9 +1,9 @@
 """Lines to a tcp or unix stream (JSON, GRAPHITE, SYSLOG over tcp, IPFIX over tcp), through
 the reliable sender (``io/sender.py``). A :class:`~pyulogd.io.sink.LineSink`.
 
-What every network sink shares is :class:`SenderSink`: the sender (bounded queue while the
-peer is down or slow, reconnect with back-off, counters), and one of two ways to hand it
-lines:
+What every network sink shares is :class:`SenderSink`: the sender (bounded memory queue,
+then the on-disk spool while the peer is down or slow, reconnect within ``backoff_max``
+with jittered back-off, TLS, counters), and one of two ways to hand it lines:
 
 * ``batch=True`` (JSON): lines wait in ``pending`` and go to the queue at ``flush`` (after
   each round of the loop, or once ``FLUSH_AT`` bytes wait; with ``sync`` at once), a stream
@@ -26,8 +26,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from pyulogd.core.errors import PluginError
-from pyulogd.io.sender import FLUSH_AT, SLACK, Endpoint, ReliableSender
+from pyulogd.io.sender import (
+    FLUSH_AT,
+    RECONNECT_FIRST,
+    RECONNECT_JITTER,
+    SLACK,
+    Endpoint,
+    ReliableSender,
+    SpoolSettings,
+)
 from pyulogd.io.sink import SinkCounters
+from pyulogd.io.spool import SpoolError
+from pyulogd.io.tls import TlsSettings
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -59,6 +69,8 @@ class SenderSink(Generic[LineT]):
         lines: bool = True,
         on_connect: Callable[[], list[tuple[bytes, int]]] | None = None,
         resolve_failed: str = RESOLVE_FAILED,
+        spool: SpoolSettings | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.ctx = ctx
         self.label = label
@@ -67,8 +79,9 @@ class SenderSink(Generic[LineT]):
         self.counters = SinkCounters()
         self.sender = ReliableSender(
             ctx, label, endpoint.peer, [], stat_prefix,
-            queue_bytes=queue_bytes, backoff_max=backoff_max, lines=lines, on_connect=on_connect,
-            counters=self.counters,
+            queue_bytes=queue_bytes, backoff_min=min(RECONNECT_FIRST, backoff_max), backoff_max=backoff_max,
+            jitter=RECONNECT_JITTER, lines=lines, on_connect=on_connect, counters=self.counters, spool=spool,
+            tls=tls,
         )  # fmt: skip
         self.pending: list[LineT] = []
         self.size = 0
@@ -90,7 +103,10 @@ class SenderSink(Generic[LineT]):
             raise PluginError(self._resolve_failed.format(label=self.label, peer=sender.peer,
                                                           reason=e.strerror)) from e  # fmt: skip
         sender.datagram = self.kind == socket.SOCK_DGRAM
-        sender.open()
+        try:
+            sender.open()
+        except SpoolError as e:
+            raise PluginError(f"{self.label}: {e}") from None
 
     def reopen(self) -> None:
         """SIGHUP: what waits is queued, then a fresh connection (the queue goes to it)."""

@@ -14,8 +14,10 @@ it cannot start a metric line of its own (2.0.8 writes it raw).
 blocking socket, and on a failed send tries one reconnect and loses the data. Here the
 TCP connection goes through pyulogd.io.sender: a Carbon that is down at start or restarts
 later costs nothing but a log line; the lines wait in a bounded queue (``queue`` bytes,
-1 MiB by default) and are sent, in order, after the reconnect (backoff 1 s doubling up to
-``reconnect_max``). Lines that do not fit are counted in ``graphite.<id>.queue_overflow``.
+1 MiB by default), then in the on-disk spool (``spool_dir``, ``spool_max``), and are sent,
+in order, after the reconnect (backoff 0.25 s doubling up to ``reconnect_max``, 1 s). Lines
+that do not fit anywhere are counted (``spool_full``; with ``spool_max=0``
+``graphite.<id>.queue_overflow``).
 Each record's lines are queued as they come (``pyulogd.io.streamsink``, ``batch=False``).
 """
 
@@ -28,7 +30,7 @@ from pyulogd.core.escape import escape_text
 from pyulogd.core.options import Address, Port, Str
 from pyulogd.core.plugin import DataType, Key, KeyType, Option
 from pyulogd.io.output import Output
-from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sender import Endpoint, sender_options, spool_settings
 from pyulogd.io.streamsink import StreamSink
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ class GraphiteOutput(Output[str]):
         c = self.config
         return StreamSink(self.ctx, "GRAPHITE", Endpoint(c["host"], c["port"]), f"graphite.{self.id}",
                           queue_bytes=c["queue"], backoff_max=c["reconnect_max"], batch=False,
+                          spool=spool_settings(c, self.id),
                           resolve_failed="{label}: getaddrinfo: {reason}")  # fmt: skip
 
     def prepare(self) -> None:

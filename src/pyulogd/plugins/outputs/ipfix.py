@@ -21,8 +21,10 @@ Differences from 2.0.8 (docs/compat.md):
 * Ports are 0 for flows without ports (2.0.8 leaves uninitialised memory there).
 * ``host`` may be a name or an IPv6 address (2.0.8: IPv4 literal only).
 * The collector may be down at start or go away: messages wait in a bounded queue
-  (``queue`` bytes, 1 MiB) and go out in order after the reconnect (pyulogd.io.sender);
-  a new TCP connection (a new IPFIX session) starts with the templates again.
+  (``queue`` bytes, 1 MiB), then in the on-disk spool (``spool_dir``, ``spool_max``), and go
+  out in order after the reconnect (pyulogd.io.sender); a new TCP connection (a new IPFIX
+  session) starts with the templates again. Over udp a collector that is gone is seen only
+  from an ICMP error (docs/security.md).
 
 Each finished message is queued as it is made (``pyulogd.io.streamsink`` over tcp, resent
 whole after a broken connection; ``pyulogd.io.dgramsink`` over udp), carrying its records'
@@ -40,7 +42,7 @@ from pyulogd.core.options import Address, Choice, Int, Port, Size, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.output import Output
-from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sender import Endpoint, sender_options, spool_settings
 from pyulogd.io.streamsink import SenderSink, StreamSink
 
 if TYPE_CHECKING:
@@ -120,7 +122,7 @@ class IpfixOutput(Output[bytes]):
         kind = DgramSink if c["proto"] == "udp" else StreamSink
         self.collector = kind(self.ctx, "IPFIX", Endpoint(c["host"], c["port"]), f"ipfix.{self.id}",
                          queue_bytes=c["queue"], backoff_max=c["reconnect_max"], batch=False, lines=False,
-                         on_connect=self._new_session)  # fmt: skip
+                         on_connect=self._new_session, spool=spool_settings(c, self.id))  # fmt: skip
         return self.collector
 
     def prepare(self) -> None:

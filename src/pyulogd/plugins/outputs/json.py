@@ -19,11 +19,14 @@ LOGEMU (``io/filesink.py``); ``tcp``/``unix`` send each batch with one non-block
 (``io/streamsink.py``); ``udp`` sends one datagram per record (``io/dgramsink.py``).
 Unlike 2.0.8 a peer that is down at start does not stop the daemon, and a peer that is
 down or slow never blocks the loop (pyulogd.io.sender): the connection is retried with
-backoff (1 s doubling up to ``reconnect_max``, 60 s). While the peer is down or slow,
-records wait in a bounded queue (``queue`` bytes, 1 MiB by default; 0 drops them as 2.0.8
-does) and go out in order after the reconnect. Records that do not fit are counted in
-``json.<id>.queue_overflow``; every lost record in ``json.<id>.send_failures`` (one log line
-per burst).
+capped, jittered backoff (0.25 s doubling up to ``reconnect_max``, 1 s: back within a second
+of the peer's return). While the peer is down or slow, records wait in a bounded queue
+(``queue`` bytes, 1 MiB by default), then in the on-disk spool (``spool_dir``, ``spool_max``),
+and go out in order after the reconnect. Only a full spool drops records (``spool_full``);
+with ``spool_max=0`` records that do not fit in memory are counted in
+``json.<id>.queue_overflow`` (``queue=0 spool_max=0`` drops them as 2.0.8 does); every lost
+record in ``json.<id>.send_failures`` (one log line per burst). ``tls=1`` (mode tcp) sends
+over TLS (pyulogd.io.tls).
 
 ``split_by=neutron.project_id`` (pyulogd extra, file mode): one file per project, ``file``
 being the template (``/var/log/pyulogd/{project}.json``); a record goes to its project's
@@ -48,10 +51,11 @@ from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
-from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sender import Endpoint, sender_options, spool_settings
 from pyulogd.io.sink import BufferedSink, LineSink
 from pyulogd.io.streamsink import StreamSink
 from pyulogd.io.tenants import SPLIT_KEYS, SplitSink, Splitter, chains, check_template
+from pyulogd.io.tls import TlsSettings, tls_options, tls_settings
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -349,6 +353,7 @@ class JsonOutput(Output[str]):
         Option("host", Address(), "127.0.0.1", help="tcp/udp peer"),
         Option("port", Port(services=True), "12345", help="tcp/udp port or service name"),
         *sender_options(1 << 20),
+        *tls_options(),
         *chain_options(),
         Option("split_by", Str(), "", extra=True, check=_check_split,
                help="pyulogd extra: neutron.project_id writes one file per project (mode file; 'file' is the "
@@ -386,6 +391,7 @@ class JsonOutput(Output[str]):
             if why:
                 raise ConfigError(f"option 'file' with split_by: {why}")
         self.reopen_notice = "JSON: reopening logfile" if mode == "file" else "JSON: reopening socket"
+        self._tls: TlsSettings | None = tls_settings(self.config, self.config["host"], stream=mode == "tcp")
         super().configure()
         eventv1 = self.config["eventv1"]
         dvc = jansson_string(self.config["device"])
@@ -413,12 +419,13 @@ class JsonOutput(Output[str]):
             chain = line_chain(self.ctx, self.config, "json", f"JSON '{self.id}'")
             buffer = FileSink(self.ctx, c["file"], prefix, "JSON", chain=chain)
         else:
-            kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"]}
+            kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"],
+                                  "spool": spool_settings(c, self.id)}
             if self.mode == "udp":
                 buffer = DgramSink(self.ctx, "JSON", Endpoint(c["host"], c["port"]), prefix, **kw)
             else:
                 where = Endpoint(path=c["file"]) if self.mode == "unix" else Endpoint(c["host"], c["port"])
-                buffer = StreamSink(self.ctx, "JSON", where, prefix, **kw)
+                buffer = StreamSink(self.ctx, "JSON", where, prefix, tls=self._tls, **kw)
         self._buffer = buffer
         return buffer
 

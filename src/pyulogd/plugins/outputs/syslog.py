@@ -9,12 +9,15 @@ Options as in 2.0.8: ``facility`` (``LOG_KERN``, or ``LOG_DAEMON``, ``LOG_LOCAL0
 ``LOG_LOCAL7``, ``LOG_USER``; exact spelling) and ``level`` (``LOG_NOTICE``, or
 ``LOG_EMERG`` ... ``LOG_DEBUG``); anything else is a configuration error. pyulogd extras:
 ``socket`` (the local socket, ``/dev/log``), or ``host`` with ``port`` and ``proto``
-(``udp``, or ``tcp`` with RFC 6587 octet counting) for a remote syslog daemon, and
-``queue``/``reconnect_max``.
+(``udp``, or ``tcp`` with RFC 6587 octet counting; with ``tls=1`` and the ``tls_*`` options,
+RFC 5425: the same frames over TLS) for a remote syslog daemon, and
+``queue``/``reconnect_max``/``spool_dir``/``spool_max``.
 
 Unlike glibc (which drops messages silently while the syslog daemon is away) records wait
-in a bounded queue while the daemon restarts or is down, are sent when it is back, and what
-does not fit is counted (``syslog.<id>.queue_overflow``); see pyulogd.io.sender. Each record
+in a bounded queue, then in the on-disk spool, while the daemon restarts or is down, are sent
+when it is back, and what does not fit is counted (``spool_full``; with ``spool_max=0``
+``syslog.<id>.queue_overflow``); see pyulogd.io.sender. Over udp or ``/dev/log`` a receiver
+that is gone is seen only from an error on a later send (docs/security.md). Each record
 is queued as it comes (``pyulogd.io.dgramsink``; over tcp ``pyulogd.io.streamsink``, each frame
 resent whole after a broken connection).
 """
@@ -30,8 +33,9 @@ from pyulogd.core.options import Address, Choice, Path, Port
 from pyulogd.core.plugin import DataType, Key, KeyType, Option
 from pyulogd.io.dgramsink import DgramSink
 from pyulogd.io.output import Output
-from pyulogd.io.sender import Endpoint, sender_options
+from pyulogd.io.sender import Endpoint, sender_options, spool_settings
 from pyulogd.io.streamsink import SenderSink, StreamSink
+from pyulogd.io.tls import TlsSettings, tls_options, tls_settings
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -79,8 +83,9 @@ class SyslogOutput(Output[bytes]):
                "local socket"),
         Option("port", Port(services=True), "514", extra=True, help="pyulogd extra: port of host"),
         Option("proto", Choice("udp", "tcp", what="proto"), "udp", extra=True,
-               help="pyulogd extra: udp, or tcp (octet-counted frames)"),
+               help="pyulogd extra: udp, or tcp (octet-counted frames; with tls=1, RFC 5425)"),
         *sender_options(1 << 20),
+        *tls_options(),
     )
     input_keys = (Key("print", KeyType.STRING),)
 
@@ -100,6 +105,7 @@ class SyslogOutput(Output[bytes]):
             # ulogd opens the log with LOG_DAEMON: LOG_KERN|LOG_NOTICE goes out as <29>.
             self.pri |= FACILITIES["LOG_DAEMON"]
         self._tcp = bool(self.config["host"]) and self.config["proto"] == "tcp"
+        self._tls: TlsSettings | None = tls_settings(self.config, self.config["host"], stream=self._tcp)
         super().configure()
 
     def make_sink(self) -> SenderSink[bytes]:
@@ -107,7 +113,8 @@ class SyslogOutput(Output[bytes]):
         where = Endpoint(c["host"], c["port"]) if c["host"] else Endpoint(path=c["socket"])
         kind = StreamSink if self._tcp else DgramSink
         return kind(self.ctx, "SYSLOG", where, f"syslog.{self.id}", queue_bytes=c["queue"],
-                    backoff_max=c["reconnect_max"], batch=False, lines=False)  # fmt: skip
+                    backoff_max=c["reconnect_max"], batch=False, lines=False, spool=spool_settings(c, self.id),
+                    tls=self._tls)  # fmt: skip
 
     def prepare(self) -> None:
         self._tag = f" {IDENT}[{os.getpid()}]: ".encode()
