@@ -329,3 +329,26 @@ def test_global_options_reach_the_service(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):  # no stack: refused, but the two lines were read
         svc.load_config(cfg)
     assert (svc.loss_records, svc.heartbeat) == ("1", 60.0)
+
+
+def test_a_restart_reports_what_the_killed_daemon_had_not_written_and_nothing_twice() -> None:
+    """Counters restored by the write-ahead log (io/wal.py) carry what loss records took."""
+    ctx, clock = fake_context(wall=T0)
+    src = Src(ctx, "src1", {})
+    stack = make_stack([src, DropJson], ctx, spec="s")
+    out = stack.sink
+    assert isinstance(out, DropJson)
+    c = out.sink_.counters
+    c.restore({"dropped": {"write_failed": 50, "queue_full": 5}, "loss_reported": {"write_failed": 30}})
+    out.sink_.full = False
+    trail = AuditTrail(ctx, [stack], mode="1")
+    trail.start()
+    tick(ctx, clock)  # the 25 the killed daemon counted but never wrote into the trail
+    tick(ctx, clock)
+    (line,) = out.sink_.lines
+    rec = json.loads(line)
+    assert rec["audit.loss.count"] == 25 and rec["audit.loss.reason"] == "queue_full;write_failed"
+    assert c.loss_reported == {"write_failed": 50, "queue_full": 5}
+    assert c.state()["loss_reported"] == {"write_failed": 50, "queue_full": 5}  # saved with the counters
+    tick(ctx, clock)
+    assert len(out.sink_.lines) == 1

@@ -145,12 +145,15 @@ def describe(origin: object) -> str:
 class _OutputWatch:
     """What the trail knows of one output: the drops it reported, those not yet written."""
 
-    __slots__ = ("sink", "stack", "reported", "pending", "received", "since")
+    __slots__ = ("sink", "stack", "reported", "seen", "pending", "received", "since")
 
     def __init__(self, sink: Sink, stack: Stack, now: float) -> None:
         self.sink = sink
         self.stack = stack
-        self.reported = dict(sink.drops())
+        # What loss records took of the sink's drops (kept by the sink: a restart with counters
+        # restored by the write-ahead log reports what the killed daemon had not yet written).
+        self.reported = sink.loss_reported()
+        self.seen = dict(self.reported)  # the drops as the last tick saw them
         self.pending: Loss | None = None
         self.received = sink.received()
         self.since = now
@@ -215,9 +218,9 @@ class AuditTrail:
                 self._deliver(stack, self._loss_record(stack, origin, loss))
         for watch in self._outputs:
             drops = watch.sink.drops()
-            new = {c: n - watch.reported.get(c, 0) for c, n in drops.items() if n > watch.reported.get(c, 0)}
+            new = {c: n - watch.seen.get(c, 0) for c, n in drops.items() if n > watch.seen.get(c, 0)}
             if new:
-                watch.reported = dict(drops)
+                watch.seen = dict(drops)
                 if watch.pending is None:
                     watch.pending = Loss(watch.sink)
                 for cause, n in new.items():
@@ -227,6 +230,7 @@ class AuditTrail:
             pend2 = watch.pending
             if pend2 is not None:
                 watch.pending = None
+                watch.reported.update(watch.seen)  # in a loss record from now on
                 self._deliver(watch.stack, self._loss_record(watch.stack, watch.sink, pend2))
 
     def _loss_record(self, stack: Stack, origin: object, loss: Loss) -> list[Any]:

@@ -412,6 +412,12 @@ class Sink(Plugin):
         for new ones)."""
         return {}
 
+    def loss_reported(self) -> dict[str, int]:
+        """Of :meth:`drops`, what loss records already took, by cause: a dict the trail updates
+        in place (an output keeps it with counters that survive a restart)."""
+        mine: dict[str, int] = self.__dict__.setdefault("_loss_reported", {})
+        return mine
+
     def interp(self, rec: list[Any]) -> int:
         raise NotImplementedError
 

@@ -157,5 +157,9 @@ class Output(Sink, Generic[LineT]):
     def drops(self) -> dict[str, int]:
         return self.out.counters.dropped if self.out is not None else {}
 
+    def loss_reported(self) -> dict[str, int]:
+        # kept with the counters, which the write-ahead log persists (io/wal.py)
+        return self.out.counters.loss_reported if self.out is not None else super().loss_reported()
+
     def _not_started(self, line: LineT) -> None:
         raise PluginError(f"{self.name} instance '{self.id}' was not started")
