@@ -312,6 +312,7 @@ class Row:
     received: int = 0
     written: int = 0
     spooled: int = 0
+    unspooled: int = 0  # of spooled, written from the spool later
     replayed: int = 0
     dropped: int = 0
     kernel_lost: int = 0  # NFLOG sequence gaps (records the kernel dropped before the daemon read them)
@@ -325,7 +326,7 @@ class Row:
     notes: list[str] = field(default_factory=list)
     saved: bool = False
 
-    def table_line(self) -> str:
+    def table_line(self) -> str:  # fault, output, logged, kernel lost, received, written, ...
         return (f"| {self.fault} | {self.output} | {self.logged} | {self.kernel_lost + self.unnumbered} | "
                 f"{self.received} | "
                 f"{self.written} | {self.spooled} | {self.replayed} | {self.dropped} | {self.loss_recorded} | "
@@ -350,8 +351,10 @@ def from_run(row: Row, stats: dict[str, int], out: dict[str, int], prefix: str) 
     for k, v in dropped.items():
         row.causes[k] = row.causes.get(k, 0) + v
     row.dropped += sum(dropped.values())
-    row.spooled += stats.get(f"{prefix}.spooled", 0)
-    row.replayed += sum(v for k, v in stats.items() if k.endswith(".replayed"))
+    # The exact counters (io/sink.py SinkCounters) where the output has them, else the older ones.
+    row.spooled += out.get("spooled", stats.get(f"{prefix}.spooled", 0))
+    row.unspooled += out.get("unspooled", 0)
+    row.replayed += out.get("replayed", 0)
     row.kernel_lost += stats.get("nflog.log1.seq_lost", 0)
 
 
