@@ -313,6 +313,7 @@ class Row:
     written: int = 0
     spooled: int = 0
     unspooled: int = 0  # of spooled, written from the spool later
+    spooled_exact: int = 0  # spooled as the output's exact counters have it (0: not kept there)
     replayed: int = 0
     dropped: int = 0
     kernel_lost: int = 0  # NFLOG sequence gaps (records the kernel dropped before the daemon read them)
@@ -351,7 +352,11 @@ def from_run(row: Row, stats: dict[str, int], out: dict[str, int], prefix: str) 
     for k, v in dropped.items():
         row.causes[k] = row.causes.get(k, 0) + v
     row.dropped += sum(dropped.values())
-    # The exact counters (io/sink.py SinkCounters) where the output has them, else the older ones.
+    # The exact counters (io/sink.py SinkCounters: received = written + spooled + dropped + in
+    # memory) where the output keeps spooled there (the SQL outputs); a network output's spill
+    # is counted in ctx.stats only (``<prefix>.spooled``), its records ``written`` once sent
+    # from the spool: shown in the table, not part of the identity.
+    row.spooled_exact += out.get("spooled", 0)
     row.spooled += out.get("spooled", stats.get(f"{prefix}.spooled", 0))
     row.unspooled += out.get("unspooled", 0)
     row.replayed += out.get("replayed", 0)
