@@ -6,7 +6,12 @@ kernel sends them during ``throughput.py --mode ct``) through pyulogd's
 NFCT(hash_enable=0)->IP2STR->PRINTFLOW->LOGEMU stack, many times, writing to a file in a
 temp directory:
 
-    python3 bench/micro_ct.py [--rounds 200] [--events FILE.hex] [--profile] [--no-fusion]
+    python3 bench/micro_ct.py [--rounds 200] [--events FILE.hex] [--profile] [--no-fusion] [--hash]
+    valgrind --tool=callgrind python3 bench/micro_ct.py --once --rounds N [--hash]   # instructions
+
+``--hash``: with the flow table (``hash_enable=1``): each NEW is cached, each DESTROY makes the
+line (with ``flow.start``), so half as many lines. ``--once``: one run, no best of 3 (for
+callgrind: instructions per event = (Ir(N rounds) - Ir(M rounds)) / ((N - M) x 400)).
 
 FILE.hex: one datagram per line in hex (default: bench/data/ct-events.hex, 400 datagrams
 captured from the lab: 200 connections to a closed port, NEW + DESTROY each). The datagrams
@@ -35,11 +40,12 @@ STACK = "ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU"
 
 
 def run(
-    bufs: list[bytes], rounds: int, sync: int, profile: bool = False, batch: int = 0, fusion: bool = True
+    bufs: list[bytes], rounds: int, sync: int, profile: bool = False, batch: int = 0, fusion: bool = True,
+    hash_enable: bool = False,
 ) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         text = (
-            f"[global]\nstack={STACK}\nfusion={int(fusion)}\n[ct1]\nevent_mask=0x7\nhash_enable=0\n"
+            f"[global]\nstack={STACK}\nfusion={int(fusion)}\n[ct1]\nevent_mask=0x7\nhash_enable={int(hash_enable)}\n"
             f'[emu1]\nfile="{tmp}/out.log"\nsync={sync}\n'
         )
         ctx = Context(loop=Loop(), hostname="vm")
@@ -84,8 +90,9 @@ def run(
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
         lines = sum(1 for _ in open(f"{tmp}/out.log"))
-        if lines != (rounds + 1) * len(bufs):
-            print(f"warning: {lines} lines for {(rounds + 1) * len(bufs)} events", file=sys.stderr)
+        want = (rounds + 1) * len(bufs) // (2 if hash_enable else 1)
+        if lines != want:
+            print(f"warning: {lines} lines for {want} flows", file=sys.stderr)
         svc.stop()
         return cpu / (rounds * len(bufs)) * 1e6
 
@@ -99,16 +106,20 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=0, help="N > 0: the read_many() path, N datagrams per "
                     "round and one flush per round (0: feed() one datagram at a time, a flush per 16)")
     ap.add_argument("--no-fusion", action="store_true", help="the plugins' own run, not the fused one")
+    ap.add_argument("--hash", action="store_true", help="with the flow table (hash_enable=1)")
+    ap.add_argument("--once", action="store_true", help="one run, no best of 3 (for callgrind)")
     a = ap.parse_args()
     bufs = [bytes.fromhex(x) for x in Path(a.events).read_text().split()]
     os.environ.setdefault("TZ", "UTC")
     time.tzset()
-    if a.profile:
-        run(bufs, a.rounds, a.sync, True, a.batch, not a.no_fusion)
+    if a.profile or a.once:
+        run(bufs, a.rounds, a.sync, a.profile, a.batch, not a.no_fusion, a.hash)
         return 0
-    best = min(run(bufs, a.rounds, a.sync, batch=a.batch, fusion=not a.no_fusion) for _ in range(3))
+    best = min(run(bufs, a.rounds, a.sync, batch=a.batch, fusion=not a.no_fusion, hash_enable=a.hash)
+               for _ in range(3))
     how = f"read_many path, {a.batch} per round" if a.batch else "feed(), a flush per 16"
     how += ", not fused" if a.no_fusion else ""
+    how += ", flow table" if a.hash else ""
     print(
         f"NFCT->IP2STR->PRINTFLOW->LOGEMU sync={a.sync} ({how}): {best:.2f} µs CPU per event, "
         f"{2 * best:.2f} per connection (best of 3, {a.rounds * len(bufs)} events each)"

@@ -53,6 +53,9 @@ from pyulogd.daemon.service import Service  # noqa: E402
 from pyulogd.io.loop import Loop  # noqa: E402
 from pyulogd.io.rtnl import LinkCache  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from nslab import send, sh, veth_lab, wait_for  # noqa: E402
+
 BASE_STACK = "log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR"
 STACKS = {"without": f"{BASE_STACK},json1:JSON", "with": f"{BASE_STACK},neutron1:NEUTRON,json1:JSON"}
 QR, QG = "qr-1a2b3c4d-5e", "qg-9f8e7d6c-5b"
@@ -168,28 +171,6 @@ def callgrind(rounds: int) -> dict[str, Any]:
 
 # -- live lossless rates
 
-SENDER = """import socket, sys, time
-rate, secs = float(sys.argv[1]), float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-n, t0, payload = 0, time.monotonic(), b"x" * 64
-end = t0 + secs
-while True:
-    now = time.monotonic()
-    if now >= end:
-        break
-    due = int((now - t0) * rate)
-    while n < due:
-        s.sendto(payload, ("10.97.0.2", 5001))
-        n += 1
-    time.sleep(0.0005)
-print(n)
-"""
-
-
-def sh(*args: str, ns: str | None = None, input: str | None = None) -> str:
-    cmd = list(args) if ns is None else ["ip", "netns", "exec", ns, *args]
-    return subprocess.run(cmd, input=input, text=True, capture_output=True, check=True).stdout
-
 
 def live_trial(which: str, ns_b: str, ns_a: str, rate: int, secs: float, tmp: Path) -> tuple[int, int, bool]:
     out = tmp / f"{which}-{rate}.json"
@@ -203,12 +184,9 @@ def live_trial(which: str, ns_b: str, ns_a: str, rate: int, secs: float, tmp: Pa
     d = subprocess.Popen(["ip", "netns", "exec", ns_b, sys.executable, "-m", "pyulogd", "-c", str(conf),
                           "--no-realtime"], env=env, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        end = time.monotonic() + 15
-        while "entering main loop" not in log.read_text():
-            if time.monotonic() > end or d.poll() is not None:
-                raise RuntimeError(f"daemon did not start: {log.read_text()[-500:]}")
-            time.sleep(0.05)
-        sent = int(sh(sys.executable, "-c", SENDER, str(rate), str(secs), ns=ns_a).strip())
+        if not wait_for(log, "entering main loop", 15, d):
+            raise RuntimeError(f"daemon did not start: {log.read_text()[-500:]}")
+        sent = send(ns_a, rate, secs, "10.97.0.2", python=sys.executable)
         time.sleep(1.0)  # the daemon drains its socket
     finally:
         d.terminate()
@@ -226,14 +204,7 @@ def live(rates: list[int], secs: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         mapping(tmp / "ports.json")
-        try:
-            sh("ip", "netns", "add", a)
-            sh("ip", "netns", "add", b)
-            sh("ip", "link", "add", "eth0", "netns", a, "type", "veth", "peer", "name", QR, "netns", b)
-            for ns, dev, addr in ((a, "eth0", "10.97.0.1/24"), (b, QR, "10.97.0.2/24")):
-                sh("ip", "addr", "add", addr, "dev", dev, ns=ns)
-                sh("ip", "link", "set", dev, "up", ns=ns)
-                sh("ip", "link", "set", "lo", "up", ns=ns)
+        with veth_lab(a, b, "eth0", QR, "10.97.0.1/24", "10.97.0.2/24"):
             sh("nft", "-f", "-", ns=b, input="table inet nfb {\n chain input_log {\n"
                " type filter hook input priority 0;\n"
                ' udp dport 5001 log prefix "777001" group 7 drop\n }\n}\n')  # fmt: skip
@@ -246,9 +217,6 @@ def live(rates: list[int], secs: float) -> dict[str, Any]:
                         break
                     best = rate
                 res[which] = best
-        finally:
-            for ns in (a, b):
-                subprocess.run(["ip", "netns", "del", ns], check=False)
     ratio = res["with"] / res["without"] if res.get("without") else float("nan")
     print(f"highest lossless rate: without {res['without']}/s, with {res['with']}/s, ratio {ratio:.2f}")
     res["ratio"] = ratio

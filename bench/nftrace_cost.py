@@ -34,39 +34,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SENDER = """import socket, sys, time
-rate, secs = float(sys.argv[1]), float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-n, t0, payload = 0, time.monotonic(), b"x" * 64
-end = t0 + secs
-while True:
-    now = time.monotonic()
-    if now >= end:
-        break
-    due = int((now - t0) * rate)
-    while n < due:
-        s.sendto(payload, ("10.96.0.2", 5001))
-        n += 1
-    time.sleep(0.0005)
-print(n)
-"""
-
-
-def sh(*args: str, ns: str | None = None, input: str | None = None) -> str:
-    cmd = list(args) if ns is None else ["ip", "netns", "exec", ns, *args]
-    return subprocess.run(cmd, input=input, text=True, capture_output=True, check=True).stdout
-
-
-def cpu_times() -> tuple[float, float]:
-    """(system + softirq, total) seconds of the whole machine, from /proc/stat."""
-    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    v = [int(x) / os.sysconf("SC_CLK_TCK") for x in f]
-    return v[2] + v[5] + v[6], sum(v)
-
-
-def proc_cpu(pid: int) -> float:
-    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT / "bench"))
+from nslab import cpu_times, proc_cpu, send, sh, veth_lab, wait_for  # noqa: E402
 
 
 def config(mode: str, ns: str, out: Path, log: Path) -> str:
@@ -98,14 +67,11 @@ def trial(a: str, b: str, mode: str, rate: int, secs: float, rules: int, tmp: Pa
         conf.write_text(config(mode, b, out, log))
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         daemon = subprocess.Popen([sys.executable, "-m", "pyulogd", "-c", str(conf)], env=env)
-        end = time.monotonic() + 20
-        word = "tracing" if mode == "nftrace" else "working in network namespace"
-        while time.monotonic() < end and not (log.exists() and word in log.read_text()):
-            time.sleep(0.1)
+        wait_for(log, "tracing" if mode == "nftrace" else "working in network namespace", 20)
         time.sleep(0.5)
     k0, _ = cpu_times()
     d0 = proc_cpu(daemon.pid) if daemon else 0.0
-    sent = int(sh("python3", "-c", SENDER, str(rate), str(secs), ns=a).strip())
+    sent = send(a, rate, secs, "10.96.0.2")
     time.sleep(1.0)  # the last records (NFTRACE: its 250 ms timeout for accepted packets)
     k1, _ = cpu_times()
     d1 = proc_cpu(daemon.pid) if daemon else 0.0
@@ -134,15 +100,7 @@ def main() -> int:
     tag = f"nftrb-{secrets.token_hex(3)}"
     a, b = f"{tag}-a", f"{tag}-b"
     rows = []
-    try:
-        for ns in (a, b):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "set", "lo", "up", ns=ns)
-        sh("ip", "link", "add", "va", "netns", a, "type", "veth", "peer", "name", "vb", "netns", b)
-        sh("ip", "addr", "add", "10.96.0.1/24", "dev", "va", ns=a)
-        sh("ip", "addr", "add", "10.96.0.2/24", "dev", "vb", ns=b)
-        sh("ip", "link", "set", "va", "up", ns=a)
-        sh("ip", "link", "set", "vb", "up", ns=b)
+    with veth_lab(a, b, "va", "vb", "10.96.0.1/24", "10.96.0.2/24"):
         with tempfile.TemporaryDirectory(prefix="nftrb-") as d:
             for rate in (int(r) for r in args.rates.split(",")):
                 base = None
@@ -157,9 +115,6 @@ def main() -> int:
                     row["daemon_us_per_pkt"] = round(float(row["daemon_s"]) / n * 1e6, 2)  # type: ignore[arg-type]
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    finally:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     print("\n| rate/s | mode | sent | records | lossless | kernel µs/pkt (over none) | daemon µs/pkt |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -4,6 +4,7 @@ records of every kind, and the command run in-process with its output captured."
 from __future__ import annotations
 
 import io
+import os
 import socket
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -82,3 +83,15 @@ def run(*argv: str, clock: Clock | None = None) -> tuple[int, str, str]:
     with redirect_stderr(err):
         rc = main(list(argv), out=out, clock=clock or FakeClock(wall=T0 + 86400))
     return rc, out.getvalue(), err.getvalue()
+
+
+CHAIN_KEY = b"0123456789abcdef0123456789abcdef"
+
+
+def chain_key_file(folder: Path) -> Path:
+    """A ``chain_key`` file as the daemon accepts it (root's, mode 600), holding :data:`CHAIN_KEY`."""
+    path = folder / "chain.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, CHAIN_KEY + b"\n")
+    os.close(fd)
+    return path

@@ -295,6 +295,11 @@ def one(recs: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
     return found[0]
 
 
+def _acct(ns: str) -> bool:
+    r = sh("sysctl", "-n", "net.netfilter.nf_conntrack_acct", ns=ns, check=False)
+    return r.stdout.strip() == "1"
+
+
 @needs_lab
 @needs_neutron
 def test_every_node_role_resolved(lab: NeutronLab, tmp_path: Path) -> None:
@@ -312,6 +317,9 @@ def test_every_node_role_resolved(lab: NeutronLab, tmp_path: Path) -> None:
     try:
         wait_for(lambda: d.text().count("NEUTRON '") >= 4, 15, "NEUTRON to start")
         wait_for(lambda: lab.group in _groups(lab.qrouter1), 15, "NFLOG in the router")
+        # NFCT turns accounting on when it reaches the router (accounting=1); a connection
+        # made before that has no counters, so its DESTROY would say 0 packets.
+        wait_for(lambda: _acct(lab.qrouter1), 15, "conntrack accounting in the router")
         lab.conntrack_flush(lab.qrouter1)
         assert lab.tcp_connect(lab.ext, lab.fip_ip, 22)  # legacy: accepted, DNAT
         lab.udp(lab.ext, lab.fip_ip, 9999)  # rejected

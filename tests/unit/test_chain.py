@@ -24,10 +24,9 @@ from pyulogd.plugins.outputs.ecs import EcsOutput
 from pyulogd.plugins.outputs.gprint import GprintOutput
 from pyulogd.plugins.outputs.json import JsonOutput
 from pyulogd.plugins.outputs.logemu import LogemuOutput
-from tests.audit_helpers import fill, run, trail
+from tests.audit_helpers import CHAIN_KEY as KEY
+from tests.audit_helpers import chain_key_file, fill, run, trail
 from tests.helpers import BaseKeys, NflogKeys, golden_packets, make_stack, stop_stack
-
-KEY = b"0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
@@ -39,11 +38,7 @@ def work(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def key(work: Path) -> Path:
-    path = work / "chain.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, KEY + b"\n")
-    os.close(fd)
-    return path
+    return chain_key_file(work)
 
 
 # -- the pieces

@@ -35,7 +35,8 @@ TCP = dict(flow_end_sec=1795763288, orig_ip_protocol=6, orig_ip_saddr_str="127.0
 
 def test_declarations() -> None:
     assert NacctOutput.so_name == "ulogd_output_NACCT.so"
-    assert {o.name: o.default for o in NacctOutput.options} == {"file": "/var/log/ulogd_nacct.log", "sync": 0}
+    assert {o.name: o.default for o in NacctOutput.options} == {
+        "file": "/var/log/ulogd_nacct.log", "sync": 0, "chain_key": ""}
     assert not any(k.optional for k in NacctOutput.input_keys)  # all required, as in 2.0.8
 
 

@@ -532,15 +532,16 @@ def test_enobufs_grows_the_buffer_up_to_maxsize() -> None:
 spans_of = lay_out  # datagrams laid out as read_many() leaves them
 
 
-@pytest.mark.parametrize("hash_enable", [0, 1])
+@pytest.mark.parametrize(("hash_enable", "entries"), [(0, 32768), (1, 32768), (1, 2)])
 @pytest.mark.parametrize("case", ["flow-json", "flow-hash-json"])
-def test_spans_give_what_feed_gives(case: str, hash_enable: int) -> None:
-    """Every captured golden buffer, warm templates or not, through both paths."""
+def test_spans_give_what_feed_gives(case: str, hash_enable: int, entries: int) -> None:
+    """Every captured golden buffer, warm templates or not, through both paths (a flow table
+    that fills up included: hash_full counted alike)."""
     bufs = buffers(case) + [b"\x00" * 7, build_ct(nfct.NEW, tcp(9))[:40]]  # junk and a truncation
-    one, (cap1,), ctx1 = make(hash_enable=hash_enable, event_mask=7)
+    one, (cap1,), ctx1 = make(hash_enable=hash_enable, event_mask=7, hash_max_entries=entries)
     for b in bufs:
         one.feed(b)
-    many, (cap2,), ctx2 = make(hash_enable=hash_enable, event_mask=7)
+    many, (cap2,), ctx2 = make(hash_enable=hash_enable, event_mask=7, hash_max_entries=entries)
     view, spans = spans_of(bufs)
     for i in range(0, len(spans), 5):
         many._feed_spans(view, spans[i : i + 5])
@@ -552,6 +553,7 @@ def test_spans_give_what_feed_gives(case: str, hash_enable: int) -> None:
     assert cap2.recs == cap1.recs and len(cap1.recs) > len(one_more)
     assert ctx2.stats.snapshot() == ctx1.stats.snapshot()
     assert ctx2.stats.get("nfct.ct1.malformed") >= 1
+    assert (ctx1.stats.get("nfct.ct1.hash_full") > 0) == (entries == 2)
 
 
 def test_spans_with_filters_and_two_stacks() -> None:

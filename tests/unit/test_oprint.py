@@ -144,5 +144,5 @@ def test_open_failure(tmp_path: Path) -> None:
 
 def test_options() -> None:
     assert [(o.name, o.default) for o in OprintOutput.options] == [
-        ("file", "/var/log/ulogd_oprint.log"), ("sync", 0)]
+        ("file", "/var/log/ulogd_oprint.log"), ("sync", 0), ("chain_key", "")]
     assert OprintOutput.wildcard_inputs and OprintOutput.input_keys == ()

@@ -80,7 +80,8 @@ def test_declarations() -> None:
     assert PcapOutput.so_name == "ulogd_output_PCAP.so"
     assert [k.name for k in PcapOutput.input_keys] == [
         "raw.pkt", "raw.pktlen", "ip.totlen", "oob.time.sec", "oob.time.usec", "oob.family", "ip6.payloadlen"]
-    assert {o.name: o.default for o in PcapOutput.options} == {"file": "/var/log/ulogd.pcap", "sync": 0}
+    assert {o.name: o.default for o in PcapOutput.options} == {
+        "file": "/var/log/ulogd.pcap", "sync": 0, "chain_key": ""}
 
 
 @pytest.mark.parametrize(("tz", "hexzone"), [("UTC", "00000000"), ("Europe/Paris", "f0f1ffff"),

@@ -521,7 +521,7 @@ def test_stdout(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
 
 
 def test_info() -> None:
-    assert [o.name for o in XmlOutput.options] == ["directory", "sync", "stdout"]
-    assert [o.default for o in XmlOutput.options] == ["/var/log/", 0, 0]
+    assert [o.name for o in XmlOutput.options] == ["directory", "sync", "stdout", "chain_key"]
+    assert [o.default for o in XmlOutput.options] == ["/var/log/", 0, 0, ""]
     assert [(k.name, k.type, k.optional) for k in XmlOutput.input_keys] == [
         ("ct", KeyType.RAW, True), ("raw", KeyType.RAW, True), ("sum", KeyType.RAW, True)]

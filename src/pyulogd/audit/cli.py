@@ -6,7 +6,7 @@
     pyulogd-audit who-had --db URL IP TIME [--window 1h]
     pyulogd-audit follow  --db URL [filters] [--interval 1] [--format ...]
     pyulogd-audit report  --db URL --html FILE [filters]
-    pyulogd-audit verify  --key FILE (--db URL | --file FILE...)
+    pyulogd-audit verify  --key FILE (--db URL [--table NAME] | --file FILE...)
 
 ``--db`` defaults to the environment variable ``PYULOGD_AUDIT_DB``. Filters: ``--since``,
 ``--until``, ``--ip`` (address or CIDR, either side or NAT'd), ``--src``, ``--dst``,
@@ -146,6 +146,12 @@ def build_parser() -> _Parser:
     with_db(v, required=False)
     v.add_argument("--key", required=True, metavar="FILE", help="the chain_key file the outputs used")
     v.add_argument("--file", action="append", metavar="FILE", help="a chained file (give rotated files oldest first)")
+    v.add_argument("--table", metavar="NAME", help="with --db: a ulogd table chained by PGSQL, MYSQL or SQLITE3 "
+                   "(its pyulogd_seq and pyulogd_chain columns) instead of the audit table")
+    v.add_argument("--order-by", metavar="COLUMN", default="", help="with --table: the column that gives the rows' "
+                   "order of insertion (default: rowid for SQLite, else pyulogd_seq)")
+    v.add_argument("--output", metavar="PLUGIN", default="", help="with --table: the output that wrote it, "
+                   "for its id-column rule (default: SQLITE3, PGSQL or MYSQL by the database; DBI must be named)")
     return p
 
 
@@ -407,13 +413,16 @@ def cmd_verify(a: argparse.Namespace, out: TextIO) -> int:
         raise AuditError("give --file FILE... (chained files) or --db URL (the audit table)")
     if a.file:
         try:
-            report = verify.check(verify.file_records(a.file), key)
+            report = verify.check(verify.file_records(a.file, key), key)
         except OSError as e:
             raise AuditError(f"{e.filename}: {e.strerror}") from None
         what = ", ".join(a.file)
     else:
         db = _db(a)
         try:
+            if a.table:
+                report = verify.check(verify.table_records(db, a.table, a.order_by, a.output), key)
+                return _verdict(report, f"{db.url.describe()} table {a.table}", out)
             store = Store(db)
             store.require_audit("verify")
             if store.version < 2:
@@ -425,6 +434,10 @@ def cmd_verify(a: argparse.Namespace, out: TextIO) -> int:
         finally:
             db.close()
         what = db.url.describe()
+    return _verdict(report, what, out)
+
+
+def _verdict(report: Any, what: str, out: TextIO) -> int:
     for finding in report.findings:
         out.write(escape_text(finding.line()) + "\n")
     last = f"last seq {report.last[0]} tag {report.last[1]}" if report.last else "no chained record"

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyulogd.db.statement import Target
+from pyulogd.db.statement import Target, quote_ident, quote_path
+from pyulogd.io.chain import CHAIN_COLUMNS
 
 Rows = list[tuple[Any, ...]]
 
@@ -94,6 +95,24 @@ class Backend:
         one transaction instead of one per row.
         """
         raise NotImplementedError
+
+    def fetch_one(self, sql: str) -> tuple[Any, ...] | None:
+        """The first row of a query of ours (identifiers quoted, no parameters), connected;
+        Unavailable when it fails."""
+        raise NotImplementedError
+
+    def table_path(self) -> tuple[str, ...]:
+        """The table the columns were read from, as a quoted path takes it."""
+        return self.s.table
+
+    def last_chain(self) -> tuple[int, str] | None:
+        """(seq, tag) of the last chained row of the table (tamper evidence, io/chain.py), or
+        None: the table has no chained row yet."""
+        seq, tag = (quote_ident(c, self.dialect) for c in CHAIN_COLUMNS)
+        rel = quote_path(self.table_path(), self.dialect)
+        row = self.fetch_one(f"SELECT {seq}, {tag} FROM {rel} WHERE {seq} IS NOT NULL "  # noqa: S608 - quoted
+                             f"ORDER BY {seq} DESC LIMIT 1")
+        return None if row is None or row[1] is None else (int(row[0]), str(row[1]))
 
     def run_script(self, text: str) -> None:
         """Run a schema file (creates the tables)."""

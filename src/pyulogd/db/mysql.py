@@ -89,6 +89,18 @@ class MysqlBackend(Backend):
             except Exception:  # noqa: BLE001 - closing a broken connection may fail in any way
                 pass
 
+    def fetch_one(self, sql: str) -> tuple[Any, ...] | None:
+        con = self.con
+        assert con is not None
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql)
+                row = cur.fetchone()
+            con.commit()
+        except pymysql.MySQLError as e:
+            raise Unavailable(str(e)) from e
+        return None if row is None else tuple(row)
+
     def discover(self) -> TableInfo:
         con = self.con
         assert con is not None

@@ -17,6 +17,7 @@ from typing import Any
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Address, Duration, Int, Path, Size, Str
 from pyulogd.core.plugin import Option
+from pyulogd.io.chain import chain_options
 
 # The first seven options of every ulogd2 SQL output (util/db.c), in ulogd's order.
 ULOGD_DB = (
@@ -40,6 +41,9 @@ PYULOGD = (
     Option("stop_timeout", Duration(), "5", extra=True,
            help="at exit, how long to write before spooling the rest"),
     Option("schema_file", Path(), "", extra=True, help="SQL file run at start when the table does not exist"),
+    # tamper evidence (io/chain.py): ulogd's tables get two columns, pyulogd_seq and
+    # pyulogd_chain (db/output.py); AUDITDB has them in its schema
+    *chain_options(),
 )
 
 SECRETS = (

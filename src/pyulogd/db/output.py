@@ -12,12 +12,23 @@ An output like the others (``io/output.py``): its render function is the generat
 builder (one tuple per record), its sink the writer's (``db/writer.py:WriterSink``), which
 hands the rows to the writer thread after each round of the event loop; SIGHUP reconnects,
 stop writes what it can and spools the rest. Nothing here waits for the database.
+
+Tamper evidence (``chain_key``, io/chain.py): the table gets two more columns,
+``pyulogd_seq`` (an integer) and ``pyulogd_chain`` (text, 22 characters), which the column
+mapping reads as the keys ``pyulogd.seq`` and ``pyulogd.chain``; each row is chained by its
+other values (:func:`~pyulogd.io.chain.canon_bytes`, in the table's column order) as the
+row is made, in the event loop, so rows keep the order of the records whatever the writer
+and the spool do with them. At start the chain resumes from the table's last chained row.
+A table without the two columns refuses the start (with the statement that adds them).
+Records written while the columns were not known (the database down at the first start)
+carry no seal, which ``pyulogd-audit verify --db URL --table T`` reports.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core import safefile
@@ -27,6 +38,7 @@ from pyulogd.db.backend import Backend, MissingTable, Settings, TableInfo, Unava
 from pyulogd.db.columns import map_columns
 from pyulogd.db.render import compile_builder
 from pyulogd.db.writer import Writer, WriterSettings, WriterSink
+from pyulogd.io.chain import CHAIN_COLUMNS, CHAIN_KEYS, Chain, canon_bytes, load_key
 from pyulogd.io.output import Output
 from pyulogd.io.spool import Spool, SpoolError
 
@@ -45,6 +57,8 @@ class SqlOutput(Output[tuple[Any, ...]]):
     wildcard_inputs = True
     # Whether the stack may start while the database is unreachable (not for a local file).
     start_without_db: bool = True
+    # Whether chain_key chains the rows of ulogd's table here (AUDITDB chains its own rows).
+    table_chain: bool = True
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
@@ -56,6 +70,7 @@ class SqlOutput(Output[tuple[Any, ...]]):
         self._pending_keys: list[str] | None = None
         self._schema_file = ""
         self._schema_text: str | OSError | None = None
+        self.chain: Chain | None = None  # chain_key, ulogd's tables (table_chain)
 
     # -- what subclasses provide
     def make_backend(self) -> Backend:
@@ -70,6 +85,9 @@ class SqlOutput(Output[tuple[Any, ...]]):
             self._types[key.name] = key.type  # the nearest producer is declared last
         self.backend = self.make_backend()
         cfg = self.config
+        if self.table_chain:
+            secret = load_key(cfg, self.label)
+            self.chain = None if secret is None else Chain(secret)
         self._schema_file = cfg["schema_file"]
         self.wsettings = WriterSettings(
             batch_size=cfg["batch_size"],
@@ -96,6 +114,7 @@ class SqlOutput(Output[tuple[Any, ...]]):
             # access follows a link planted in a directory the user can write.
             with safefile.as_user(self.ctx.run_as):
                 info = self.open_table()
+                last = self._last_chain(info)
         except Unavailable as e:
             self.backend.close()
             # A table that is not there is a configuration error; a server that is down is not.
@@ -110,11 +129,28 @@ class SqlOutput(Output[tuple[Any, ...]]):
             )
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             self.ctx.log.error(f"{self.label}: database unavailable at start ({reason}); starting anyway, {how}")
+            if self.chain is not None:
+                self.ctx.log.error(f"{self.label}: cannot read the chain's last row: a new chain starts")
             return
         finally:
             self.backend.close()
         with safefile.as_user(self.ctx.run_as):
             self.keys = self._map_table(info)  # map_columns, and the column cache saved
+        if self.chain is not None and last is not None:
+            self.chain.seq, self.chain.prev = last
+
+    def _last_chain(self, info: TableInfo) -> tuple[int, str] | None:
+        """Connected, with the table's columns: the chain's last row (chain_key), after
+        checking that the table has the two chain columns."""
+        if self.chain is None:
+            return None
+        missing = [c for c in CHAIN_COLUMNS if c not in self._column_keys(info)]
+        if missing:
+            t = self.table_name()
+            raise ConfigError(
+                f"{self.label}: chain_key needs the columns {' and '.join(missing)} in table '{t}': "
+                f"ALTER TABLE {t} ADD COLUMN pyulogd_seq BIGINT; ALTER TABLE {t} ADD COLUMN pyulogd_chain VARCHAR(32)")
+        return self.backend.last_chain() if self.backend is not None else None
 
     def _check_local_files(self) -> None:
         """Refuse to start unless every local path this output writes later can be written
@@ -179,9 +215,14 @@ class SqlOutput(Output[tuple[Any, ...]]):
 
     def _map_table(self, info: TableInfo) -> list[str]:
         """Writer side: the keys of a freshly read table (ConfigError: a column has no key)."""
-        keys = map_columns(self._column_keys(info), list(self._types), self.table_name(), self.label)
+        keys = map_columns(self._column_keys(info), self._available(), self.table_name(), self.label)
         self._save_cache(info)
         return keys
+
+    def _available(self) -> list[str]:
+        """The keys a column may name: the upstream ones, and the chain's two (chain_key)."""
+        names = list(self._types)
+        return names + list(CHAIN_KEYS) if self.chain is not None else names
 
     def _on_table(self, info: TableInfo, keys: list[str]) -> None:
         if keys != self.keys:
@@ -223,7 +264,7 @@ class SqlOutput(Output[tuple[Any, ...]]):
             if data.get("table") != self.table_name():
                 return None
             info = TableInfo(list(data["columns"]), bool(data.get("plain")))
-            return map_columns(self._column_keys(info), list(self._types), self.table_name(), self.label)
+            return map_columns(self._column_keys(info), self._available(), self.table_name(), self.label)
         except (OSError, ValueError, KeyError, TypeError, ConfigError):
             return None
 
@@ -273,9 +314,12 @@ class SqlOutput(Output[tuple[Any, ...]]):
         for key, slot in zip(self.wildcard_keys, self.in_slots, strict=True):
             slot_of[key.name] = slot
         assert self.backend is not None
-        self.renderer = compile_builder(
-            [self._types[k] for k in keys], [slot_of.get(k, 0) for k in keys], self.backend.render
+        build = compile_builder(
+            [self._types.get(k, KeyType.STRING) for k in keys], [slot_of.get(k, 0) for k in keys], self.backend.render
         )
+        self.renderer = build
+        if self.chain is not None and all(k in keys for k in CHAIN_KEYS):
+            self.renderer = chained(build, self.chain, keys)
         self.keys = keys
         if self.writer_sink is not None:
             self.writer_sink.names = tuple(keys)
@@ -292,6 +336,8 @@ class SqlOutput(Output[tuple[Any, ...]]):
             super().stop()  # what waits is written within stop_timeout, the rest spooled
         elif self.backend is not None:
             self.backend.close()
+        if self.chain is not None and self.chain.seq:
+            self.ctx.log.notice(f"chain {self.label}: last seq {self.chain.seq} tag {self.chain.prev}")
 
     def settings_common(self, **kw: Any) -> Settings:
         from pyulogd.db.statement import parse_procedure, split_name
@@ -303,3 +349,21 @@ class SqlOutput(Output[tuple[Any, ...]]):
             target=parse_procedure(cfg["procedure"] or "INSERT"),
             **kw,
         )
+
+
+def chained(build: Callable[[list[Any]], tuple[Any, ...]], chain: Chain,
+            keys: list[str]) -> Callable[[list[Any]], tuple[Any, ...]]:
+    """The row builder of a chained table: ``build``'s row with its place in the chain in the
+    two chain columns, the tag covering the other columns' values in table order."""
+    i_seq, i_tag = keys.index(CHAIN_KEYS[0]), keys.index(CHAIN_KEYS[1])
+    data = [i for i in range(len(keys)) if i not in (i_seq, i_tag)]
+    link = chain.link
+
+    def row(rec: list[Any]) -> tuple[Any, ...]:
+        values = list(build(rec))
+        tag = link(canon_bytes([values[i] for i in data]))
+        values[i_seq] = chain.seq
+        values[i_tag] = tag
+        return tuple(values)
+
+    return row

@@ -109,6 +109,20 @@ class PgsqlBackend(Backend):
             except Exception:  # noqa: BLE001 - closing a broken connection may fail in any way
                 pass
 
+    def fetch_one(self, sql: str) -> tuple[Any, ...] | None:
+        con = self.con
+        assert con is not None
+        try:
+            row = con.execute(sql).fetchone()
+            con.commit()
+        except psycopg.Error as e:
+            self._rollback()
+            raise Unavailable(str(e)) from e
+        return None if row is None else tuple(row)
+
+    def table_path(self) -> tuple[str, ...]:
+        return (self._schema(), self.s.table[-1])
+
     def discover(self) -> TableInfo:
         con = self.con
         assert con is not None

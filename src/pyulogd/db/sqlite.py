@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from pyulogd.db.backend import Backend, MissingTable, Rejected, Rows, Settings, TableInfo, Unavailable
 from pyulogd.db.statement import quote_path
@@ -58,6 +59,14 @@ class SqliteBackend(Backend):
             except sqlite3.Error:
                 pass
             self.con = None
+
+    def fetch_one(self, sql: str) -> tuple[Any, ...] | None:
+        assert self.con is not None
+        try:
+            row = self.con.execute(sql).fetchone()
+        except sqlite3.Error as e:
+            raise Unavailable(str(e)) from e
+        return None if row is None else tuple(row)
 
     def discover(self) -> TableInfo:
         assert self.con is not None

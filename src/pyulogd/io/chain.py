@@ -15,10 +15,20 @@ by the file sink, ``io/filesink.py``, when a batch is written, so the fused stac
 and to SQL rows (the AUDITDB output: ``seq`` and ``chain`` columns). A line carries its seal
 at its end, where nothing the record contains can imitate it:
 
-* text lines: ``<line> chain=<seq>:<tag>``
+* text lines: ``<line> chain=<seq>:<tag>`` (LOGEMU, GPRINT, NACCT, OPRINT)
 * JSON lines: ``{..., "pyulogd.chain": "<seq>:<tag>"}`` (ECS: ``,"pyulogd.chain":"..."``)
+* XML lines: ``<flow>...</flow><?pyulogd-chain <seq>:<tag>?>`` (a processing instruction, so
+  the file stays well-formed XML; the header and the closing tag are records too)
 
-and the HMAC covers the line as it was before the seal (without its newline). At start an
+and the HMAC covers the line as it was before the seal (without its newline). A record of
+several lines (OPRINT's ``===>PACKET BOUNDARY`` and its ``name=value`` lines, XML's header) is
+sealed on its last line as ``<seq>/<lines>:<tag>``, the HMAC covering all its lines.
+
+PCAP's records are binary: their seals go to a file beside it, ``<file>.chain``, one line per
+record in the same order (``record chain=<seq>:<tag>``); verify (``pcap_records``) matches
+them up again. The SQL outputs with ulogd's tables (PGSQL, MYSQL, SQLITE3, DBI) keep ``seq``
+and tag in two columns the user adds to the table (:data:`CHAIN_COLUMNS`, db/output.py),
+the tag covering the other values in their canonical form (:func:`canon_bytes`). At start an
 output resumes the chain from the last sealed line of its file, so a restart continues
 it; a file that has none (new, or rotated away) starts a new chain, which verify reports.
 
@@ -37,6 +47,7 @@ import hmac
 import os
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +64,55 @@ TAG_CHARS = 22  # base64 of 16 bytes, without padding
 MIN_KEY = 16
 MAX_KEY = 4096
 _TAG = r"[A-Za-z0-9_-]{22}"
-SEAL_TEXT = re.compile(rf" chain=(\d+):({_TAG})$")
+# "<seq>:<tag>", or "<seq>/<lines>:<tag>" for a record of several lines (OPRINT, XML's header)
+SEAL_TEXT = re.compile(rf" chain=(\d+)(?:/(\d+))?:({_TAG})$")
 SEAL_JSON = re.compile(rf'(,\s?)?"pyulogd\.chain":\s?"(\d+):({_TAG})"\}}$')
+# XML: a processing instruction, valid wherever the line ends (inside the root element and
+# after it); not a comment, since a tag may hold "--"
+SEAL_XML = re.compile(rf"<\?pyulogd-chain (\d+)(?:/(\d+))?:({_TAG})\?>$")
+
+
+# The two columns a ulogd table gets for chaining (PGSQL, MYSQL, SQLITE3, DBI), and the key
+# names the column mapping reads them as (db/columns.py: "_" stands for ".").
+CHAIN_COLUMNS = ("pyulogd_seq", "pyulogd_chain")
+CHAIN_KEYS = ("pyulogd.seq", "pyulogd.chain")
+
+
+def row_bytes(values: Iterable[Any]) -> bytes:
+    """The bytes a row's tag covers: each value typed and length-prefixed, so that no two
+    different rows serialize alike (None, integers, text, bytes)."""
+    out = bytearray()
+    for v in values:
+        if v is None:
+            out += b"N"
+        elif isinstance(v, bool):
+            out += b"i1" if v else b"i0"
+        elif isinstance(v, int):
+            t = str(v).encode()
+            out += b"i" + str(len(t)).encode() + b":" + t
+        elif isinstance(v, str):
+            t = v.encode("utf-8", "surrogateescape")
+            out += b"s" + str(len(t)).encode() + b":" + t
+        else:
+            t = bytes(v)
+            out += b"b" + str(len(t)).encode() + b":" + t
+    return bytes(out)
+
+
+def canon_bytes(values: Iterable[Any]) -> bytes:
+    """The bytes a row of a ulogd table is chained by: as :func:`row_bytes`, but every value
+    but NULL and bytes as its text, so that it reads back the same whatever the column made
+    of it (ulogd's SQL outputs write a BOOL as '1' into a boolean or an integer column; a
+    server gives back True, 1 or an address object)."""
+    out: list[Any] = []
+    for v in values:
+        if v is None or isinstance(v, (bytes, bytearray, memoryview)):
+            out.append(v)
+        elif isinstance(v, bool):
+            out.append("1" if v else "0")
+        else:
+            out.append(str(v))
+    return row_bytes(out)
 
 
 def tag_text(digest: bytes) -> str:
@@ -155,6 +213,8 @@ class _Style:
     def seal(self, line: str, text: str) -> str:
         if self.name == "text":
             return f"{line[:-1]} chain={text}\n"
+        if self.name == "xml":
+            return f"{line[:-1]}<?pyulogd-chain {text}?>\n"
         sep = ", " if self.name == "json" else ","
         body = line[:-2]
         if body == "{":
@@ -163,7 +223,7 @@ class _Style:
         return f'{body}{sep}"pyulogd.chain{q}{text}"}}\n'
 
 
-STYLES = ("text", "json", "compact")
+STYLES = ("text", "json", "compact", "xml")
 
 
 class LineChain:
@@ -185,7 +245,17 @@ class LineChain:
             if not line.endswith("\n"):
                 line += "\n"
             tag = link(line[:-1].encode("utf-8", "surrogateescape"))
-            out.append(seal(line, f"{self.chain.seq}:{tag}"))
+            n = line.count("\n")
+            out.append(seal(line, f"{self.chain.seq}:{tag}" if n == 1 else f"{self.chain.seq}/{n}:{tag}"))
+        return out
+
+    def seal_bytes(self, records: list[bytes]) -> list[str]:
+        """The seal lines of binary records (PCAP), for the file beside the records."""
+        link = self.chain.link
+        out = []
+        for rec in records:
+            tag = link(rec)
+            out.append(f"record chain={self.chain.seq}:{tag}\n")
         return out
 
     def resume(self, path: str) -> bool:
@@ -203,12 +273,19 @@ class LineChain:
 
 def unseal(line: str) -> tuple[str, int, str] | None:
     """(the line as it was hashed, seq, tag) of a sealed line (no newline), or None."""
+    found = unseal_lines(line)
+    return None if found is None else found[:3]
+
+
+def unseal_lines(line: str) -> tuple[str, int, str, int] | None:
+    """(the line as it was hashed, seq, tag, lines of the record) of a sealed line (no
+    newline), or None. ``lines`` > 1: the record's earlier lines come before this one."""
     m = SEAL_JSON.search(line)
     if m is not None:
-        return line[: m.start()] + "}", int(m.group(2)), m.group(3)
-    m = SEAL_TEXT.search(line)
+        return line[: m.start()] + "}", int(m.group(2)), m.group(3), 1
+    m = SEAL_TEXT.search(line) or SEAL_XML.search(line)
     if m is not None:
-        return line[: m.start()], int(m.group(1)), m.group(2)
+        return line[: m.start()], int(m.group(1)), m.group(3), int(m.group(2) or 1)
     return None
 
 

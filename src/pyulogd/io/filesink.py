@@ -21,7 +21,8 @@ file that cannot be cut (a pipe) gets a newline before the next batch instead.
 Tamper evidence (``chain``, an ``io/chain.py`` LineChain, from an output's ``chain_key``): the
 lines of a batch are sealed when the batch is written, whoever added them (the fused stack
 included); at open the chain resumes from the file's last sealed line, and the last seal is
-logged at SIGHUP and at stop.
+logged at SIGHUP and at stop. Binary records (PCAP) cannot carry a seal: theirs go, one line
+per record in the same order, to ``<file>.chain`` beside the file (opened by the same rules).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class FileSink(Generic[LineT]):
         self._failing = False
         self._lost_burst = 0  # records lost in the current burst of failures
         self._torn = False  # text: a half line stayed at the end of the file
+        self._seal_fd = -1  # binary records with a chain: <path>.chain
 
     # -- life cycle
     def open(self) -> None:
@@ -121,8 +123,32 @@ class FileSink(Generic[LineT]):
             self.fd = self._open()
         except OSError as e:
             raise PluginError(self._say(self.wording.open_failed, e.strerror)) from e
-        if self.chain is not None and not self.chain.resume(self.path):
-            self.ctx.log.notice(f"{self.chain.label}: no sealed line in {self.path!r}: a new chain starts there")
+        if self.chain is not None:
+            self._open_chain()
+
+    def _open_chain(self) -> None:
+        chain = self.chain
+        assert chain is not None
+        seals = self.seal_path
+        if self.binary:
+            try:
+                fd = safefile.open_append(seals, self.ctx.run_as)
+            except OSError as e:
+                raise PluginError(f"{self.label}: can't open the seal file '{seals}': {e.strerror}") from e
+            if self._seal_fd >= 0:
+                _close(self._seal_fd)
+            self._seal_fd = fd
+        if chain.resume(seals):
+            return
+        if chain.chain.seq:  # a new file after SIGHUP (XML's next file, a rotated one): it goes on
+            self.ctx.log.info(f"{chain.label}: the chain goes on in {seals!r} after seq {chain.chain.seq}")
+        else:
+            self.ctx.log.notice(f"{chain.label}: no sealed line in {seals!r}: a new chain starts there")
+
+    @property
+    def seal_path(self) -> str:
+        """Where the seals are: the file itself, or ``<file>.chain`` for binary records."""
+        return self.path + ".chain" if self.binary else self.path
 
     def _open(self) -> int:
         fd = safefile.open_append(self.path, self.ctx.run_as)
@@ -157,6 +183,11 @@ class FileSink(Generic[LineT]):
         self._torn = False
         if old >= 0:
             _close(old)
+        if self.chain is not None and self.binary:
+            try:
+                self._open_chain()
+            except PluginError as e:
+                self.ctx.log.error(str(e))
 
     def close(self) -> None:
         self.flush()
@@ -165,6 +196,9 @@ class FileSink(Generic[LineT]):
         if self.fd >= 0:
             _close(self.fd)
             self.fd = -1
+        if self._seal_fd >= 0:
+            _close(self._seal_fd)
+            self._seal_fd = -1
 
     # -- records
     def add(self, line: LineT) -> None:
@@ -179,8 +213,12 @@ class FileSink(Generic[LineT]):
             return
         lines = len(pending)
         self.counters.received += lines
+        seals = None
         if self.chain is not None:
-            pending[:] = self.chain.seal_all(pending)  # type: ignore[arg-type, assignment]  # text lines only
+            if self.binary:
+                seals = self.chain.seal_bytes(pending)  # type: ignore[arg-type]
+            else:
+                pending[:] = self.chain.seal_all(pending)  # type: ignore[arg-type, assignment]
         # Outside strings were escaped by whoever made the line (pyulogd.core.escape), so text
         # is plain UTF-8; surrogateescape only keeps a bug elsewhere from raising here.
         data = b"".join(pending) if self.binary else "".join(pending).encode("utf-8", "surrogateescape")  # type: ignore[arg-type]
@@ -193,6 +231,8 @@ class FileSink(Generic[LineT]):
         head = 1 if self._torn else 0
         if head:
             data = b"\n" + data
+        if seals is not None:
+            self._write_seals(seals)
         try:
             append(self.fd, data)
         except AppendError as e:
@@ -217,6 +257,18 @@ class FileSink(Generic[LineT]):
         if self._failing:
             self._failing = False
             self.ctx.log.notice(self._say(self.wording.works_again, None))
+
+    def _write_seals(self, seals: list[str]) -> None:
+        """The seals of binary records, to ``<file>.chain``: before the records, so that a
+        record on disk always has its seal (a seal whose record was lost reads as "missing",
+        which the loss counters explain)."""
+        data = "".join(seals).encode("ascii")
+        try:
+            append(self._seal_fd, data)
+        except AppendError as e:
+            e.settle(self._seal_fd, data)  # whole seal lines stay
+            self.ctx.stats.incr(self._errors_name)
+            self.ctx.log.error(f"{self.label}: cannot write the seals to {self.seal_path!r}: {e.strerror}")
 
     def _lost(self, records: int, reason: str | None, cause: str) -> None:
         self.ctx.stats.incr(self._errors_name)

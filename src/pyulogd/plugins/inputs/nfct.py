@@ -15,6 +15,9 @@ Modes, as ulogd2 2.0.8:
   (``ct.event`` 2) and, with the flow table, cached. Works without the table and with the
   input shared by several stacks (both crash ulogd2 2.0.8).
 
+The flow table's rules are :class:`pyulogd.codec.nfct_flows.FlowTable`'s, a pure function of
+the event and ``now`` (``apply``); this module is their shell: sockets, dumps, timers, counters.
+
 Differences from 2.0.8 (see docs/compat.md):
 
 * ENOBUFS on the event socket is counted (``nfct.<id>.enobufs``); with the flow table a resync
@@ -49,6 +52,7 @@ from typing import Any
 from pyulogd.codec import ctbpf
 from pyulogd.codec import nfct as codec
 from pyulogd.codec.nfct_filter import FlowFilter
+from pyulogd.codec.nfct_flows import FlowTable, Key
 from pyulogd.core import caps
 from pyulogd.core.context import Context, TimerHandle
 from pyulogd.core.errors import ConfigError, PluginError
@@ -57,6 +61,7 @@ from pyulogd.core.plugin import DataType, Option
 from pyulogd.core.ratelimit import Burst
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
+from pyulogd.io.nlproblems import BatchProblems
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
 
 SOL_NETLINK = 270
@@ -120,8 +125,6 @@ STAT_NAMES = (
 )  # fmt: skip
 _COUNTER_SLOTS = frozenset(codec.IDX[k] for k in ("orig.raw.pktlen", "orig.raw.pktcount",
                                                   "reply.raw.pktlen", "reply.raw.pktcount"))
-# Flow table entry: [start sec, start usec, latest values].
-Entry = list[Any]
 
 
 class NfctInput(NetnsSource):
@@ -143,14 +146,17 @@ class NfctInput(NetnsSource):
         self.dsock: NetlinkSocket | None = None  # dumps and gets
         self.decoder = codec.Decoder()
         self.use_hash: bool = config["hash_enable"]
-        self.max_entries: int = config["hash_max_entries"]
-        self.flows: dict[tuple[Any, ...], Entry] = {}
+        # The flow table (hash_enable=1): the rules, sans-IO (codec/nfct_flows.py); this class
+        # is their shell (sockets, dumps, timers, counters).
+        self.table = FlowTable(config["hash_max_entries"])
+        self.flows = self.table.flows  # the same dict, for reading (tests, logs)
+        self._full = 0  # table.full already counted in stats
         self.accept: FlowFilter | None = None
         self._resync_timer: TimerHandle | None = None
         self._poll_timer: TimerHandle | None = None
         self._sweep_timer: TimerHandle | None = None
         # Flows of the initial dump that the kernel may never send events for (see _initial_dump).
-        self._silent: set[tuple[Any, ...]] = set()
+        self._silent: set[Key] = set()
         self._rcvbuf_asked = 0
         self._capacity = 0.0  # events the receive buffer holds (for _pace)
         self._last_read = 0.0
@@ -160,7 +166,8 @@ class NfctInput(NetnsSource):
         self._told_acct = False
         p = f"nfct.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
-        self._burst = {n: Burst() for n in ("malformed", "enobufs", "netlink_errors", "recv", "dump")}
+        self._burst = {n: Burst() for n in ("enobufs", "recv", "dump")}
+        self._problems = BatchProblems(ctx, f"NFCT '{instance_id}'", p, "ctnetlink")
 
     # -- life cycle
 
@@ -390,11 +397,11 @@ class NfctInput(NetnsSource):
         parse_at = decoder.parse_at
         key, templates = decoder.lookup()
         accept = self.accept
-        hashed = self._event_hash if self.use_hash else None
+        apply = self.table.apply if self.use_hash else None
         stacks = self.stacks
         run = None
         # The inlined emit below, without the write-ahead log (which emit feeds) only.
-        if hashed is None and len(stacks) == 1 and self.wal_rows is None:
+        if apply is None and len(stacks) == 1 and self.wal_rows is None:
             run = stacks[0].run
             tail = stacks[0].tail if self.tails is None else self.tails[0]
         emit = self.emit
@@ -413,8 +420,10 @@ class NfctInput(NetnsSource):
             events += 1
             if accept is not None and not accept(values):
                 filtered += 1
-            elif hashed is not None:
-                hashed(values, now)
+            elif apply is not None:
+                values = apply(values, now)
+                if values is not None:
+                    emit(values)
             elif values[I_EVENT] == UPDATE:
                 updates += 1
             elif run is not None:
@@ -431,6 +440,8 @@ class NfctInput(NetnsSource):
             stats.incr(self.stat["filtered"], filtered)
         if updates:
             self._updates_skipped(updates)
+        if self.table.full != self._full:
+            self._count_full()
 
     def feed(self, buf: bytes, now: float | None = None) -> None:
         """Handle one datagram from the event socket (replay tools and tests call this too)."""
@@ -445,23 +456,35 @@ class NfctInput(NetnsSource):
             recs = batch.records
         if recs:
             self.ctx.stats.incr(self.stat["events"], len(recs))
-            handle = self._event_hash if self.use_hash else self._event_nohash
+            apply = self.table.apply if self.use_hash else self._event_nohash
             accept = self.accept
+            emit = self.emit
             for values in recs:
                 if accept is not None and not accept(values):
                     self.ctx.stats.incr(self.stat["filtered"])
                     continue
-                handle(values, now)
+                out = apply(values, now)
+                if out is not None:
+                    emit(out)
+            if self.table.full != self._full:
+                self._count_full()
         if batch is not None and (batch.malformed or batch.errors or batch.other):
-            self._batch_problems(batch, now)
+            self._problems.report(batch, now)
 
     _handle = feed  # the name the offline golden tests use
 
-    def _event_nohash(self, values: list[Any], now: float) -> None:
+    def _event_nohash(self, values: list[Any], now: float) -> list[Any] | None:
+        """hash_enable=0: every event is emitted as it comes, but UPDATE (as in ulogd2)."""
         if values[I_EVENT] == UPDATE:
             self._updates_skipped(1)
-            return
-        self.emit(values)
+            return None
+        return values
+
+    def _count_full(self) -> None:
+        """Flows the full table could not take, into ``nfct.<id>.hash_full``."""
+        full = self.table.full
+        self.ctx.stats.incr(self.stat["hash_full"], full - self._full)
+        self._full = full
 
     def _updates_skipped(self, n: int) -> None:
         self.ctx.stats.incr(self.stat["updates_skipped"], n)
@@ -469,60 +492,6 @@ class NfctInput(NetnsSource):
             self._told_updates = True
             self.ctx.log.notice(f"NFCT '{self.id}': UPDATE events are not logged without hash_enable "
                                 f"(as in ulogd2); they are counted in {self.stat['updates_skipped']}")
-
-    def _event_hash(self, values: list[Any], now: float) -> None:
-        event = values[codec.I_EVENT]
-        key = codec.flow_key(values)
-        if event == codec.DESTROY:
-            ent = self.flows.pop(key, None)
-            if ent is not None:
-                values[codec.I_START_SEC] = ent[0]
-                values[codec.I_START_USEC] = ent[1]
-            self.emit(values)
-        elif event == codec.NEW:
-            self._cache(key, values, now, replace=True)
-        else:
-            self._cache(key, values, now)
-
-    def _cache(self, key: tuple[Any, ...], values: list[Any], now: float,
-               replace: bool = False) -> Entry | None:
-        """Put a flow into the table (or refresh its values); returns its entry, None when full.
-
-        A new entry starts at the kernel's start time if there is one, else now; a NEW event's
-        values always carry a start (the codec fills in the event time)."""
-        flows = self.flows
-        ent = flows.get(key)
-        if ent is not None and not replace:
-            ent[2] = values
-            return ent
-        if ent is None and len(flows) >= self.max_entries:
-            self.ctx.stats.incr(self.stat["hash_full"])
-            return None
-        sec = values[codec.I_START_SEC]
-        if sec is None:
-            sec, usec = codec.split_now(now)
-        else:
-            usec = values[codec.I_START_USEC]
-        ent = [sec, usec, values]
-        flows[key] = ent
-        return ent
-
-    def _batch_problems(self, batch: codec.Batch, now: float) -> None:
-        stats, log = self.ctx.stats, self.ctx.log
-        if batch.malformed:
-            stats.incr(self.stat["malformed"], batch.malformed)
-            n = self._burst["malformed"].due(now, batch.malformed)
-            if n:
-                log.notice(f"NFCT '{self.id}': skipped {n} malformed ctnetlink message(s) "
-                           f"({stats.get(self.stat['malformed'])} in total), e.g.: {batch.problem}")
-        if batch.errors:
-            stats.incr(self.stat["netlink_errors"], len(batch.errors))
-            n = self._burst["netlink_errors"].due(now, len(batch.errors))
-            if n:
-                log.notice(f"NFCT '{self.id}': netlink error message from the kernel: "
-                           f"{os.strerror(batch.errors[0])} ({n} since last report)")
-        if batch.other:
-            stats.incr(self.stat["unexpected"], batch.other)
 
     def _overrun(self) -> None:
         """ENOBUFS: the kernel dropped events because the socket's receive buffer was full."""
@@ -562,15 +531,14 @@ class NfctInput(NetnsSource):
         against the kernel's every ``netlink_resync_timeout`` seconds and those that are gone
         are reported (ulogd2 keeps them forever).
         """
-        def on(values: list[Any]) -> None:
-            self._cache(codec.flow_key(values), values, now)
-
         now = self.ctx.clock.wall()
+        dumped = self.table.dumped
         try:
-            self.run_dump(False, on)
+            self.run_dump(False, lambda values: dumped(values, now))
         except (OSError, TimeoutError) as e:
             self.ctx.stats.incr(self.stat["dump_errors"])
             self.ctx.log.error(f"NFCT '{self.id}': initial dump of the conntrack table failed: {_why(e)}")
+        self._count_full()
         self.ctx.log.info(f"NFCT '{self.id}': {len(self.flows)} flows in the table at start")
         try:
             always = self._read_sysctl("nf_conntrack_events") == "1"
@@ -598,39 +566,31 @@ class NfctInput(NetnsSource):
         self._sync("poll")
 
     def _sync(self, why: str) -> None:
-        before = set(self.flows)
-        seen: set[tuple[Any, ...]] = set()
+        table = self.table
+        before = set(table.flows)
+        seen: set[Key] = set()
         now = self.ctx.clock.wall()
-
-        def on(values: list[Any]) -> None:
-            key = codec.flow_key(values)
-            seen.add(key)
-            self._cache(key, values, now)
-
+        dumped, add = table.dumped, seen.add
         try:
-            consistent = self.run_dump(False, on)
+            consistent = self.run_dump(False, lambda values: add(dumped(values, now)))
         except (OSError, TimeoutError) as e:
             self._dump_failed(why, e)
             return
+        finally:
+            self._count_full()
         # Events that came while the dump ran (DESTROYs among them) go first, so that a flow
         # that ended meanwhile is reported once, by its own event.
         self._drain_events()
-        gone = [k for k in before - seen if k in self.flows]
+        gone = table.gone(before, seen)
         if not consistent:
             gone = [k for k in gone if not self._exists(self.flows[k][2])]
         self._emit_ended(gone)
         self.ctx.log.debug(f"NFCT '{self.id}': {why}: {len(seen)} flows in the kernel, {len(gone)} gone, "
                            f"{len(self.flows)} in the table")
 
-    def _emit_ended(self, keys: list[tuple[Any, ...]]) -> None:
+    def _emit_ended(self, keys: list[Key]) -> None:
         """Take these flows out of the table and emit each as DESTROY, ending now."""
-        end_sec, end_usec = codec.split_now(self.ctx.clock.wall())
-        for key in keys:
-            ent = self.flows.pop(key)
-            values = list(ent[2])
-            values[codec.I_EVENT] = codec.DESTROY
-            values[codec.I_START_SEC], values[codec.I_START_USEC] = ent[0], ent[1]
-            values[codec.I_END_SEC], values[codec.I_END_USEC] = end_sec, end_usec
+        for values in self.table.ended(keys, self.ctx.clock.wall()):
             self.emit(values)
         if keys:
             self.ctx.stats.incr(self.stat["purged"], len(keys))
@@ -646,18 +606,18 @@ class NfctInput(NetnsSource):
     def dump_and_zero(self) -> None:
         """SIGUSR2: dump the table resetting its counters; emit each entry as UPDATE."""
         now = self.ctx.clock.wall()
+        emit = self.emit
+        counted = self.table.counted if self.use_hash else None
 
         def on(values: list[Any]) -> None:
-            if self.use_hash:
-                ent = self._cache(codec.flow_key(values), values, now)
-                if ent is not None:
-                    values[codec.I_START_SEC], values[codec.I_START_USEC] = ent[0], ent[1]
-            self.emit(values)
+            emit(values if counted is None else counted(values, now))
 
         try:
             self.run_dump(True, on)
         except (OSError, TimeoutError) as e:
             self._dump_failed("dump and reset counters", e)
+        finally:
+            self._count_full()
 
     def _dump_failed(self, what: str, e: BaseException) -> None:
         self.ctx.stats.incr(self.stat["dump_errors"])
@@ -673,7 +633,7 @@ class NfctInput(NetnsSource):
             if sock is None or sock.drain(self.feed, self._overrun, MAX_READS) < MAX_READS:
                 return
 
-    def run_dump(self, zero: bool, on_entry: Callable[[list[Any]], None]) -> bool:
+    def run_dump(self, zero: bool, on_entry: Callable[[list[Any]], object]) -> bool:
         """Dump the table (and zero the counters with ``zero``), calling ``on_entry`` with each
         accepted entry. Returns whether the dump is known complete and consistent. Raises
         OSError (a netlink error from the kernel) or TimeoutError."""
@@ -690,7 +650,7 @@ class NfctInput(NetnsSource):
                         continue
                     on_entry(values)
                 if batch.malformed or batch.other:
-                    self._batch_problems(batch, self.ctx.clock.wall())
+                    self._problems.report(batch, self.ctx.clock.wall())
                 if batch.errors:
                     finished = True
                     raise OSError(batch.errors[0], os.strerror(batch.errors[0]))

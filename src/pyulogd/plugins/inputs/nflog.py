@@ -22,7 +22,6 @@ Same options, keys and start sequence as ulogd2 2.0.8, with these differences:
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Any
 
@@ -34,6 +33,7 @@ from pyulogd.core.plugin import DataType, Option
 from pyulogd.core.ratelimit import Burst
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.netns import in_netns
+from pyulogd.io.nlproblems import BatchProblems
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
 
 AF_BRIDGE = 7
@@ -88,7 +88,7 @@ STAT_NAMES = (
     "packets", "malformed", "enobufs", "netlink_errors", "unexpected", "truncated",
     "seq_gaps", "seq_lost", "seq_global_gaps", "recv_errors",
 )  # fmt: skip
-_BURSTS = ("malformed", "enobufs", "netlink_errors", "seq", "recv", "truncated")
+_BURSTS = ("enobufs", "seq", "recv", "truncated")
 
 
 class NflogInput(NetnsSource):
@@ -121,6 +121,7 @@ class NflogInput(NetnsSource):
         p = f"nflog.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
         self._burst = {n: Burst() for n in _BURSTS}
+        self._problems = BatchProblems(ctx, f"NFLOG '{instance_id}'", p)
 
     def needed_capabilities(self) -> dict[str, str]:
         """CAP_NET_ADMIN also in its own namespace when the buffer may grow after lost events:
@@ -305,20 +306,8 @@ class NflogInput(NetnsSource):
                 raw.append((now, self.ctx.seq + 1, len(recs), buf))
             self.emit_all(recs)
             stats.incr(self.stat["packets"], len(recs))
-        if batch.malformed:
-            stats.incr(self.stat["malformed"], batch.malformed)
-            n = self._burst["malformed"].due(now, batch.malformed)
-            if n:
-                self.ctx.log.notice(f"NFLOG '{self.id}': skipped {n} malformed netlink message(s) "
-                                    f"({stats.get(self.stat['malformed'])} in total), e.g.: {batch.problem}")
-        if batch.errors:
-            stats.incr(self.stat["netlink_errors"], len(batch.errors))
-            n = self._burst["netlink_errors"].due(now, len(batch.errors))
-            if n:
-                self.ctx.log.notice(f"NFLOG '{self.id}': netlink error message from the kernel: "
-                                    f"{os.strerror(batch.errors[0])} ({n} since last report)")
-        if batch.other:
-            stats.incr(self.stat["unexpected"], batch.other)
+        if batch.malformed or batch.errors or batch.other:
+            self._problems.report(batch, now)
 
     _handle = feed  # the name the offline golden test uses
 

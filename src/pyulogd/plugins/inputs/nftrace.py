@@ -19,7 +19,6 @@ and refused (the table removed, the start refused) unless it only matches packet
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from typing import Any
@@ -35,6 +34,7 @@ from pyulogd.core.plugin import DataType, Option
 from pyulogd.core.ratelimit import Burst
 from pyulogd.io.netlink import NetlinkSocket
 from pyulogd.io.nftables import Nft, NftError
+from pyulogd.io.nlproblems import BatchProblems
 from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
 
 MAX_READS = 64
@@ -117,7 +117,7 @@ STAT_NAMES = (
     "malformed", "enobufs", "netlink_errors", "unexpected", "truncated", "recv_errors", "ruleset_reads",
     "ruleset_errors", "table_reasserted",
 ) + nfttrack.STAT_NAMES  # fmt: skip
-_BURSTS = ("malformed", "enobufs", "netlink_errors", "recv", "truncated", "ruleset", "reassert")
+_BURSTS = ("enobufs", "recv", "truncated", "ruleset", "reassert")
 
 
 class NftraceInput(NetnsSource):
@@ -152,6 +152,7 @@ class NftraceInput(NetnsSource):
         p = f"nftrace.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
         self._burst = {n: Burst() for n in _BURSTS}
+        self._problems = BatchProblems(ctx, f"NFTRACE '{instance_id}'", p)
 
     def chains(self) -> dict[str, tuple[str, int]]:
         """Our marking chains: name -> (hook, priority); the chain is named after its hook."""
@@ -366,21 +367,8 @@ class NftraceInput(NetnsSource):
             self._changed(batch.changes)
         if batch.events:
             self._emit(self.tracker.add(batch.events, wall, clock.monotonic()))
-        stats = self.ctx.stats
-        if batch.malformed:
-            stats.incr(self.stat["malformed"], batch.malformed)
-            n = self._burst["malformed"].due(wall, batch.malformed)
-            if n:
-                self.ctx.log.notice(f"NFTRACE '{self.id}': skipped {n} malformed netlink message(s) "
-                                    f"({stats.get(self.stat['malformed'])} in total), e.g.: {batch.problem}")
-        if batch.errors:
-            stats.incr(self.stat["netlink_errors"], len(batch.errors))
-            n = self._burst["netlink_errors"].due(wall, len(batch.errors))
-            if n:
-                self.ctx.log.notice(f"NFTRACE '{self.id}': netlink error message from the kernel: "
-                                    f"{os.strerror(batch.errors[0])} ({n} since last report)")
-        if batch.other:
-            stats.incr(self.stat["unexpected"], batch.other)
+        if batch.malformed or batch.errors or batch.other:
+            self._problems.report(batch, wall)
         self._arm()
 
     def _emit(self, records: list[list[Any]]) -> None:

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.audit import schema
 from pyulogd.audit.dburl import DbError, DbUrl, connect, parse
 from pyulogd.audit.rows import compile_rows
-from pyulogd.audit.verify import row_bytes
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.loss import A_COUNT
 from pyulogd.core.options import Bool, Duration, Int, Str
@@ -39,7 +38,7 @@ from pyulogd.db.options import PYULOGD, SECRETS, password
 from pyulogd.db.output import SqlOutput
 from pyulogd.db.sqlite import SqliteBackend
 from pyulogd.db.statement import Target
-from pyulogd.io.chain import Chain, chain_options, load_key
+from pyulogd.io.chain import Chain, load_key, row_bytes
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
@@ -48,6 +47,7 @@ if TYPE_CHECKING:
 class AuditDbOutput(SqlOutput):
     audit_default = True  # pyulogd's own schema: loss records unless loss_records=0
     name = "AUDITDB"
+    table_chain = False  # its schema has seq and chain columns of its own (render)
     description = "Rows into pyulogd's audit table (SQLite, PostgreSQL, MySQL) for pyulogd-audit"
     options = (
         Option("db", Str(), "", required=True, extra=True,
@@ -59,7 +59,6 @@ class AuditDbOutput(SqlOutput):
         *SECRETS,
         *(o for o in PYULOGD if o.name != "schema_file"),
         Option("backlog_memcap", Int(0), 0, extra=True, help="bytes kept in memory before spooling (0: 64 MiB)"),
-        *chain_options(),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ One TAB-separated line per flow, as 2.0.8's ``"%u\\t%u\\t%s\\t%u\\t%s\\t%u\\t%lu
 For ICMP (protocol 1) the port columns carry ``icmp.type`` and ``icmp.code``. Invalid
 numbers print as 0 and invalid strings as nothing; a line is cut at 255 characters
 (2.0.8's buffer). Written in whole-line batches like LOGEMU (``pyulogd.io.filesink``); SIGHUP
-reopens the file (``NACCT: reopening logfile``).
+reopens the file (``NACCT: reopening logfile``). ``chain_key`` (tamper evidence,
+``io/chain.py``): each line ends in `` chain=<seq>:<tag>`` (after the 255-character cut).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import DataType, Key, KeyType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
 
@@ -47,12 +49,15 @@ class NacctOutput(Output[str]):
     options = (
         Option("file", Path(), "/var/log/ulogd_nacct.log", help="file to append to"),
         Option("sync", Bool(), 0, help="accepted; lines are written before the daemon waits"),
+        *chain_options(),
     )
     input_keys = INPUT_KEYS
     reopen_notice = "NACCT: reopening logfile"
 
     def make_sink(self) -> FileSink[str]:
-        return FileSink(self.ctx, self.config["file"], f"nacct.{self.id}", "NACCT")
+        # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>"
+        chain = line_chain(self.ctx, self.config, "text", f"NACCT '{self.id}'")
+        return FileSink(self.ctx, self.config["file"], f"nacct.{self.id}", "NACCT", chain=chain)
 
     def prepare(self) -> None:
         (self._s_saddr, self._s_daddr, self._s_proto, self._s_sport, self._s_dport, self._s_bytes,

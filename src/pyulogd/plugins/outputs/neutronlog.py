@@ -33,7 +33,9 @@ same fields then ``suppressed=N first=<time> last=<time> limit_key=<key>`` inste
 
 Rendering (:meth:`NeutronLogOutput.render`) is apart from writing: the output base
 (``pyulogd.io.output``) and its file sink (``pyulogd.io.filesink``: whole lines batched on an
-``O_APPEND`` descriptor, losses counted by cause, SIGHUP reopens).
+``O_APPEND`` descriptor, losses counted by cause, SIGHUP reopens). ``chain_key`` (tamper
+evidence, io/chain.py): each line ends in `` chain=<seq>:<tag>``, which a parser that reads
+``pkt=`` to the end of the line must be told about.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from pyulogd.codec import osken
 from pyulogd.core.escape import escape_text
 from pyulogd.core.options import Bool, Choice, Path, Str
 from pyulogd.core.plugin import DataType, Key, KeyType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
 
@@ -92,6 +95,7 @@ class NeutronLogOutput(Output[str]):
         Option("log_resource_ids", Str(), "", extra=True,
                help="comma-separated log object ids for log_resource_ids=[...] (neutron.log_resource_ids wins)"),
         Option("sync", Bool(), 0, extra=True, help="accepted; lines are written before the daemon waits"),
+        *chain_options(),
     )
     input_keys = (
         Key("audit.action", KeyType.STRING, optional=True),
@@ -123,7 +127,9 @@ class NeutronLogOutput(Output[str]):
         self._no_action = f"neutronlog.{instance_id}.no_action"
 
     def make_sink(self) -> FileSink[str]:
-        return FileSink(self.ctx, self.config["file"], f"neutronlog.{self.id}", "NEUTRONLOG")
+        # tamper evidence (io/chain.py): each line ends in " chain=<seq>:<tag>" (after pkt=)
+        chain = line_chain(self.ctx, self.config, "text", f"NEUTRONLOG '{self.id}'")
+        return FileSink(self.ctx, self.config["file"], f"neutronlog.{self.id}", "NEUTRONLOG", chain=chain)
 
     def prepare(self) -> None:
         """Slots of the input keys, read once."""

@@ -12,7 +12,9 @@ Correction: 2.0.8 prints IPv4 addresses byte-reversed (``ip.saddr=1.0.201.10`` f
 ``10.201.0.1`` and ``fd00:201::1`` (as 2.0.9 does). See docs/compat.md.
 
 Writing is LOGEMU's (``pyulogd.io.filesink``): whole records batched on an ``O_APPEND``
-descriptor, SIGHUP reopens.
+descriptor, SIGHUP reopens. ``chain_key`` (tamper evidence, ``io/chain.py``): the last line of
+each record ends in `` chain=<seq>/<lines>:<tag>``, an HMAC of the record's lines chained to
+the record before (``pyulogd-audit verify``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import DataType, KeyType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.filesink import FileSink
 from pyulogd.io.output import Output
 from pyulogd.plugins.outputs.keytext import fields, kind_of, producers
@@ -59,6 +62,7 @@ class OprintOutput(Output[str]):
     options = (
         Option("file", Path(), "/var/log/ulogd_oprint.log", help="file to append to"),
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
+        *chain_options(),
     )
 
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
@@ -67,7 +71,9 @@ class OprintOutput(Output[str]):
         self._audit_entries: list[tuple[int, str, str]] = []
 
     def make_sink(self) -> FileSink[str]:
-        return FileSink(self.ctx, self.config["file"], f"oprint.{self.id}", "OPRINT")
+        # tamper evidence (io/chain.py): a record's last line ends in " chain=<seq>/<lines>:<tag>"
+        chain = line_chain(self.ctx, self.config, "text", f"OPRINT '{self.id}'")
+        return FileSink(self.ctx, self.config["file"], f"oprint.{self.id}", "OPRINT", chain=chain)
 
     def prepare(self) -> None:
         self._entries = plan(self.wildcard_keys, self.in_slots)

@@ -15,6 +15,11 @@ batch is written. SIGHUP closes and reopens the file (log rotation), writing a h
 if the file is new or empty. A write error is logged once per burst and counted
 (``pcap.<id>.write_errors``, ``pcap.<id>.records_lost``); what a short write (disk full) left
 of a record is cut off again (pyulogd.core.append), so the file stays readable to its end.
+
+``chain_key`` (tamper evidence, ``io/chain.py``): the pcap file stays as it is (readable by
+every tool); the seal of each record (an HMAC of its 16-byte header and data, chained to the
+record before) goes to ``<file>.chain``, one line per record, which ``pyulogd-audit verify
+--file <file>`` reads beside it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import DataType, Key, KeyType, Option
+from pyulogd.io.chain import chain_options, line_chain
 from pyulogd.io.filesink import PCAP_FILE, FileSink
 from pyulogd.io.output import Output
 
@@ -50,6 +56,7 @@ class PcapOutput(Output[bytes]):
     options = (
         Option("file", Path(), "/var/log/ulogd.pcap", help="pcap file to append to"),
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
+        *chain_options(),
     )
     input_keys = (
         Key("raw.pkt", KeyType.RAW),
@@ -64,8 +71,10 @@ class PcapOutput(Output[bytes]):
     reopen_notice = "PCAP: reopening capture file"
 
     def make_sink(self) -> FileSink[bytes]:
+        # tamper evidence (io/chain.py): one seal per record in <file>.chain, the pcap file unchanged
+        chain = line_chain(self.ctx, self.config, "text", f"PCAP '{self.id}'")
         return FileSink(self.ctx, self.config["file"], f"pcap.{self.id}", "PCAP", binary=True, header=global_header,
-                        lost_name="records_lost", wording=PCAP_FILE)  # fmt: skip
+                        lost_name="records_lost", wording=PCAP_FILE, chain=chain)  # fmt: skip
 
     def prepare(self) -> None:
         (self._s_pkt, self._s_pktlen, self._s_totlen, self._s_sec, self._s_usec, self._s_family,

@@ -32,6 +32,11 @@ than 4095 bytes (a packet of more than about 1950 bytes) is written, where 2.0.8
 with "error during propagate_results"; when the new file cannot be opened on SIGHUP, the old one is kept
 (2.0.8 goes on writing to a closed stream); with ``stdout=1`` SIGHUP writes the closing tag
 and a new header to standard output (2.0.8 switches to a file in ``directory``).
+
+``chain_key`` (tamper evidence, ``io/chain.py``): each line ends in a processing instruction
+``<?pyulogd-chain <seq>:<tag>?>`` (the header's two lines are one record, ``<seq>/2:<tag>``;
+the closing tag is one too), an HMAC chained to the record before, across the files of one
+run (give ``pyulogd-audit verify`` the files oldest first). The files stay well-formed XML.
 """
 
 from __future__ import annotations
@@ -45,11 +50,12 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.codec import netlink as nl
 from pyulogd.codec import nfct
 from pyulogd.core import safefile
-from pyulogd.core.errors import PluginError
+from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.escape import escape_bytes
 from pyulogd.core.options import Bool, Path
 from pyulogd.core.plugin import ERR, OK, DataType, Key, KeyType, Option
 from pyulogd.core.ratelimit import Burst
+from pyulogd.io.chain import LineChain, chain_options, line_chain
 from pyulogd.io.filesink import FileSink, StdoutSink
 from pyulogd.io.output import Output
 
@@ -410,6 +416,7 @@ class XmlOutput(Output[str]):
         Option("directory", Path(), "/var/log/", help="where the ulogd-*.xml files are created"),
         Option("sync", Bool(), 0, help="accepted; records are written before the daemon waits"),
         Option("stdout", Bool(), 0, help="1: write to standard output instead of a file"),
+        *chain_options(),
     )
     input_keys = (
         Key("ct", KeyType.RAW, optional=True, help="conntrack entry (NFCT, or NFLOG with attach_conntrack=1)"),
@@ -425,16 +432,22 @@ class XmlOutput(Output[str]):
         self._sec = -1
         self._tm = ""
         self._burst = Burst()
+        self._chain: LineChain | None = None
 
     def configure(self) -> None:
-        """Nothing to open yet: the file's name says what the stack's input is (known at start)."""
+        """Nothing to open yet: the file's name says what the stack's input is (known at start).
+        The chain (``chain_key``) is one for all the files of this output: it goes on in the
+        next file after SIGHUP."""
+        if self.config["stdout"] and self.config["chain_key"]:
+            raise ConfigError("XML: chain_key (tamper evidence) needs a file (stdout=0)")
+        self._chain = line_chain(self.ctx, self.config, "xml", f"XML '{self.id}'")
 
     def make_sink(self) -> FileSink[str]:
         """Standard output, or a new file named after the input and the time (start, SIGHUP)."""
         if self.config["stdout"]:
             return StdoutSink(self.ctx, f"xml.{self.id}", "XML")
         path = f"{self.config['directory']}/{file_name(self.infix, self.ctx.clock.wall())}"
-        return FileSink(self.ctx, path, f"xml.{self.id}", "XML")
+        return FileSink(self.ctx, path, f"xml.{self.id}", "XML", chain=self._chain)
 
     def start(self) -> None:
         self._s_ct, self._s_raw, self._s_sum = self.in_slots
