@@ -291,13 +291,15 @@ class FaultDaemon:
             stats = {k: int(v) for k, v in (kv.rsplit("=", 1) for kv in m.group(1).split(", "))}
             runs.append((stats, {}))
         outs = re.findall(r"output \S+ '([^']+)' at exit: (.*)", text)
-        # Each run logs its outputs after its counters: give each run the output lines that follow.
+        # Each run logs its outputs' lines just before its counters' line: give each run the
+        # output lines before it.
         pos = [m.start() for m in re.finditer(r"counters at exit: ", text)]
         opos = [m.start() for m in re.finditer(r"output \S+ '[^']+' at exit: ", text)]
         for (oid, body), at in zip(outs, opos, strict=True):
-            run = max(i for i, p in enumerate(pos) if p < at) if pos else None
-            if run is None:
+            later = [i for i, p in enumerate(pos) if p > at]
+            if not later:
                 continue
+            run = later[0]
             runs[run][1][oid] = {k: int(v) for k, v in (kv.rsplit("=", 1) for kv in body.split(", "))}
         return runs
 

@@ -296,15 +296,16 @@ class Service:
             except Exception as e:
                 self.ctx.log.error(f"closing the write-ahead log failed: {e}")
             self.journal = None
-        stats: dict[str, Any] = self.ctx.stats.snapshot()
-        if stats:
-            self.ctx.log.notice("counters at exit: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
         for sink in self.sinks:
             if isinstance(sink, Output):
-                # What each output did with its records (received = written + dropped + what is
-                # still on its way), one line per output: the fault matrix reads these.
+                # What each output did with its records (received = written + spooled + dropped
+                # + what is still on its way), one line per output, before the counters' line
+                # (which stays the last: tools read it to the end of the log): the fault matrix.
                 counts = sink.counters.snapshot()
                 if self.trail is not None:
                     counts["audit"] = self.trail.taken(sink)
                 self.ctx.log.notice(f"output {sink.name} '{sink.id}' at exit: "
                                     + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        stats: dict[str, Any] = self.ctx.stats.snapshot()
+        if stats:
+            self.ctx.log.notice("counters at exit: " + ", ".join(f"{k}={v}" for k, v in stats.items()))

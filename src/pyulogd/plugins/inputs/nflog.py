@@ -399,12 +399,12 @@ class NflogInput(NetnsSource):
             self.ctx.losses.report(self, lost, "seq_gap", now)  # the loss record (core/loss.py)
             self._overrun_at = None  # the gap explains the overruns, exactly
             self._overruns = 0
-        elif self._overrun_at is not None and self._overrun_drained:
-            self._report_overrun()  # records logged after the drop, and no gap: unnumbered
             n = self._burst["seq"].due(now, lost)
             if n:
                 self.ctx.log.notice(f"NFLOG '{self.id}': {n} event(s) missing (gaps in oob.seq.local), "
                                     f"{stats.get(self.stat['seq_lost'])} in total")
+        elif self._overrun_at is not None and self._overrun_drained:
+            self._report_overrun()  # records logged after the drop, and no gap: unnumbered
 
     def _report_truncated(self, n: int) -> None:
         self.ctx.stats.incr(self.stat["truncated"], n)
