@@ -13,7 +13,7 @@ One engine, no plugin knows another:
   a record a plugin failed on (:meth:`~pyulogd.core.stack.Stack.on_exception`); what an
   output's sink drops (a full disk, a full spool or queue, a peer that refused) is counted by
   the sink already (``SinkCounters.dropped``) and read from there
-  (:meth:`~pyulogd.core.plugin.Sink.dropped`), so no sink has to learn a second way;
+  (:meth:`~pyulogd.core.plugin.Sink.drops`), so no sink has to learn a second way;
 * :class:`AuditTrail`, on a one-second timer of the loop's clock, turns what was reported into
   one record per affected stack and origin (losses of one second are one record, a flood of
   ENOBUFS is not a flood of loss records), and hands it to the stack's output
