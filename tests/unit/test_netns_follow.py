@@ -16,6 +16,7 @@ import pytest
 
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError, PluginError
+from pyulogd.core.loss import AUDIT_KEYS
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, OptionType, Source
 from pyulogd.daemon import caps
 from pyulogd.io import netns as io_netns
@@ -362,7 +363,9 @@ def test_stack_tail_covers_trailer_keys() -> None:
     s1 = make_stack([FakeInput, a], ctx)
     src = s1.source
     s2 = make_stack([src, b], ctx, start=False)
-    assert s1.tail == [None, None, None] and s2.tail == [None, None, None]
+    # the trailer keys, then the audit keys' slots (core/loss.py): all None in ordinary records
+    blank = [None] * (3 + len(AUDIT_KEYS))
+    assert s1.tail == blank and s2.tail == blank
     src.set_trailer(tag_values("fip-n1"))
     src.push(7)
     for cap in (a, b):

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from pyulogd.core.clock import Clock
 from pyulogd.core.log import Logger
+from pyulogd.core.loss import LossLedger
 from pyulogd.core.safefile import RunAs
 from pyulogd.core.stats import Stats
 
@@ -89,6 +90,9 @@ class Context:
     # This daemon's name in a fleet (records from many nodes meet in one store, told apart by
     # (node_id, seq)); "" until the daemon sets it from its configuration.
     node_id: str = ""
+    # Losses reported by whoever counts them (inputs, stacks), waiting for the daemon's audit
+    # trail to write them into the outputs as loss records (core/loss.py).
+    losses: LossLedger = field(default_factory=LossLedger)
 
     @property
     def clock(self) -> Clock:

@@ -385,6 +385,38 @@ class Sink(Plugin):
     """An output plugin: writes records somewhere."""
 
     output_type = DataType.SINK
+    # Whether this output takes loss records under ``[global] loss_records=auto`` (the
+    # default): pyulogd's own formats do; ulogd2's keep their output ulogd2's, byte for byte,
+    # unless loss_records=1 (core/loss.py).
+    audit_default: ClassVar[bool] = False
+
+    def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
+        super().__init__(ctx, instance_id, config)
+        # Set by the daemon's audit trail (core/loss.py) from loss_records= and audit_default.
+        self.audit_records = False
+        # The first slot of the audit keys in this output's stack (Stack.audit_base).
+        self.audit_base = 0
+
+    def audit(self, rec: list[Any]) -> bool:
+        """An audit record (a loss record or a heartbeat, core/loss.py) for this output: write
+        it in the output's own form, through its sink like any record. False: this output
+        has no form for it (the default)."""
+        return False
+
+    def received(self) -> int:
+        """Records this output's sink took on (for the heartbeat's count)."""
+        return 0
+
+    def drops(self) -> dict[str, int]:
+        """Records this output's sink dropped so far, by cause (the trail writes a loss record
+        for new ones)."""
+        return {}
+
+    def loss_reported(self) -> dict[str, int]:
+        """Of :meth:`drops`, what loss records already took, by cause: a dict the trail updates
+        in place (an output keeps it with counters that survive a restart)."""
+        mine: dict[str, int] = self.__dict__.setdefault("_loss_reported", {})
+        return mine
 
     def interp(self, rec: list[Any]) -> int:
         raise NotImplementedError

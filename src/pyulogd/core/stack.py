@@ -17,6 +17,7 @@ from pyulogd.core import registry
 from pyulogd.core.config import ConfigFile, option_values
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.loss import AUDIT_INDEX, AUDIT_KEYS
 from pyulogd.core.plugin import ERR, STOP, Filter, Fusion, Key, Plugin, Run, Sink, Source
 
 
@@ -39,6 +40,10 @@ class Stack:
         for inst in instances:
             inst.out_base = nslots  # the shared source is first everywhere, so always 1
             nslots += len(inst.output_keys)
+        # The audit keys (loss records, heartbeats: core/loss.py) come last: ordinary records
+        # leave them None, so outputs that name them as input keys read them like any key.
+        self.audit_base = nslots
+        nslots += len(AUDIT_KEYS)
         self.nslots = nslots
         head = 1 + len(self.source.output_keys) - self.source.trailer_keys
         # What a source appends to its own values to make a whole record for this stack.
@@ -54,6 +59,7 @@ class Stack:
         record (the source's values plus ``self.tail``) through the stack as straight-line code."""
         self.chain = [inst.interp for inst in self.instances[1:]]  # type: ignore[attr-defined]
         self.run = _compile_run(self.chain, self.on_return, self.on_exception)
+        self.sink.audit_base = self.audit_base
         for inst in self.instances[1:]:
             if isinstance(inst, Filter):
                 inst.stack = self
@@ -103,6 +109,8 @@ class Stack:
     def _fail(self, msg: str) -> None:
         self.errors += 1
         self.ctx.stats.incr(self._err_name)
+        # The record is lost for this stack: reported once, here, for the loss record.
+        self.ctx.losses.report(self, 1, "plugin_error", self.ctx.clock.wall())
         # Log the first failure of a burst and then every 1000th, never each one.
         if self.errors == 1 or self.errors % 1000 == 0:
             self.ctx.log.notice(f"{msg} (stack {self.spec!r}, {self.errors} so far)")
@@ -263,20 +271,24 @@ def wire(
     for pos in range(len(instances) - 1, 0, -1):
         inst = instances[pos]
         keys: list[Key] = inst.wildcard_keys if inst.wildcard_inputs else list(inst.input_keys)
-        inst.in_slots = [_resolve(k, instances[:pos], path, line, inst) for k in keys]
+        inst.in_slots = [_resolve(k, instances[:pos], path, line, inst, stack.audit_base) for k in keys]
     stack.finish()
     stack.source.stacks.append(stack)
     return stack
 
 
-def _resolve(key: Key, upstream: list[Plugin], path: str | None, line: int | None, inst: Plugin) -> int:
-    """The slot of the nearest upstream producer of ``key`` (0: none, and the key may be unbound)."""
+def _resolve(key: Key, upstream: list[Plugin], path: str | None, line: int | None, inst: Plugin,
+             audit_base: int = 0) -> int:
+    """The slot of the nearest upstream producer of ``key`` (0: none, and the key may be unbound);
+    the audit keys (core/loss.py), which no plugin produces, are the stack's own last slots."""
     if key.inactive:
         return 0
     for up in reversed(upstream):
         for i, out in enumerate(up.output_keys):
             if out.name == key.name:
                 return up.out_base + i
+    if audit_base and key.name in AUDIT_INDEX:
+        return audit_base + AUDIT_INDEX[key.name]
     if key.optional:
         return 0
     raise ConfigError(f"cannot find key '{key.name}' in stack (needed by {inst.name} '{inst.id}')", path, line)

@@ -33,6 +33,7 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.daemon import metrics
 from pyulogd.daemon.endpoints import BUSY, TOO_BIG, Endpoint, http_answer, listen_tcp, listen_unix, peer_is_owner
 from pyulogd.daemon.notify import Notifier
+from pyulogd.io.output import Output
 from pyulogd.netns.source import NetnsSource
 
 if TYPE_CHECKING:
@@ -299,4 +300,7 @@ class Operations:
                 "log_lines_lost": int(col.total("pyulogd_log_lines_lost_total")),
             },
             "counters": self.ctx.stats.snapshot(),
+            # What each output did with its records: received, written, dropped.<cause>.
+            "outputs": [{"id": sink.id, "plugin": sink.name, **sink.counters.snapshot()}
+                        for sink in svc.sinks if isinstance(sink, Output)],
         }

@@ -10,18 +10,28 @@ from pyulogd.core import registry, safefile
 from pyulogd.core.config import ConfigFile, Entry, parse_file, parse_int
 from pyulogd.core.context import Context
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.loss import LOSS_MODES, AuditTrail
+from pyulogd.core.options import Choice, Duration, OptionKind
 from pyulogd.core.plugin import Plugin, Sink, Source
 from pyulogd.core.stack import Stack, build_stack
 from pyulogd.daemon.ops import OPS_KEYS, OpsSettings, check_log_destination
 from pyulogd.io.loop import Loop
+from pyulogd.io.output import Output
 from pyulogd.io.wal import WAL_KEYS, WAL_OPTIONS, Journal, WalSettings
 
-GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg", *OPS_KEYS, *WAL_KEYS)
+# The audit trail's keys (core/loss.py): which outputs get loss records, and the heartbeat.
+AUDIT_OPTIONS: dict[str, OptionKind[Any]] = {
+    "loss_records": Choice(*LOSS_MODES, what="loss_records value (auto: pyulogd's own formats, 1: every "
+                           "output with a form for them, 0: none)"),
+    "heartbeat": Duration(0.0, 86400.0),
+}
+GLOBAL_KEYS = ("logfile", "loglevel", "plugin", "stack", "fusion", "recvmmsg", *AUDIT_OPTIONS, *OPS_KEYS,
+               *WAL_KEYS)
 # pyulogd's switches in [global]: 1 (the default) or 0, which turns the speed-up off as the
 # command line's --no-<key> does (either one turning it off is enough).
 SWITCHES = ("fusion", "recvmmsg")
 # Keys that may appear once (plugin= and stack= lines repeat).
-SINGLE_KEYS = ("logfile", "loglevel", *SWITCHES, *OPS_KEYS, *WAL_KEYS)
+SINGLE_KEYS = ("logfile", "loglevel", *SWITCHES, *AUDIT_OPTIONS, *OPS_KEYS, *WAL_KEYS)
 
 
 class Service:
@@ -36,6 +46,10 @@ class Service:
         # [global] metrics=, control_socket= (daemon/ops.py)
         self.ops = OpsSettings()
         self.config: ConfigFile | None = None
+        # [global] loss_records= and heartbeat= (core/loss.py), and the trail once started.
+        self.loss_records = "auto"
+        self.heartbeat = 0.0
+        self.trail: AuditTrail | None = None
         # [global] wal=, wal_dir=, ... node_id= (io/wal.py), typed; the journal once started.
         self.wal_values: dict[str, Any] = {o.name: o.default for o in WAL_OPTIONS}
         self.wal = WalSettings()
@@ -141,6 +155,15 @@ class Service:
                 self.ctx.fusion = False
             elif e.value == "0":
                 self.ctx.recvmmsg = False
+        elif e.key in AUDIT_OPTIONS:
+            try:
+                value = AUDIT_OPTIONS[e.key].parse(e.value)
+            except ValueError as err:
+                raise ConfigError(f"{e.key}: {err}", cfg.path, e.line) from None
+            if e.key == "heartbeat":
+                self.heartbeat = float(value)
+            else:
+                self.loss_records = str(value)
         elif e.key in WAL_KEYS:
             option = next(o for o in WAL_OPTIONS if o.name == e.key)
             try:
@@ -193,6 +216,8 @@ class Service:
             self.journal.replay()
             self.flush()
         self.ctx.loop.after_batch.append(self.flush)
+        self.trail = AuditTrail(self.ctx, self.stacks, mode=self.loss_records, heartbeat=self.heartbeat)
+        self.trail.start()
         # Everything built so far (modules, plugins, caches) lives as long as the daemon: out of
         # the cyclic collector's sight, a full collection no longer walks it (a pause of several
         # milliseconds at high rates, when the socket buffer has little room to spare).
@@ -249,10 +274,18 @@ class Service:
 
     def stop(self) -> None:
         """Flush and stop every started instance, outputs last so queued records get out."""
+        pending = self.trail
         journal = self.journal
         for inst in sorted(self.started, key=lambda i: isinstance(i, Sink)):
             if journal is not None and isinstance(inst, Sink):
                 journal.write_round()  # what the inputs read while stopping, before outputs get it
+            if pending is not None and isinstance(inst, Sink):
+                # Inputs are stopped: the last losses go into the outputs before they close.
+                try:
+                    pending.stop()
+                except Exception as e:
+                    self.ctx.log.error(f"writing the last loss records failed: {e}")
+                pending = None
             try:
                 inst.stop()
             except Exception as e:
@@ -263,6 +296,16 @@ class Service:
             except Exception as e:
                 self.ctx.log.error(f"closing the write-ahead log failed: {e}")
             self.journal = None
+        for sink in self.sinks:
+            if isinstance(sink, Output):
+                # What each output did with its records (received = written + spooled + dropped
+                # + what is still on its way), one line per output, before the counters' line
+                # (which stays the last: tools read it to the end of the log): the fault matrix.
+                counts = sink.counters.snapshot()
+                if self.trail is not None:
+                    counts["audit"] = self.trail.taken(sink)
+                self.ctx.log.notice(f"output {sink.name} '{sink.id}' at exit: "
+                                    + ", ".join(f"{k}={v}" for k, v in counts.items()))
         stats: dict[str, Any] = self.ctx.stats.snapshot()
         if stats:
             self.ctx.log.notice("counters at exit: " + ", ".join(f"{k}={v}" for k, v in stats.items()))

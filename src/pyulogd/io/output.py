@@ -28,7 +28,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pyulogd.core.errors import PluginError
-from pyulogd.core.plugin import OK, Sink
+from pyulogd.core.loss import AUDIT_KEYS
+from pyulogd.core.plugin import OK, Key, Sink
 from pyulogd.io.sink import LineSink, SinkCounters
 
 if TYPE_CHECKING:
@@ -149,6 +150,38 @@ class Output(Sink, Generic[LineT]):
     def counters(self) -> SinkCounters:
         """What the sink did with this output's records (received, written, dropped by cause)."""
         return self.out.counters if self.out is not None else SinkCounters()
+
+    # -- audit records (loss records, heartbeats: core/loss.py)
+    def render_audit(self, rec: list[Any]) -> LineT | None:
+        """The line of an audit record in this output's format; None (the default): the
+        format has no place for one (ulogd's SQL tables, PCAP, NACCT, ...), so the loss is in
+        the counters and the log only. Outputs that read the audit keys as input keys (ECS,
+        AUDITDB) return ``self.renderer(rec)``; wildcard outputs render :meth:`audit_keys`."""
+        return None
+
+    def audit(self, rec: list[Any]) -> bool:
+        line = self.render_audit(rec)
+        if line is None:
+            return False
+        self._add(line)
+        return True
+
+    def audit_keys(self) -> tuple[list[Key], list[int]]:
+        """Keys and slots of an audit record for an output that takes every upstream key: the
+        upstream keys (the input's namespace keys are set in audit records) and the audit keys."""
+        keys = list(self.wildcard_keys) + list(AUDIT_KEYS)
+        slots = list(self.in_slots) + [self.audit_base + i for i in range(len(AUDIT_KEYS))]
+        return keys, slots
+
+    def received(self) -> int:
+        return self.out.counters.received if self.out is not None else 0
+
+    def drops(self) -> dict[str, int]:
+        return self.out.counters.dropped if self.out is not None else {}
+
+    def loss_reported(self) -> dict[str, int]:
+        # kept with the counters, which the write-ahead log persists (io/wal.py)
+        return self.out.counters.loss_reported if self.out is not None else super().loss_reported()
 
     def _not_started(self, line: LineT) -> None:
         raise PluginError(f"{self.name} instance '{self.id}' was not started")

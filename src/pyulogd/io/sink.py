@@ -56,7 +56,7 @@ class SinkCounters:
     never delivered, and comes back as ``replayed`` (:meth:`restore`).
     """
 
-    __slots__ = ("received", "written", "dropped", "spooled", "unspooled", "spool_lost", "replayed")
+    __slots__ = ("received", "written", "dropped", "spooled", "unspooled", "spool_lost", "replayed", "loss_reported")
 
     def __init__(self) -> None:
         self.received = 0
@@ -66,6 +66,9 @@ class SinkCounters:
         self.spool_lost = 0
         self.replayed = 0
         self.dropped: dict[str, int] = {}
+        # Of ``dropped``, by cause, what the daemon's loss records already took (core/loss.py):
+        # persisted with the rest, so that a restart neither forgets nor repeats a loss record.
+        self.loss_reported: dict[str, int] = {}
 
     def drop(self, cause: str, records: int) -> None:
         if records > 0:
@@ -95,7 +98,7 @@ class SinkCounters:
         """What :meth:`restore` reads (the write-ahead log's state file)."""
         return {"received": self.received, "written": self.written, "spooled": self.spooled,
                 "unspooled": self.unspooled, "spool_lost": self.spool_lost, "replayed": self.replayed,
-                "dropped": dict(self.dropped)}
+                "dropped": dict(self.dropped), "loss_reported": dict(self.loss_reported)}
 
     def restore(self, saved: object) -> None:
         """Counters as a previous run saved them. What was in memory then was lost with the
@@ -109,8 +112,11 @@ class SinkCounters:
             spool_lost = int(saved.get("spool_lost", 0))
             replayed = int(saved.get("replayed", 0))
             dropped = {str(k): int(v) for k, v in dict(saved.get("dropped", {})).items()}
+            reported = {str(k): int(v) for k, v in dict(saved.get("loss_reported", {})).items()}
         except (TypeError, ValueError, AttributeError):
             return
+        for cause, n in reported.items():
+            self.loss_reported[cause] = self.loss_reported.get(cause, 0) + n
         self.written += written
         self.spooled += spooled
         self.unspooled += unspooled

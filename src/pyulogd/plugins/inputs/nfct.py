@@ -499,6 +499,8 @@ class NfctInput(NetnsSource):
         stats, log = self.ctx.stats, self.ctx.log
         stats.incr(self.stat["enobufs"])
         total = stats.get(self.stat["enobufs"])
+        # Events lost, how many the kernel does not say: at least one (core/loss.py).
+        self.ctx.losses.report(self, 1, "enobufs", self.ctx.clock.wall())
         sock = self.evsock
         maxsize = self.config["netlink_socket_buffer_maxsize"]
         if sock is not None and maxsize and not self._at_max:

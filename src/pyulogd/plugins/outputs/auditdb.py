@@ -34,6 +34,7 @@ from pyulogd.audit import central, schema
 from pyulogd.audit.dburl import DbError, DbUrl, connect, parse
 from pyulogd.audit.rows import compile_rows
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.loss import A_COUNT
 from pyulogd.core.options import Bool, Duration, Int, Str
 from pyulogd.core.plugin import Option
 from pyulogd.db import mysql, pgsql
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 
 class AuditDbOutput(SqlOutput):
+    audit_default = True  # pyulogd's own schema: loss records unless loss_records=0
     name = "AUDITDB"
     table_chain = False  # its schema has seq and chain columns of its own (render)
     description = "Rows into pyulogd's audit table (SQLite, PostgreSQL, MySQL) for pyulogd-audit"
@@ -70,6 +72,7 @@ class AuditDbOutput(SqlOutput):
         self.url: DbUrl | None = None
         self.chain: Chain | None = None
         self._rows_build: Callable[[list[Any], int], tuple[Any, ...]] | None = None
+        self._audit_build: Callable[[list[Any], int], tuple[Any, ...]] | None = None
         self._received = -1
         self._node_slot = self._seq_slot = self._rx_slot = 0
 
@@ -212,6 +215,12 @@ class AuditDbOutput(SqlOutput):
         # A collector's records were received by their node: its time, never the collector's
         # (a record delivered twice must be the same row twice, ts included).
         self._rx_slot = slots.get("pyulogd.received", 0)
+        # Loss records: the same row, read with the audit keys (kind "loss", core/loss.py).
+        akeys, aslots = self.audit_keys()
+        aslots_by_name = {k.name: s for k, s in zip(akeys, aslots, strict=True) if s}
+        self._audit_build = compile_rows(aslots_by_name, self.ctx.hostname,
+                                         oob_time_is_kernel="sum.name" not in slots,
+                                         seed=self.config["community_id_seed"])
         self.keys = list(schema.NAMES)
         if self.writer_sink is not None:
             self.writer_sink.names = schema.NAMES
@@ -235,6 +244,19 @@ class AuditDbOutput(SqlOutput):
             return row + (None, None) + node
         tag = chain.link(row_bytes(row))
         return row + (chain.seq, tag) + node
+
+    def render_audit(self, rec: list[Any]) -> tuple[Any, ...] | None:
+        """A loss record as a row of kind ``loss`` (loss_count, loss_reason, start, end); the
+        schema has no kind for a heartbeat (None)."""
+        build = self._audit_build
+        if rec[self.audit_base + A_COUNT] is None or build is None:
+            return None
+        rows_build = self._rows_build
+        self._rows_build = build
+        try:
+            return self.render(rec)
+        finally:
+            self._rows_build = rows_build
 
     def flush(self) -> None:
         self._received = -1

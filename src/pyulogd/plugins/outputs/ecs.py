@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.audit.ecs import compile_ecs
 from pyulogd.audit.values import now_stamper
+from pyulogd.core.loss import A_COUNT
 from pyulogd.core.options import Bool, Int, Path, Str
 from pyulogd.core.plugin import OK, DataType, Option
 from pyulogd.io.chain import chain_options, line_chain
@@ -40,6 +41,7 @@ class EcsOutput(Output[str]):
     name = "ECS"
     description = "Elastic Common Schema (ECS 9.4.0) JSON lines, with the Community ID of each flow"
     reopen_notice = "ECS: reopening logfile"
+    audit_default = True  # pyulogd's own format: loss records unless loss_records=0
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     wildcard_inputs = True
     options = (
@@ -56,6 +58,7 @@ class EcsOutput(Output[str]):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self._render: Callable[[list[Any], str], str] | None = None
+        self._render_audit: Callable[[list[Any], str], str] | None = None
         # The reception time (event.created, or @timestamp when the record has no time of
         # its own): read once per batch of records, the batch the loop received together
         # (reset by flush), not once per record.
@@ -72,6 +75,13 @@ class EcsOutput(Output[str]):
         for key, slot in zip(self.wildcard_keys, self.in_slots, strict=True):
             if slot:
                 slots[key.name] = slot  # every key of a name resolves to its nearest producer
+        self._render = self._compile(slots)
+        # Loss records: the same document, read with the audit keys (audit.loss.*, core/loss.py).
+        akeys, aslots = self.audit_keys()
+        self._render_audit = self._compile({k.name: s for k, s in zip(akeys, aslots, strict=True) if s})
+        return self._render
+
+    def _compile(self, slots: dict[str, int]) -> Callable[[list[Any], str], str]:
         render = compile_ecs(
             slots,
             self.ctx.hostname,
@@ -80,8 +90,14 @@ class EcsOutput(Output[str]):
             oob_time_is_kernel="sum.name" not in slots,
             seed=self.config["community_id_seed"],
         )
-        self._render = render
         return render
+
+    def render_audit(self, rec: list[Any]) -> str | None:
+        """A loss record as an ECS document (event.kind pipeline_error, docs/loss.md); ECS has
+        no form for a heartbeat (None)."""
+        if rec[self.audit_base + A_COUNT] is None or self._render_audit is None:
+            return None
+        return self._render_audit(rec, self._stamp_now(self.ctx.clock.wall()))
 
     def prepare(self) -> None:
         self._prepare()

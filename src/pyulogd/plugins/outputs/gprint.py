@@ -74,6 +74,7 @@ class GprintOutput(Output[str]):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self._entries: list[tuple[int, str, str]] = []
+        self._audit_entries: list[tuple[int, str, str]] = []
         self._timestamp: bool = config["timestamp"]
         self._sec = -1
         self._head = ""
@@ -85,6 +86,16 @@ class GprintOutput(Output[str]):
 
     def prepare(self) -> None:
         self._entries = plan(self.wildcard_keys, self.in_slots)
+        self._audit_entries = plan(*self.audit_keys())
+
+    def render_audit(self, rec: list[Any]) -> str | None:
+        """The same line of key=value pairs, over the upstream keys and the audit keys."""
+        entries = self._entries
+        self._entries = self._audit_entries
+        try:
+            return self.render(rec)
+        finally:
+            self._entries = entries
 
     def render(self, rec: list[Any]) -> str:
         head = ""

@@ -476,6 +476,7 @@ class JsonOutput(Output[str]):
         self._strings = StringCache()
         # The generated renderer (prepare); before start, one that generates it first.
         self._line: Callable[[list[Any]], str] = self._first_line
+        self._audit_line: Callable[[list[Any]], str] = self._first_line
         # split_by: the sink of the per-project files (None: one destination)
         self.split: SplitSink | None = None
 
@@ -555,11 +556,27 @@ class JsonOutput(Output[str]):
                                   "the stack produces that key (add NEUTRON to the stack)")  # fmt: skip
             self.split.splitter = Splitter(project)
         fixed = self._head_fixed
+        akeys, aslots = self.audit_keys()
+        afields = plan_fields(akeys, aslots, self.config["boolean_label"])
         if fixed is None:
             self._line = compile_renderer(fields, self._stamp, sec, usec, False, self._strings, sentinels)
+            self._audit_line = compile_renderer(afields, self._stamp, sec, usec, False)
         else:
             self._line = compile_renderer(fields, lambda _s, _u: fixed, 0, 0, fixed == "{", self._strings, sentinels)
+            self._audit_line = compile_renderer(afields, lambda _s, _u: fixed, 0, 0, fixed == "{")
         self.renderer = self._line
+
+    def render_audit(self, rec: list[Any]) -> str | None:
+        """The object of every record (time field, dvc), with the audit keys (docs/loss.md)."""
+        return self._audit_line(rec)
+
+    def audit(self, rec: list[Any]) -> bool:
+        line = self._audit_line(rec)
+        if self.split is not None:
+            self.split.put(rec, line)
+        else:
+            self._add(line)
+        return True
 
     def render(self, rec: list[Any]) -> str:
         return self._line(rec)

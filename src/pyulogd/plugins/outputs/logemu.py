@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.escape import EscapeCache, escape_text
+from pyulogd.core.loss import audit_text
 from pyulogd.core.options import Bool, Path, Str
 from pyulogd.core.plugin import OK, DataType, Key, KeyType, Option
 from pyulogd.io.chain import chain_options, line_chain
@@ -129,6 +130,26 @@ class LogemuOutput(Output[str]):
             self.new_second(sec)
         ns = rec[self._s_netns]
         return self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
+
+    def render_audit(self, rec: list[Any]) -> str | None:
+        """``Mmm dd hh:mm:ss host [ns] pyulogd: audit.status=SKIPDATA audit.loss.count=N ...``
+        (docs/loss.md): the line head of every LOGEMU line, then the audit keys as key=value."""
+        sec = int(self.ctx.clock.wall())
+        if sec != self.head_sec:
+            self.new_second(sec)
+        text = f"pyulogd: {audit_text(rec, self.audit_base)}\n"
+        ns = rec[self._s_netns]
+        return self.head + text if ns is None else f"{self.head}[{self.ns_text(ns)}] {text}"
+
+    def audit(self, rec: list[Any]) -> bool:
+        line = self.render_audit(rec)
+        if line is None:
+            return False
+        if self.split is not None:
+            self.split.put(rec, line)
+        else:
+            self._add(line)
+        return True
 
     def interp(self, rec: list[Any]) -> int:
         """``render`` and the file sink's buffered ``add``, written out: LOGEMU is the output

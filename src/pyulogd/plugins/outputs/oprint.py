@@ -68,6 +68,7 @@ class OprintOutput(Output[str]):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         self._entries: list[tuple[int, str, str]] = []
+        self._audit_entries: list[tuple[int, str, str]] = []
 
     def make_sink(self) -> FileSink[str]:
         # tamper evidence (io/chain.py): a record's last line ends in " chain=<seq>/<lines>:<tag>"
@@ -76,6 +77,11 @@ class OprintOutput(Output[str]):
 
     def prepare(self) -> None:
         self._entries = plan(self.wildcard_keys, self.in_slots)
+        self._audit_entries = plan(*self.audit_keys())
+
+    def render_audit(self, rec: list[Any]) -> str | None:
+        """A packet boundary and name=value lines, over the upstream keys and the audit keys."""
+        return render(self._audit_entries, rec)
 
     def render(self, rec: list[Any]) -> str:
         return render(self._entries, rec)

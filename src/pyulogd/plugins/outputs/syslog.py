@@ -28,6 +28,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyulogd.core.loss import audit_text
 from pyulogd.core.options import Address, Choice, Path, Port
 from pyulogd.core.plugin import DataType, Key, KeyType, Option
 from pyulogd.io.dgramsink import DgramSink
@@ -128,6 +129,13 @@ class SyslogOutput(Output[bytes]):
             self._head = f"<{self.pri}>{stamp}".encode() + self._tag
             self._sec = sec
         return self._head
+
+    def render_audit(self, rec: list[Any]) -> bytes | None:
+        """The syslog message of every record, its text the audit keys as key=value (docs/loss.md)."""
+        msg: bytes = self.header(self.ctx.clock.wall()) + audit_text(rec, self.audit_base).encode()
+        if self._tcp:
+            msg = b"%d %s" % (len(msg), msg)
+        return msg
 
     def render(self, rec: list[Any]) -> bytes | None:
         text = rec[self._s_print]
