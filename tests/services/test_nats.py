@@ -236,7 +236,7 @@ def test_tls_and_a_password_both_ways(tmp_path: Any) -> None:
         c.start()
         c.wait_ready()
         urls = c.urls.replace("nats://", "tls://")
-        auth = {"user": "pyn4node", "pass_file": str(tmp_path / "pw"), "tls_ca_file": ca}
+        auth = {"user": "pyn4node", "pass_file": str(tmp_path / "pw"), "tls_ca": ca}
         nctx, src, out = node(urls, str(tmp_path / "spool"), **auth)
         cctx, cstack = collector(urls, **auth)
         cap = cstack.instances[1]
@@ -246,7 +246,7 @@ def test_tls_and_a_password_both_ways(tmp_path: Any) -> None:
         stop(cstack)
         out.stop()
         bctx, bsrc, bout = node(urls, str(tmp_path / "spool2"), user="pyn4node", pass_file=str(tmp_path / "bad"),
-                                tls_ca_file=ca)
+                                tls_ca=ca)
         emit(bctx, bsrc, bout, 1, 10)
         pump([bctx], lambda: bctx.stats.get("nats.nats1.spooled") == 10, what="spooled: the server refused us")
         bout.stop()

@@ -69,16 +69,13 @@ PATH_OPTIONS: dict[tuple[str, str], PathOption] = {
     ("*", "chain_key"): PathOption("read", lambda c: bool(c.get("chain_key"))),
     # NEUTRON's mapping file (its content is checked when the stack is built)
     ("NEUTRON", "mapping"): PathOption("read"),
-    # TLS files of the network outputs (io/tls.py): read at start, as root
+    # TLS files of the network outputs (io/tls.py) and the NATS plugins: read at start, as root
     ("*", "tls_ca"): PathOption("read", lambda c: bool(c.get("tls_ca"))),
     ("*", "tls_cert"): PathOption("read", lambda c: bool(c.get("tls_cert"))),
     ("*", "tls_key"): PathOption("read", lambda c: bool(c.get("tls_key"))),
     # The NATS plugins' credentials and TLS files (plugins/natsconn.py): read at start.
     ("*", "nkey_seed_file"): PathOption("read"),
     ("*", "creds_file"): PathOption("read"),
-    ("*", "tls_ca_file"): PathOption("read"),
-    ("*", "tls_cert_file"): PathOption("read"),
-    ("*", "tls_key_file"): PathOption("read"),
 }
 # Path options the check leaves alone, and why.
 NOT_CHECKED: dict[tuple[str, str], str] = {

@@ -22,6 +22,6 @@ class DgramSink(SenderSink[LineT]):
 
     kind = socket.SOCK_DGRAM
 
-    def _hand_over(self, pending: list[LineT]) -> None:
+    def _hand_over(self, pending: list[LineT], mark: int | None) -> None:
         for line in pending:
-            self._enqueue(line, 1)
+            self._enqueue(line, 1, mark)

@@ -201,6 +201,9 @@ class ReliableSender:
         self._handshaking = False
         self._probation = 0.0  # TLS 1.3 with a client certificate: until the server speaks (0: not)
         self._tls_len = 0  # bytes of a TLS send to retry with the same data (0: none)
+        # The write-ahead log's commit mark of new items: the sequence number of the last
+        # ``committed(seq)`` (io/wal.py), below which every record was durable then.
+        self.mark = 0
         p = stat_prefix
         self._n_failures = p + ".send_failures"
         self._n_overflow = p + ".queue_overflow"
@@ -239,6 +242,19 @@ class ReliableSender:
     def backlog(self) -> int:
         """Records waiting in the queue."""
         return self.state.queue.records
+
+    def committed(self, seq: int) -> int:
+        """The commit cursor after a flush at ``seq`` (``Output.committed``, io/wal.py): ``seq``
+        unless records are still in memory only (the queue, or on their way to the spool),
+        then the mark of the oldest of them. Records the socket took count as committed (the
+        kernel's), and so do records in the spool (including those read back into the queue,
+        on disk until their frame is acknowledged) and records dropped (counted). Records that
+        come after this call carry ``seq`` as their mark."""
+        self.mark = seq
+        low = self.state.queue.oldest_mark()
+        if self.spill.pending and self.spill.pending_mark < low:
+            low = self.spill.pending_mark
+        return seq if low > seq else low
 
     @property
     def spooled_bytes(self) -> int:
@@ -309,28 +325,31 @@ class ReliableSender:
         self._disconnect(requeue=True)
 
     # -- queueing
-    def enqueue(self, data: bytes, records: int = 1) -> bool:
-        """Queue one item; False (and counted) if it does not fit."""
+    def enqueue(self, data: bytes, records: int = 1, mark: int | None = None) -> bool:
+        """Queue one item; False (and counted) if it does not fit. ``mark``: its commit mark
+        (see :meth:`committed`) when it is older than the last call's (a batch that waited)."""
         if self.sock is None and not self._closed:
             self.poll()
         q = self.state.queue
         n = len(data)
         live = self.sock is not None  # the bound as it was when the record came
         spill = self.spill
+        if mark is None:
+            mark = self.mark
         if not spill.on_disk and not spill.pending:  # Spill.to_memory, written out: the usual case
             if q.fits(n, live):
-                q.push(data, records)
+                q.push(data, records, mark)
                 return True
             if self.connected:
                 self.flush()  # make room if the peer takes it
         if spill.to_memory(q, n, live):
-            q.push(data, records)
+            q.push(data, records, mark)
             return True
         if self.spool_settings is not None:
             if not spill.active:
                 self.ctx.log.notice(f"{self.label}: {self.peer} does not take records fast enough (or is away): "
                                     f"spooling to {self.spool_settings.path}")  # fmt: skip
-            if spill.add(data, records):
+            if spill.add(data, records, mark):
                 self._write_pending()
             return True
         self.ctx.stats.incr(self._n_overflow, records)
@@ -463,7 +482,7 @@ class ReliableSender:
             self.spool.ack(self._frame)
             self._frame = None
         spill.forget_frame()
-        items = [(bytes(d), int(r)) for d, r in q.items if r] + spill.take_pending()
+        items = [(bytes(d), int(r)) for d, r, _m in q.items if r] + spill.take_pending()
         if not items:
             return
         q.clear()
@@ -758,7 +777,7 @@ class ReliableSender:
         queue = state.queue
         sent = 0
         while queue:
-            data, records = queue.items[0]
+            data = queue.items[0][0]
             try:
                 sock.send(data, socket.MSG_NOSIGNAL)
             except (BlockingIOError, InterruptedError):

@@ -30,7 +30,8 @@ from typing import Any
 from pyulogd.core.backoff import Backoff
 from pyulogd.io.sink import FLUSH_AT
 
-__all__ = ["CONNECT_TIMEOUT", "FLUSH_AT", "HISTORY", "POLL", "PROBE_WAIT", "SLACK", "SendQueue", "SendState", "Spill"]
+__all__ = ["CONNECT_TIMEOUT", "DURABLE", "FLUSH_AT", "HISTORY", "POLL", "PROBE_WAIT", "SLACK", "SendQueue", "SendState",
+           "Spill"]
 
 # Bytes a live (or connecting) socket may always hold back, whatever queue_bytes says.
 SLACK = 4 * FLUSH_AT
@@ -46,12 +47,24 @@ HISTORY = 4 << 20
 # that drops SYNs would otherwise hold the sender for the kernel's two minutes of retries,
 # and its return would go unnoticed meanwhile.
 CONNECT_TIMEOUT = 10.0
+# The commit mark of an item that holds nothing back: records read back from the spool (still
+# on disk until their frame is acknowledged), IPFIX templates (no record).
+DURABLE = 1 << 63
 
 
 class SendQueue:
-    """Items waiting to be sent, oldest first: ``[data, records]``, the head possibly sent up
-    to ``head_off`` bytes. ``queue_bytes`` bounds it while there is no socket; a socket that
-    exists may hold :data:`SLACK` bytes more."""
+    """Items waiting to be sent, oldest first: ``[data, records, mark]``, the head possibly
+    sent up to ``head_off`` bytes. ``queue_bytes`` bounds it while there is no socket; a socket
+    that exists may hold :data:`SLACK` bytes more.
+
+    ``mark`` is the write-ahead log's commit mark of the item (io/wal.py): the sequence number
+    below which every record was already durable when the item's records came (the sink's
+    last ``committed(seq)``), or :data:`DURABLE` for an item that holds nothing back (read
+    back from the spool, a template). An item in memory is not durable: while it waits, the
+    output's cursor stays at its mark (:meth:`oldest_mark`); once the socket took it, it is
+    the kernel's and no longer holds the cursor back. Marks never decrease from the head to
+    the tail (items come in the order of their records; what goes back to the head is older),
+    so the oldest is the first item's that holds anything back."""
 
     def __init__(self, queue_bytes: int, lines: bool) -> None:
         self.queue_bytes = max(0, queue_bytes)
@@ -65,7 +78,7 @@ class SendQueue:
         # Streams: the items sent whole on this connection, newest last, as long as they could
         # still be in the socket's send queue (``history_cap`` bytes): what :meth:`unsent`
         # puts back when the connection breaks with bytes the peer never acknowledged.
-        self.history: deque[tuple[bytes, int]] = deque()
+        self.history: deque[tuple[bytes, int, int]] = deque()
         self.history_bytes = 0
         self.history_cap = HISTORY
 
@@ -82,15 +95,24 @@ class SendQueue:
     def fits(self, size: int, live: bool) -> bool:
         return self.bytes + size <= self.limit(live)
 
-    def push(self, data: bytes, records: int) -> None:
-        self.items.append([data, records])
+    def push(self, data: bytes, records: int, mark: int = DURABLE) -> None:
+        self.items.append([data, records, mark])
         self.bytes += len(data)
 
     def push_front(self, items: list[tuple[bytes, int]]) -> None:
         """Items that must open a connection (IPFIX templates): first, beyond the limit."""
         for data, records in reversed(items):
-            self.items.appendleft([data, records])
+            self.items.appendleft([data, records, DURABLE])
             self.bytes += len(data)
+
+    def oldest_mark(self) -> int:
+        """The commit mark of the oldest item that holds the cursor back (:data:`DURABLE`:
+        none). Marks do not decrease along the queue, so this looks at the head only, past
+        the templates or spooled items in front of it."""
+        for item in self.items:
+            if item[2] != DURABLE:
+                return int(item[2])
+        return DURABLE
 
     def trim(self) -> int:
         """Without a socket only ``queue_bytes`` may wait: drop the newest items beyond it.
@@ -98,7 +120,7 @@ class SendQueue:
         items = self.items
         dropped = 0
         while items and self.bytes > self.queue_bytes:
-            data, records = items.pop()
+            data, records, _mark = items.pop()
             self.bytes -= len(data)
             dropped += records
         return dropped
@@ -146,19 +168,21 @@ class SendQueue:
         head = items.popleft()
         parts = [head[0]]
         records = head[1]
+        mark = head[2]
         size = len(head[0])
         while items and size < max_send:
-            data, n = items.popleft()
+            data, n, m = items.popleft()
             parts.append(data)
             records += n
+            mark = min(mark, m)
             size += len(data)
-        items.appendleft([b"".join(parts), records])
+        items.appendleft([b"".join(parts), records, mark])
 
     def took(self, n: int) -> int | None:
         """The socket took ``n`` more bytes of the head: the head's records when it is now
         sent whole (and dropped from the queue), None while part of it is left."""
         off = self.head_off + n
-        data, records = self.items[0]
+        data, records, mark = self.items[0]
         if off < len(data):
             self.head_off = off
             return None
@@ -166,7 +190,7 @@ class SendQueue:
         self.bytes -= len(data)
         self.head_off = 0
         self.taken += records
-        self.history.append((data, records))
+        self.history.append((data, records, mark))
         self.history_bytes += len(data)
         if self.history_bytes > self.history_cap:
             history = self.history
@@ -195,7 +219,7 @@ class SendQueue:
             self.head_off -= k
             outq -= k
         while outq > 0 and self.history:
-            data, records = self.history.pop()
+            data, records, mark = self.history.pop()
             self.history_bytes -= len(data)
             if len(data) > outq and self.lines:
                 cut = data.rfind(b"\n", 0, len(data) - outq) + 1
@@ -203,7 +227,7 @@ class SendQueue:
                 records = min(records, data.count(b"\n"))
             outq -= len(data) if outq >= len(data) else outq
             if data and records:  # (items of no record, IPFIX templates, open every connection anew)
-                self.items.appendleft([data, records])
+                self.items.appendleft([data, records, mark])
                 self.bytes += len(data)
                 self.taken -= records
                 back += records
@@ -213,7 +237,7 @@ class SendQueue:
     # -- datagrams
     def pop(self) -> int:
         """Drop the head (sent, or never sendable); returns its records."""
-        data, records = self.items.popleft()
+        data, records, _mark = self.items.popleft()
         self.bytes -= len(data)
         self.taken += records
         return int(records)
@@ -322,6 +346,8 @@ class Spill:
     def __init__(self) -> None:
         self.pending: list[tuple[bytes, int]] = []  # (item, records), oldest first
         self.pending_bytes = 0
+        # The commit mark of the oldest pending item (SendQueue's ``mark``): not on disk yet.
+        self.pending_mark = DURABLE
         self.on_disk = False
         # queue.taken at which the frame in the queue is all out (None: no frame in flight)
         self.mark: int | None = None
@@ -336,8 +362,10 @@ class Spill:
         spool (it does not fit, or older records are already there)."""
         return not self.active and queue.fits(size, live)
 
-    def add(self, data: bytes, records: int) -> bool:
+    def add(self, data: bytes, records: int, mark: int = DURABLE) -> bool:
         """An item for the spool; True when ``pending`` should be written now (a frame's worth)."""
+        if not self.pending:
+            self.pending_mark = mark
         self.pending.append((data, records))
         self.pending_bytes += len(data)
         return self.pending_bytes >= FLUSH_AT
@@ -346,6 +374,7 @@ class Spill:
         """The items to append as one frame (``pending`` is empty afterwards)."""
         items, self.pending = self.pending, []
         self.pending_bytes = 0
+        self.pending_mark = DURABLE
         return items
 
     def wants_frame(self, queue: SendQueue) -> bool:

@@ -14,6 +14,11 @@ with jittered back-off, TLS, counters), and one of two ways to hand it lines:
   bound applies record by record (what does not fit is counted at once), and the queue is
   sent once it holds ``FLUSH_AT`` bytes, else at ``flush``.
 
+Commit cursor (the write-ahead log's, io/wal.py): :meth:`SenderSink.committed` holds it at
+the oldest record still only in memory (a batch waiting for a connection here, the sender's
+queue, items on their way to the spool); what the socket took or the spool holds counts as
+committed, so a SIGKILL while the peer is away loses nothing the log cannot replay.
+
 Streams: ``lines=True`` (text lines) lets a connection that breaks in the middle of a batch
 resend from the first line the peer did not get whole; binary lines (SYSLOG's octet-counted
 frames, IPFIX messages) are resent whole.
@@ -87,6 +92,9 @@ class SenderSink(Generic[LineT]):
         self.size = 0
         self.limit = 0 if sync else FLUSH_AT
         self._resolve_failed = resolve_failed
+        # The commit mark of the lines in ``pending`` when they were already there at the last
+        # ``committed`` (None: they all came after it, so the sender's mark is theirs).
+        self._pending_mark: int | None = None
 
     @property
     def sock(self) -> socket.socket | None:
@@ -125,14 +133,17 @@ class SenderSink(Generic[LineT]):
         self.flush()
         if self.pending:  # still connecting at exit: whatever is queued now gets its chance
             for line in self.pending:
-                self._enqueue(line, 1)
+                self._enqueue(line, 1, self._pending_mark)
             self.pending.clear()
+            self._pending_mark = None
             self.size = 0
         self.sender.close()
 
     # -- lines
-    def add(self, line: LineT, records: int = 1) -> None:
-        """One line (``records``: how many records it carries, an IPFIX message several)."""
+    def add(self, line: LineT, records: int = 1, mark: int | None = None) -> None:
+        """One line (``records``: how many records it carries, an IPFIX message several;
+        ``mark``: their commit mark when the output held them since before the last
+        ``committed``, IPFIX's message; unbatched sinks only)."""
         if self.batch:
             self.pending.append(line)
             self.size += len(line)
@@ -141,13 +152,24 @@ class SenderSink(Generic[LineT]):
             return
         self.counters.received += records
         sender = self.sender
-        self._enqueue(line, records)
+        self._enqueue(line, records, mark)
         if sender.queued >= FLUSH_AT:
             sender.flush()
 
-    def _enqueue(self, line: LineT, records: int) -> None:
+    def _enqueue(self, line: LineT, records: int, mark: int | None = None) -> None:
         data = line if isinstance(line, bytes) else line.encode("utf-8", "surrogateescape")
-        self.sender.enqueue(data, records)
+        self.sender.enqueue(data, records, mark)
+
+    def committed(self, seq: int) -> int:
+        """The commit cursor after a flush at ``seq`` (``Output.committed``): the sender's
+        (:meth:`~pyulogd.io.sender.ReliableSender.committed`), held back further by a batch
+        still waiting here for a connection to finish."""
+        if not self.pending:
+            self._pending_mark = None
+            return self.sender.committed(seq)
+        if self._pending_mark is None:
+            self._pending_mark = self.sender.mark  # they came after the last call
+        return min(self._pending_mark, self.sender.committed(seq))
 
     def flush(self) -> None:
         sender = self.sender
@@ -156,13 +178,15 @@ class SenderSink(Generic[LineT]):
             if not sender.poll() and sender.sock is not None and self.size < SLACK:
                 return  # connecting: the batch goes once the connection is up
             self.counters.received += len(pending)
-            self._hand_over(pending)
+            self._hand_over(pending, self._pending_mark)
+            self._pending_mark = None
             pending.clear()
             self.size = 0
         sender.flush()
 
-    def _hand_over(self, pending: list[LineT]) -> None:
-        """Queue a batch: one item per line (datagrams), or the whole batch as one (streams)."""
+    def _hand_over(self, pending: list[LineT], mark: int | None) -> None:
+        """Queue a batch: one item per line (datagrams), or the whole batch as one (streams);
+        ``mark``: the batch's commit mark when older than the sender's (None: the sender's)."""
         raise NotImplementedError
 
 
@@ -171,10 +195,10 @@ class StreamSink(SenderSink[LineT]):
 
     kind = socket.SOCK_STREAM
 
-    def _hand_over(self, pending: list[LineT]) -> None:
+    def _hand_over(self, pending: list[LineT], mark: int | None) -> None:
         first = pending[0]
         if isinstance(first, bytes):
             data = b"".join(pending)
         else:
             data = "".join(pending).encode("utf-8", "surrogateescape")
-        self.sender.enqueue(data, len(pending))
+        self.sender.enqueue(data, len(pending), mark)

@@ -4,8 +4,9 @@ nats-py (``pip install 'pyulogd[nats]'``) is imported here, lazily, and only the
 plugins import this module; no other part of pyulogd knows NATS. Connection options:
 ``servers`` (several, comma-separated, for a cluster: the client moves to another one when
 its server goes away), credentials (``user`` with ``pass``/``pass_file``/``pass_env``, an
-NKey seed file, or a ``.creds`` file), TLS (``tls_ca_file``; ``tls_cert_file`` and
-``tls_key_file`` for a client certificate; ``tls_hostname`` to check another name).
+NKey seed file, or a ``.creds`` file), TLS (``tls_ca``; ``tls_cert`` and ``tls_key`` for a
+client certificate, the key in ``tls_cert`` when ``tls_key`` is empty; ``tls_server_name`` to
+check another name): the names the stream outputs use for the same files (io/tls.py).
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ CONNECTION = (
     *SECRETS,
     Option("nkey_seed_file", Path(), "", extra=True, help="NKey seed file (per-node credentials)"),
     Option("creds_file", Path(), "", extra=True, help="NATS credentials file (JWT and NKey seed)"),
-    Option("tls_ca_file", Path(), "", extra=True, help="CA certificates that sign the servers' certificates (TLS)"),
-    Option("tls_cert_file", Path(), "", extra=True, help="client certificate (TLS)"),
-    Option("tls_key_file", Path(), "", extra=True, help="client certificate's key (TLS)"),
-    Option("tls_hostname", Str(), "", extra=True, help="the name the server certificate must carry"),
+    Option("tls_ca", Path(), "", extra=True, help="CA certificates that sign the servers' certificates (TLS)"),
+    Option("tls_cert", Path(), "", extra=True, help="client certificate (TLS)"),
+    Option("tls_key", Path(), "", extra=True, help="client certificate's key (TLS; empty: in tls_cert)"),
+    Option("tls_server_name", Str(), "", extra=True, help="the name the server certificate must carry"),
     Option("connect_timeout", Duration(positive=True), "2", extra=True, help="seconds a connection attempt may take"),
     Option("stream", Str(), "PYULOGD", extra=True, help="JetStream stream name"),
 )
@@ -86,19 +87,19 @@ def connect_options(config: dict[str, Any], label: str) -> dict[str, Any]:
             except OSError as e:
                 raise ConfigError(f"{label}: cannot read {opt} '{path}': {e.strerror}") from None
             kw[arg] = path
-    ca, cert, key = config.get("tls_ca_file"), config.get("tls_cert_file"), config.get("tls_key_file")
-    if bool(cert) != bool(key):
-        raise ConfigError(f"{label}: tls_cert_file and tls_key_file go together")
+    ca, cert, key = config.get("tls_ca"), config.get("tls_cert"), config.get("tls_key")
+    if key and not cert:
+        raise ConfigError(f"{label}: tls_key needs tls_cert")
     if ca or cert:
         try:
             tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca or None)
             if cert:
-                tls.load_cert_chain(cert, key)
+                tls.load_cert_chain(cert, key or None)
         except (OSError, ssl.SSLError) as e:
             raise ConfigError(f"{label}: TLS files: {e}") from None
         kw["tls"] = tls
-        if config.get("tls_hostname"):
-            kw["tls_hostname"] = config["tls_hostname"]
+        if config.get("tls_server_name"):
+            kw["tls_hostname"] = config["tls_server_name"]
     return kw
 
 

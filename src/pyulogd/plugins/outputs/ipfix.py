@@ -105,6 +105,9 @@ class IpfixOutput(Output[bytes]):
         self._msg_templates: set[int] = set()
         self._msg_len = codec.HEADER.size
         self._msg_records = 0
+        # The commit mark of the message being built when it held records at the last
+        # ``committed`` (None: its records came after it): see ``committed``.
+        self._msg_mark: int | None = None
         self._timer: TimerHandle | None = None
         self._sessions = 0
 
@@ -192,7 +195,20 @@ class IpfixOutput(Output[bytes]):
         self._msg_len = codec.HEADER.size
         self._msg_records = 0
         assert self.collector is not None
-        self.collector.add(msg, records)
+        self.collector.add(msg, records, self._msg_mark)
+        self._msg_mark = None
+
+    def committed(self, seq: int) -> int:
+        """The sink's cursor (the sender's: io/streamsink.py), held back by the records of the
+        message being built, which wait here up to FLUSH_INTERVAL before they go to the sink."""
+        before = self.collector.sender.mark if self.collector is not None else seq
+        low = super().committed(seq)
+        if not self._msg_records:
+            self._msg_mark = None
+            return low
+        if self._msg_mark is None:
+            self._msg_mark = before  # its records all came after the last call
+        return min(low, self._msg_mark)
 
     def add(self, tid: int, record: bytes) -> None:
         for _ in range(2):
