@@ -1,7 +1,7 @@
 """Fixtures for every test.
 
-The network outputs spool to ``/var/spool/pyulogd/<instance id>`` unless ``spool_dir`` says
-otherwise (io/sender.py, issue 12). A test that builds such an output in this process gets
+Outputs spool to ``/var/spool/pyulogd/<daemon>/<instance id>`` unless ``spool_dir`` says
+otherwise (io/spool.py ``default_dir``, issue 12). A test that builds such an output in this process gets
 that default under its own temporary directory instead, so no test writes the machine's
 /var/spool, and records one test kept at stop are never sent to the peer of another test
 that uses the same instance id. (Daemons a test starts as a process set ``spool_dir``
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import pyulogd.io.sender
+import pyulogd.io.spool
 
 
 @pytest.fixture(autouse=True)
 def _private_spool_base(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pyulogd.io.sender, "SPOOL_BASE", str(Path(tmp_path_factory.mktemp("spool"))))
+    monkeypatch.setattr(pyulogd.io.spool, "SPOOL_BASE", str(Path(tmp_path_factory.mktemp("spool"))))

@@ -90,6 +90,11 @@ class Context:
     # This daemon's name in a fleet (records from many nodes meet in one store, told apart by
     # (node_id, seq)); "" until the daemon sets it from its configuration.
     node_id: str = ""
+    # This daemon's name among those on the host: its config file's name without ``.conf``
+    # ("" outside a daemon). It names the daemon's own state directories, the write-ahead
+    # log's and the default spools (``/var/spool/pyulogd/<name>/<id>``), so daemons with
+    # config files of their own (the netns wrapper's, one per namespace) never share one.
+    state_name: str = ""
     # Losses reported by whoever counts them (inputs, stacks), waiting for the daemon's audit
     # trail to write them into the outputs as loss records (core/loss.py).
     losses: LossLedger = field(default_factory=LossLedger)

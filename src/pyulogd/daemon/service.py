@@ -17,7 +17,7 @@ from pyulogd.core.stack import Stack, build_stack
 from pyulogd.daemon.ops import OPS_KEYS, OpsSettings, check_log_destination
 from pyulogd.io.loop import Loop
 from pyulogd.io.output import Output
-from pyulogd.io.wal import WAL_KEYS, WAL_OPTIONS, Journal, WalSettings
+from pyulogd.io.wal import WAL_KEYS, WAL_OPTIONS, Journal, WalSettings, config_stem
 
 # The audit trail's keys (core/loss.py): which outputs get loss records, and the heartbeat.
 AUDIT_OPTIONS: dict[str, OptionKind[Any]] = {
@@ -96,6 +96,8 @@ class Service:
             fail(err)
         self.wal = WalSettings.from_config(self.wal_values, cfg.path)
         self.ctx.node_id = self.wal.node_id
+        # Before any output is configured: it names their default spools (io/spool.py).
+        self.ctx.state_name = config_stem(cfg.path)
         # As in ulogd: without any plugin= line every plugin is available.
         allowed = loaded or None
         for spec, line in stack_lines:

@@ -40,12 +40,11 @@ from pyulogd.db.render import compile_builder
 from pyulogd.db.writer import Writer, WriterSettings, WriterSink
 from pyulogd.io.chain import CHAIN_COLUMNS, CHAIN_KEYS, Chain, canon_bytes, load_key
 from pyulogd.io.output import Output
-from pyulogd.io.spool import Spool, SpoolError
+from pyulogd.io.spool import Spool, SpoolError, default_dir
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
-SPOOL_BASE = "/var/spool/pyulogd"
 DEFAULT_MEM = 64 << 20
 # Keys whose values are whole packets or netlink messages: not worth queueing for a table
 # whose columns are not known yet (a RAW column then gets NULL).
@@ -77,7 +76,7 @@ class SqlOutput(Output[tuple[Any, ...]]):
         raise NotImplementedError
 
     def default_spool(self) -> str:
-        return os.path.join(SPOOL_BASE, self.id)
+        return default_dir(self.ctx.state_name, self.id)
 
     # -- set-up
     def configure(self) -> None:

@@ -72,7 +72,7 @@ from pyulogd.core.options import Duration, Path, Size
 from pyulogd.core.plugin import Option
 from pyulogd.io.sendstate import FLUSH_AT, PROBE_WAIT, SLACK, SendQueue, SendState, Spill
 from pyulogd.io.sink import SinkCounters
-from pyulogd.io.spool import Frame, Spool, SpoolError
+from pyulogd.io.spool import SPOOL_BASE, Frame, Spool, SpoolError, default_dir
 from pyulogd.io.tls import TLS_PROBATION, TLS_RECORD, TlsSettings
 
 if TYPE_CHECKING:
@@ -92,8 +92,6 @@ _PEER_GONE = frozenset({errno.ECONNREFUSED, errno.ENOENT, errno.ENOTCONN, errno.
 # to half), so that daemons restarted with their peer do not all knock at the same instant.
 RECONNECT_FIRST = 0.25
 RECONNECT_JITTER = 0.5
-# Where a network output spools by default: <SPOOL_BASE>/<instance id> (as the SQL outputs).
-SPOOL_BASE = "/var/spool/pyulogd"
 # A spool directory that could not be opened is tried again after this long (not per record).
 _SPOOL_RETRY = 10.0
 # A spool frame holds items of these two columns: the bytes as they go to the peer, and how
@@ -111,11 +109,12 @@ class SpoolSettings:
     max_bytes: int
 
 
-def spool_settings(config: dict[str, Any], instance_id: str) -> SpoolSettings | None:
-    """The spool of an output that declares :func:`sender_options` (None: ``spool_max=0``)."""
+def spool_settings(ctx: Context, config: dict[str, Any], instance_id: str) -> SpoolSettings | None:
+    """The spool of an output that declares :func:`sender_options` (None: ``spool_max=0``);
+    by default one directory per daemon and instance (io/spool.py ``default_dir``)."""
     if not config["spool_max"]:
         return None
-    return SpoolSettings(config["spool_dir"] or os.path.join(SPOOL_BASE, instance_id), config["spool_max"])
+    return SpoolSettings(config["spool_dir"] or default_dir(ctx.state_name, instance_id), config["spool_max"])
 
 
 def resolve(host: str, port: int, kind: int) -> list[Target]:
@@ -899,7 +898,8 @@ def sender_options(queue_default: int) -> tuple[Option, ...]:
                     "at 0.25 s and doubles, each shortened by a random part of up to a half): the output is "
                     "back within this long of the peer's return"),
         Option("spool_dir", Path(), "", extra=True,
-               help=f"pyulogd extra: where records wait on disk while the peer is away (empty: {SPOOL_BASE}/<id>; "
+               help=f"pyulogd extra: where records wait on disk while the peer is away (empty: {SPOOL_BASE}/<daemon>/<id>, "
+                    "<daemon> the config file's name; "
                     "created at the first spill)"),
         Option("spool_max", Size(), "1G", extra=True,
                help="pyulogd extra: bytes of the spool; records beyond it are dropped and counted (spool_full); "

@@ -43,6 +43,19 @@ from typing import Any
 
 from pyulogd.io.recordfmt import FormatError, decode_batch, encode_batch
 
+# Where outputs spool by default: SPOOL_BASE/<daemon>/<instance id> (default_dir).
+SPOOL_BASE = "/var/spool/pyulogd"
+
+
+def default_dir(state_name: str, instance_id: str) -> str:
+    """An output's spool directory when ``spool_dir`` is empty: one per daemon and instance.
+    ``state_name`` is the daemon's (``Context.state_name``, its config file's name): two
+    daemons on one host, the netns wrapper's one per namespace, would otherwise share the
+    directory of an instance id their configs have in common, and a spool holds one daemon
+    (locked): the second could not spill. Without a name (outside a daemon),
+    ``SPOOL_BASE/<instance id>``."""
+    return os.path.join(SPOOL_BASE, state_name, instance_id)
+
 _HEADER = b"PYULOGD-SPOOL 2\n"
 _FRAME = struct.Struct("<II")
 _ACK = struct.Struct("<QQ")

@@ -110,7 +110,7 @@ class WalSettings:
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any], config_path: str) -> WalSettings:
-        stem = os.path.splitext(os.path.basename(config_path))[0] or "pyulogd"
+        stem = config_stem(config_path)
         return cls(
             enabled=bool(values["wal"]),
             path=values["wal_dir"] or os.path.join(STATE_BASE, stem),
@@ -119,6 +119,13 @@ class WalSettings:
             max_bytes=values["wal_max"],
             node_id=values["node_id"] or default_node_id(stem),
         )
+
+
+def config_stem(config_path: str) -> str:
+    """The daemon's name on its host (``Context.state_name``): its config file's name without
+    the extension. It names the daemon's state directories, so that daemons with config files
+    of their own (the netns wrapper's ``ns-HASH.conf``) never share one."""
+    return os.path.splitext(os.path.basename(config_path))[0] or "pyulogd"
 
 
 def default_node_id(stem: str) -> str:

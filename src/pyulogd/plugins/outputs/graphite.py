@@ -68,7 +68,7 @@ class GraphiteOutput(Output[str]):
         c = self.config
         return StreamSink(self.ctx, "GRAPHITE", Endpoint(c["host"], c["port"]), f"graphite.{self.id}",
                           queue_bytes=c["queue"], backoff_max=c["reconnect_max"], batch=False,
-                          spool=spool_settings(c, self.id),
+                          spool=spool_settings(self.ctx, c, self.id),
                           resolve_failed="{label}: getaddrinfo: {reason}")  # fmt: skip
 
     def prepare(self) -> None:

@@ -127,7 +127,7 @@ class IpfixOutput(Output[bytes]):
         kind = DgramSink if c["proto"] == "udp" else StreamSink
         self.collector = kind(self.ctx, "IPFIX", Endpoint(c["host"], c["port"]), f"ipfix.{self.id}",
                          queue_bytes=c["queue"], backoff_max=c["reconnect_max"], batch=False, lines=False,
-                         on_connect=self._new_session, spool=spool_settings(c, self.id))  # fmt: skip
+                         on_connect=self._new_session, spool=spool_settings(self.ctx, c, self.id))  # fmt: skip
         return self.collector
 
     def prepare(self) -> None:

@@ -527,7 +527,7 @@ class JsonOutput(Output[str]):
             buffer = FileSink(self.ctx, c["file"], prefix, "JSON", chain=chain)
         else:
             kw: dict[str, Any] = {"queue_bytes": c["queue"], "backoff_max": c["reconnect_max"], "sync": c["sync"],
-                                  "spool": spool_settings(c, self.id)}
+                                  "spool": spool_settings(self.ctx, c, self.id)}
             if self.mode == "udp":
                 buffer = DgramSink(self.ctx, "JSON", Endpoint(c["host"], c["port"]), prefix, **kw)
             else:

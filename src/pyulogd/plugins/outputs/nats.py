@@ -35,13 +35,12 @@ from pyulogd.io.natsmsg import HDR_MSG_ID, Chunk, SubjectTemplate
 from pyulogd.io.natspub import Publisher, PubSettings
 from pyulogd.io.output import Output
 from pyulogd.io.sink import SinkCounters
-from pyulogd.io.spool import Spool, SpoolError
+from pyulogd.io.spool import Spool, SpoolError, default_dir
 from pyulogd.plugins import natsconn
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context
 
-SPOOL_BASE = "/var/spool/pyulogd"
 # The key of the node's reception time (µs) in every record sent (NATSIN declares it).
 RECEIVED = "pyulogd.received"
 
@@ -114,7 +113,7 @@ class NatsOutput(Output[tuple[Any, ...]]):
             if missing:
                 raise ConfigError(f"{self.label}: keys: no plugin before it in the stack produces "
                                   f"{', '.join(missing)}")
-        self.spool_dir: str = cfg["spool_dir"] or os.path.join(SPOOL_BASE, self.id)
+        self.spool_dir: str = cfg["spool_dir"] or default_dir(self.ctx.state_name, self.id)
         if not self.ctx.checking:
             try:
                 safefile.make_dir(self.spool_dir, self.ctx.run_as, 0o700)

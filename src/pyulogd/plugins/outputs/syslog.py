@@ -113,7 +113,7 @@ class SyslogOutput(Output[bytes]):
         where = Endpoint(c["host"], c["port"]) if c["host"] else Endpoint(path=c["socket"])
         kind = StreamSink if self._tcp else DgramSink
         return kind(self.ctx, "SYSLOG", where, f"syslog.{self.id}", queue_bytes=c["queue"],
-                    backoff_max=c["reconnect_max"], batch=False, lines=False, spool=spool_settings(c, self.id),
+                    backoff_max=c["reconnect_max"], batch=False, lines=False, spool=spool_settings(self.ctx, c, self.id),
                     tls=self._tls)  # fmt: skip
 
     def prepare(self) -> None:
