@@ -388,3 +388,89 @@ def test_the_example_settings_file_loads(tmp_path: Path) -> None:
     s = w.load_settings(str(write(tmp_path / "netns-wrapper.conf", text)))
     assert (s.match, s.template, s.rundir, s.daemon, s.syslog) == (
         ["qrouter-*"], "/etc/pyulogd/netns-ulogd.conf.in", "/run/pyulogd", [], True)
+
+
+# -- one daemon per namespace: each keeps its own state (spools, write-ahead log, node id)
+
+STATE_TEMPLATE = """[global]
+logfile="@RUNDIR@/@NETNS@.log"
+wal=1
+stack=log1:NFLOG,base1:BASE,ip2str1:IP2STR,json1:JSON
+stack=log1:NFLOG,base1:BASE,ip2str1:IP2STR,pg1:PGSQL
+
+[log1]
+group=10
+
+[json1]
+mode=tcp
+host=127.0.0.1
+port=1
+
+[pg1]
+db=nodb
+host=127.0.0.1
+port=1
+table=ulog
+procedure=INSERT_PACKET_FULL
+user=nobody
+pass=x
+"""
+
+
+def _state_of(conf: Path) -> tuple[str, str, str, str]:
+    """What the daemon started with ``conf`` would use: the network output's spool, the SQL
+    output's spool, the write-ahead log's directory, the node id (as --check-config builds it:
+    nothing opened)."""
+    from pyulogd.core.context import Context
+    from pyulogd.daemon.service import Service
+    from pyulogd.io.loop import Loop
+
+    svc = Service(str(conf), Context(loop=Loop(), checking=True))
+    svc.load()
+    outs = {st.sink.id: st.sink for st in svc.stacks}
+    json1, pg1 = outs["json1"], outs["pg1"]
+    spool = json1.out.sender.spool_settings  # type: ignore[attr-defined]
+    assert spool is not None
+    return spool.path, pg1.spool_dir, svc.wal.path, svc.ctx.node_id  # type: ignore[attr-defined]
+
+
+def test_each_namespaces_daemon_has_its_own_spools_and_write_ahead_log(tmp_path: Path) -> None:
+    """The wrapper renders one config per namespace (RUNDIR/ns-HASH.conf) from one template, so
+    every instance id is the same in all of them: the defaults of the spools, the write-ahead
+    log and the node id are named after the config file, hence one per namespace. (One spool
+    directory shared by two daemons: the second cannot lock it, so it could not spill.)"""
+    from pyulogd.io.spool import Spool, SpoolError
+
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    s = w.Settings(rundir=str(rundir))
+    states = []
+    for name in (f"qrouter-{RID}", "qrouter-0b9e9d51-7a55-4f4e-9d4b-0c8f2b1c7e10"):
+        conf = rundir / f"{w.file_stem(name)}.conf"
+        conf.write_text(w.render(STATE_TEMPLATE, name, s))
+        states.append((w.file_stem(name), _state_of(conf)))
+    (stem_a, a), (stem_b, b) = states
+    for stem, state in states:
+        assert all(stem in path for path in state[:3]) and state[3].endswith("." + stem)
+    assert len({*a, *b}) == 8  # nothing in common
+    assert a[0] != a[1]  # the network and the SQL output of one daemon: two spools
+    # Both daemons' spools can be held at once (each is locked by the daemon that uses it).
+    spools = [Spool(path, 1 << 20) for path in (a[0], b[0], a[1], b[1])]
+    try:
+        for sp in spools:
+            os.makedirs(sp.path, exist_ok=True)
+            sp.open()
+        with pytest.raises(SpoolError):  # what the second daemon met with one shared directory
+            Spool(a[0], 1 << 20).open()
+    finally:
+        for sp in spools:
+            sp.close()
+
+
+def test_wrapper_check_reports_state_a_template_would_share() -> None:
+    template = ('[global]\nwal_dir="/var/lib/pyulogd/wal/routers"\nnode_id=@NETNS@\n[json1]\n'
+                'spool_dir=/var/spool/pyulogd/@NETNS_ID@/json1\n[pg1]\nspool_dir = "/var/spool/pg"\n'
+                "# spool_dir=/var/spool/commented\n")  # fmt: skip
+    assert w.shared_state(template) == ['line 2: wal_dir="/var/lib/pyulogd/wal/routers"',
+                                        'line 7: spool_dir = "/var/spool/pg"']  # fmt: skip
+    assert w.shared_state(STATE_TEMPLATE) == []

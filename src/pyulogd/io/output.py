@@ -140,8 +140,9 @@ class Output(Sink, Generic[LineT]):
 
         The one place that says what an output's commit is. By default what ``flush`` handed
         on is committed: a file sink's ``write()`` (what it could not write is counted as
-        dropped), the sender's queue for the network sinks. A sink that knows better (the SQL
-        writer: committed or in its spool) has a ``committed(seq)`` of its own, used instead.
+        dropped). A sink that holds records after its flush has a ``committed(seq)`` of its
+        own, used instead: the SQL writer (committed or in its spool), the network sinks
+        (io/streamsink.py: taken by the socket or in the spool, not in the sender's memory).
         """
         own = self._sink_committed
         return seq if own is None else own(seq)

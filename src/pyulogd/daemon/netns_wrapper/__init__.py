@@ -52,6 +52,7 @@ from pyulogd.daemon.netns_wrapper.names import (
     file_stem,
     name_problem,
     render,
+    shared_state,
     shown,
 )
 from pyulogd.daemon.netns_wrapper.rundir import (
@@ -81,5 +82,5 @@ __all__ = [
     "NsFiles", "RunDir", "Settings", "SettingsError", "Untrusted", "check_config_value", "classify",
     "daemon_command", "daemon_environment", "exec_ip", "exit_like", "file_stem", "files_of", "find_ip", "is_stem",
     "load_settings", "log_safe", "main", "managed", "name_lock", "name_problem", "pidfile_locked", "read_pid",
-    "read_trusted", "render", "run_ip", "running_daemon", "shown", "start_daemon", "stop_daemon",
+    "read_trusted", "render", "run_ip", "running_daemon", "shared_state", "shown", "start_daemon", "stop_daemon",
 ]

@@ -9,7 +9,7 @@ import sys
 from pyulogd.daemon.netns_wrapper.daemons import running_daemon, start_daemon, stop_daemon
 from pyulogd.daemon.netns_wrapper.ipcmd import classify, exec_ip, exit_like, run_ip
 from pyulogd.daemon.netns_wrapper.log import PROG, Log, log_safe
-from pyulogd.daemon.netns_wrapper.names import name_problem, shown
+from pyulogd.daemon.netns_wrapper.names import name_problem, shared_state, shown
 from pyulogd.daemon.netns_wrapper.rundir import NsFiles, RunDir, files_of, managed, name_lock
 from pyulogd.daemon.netns_wrapper.settings import (
     DEFAULT_CONFIG,
@@ -37,14 +37,19 @@ def _check(s: Settings, ip: str | None) -> int:
     print(f"settings from: {', '.join(s.source) or 'defaults'}")
     print(f"real ip:       {ip or 'NOT FOUND'}")
     print(f"match:         {', '.join(s.match)}")
+    shared: list[str] = []
     try:
-        read_trusted(s.template)
+        shared = shared_state(read_trusted(s.template))
         state = ""
     except FileNotFoundError:
         state, ok = "  (MISSING)", False
     except (Untrusted, UnicodeDecodeError, OSError) as e:
         state, ok = f"  (REFUSED: {e})", False
     print(log_safe(f"template:      {s.template}{state}"))
+    for line in shared:
+        ok = False
+        print(log_safe(f"  SHARED by every daemon (the second could not spool, or two nodes would have one id; "
+                       f"put @NETNS@ in it or leave it to the per-daemon default): {line}"))
     try:
         rd = RunDir.existing(s.rundir)
     except (Untrusted, OSError) as e:

@@ -92,6 +92,30 @@ def shown(text: str, limit: int = 256) -> str:
     return "'" + "".join(out) + "'" + more
 
 
+# Options naming a daemon's own state: two daemons must never share a value (a spool and the
+# write-ahead log are locked by one daemon; records are told apart by node id). Their
+# defaults are per daemon (named after the config file, ns-HASH.conf); a template that sets
+# one must make it per namespace with a placeholder that differs between namespaces.
+STATE_KEYS = ("spool_dir", "wal_dir", "node_id")
+_PER_NAMESPACE = ("@NETNS@", "@NETNS_ID@", "@PIDFILE@")
+
+
+def shared_state(template_text: str) -> list[str]:
+    """The template's lines that would give every namespace's daemon the same state directory
+    or node id (``STATE_KEYS`` set to a value without a per-namespace placeholder), as
+    ``line N: text``; --wrapper-check reports them."""
+    out = []
+    for n, raw in enumerate(template_text.split("\n"), 1):
+        line = raw.strip(" \t\r")
+        key, sep, value = line.partition("=")
+        if not sep or line[:1] in "#;" or key.strip().lower() not in STATE_KEYS:
+            continue
+        value = value.strip(" \t\"'")
+        if value and not any(p in value for p in _PER_NAMESPACE):
+            out.append(f"line {n}: {line}")
+    return out
+
+
 def file_stem(name: str) -> str:
     """The base name of the wrapper's files for namespace ``name``: ``ns-`` and 32 hex digits.
 
