@@ -178,6 +178,7 @@ class Out(Sink):
         super().__init__(ctx, instance_id, config)
         self.got: list[tuple[int, tuple[Any, ...]]] = []
         self.durable: int | None = None  # None: committed at flush
+        self.asked: list[int] = []  # what committed() was called with
         self.counters = SinkCounters()
         self.on_interp: Any = None
 
@@ -190,6 +191,7 @@ class Out(Sink):
         return OK
 
     def committed(self, seq: int) -> int:
+        self.asked.append(seq)
         return seq if self.durable is None else self.durable
 
 
@@ -236,6 +238,23 @@ def test_replay_after_a_crash_gives_each_output_what_it_had_not_committed(tmp_pa
     assert ctx2.seq == j2.reserved - wal.BLOCK  # back above every old number after the replay
     src2.send(_rows(1, 20))
     assert out2.got[-1][0] > top
+    j2.close()
+
+
+def test_replay_starts_each_outputs_marks_at_its_own_cursor(tmp_path: Path) -> None:
+    """Outputs that hold records after their flush (SQL writer, network senders) mark each with
+    their last ``committed(seq)``: before the replay they are told their cursor, so what they
+    hold from then on keeps the cursor there, not at 0 (the whole log again after a crash)."""
+    ctx, j, src, out = _run(tmp_path)
+    src.send(_rows(5))
+    j.write_round()
+    out.durable = 3
+    j.after_flush()  # cursor 3, saved
+    _crash(j)
+    _ctx2, j2, _src2, out2 = _run(tmp_path)
+    out2.on_interp = lambda seq: out2.asked.append(-seq)  # when the replayed records came
+    j2.replay()
+    assert out2.asked == [3, -4, -5]  # its cursor first, then the records after it
     j2.close()
 
 

@@ -672,6 +672,13 @@ class Journal:
         ctx = self.ctx
         start = ctx.seq
         saved = {lg.source.id: (lg.source.wal_rows, lg.source.wal_raw) for lg in self.logged}
+        # An output that holds records after its flush (the SQL writer, the network senders)
+        # marks each with its last ``committed``: start them at their own cursor, so that what
+        # they hold from here on (the records replayed now come after it) keeps the cursor
+        # there, not at 0 (which would replay the whole log again after the next crash).
+        for oid, committed in self._committers:
+            if committed is not None:
+                committed(self.cursors[oid])
         for each in self.logged:
             each.source.wal_rows = each.source.wal_raw = None  # replayed records are in the log already
         try:
