@@ -200,3 +200,26 @@ def test_tcp_collector_down_at_start_then_restart() -> None:
     assert any(t == 257 for m in msgs2 for t, _ in m.templates)
     assert msgs2[-1].sequence == 20  # the sequence goes on across the sessions
     assert ctx.stats.get("ipfix.ipfix1.send_failures") == 0
+
+
+def test_the_message_being_built_holds_the_commit_cursor() -> None:
+    """The write-ahead log's cursor (io/wal.py): flows waiting in the IPFIX message being built
+    (up to a second) are in memory only, so the cursor stays before them until the message is
+    sent."""
+    with udp_server() as server:
+        ctx, clock = fake_context(wall=1795770100.0)
+        stack = stack_for(server.getsockname()[1], ctx)
+        sink = stack.sink
+        assert sink.committed(ctx.seq) == ctx.seq == 0
+        stack.source.flow()  # record 1: in the message being built
+        sink.flush()
+        assert ctx.seq == 1 and sink.committed(1) == 0
+        stack.source.flow()  # record 2: the same message
+        sink.flush()
+        assert sink.committed(2) == 0
+        clock.advance(1.0)  # the message's timer: it goes to the sender, and out
+        ctx.loop.run_once(0)
+        sink.flush()
+        assert len(codec.decode(server.recv(65535))[0].records) == 2
+        assert sink.committed(2) == 2
+        stop_stack(stack)
