@@ -634,3 +634,74 @@ def test_a_daemon_started_by_an_earlier_version_is_still_stopped_on_delete(env: 
 def test_classify_like_iproute2(args: list[str], kind: str, name: str) -> None:
     c = classify(args)
     assert (c.kind, c.name) == (kind, name)
+
+
+SPOOL_TEMPLATE = f"""[global]
+logfile="@OUT@/@NETNS@.log"
+loglevel=3
+wal=1
+stack=log1:NFLOG,base1:BASE,ip2str1:IP2STR,json1:JSON
+
+[log1]
+group={GROUP}
+netlink_qthreshold=1
+
+[json1]
+mode=tcp
+host="127.0.0.1"
+port=1
+queue=0
+"""
+
+
+def _spooled_records(path: Path) -> int:
+    """Records in a network output's spool directory (frames of (data, records) rows)."""
+    from pyulogd.io.spool import Spool
+
+    spool = Spool(str(path), 1 << 30)
+    spool.open()
+    n = 0
+    try:
+        while (frame := spool.peek()) is not None:
+            n += sum(int(row[1]) for row in frame.rows)
+            spool.ack(frame)
+    finally:
+        spool.close()
+    return n
+
+
+@pytest.mark.linux
+@pytest.mark.skipif(_skip is not None, reason=_skip or "")
+def test_each_daemon_spools_and_logs_in_directories_of_its_own(env: Env) -> None:
+    """One template, so the same instance ids in every rendered config: with the defaults, each
+    namespace's daemon still gets its own spool (/var/spool/pyulogd/ns-HASH/json1) and its own
+    write-ahead log (/var/lib/pyulogd/wal/ns-HASH), so both spill while their peer is away (one
+    shared spool: the second could not lock it and would drop)."""
+    (env.tmp / "template.conf.in").write_text(SPOOL_TEMPLATE.replace("@OUT@", str(env.out)))
+    names = [env.name("spool-a"), env.name("spool-b")]
+    dirs = [Path("/var/spool/pyulogd") / file_stem(n) for n in names]
+    dirs += [Path("/var/lib/pyulogd/wal") / file_stem(n) for n in names]
+    try:
+        for n in names:
+            r = env.wrap("netns", "add", n)
+            assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+            wait_for(lambda n=n: GROUP in nflog_groups(n), 10, f"NFLOG group bound in {n}")  # type: ignore[misc]
+        for k, n in enumerate(names):
+            log_rule(n)
+            send_udp(n, 5 + k)
+        for k, n in enumerate(names):
+            spool = dirs[k] / "json1"
+            wait_for(lambda spool=spool: spool.is_dir() and any(p.suffix == ".seg" and p.stat().st_size > 16
+                                                                for p in spool.iterdir()),
+                     10, f"the spool of {n}")  # type: ignore[misc]  # fmt: skip
+        for n in names:
+            r = env.wrap("netns", "delete", n)  # SIGTERM: what is in memory goes to the spool too
+            assert r.returncode == 0
+        for k, n in enumerate(names):
+            assert _spooled_records(dirs[k] / "json1") == 5 + k, f"records of {n} in its spool"
+            assert (dirs[2 + k] / "state").exists()  # its own write-ahead log
+            log = (env.out / f"{n}.log").read_text()
+            assert "cannot use spool" not in log and "spool_failed" not in log, log
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)

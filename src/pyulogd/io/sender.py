@@ -898,9 +898,8 @@ def sender_options(queue_default: int) -> tuple[Option, ...]:
                     "at 0.25 s and doubles, each shortened by a random part of up to a half): the output is "
                     "back within this long of the peer's return"),
         Option("spool_dir", Path(), "", extra=True,
-               help=f"pyulogd extra: where records wait on disk while the peer is away (empty: {SPOOL_BASE}/<daemon>/<id>, "
-                    "<daemon> the config file's name; "
-                    "created at the first spill)"),
+               help="pyulogd extra: where records wait on disk while the peer is away (empty: "
+                    f"{SPOOL_BASE}/<daemon>/<id>, <daemon> the config file's name; created at the first spill)"),
         Option("spool_max", Size(), "1G", extra=True,
                help="pyulogd extra: bytes of the spool; records beyond it are dropped and counted (spool_full); "
                     "0: no spool"),

@@ -113,8 +113,8 @@ class SyslogOutput(Output[bytes]):
         where = Endpoint(c["host"], c["port"]) if c["host"] else Endpoint(path=c["socket"])
         kind = StreamSink if self._tcp else DgramSink
         return kind(self.ctx, "SYSLOG", where, f"syslog.{self.id}", queue_bytes=c["queue"],
-                    backoff_max=c["reconnect_max"], batch=False, lines=False, spool=spool_settings(self.ctx, c, self.id),
-                    tls=self._tls)  # fmt: skip
+                    backoff_max=c["reconnect_max"], batch=False, lines=False,
+                    spool=spool_settings(self.ctx, c, self.id), tls=self._tls)  # fmt: skip
 
     def prepare(self) -> None:
         self._tag = f" {IDENT}[{os.getpid()}]: ".encode()
