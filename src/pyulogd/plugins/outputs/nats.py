@@ -23,7 +23,6 @@ template with every field ``*``, or ``stream_subjects``; ``replicas``, ``retenti
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
