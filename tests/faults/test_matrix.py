@@ -524,10 +524,6 @@ def json_keys(data: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [(d.get("oob.time.sec"), d.get("oob.time.usec"), d.get("oob.seq.local")) for d in data]
 
 
-@pytest.mark.xfail(reason="the write-ahead log counts a network output's record committed once it is handed to "
-                   "the sender (io/wal.py), which holds it in memory until it is sent or spilled: a SIGKILL "
-                   "loses what the sender held and nothing counts it (the wal and stream branches together)",
-                   strict=False)
 def test_peer_down_sigkill(tmp_path: Path, ns: FaultNs) -> None:
     row, peer, daemon = peer_row(tmp_path, ns, kill=True)
     data, audit = json_records(peer.lines())
