@@ -28,7 +28,7 @@ fi
 
 say user "$(getent passwd pyulogd | cut -d: -f1,6,7)"
 say user_is_system "$([ "$(id -u pyulogd)" -lt 1000 ] && echo yes || echo no)"
-for d in /var/log/pyulogd /var/lib/pyulogd /etc/pyulogd/pyulogd.conf; do
+for d in /var/log/pyulogd /var/lib/pyulogd /var/spool/pyulogd /etc/pyulogd/pyulogd.conf; do
     say "stat:$d" "$(stat -c '%U:%G:%a' "$d")"
 done
 say conffile "$(dpkg-query -W -f='${Conffiles}' pyulogd | awk '{print $1}' | tr '\n' ' ')"
@@ -114,7 +114,7 @@ left=()
 while read -r f; do
     [ -e "$f" ] && [ ! -d "$f" ] && left+=("$f")
 done </root/files.txt
-for d in /etc/pyulogd /var/log/pyulogd /var/lib/pyulogd /usr/share/pyulogd /usr/lib/python3/dist-packages/pyulogd; do
+for d in /etc/pyulogd /var/log/pyulogd /var/lib/pyulogd /var/spool/pyulogd /usr/share/pyulogd /usr/lib/python3/dist-packages/pyulogd; do
     [ -e "$d" ] && left+=("$d")
 done
 say left_after_purge "${left[*]:-none}"

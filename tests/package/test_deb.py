@@ -85,6 +85,7 @@ def test_installs_user_directories_and_commands(chroot_run: dict[str, str]) -> N
     assert c["user_is_system"] == "yes"
     assert c["stat:/var/log/pyulogd"] == "pyulogd:adm:2750"
     assert c["stat:/var/lib/pyulogd"] == "pyulogd:pyulogd:750"
+    assert c["stat:/var/spool/pyulogd"] == "pyulogd:pyulogd:750"  # the outputs' spools, writable under the unit
     assert c["stat:/etc/pyulogd/pyulogd.conf"] == "root:root:644"
     assert set(c["conffile"].split()) == {"/etc/logrotate.d/pyulogd", "/etc/pyulogd/pyulogd.conf"}
     for cmd in ("pyulogd", "pyulogd-netns-wrapper", "pyulogd-unixsock-send", "pyulogdctl", "pyulogd-audit"):
