@@ -479,16 +479,18 @@ def test_database_stopped_sigkill(tmp_path: Path, ns: FaultNs, pg: Any) -> None:
 
 
 # -- network peer down 20 s
-def json_tcp(peer: Peer) -> str:
+def json_tcp(peer: Peer, spool: Path) -> str:
+    """The spool in the test's directory: the default (/var/spool/pyulogd/...) is the machine's."""
     return (f'stack=log1:NFLOG,base1:BASE,ip2str1:IP2STR,out1:JSON\n[out1]\nmode=tcp\nhost="127.0.0.1"\n'
-            f"port={peer.port}\nreconnect_max=1")
+            f'port={peer.port}\nreconnect_max=1\nspool_dir="{spool}"')
 
 
 def peer_row(tmp_path: Path, ns: FaultNs, kill: bool) -> tuple[Row, Peer, FaultDaemon]:
     """JSON over TCP at 250 records/s, the peer down for OUTAGE seconds (SIGKILL and restart in
     the middle: the traffic pauses around it, so that nothing is logged while no daemon reads)."""
     peer = Peer()
-    daemon = FaultDaemon(tmp_path, config(tmp_path, ns, json_tcp(peer), wal=kill), ns, tmp_path / "daemon.log")
+    conf = config(tmp_path, ns, json_tcp(peer, tmp_path / "netspool"), wal=kill)
+    daemon = FaultDaemon(tmp_path, conf, ns, tmp_path / "daemon.log")
     try:
         with ns.traffic(250):
             wait_for(lambda: len(peer.lines()) >= 100, 30, "records at the peer")
