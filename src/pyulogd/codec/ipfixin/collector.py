@@ -57,7 +57,7 @@ IPFIX_HDR = struct.Struct("!HHIII")  # version, length, export time, sequence, d
 V9_HDR = struct.Struct("!HHIIII")  # version, count, sysUptime, unix secs, sequence, source id
 V5_HDR = struct.Struct("!HHIIIIBBH")  # version, count, sysUptime, secs, nsecs, flow seq, engine type/id, sampling
 SET_HDR = struct.Struct("!HH")
-_IPFIX_HDR = IPFIX_HDR.unpack_from
+_IPFIX_HDR_SET = struct.Struct("!HHIIIHH").unpack_from  # the header and the first set's
 _SET_HDR = SET_HDR.unpack_from
 U32 = struct.Struct("!I")
 V5_RECORD = 48
@@ -307,14 +307,35 @@ class Collector:
         """One message (a UDP datagram, or one message cut from a TCP stream) from
         ``addr``:``port``: the flow records it carries (and held ones it made decodable),
         value lists in ``keys.KEYS`` order after slot 0. Never raises on bad input."""
-        if data[:2] == b"\x00\x0a":
-            exp = self.exporters.get(addr)
-            sess = exp.sessions.get(port) if exp is not None else None
-            if sess is not None:
-                recs = self._fast(sess, data)
-                if recs is not None:
-                    sess.seen = now
-                    return recs
+        out: list[list[Any]] = []
+        self.feed_to(out, data, addr, port, now)
+        return out
+
+    def feed_to(self, out: list[list[Any]], data: bytes, addr: str, port: int, now: float) -> None:
+        """:meth:`feed`, appending the records to ``out`` (a reader's batch): the common
+        message (data sets of known flow templates of a known session; Open vSwitch sends
+        one record per message, so what a message costs besides its records matters) is
+        decoded here, its records straight into ``out``, without the bookkeeping of
+        :meth:`_ipfix`; anything else, or anything wrong, takes the general path (which
+        reports it), with what the fast one had added taken back."""
+        exp = self.exporters.get(addr)
+        if exp is not None:
+            sess = exp.sessions.get(port)
+            if sess is not None and len(data) >= 20:
+                ver, length, etime, seq, odid, sid, slen = _IPFIX_HDR_SET(data)
+                dom = sess.domains.get(odid) if ver == 10 else None
+                if dom is not None and 20 <= length <= len(data):
+                    start = len(out)
+                    if self._fast(sess, dom, data, length, etime, seq, odid, sid, slen, out):
+                        sess.seen = now
+                        return
+                    del out[start:]
+        recs = self._general(data, addr, port, now)
+        if recs:
+            out += recs
+
+    def _general(self, data: bytes, addr: str, port: int, now: float) -> list[list[Any]]:
+        """:meth:`feed` for every message (no fast path)."""
         count = self.count
         if len(data) < 2:
             count("malformed", 1)
@@ -399,41 +420,37 @@ class Collector:
         return False
 
     # -- IPFIX
-    def _fast(self, sess: Session, data: bytes) -> list[list[Any]] | None:
-        """The common message (data sets of known flow templates only; Open vSwitch sends one
-        record per message, so what a message costs besides its records matters): decoded
-        without the bookkeeping of :meth:`_ipfix`, or None to take that path (anything else,
-        or anything wrong: it reports it)."""
-        if len(data) < 20:
-            return None
-        _ver, length, etime, seq, odid = _IPFIX_HDR(data)
-        dom = sess.domains.get(odid)
-        if dom is None or length < 20 or length > len(data):
-            return None
+    def _fast(self, sess: Session, dom: _Domain, data: bytes, length: int, etime: int, seq: int, odid: int,
+              sid: int, slen: int, out: list[list[Any]]) -> bool:  # fmt: skip
+        """:meth:`feed_to`'s fast path for an IPFIX message of a known domain whose header
+        (and first set's) the caller read: its records appended to ``out``; False when the
+        message must take the general path (options, unknown template, no time base, a
+        bad length: counted there; ``out`` may then hold some of its records)."""
         templates = dom.templates
         boot = dom.boot
+        exporter = sess.exporter
+        n = len(out)
         # The first set on its own: most messages have one.
-        sid, slen = _SET_HDR(data, 16)
         end = 16 + slen
         t = templates.get(sid)
         if t is None or t.options or slen < 4 or end > length or (boot is None and t.needs_boot):
-            return None  # (options, no time base: counted there)
+            return False  # (options, no time base: counted there)
         try:
-            out = t.decode(data, 20, end, sess.exporter, odid, etime, boot)
+            t.decode(data, 20, end, exporter, odid, etime, boot, out)
             off = end
             while off < length:
                 if length - off < 4:
-                    return None
+                    return False
                 sid, slen = _SET_HDR(data, off)
                 end = off + slen
                 t = templates.get(sid)
                 if t is None or t.options or slen < 4 or end > length or (boot is None and t.needs_boot):
-                    return None
-                out = out + t.decode(data, off + 4, end, sess.exporter, odid, etime, boot)
+                    return False
+                t.decode(data, off + 4, end, exporter, odid, etime, boot, out)
                 off = end
         except (DecodeError, struct.error, IndexError, ValueError, OverflowError):
-            return None  # reported there
-        n = len(out)
+            return False  # reported there
+        n = len(out) - n
         mode = sess.mode
         if mode == "rfc":
             want = dom.expected
@@ -448,7 +465,7 @@ class Collector:
             self._sequence(sess, dom, seq, n, n, False, 0)
         self._nmessages += 1
         self._nrecords += n
-        return out
+        return True
 
     def _ipfix(self, sess: Session, data: bytes, now: float) -> _Message:
         if len(data) < IPFIX_HDR.size:

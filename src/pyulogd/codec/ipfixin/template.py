@@ -59,8 +59,10 @@ class Field(NamedTuple):
 
 
 # A compiled decoder: (message, set body start, set end, exporter, domain, export time,
-# boot time in ms or None) -> records.
-Decoder = Callable[[bytes, int, int, str, int, int, "int | None"], list[list[Any]]]
+# boot time in ms or None[, the list to append the records to]) -> that list (a new one when
+# none is given). On a field past the end of the set it raises, the records of the set read
+# before it already appended (the collector's fast path takes them back).
+Decoder = Callable[..., list[list[Any]]]
 
 # Which key takes which element: (key, kind, candidates in order of preference), each
 # candidate (pen, element, its registry name: tests/unit/test_ipfixin_codec.py checks the names
@@ -486,7 +488,8 @@ def _compile(version: int, tid: int, fields: tuple[Field, ...], options: bool, e
 
     record = "[None, " + ", ".join(values.get(k, "None") for k in K.KEYS) + "]"
     ns = dict(_NS)
-    src = ["def decode(data, off, end, exp, odid, etime, boot):", "    out = []", "    ap = out.append"]
+    src = ["def decode(data, off, end, exp, odid, etime, boot, out=None):", "    if out is None: out = []",
+           "    ap = out.append"]
     if "up" in times.values():
         src.append("    ems = etime * 1000")
     if "delta" in times.values():
@@ -580,6 +583,68 @@ _NS.update({"_NM": _Memo(_name), "_TX": _Memo(_text), "_MC": _Memo(_mac), "_A4":
             "_A6": _Memo(_ntoa6), "_dm": divmod})  # fmt: skip
 
 
+# The guess (variable-length templates): an exporter sends the same lengths in the variable
+# fields of a template record after record (Open vSwitch: the same interface names), so the
+# decoder keeps one struct for a record of the lengths of the last record it read field by
+# field: the next one is read with that one ``unpack_from`` (its length bytes among the
+# values) and taken when its length bytes are the same; else it is read field by field, and
+# its lengths become the guess.
+GUESS_MAX = 64  # structs kept per decoder (one per set of lengths seen); more clear the memo
+_NO_GUESS = 1 << 62  # a record size no set has: the field-by-field reading
+
+
+def _emit_guess(src: list[str], ns: dict[str, Any], codes: list[_FieldCode], names: list[str], used: set[int],
+                min_len: int) -> int:  # fmt: skip
+    """The head of a variable-length template's loop: the record read with the guessed
+    struct, ``hit`` when its length bytes are the guessed ones (each a one-byte prefix);
+    :func:`_emit_fast` writes the field-by-field reading under ``if not hit:``. Returns the
+    number of variable-length fields."""
+    nvar = sum(1 for c in codes if c.code is None)
+    memo: dict[tuple[int, ...], tuple[Any, ...]] = {}
+
+    def guess(lens: tuple[int, ...]) -> tuple[Any, ...]:
+        """(unpack_from, size, *lens) for records whose variable fields are ``lens`` bytes
+        long; a long (3-byte) length prefix (-1) is never guessed."""
+        found = memo.get(lens)
+        if found is not None:
+            return found
+        if min(lens) < 0:
+            return (None, _NO_GUESS, *lens)
+        parts = []
+        k = 0
+        for i, c in enumerate(codes):
+            if c.code is not None:
+                parts.append(c.code if i in used else f"{c.size}x")
+            else:
+                parts.append("B" + (f"{lens[k]}s" if i in used else f"{lens[k]}x"))
+                k += 1
+        st = struct.Struct("!" + "".join(parts))
+        if len(memo) >= GUESS_MAX:
+            memo.clear()
+        found = memo[lens] = (st.unpack_from, st.size, *lens)
+        return found
+
+    ns["_guess"] = guess
+    ns["_G"] = [(None, _NO_GUESS, *([-1] * nvar))]
+    got = []
+    k = 0
+    for i, c in enumerate(codes):
+        if c.code is None:
+            got.append(f"l{k}")
+            k += 1
+        if i in used:
+            got.append(names[i])
+    same = " and ".join(f"l{k} == g{k}" for k in range(nvar))
+    src.append(f"    gu, gs, {', '.join(f'g{k}' for k in range(nvar))} = _G[0]")
+    src.append(f"    while end - off >= {min_len}:")
+    src.append("        hit = False")
+    src.append("        if off + gs <= end:")
+    src.append(f"            {', '.join(got)}{',' if len(got) == 1 else ''} = gu(data, off)")
+    src.append(f"            if {same}: off += gs; hit = True")
+    src.append("        if not hit:")
+    return nvar
+
+
 def _emit_fast(src: list[str], ns: dict[str, Any], tid: int, codes: list[_FieldCode], names: list[str],
                lines: list[str], record: str, fixed: int, min_len: int) -> None:  # fmt: skip
     """The fast loop, equal in results to :func:`_emit_plain`: fields no key reads are
@@ -607,9 +672,11 @@ def _emit_fast(src: list[str], ns: dict[str, Any], tid: int, codes: list[_FieldC
         src.append(f"    n = (end - off) // {fixed}")
         src.append(f"    for {target(every)} in _iter(_MV(data)[off:off + n * {fixed}]):")
     else:
-        src.append(f"    while end - off >= {min_len}:")
+        nvar = _emit_guess(src, ns, codes, names, used, min_len)
+        body = "            "  # under ``if not hit:``
         adv = 0  # bytes of fixed fields read since ``off`` was last set
         run: list[int] = []
+        k = 0  # variable-length fields read so far
 
         def at(k: int) -> str:
             return f"off + {k}" if k else "off"
@@ -632,15 +699,19 @@ def _emit_fast(src: list[str], ns: dict[str, Any], tid: int, codes: list[_FieldC
                 continue
             flush_run()
             src.append(f"{body}n = data[{at(adv)}]")
-            src.append(f"{body}if n < 255: off += {adv + 1}")
-            src.append(f"{body}else: n = data[{at(adv + 1)}] << 8 | data[{at(adv + 2)}]; off += {adv + 3}")
+            src.append(f"{body}if n < 255: off += {adv + 1}; n{k} = n")
+            src.append(f"{body}else: n = data[{at(adv + 1)}] << 8 | data[{at(adv + 2)}]; off += {adv + 3}; n{k} = -1")
             if i in used:
                 src.append(f"{body}{names[i]} = data[off:off + n]")
             src.append(f"{body}off += n")
             adv = 0
+            k += 1
         flush_run()
         if adv:
             src.append(f"{body}off += {adv}")
         src.append(f"{body}if off > end: raise _overrun({tid})")
+        lens = ", ".join(f"n{k}" for k in range(nvar))
+        src.append(f"{body}gu, gs, {', '.join(f'g{k}' for k in range(nvar))} = _G[0] = _guess(({lens},))")
+        body = "        "
     src.extend(body + line for line in lines)
     src.append(f"{body}ap({record})")

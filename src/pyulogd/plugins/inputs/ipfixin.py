@@ -304,7 +304,7 @@ class IpfixinInput(NetnsSource):
         if sock is None or collector is None:
             return
         fd = sock.fileno()
-        feed = collector.feed
+        feed = collector.feed_to
         sources = self._sources
         keylen = 8 if sock.family == socket.AF_INET else 24  # family, port, (flow info,) address
         view, names, size = rx.view, rx.names, rx.slot_size
@@ -337,15 +337,14 @@ class IpfixinInput(NetnsSource):
                                            f"longer than {size} bytes: dropped")  # fmt: skip
                     continue
                 data = view[i * size : i * size + length].tobytes()
+                before = len(out)
                 try:
-                    recs = feed(data, exporter, port, now)
+                    feed(out, data, exporter, port, now)
                 except Exception as e:  # as in _decode: a bug of ours, counted, the others go on
+                    del out[before:]
                     self.ctx.stats.incr(self.stat["decoder_errors"])
                     self._log("bug", f"IPFIXIN '{self.id}': could not decode a message of {length} bytes from "
                                      f"{exporter} port {port} ({type(e).__name__}: {e}); dropped")  # fmt: skip
-                    continue
-                if recs:
-                    out += recs
             if n < rx.slots:
                 break  # the socket is empty
         collector.sync()
