@@ -365,3 +365,21 @@ def test_json_writes_a_map_as_a_nested_object() -> None:
     assert text == ('{"a": 1, "b": "x\\"y", "c": [true, null, 2.5], "d": {"e": null}, "f": "0102", '
                     '"g": "bad \\\\xff byte"}')  # fmt: skip
     assert json.loads(text)["g"] == "bad \\xff byte"  # undecodable bytes escaped as everywhere (core/escape.py)
+
+
+def test_drops_at_a_full_socket_buffer_are_counted() -> None:
+    """Datagrams the kernel drops because the receive buffer is full (the most common loss of
+    a UDP collector) are counted, from the socket's own counter: sent = decoded + dropped."""
+    ctx, _clock = fake_context(wall=T0)
+    stack, src, cap = collector(ctx, socket_buffer_size=4096)  # the kernel's minimum: a few datagrams
+    try:
+        sent = 200
+        with sender() as s:
+            for i in range(sent):  # the loop does not run meanwhile: most must be dropped
+                s.sendto(ipfix(i, 1, T4, (256, r4("10.0.0.1", "10.0.0.2", i, 80))), ("127.0.0.1", src.port))
+        p = "ipfixin.ipfixin0."
+        loop_until(ctx, lambda: len(cap.records) + ctx.stats.get(p + "socket_drops") == sent)
+        assert 0 < len(cap.records) < sent and ctx.stats.get(p + "socket_drops") > 0
+        assert ctx.stats.get(p + "messages") == len(cap.records)
+    finally:
+        stop_stack(stack)

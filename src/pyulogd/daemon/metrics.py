@@ -441,7 +441,7 @@ PLUGIN_COUNTERS["IPFIXIN"] = {
     "denied": _c("pyulogd_input_skipped_total", cause="denied"),
     **{name: _input_error(name) for name in ("bad_version", "held_expired", "held_evicted", "held_malformed",
                                              "template_limit", "domain_limit", "exporter_limit", "tcp_bad_stream",
-                                             "decoder_errors")},
+                                             "decoder_errors", "socket_drops")},
     **{name: _ipfixin_event(name) for name in ("messages", "options_records", "templates", "options_templates",
                                                "templates_replaced", "templates_expired", "withdrawals",
                                                "withdrawals_ignored", "no_template", "held_decoded", "reserved_sets",
