@@ -84,6 +84,10 @@ COUNTERS = (
 CAUSES = ("short", "bad_length", "bad_set_length", "bad_template", "field_overrun", "bad_count")
 
 
+class _Slow(Exception):
+    """A message the fast path (:meth:`Collector.feed_to`) leaves to the general one."""
+
+
 class Malformed(DecodeError):
     """A message to drop whole; ``cause`` is one of :data:`CAUSES`."""
 
@@ -103,7 +107,7 @@ class _Template:
         self.options = options
         self.compiled = compiled
         self.seen = seen
-        self.decode = compiled.decode  # (read per message by Collector._fast)
+        self.decode = compiled.decode  # (read per message by Collector.feed_to)
         self.needs_boot = compiled.needs_boot
 
 
@@ -312,12 +316,14 @@ class Collector:
         return out
 
     def feed_to(self, out: list[list[Any]], data: bytes, addr: str, port: int, now: float) -> None:
-        """:meth:`feed`, appending the records to ``out`` (a reader's batch): the common
-        message (data sets of known flow templates of a known session; Open vSwitch sends
-        one record per message, so what a message costs besides its records matters) is
-        decoded here, its records straight into ``out``, without the bookkeeping of
-        :meth:`_ipfix`; anything else, or anything wrong, takes the general path (which
-        reports it), with what the fast one had added taken back."""
+        """:meth:`feed`, appending the records to ``out`` (a reader's batch).
+
+        The fast path, here: the common message (data sets of known flow templates of a known
+        IPFIX session and domain; Open vSwitch sends one record per message, so what a message
+        costs besides its records matters) is decoded without the bookkeeping of
+        :meth:`_ipfix`, its records straight into ``out``. Anything else (options, an unknown
+        template, no time base, a bad length, a field past its set) takes the general path,
+        which reports it, with what the fast path had added to ``out`` taken back."""
         exp = self.exporters.get(addr)
         if exp is not None:
             sess = exp.sessions.get(port)
@@ -326,10 +332,47 @@ class Collector:
                 dom = sess.domains.get(odid) if ver == 10 else None
                 if dom is not None and 20 <= length <= len(data):
                     start = len(out)
-                    if self._fast(sess, dom, data, length, etime, seq, odid, sid, slen, out):
-                        sess.seen = now
-                        return
-                    del out[start:]
+                    templates = dom.templates
+                    boot = dom.boot
+                    # The first set on its own: most messages have one.
+                    end = 16 + slen
+                    t = templates.get(sid)
+                    if not (t is None or t.options or slen < 4 or end > length or (boot is None and t.needs_boot)):
+                        exporter = sess.exporter
+                        try:
+                            t.decode(data, 20, end, exporter, odid, etime, boot, out)
+                            off = end
+                            while off < length:
+                                if length - off < 4:
+                                    raise _Slow
+                                sid, slen = _SET_HDR(data, off)
+                                end = off + slen
+                                t = templates.get(sid)
+                                if t is None or t.options or slen < 4 or end > length or \
+                                        (boot is None and t.needs_boot):  # fmt: skip
+                                    raise _Slow
+                                t.decode(data, off + 4, end, exporter, odid, etime, boot, out)
+                                off = end
+                        except (_Slow, DecodeError, struct.error, IndexError, ValueError, OverflowError):
+                            del out[start:]  # reported by the general path
+                        else:
+                            n = len(out) - start
+                            mode = sess.mode
+                            if mode == "rfc":
+                                want = dom.expected
+                            elif mode == "shared":
+                                want = sess.expected
+                            else:
+                                want = None if dom.prev_seq is None else (dom.prev_seq + n) % MOD
+                            if want == seq:
+                                dom.expected = sess.expected = (seq + n) % MOD
+                                dom.prev_seq = seq
+                            else:
+                                self._sequence(sess, dom, seq, n, n, False, 0)
+                            self._nmessages += 1
+                            self._nrecords += n
+                            sess.seen = now
+                            return
         recs = self._general(data, addr, port, now)
         if recs:
             out += recs
@@ -420,53 +463,6 @@ class Collector:
         return False
 
     # -- IPFIX
-    def _fast(self, sess: Session, dom: _Domain, data: bytes, length: int, etime: int, seq: int, odid: int,
-              sid: int, slen: int, out: list[list[Any]]) -> bool:  # fmt: skip
-        """:meth:`feed_to`'s fast path for an IPFIX message of a known domain whose header
-        (and first set's) the caller read: its records appended to ``out``; False when the
-        message must take the general path (options, unknown template, no time base, a
-        bad length: counted there; ``out`` may then hold some of its records)."""
-        templates = dom.templates
-        boot = dom.boot
-        exporter = sess.exporter
-        n = len(out)
-        # The first set on its own: most messages have one.
-        end = 16 + slen
-        t = templates.get(sid)
-        if t is None or t.options or slen < 4 or end > length or (boot is None and t.needs_boot):
-            return False  # (options, no time base: counted there)
-        try:
-            t.decode(data, 20, end, exporter, odid, etime, boot, out)
-            off = end
-            while off < length:
-                if length - off < 4:
-                    return False
-                sid, slen = _SET_HDR(data, off)
-                end = off + slen
-                t = templates.get(sid)
-                if t is None or t.options or slen < 4 or end > length or (boot is None and t.needs_boot):
-                    return False
-                t.decode(data, off + 4, end, exporter, odid, etime, boot, out)
-                off = end
-        except (DecodeError, struct.error, IndexError, ValueError, OverflowError):
-            return False  # reported there
-        n = len(out) - n
-        mode = sess.mode
-        if mode == "rfc":
-            want = dom.expected
-        elif mode == "shared":
-            want = sess.expected
-        else:
-            want = None if dom.prev_seq is None else (dom.prev_seq + n) % MOD
-        if want == seq:
-            dom.expected = sess.expected = (seq + n) % MOD
-            dom.prev_seq = seq
-        else:
-            self._sequence(sess, dom, seq, n, n, False, 0)
-        self._nmessages += 1
-        self._nrecords += n
-        return True
-
     def _ipfix(self, sess: Session, data: bytes, now: float) -> _Message:
         if len(data) < IPFIX_HDR.size:
             raise Malformed("short", f"{len(data)} bytes, shorter than the IPFIX header")

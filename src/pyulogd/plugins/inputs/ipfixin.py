@@ -339,8 +339,8 @@ class IpfixinInput(NetnsSource):
                 break
             total += n
             raw = names[: n * NAME_SIZE].tobytes()
-            for i, length in enumerate(rx.lengths(n)):
-                key = raw[i * NAME_SIZE : i * NAME_SIZE + keylen]
+            for i, at, length in zip(range(0, n * NAME_SIZE, NAME_SIZE), range(0, n * size, size), rx.lengths(n)):
+                key = raw[i : i + keylen]
                 src = sources.get(key)
                 if src is None:
                     src = self._source(key)
@@ -353,7 +353,7 @@ class IpfixinInput(NetnsSource):
                     self._log("truncated", f"IPFIXIN '{self.id}': a datagram from {exporter} port {port} was "
                                            f"longer than {size} bytes: dropped")  # fmt: skip
                     continue
-                data = view[i * size : i * size + length].tobytes()
+                data = view[at : at + length].tobytes()
                 before = len(out)
                 try:
                     feed(out, data, exporter, port, now)
