@@ -580,7 +580,7 @@ class _Memo(dict[bytes, Any]):
 
 
 _NS.update({"_NM": _Memo(_name), "_TX": _Memo(_text), "_MC": _Memo(_mac), "_A4": _Memo(_ntoa4),
-            "_A6": _Memo(_ntoa6), "_dm": divmod})  # fmt: skip
+            "_A6": _Memo(_ntoa6), "_dm": divmod, "_EVT": tuple(EVENTS.get(i) for i in range(256))})  # fmt: skip
 
 
 # The guess (variable-length templates): an exporter sends the same lengths in the variable
@@ -656,6 +656,8 @@ def _emit_fast(src: list[str], ns: dict[str, Any], tid: int, codes: list[_FieldC
     overrun it is. Helpers of repeating values become cache lookups (:class:`_Memo`)."""
     lines = [_CALL.sub(lambda m: f"{_CACHED[m.group(1)]}[{m.group(2)}]", line) for line in lines]
     record = _CALL.sub(lambda m: f"{_CACHED[m.group(1)]}[{m.group(2)}]", record)
+    # flowEndReason is one byte (the key is UINT8: a wider field is not taken): a tuple index
+    record = record.replace("_EV.get(er_)", "_EVT[er_]")
     used = {int(m) for text in [*lines, record] for m in _FIELD.findall(text)}
 
     def fmt(idx: list[int]) -> str:

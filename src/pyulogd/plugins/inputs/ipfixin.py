@@ -339,7 +339,8 @@ class IpfixinInput(NetnsSource):
                 break
             total += n
             raw = names[: n * NAME_SIZE].tobytes()
-            for i, at, length in zip(range(0, n * NAME_SIZE, NAME_SIZE), range(0, n * size, size), rx.lengths(n)):
+            spans = zip(range(0, n * NAME_SIZE, NAME_SIZE), range(0, n * size, size), rx.lengths(n), strict=True)
+            for i, at, length in spans:
                 key = raw[i : i + keylen]
                 src = sources.get(key)
                 if src is None:
