@@ -15,7 +15,9 @@ rules that do not match, then ``udp dport 5001 accept``; the daemon (this checko
 
 * ``none``: no logging at all (the baseline);
 * ``nflog``: ``meta l4proto udp log group 7`` before the accept, pyulogd NFLOG reading;
-* ``nftrace``: pyulogd NFTRACE (``trace_rule="meta l4proto udp"``) marking and reading;
+* ``nftrace``: pyulogd NFTRACE (``trace_rule="meta l4proto udp"``) marking and reading, with
+  its kernel socket filter (the default);
+* ``nftrace-nofilter``: the same with ``kernel_filter=0`` (every trace event read);
 * ``nftrace-nolistener``: the same marking table (added with nft, as NFTRACE adds it), nobody
   subscribed to NFNLGRP_NFTRACE: nft_trace_notify() returns at once when
   ``nfnetlink_has_listeners()`` is false, but every chain still runs nft_trace_init();
@@ -40,7 +42,7 @@ sender that runs in bursts shorter than the 4 ms tick is seen by the ticks all o
 The machine-wide system+softirq time is printed beside it (other jobs' CPU lands in it).
 
 ``sweep``: per buffer (``default``: the kernel's default receive buffer; ``big``:
-``netlink_socket_buffer_size=8388608``), per mode (nflog, nftrace), per rate: sent, records
+``netlink_socket_buffer_size=8388608``), per mode (nflog, nftrace, nftrace-nofilter), per rate: sent, records
 (JSON lines), ENOBUFS counted by the daemon; a mode stops at the first rate that loses.
 The highest lossless rate is the highest rate, as *achieved* by the generator, with every
 lower rate lossless. Rates depend on the whole machine: re-run on a quiet one.
@@ -52,6 +54,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -70,7 +73,8 @@ MARK_TABLE = """table inet pyulogd_trace {{
   chain output {{ type filter hook output priority -190; policy accept; {rule} meta nftrace set 1; }}
 }}
 """
-KERNEL_MODES = ("none", "nflog", "nftrace", "nftrace-nolistener", "trace-armed")
+KERNEL_MODES = ("none", "nflog", "nftrace", "nftrace-nofilter", "nftrace-nolistener", "trace-armed")
+DAEMON_MODES = ("nflog", "nftrace", "nftrace-nofilter")
 
 
 def build(tmp: Path) -> Path:
@@ -133,7 +137,9 @@ Rows = tuple[list[dict[str, object]], str]
 def start_daemon(mode: str, ns: str, tmp: Path, label: str, bufsize: int | None) -> Daemon:
     out, log = tmp / f"{label}.json", tmp / f"{label}.log"
     conf = tmp / f"{label}.conf"
-    text = config(mode, ns, out, log)
+    text = config("nflog" if mode == "nflog" else "nftrace", ns, out, log)
+    if mode == "nftrace-nofilter":
+        text = text.replace('trace_rule="meta l4proto udp"\n', 'trace_rule="meta l4proto udp"\nkernel_filter=0\n')
     if bufsize is None:  # the kernel's default buffer
         text = text.replace("netlink_socket_buffer_size=8388608\n", "")
     else:
@@ -141,7 +147,7 @@ def start_daemon(mode: str, ns: str, tmp: Path, label: str, bufsize: int | None)
     conf.write_text(text)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     d = subprocess.Popen([sys.executable, "-m", "pyulogd", "-c", str(conf)], env=env)
-    if not wait_for(log, "tracing" if mode == "nftrace" else "working in network namespace", 30, d):
+    if not wait_for(log, "working in network namespace" if mode == "nflog" else "tracing", 30, d):
         d.kill()
         raise SystemExit(f"daemon {label} did not start: {log.read_text() if log.exists() else ''}")
     time.sleep(0.5)  # the ruleset read of a fresh start is not part of the measurement
@@ -188,7 +194,7 @@ def trial(exe: Path, a: str, b: str, mode: str, rate: int, secs: float, rules: i
     elif mode == "trace-armed":
         sh("nft", "-f", "-", ns=b, input=MARK_TABLE.format(rule="udp dport 9"))
     d = None
-    if mode in ("nflog", "nftrace"):
+    if mode in DAEMON_MODES:
         d, out, log = start_daemon(mode, b, tmp, f"{mode}-{rate}-{secrets.token_hex(2)}", bufsize)
         du0, ds0 = proc_ut_st(d.pid)
         dr0 = runtime(d.pid)
@@ -235,12 +241,12 @@ def kernel_part(exe: Path, a: str, b: str, args: argparse.Namespace, tmp: Path) 
         rate = statistics.median(int(r["sent"]) / float(r["send_s"]) for r in rs)  # type: ignore[call-overload,arg-type]
         mach = statistics.median(per_pkt(r, "machine_sys_softirq") for r in rs)
         rec = f"{sum(int(r['records']) for r in rs)}/{sum(int(r['sent']) for r in rs)}" \
-            if mode in ("nflog", "nftrace") else "-"  # type: ignore[call-overload]
+            if mode in DAEMON_MODES else "-"  # type: ignore[call-overload]
         md.append(f"| {mode} | {rate:,.0f} | {statistics.median(k):.2f} ({min(k):.2f}-{max(k):.2f}) | "
                   f"{statistics.median(k) - b0:+.2f} | "
                   f"{statistics.median(dmn):.2f} ({min(dmn):.2f}-{max(dmn):.2f}) | {rec} | "
                   f"{sum(int(r['enobufs']) for r in rs)} | {mach:.2f} |"
-                  if mode in ("nflog", "nftrace") else
+                  if mode in DAEMON_MODES else
                   f"| {mode} | {rate:,.0f} | {statistics.median(k):.2f} ({min(k):.2f}-{max(k):.2f}) | "
                   f"{statistics.median(k) - b0:+.2f} | - | - | - | {mach:.2f} |")  # fmt: skip
     return rows, "\n".join(md) + "\n"
@@ -251,7 +257,7 @@ def sweep_part(exe: Path, a: str, b: str, args: argparse.Namespace, tmp: Path) -
     rates = [int(r) for r in args.rates.split(",")]
     best: dict[tuple[str, str], str] = {}
     for buf_name, buf in (("default", None), ("big", 8388608)):
-        for mode in ("nflog", "nftrace"):
+        for mode in DAEMON_MODES:
             top = None
             for rate in rates:
                 r = trial(exe, a, b, mode, rate, max(args.seconds, 60000 / rate), args.rules, tmp, buf)
@@ -273,9 +279,11 @@ def sweep_part(exe: Path, a: str, b: str, args: argparse.Namespace, tmp: Path) -
     for r in rows:
         md.append(f"| {r['buffer']} | {r['mode']} | {r['rate']:,} | {r['achieved']:,} | {r['sent']} | {r['records']} | "
                   f"{r['enobufs']} | {float(r['daemon_us']):.2f} |")  # type: ignore[arg-type]
-    md += ["", "| buffer | NFLOG highest lossless rate/s | NFTRACE highest lossless rate/s |", "|---|---|---|"]
+    md += ["", "| buffer | NFLOG highest lossless rate/s | NFTRACE (kernel filter) | NFTRACE (kernel_filter=0) |",
+           "|---|---|---|---|"]
     for buf_name in ("default", "big"):
-        md.append(f"| {buf_name} | {best[(buf_name, 'nflog')]} | {best[(buf_name, 'nftrace')]} |")
+        md.append(f"| {buf_name} | {best[(buf_name, 'nflog')]} | {best[(buf_name, 'nftrace')]} | "
+                  f"{best[(buf_name, 'nftrace-nofilter')]} |")
     return rows, "\n".join(md) + "\n"
 
 
@@ -290,6 +298,7 @@ def main() -> int:
     ap.add_argument("--out-dir", type=Path, default=None, help="write nftrace-kernel-<time>.{jsonl,md} here")
     ap.add_argument("--tag", default="nt-k", help="prefix of the namespaces' names")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that the namespaces go at a kill too
     tag = f"{args.tag}-{secrets.token_hex(3)}"
     a, b = f"{tag}-a", f"{tag}-b"
     load = Path("/proc/loadavg").read_text().split()[:3]
