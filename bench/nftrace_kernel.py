@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -175,12 +176,8 @@ def stop_daemon(d: subprocess.Popen[bytes], out: Path, log: Path, sent: int) -> 
     d.terminate()
     d.wait(30)
     enobufs = 0
-    for line in log.read_text().splitlines():
-        if "enobufs" in line and "=" in line:
-            try:
-                enobufs += int(line.rsplit("=", 1)[1])
-            except ValueError:
-                pass
+    for m in re.finditer(r"\.enobufs=(\d+)", log.read_text()):  # "counters at exit: a=1, b=2, ..."
+        enobufs += int(m.group(1))
     return count(), enobufs, ut, st, ran
 
 
