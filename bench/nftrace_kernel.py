@@ -55,6 +55,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -111,13 +112,16 @@ def ksoftirqd() -> float:
     return total
 
 
-def generate(exe: Path, ns: str, rate: int, secs: float, tmp: Path) -> dict[str, float]:
+def generate(exe: Path, ns: str, rate: int, secs: float, tmp: Path, perf: Path | None = None) -> dict[str, float]:
     """Send UDP datagrams from ``ns`` at ``rate`` for ``secs``; what was sent and what the
-    sender (and the deferred softirqs) cost."""
+    sender (and the deferred softirqs) cost. ``perf``: sample the sender into this file
+    (its run time is then perf's own, not the sender's: use the samples)."""
     out = tmp / "gen.out"
     q0, (k0, t0) = ksoftirqd(), cpu_times()
+    pre = [] if perf is None else ["perf", "record", "-q", "-e", "cpu-clock", "-c", str(PERF_PERIOD_NS), "-g",
+                                   "-o", str(perf), "--"]  # fmt: skip
     with out.open("w") as fh:
-        p = subprocess.Popen(["ip", "netns", "exec", ns, str(exe), "udp", "-d", "10.96.0.2", "-p", "5001",
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *pre, str(exe), "udp", "-d", "10.96.0.2", "-p", "5001",
                               "-c", str(int(rate * secs)), "-r", str(rate), "-t", str(secs + 10)],
                              stdout=fh)  # fmt: skip
         os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: /proc still there
@@ -129,6 +133,25 @@ def generate(exe: Path, ns: str, rate: int, secs: float, tmp: Path) -> dict[str,
     return {"sent": int(g["sent"]), "send_s": float(g["seconds"]), "sender_run": ran, "sender_user": ru.ru_utime,
             "sender_sys": ru.ru_stime, "ksoftirqd": q1 - q0, "machine_sys_softirq": k1 - k0,
             "machine_total": t1 - t0}  # fmt: skip
+
+
+PERF_PERIOD_NS = 50000  # one sample per 50 µs of the sender's CPU
+# Kernel functions whose inclusive time (``perf report --children``) the ``perf`` part reports.
+PERF_SYMBOLS = ("nft_do_chain", "nft_trace_notify", "nft_trace_init", "nfulnl_log_packet", "netlink_broadcast",
+                "__netif_receive_skb")  # fmt: skip
+
+
+def perf_times(data: Path) -> dict[str, float]:
+    """The sender's CPU seconds in all, and inclusive in each of :data:`PERF_SYMBOLS`."""
+    out = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--children", "--sort", "sym", "-g", "none",
+                          "--comm", "synflood"], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    m = re.search(r"# Event count \(approx\.\): (\d+)", out)
+    total = int(m.group(1)) / 1e9 if m else 0.0
+    times = {"total": total}
+    for sym in PERF_SYMBOLS:
+        found = re.search(r"^\s+([\d.]+)%\s+[\d.]+%\s+\[k\] " + re.escape(sym) + r"\s*$", out, re.M)
+        times[sym] = (float(found.group(1)) / 100 * total) if found else 0.0
+    return times
 
 
 Daemon = tuple[subprocess.Popen[bytes], Path, Path]
@@ -182,7 +205,7 @@ def stop_daemon(d: subprocess.Popen[bytes], out: Path, log: Path, sent: int) -> 
 
 
 def trial(exe: Path, a: str, b: str, mode: str, rate: int, secs: float, rules: int, tmp: Path,
-          bufsize: int | None = 8388608) -> dict[str, object]:  # fmt: skip
+          bufsize: int | None = 8388608, perf: bool = False) -> dict[str, object]:  # fmt: skip
     """One run of the generator at ``rate`` for ``secs`` with ``mode``'s logging in ``b``."""
     sh("nft", "flush", "ruleset", ns=b)
     sh("nft", "-f", "-", ns=b, input=ruleset(rules, "nflog" if mode == "nflog" else "none"))
@@ -195,8 +218,11 @@ def trial(exe: Path, a: str, b: str, mode: str, rate: int, secs: float, rules: i
         d, out, log = start_daemon(mode, b, tmp, f"{mode}-{rate}-{secrets.token_hex(2)}", bufsize)
         du0, ds0 = proc_ut_st(d.pid)
         dr0 = runtime(d.pid)
+    data = tmp / "perf.data" if perf else None
     try:
-        g = generate(exe, a, rate, secs, tmp)
+        g = generate(exe, a, rate, secs, tmp, data)
+        if data is not None:
+            g.update({f"perf_{k}": v for k, v in perf_times(data).items()})
     finally:
         if d is not None and d.poll() is None and sys.exc_info()[0] is not None:
             d.kill()
@@ -249,6 +275,29 @@ def kernel_part(exe: Path, a: str, b: str, args: argparse.Namespace, tmp: Path) 
     return rows, "\n".join(md) + "\n"
 
 
+def perf_part(exe: Path, a: str, b: str, args: argparse.Namespace, tmp: Path) -> Rows:
+    rows = []
+    for i in range(args.repeat):
+        for mode in KERNEL_MODES:
+            r = trial(exe, a, b, mode, args.rate, args.seconds, args.rules, tmp, perf=True)
+            r["repeat"] = i
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+    cols = ("total", *PERF_SYMBOLS)
+    md = [f"perf record -e cpu-clock -c {PERF_PERIOD_NS} -g of the sender (kernel functions inclusive of their "
+          f"callees), fixed rate {args.rate}/s, {args.seconds} s, {args.repeat} trials per mode; CPU µs per packet, "
+          "median (range):\n",
+          "| mode | " + " | ".join(c for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for mode in KERNEL_MODES:
+        rs = [r for r in rows if r["mode"] == mode]
+        cells = []
+        for c in cols:
+            v = [per_pkt(r, f"perf_{c}") for r in rs]
+            cells.append(f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
+        md.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return rows, "\n".join(md) + "\n"
+
+
 def sweep_part(exe: Path, a: str, b: str, args: argparse.Namespace, tmp: Path) -> Rows:
     rows: list[dict[str, object]] = []
     rates = [int(r) for r in args.rates.split(",")]
@@ -286,7 +335,7 @@ def sweep_part(exe: Path, a: str, b: str, args: argparse.Namespace, tmp: Path) -
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=("kernel", "sweep", "all"))
+    ap.add_argument("part", choices=("kernel", "perf", "sweep", "all"))
     ap.add_argument("--rate", type=int, default=20000, help="kernel: the fixed rate")
     ap.add_argument("--rates", default="10000,20000,30000,40000,60000,80000,120000", help="sweep: offered rates")
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -312,6 +361,10 @@ def main() -> int:
                 r, t = kernel_part(exe, a, b, args, tmp)
                 rows += r
                 md += ["## Kernel CPU per packet\n", t]
+            if args.part in ("perf", "all") and shutil.which("perf"):
+                r, t = perf_part(exe, a, b, args, tmp)
+                rows += r
+                md += ["## Where the sender's kernel time goes (perf)\n", t]
             if args.part in ("sweep", "all"):
                 r, t = sweep_part(exe, a, b, args, tmp)
                 rows += r
