@@ -8,7 +8,9 @@ in every table, over nfnetlink (``NFNLGRP_NFTRACE``); :mod:`pyulogd.codec.nfttra
 the events by trace id into one record per packet with its final verdict
 (docs/nftrace.md says exactly when a trace counts as complete), and names the deciding
 rule from a copy of the ruleset read through libnftables, kept current with the ruleset's
-change notifications (``NFNLGRP_NFTABLES``) on the same socket. Our table is re-added when
+change notifications (``NFNLGRP_NFTABLES``) on the same socket. A kernel socket filter
+(:mod:`pyulogd.codec.nftbpf`, ``kernel_filter``) drops before they are queued the events no
+record needs (our table's after its first, ends of chains, rules that went on): about half. Our table is re-added when
 someone flushes or deletes it, and deleted at exit.
 
 The trace_rule is the only text handed to nft's parser: it comes from the root-owned config,
