@@ -526,17 +526,36 @@ class Journal:
             self.reserved = old  # what the file says
             self.ctx.stats.incr("wal.reserve_failed")
     def register_sources(self, sources: Sequence[Source]) -> None:
-        """Log what these sources emit from now on: what they read, for a source that can
-        decode it again (``wal_decode``), else their records."""
+        """Log what these sources emit from now on, and what the sources they make at run time
+        emit (:meth:`adopt`)."""
         for src in sources:
-            names = tuple(k.name for k in src.output_keys)
-            if type(src).wal_decode is not Source.wal_decode:
-                src.wal_raw = []
-            else:
-                src.wal_rows = []
-                src.wal_seqs = []
-            src.wal_write = self.write_round
-            self.logged.append(_Logged(src, names, 1 + len(names)))
+            self.adopt(src)
+            src.wal_adopt = self.adopt
+            src.wal_let_go = self.let_go
+
+    def adopt(self, src: Source) -> None:
+        """Log what ``src`` emits from now on: what it read, for a source that can decode it
+        again (``wal_decode``), else its records. Numbered in the one sequence of the daemon
+        and logged under ``src.id``, as a source of the configuration is: a netns= input's
+        child for a namespace (``log1.qrouter-...``) is replayed at start through
+        ``wal_source_for`` of the input that made it."""
+        names = tuple(k.name for k in src.output_keys)
+        if type(src).wal_decode is not Source.wal_decode:
+            src.wal_raw = []
+        else:
+            src.wal_rows = []
+            src.wal_seqs = []
+        src.wal_write = self.write_round
+        self.logged.append(_Logged(src, names, 1 + len(names)))
+
+    def let_go(self, src: Source) -> None:
+        """``src`` stopped (its namespace went away): what it emitted is written now, before it
+        leaves the log's list (the outputs have those records and flush them after this round)."""
+        if src.wal_rows or src.wal_raw:
+            self.write_round()
+        self.logged = [lg for lg in self.logged if lg.source is not src]
+        src.wal_rows = src.wal_raw = None
+        src.wal_write = None
 
     def register_outputs(self, outputs: Sequence[Sink]) -> None:
         """Keep these outputs' cursors; restore the counters the last run saved.
@@ -667,7 +686,7 @@ class Journal:
     def replay(self) -> dict[str, int]:
         """Hand each output the logged records after its cursor, with their own numbers;
         returns how many each output got (also counted in its ``replayed``)."""
-        by_id = {lg.source.id: lg for lg in self.logged}
+        by_id: dict[str, _Logged | None] = {lg.source.id: lg for lg in self.logged}
         got: dict[str, int] = {}
         ctx = self.ctx
         start = ctx.seq
@@ -683,7 +702,9 @@ class Journal:
             each.source.wal_rows = each.source.wal_raw = None  # replayed records are in the log already
         try:
             for frame in self.file.old_frames() if self.file is not None else ():
-                found = by_id.get(frame.source)
+                if frame.source not in by_id:
+                    by_id[frame.source] = self._maker_of(frame.source)
+                found = by_id[frame.source]
                 if found is None:
                     self.unknown += len(frame.rows) if frame.reads is None else sum(r[2] for r in frame.reads)
                     continue
@@ -710,6 +731,16 @@ class Journal:
         for oid, n in got.items():
             ctx.log.notice(f"write-ahead log: replayed {n} record(s) to '{oid}' (after sequence {self.cursors[oid]})")
         return got
+
+    def _maker_of(self, source_id: str) -> _Logged | None:
+        """A source made at run time by a source of the configuration (a namespace's input),
+        not running now: the one its maker gives to replay what it logged, or None."""
+        for lg in list(self.logged):
+            src = lg.source.wal_source_for(source_id)
+            if src is not None:
+                names = tuple(k.name for k in src.output_keys)
+                return _Logged(src, names, 1 + len(names))
+        return None
 
     def _replay_reads(self, src: Source, reads: list[tuple[float, int, int, bytes]], got: dict[str, int]) -> None:
         for now, first, n, data in reads:
