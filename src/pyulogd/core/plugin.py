@@ -391,6 +391,14 @@ class Filter(Plugin):
     def interp(self, rec: list[Any]) -> int:
         raise NotImplementedError
 
+    def held_since(self) -> int:
+        """For a filter that holds records back and later hands their account on (RATELIMIT:
+        what it suppressed goes on as a summary at the end of the window): the sequence number
+        of the oldest record held whose account has not gone on yet, 0 when none. With the
+        write-ahead log on, the commit cursors of the outputs after it stay below it, so a
+        crash replays those records instead of losing them with the summary (io/wal.py)."""
+        return 0
+
 
 class Sink(Plugin):
     """An output plugin: writes records somewhere."""

@@ -60,12 +60,13 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Bool, Choice, Path, Size, Str
-from pyulogd.core.plugin import Option, Sink, Source
+from pyulogd.core.plugin import Filter, Option, Sink, Source
 from pyulogd.io.recordfmt import FormatError, decode_batch, encode_batch
 from pyulogd.io.sink import SinkCounters
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context, TimerHandle
+    from pyulogd.core.stack import Stack
 
 HEADER = b"PYULOGD-WAL 1\n"
 _FRAME = struct.Struct("<II")
@@ -499,6 +500,8 @@ class Journal:
     _retry_reserve: int = 0
     _dirty: bool = False
     _committers: list[tuple[str, Any]] = field(default_factory=list)
+    # Per output: the filters before it that hold records back (Filter.held_since).
+    _holders: dict[str, list[Filter]] = field(default_factory=dict)
     _burst: int = 0
     _next_save: float = float("-inf")
     _timer: TimerHandle | None = None
@@ -575,6 +578,16 @@ class Journal:
                 c.restore(saved[out.id])
             self.cursors[out.id] = old.get(out.id, self.ctx.seq)
 
+    def register_stacks(self, stacks: Sequence[Stack]) -> None:
+        """Note the filters that hold records back (``Filter.held_since``, RATELIMIT's window)
+        before each stack's output: that output's cursor stays below the oldest record they
+        hold, whose account (a summary) has not reached it yet."""
+        for stack in stacks:
+            held = [inst for inst in stack.instances
+                    if isinstance(inst, Filter) and type(inst).held_since is not Filter.held_since]  # fmt: skip
+            if held:
+                self._holders.setdefault(stack.sink.id, []).extend(held)
+
     # -- each round
     def write_round(self) -> None:
         """Every record emitted since the last round, one ``write()``; before outputs flush."""
@@ -630,8 +643,14 @@ class Journal:
         seq = self.ctx.seq
         cursors = self.cursors
         changed = False
+        holders = self._holders
         for oid, committed in self._committers:
             cur = seq if committed is None else committed(seq)
+            if oid in holders:
+                for f in holders[oid]:
+                    first = f.held_since()
+                    if first and first <= cur:
+                        cur = first - 1
             if cursors[oid] != cur:
                 cursors[oid] = cur
                 changed = True
