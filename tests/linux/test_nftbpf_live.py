@@ -1,9 +1,9 @@
 """NFTRACE's socket filter in the real kernel: two sockets subscribed to the trace events of one
 namespace, one with the program attached; the kernel keeps exactly the events the reference
 interpreter (pyulogd.codec.nlbpf.run) keeps, and drops some (our table's after its first, the
-ends of chains, rules that went on). The records made from each are compared in
-tests/unit/test_nftbpf.py and, end to end, by the nft monitor trace tests (the filter is on
-by default there)."""
+ends of chains, rules that went on). End to end, the input makes the same records with the
+filter and without (and tests/linux/test_nftrace_live.py compares them with nft monitor trace,
+the filter on by default there)."""
 
 from __future__ import annotations
 
@@ -122,3 +122,51 @@ def test_the_kernel_keeps_what_the_reference_interpreter_keeps() -> None:
     # the ip table of the same name is someone else's: its policy is kept
     assert any(ev.table == OWN and ev.family == nt.NFPROTO_IPV4 for m in got for ev in nt.parse_buffer(m).events)
     assert len(got) < len(everything)
+
+
+# The fields of a record that do not change from one probe to the next (the packet's bytes,
+# trace id and time do).
+_SAME = ("audit.action", "audit.rule", "nft.family", "nft.table", "nft.chain", "nft.handle", "nft.rule",
+         "nft.verdict", "nft.policy", "nft.trail", "nft.final", "oob.hook", "oob.family", "oob.protocol",
+         "oob.mark", "raw.pktlen", "raw.mac_len", "raw.type", "oob.prefix")  # fmt: skip
+
+
+def test_the_input_makes_the_same_records_with_and_without_the_filter() -> None:
+    """End to end, NFTRACE with kernel_filter=1 and =0 on the same probes (drops, a reject, a
+    jump into a user chain, policies, a rule that only counts; rule_records on): the same
+    records, from half the events."""
+    from tests.linux.test_nftrace_live import NATIVE, dport, probe, pump, tracing
+
+    tag = f"nt-bpf-{secrets.token_hex(3)}"
+    cli, srv = f"{tag}-c", f"{tag}-s"
+    try:
+        for ns in (cli, srv):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+        sh("ip", "link", "add", "c0", "netns", cli, "type", "veth", "peer", "name", "s0", "netns", srv)
+        for ns, dev, cidr in ((cli, "c0", "10.98.0.1/24"), (srv, "s0", "10.98.0.2/24")):
+            sh("ip", "addr", "add", cidr, "dev", dev, ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+        sh("nft", "-f", "-", ns=srv, input=NATIVE)
+        ports = [("tcp", p) for p in (8001, 8002, 8003, 8004, 8005)] + [("udp", 9003)]
+        want = {port for _, port in ports}
+        got: dict[int, dict[int | None, list[tuple[object, ...]]]] = {}
+        events: dict[int, int] = {}
+        for flt in (1, 0):
+            with tracing(srv, trace_rule="ct state new", rule_records=1, kernel_filter=flt) as (p, cap, ctx):
+                for proto, port in ports:
+                    probe(cli, "10.98.0.2", proto, port)
+                assert pump(ctx, lambda: want <= {dport(r) for r in cap.recs if r["nft.final"]}), cap.recs
+                pump(ctx, lambda: False, 0.3)  # nothing more comes
+                by_port: dict[int | None, list[tuple[object, ...]]] = {}
+                for r in cap.recs:
+                    by_port.setdefault(dport(r), []).append(tuple(r.get(k) for k in _SAME))
+                got[flt] = by_port
+                events[flt] = ctx.stats.get("nftrace.tr.events")
+    finally:
+        for ns in (cli, srv):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    for port in (8001, 8002, 8003, 8004, 8005, 9003):
+        assert got[1][port] == got[0][port], port
+    assert got[1] == got[0]
+    assert 0 < events[1] < events[0]
