@@ -8,7 +8,10 @@ data set with one ``struct.iter_unpack`` over the set, the fields landing in loc
 names through the ``for`` target; a template with variable-length fields (every Open
 vSwitch template: interface names) reads each run of fixed fields with one
 ``unpack_from`` and each variable field by its length prefix, checking every length
-against the end of the set. The function then builds the record's value list in key
+against the end of the set; the fast decoder first tries the whole record with one
+``unpack_from`` made for the lengths of the record it read before (an exporter sends the
+same interface names record after record), taken when the record's length bytes are the
+same (:func:`_emit_guess`). The function then builds the record's value list in key
 order (``keys.py``) as one list display, time arithmetic inlined. Compiled functions are
 shared by every template with the same layout (Open vSwitch uses the same 88 templates in
 every domain and every exporter), in a bounded cache.
@@ -589,7 +592,7 @@ _NS.update({"_NM": _Memo(_name), "_TX": _Memo(_text), "_MC": _Memo(_mac), "_A4":
 # field: the next one is read with that one ``unpack_from`` (its length bytes among the
 # values) and taken when its length bytes are the same; else it is read field by field, and
 # its lengths become the guess.
-GUESS_MAX = 64  # structs kept per decoder (one per set of lengths seen); more clear the memo
+GUESS_MAX = 16  # structs kept per decoder (one per set of lengths seen; ~1 KiB each): more clear the memo
 _NO_GUESS = 1 << 62  # a record size no set has: the field-by-field reading
 
 
