@@ -31,7 +31,7 @@ from pyulogd.core.errors import ConfigError, PluginError
 from pyulogd.core.options import Bool, Choice, Duration, Int, Path, Size, Str
 from pyulogd.core.plugin import OK, DataType, KeyType, Option
 from pyulogd.io.natsmsg import HDR_MSG_ID, Chunk, SubjectTemplate
-from pyulogd.io.natspub import Publisher, PubSettings
+from pyulogd.io.natspub import Client, Publisher, PubSettings
 from pyulogd.io.output import Output
 from pyulogd.io.sink import SinkCounters
 from pyulogd.io.spool import Spool, SpoolError, default_dir
@@ -177,11 +177,16 @@ class NatsOutput(Output[tuple[Any, ...]]):
             spool_delay=cfg["spool_delay"], ack_timeout=cfg["ack_timeout"], reconnect=cfg["reconnect"],
             reconnect_max=cfg["reconnect_max"], node=self.node,
         )
-        client = JetStreamPublisher(self.conn, self._stream_config(), cfg["stream"],
-                                    lambda m: self.ctx.log.notice(f"{self.label}: {m}"))
-        self.publisher = Publisher(self.ctx, self.label, f"nats.{self.id}", client, settings, spool, self.subject_of)
+        self.publisher = Publisher(self.ctx, self.label, f"nats.{self.id}", self.make_client(), settings, spool,
+                                   self.subject_of)
         if self.ctx.run_as is None:
             self.publisher.start()
+
+    def make_client(self) -> Client:
+        """The publisher's JetStream client: nats-py (a test gives one of its own)."""
+        return JetStreamPublisher(self.conn, self._stream_config(), self.config["stream"],
+                                  lambda m: self.ctx.log.notice(f"{self.label}: {m}"),
+                                  lambda m: self.ctx.log.debug(f"{self.label}: {m}"))
 
     def running(self) -> None:
         if self.publisher is not None and not self.publisher.thread.is_alive():
@@ -259,6 +264,16 @@ class NatsOutput(Output[tuple[Any, ...]]):
         mark = pub.commit_mark()
         return min(mark, self._seqs[0] - 1) if self._seqs else mark
 
+    def committed(self, seq: int) -> int:
+        """The write-ahead log's cursor (``Output.committed``): a record counts once JetStream
+        acknowledged it or it is in the spool, not when it was handed to the publisher thread,
+        which a crash loses."""
+        pub = self.publisher
+        if pub is None:
+            return seq
+        mark = pub.committed(seq)
+        return min(mark, self._seqs[0] - 1) if self._seqs else mark
+
     @property
     def counters(self) -> SinkCounters:
         return self.publisher.counters if self.publisher is not None else SinkCounters()
@@ -272,9 +287,10 @@ class JetStreamPublisher:
     """nats-py as the publisher's :class:`~pyulogd.io.natspub.Client`."""
 
     def __init__(self, conn: dict[str, Any], stream: dict[str, Any] | None, stream_name: str,
-                 note: Callable[[str], None]) -> None:
+                 note: Callable[[str], None], debug: Callable[[str], None] | None = None) -> None:
         self.conn = conn
         self.note = note
+        self.debug = debug
         self.stream = stream
         self.stream_name = stream_name
         self.nc: Any = None
@@ -297,6 +313,9 @@ class JetStreamPublisher:
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str], timeout: float) -> bool:
         ack = await self.js.publish(subject, payload, timeout=timeout, stream=self.stream_name, headers=headers)
+        if self.debug is not None:
+            self.debug(f"message {headers.get(HDR_MSG_ID)} acked: stream sequence {ack.seq}"
+                       f"{' (duplicate)' if getattr(ack, 'duplicate', False) else ''}")
         if not getattr(ack, "duplicate", False):
             return False
         # "Duplicate": the server remembers the id. Check that the stream holds the message (its
