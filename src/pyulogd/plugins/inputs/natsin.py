@@ -60,10 +60,15 @@ CHECK_EVERY = 0.05
 
 
 def all_keys(only: list[str] | None) -> list[Key]:
-    """Output keys of every plugin (or of the plugins named), first declaration of a name wins."""
+    """Output keys of every plugin (or of the plugins ``keys_from`` names), first declaration of
+    a name wins. A name that is no plugin is a ConfigError saying so; ``build_stack`` adds the
+    file and line of the stack."""
     seen: dict[str, Key] = {}
     for name in only if only is not None else registry.names():
-        cls = registry.get(name)
+        try:
+            cls = registry.get(name)
+        except ConfigError as e:
+            raise ConfigError(f"keys_from: {e.reason}") from None
         if cls.name == "NATSIN":
             continue
         for key in cls.output_keys:
@@ -94,11 +99,7 @@ class NatsInput(Source):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         only = [n.strip().upper() for n in (config.get("keys_from") or "").split(",") if n.strip()] or None
-        try:
-            keys = all_keys(only)
-        except ConfigError as e:
-            raise ConfigError(f"NATSIN '{instance_id}': keys_from: {e.reason}") from None
-        self.__dict__["output_keys"] = (*keys, *OWN_KEYS)
+        self.__dict__["output_keys"] = (*all_keys(only), *OWN_KEYS)
         self.label = f"NATSIN '{instance_id}'"
         self._index = {k.name: i + 1 for i, k in enumerate(self.output_keys)}
         self._builders: dict[tuple[str, ...], Any] = {}
