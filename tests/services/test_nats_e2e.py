@@ -333,12 +333,6 @@ def rows_per_node(pg: PgCluster) -> dict[str, tuple[int, int, int, int]]:
 
 
 
-# A known defect, not a flaky test: in some runs (2 of 5 during development, 1 of 3 in the
-# lead's clean runs) one node's rows lack 1-4 flow_start records after the cluster outages,
-# while its counters say they were published. The cause is not found yet; the test stays
-# and reports it (xfail, not strict, so a run that loses nothing passes as XPASS).
-@pytest.mark.xfail(strict=False, reason="issue 18: intermittent loss of 1-4 flow_start records on one node "
-                                        "through the NATS cluster outages, cause not found")
 def test_nodes_to_central_store_through_failures(
     world: tuple[NatsCluster, PgCluster, list[Node], list[Collector]], tmp_path: Path,
 ) -> None:
