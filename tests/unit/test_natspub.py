@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 
 from pyulogd.io.natspub import Client
 from pyulogd.io.recordfmt import decode_batch
-from pyulogd.plugins.outputs.nats import NatsOutput
+from pyulogd.plugins.outputs.nats import JetStreamPublisher, NatsOutput
 from tests.clocked import fake_context
 from tests.helpers import NflogKeys, make_stack, stop_stack
 
@@ -144,3 +145,82 @@ def test_spooled_records_are_committed_for_the_log_not_for_a_relay(
     seq2 = emit(ctx, src, out, 2)
     assert out.committed(seq2) == seq
     assert len(client.calls) == 1
+
+
+# -- the JetStream client's checks of acks against the stream (nats-py replaced by a script)
+
+
+class ScriptedJS:
+    """nats-py's JetStream context as far as JetStreamPublisher uses it: ``publish`` answers
+    from a script (an exception, or (sequence, duplicate)); ``get_msg`` from what is "stored"."""
+
+    def __init__(self, answers: list[Any], stored: dict[int, str]) -> None:
+        self.answers = answers
+        self.stored = stored  # stream sequence -> the Nats-Msg-Id of the message there
+        self.published: list[str] = []
+        self.looked: list[int] = []
+
+    async def publish(self, subject: str, payload: bytes, timeout: float, stream: str,
+                      headers: dict[str, str]) -> Any:
+        self.published.append(headers["Nats-Msg-Id"])
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        seq, duplicate = answer
+        return types.SimpleNamespace(seq=seq, duplicate=duplicate)
+
+    async def get_msg(self, stream: str, seq: int) -> Any:
+        self.looked.append(seq)
+        if seq not in self.stored:
+            raise LookupError("no message")
+        return types.SimpleNamespace(headers={"Nats-Msg-Id": self.stored[seq]})
+
+
+def scripted(answers: list[Any], stored: dict[int, str]) -> tuple[JetStreamPublisher, ScriptedJS, list[str]]:
+    notes: list[str] = []
+    client = JetStreamPublisher({}, None, "S", notes.append)
+    js = ScriptedJS(answers, stored)
+    client.js = js
+    return client, js, notes
+
+
+def publish(client: JetStreamPublisher, msg_id: str) -> bool:
+    return asyncio.run(client.publish("s", b"body", {"Nats-Msg-Id": msg_id}, 1.0))
+
+
+def test_after_a_failed_publish_an_ack_for_a_sequence_another_message_holds_is_published_again() -> None:
+    """What nats-server 2.9 did in the five-node test once the cluster was back: it acked node0's
+    message as stream sequence 427, which held another node's message from before the outage
+    (committed late), and dropped node0's. Acks after a failure are checked, and such a
+    message goes out again under an id of its own."""
+    client, js, notes = scripted([TimeoutError("no ack"), (427, False), (430, False)],
+                                 {427: "node1:3613:3613:1:x", 430: "node0:4133:4133:1:y:again"})
+    with pytest.raises(TimeoutError):
+        publish(client, "node0:4133:4133:1:y")
+    assert publish(client, "node0:4133:4133:1:y") is False
+    assert js.published == ["node0:4133:4133:1:y", "node0:4133:4133:1:y", "node0:4133:4133:1:y:again"]
+    assert js.looked == [427, 430]  # both acks checked
+    assert client.republished == 1 and "does not hold it" in notes[0]
+
+
+def test_acks_are_taken_as_they_are_until_a_publish_fails() -> None:
+    client, js, _notes = scripted([(1, False), (2, False)], {})
+    assert publish(client, "n:1:1:1:a") is False
+    assert publish(client, "n:2:2:1:b") is False
+    assert js.looked == [] and js.published == ["n:1:1:1:a", "n:2:2:1:b"]
+
+
+def test_a_duplicate_the_stream_holds_is_a_duplicate_and_one_it_does_not_is_published_again() -> None:
+    client, js, _notes = scripted([(7, True), (8, True), (9, False)], {7: "n:1:1:1:a", 9: "n:2:2:1:b:again"})
+    assert publish(client, "n:1:1:1:a") is True
+    assert publish(client, "n:2:2:1:b") is False  # "duplicate" of sequence 8, which is not there
+    assert js.published == ["n:1:1:1:a", "n:2:2:1:b", "n:2:2:1:b:again"]
+
+
+def test_a_message_the_stream_never_holds_fails_the_publish_after_some_tries() -> None:
+    client, js, _notes = scripted([TimeoutError(), (1, False), (2, False), (3, False), (4, False)], {})
+    with pytest.raises(TimeoutError):
+        publish(client, "n:1:1:1:a")
+    with pytest.raises(RuntimeError):
+        publish(client, "n:1:1:1:a")  # retried later by the publisher, as any failed publish
+    assert js.published[1:] == ["n:1:1:1:a", "n:1:1:1:a:again", "n:1:1:1:a:again2", "n:1:1:1:a:again3"]
