@@ -404,9 +404,6 @@ def pg_output(pg: Any, spool: Path, extra: str = "") -> str:
             f"reconnect_max=1\n{extra}")
 
 
-@pytest.mark.xfail(reason="the SQL writer's exact counters (branch wal) overlap when writing the spool fails: "
-                   "in one run of three, 6 of 340 records were counted dropped twice (received 340, spooled 20, "
-                   "dropped 326)", strict=False)
 def test_disk_full_spool(tmp_path: Path, ns: FaultNs, pg: Any) -> None:
     with tmpfs(tmp_path / "full") as full:
         out = pg_output(pg, full / "spool", "backlog_memcap=4096")

@@ -177,17 +177,39 @@ def per_direction(records: list[dict[str, Any]], direction: int | None) -> dict[
     return out
 
 
-def same_counts(ours: dict[tuple[Any, ...], list[int]], truth: dict[tuple[Any, ...], list[int]], time_us: int,
-                l2: bool = False) -> None:  # fmt: skip
-    """``l2``: bytes are Ethernet frames (Open vSwitch's NetFlow), not IP packets (IPFIX octetDeltaCount)."""
+def same_counts(ours: dict[tuple[Any, ...], list[int]], truth: dict[tuple[Any, ...], list[int]], sent_by_a: set[str],
+                slack_us: int, l2: bool = False) -> None:  # fmt: skip
+    """Packets and bytes equal the capture's; times agree with it by causality, not by a bound
+    on the delay. ``l2``: bytes are Ethernet frames (Open vSwitch's NetFlow), not IP packets
+    (IPFIX octetDeltaCount).
+
+    Open vSwitch stamps a packet when its userspace datapath handles it (IPFIX: the wall clock
+    in milliseconds); the capture is taken on host a's side of the veth, before the bridge for
+    what a sends (``sent_by_a``: a's addresses), after it for what a receives. So, however
+    loaded the machine, a's packets are stamped no earlier than they were captured, b's no
+    later, and every stamp lies within the capture (what b sends answers a; a's packets cross
+    the bridge's port in order, and the last packet captured is a reply). Each flow is
+    bounded from one side, and there are flows both ways: a decoder that shifts times either
+    way (a wrong base, unit or sign) fails. ``slack_us`` is the exporter's clock resolution,
+    nothing more: Open vSwitch's IPFIX reads the wall clock in milliseconds (a stamp is up to
+    999 us before the instant it stands for: 1000); its NetFlow v5 times are milliseconds of
+    uptime set against the header's millisecond wall time (two such truncations: 2000).
+    Measured (one run, quiet machine): stamp minus capture from -925 to +1519 us for a's
+    packets and from -1001 to -98 us for b's (IPFIX); -265 to +585 and -420 to +522 (NetFlow).
+    (This was ``abs(stamp - capture) <= 20 ms``: it failed once under load at 27 ms, a delay
+    of the bridge, not an error of the decoder.)"""
     assert ours.keys() == truth.keys()
+    begin = min(v[2] for v in truth.values())
+    end = max(v[3] for v in truth.values())
     for key, (pkts, ipbytes, first, last, l2bytes) in truth.items():
         got = ours[key]
         assert got[:2] == [pkts, l2bytes if l2 else ipbytes], (key, got, truth[key])
-        # Open vSwitch stamps a packet when its userspace datapath handles it; the capture is
-        # taken on host a's side of the veth (before the bridge going out, after it coming in).
-        # Measured: within 0.7 ms; the bound leaves room for a loaded machine.
-        assert abs(got[2] - first) <= time_us and abs(got[3] - last) <= time_us, (key, got, truth[key])
+        for stamp, captured in ((got[2], first), (got[3], last)):
+            if key[0] in sent_by_a:
+                assert stamp >= captured - slack_us, ("stamped before a sent it", key, got, truth[key])
+            else:
+                assert stamp <= captured + slack_us, ("stamped after a received it", key, got, truth[key])
+            assert begin - slack_us <= stamp <= end + slack_us, ("outside the traffic", key, got, begin, end)
 
 
 @pytest.fixture()
@@ -218,7 +240,7 @@ def test_bridge_sampling(lab: OvsLab, tmp_path: Path) -> None:
         py.stop()
     ours = ovs_flows(py)
     for direction in (0, 1):  # ingress and egress records: each counts every packet once
-        same_counts(per_direction(ours, direction), truth, 20_000)
+        same_counts(per_direction(ours, direction), truth, {lab.a4, lab.a6}, 1000)
     r = next(r for r in ours if r["orig.ip.protocol"] == 6 and r["ipfix.direction"] == 1)
     assert (r["ipfix.odid"], r["ipfix.obs_point_id"]) == (123, 456)
     assert {r["ipfix.in_ifname"], r["ipfix.out_ifname"]} == {lab.port_a, lab.port_b}
@@ -254,7 +276,7 @@ def test_flow_sampling_one_domain_and_a_second(lab: OvsLab, tmp_path: Path) -> N
         wait_for(lambda: all(per_direction(ovs_flows(py), None).get(k, [0])[0] >= v[0] for k, v in truth.items()),
                  30, "Open vSwitch to export every packet (input sampling)")  # fmt: skip
         ours = ovs_flows(py)
-        same_counts(per_direction(ours, None), truth, 20_000)
+        same_counts(per_direction(ours, None), truth, {lab.a4, lab.a6}, 1000)
         assert {r["ipfix.odid"] for r in ours} == {77}
         assert {r["ipfix.obs_point_id"] for r in ours} == {88, 89}
         assert {r["ipfix.obs_point_id"] for r in ours if r["oob.family"] == 10} == {89}
@@ -308,7 +330,7 @@ def test_netflow_v5(lab: OvsLab, tmp_path: Path) -> None:
             assert abs(g[2] - w[2]) <= 1000 and abs(g[3] - w[3]) <= 1000, (key, g, w)
     # Against the capture: ICMP type/code come from the destination port, NetFlow's way; Open
     # vSwitch's NetFlow counts Ethernet frames (14 bytes more per packet than IPFIX's IP bytes).
-    same_counts(per_direction(ours, None), truth, 20_000, l2=True)
+    same_counts(per_direction(ours, None), truth, {lab.a4, lab.a6}, 2000, l2=True)
 
 
 def test_dropped_packets_are_exported_with_the_rules_observation_point(lab: OvsLab, tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from pyulogd.core.plugin import KeyType as T
 from pyulogd.io import wal
 from pyulogd.io.sink import SinkCounters
 from pyulogd.io.wal import HEADER, Journal, WalFile, WalSettings, decode_frames, encode_frame, encode_reads
+from pyulogd.netns.source import NETNS_KEYS, NETNS_OPTIONS, NetnsSource
+from pyulogd.plugins.filters.ratelimit import RateLimitFilter
 from tests.clocked import fake_clock, fake_context
 from tests.helpers import make_stack
 
@@ -407,3 +409,108 @@ def test_the_counters_and_the_log_in_the_metrics(tmp_path: Path) -> None:
     assert col.total("pyulogd_wal_sequence") == ctx.seq
     assert col.total("pyulogd_wal_segments") == 1
     j.close()
+
+
+class NsSrc(NetnsSource):
+    """A netns= input without sockets: the children it makes are NetnsSource's own
+    (``make_child``), fed by hand as a namespace's input would be."""
+
+    name = "WALNS"
+    output_type = DataType.PACKET
+    options = NETNS_OPTIONS
+    output_keys = (*Src.output_keys, *NETNS_KEYS)
+
+    def send(self, rows: list[tuple[Any, ...]]) -> None:
+        self.emit_all([[None, *r] for r in rows])
+
+
+def _run_ns(tmp: Path) -> tuple[Context, Journal, NsSrc, Out]:
+    ctx, _clock = fake_context()
+    out = Out(ctx, "out1", {})
+    stack = make_stack([(NsSrc, {"netns": "gp-*"}), out], ctx, start=False)
+    src = stack.source
+    assert isinstance(src, NsSrc) and src.follows
+    j = Journal(ctx, WalSettings(enabled=True, path=str(tmp), node_id="n1"))
+    j.open()
+    j.register_sources([src])
+    j.register_outputs([out])
+    return ctx, j, src, out
+
+
+def test_a_namespace_input_made_at_run_time_is_logged_and_replayed(tmp_path: Path) -> None:
+    """A netns= input's children (one per namespace, made after the log was opened) log their
+    records under their own id in the daemon's one sequence; after a crash the records are
+    replayed with their namespace's tags, also when that namespace is gone by then."""
+    ctx, j, mgr, out = _run_ns(tmp_path)
+    assert mgr.wal_adopt is not None and mgr.wal_let_go is not None
+    kids = {}
+    for name in ("gp-a", "gp-b"):
+        kids[name] = kid = mgr.make_child(name, None)
+        mgr.wal_adopt(kid)
+    kids["gp-a"].send(_rows(3))
+    kids["gp-b"].send(_rows(2, 3))
+    j.write_round()
+    out.durable = 0  # nothing committed
+    j.after_flush()
+    kids["gp-b"].send(_rows(1, 5))  # emitted in the round its namespace goes away
+    mgr.wal_let_go(kids["gp-b"])  # logged before the child leaves the log's list
+    kids["gp-b"].send(_rows(1, 6))  # (a stopped child emits nothing; if it did, not logged)
+    logged = {(f.source, s) for f in wal.read_dir(str(tmp_path)) for s in f.seqs}
+    assert logged == {("walns0.gp-a", s) for s in (1, 2, 3)} | {("walns0.gp-b", s) for s in (4, 5, 6)}
+    first = [(s, v) for s, v in out.got if s <= 6]
+    assert [v[-3] for _, v in first] == ["gp-a"] * 3 + ["gp-b"] * 3  # oob.netns, from the trailer
+    _crash(j)
+
+    # Started again: gp-a is attached again (a running child), gp-b is gone.
+    _ctx2, j2, mgr2, out2 = _run_ns(tmp_path)
+    assert mgr2.wal_adopt is not None
+    mgr2.children = {"gp-a": mgr2.make_child("gp-a", None)}
+    mgr2.wal_adopt(mgr2.children["gp-a"])
+    got = j2.replay()
+    assert got == {"out1": 6} and j2.unknown == 0
+    assert out2.got == first  # the original numbers, values and namespace tags
+    j2.close()
+
+
+def _run_limited(tmp: Path) -> tuple[Context, Journal, Src, Out]:
+    """Src -> RATELIMIT (2 at once, then 1/s, one bucket, 10 s windows) -> Out."""
+    ctx, _clock = fake_context()
+    out = Out(ctx, "out1", {})
+    stack = make_stack([Src, (RateLimitFilter, {"rate": 1, "burst": 2}), out], ctx)
+    src = stack.source
+    assert isinstance(src, Src)
+    j = Journal(ctx, WalSettings(enabled=True, path=str(tmp), node_id="n1"))
+    j.open()
+    j.register_sources([src])
+    j.register_outputs([out])
+    j.register_stacks([stack])
+    return ctx, j, src, out
+
+
+def test_records_a_rate_limit_holds_back_keep_the_cursor_below_them(tmp_path: Path) -> None:
+    """RATELIMIT's summaries are not logged: they are made again from the logged records. So
+    the records it holds back count as committed for the output after it only once their
+    summary went on; a crash before that replays them (passed or summarised again)."""
+    ctx, j, src, out = _run_limited(tmp_path)
+    src.send(_rows(5))  # 1 and 2 pass; 3, 4 and 5 are held back until the window ends
+    j.write_round()
+    j.after_flush()
+    assert [s for s, _ in out.got] == [1, 2]
+    assert j.cursors["out1"] == 2  # out1 wrote all it got, but 3..5 are only in the window
+    fake_clock(ctx).advance(10)
+    ctx.loop.run_once(0)  # the window ends: the summary of 3..5 goes to out1
+    assert out.got[-1][1][-4] == 3  # audit.suppressed
+    j.write_round()
+    j.after_flush()
+    assert j.cursors["out1"] == 5
+    src.send(_rows(3, 5))  # 6 and 7 pass (the bucket refilled), 8 is held
+    j.write_round()
+    fake_clock(ctx).advance(wal.SAVE_EVERY)  # the cursors are saved at most that often
+    j.after_flush()
+    assert j.cursors["out1"] == 7 and wal.read_state(str(tmp_path))["cursors"]["out1"] == 7
+    _crash(j)  # the window with 8 in it is lost with the process
+
+    _ctx2, j2, _src2, out2 = _run_limited(tmp_path)
+    assert j2.replay() == {"out1": 1}
+    assert [s for s, _ in out2.got] == [8]  # through a fresh RATELIMIT: it passes this time
+    j2.close()

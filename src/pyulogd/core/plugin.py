@@ -254,6 +254,11 @@ class Source(Plugin):
         self.held: list[tuple[int, list[list[Any]]]] | None = None
         # The log's write of everything pending, when the log is on.
         self.wal_write: Callable[[], None] | None = None
+        # The log's, for a source that makes sources at run time (a ``netns=`` input's one per
+        # namespace): ``wal_adopt(child)`` before the child starts and ``wal_let_go(child)``
+        # once it stopped, so that what they emit is logged like the source's own records.
+        self.wal_adopt: Callable[[Source], None] | None = None
+        self.wal_let_go: Callable[[Source], None] | None = None
 
     def set_trailer(self, values: list[Any]) -> None:
         """Give the trailer keys these values in every event from now on."""
@@ -361,6 +366,12 @@ class Source(Plugin):
         finally:
             ctx.seq = end
 
+    def wal_source_for(self, source_id: str) -> Source | None:
+        """For a source that makes sources at run time: the one that replays what one of them
+        (``source_id``) logged, with its stacks, trailer values and decoder, even when it is
+        gone (a namespace deleted while the daemon was down). None: not one of its own."""
+        return None
+
     def wal_decode(self, data: bytes, now: float) -> list[list[Any]] | None:
         """For a source whose records are a function of what it read and ``now`` alone (NFLOG):
         the records of ``data`` as :meth:`emit_all` got them (the log then keeps the bytes read,
@@ -379,6 +390,14 @@ class Filter(Plugin):
 
     def interp(self, rec: list[Any]) -> int:
         raise NotImplementedError
+
+    def held_since(self) -> int:
+        """For a filter that holds records back and later hands their account on (RATELIMIT:
+        what it suppressed goes on as a summary at the end of the window): the sequence number
+        of the oldest record held whose account has not gone on yet, 0 when none. With the
+        write-ahead log on, the commit cursors of the outputs after it stay below it, so a
+        crash replays those records instead of losing them with the summary (io/wal.py)."""
+        return 0
 
 
 class Sink(Plugin):

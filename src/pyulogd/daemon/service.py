@@ -215,6 +215,7 @@ class Service:
                     self.sinks.append(inst)
         if self.journal is not None:
             self.journal.register_outputs(self.sinks)
+            self.journal.register_stacks(self.stacks)
             self.journal.replay()
             self.flush()
         self.ctx.loop.after_batch.append(self.flush)

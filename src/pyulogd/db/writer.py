@@ -553,6 +553,8 @@ class Writer:
             try:
                 self._to_spool(items)
             except Exception as e:  # a bug must not stop the spilling: count what it cost
+                # ``items`` holds only what _to_spool had not accounted for yet: each row
+                # is counted once (issue 12: rows already dropped were counted again here).
                 lost = sum(len(item[2]) for item in items if item[0] is None)
                 self._drop(lost, f"spooling failed: {type(e).__name__}: {e}", "spool_failed")
                 for item in items:
@@ -593,36 +595,50 @@ class Writer:
         return items or None
 
     def _to_spool(self, items: list[SpillItem]) -> None:
+        """Append ``items`` to the spool, counting each row once: spooled, or dropped by
+        cause. ``items`` is consumed as it goes (what is left when this raises was not
+        counted). Any failure of an append (a full disk, or a bug in the spool: it raised
+        IndexError after a full disk once) costs that frame's rows and nothing else."""
         assert self.spool is not None
         size = self.cfg.batch_size
-        for batch, names, rows, _mark, seqs in items:
+        while items:
+            batch, names, rows, mark, seqs = items[0]
             if batch is not None:
                 # The batch the writer is writing (at most batch_size rows: one frame). Its
                 # copy failing loses nothing: the writer still has it (issue 12: such rows
                 # were counted as dropped and then written, the counts adding up to more
                 # records than there were).
+                why = ""
                 try:
                     ref = self.spool.append(names, rows, seqs)
                     if ref is None:
-                        self._tell_drop(f"the spool is full ({self.spool.max_bytes} bytes)")
-                except OSError as e:
-                    self._tell_drop(f"writing the spool failed: {e.strerror}")
+                        why = f"the spool is full ({self.spool.max_bytes} bytes)"
+                except Exception as e:
+                    why = f"writing the spool failed: {_failure(e)}"
                     ref = None
+                if why:
+                    self._tell_drop(why)
+                items.pop(0)
                 self._spilled(batch, ref, len(rows))
                 continue
-            for i in range(0, len(rows), size):
-                part = rows[i : i + size]
-                try:
-                    ref = self.spool.append(names, part, None if seqs is None else seqs[i : i + size])
-                except OSError as e:
-                    self._drop(len(part), f"writing the spool failed: {e.strerror}", "spool_failed")
-                    continue
-                if ref is not None:
-                    self._count("spooled", len(part))
-                    with self.stats_lock:
-                        self.counters.spooled += len(part)
-                else:
-                    self._drop(len(part), f"the spool is full ({self.spool.max_bytes} bytes)", "spool_full")
+            part, rest = rows[:size], rows[size:]
+            part_seqs, rest_seqs = (None, None) if seqs is None else (seqs[:size], seqs[size:])
+            try:
+                ref = self.spool.append(names, part, part_seqs)
+            except Exception as e:
+                ref, why, cause = None, f"writing the spool failed: {_failure(e)}", "spool_failed"
+            else:
+                why, cause = f"the spool is full ({self.spool.max_bytes} bytes)", "spool_full"
+            if rest:
+                items[0] = (None, names, rest, mark, rest_seqs)
+            else:
+                items.pop(0)
+            if ref is not None:
+                self._count("spooled", len(part))
+                with self.stats_lock:
+                    self.counters.spooled += len(part)
+            else:
+                self._drop(len(part), why, cause)
 
     def _spilled(self, batch: Batch, ref: FrameRef | None, rows: int = 0) -> None:
         """The spiller's copy of the batch being written ended: ``ref`` where it went, or
@@ -761,6 +777,13 @@ def _projector(idx: list[int | None]) -> Callable[[tuple[Any, ...]], tuple[Any, 
         return tuple(None if i is None else row[i] for i in idx)
 
     return project
+
+
+def _failure(e: Exception) -> str:
+    """Why an append to the spool failed, for the log: the system's words for an OSError."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return f"{type(e).__name__}: {e}"
 
 
 def _short(e: BaseException) -> str:

@@ -10,7 +10,10 @@ A directory of segment files ``NNNNNNNNNNNNNNNNNNNN.seg`` written in order. A se
 a header and frames; a frame is ``<u32 length><u32 crc32>`` and a record batch. Frames are
 appended whole with one ``write()``, so a SIGKILL leaves at most a torn last frame, which the
 reader detects (length or CRC) and skips. After a restart appends always go to a new
-segment, never after a possibly torn tail.
+segment, never after a possibly torn tail. A full disk writes what fits and then fails: the
+part of the frame it wrote is cut off again (``core/append.py``), and a segment whose header
+does not fit is removed, so an append that raised OSError left the spool as it was and the
+next one, once there is room, is read back.
 
 What has been delivered is recorded in ``ack`` (segment number and offset, one ``pwrite``
 after each delivered frame); fully delivered segments are deleted. Delivery is at least
@@ -41,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyulogd.core.append import AppendError, append
 from pyulogd.io.recordfmt import FormatError, decode_batch, encode_batch
 
 # Where outputs spool by default: SPOOL_BASE/<daemon>/<instance id> (default_dir).
@@ -185,17 +189,38 @@ class Spool:
             if self._tail_fd < 0 or self._sizes[self._segments[-1]] >= _SEGMENT_SIZE:
                 self._new_segment()
             seg = self._segments[-1]
-            _write_all(self._tail_fd, frame)
+            try:
+                append(self._tail_fd, frame)
+            except AppendError as e:
+                # A full disk writes what fits, then fails: cut the part of the frame that
+                # reached the file, or the next frame would follow a torn one (the reader
+                # stops at it: what was counted as spooled after it would be lost). If the
+                # file cannot be cut, the next append starts a new segment.
+                _, torn = e.settle(self._tail_fd, frame, (len(frame),))
+                if torn:
+                    self._close_tail()
+                raise
             self._sizes[seg] += len(frame)
             self.bytes += len(frame)
             return seg, self._sizes[seg]
 
     def _new_segment(self) -> None:
-        if self._tail_fd >= 0:
-            os.close(self._tail_fd)
+        """Start the next segment. Raises OSError and changes nothing (but the closed tail)
+        if the file cannot be made whole: a segment is listed only once its header is on disk."""
+        self._close_tail()
         num = self._segments[-1] + 1 if self._segments else self._read_seg
-        self._tail_fd = self._open(f"{num:020d}.seg", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
-        _write_all(self._tail_fd, _HEADER)
+        name = f"{num:020d}.seg"
+        fd = self._open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        try:
+            append(fd, _HEADER)
+        except OSError:
+            os.close(fd)
+            try:
+                os.unlink(name, dir_fd=self._dir_fd)
+            except OSError:
+                pass  # a headerless file is skipped as damaged when read (it is never listed now)
+            raise
+        self._tail_fd = fd
         if not self._segments:
             self._read_seg, self._read_off = num, len(_HEADER)
         self._segments.append(num)
@@ -259,13 +284,17 @@ class Spool:
             if frame.end >= self._sizes.get(frame.seg, 0):
                 self._drop_segment(frame.seg)
 
+    def _close_tail(self) -> None:
+        if self._tail_fd >= 0:
+            fd, self._tail_fd = self._tail_fd, -1
+            os.close(fd)
+
     def _drop_segment(self, seg: int) -> None:
         if self._read_fd >= 0:
             os.close(self._read_fd)
             self._read_fd = -1
-        if self._segments and seg == self._segments[-1] and self._tail_fd >= 0:
-            os.close(self._tail_fd)
-            self._tail_fd = -1
+        if self._segments and seg == self._segments[-1]:
+            self._close_tail()
         try:
             os.unlink(f"{seg:020d}.seg", dir_fd=self._dir_fd)
         except FileNotFoundError:
@@ -280,8 +309,3 @@ class Spool:
             self._read_seg, self._read_off = seg + 1, len(_HEADER)
         os.pwrite(self._ack_fd, _ACK.pack(self._read_seg, 0), 0)
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

@@ -60,12 +60,13 @@ from typing import TYPE_CHECKING, Any
 
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Bool, Choice, Path, Size, Str
-from pyulogd.core.plugin import Option, Sink, Source
+from pyulogd.core.plugin import Filter, Option, Sink, Source
 from pyulogd.io.recordfmt import FormatError, decode_batch, encode_batch
 from pyulogd.io.sink import SinkCounters
 
 if TYPE_CHECKING:
     from pyulogd.core.context import Context, TimerHandle
+    from pyulogd.core.stack import Stack
 
 HEADER = b"PYULOGD-WAL 1\n"
 _FRAME = struct.Struct("<II")
@@ -499,6 +500,8 @@ class Journal:
     _retry_reserve: int = 0
     _dirty: bool = False
     _committers: list[tuple[str, Any]] = field(default_factory=list)
+    # Per output: the filters before it that hold records back (Filter.held_since).
+    _holders: dict[str, list[Filter]] = field(default_factory=dict)
     _burst: int = 0
     _next_save: float = float("-inf")
     _timer: TimerHandle | None = None
@@ -526,17 +529,36 @@ class Journal:
             self.reserved = old  # what the file says
             self.ctx.stats.incr("wal.reserve_failed")
     def register_sources(self, sources: Sequence[Source]) -> None:
-        """Log what these sources emit from now on: what they read, for a source that can
-        decode it again (``wal_decode``), else their records."""
+        """Log what these sources emit from now on, and what the sources they make at run time
+        emit (:meth:`adopt`)."""
         for src in sources:
-            names = tuple(k.name for k in src.output_keys)
-            if type(src).wal_decode is not Source.wal_decode:
-                src.wal_raw = []
-            else:
-                src.wal_rows = []
-                src.wal_seqs = []
-            src.wal_write = self.write_round
-            self.logged.append(_Logged(src, names, 1 + len(names)))
+            self.adopt(src)
+            src.wal_adopt = self.adopt
+            src.wal_let_go = self.let_go
+
+    def adopt(self, src: Source) -> None:
+        """Log what ``src`` emits from now on: what it read, for a source that can decode it
+        again (``wal_decode``), else its records. Numbered in the one sequence of the daemon
+        and logged under ``src.id``, as a source of the configuration is: a netns= input's
+        child for a namespace (``log1.qrouter-...``) is replayed at start through
+        ``wal_source_for`` of the input that made it."""
+        names = tuple(k.name for k in src.output_keys)
+        if type(src).wal_decode is not Source.wal_decode:
+            src.wal_raw = []
+        else:
+            src.wal_rows = []
+            src.wal_seqs = []
+        src.wal_write = self.write_round
+        self.logged.append(_Logged(src, names, 1 + len(names)))
+
+    def let_go(self, src: Source) -> None:
+        """``src`` stopped (its namespace went away): what it emitted is written now, before it
+        leaves the log's list (the outputs have those records and flush them after this round)."""
+        if src.wal_rows or src.wal_raw:
+            self.write_round()
+        self.logged = [lg for lg in self.logged if lg.source is not src]
+        src.wal_rows = src.wal_raw = None
+        src.wal_write = None
 
     def register_outputs(self, outputs: Sequence[Sink]) -> None:
         """Keep these outputs' cursors; restore the counters the last run saved.
@@ -555,6 +577,16 @@ class Journal:
             if c is not None and out.id in saved:
                 c.restore(saved[out.id])
             self.cursors[out.id] = old.get(out.id, self.ctx.seq)
+
+    def register_stacks(self, stacks: Sequence[Stack]) -> None:
+        """Note the filters that hold records back (``Filter.held_since``, RATELIMIT's window)
+        before each stack's output: that output's cursor stays below the oldest record they
+        hold, whose account (a summary) has not reached it yet."""
+        for stack in stacks:
+            held = [inst for inst in stack.instances
+                    if isinstance(inst, Filter) and type(inst).held_since is not Filter.held_since]  # fmt: skip
+            if held:
+                self._holders.setdefault(stack.sink.id, []).extend(held)
 
     # -- each round
     def write_round(self) -> None:
@@ -611,8 +643,14 @@ class Journal:
         seq = self.ctx.seq
         cursors = self.cursors
         changed = False
+        holders = self._holders
         for oid, committed in self._committers:
             cur = seq if committed is None else committed(seq)
+            if oid in holders:
+                for f in holders[oid]:
+                    first = f.held_since()
+                    if first and first <= cur:
+                        cur = first - 1
             if cursors[oid] != cur:
                 cursors[oid] = cur
                 changed = True
@@ -667,7 +705,7 @@ class Journal:
     def replay(self) -> dict[str, int]:
         """Hand each output the logged records after its cursor, with their own numbers;
         returns how many each output got (also counted in its ``replayed``)."""
-        by_id = {lg.source.id: lg for lg in self.logged}
+        by_id: dict[str, _Logged | None] = {lg.source.id: lg for lg in self.logged}
         got: dict[str, int] = {}
         ctx = self.ctx
         start = ctx.seq
@@ -683,7 +721,9 @@ class Journal:
             each.source.wal_rows = each.source.wal_raw = None  # replayed records are in the log already
         try:
             for frame in self.file.old_frames() if self.file is not None else ():
-                found = by_id.get(frame.source)
+                if frame.source not in by_id:
+                    by_id[frame.source] = self._maker_of(frame.source)
+                found = by_id[frame.source]
                 if found is None:
                     self.unknown += len(frame.rows) if frame.reads is None else sum(r[2] for r in frame.reads)
                     continue
@@ -710,6 +750,16 @@ class Journal:
         for oid, n in got.items():
             ctx.log.notice(f"write-ahead log: replayed {n} record(s) to '{oid}' (after sequence {self.cursors[oid]})")
         return got
+
+    def _maker_of(self, source_id: str) -> _Logged | None:
+        """A source made at run time by a source of the configuration (a namespace's input),
+        not running now: the one its maker gives to replay what it logged, or None."""
+        for lg in list(self.logged):
+            src = lg.source.wal_source_for(source_id)
+            if src is not None:
+                names = tuple(k.name for k in src.output_keys)
+                return _Logged(src, names, 1 + len(names))
+        return None
 
     def _replay_reads(self, src: Source, reads: list[tuple[float, int, int, bytes]], got: dict[str, int]) -> None:
         for now, first, n, data in reads:

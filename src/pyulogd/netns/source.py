@@ -232,6 +232,8 @@ class NetnsSource(Source):
             self._attach_failed(name, path, f"cannot open {path}: {e.strerror or e}")
             return
         child = self.make_child(name, handle)
+        if self.wal_adopt is not None:
+            self.wal_adopt(child)  # what the child emits goes to the write-ahead log (io/wal.py)
         try:
             child.start()
         except Exception as e:
@@ -239,6 +241,8 @@ class NetnsSource(Source):
                 child.stop()
             except Exception as e2:
                 self.ctx.log.error(f"{self.name} '{self.id}': cleaning up namespace {name} failed: {e2}")
+            if self.wal_let_go is not None:
+                self.wal_let_go(child)
             reg.close(handle)
             self._fold_stats(child)
             self._attach_failed(name, path, str(e))
@@ -250,8 +254,9 @@ class NetnsSource(Source):
         self.ctx.log.notice(f"{self.name} '{self.id}': attached network namespace {name}{after} in "
                             f"{(self.ctx.clock.monotonic() - t0) * 1000:.1f} ms ({len(self.children)} attached)")
 
-    def make_child(self, name: str, handle: NetnsHandle) -> NetnsSource:
-        """A fresh instance of this plugin for one namespace, feeding this instance's stacks."""
+    def make_child(self, name: str, handle: NetnsHandle | None) -> NetnsSource:
+        """A fresh instance of this plugin for one namespace, feeding this instance's stacks
+        (``handle`` None: one that is never started, to replay what a child logged)."""
         cfg = dict(self.config)
         cfg.update(network_namespace_path="", netns="")
         child = type(self)(self.ctx, f"{self.id}.{name}", cfg)
@@ -261,6 +266,17 @@ class NetnsSource(Source):
         child.stacks = self.stacks
         child.set_trailer(tag_values(name))
         return child
+
+    def wal_source_for(self, source_id: str) -> Source | None:
+        """The child of ``source_id`` (``<id>.<namespace>``) to replay what it logged: the
+        running one, else one made for the replay alone (the namespace may be gone, or its
+        attach failed at this start): same stacks, same ``oob.netns`` and router id."""
+        if not self.follows or not source_id.startswith(self.id + "."):
+            return None
+        name = source_id[len(self.id) + 1 :]
+        if self.children is not None and name in self.children:
+            return self.children[name]
+        return self.make_child(name, None)
 
     def _attach_failed(self, name: str, path: str, why: str) -> None:
         self.ctx.stats.incr(self._stat + "netns_attach_failed")
@@ -281,6 +297,8 @@ class NetnsSource(Source):
         except Exception as e:
             self.ctx.log.error(f"{self.name} '{self.id}': stopping namespace {name} failed: {e}")
         finally:
+            if self.wal_let_go is not None:
+                self.wal_let_go(child)  # its last records (netns_released, stop) logged first
             handle = child.netns_handle
             child.netns_handle = None
             child.stacks = []

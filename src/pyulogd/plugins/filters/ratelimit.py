@@ -191,6 +191,10 @@ class RateLimitFilter(Filter):
         self._open: dict[Any, _Key] = {}  # keys with records held back in the current window
         self._downstream: Run | None = None
         self._timer: TimerHandle | None = None
+        # The sequence number (ctx.seq) of the first record held back in the current window,
+        # 0: none (held_since). Not lowered when an evicted key's summary goes early: the
+        # window's first is a bound that costs nothing per record.
+        self._held_seq = 0
 
     def configure(self) -> None:
         cfg = self.config
@@ -272,6 +276,8 @@ class RateLimitFilter(Filter):
         if not state.held:
             state.first = t
             self._open[key] = state
+            if not self._held_seq:
+                self._held_seq = self.ctx.seq
         state.held += 1
         state.last = t
         state.carried = self._get_carry(rec)
@@ -304,6 +310,13 @@ class RateLimitFilter(Filter):
         open_keys, self._open = self._open, {}
         for state in open_keys.values():
             self._summarise(state)
+        self._held_seq = 0
+
+    def held_since(self) -> int:
+        """The first record held back in this window: until its summary went on, the outputs
+        after this filter do not count it as committed (with the write-ahead log on, a crash
+        replays it, and it is passed or summarised again, instead of lost with the window)."""
+        return self._held_seq
 
     def _summarise(self, state: _Key) -> None:
         rec: list[Any] = [None] * self._nslots
