@@ -364,9 +364,11 @@ class NatsInput(Source):
         five-node failure test lost a node's records so (docs/central.md). Those messages were
         all stored after the outage and lie at or below the consumer's delivered sequence, so
         that range, from the top down to the first message older than the outage, is read
-        again here. What was delivered anyway is written twice, and the database's unique key
-        keeps one. Waits (bounded by ``ack_wait``) until the stream has grown to the
-        consumer's sequence: the nodes' spools fill it within moments of the broker's return."""
+        again here, and once more ``ack_wait`` later (the cluster's leaders can still change in
+        its first seconds back, and the consumer go past a message stored meanwhile). What was
+        delivered anyway is written twice, and the database's unique key keeps one. Waits
+        (bounded by ``ack_wait``) until the stream has grown to the consumer's sequence: the
+        nodes' spools fill it within moments of the broker's return."""
         cfg = self.config
         stream, clock = cfg["stream"], self.ctx.clock
         info = await js.consumer_info(stream, cfg["durable"])
@@ -414,6 +416,9 @@ class NatsInput(Source):
         cfg = self.config
         clock = self.ctx.clock
         outage: float | None = None  # wall time the connection went away, until caught up
+        # The second reading after an outage: (monotonic time it is due, the outage's time).
+        again: tuple[float, float] | None = None
+        last_pass = False  # the reading under way is that second one
         try:
             while not self._stopping:
                 if nc is not None and not nc.is_connected and outage is None:
@@ -456,9 +461,18 @@ class NatsInput(Source):
                     except TimeoutError:
                         pass
                     continue
+                if again is not None and outage is None and clock.monotonic() >= again[0]:
+                    outage, again, last_pass = again[1], None, True  # once more, as after an outage
                 if outage is not None and nc.is_connected:
                     try:
                         await self._catch_up(js, outage)
+                        # Once more when the cluster has settled (``ack_wait`` later): its leaders
+                        # can change again in the first seconds, and the consumer go past a
+                        # message stored since. From the earliest outage not read twice yet.
+                        if not last_pass:
+                            since = outage if again is None else min(outage, again[1])
+                            again = (clock.monotonic() + cfg["ack_wait"], since)
+                        last_pass = False
                         outage = None
                     except Exception as e:  # noqa: BLE001 - JetStream not back yet: again next round
                         self.ctx.log.debug(f"{self.label}: reading again after the outage: "
