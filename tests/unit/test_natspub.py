@@ -199,7 +199,7 @@ def test_after_a_failed_publish_an_ack_for_a_sequence_another_message_holds_is_p
         publish(client, "node0:4133:4133:1:y")
     assert publish(client, "node0:4133:4133:1:y") is False
     assert js.published == ["node0:4133:4133:1:y", "node0:4133:4133:1:y", "node0:4133:4133:1:y:again"]
-    assert js.looked == [427, 430]  # both acks checked
+    assert js.looked == [427, 428, 426, 429, 425, 430]  # both acks checked (the first's neighbours too)
     assert client.republished == 1 and "does not hold it" in notes[0]
 
 
@@ -224,3 +224,14 @@ def test_a_message_the_stream_never_holds_fails_the_publish_after_some_tries() -
     with pytest.raises(RuntimeError):
         publish(client, "n:1:1:1:a")  # retried later by the publisher, as any failed publish
     assert js.published[1:] == ["n:1:1:1:a", "n:1:1:1:a:again", "n:1:1:1:a:again2", "n:1:1:1:a:again3"]
+
+
+def test_an_ack_one_off_the_sequence_that_holds_the_message_is_taken() -> None:
+    """The same server state acked stored messages with a sequence one off (+1 or -1): the
+    message is there, next to the acked sequence, and is not published again."""
+    client, js, _notes = scripted([TimeoutError(), (10, False), (20, False)], {11: "n:1:1:1:a", 19: "n:2:2:1:b"})
+    with pytest.raises(TimeoutError):
+        publish(client, "n:1:1:1:a")
+    assert publish(client, "n:1:1:1:a") is False
+    assert publish(client, "n:2:2:1:b") is False
+    assert js.published == ["n:1:1:1:a", "n:1:1:1:a", "n:2:2:1:b"] and client.republished == 0
