@@ -17,6 +17,10 @@ the central layout (``pyulogd-audit schema create --central``). During the traff
    ack_wait) and started again;
 5. PostgreSQL is restarted.
 
+The daemons log at debug level (``loglevel=1``): every publish and its ack (stream sequence)
+on the nodes, every message (stream sequence, records) and ack on the collectors; with the
+stream read back on failure (``in_stream``), a missing record can be followed hop by hop.
+
 At the end the table holds, for every node, exactly as many rows as the node logged (packets:
 its nft log rule's counter; flows: the conntrack events its NFCT input counted), numbered 1..N
 by the node's sequence (both stacks share it), with no number twice and none missing.
