@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -81,12 +82,8 @@ def trial(a: str, b: str, mode: str, rate: int, secs: float, rules: int, tmp: Pa
         daemon.terminate()
         daemon.wait(30)
         records = sum(1 for _ in out.open()) if out.exists() else 0
-        for line in log.read_text().splitlines():
-            if "enobufs" in line and "=" in line:
-                try:
-                    enobufs += int(line.rsplit("=", 1)[1])
-                except ValueError:
-                    pass
+        for m in re.finditer(r"\.enobufs=(\d+)", log.read_text()):  # "counters at exit: a=1, b=2, ..."
+            enobufs += int(m.group(1))
     return {"mode": mode + label, "rate": rate, "sent": sent, "records": records, "kernel_s": k1 - k0,
             "daemon_s": d1 - d0, "enobufs": enobufs}  # fmt: skip
 

@@ -8,7 +8,9 @@ in every table, over nfnetlink (``NFNLGRP_NFTRACE``); :mod:`pyulogd.codec.nfttra
 the events by trace id into one record per packet with its final verdict
 (docs/nftrace.md says exactly when a trace counts as complete), and names the deciding
 rule from a copy of the ruleset read through libnftables, kept current with the ruleset's
-change notifications (``NFNLGRP_NFTABLES``) on the same socket. Our table is re-added when
+change notifications (``NFNLGRP_NFTABLES``) on the same socket. A kernel socket filter
+(:mod:`pyulogd.codec.nftbpf`, ``kernel_filter``) drops before they are queued the events no
+record needs (our table's after its first, ends of chains, rules that went on): about half. Our table is re-added when
 someone flushes or deletes it, and deleted at exit.
 
 The trace_rule is the only text handed to nft's parser: it comes from the root-owned config,
@@ -24,8 +26,8 @@ import socket
 from typing import Any
 
 from pyulogd.codec import netlink as nl
+from pyulogd.codec import nftbpf, nfttrack, nlbpf
 from pyulogd.codec import nftrace as codec
-from pyulogd.codec import nfttrack
 from pyulogd.codec.nftruleset import Ruleset
 from pyulogd.core.context import Context
 from pyulogd.core.errors import DecodeError, PluginError
@@ -106,6 +108,9 @@ OPTIONS = (
     Option("nft_api", Choice("auto", "libnftables", "nft"), "auto",
            help="how the ruleset is read and our table written: libnftables (python3-nftables), the nft "
            "command, or auto (the library where it loads)"),
+    Option("kernel_filter", Bool(), 1,
+           help="a socket filter drops, in the kernel, the trace events no record needs (our table's after its "
+           "first, rules that matched and went on, ends of chains): the same records for about half the events"),
     Option("bufsize", Size(4096, 1 << 30), 150000, help="size of the receive buffer for one datagram, in bytes"),
     Option("netlink_socket_buffer_size", Size(0, INT_MAX), 0,
            help="initial socket receive buffer (SO_RCVBUFFORCE), in bytes; 0: the system default"),
@@ -172,6 +177,8 @@ class NftraceInput(NetnsSource):
             raise PluginError(f"NFTRACE '{self.id}': cannot subscribe to nf_tables trace events: "
                               f"{_why(e)}{_hint(e)}") from None  # fmt: skip
         try:
+            if c["kernel_filter"]:
+                self._attach_filter()
             self._probe()
             try:
                 self.nft = Nft(self.netns_handle, c["nft_api"])
@@ -194,6 +201,15 @@ class NftraceInput(NetnsSource):
         self.ctx.loop.add_reader(self.sock.fileno(), self._readable)
         if self.sock.pending:
             self.ctx.loop.call_later(0, self._readable)
+
+    def _attach_filter(self) -> None:
+        """The kernel drops the trace events no record needs (:mod:`pyulogd.codec.nftbpf`);
+        without it (a kernel that refuses the program) every event is read, as before."""
+        assert self.sock is not None
+        try:
+            self.sock.attach_filter(nlbpf.pack(nftbpf.compile_filter(self.table)))
+        except OSError as e:
+            self.ctx.log.notice(f"NFTRACE '{self.id}': no kernel filter ({_why(e)}): every trace event is read")
 
     def _probe(self) -> None:
         """Ask nf_tables for its ruleset generation: the clearest way to learn, before
