@@ -33,9 +33,9 @@ store") quotes them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -46,10 +46,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
+from nslab import build_generator, nft_counter, proc_cpu, sh, veth_lab  # noqa: E402
 from tests.natsserver import NatsCluster  # noqa: E402
 from tests.services.servers import PgCluster  # noqa: E402
 
-UDPFLOOD = os.path.join(REPO, "..", "shared", "bench", "udpflood.c")
 CLI, SRV = "pyn4-nb-c", "pyn4-nb-s"
 CLI4, SRV4 = "10.204.0.1", "10.204.0.2"
 GROUP = 34
@@ -65,44 +65,22 @@ SCHEMA = [f"CREATE TABLE ulog_pkt ({COLUMNS})",
           "UNIQUE (pyulogd_node_id, pyulogd_node_seq, oob_time_sec))"]
 
 
-def sh(*args: str, check: bool = True, ns: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
-
-
-def lab_up() -> None:
-    lab_down()
-    sh("ip", "netns", "add", CLI)
-    sh("ip", "netns", "add", SRV)
-    sh("ip", "link", "add", "pyn4nb0", "netns", CLI, "type", "veth", "peer", "name", "pyn4nb1", "netns", SRV)
-    for ns, dev, addr in ((CLI, "pyn4nb0", CLI4), (SRV, "pyn4nb1", SRV4)):
-        sh("ip", "addr", "add", f"{addr}/24", "dev", dev, ns=ns)
-        sh("ip", "link", "set", dev, "up", ns=ns)
-        sh("ip", "link", "set", "lo", "up", ns=ns)
-    sh("nft", "-f", "-", ns=SRV, input=f"""table inet pyn4b {{
+RULES = f"""table inet pyn4b {{
   chain input {{ type filter hook input priority 0; policy accept;
     udp dport 5001 counter log prefix "FLOOD " group {GROUP} drop
   }}
-}}""")
+}}"""
 
 
-def lab_down() -> None:
+def lab() -> contextlib.AbstractContextManager[None]:
+    """The client and server namespaces (bench/nslab.py), a stale pair of an earlier run removed first."""
     for ns in (CLI, SRV):
-        sh("ip", "netns", "del", ns, check=False)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    return veth_lab(CLI, SRV, "pyn4nb0", "pyn4nb1", f"{CLI4}/24", f"{SRV4}/24")
 
 
-def nft_counter() -> int:
-    m = re.search(r"counter packets (\d+)", sh("nft", "list", "table", "inet", "pyn4b", ns=SRV).stdout)
-    return int(m[1]) if m else 0
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def logged_packets() -> int:
+    return nft_counter(SRV, "inet", "pyn4b")
 
 
 def pg_cpu(pg: PgCluster) -> float:
@@ -112,7 +90,7 @@ def pg_cpu(pg: PgCluster) -> float:
             master = int(f.readline())
     except OSError:
         return 0.0
-    total = cpu_seconds(master)
+    total = proc_cpu(master, gone=0.0)
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -121,7 +99,7 @@ def pg_cpu(pg: PgCluster) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             if ppid == master:
-                total += cpu_seconds(int(entry))
+                total += proc_cpu(int(entry), gone=0.0)
     return total
 
 
@@ -231,7 +209,7 @@ def trial(path: str, gen: str, work: str, rate: str, count: int, max_seconds: fl
     reset_stream(nats.urls)
     for d in ("node.spool", "collector.spool"):
         subprocess.run(["rm", "-rf", os.path.join(work, d)], check=True)
-    counted = nft_counter()
+    counted = logged_packets()
     with open(os.path.join(work, "node.conf"), "w") as f:
         f.write(node_conf(work, path.split("/")[0], nats.urls, pg, path.endswith("/same-keys")))
     collector = None
@@ -244,15 +222,15 @@ def trial(path: str, gen: str, work: str, rate: str, count: int, max_seconds: fl
                  os.path.join(work, "node.err"))
     try:
         end = time.monotonic() + 20
-        while f"\n{GROUP:5d}" not in "\n" + sh("cat", "/proc/net/netfilter/nfnetlink_log", ns=SRV).stdout:
+        while f"\n{GROUP:5d}" not in "\n" + sh("cat", "/proc/net/netfilter/nfnetlink_log", ns=SRV):
             if time.monotonic() > end or node.poll() is not None:
                 raise SystemExit(f"the node did not bind NFLOG group {GROUP}: see {work}/node.log")
             time.sleep(0.1)
         time.sleep(1.0)  # the collector's consumer and the node's stream exist before the flood
         server = nats.procs[0]
         assert server is not None
-        cpu0 = {"node": cpu_seconds(node.pid), "nats-server": cpu_seconds(server.pid),
-                "collector": cpu_seconds(collector.pid) if collector else 0.0, "postgresql": pg_cpu(pg)}
+        cpu0 = {"node": proc_cpu(node.pid), "nats-server": proc_cpu(server.pid),
+                "collector": proc_cpu(collector.pid) if collector else 0.0, "postgresql": pg_cpu(pg)}
         g = subprocess.Popen(["ip", "netns", "exec", CLI, gen, "udp", "-d", SRV4, "-p", "5001", "-c", str(count),
                               "-r", "0" if rate == "max" else rate, "-t", str(max_seconds), "-s", "16"],
                              stdout=subprocess.PIPE, text=True)
@@ -271,16 +249,16 @@ def trial(path: str, gen: str, work: str, rate: str, count: int, max_seconds: fl
             if now - t0 > max_seconds + 60:
                 break
         gen_out = json.loads(g.communicate()[0].strip().splitlines()[-1])
-        cpu = {"node": cpu_seconds(node.pid) - cpu0["node"],
-               "nats-server": cpu_seconds(server.pid) - cpu0["nats-server"] if collector else 0.0,
-               "collector": cpu_seconds(collector.pid) - cpu0["collector"] if collector else 0.0,
+        cpu = {"node": proc_cpu(node.pid) - cpu0["node"],
+               "nats-server": proc_cpu(server.pid) - cpu0["nats-server"] if collector else 0.0,
+               "collector": proc_cpu(collector.pid) - cpu0["collector"] if collector else 0.0,
                "postgresql": pg_cpu(pg) - cpu0["postgresql"]}
     finally:
         stop(node)
         stop(collector)
     final = int(pg.psql(f"SELECT count(*) FROM {tbl}", db=DB).strip() or 0)
     distinct = int(pg.psql("SELECT count(DISTINCT pyulogd_node_seq) FROM ulog_pkt_central", db=DB).strip() or 0)
-    logged = nft_counter() - counted
+    logged = logged_packets() - counted
     lo, hi = 0.1 * final, 0.9 * final
     t_lo = next((t for t, n in samples if n >= lo), 0.0)
     t_hi = next((t for t, n in samples if n >= hi), 0.0)
@@ -344,13 +322,14 @@ def main() -> None:
         raise SystemExit("run as root (namespaces, nftables)")
     work = tempfile.mkdtemp(prefix="pyn4-nb-")
     os.chmod(work, 0o755)
-    gen = os.path.join(work, "udpflood")
-    sh("gcc", "-O2", "-o", gen, UDPFLOOD)
+    gen = build_generator(work)
     nats = NatsCluster(1, name="pyn4b")
     pg = PgCluster()
     results: list[dict[str, object]] = []
+    stack = contextlib.ExitStack()
     try:
-        lab_up()
+        stack.enter_context(lab())
+        sh("nft", "-f", "-", ns=SRV, input=RULES)
         nats.start()
         nats.wait_ready()
         pg.start()
@@ -365,7 +344,7 @@ def main() -> None:
                     print(json.dumps(r), flush=True)
                     results.append(r)
     finally:
-        lab_down()
+        stack.close()
         nats.close()
         pg.close()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())

@@ -1,17 +1,21 @@
-"""What the live cost benchmarks share (bench/neutron_cost.py, bench/nftrace_cost.py): two
-network namespaces joined by a veth pair, a UDP sender paced at a rate, the daemon's CPU, and
-the commands that run in a namespace. Imported by the scripts next to it (``python3 bench/x.py``
+"""What the live cost benchmarks share (bench/neutron_cost.py, bench/nftrace_cost.py,
+bench/nats_bench.py): two network namespaces joined by a veth pair, a UDP sender paced at a
+rate, the C flood generator, an nft counter, the daemon's CPU, and the commands that run in a
+namespace. Imported by the scripts next to it (``python3 bench/x.py``
 puts bench/ first on ``sys.path``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+UDPFLOOD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "udpflood.c")
 
 # Sends UDP datagrams of 64 bytes to HOST:PORT at RATE per second for SECONDS; prints how many.
 SENDER = """import socket, sys, time
@@ -62,6 +66,19 @@ def veth_lab(a: str, b: str, dev_a: str, dev_b: str, addr_a: str, addr_b: str) -
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
+def build_generator(work: str) -> str:
+    """shared/bench/udpflood.c compiled into ``work``; the executable's path."""
+    exe = os.path.join(work, "udpflood")
+    sh("gcc", "-O2", "-o", exe, UDPFLOOD)
+    return exe
+
+
+def nft_counter(ns: str, family: str, table: str) -> int:
+    """The packets of the first ``counter`` of an nft table in namespace ``ns`` (0 when none)."""
+    m = re.search(r"counter packets (\d+)", sh("nft", "list", "table", family, table, ns=ns))
+    return int(m[1]) if m else 0
+
+
 def wait_for(log: Path, word: str, seconds: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """Wait until ``word`` is in the file ``log`` (the daemon is up); False after ``seconds``
     or when ``proc`` exits first."""
@@ -73,9 +90,15 @@ def wait_for(log: Path, word: str, seconds: float, proc: subprocess.Popen[bytes]
     return True
 
 
-def proc_cpu(pid: int) -> float:
-    """utime + stime of a process, seconds."""
-    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def proc_cpu(pid: int, gone: float | None = None) -> float:
+    """utime + stime of a process, seconds; ``gone`` instead when it is not there (else
+    OSError)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        if gone is None:
+            raise
+        return gone
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 

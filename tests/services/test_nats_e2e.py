@@ -17,6 +17,10 @@ the central layout (``pyulogd-audit schema create --central``). During the traff
    ack_wait) and started again;
 5. PostgreSQL is restarted.
 
+The daemons log at debug level (``loglevel=1``): every publish and its ack (stream sequence)
+on the nodes, every message (stream sequence, records) and ack on the collectors; with the
+stream read back on failure (``in_stream``), a missing record can be followed hop by hop.
+
 At the end the table holds, for every node, exactly as many rows as the node logged (packets:
 its nft log rule's counter; flows: the conntrack events its NFCT input counted), numbered 1..N
 by the node's sequence (both stacks share it), with no number twice and none missing.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +82,7 @@ class Node:
 }}""")
         self.conf.write_text(f"""[global]
 logfile="{self.log}"
+loglevel=1
 stack=log1:NFLOG,base1:BASE,nats1:NATS
 stack=ct1:NFCT,nats2:NATS
 
@@ -180,6 +186,7 @@ class Collector:
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf.write_text(f"""[global]
 logfile="{self.log}"
+loglevel=1
 stack=in1:NATSIN,db1:AUDITDB
 
 [in1]
@@ -240,6 +247,10 @@ def world(tmp_path: Path) -> Iterator[tuple[NatsCluster, PgCluster, list[Node], 
             c.stop()
         for n in nodes:
             n.delete()
+        nats.stop()
+        for f in os.listdir(nats.dir):
+            if f.endswith(".log"):
+                shutil.copy(os.path.join(nats.dir, f), tmp_path / f"nats-{f}")
         nats.close()
         pg.close()
 
@@ -261,6 +272,59 @@ def consumer_state(urls: str) -> str:
     return asyncio.run(ask())
 
 
+def missing_seqs(pg: PgCluster, logged: dict[str, int]) -> dict[str, list[int]]:
+    """node -> the sequence numbers from 1 to what it logged (or its highest row) that have no row."""
+    out: dict[str, list[int]] = {}
+    for node, n in logged.items():
+        top = f"GREATEST({int(n)}, (SELECT max(node_seq) FROM pyulogd_audit WHERE node_id = '{node}'))"
+        text = pg.psql(f"SELECT s FROM generate_series(1, {top}) s WHERE NOT EXISTS (SELECT 1 FROM pyulogd_audit "
+                       f"WHERE node_id = '{node}' AND node_seq = s) ORDER BY 1", db="central")
+        out[node] = [int(x) for x in text.split()]
+    return out
+
+
+def in_stream(urls: str, wanted: dict[str, list[int]]) -> str:
+    """Where the missing records are in the stream: for each (node, seq) wanted, the stream
+    messages holding it (stream sequence, Nats-Msg-Id), read with direct gets."""
+    import asyncio
+
+    import nats as nats_py
+
+    from pyulogd.io.recordfmt import decode_batch
+
+    want = {(n, s) for n, seqs in wanted.items() for s in seqs}
+
+    async def scan() -> str:
+        nc = await nats_py.connect(servers=urls.split(","))
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(STREAM)
+            found: dict[tuple[str, int], list[str]] = {}
+            lines = [f"stream: first {info.state.first_seq}, last {info.state.last_seq}, "
+                     f"messages {info.state.messages}"]
+            gaps = 0
+            for sseq in range(info.state.first_seq, info.state.last_seq + 1):
+                try:
+                    m = await js.get_msg(STREAM, sseq)
+                except Exception:  # noqa: BLE001 - a deleted or lost message
+                    gaps += 1
+                    continue
+                hdr = m.headers or {}
+                node = hdr.get("Pyulogd-Node", "")
+                batch = decode_batch(m.data or b"")
+                for s in batch.seqs or []:
+                    if (node, s) in want:
+                        found.setdefault((node, s), []).append(f"{sseq}:{hdr.get('Nats-Msg-Id')}")
+            lines.append(f"stream sequences without a message: {gaps}")
+            for key in sorted(want):
+                lines.append(f"{key}: {found.get(key, 'NOT IN THE STREAM')}")
+            return "\n".join(lines)
+        finally:
+            await nc.close()
+
+    return asyncio.run(scan())
+
+
 def rows_per_node(pg: PgCluster) -> dict[str, tuple[int, int, int, int]]:
     """node -> (rows, distinct sequence numbers, lowest, highest)."""
     out = pg.psql("SELECT node_id, count(*), count(DISTINCT node_seq), min(node_seq), max(node_seq) "
@@ -273,15 +337,10 @@ def rows_per_node(pg: PgCluster) -> dict[str, tuple[int, int, int, int]]:
 
 
 
-# A known defect, not a flaky test: in some runs (2 of 5 during development, 1 of 3 in the
-# lead's clean runs) one node's rows lack 1-4 flow_start records after the cluster outages,
-# while its counters say they were published. The cause is not found yet; the test stays
-# and reports it (xfail, not strict, so a run that loses nothing passes as XPASS).
-@pytest.mark.xfail(strict=False, reason="issue 18: intermittent loss of 1-4 flow_start records on one node "
-                                        "through the NATS cluster outages, cause not found")
 def test_nodes_to_central_store_through_failures(
-    world: tuple[NatsCluster, PgCluster, list[Node], list[Collector]],
+    world: tuple[NatsCluster, PgCluster, list[Node], list[Collector]], tmp_path: Path,
 ) -> None:
+    tmp = tmp_path
     nats, pg, nodes, collectors = world
     for c in collectors:
         c.start()
@@ -334,13 +393,14 @@ def test_nodes_to_central_store_through_failures(
         found = dict(line.split("|") for line in out.split())
         return all(int(found.get(k, 0)) >= v for k, v in packets.items())
 
-    wait_for(packets_in, 180, f"every logged packet in PostgreSQL ({packets})")
-    for n in nodes:
-        n.stop()  # a clean stop: whatever was still queued goes out first, and the counters are logged
-    # What each node logged: the packets its nft rule counted and the flow events its NFCT read.
-    logged = {f"node{n.i}": packets[f"node{n.i}"] + n.flow_events() for n in nodes}
-    assert all(v > packets[k] + 100 for k, v in logged.items()), (logged, packets)  # flows too
+    logged = packets
     try:
+        wait_for(packets_in, 180, f"every logged packet in PostgreSQL ({packets})")
+        for n in nodes:
+            n.stop()  # a clean stop: whatever was still queued goes out first, and the counters are logged
+        # What each node logged: the packets its nft rule counted and the flow events its NFCT read.
+        logged = {f"node{n.i}": packets[f"node{n.i}"] + n.flow_events() for n in nodes}
+        assert all(v > packets[k] + 100 for k, v in logged.items()), (logged, packets)  # flows too
         wait_for(lambda: all(rows_per_node(pg).get(k, (0,))[0] >= v for k, v in logged.items()), 60,
                  f"every record in PostgreSQL ({logged})")
     except AssertionError as e:
@@ -349,7 +409,13 @@ def test_nodes_to_central_store_through_failures(
         logs = "\n".join(line for x in [*nodes, *collectors] if x.log.exists()
                          for line in x.log.read_text(errors="replace").splitlines()
                          if "counters at exit" in line or "<7>" in line or "duplicate" in line)
+        missing = missing_seqs(pg, logged)
+        kinds_missing = {k: pg.psql(f"SELECT node_seq FROM pyulogd_audit WHERE node_id = '{k}' AND node_seq "
+                                    f"BETWEEN {v[0] - 3} AND {v[-1] + 3} ORDER BY 1", db="central").split()
+                         for k, v in missing.items() if v}
+        (tmp / "missing.txt").write_text(f"{missing}\n{kinds_missing}\n{in_stream(nats.urls, missing)}\n")
         raise AssertionError(f"{e}\nrows: {rows_per_node(pg)}\nby kind:\n{kinds}\n"
+                             f"missing: {missing}\n{(tmp / 'missing.txt').read_text()}\n"
                              f"consumer: {consumer_state(nats.urls)}\nlogs:\n{logs}") from None
     found = rows_per_node(pg)
     want = {k: (v, v, 1, v) for k, v in logged.items()}

@@ -199,10 +199,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            "Records the destination had already: rows PGSQL's unique_key skipped, records of messages "
            "JetStream de-duplicated (NATS).", _O),
     Family("pyulogd_natsin_messages_total", "counter",
-           "Messages NATSIN received, by what became of them (state=received, acked, redelivered, corrupt).",
+           "Messages NATSIN received, by what became of them (state=received, acked, redelivered, corrupt; "
+           "reread: read again from the stream after an outage).",
            (*_O, "state")),
     Family("pyulogd_natsin_errors_total", "counter",
-           "NATSIN's problems by cause (unknown_keys: key names no plugin declares; fetch: failed fetches).",
+           "NATSIN's problems by cause (unknown_keys: key names no plugin declares; fetch: failed fetches; "
+           "outage: the connection lost).",
            (*_O, "cause")),
     Family("pyulogd_output_queue_bytes", "gauge",
            "Bytes of records an output holds in memory, waiting for its peer.", _O),
@@ -371,6 +373,8 @@ PLUGIN_COUNTERS: dict[str, dict[str, To]] = {
         "corrupt": _c("pyulogd_natsin_messages_total", state="corrupt"),
         "unknown_keys": _c("pyulogd_natsin_errors_total", cause="unknown_keys"),
         "fetch_errors": _c("pyulogd_natsin_errors_total", cause="fetch"),
+        "reread": _c("pyulogd_natsin_messages_total", state="reread"),
+        "outages": _c("pyulogd_natsin_errors_total", cause="outage"),
     },
     "NFTRACE": {
         "events": _c("pyulogd_nftrace_events_total"),  # trace events; "packets" are its records

@@ -111,6 +111,7 @@ class Publisher:
         self.deadline = 0.0
         self.handed = 0  # the daemon's sequence number at the last hand-over
         self._spool_mark = 0  # commit_mark while the spool holds messages
+        self._moving: int | None = None  # the oldest number taken from memory, not yet spooled
         # -- publisher thread only
         self._retry: Message | None = None
         self._outage_logged = False
@@ -151,24 +152,47 @@ class Publisher:
 
     def commit_mark(self) -> int:
         """Every record numbered up to this is acknowledged by JetStream (or dropped, counted):
-        one less than the oldest number still waiting in memory or being retried, what was
-        handed over when nothing waits; while the spool holds messages, the mark from before
-        they were spooled (their numbers are on disk, not here)."""
+        one less than the oldest number still waiting in memory, being retried or moving to the
+        spool, what was handed over when nothing waits; while the spool holds messages, the
+        mark from before they were spooled (their numbers are on disk, not here)."""
         with self.lock:
             if self.spool is not None and not self.spool.empty:
                 return self._spool_mark
             return self._mark()
 
+    def committed(self, seq: int) -> int:
+        """The commit cursor of the write-ahead log (``Output.committed``) after a flush at
+        ``seq``: records count once JetStream acknowledged them or they are in the spool (on
+        disk: durable here, as for the SQL outputs), so it is one less than the oldest number
+        still in memory, being retried or on its way to the spool, else ``seq``."""
+        with self.lock:
+            low = self._low()
+        return seq if low is None else min(seq, low - 1)
+
     def _mark(self) -> int:
-        """(lock held) The mark from memory and the retry."""
-        low = None
-        retry = self._retry
-        if retry is not None and retry.seqs and retry.frame is None:
-            low = retry.seqs[0]
-        for c in self.mem:
-            if c.seqs and (low is None or c.seqs[0] < low):
-                low = c.seqs[0]
+        """(lock held) The mark from memory, the retry and what moves to the spool."""
+        low = self._low()
         return self.handed if low is None else low - 1
+
+    def _low(self) -> int | None:
+        """(lock held) The oldest sequence number held in memory only (the queue, the retry
+        of a message cut from it, messages leaving it for the spool), or None."""
+        low = self._moving
+        retry = self._retry
+        if retry is not None and retry.seqs and retry.frame is None and (low is None or retry.seqs[0] < low):
+            low = retry.seqs[0]
+        mem = self.mem
+        if mem:
+            # The queue is in hand-over order and a later hand-over holds only higher numbers,
+            # but one hand-over's chunks (one per subject) interleave: the first hand-over's
+            # chunks (same time) hold the lowest.
+            t = mem[0].t
+            for c in mem:
+                if c.t != t:
+                    break
+                if c.seqs and (low is None or c.seqs[0] < low):
+                    low = c.seqs[0]
+        return low
 
     def idle(self) -> bool:
         """Nothing is waiting anywhere (memory, a retry, the spool)."""
@@ -333,6 +357,7 @@ class Publisher:
             duplicate = await self.client.publish(msg.subject, payload, headers, self.cfg.ack_timeout)
         except Exception as e:  # noqa: BLE001 - no ack, no stream, no connection: all retried
             self._failed(f"publishing failed: {_short(e)}")
+            self.ctx.log.debug(f"{self.label}: message {headers[HDR_MSG_ID]} not acked: {_short(e)}")
             return
         if self.backoff.reset():
             self._back()
@@ -376,6 +401,7 @@ class Publisher:
                 self.mem = collections.deque(chunks)
                 self.mem_records -= n
                 items.append(Message(m.subject, m.names, m.rows, m.seqs))
+            self._moving = _oldest(items)
         self._to_spool(items)
 
     def _spill_all(self) -> None:
@@ -390,21 +416,24 @@ class Publisher:
                 self.mem = collections.deque(chunks)
                 self.mem_records -= n
                 items.append(Message(m.subject, m.names, m.rows, m.seqs))
+            self._moving = _oldest(items)
         if self.spool is None:
             lost = sum(len(m.rows) for m in items)
             if lost:
                 self._drop(lost, "there is no spool to keep them", "unsent_at_exit")
+            with self.lock:
+                self._moving = None
             return
         self._to_spool(items)
 
     def _to_spool(self, items: list[Message]) -> None:
+        """``items`` (taken from memory, their oldest number in ``_moving``) to the spool; the
+        commit cursors pass them only once they are on disk (or dropped, counted)."""
         assert self.spool is not None or not items
         if items and self.spool is not None and self.spool.empty:
-            # The mark stands still while the spool holds messages: below the oldest spilled.
-            low = min(m.seqs[0] for m in items if m.seqs) if any(m.seqs for m in items) else None
+            # commit_mark stands still while the spool holds messages: below the oldest spilled.
             with self.lock:
-                mark = self._mark()
-                self._spool_mark = mark if low is None else min(mark, low - 1)
+                self._spool_mark = self._mark()
         for m in items:
             assert self.spool is not None
             try:
@@ -416,6 +445,11 @@ class Publisher:
                 self._drop(len(m.rows), f"the spool is full ({self.spool.max_bytes} bytes)", "spool_full")
             else:
                 self._count("spooled", len(m.rows))
+                if m.seqs:
+                    self.ctx.log.debug(f"{self.label}: spooled records {m.seqs[0]}..{m.seqs[-1]} ({len(m.seqs)})")
+        if items:
+            with self.lock:
+                self._moving = None
 
     def _lose_rest(self) -> None:
         with self.lock:
@@ -438,6 +472,11 @@ class Publisher:
     def _count(self, what: str, n: int = 1) -> None:
         with self.stats_lock:
             self.ctx.stats.incr(f"{self._p}.{what}", n)
+
+
+def _oldest(items: list[Message]) -> int | None:
+    """The lowest sequence number of messages (each in ascending order), None if none has any."""
+    return min((m.seqs[0] for m in items if m.seqs), default=None)
 
 
 def _short(e: BaseException) -> str:

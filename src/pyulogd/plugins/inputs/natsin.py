@@ -25,9 +25,15 @@ Which keys: every output key of every plugin pyulogd has (``keys_from`` narrows 
 plugins' keys), so whatever stack the nodes run, its keys exist here with their types; a key
 of a record that none declares is dropped from it and counted (``unknown_keys``).
 
+After the connection was away (the broker stopped), the messages stored since, up to the
+consumer's position, are read again straight from the stream: JetStream can come back with its
+consumer ahead of the stream after the whole cluster stopped, and would never deliver them
+(``_catch_up``; docs/central.md). The database's unique key drops what was delivered anyway.
+
 Counters (``natsin.<id>.``): ``messages``, ``records``, ``acked``, ``redelivered``,
 ``corrupt`` (messages that are not record batches: terminated, never redelivered),
-``unknown_keys``, ``fetch_errors``.
+``unknown_keys``, ``fetch_errors``, ``outages`` (the connection lost), ``reread`` (messages
+read again after an outage).
 """
 
 from __future__ import annotations
@@ -36,14 +42,16 @@ import asyncio
 import collections
 import os
 import threading
+import types
 from typing import TYPE_CHECKING, Any
 
 from pyulogd.core import registry
 from pyulogd.core.backoff import Backoff
 from pyulogd.core.errors import ConfigError
+from pyulogd.core.log import DEBUG
 from pyulogd.core.options import Duration, Int, Str
 from pyulogd.core.plugin import DataType, Key, KeyType, Option, Source
-from pyulogd.io.natsmsg import HDR_NODE
+from pyulogd.io.natsmsg import HDR_MSG_ID, HDR_NODE
 from pyulogd.io.output import Output
 from pyulogd.io.recordfmt import FormatError, decode_batch
 from pyulogd.plugins import natsconn
@@ -57,19 +65,68 @@ RECEIVED_KEY = Key("pyulogd.received", KeyType.UINT64,
                    help="when the node received the record, µs since the epoch (its NATS output adds it)")
 OWN_KEYS = (RECEIVED_KEY, NODE_KEY, SEQ_KEY)
 CHECK_EVERY = 0.05
+# After an outage (_catch_up): how far before it a stored message still counts as after it
+# (the servers' clocks against ours), and how many messages are read again at most.
+CATCH_UP_MARGIN = 2.0
+CATCH_UP_MAX = 20_000
 
 
 def all_keys(only: list[str] | None) -> list[Key]:
-    """Output keys of every plugin (or of the plugins named), first declaration of a name wins."""
+    """Output keys of every plugin (or of the plugins ``keys_from`` names), first declaration of
+    a name wins. A name that is no plugin is a ConfigError saying so; ``build_stack`` adds the
+    file and line of the stack."""
     seen: dict[str, Key] = {}
     for name in only if only is not None else registry.names():
-        cls = registry.get(name)
+        try:
+            cls = registry.get(name)
+        except ConfigError as e:
+            raise ConfigError(f"keys_from: {e.reason}") from None
         if cls.name == "NATSIN":
             continue
         for key in cls.output_keys:
             if key.name not in seen and key.name not in {k.name for k in OWN_KEYS}:
                 seen[key.name] = Key(key.name, key.type, cim=key.cim, help=key.help)
     return list(seen.values())
+
+
+class _Reread:
+    """A message read straight from the stream after an outage (``_catch_up``): fed as the
+    consumer's are; nothing to acknowledge, the consumer does not hold it."""
+
+    def __init__(self, raw: Any) -> None:
+        self.data = raw.data or b""
+        self.headers = raw.headers
+        self.subject = raw.subject or ""
+        self.metadata = types.SimpleNamespace(sequence=types.SimpleNamespace(stream=raw.seq), num_delivered=0)
+
+    async def ack(self) -> None:
+        pass
+
+    async def term(self) -> None:
+        pass
+
+    async def in_progress(self) -> None:
+        pass
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    """``subject`` is one of NATS subject filter ``pattern``'s (``*`` a token, ``>`` the rest);
+    an empty pattern takes every subject."""
+    if not pattern:
+        return True
+    want, have = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(want):
+        if tok == ">":
+            return len(have) > i
+        if i >= len(have) or (tok != "*" and tok != have[i]):
+            return False
+    return len(have) == len(want)
+
+
+def _where(meta: Any) -> str:
+    """A message's stream sequence and delivery count, for the debug log."""
+    seq = getattr(getattr(meta, "sequence", None), "stream", "?")
+    return f"{seq}/{getattr(meta, 'num_delivered', '?')}"
 
 
 class NatsInput(Source):
@@ -94,11 +151,7 @@ class NatsInput(Source):
     def __init__(self, ctx: Context, instance_id: str, config: dict[str, Any]) -> None:
         super().__init__(ctx, instance_id, config)
         only = [n.strip().upper() for n in (config.get("keys_from") or "").split(",") if n.strip()] or None
-        try:
-            keys = all_keys(only)
-        except ConfigError as e:
-            raise ConfigError(f"NATSIN '{instance_id}': keys_from: {e.reason}") from None
-        self.__dict__["output_keys"] = (*keys, *OWN_KEYS)
+        self.__dict__["output_keys"] = (*all_keys(only), *OWN_KEYS)
         self.label = f"NATSIN '{instance_id}'"
         self._index = {k.name: i + 1 for i, k in enumerate(self.output_keys)}
         self._builders: dict[tuple[str, ...], Any] = {}
@@ -170,13 +223,19 @@ class NatsInput(Source):
         stats = self.ctx.stats
         p = f"natsin.{self.id}"
         now = self.ctx.clock.monotonic()
+        debug = self.ctx.log.level <= DEBUG
         for msg in msgs:
             stats.incr(f"{p}.messages")
-            if getattr(getattr(msg, "metadata", None), "num_delivered", 1) > 1:
+            meta = getattr(msg, "metadata", None)
+            if getattr(meta, "num_delivered", 1) > 1:
                 stats.incr(f"{p}.redelivered")
+            first = self.ctx.seq + 1
             if not self.feed(msg.data, (msg.headers or {}).get(HDR_NODE, ""), msg.subject):
                 self._post(msg, "term")
                 continue
+            if debug:  # where a message went: its stream sequence, the records it became here
+                self.ctx.log.debug(f"{self.label}: message {_where(meta)} {(msg.headers or {}).get(HDR_MSG_ID)}: "
+                                   f"records {first}..{self.ctx.seq}")
             self._waiting.append((msg, self.ctx.seq, now))
 
     def feed(self, body: bytes, node: str = "", subject: str = "") -> bool:
@@ -228,6 +287,9 @@ class NatsInput(Source):
             done.append(waiting.popleft()[0])
         if done:
             self.ctx.stats.incr(f"natsin.{self.id}.acked", len(done))
+            if self.ctx.log.level <= DEBUG:
+                self.ctx.log.debug(f"{self.label}: acking {len(done)} messages (records up to {mark} committed): "
+                                   f"{' '.join(_where(getattr(m, 'metadata', None)) for m in done)}")
             self._post_all(done, "ack")
         # Messages that wait long for their commit (a database outage): keep them ours.
         now = self.ctx.clock.monotonic()
@@ -280,17 +342,88 @@ class NatsInput(Source):
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
+    def _hand_over(self, msgs: list[Any]) -> None:
+        """Messages to the daemon's loop (they count as in flight until acked)."""
+        self.inflight += len(msgs)
+        with self._lock:
+            self._inbox.extend(msgs)
+        try:
+            os.write(self._pipe_w, b"m")
+        except BlockingIOError:
+            pass  # the loop has a wake-up waiting already
+
+    async def _catch_up(self, js: Any, since: float) -> None:
+        """After the connection was away: read again, straight from the stream, the messages
+        stored since the outage up to what the consumer says it delivered.
+
+        Why: when the whole cluster stops, JetStream (seen with nats-server 2.9) can come back
+        with the consumer's delivered sequence ahead of the stream's last one (the consumer had
+        delivered messages whose storing was lost with the stop: none of our nodes had their
+        ack, so they publish them again). The stream then gives new messages the sequence
+        numbers the consumer believes it delivered, and the consumer never delivers them: the
+        five-node failure test lost a node's records so (docs/central.md). Those messages were
+        all stored after the outage and lie at or below the consumer's delivered sequence, so
+        that range, from the top down to the first message older than the outage, is read
+        again here, and once more ``ack_wait`` later (the cluster's leaders can still change in
+        its first seconds back, and the consumer go past a message stored meanwhile). What was
+        delivered anyway is written twice, and the database's unique key keeps one. Waits
+        (bounded by ``ack_wait``) until the stream has grown to the consumer's sequence: the
+        nodes' spools fill it within moments of the broker's return."""
+        cfg = self.config
+        stream, clock = cfg["stream"], self.ctx.clock
+        info = await js.consumer_info(stream, cfg["durable"])
+        last = (await js.stream_info(stream)).state.last_seq
+        # The consumer's position: its last delivered, or where its pending count puts it (the
+        # two disagree once it skipped, and either may be the higher).
+        top = max(info.delivered.stream_seq, last - info.num_pending)
+        deadline = clock.monotonic() + cfg["ack_wait"]
+        while last < top and clock.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # noqa: ASYNC110 - bounded: the stream grows as the nodes drain
+            last = (await js.stream_info(stream)).state.last_seq
+        _nats, _api, errors = natsconn.nats_modules()
+        floor = since - CATCH_UP_MARGIN
+        found: list[Any] = []
+        seq = min(last, top + cfg["fetch_batch"])  # and a fetch's worth above: in flight when it went
+        while seq > 0 and len(found) < CATCH_UP_MAX:
+            try:
+                m = await js.get_msg(stream, seq)
+            except errors.NotFoundError:  # deleted, or not stored (yet)
+                seq -= 1
+                continue
+            if m.time is not None and m.time.timestamp() < floor:
+                break  # stored before the outage: delivered in order before it
+            if _matches(cfg["filter_subject"], m.subject or ""):
+                found.append(_Reread(m))
+            seq -= 1
+        if len(found) >= CATCH_UP_MAX:
+            self.ctx.log.error(f"{self.label}: after the outage, read again only the last {CATCH_UP_MAX} messages "
+                               f"up to stream sequence {top}")
+        if found:
+            found.reverse()
+            self.ctx.stats.incr(f"natsin.{self.id}.reread", len(found))
+            self.ctx.log.notice(f"{self.label}: the broker was away: read again {len(found)} messages stored since, "
+                                f"up to stream sequence {top} (the consumer may skip them)")
+            self._hand_over(found)
+
     async def _main(self) -> None:
         _nats, api, errors = natsconn.nats_modules()
         self._room = asyncio.Event()
         backoff = Backoff(0.5, 5.0, jitter=0.2)
         nc: Any = None
         sub: Any = None
+        js: Any = None
         logged = False
         cfg = self.config
         clock = self.ctx.clock
+        outage: float | None = None  # wall time the connection went away, until caught up
+        # The second reading after an outage: (monotonic time it is due, the outage's time).
+        again: tuple[float, float] | None = None
+        last_pass = False  # the reading under way is that second one
         try:
             while not self._stopping:
+                if nc is not None and not nc.is_connected and outage is None:
+                    outage = clock.wall()
+                    self.ctx.stats.incr(f"natsin.{self.id}.outages")
                 if sub is None:
                     left = backoff.remaining(clock.monotonic())
                     if left > 0:
@@ -328,11 +461,32 @@ class NatsInput(Source):
                     except TimeoutError:
                         pass
                     continue
+                if again is not None and outage is None and clock.monotonic() >= again[0]:
+                    outage, again, last_pass = again[1], None, True  # once more, as after an outage
+                if outage is not None and nc.is_connected:
+                    try:
+                        await self._catch_up(js, outage)
+                        # Once more when the cluster has settled (``ack_wait`` later): its leaders
+                        # can change again in the first seconds, and the consumer go past a
+                        # message stored since. From the earliest outage not read twice yet.
+                        if not last_pass:
+                            since = outage if again is None else min(outage, again[1])
+                            again = (clock.monotonic() + cfg["ack_wait"], since)
+                        last_pass = False
+                        outage = None
+                    except Exception as e:  # noqa: BLE001 - JetStream not back yet: again next round
+                        self.ctx.log.debug(f"{self.label}: reading again after the outage: "
+                                           f"{type(e).__name__}: {e}")
+                        await asyncio.sleep(0.2)  # noqa: ASYNC110 - bounded pause before trying again
+                        continue
                 try:
                     msgs = await sub.fetch(min(cfg["fetch_batch"], room), timeout=0.5)
                 except TimeoutError:  # nothing to fetch now (nats-py raises a subclass)
                     continue
                 except Exception as e:  # noqa: BLE001 - the client reconnects; fetch again later
+                    if outage is None:
+                        outage = clock.wall()
+                        self.ctx.stats.incr(f"natsin.{self.id}.outages")
                     self.ctx.stats.incr(f"natsin.{self.id}.fetch_errors")
                     if not logged:
                         logged = True
@@ -344,13 +498,7 @@ class NatsInput(Source):
                     self.ctx.log.notice(f"{self.label}: fetching again")
                 if not msgs:
                     continue
-                self.inflight += len(msgs)
-                with self._lock:
-                    self._inbox.extend(msgs)
-                try:
-                    os.write(self._pipe_w, b"m")
-                except BlockingIOError:
-                    pass  # the loop has a wake-up waiting already
+                self._hand_over(msgs)
         finally:
             if nc is not None:
                 try:
