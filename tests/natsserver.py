@@ -5,6 +5,17 @@ The machine's own nats-server (127.0.0.1:4222) is never touched. Each server get
 port, a cluster port (clusters) and a monitoring port; :meth:`NatsCluster.wait_ready` polls
 ``/healthz?js-enabled-only=true`` of the monitoring port, so a test waits for the real event
 (JetStream up, meta leader elected) with a deadline, never a fixed sleep.
+
+Environment, so that the same tests run against another broker or beside another run:
+
+- ``PYULOGD_TEST_NATS_SERVER``: the nats-server binary to run (default: ``nats-server`` on
+  PATH, else /usr/sbin/nats-server). The broker's defects after a whole-cluster stop depend on
+  its version (docs/central.md), so an operator can try the one they deploy;
+  :func:`nats_server_version` says which one ran (pytest's header shows it, the end-to-end
+  test's failure message too).
+- ``PYULOGD_TEST_NATS_PORT_BASE``: take the servers' ports from this one upwards (100 of them,
+  in turn, skipping ports in use) instead of ephemeral ones, so that a run can keep to a range
+  of its own and never pick a port that a concurrent run picked and has not bound yet.
 """
 
 from __future__ import annotations
@@ -20,17 +31,33 @@ import time
 import urllib.error
 import urllib.request
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+NATS_SERVER = os.environ.get("PYULOGD_TEST_NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
+PORT_BASE = int(os.environ.get("PYULOGD_TEST_NATS_PORT_BASE") or 0)
+PORT_SPAN = 100
+_next_port = 0  # PORT_BASE set: the offset of the next port to try
 
 
 def have_nats_server() -> str | None:
     """None when nats-server can run here, else why not."""
     if not os.path.exists(NATS_SERVER):
-        return "nats-server is not installed (apt-get install nats-server; scripts/install-deps.sh test)"
+        return (f"nats-server is not installed at {NATS_SERVER} (apt-get install nats-server; "
+                "scripts/install-deps.sh test; or set PYULOGD_TEST_NATS_SERVER)")
     return None
 
 
+def nats_server_version() -> str:
+    """The binary the tests run and what it says of its version (``nats-server: v2.9.10``)."""
+    try:
+        out = subprocess.run([NATS_SERVER, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{NATS_SERVER}: no version ({type(e).__name__})"
+    return f"{NATS_SERVER}: {(out.stdout or out.stderr).strip()}"
+
+
 def free_ports(n: int) -> list[int]:
+    """``n`` loopback ports nothing listens on: ephemeral ones, or from PORT_BASE upwards."""
+    if PORT_BASE:
+        return _ports_from_base(n)
     socks = []
     try:
         for _ in range(n):
@@ -41,6 +68,26 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def _ports_from_base(n: int) -> list[int]:
+    """The next ``n`` free ports of PORT_BASE..PORT_BASE+99, in turn (wrapping), so that two
+    clusters of one run (one made, not started yet) never get the same ones."""
+    global _next_port
+    found: list[int] = []
+    for _ in range(PORT_SPAN):
+        port = PORT_BASE + _next_port
+        _next_port = (_next_port + 1) % PORT_SPAN
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == n:
+            return found
+    raise RuntimeError(f"no {n} free ports in {PORT_BASE}..{PORT_BASE + PORT_SPAN - 1} (PYULOGD_TEST_NATS_PORT_BASE)")
 
 
 class NatsCluster:

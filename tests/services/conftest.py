@@ -4,7 +4,9 @@ Each test gets its own database, created here and dropped afterwards, on the ser
 machine runs (PostgreSQL 127.0.0.1:5432, MariaDB 127.0.0.1:3306, both with trust/empty
 password for their admin user); tests skip when a server or its client library is not
 there. Override with PYULOGD_TEST_PG (a libpq conninfo of an admin connection) and
-PYULOGD_TEST_MYSQL (host:port).
+PYULOGD_TEST_MYSQL (host:port). The servers a test starts itself: tests/natsserver.py
+(PYULOGD_TEST_NATS_SERVER: which nats-server; its version is in pytest's header) and
+tests/services/servers.py (PYULOGD_TEST_PG_PORT).
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ _seq = itertools.count()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "services: needs the PostgreSQL / MariaDB servers on loopback")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from tests.natsserver import have_nats_server, nats_server_version
+
+    return have_nats_server() or nats_server_version()
 
 
 def unique(prefix: str) -> str:

@@ -38,7 +38,8 @@ class PgCluster:
             raise RuntimeError("PostgreSQL server binaries are not installed")
         self.bin = bindir
         self.ns = ns
-        self.port = _free_port(25432)
+        # PYULOGD_TEST_PG_PORT: a port of the run's own (beside a concurrent run), else by pid.
+        self.port = int(os.environ.get("PYULOGD_TEST_PG_PORT") or 0) or _free_port(25432)
         self.dir = tempfile.mkdtemp(prefix="pyulogd-pg-")
         os.chmod(self.dir, 0o755)
         shutil.chown(self.dir, "postgres", "postgres")

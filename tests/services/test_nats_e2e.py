@@ -26,7 +26,11 @@ its nft log rule's counter; flows: the conntrack events its NFCT input counted),
 by the node's sequence (both stacks share it), with no number twice and none missing.
 
 Marked ``nats_e2e`` so it can be run alone: ``pytest -m nats_e2e tests/services/test_nats_e2e.py``
-(about 2.5 minutes). Names, namespaces and the NATS stream carry the prefix ``pyn4``.
+(about 2.5 minutes). Names, namespaces and the NATS stream carry the prefix ``pyn4``
+(namespaces: ``PYULOGD_TEST_NETNS_PREFIX`` if set, for a run beside another one). The broker is
+``PYULOGD_TEST_NATS_SERVER`` if set (tests/natsserver.py): its version is in pytest's header
+and in a failure's message, since the defects this test met after whole-cluster stops are the
+broker's (docs/central.md).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import pytest
 
 from pyulogd.audit.cli import main as audit_main
 from tests.linux.lab import have_root_and_tools, sh, wait_for
-from tests.natsserver import NatsCluster, have_nats_server
+from tests.natsserver import NatsCluster, have_nats_server, nats_server_version
 from tests.services.servers import PgCluster, pg_bindir
 
 pytest.importorskip("nats")
@@ -59,12 +63,13 @@ GROUP = 7
 RATE = 150  # packets per second per node: 750/s in all, for about 100 s
 STREAM = "PYN4E2E"
 DURABLE = "pyn4-collectors"
+NETNS_PREFIX = os.environ.get("PYULOGD_TEST_NETNS_PREFIX") or "pyn4"
 
 
 class Node:
     def __init__(self, i: int, tmp: Path, urls: str) -> None:
         self.i = i
-        self.ns = f"pyn4-{os.getpid()}-n{i}"
+        self.ns = f"{NETNS_PREFIX}-{os.getpid()}-n{i}"
         self.conf = tmp / f"node{i}.conf"
         self.log = tmp / f"node{i}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -414,7 +419,7 @@ def test_nodes_to_central_store_through_failures(
                                     f"BETWEEN {v[0] - 3} AND {v[-1] + 3} ORDER BY 1", db="central").split()
                          for k, v in missing.items() if v}
         (tmp / "missing.txt").write_text(f"{missing}\n{kinds_missing}\n{in_stream(nats.urls, missing)}\n")
-        raise AssertionError(f"{e}\nrows: {rows_per_node(pg)}\nby kind:\n{kinds}\n"
+        raise AssertionError(f"{e}\n{nats_server_version()}\nrows: {rows_per_node(pg)}\nby kind:\n{kinds}\n"
                              f"missing: {missing}\n{(tmp / 'missing.txt').read_text()}\n"
                              f"consumer: {consumer_state(nats.urls)}\nlogs:\n{logs}") from None
     found = rows_per_node(pg)
