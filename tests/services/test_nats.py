@@ -29,7 +29,7 @@ from pyulogd.plugins.inputs.natsin import NatsInput
 from pyulogd.plugins.outputs.nats import NatsOutput
 from pyulogd.plugins.outputs.pgsql import PgsqlOutput
 from tests.helpers import Capture, NflogKeys, make_stack
-from tests.natsserver import NatsCluster, have_nats_server
+from tests.natsserver import NatsCluster, have_nats_server, nats_server_version
 
 pytest.importorskip("nats")
 _skip = have_nats_server()
@@ -326,7 +326,12 @@ def test_messages_the_consumer_skips_after_the_stream_lost_its_tail_are_read_aga
     message the consumer had delivered (here: the stream's store rolled back to before it, as
     nats-server 2.9 did when the whole cluster stopped), so the consumer's delivered sequence is
     ahead of the stream; the next message stored takes that sequence number and the consumer
-    never delivers it. NATSIN reads it again from the stream after the outage."""
+    never delivers it. NATSIN reads it again from the stream after the outage.
+
+    A broker that rewinds the consumer to the stream when it comes back (nats-server 2.15.1
+    does: delivered and ack floor set to the stream's last sequence) delivers record 4 itself;
+    then the test checks only that it arrives once (NATSIN's reading again is not exercised:
+    there is nothing to read again), and says which case it met in its output."""
     import nats as nats_py
 
     from pyulogd.io.natsmsg import HDR_NODE
@@ -370,14 +375,19 @@ def test_messages_the_consumer_skips_after_the_stream_lost_its_tail_are_read_aga
             shutil.copytree(tmp_path / "before", store)  # message 3 is lost, the consumer's state is not
             server.start()
             server.wait_ready()
-            assert asyncio.run(publish(4)) == [3]  # record 4 takes stream sequence 3, "delivered" already
-            info = consumer_info(server.urls, "pyn4skip")
-            assert info.delivered.stream_seq == 3 and info.num_pending == 0  # the broker's view: nothing to send
-            pump([cctx], lambda: 4 in seqs(), what="record 4, read again from the stream")
+            # Nothing new is stored until record 4, so the consumer's position stays as it came back.
+            ahead = consumer_info(server.urls, "pyn4skip").delivered.stream_seq > 2
+            print(f"{nats_server_version()}: consumer {'ahead of' if ahead else 'rewound to'} the stream")
+            assert asyncio.run(publish(4)) == [3]  # record 4 takes stream sequence 3
+            if ahead:  # nats-server 2.9: sequence 3 counts as delivered already
+                info = consumer_info(server.urls, "pyn4skip")
+                assert info.delivered.stream_seq == 3 and info.num_pending == 0  # the broker's view: nothing to send
+            pump([cctx], lambda: 4 in seqs(), what="record 4 (read again from the stream if the consumer skips it)")
             # Read again: what was stored since the outage (with a margin for clocks: 1 and 2
             # too here, written a moment before it), which the database's unique key drops.
             assert seqs()[:3] == [1, 2, 3] and seqs()[-1] == 4 and seqs().count(4) == 1
-            assert cctx.stats.get("natsin.natsin0.reread") == len(seqs()) - 3
+            if ahead:
+                assert cctx.stats.get("natsin.natsin0.reread") == len(seqs()) - 3
         finally:
             stop(cstack)
     finally:
