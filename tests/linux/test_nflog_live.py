@@ -434,6 +434,56 @@ def test_sequence_gaps() -> None:
     assert log_text(ctx).count("event(s) missing") == 1
 
 
+def causes(ctx: Context) -> dict[str, int]:
+    """The losses the input reported into the trail's ledger, by cause."""
+    out: dict[str, int] = {}
+    for loss in ctx.losses.take():
+        for cause, n in loss.causes.items():
+            out[cause] = out.get(cause, 0) + n
+    return out
+
+
+def test_overrun_read_before_queued_records_is_explained_only_by_what_follows_the_drain() -> None:
+    # The kernel reports ENOBUFS at the first read after a drop, before the records still
+    # queued. A gap among those records may explain it, or the drop may also have hit packets
+    # after the last of them (the fault matrix's kernel overrun: 20000 -> 20008 read, 20009
+    # dropped at the tail, no later packet). Only the first record after the drain tells.
+    def pkts(*seqs: int) -> list[bytes | int]:
+        return [build_packet(seq=s) for s in seqs]
+
+    # 1. Gap among the queued records, then the queue drained, then the next record in
+    #    sequence: the gap explained the overrun, nothing more in the trail.
+    p, _, ctx, fake = with_fake([*pkts(0, 1), -1, *pkts(5, 6)], seq_local=1)
+    p._readable()
+    fake.datagrams += pkts(7)
+    p._readable()
+    assert causes(ctx) == {"seq_gap": 3}
+    p.stop()
+    assert causes(ctx) == {}
+
+    # 2. The same, but the daemon stops before any record follows the drain: the drop may
+    #    have hit the last packets too, so the overrun goes into the trail as a lower bound.
+    p, _, ctx, fake = with_fake([*pkts(0, 1), -1, *pkts(5, 6)], seq_local=1)
+    p._readable()
+    p.stop()
+    assert causes(ctx) == {"seq_gap": 3, "enobufs": 1}
+
+    # 3. After the drain, a gap: the drop is there, counted exactly, no overrun record.
+    p, _, ctx, fake = with_fake([*pkts(0, 1), -1, *pkts(5, 6)], seq_local=1)
+    p._readable()
+    fake.datagrams += pkts(9)
+    p._readable()
+    p.stop()
+    assert causes(ctx) == {"seq_gap": 5}
+
+    # 4. No gap anywhere: the kernel dropped without numbering (SIGSTOP, kernel 6.18).
+    p, _, ctx, fake = with_fake([*pkts(0, 1), -1, *pkts(2, 3)], seq_local=1)
+    p._readable()
+    fake.datagrams += pkts(4)
+    p._readable()
+    assert causes(ctx) == {"enobufs": 1}
+
+
 def test_enobufs_doubles_up_to_maxsize_then_logs_at_most_every_interval() -> None:
     sizes = {"netlink_socket_buffer_size": 1000, "netlink_socket_buffer_maxsize": 5000}
     p, cap, ctx, fake = with_fake([-1] * 6, **sizes)

@@ -113,11 +113,14 @@ class NflogInput(NetnsSource):
         self._check_seq: bool = config["seq_local"] or config["seq_global"]
         self._truncated = 0
         # ENOBUFS not yet explained by a gap in oob.seq.local (see _overrun): when the first
-        # happened, how many, and whether the socket's queue was found empty since (what is
-        # read after that was logged after the drop).
+        # happened, how many, whether the socket's queue was found empty since (what is read
+        # after that was logged after the drop), and whether a gap was found in what was
+        # queued before it was read (it may explain the drop, or the drop came after the last
+        # of those records: only the first record logged after the drain tells which).
         self._overrun_at: float | None = None
         self._overruns = 0
         self._overrun_drained = False
+        self._overrun_gap = False
         p = f"nflog.{instance_id}."
         self.stat = {n: p + n for n in STAT_NAMES}
         self._burst = {n: Burst() for n in _BURSTS}
@@ -237,9 +240,9 @@ class NflogInput(NetnsSource):
                 log.error(f"unable to set flags 0x{flags:x}: {_why(e)}")
 
     def stop_input(self) -> None:
-        self._report_overrun()
         sock = self.sock
         if sock is None:
+            self._report_overrun()
             return
         self.ctx.loop.remove_reader(sock.fileno())
         if self._bound:
@@ -260,6 +263,10 @@ class NflogInput(NetnsSource):
                         self.release()
             except OSError as e:
                 self.ctx.log.debug(f"reading the last packets of log group {self.group}: {_why(e)}")
+        # After the last packets were read: an overrun still unexplained now (no record came
+        # after it to show a gap, or to show that a gap read before covered it all) goes into
+        # the trail as a lower bound (a drop of the very last packets leaves no gap to see).
+        self._report_overrun()
         self._close()
 
     def _close(self) -> None:
@@ -337,6 +344,9 @@ class NflogInput(NetnsSource):
                 self._overrun_at = now
             self._overruns += 1
             self._overrun_drained = False
+            # A gap in records read before this overrun was reported is from drops it does not
+            # report (they happened before an earlier read): only gaps read from now on count.
+            self._overrun_gap = False
         maxsize = self.config["netlink_socket_buffer_maxsize"]
         if maxsize and not self._at_max:
             ask = min(self._rcvbuf_asked * 2, maxsize)
@@ -362,6 +372,7 @@ class NflogInput(NetnsSource):
         """ENOBUFS that no sequence gap explained: at least one record lost each, unnumbered."""
         at, n = self._overrun_at, self._overruns
         self._overrun_at, self._overruns = None, 0
+        self._overrun_gap = False
         if at is not None:
             self.ctx.losses.report(self, n, "enobufs", at)
 
@@ -397,14 +408,28 @@ class NflogInput(NetnsSource):
             stats.incr(self.stat["seq_gaps"], gaps)
             stats.incr(self.stat["seq_lost"], lost)
             self.ctx.losses.report(self, lost, "seq_gap", now)  # the loss record (core/loss.py)
-            self._overrun_at = None  # the gap explains the overruns, exactly
-            self._overruns = 0
+            if self._overrun_drained:
+                # Logged after the queue was found empty: the gap is where the drop was, and
+                # explains the overruns exactly.
+                self._overrun_at = None
+                self._overruns = 0
+                self._overrun_gap = False
+            elif self._overrun_at is not None:
+                # Among records queued when the overrun was read: the drop is between them, or
+                # also after the last of them (a burst that filled the queue again): the first
+                # record logged after the drain says which.
+                self._overrun_gap = True
             n = self._burst["seq"].due(now, lost)
             if n:
                 self.ctx.log.notice(f"NFLOG '{self.id}': {n} event(s) missing (gaps in oob.seq.local), "
                                     f"{stats.get(self.stat['seq_lost'])} in total")
         elif self._overrun_at is not None and self._overrun_drained:
-            self._report_overrun()  # records logged after the drop, and no gap: unnumbered
+            if self._overrun_gap:  # no drop after the queued records: their gap explained it
+                self._overrun_at = None
+                self._overruns = 0
+                self._overrun_gap = False
+            else:
+                self._report_overrun()  # records logged after the drop, and no gap: unnumbered
 
     def _report_truncated(self, n: int) -> None:
         self.ctx.stats.incr(self.stat["truncated"], n)
