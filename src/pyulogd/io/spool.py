@@ -33,7 +33,6 @@ appended at the tail is safe: appends never touch what is before them.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import stat
@@ -45,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyulogd.core.append import AppendError, append
+from pyulogd.io.lockdir import lock_dir, open_file
 from pyulogd.io.recordfmt import FormatError, decode_batch, encode_batch
 
 # Where outputs spool by default: SPOOL_BASE/<daemon>/<instance id> (default_dir).
@@ -113,18 +113,7 @@ class Spool:
         it must not be able to point the spool's writes at another file. (The daemon opens
         it as that user, docs/security.md; ``make_dir`` in core/safefile.py created it.)
         """
-        try:
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-            self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            self._lock_fd = self._open("LOCK", os.O_RDWR | os.O_CREAT)
-        except OSError as e:
-            self.close()
-            raise SpoolError(f"cannot use spool directory {self.path!r}: {e.strerror}") from e
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.close()
-            raise SpoolError(f"spool directory {self.path!r} is used by another running daemon") from None
+        self._dir_fd, self._lock_fd = lock_dir(self.path, "spool directory", SpoolError)
         try:
             self._ack_fd = self._open("ack", os.O_RDWR | os.O_CREAT)
         except OSError as e:
@@ -157,12 +146,7 @@ class Spool:
 
     def _open(self, name: str, flags: int) -> int:
         """``name`` in the spool directory, never through a link, only a regular file."""
-        fd = os.open(name, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600, dir_fd=self._dir_fd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise OSError(errno.EPERM, f"{name} is not a regular file", os.path.join(self.path, name))
-        os.set_blocking(fd, True)
-        return fd
+        return open_file(self._dir_fd, self.path, name, flags)
 
     def close(self) -> None:
         for fd in (self._tail_fd, self._read_fd, self._ack_fd, self._lock_fd, self._dir_fd):

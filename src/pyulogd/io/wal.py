@@ -47,11 +47,9 @@ restart appends always go to a new segment.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
-import stat
 import struct
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 from pyulogd.core.errors import ConfigError
 from pyulogd.core.options import Bool, Choice, Path, Size, Str
 from pyulogd.core.plugin import Filter, Option, Sink, Source
+from pyulogd.io.lockdir import lock_dir, open_file
 from pyulogd.io.recordfmt import FormatError, decode_batch, encode_batch
 from pyulogd.io.sink import SinkCounters
 
@@ -282,18 +281,7 @@ class WalFile:
         """Lock the directory; return the state the last run saved. The segments it left are
         :attr:`old` (read one at a time by :meth:`old_frames`, so a log of any size replays in
         the memory of one segment)."""
-        try:
-            os.makedirs(self.path, mode=0o700, exist_ok=True)
-            self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            self._lock_fd = self._open("LOCK", os.O_RDWR | os.O_CREAT)
-        except OSError as e:
-            self.close()
-            raise WalError(f"cannot use write-ahead log directory {self.path!r}: {e.strerror}") from e
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.close()
-            raise WalError(f"write-ahead log directory {self.path!r} is used by another running daemon") from None
+        self._dir_fd, self._lock_fd = lock_dir(self.path, "write-ahead log directory", WalError)
         try:
             self._state_fd = self._open("state", os.O_RDWR | os.O_CREAT)
             state = self._load_state()
@@ -304,12 +292,7 @@ class WalFile:
         return state
 
     def _open(self, name: str, flags: int) -> int:
-        fd = os.open(name, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600, dir_fd=self._dir_fd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise OSError(errno.EPERM, f"{name} is not a regular file", os.path.join(self.path, name))
-        os.set_blocking(fd, True)
-        return fd
+        return open_file(self._dir_fd, self.path, name, flags)
 
     def _scan(self) -> None:
         """Every segment the last run left: its size and highest sequence number."""
